@@ -1,0 +1,288 @@
+//! The HTTP layer: one pooled client, authorization per attempt, retries, traceability.
+//!
+//! Every request carries `x-ms-version`, a fresh `x-ms-date`, a unique
+//! `x-ms-client-request-id` (logged at debug, printed beside Azure's `x-ms-request-id`
+//! on failure) and a `User-Agent` naming the plugin and the CI run. Bodies are
+//! `Bytes`, so a retry re-sends the same buffer without copying. Responses are read
+//! whole inside the attempt, so a connection dropped mid-body is retried like any
+//! other transport failure. Nothing here prints a URL's query string.
+
+pub mod error;
+pub mod retry;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Method;
+
+use crate::auth::Credential;
+pub use error::HttpError;
+pub use retry::RetryPolicy;
+
+/// The REST API version sent on every request (Azurite 3.37 accepts up to 2026-06-06).
+pub const API_VERSION: &str = "2025-11-05";
+
+/// A request, kept whole so that every attempt can rebuild it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: Method,
+    pub url: url::Url,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// Bytes expected back (ranged GET), to scale the timeout.
+    pub expect_bytes: u64,
+}
+
+impl Request {
+    pub fn new(method: Method, url: url::Url) -> Self {
+        Request {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            expect_bytes: 0,
+        }
+    }
+
+    /// Adds a header; values that are not valid header text are dropped by the caller's checks in config.
+    pub fn header(mut self, name: &'static str, value: impl AsRef<str>) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.insert(HeaderName::from_static(name), v);
+        }
+        self
+    }
+
+    pub fn header_opt(self, name: &'static str, value: Option<impl AsRef<str>>) -> Self {
+        match value {
+            Some(v) => self.header(name, v),
+            None => self,
+        }
+    }
+
+    /// Adds a header whose name is built at run time (metadata).
+    pub fn dyn_header(mut self, name: &str, value: &str) -> Self {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            self.headers.insert(n, v);
+        }
+        self
+    }
+
+    pub fn body(mut self, body: Bytes) -> Self {
+        self.body = body;
+        self
+    }
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Counters for the summary.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+pub struct Http {
+    client: reqwest::Client,
+    credential: Credential,
+    retry: RetryPolicy,
+    timeout: Duration,
+    user_agent: String,
+    pub stats: Arc<Stats>,
+}
+
+impl Http {
+    pub fn new(
+        credential: Credential,
+        retry: RetryPolicy,
+        timeout: Duration,
+        ci_label: Option<&str>,
+        pool: usize,
+    ) -> Result<Self, HttpError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10).min(timeout))
+            .pool_max_idle_per_host(pool.max(8))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| HttpError {
+                method: "-".into(),
+                path: "-".into(),
+                status: None,
+                code: None,
+                message: format!("cannot build the HTTP client: {}", e.without_url()),
+                request_id: None,
+                client_request_id: "-".into(),
+                attempts: 0,
+            })?;
+        let mut user_agent =
+            concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")).to_string();
+        if let Some(l) = ci_label {
+            user_agent.push_str(&format!(" ({l})"));
+        }
+        Ok(Http {
+            client,
+            credential,
+            retry,
+            timeout,
+            user_agent,
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// Sends a request, retrying retryable failures. Returns the response for a 2xx/3xx
+    /// status and an [`HttpError`] (with status, Azure code and both request ids) otherwise.
+    pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let client_request_id = uuid::Uuid::new_v4().to_string();
+            let started = Instant::now();
+            let result = self.attempt(&req, &client_request_id).await;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let (err, hint) = match result {
+                Ok(resp) if resp.status < 400 => {
+                    tracing::debug!(
+                        method = %req.method, path = req.url.path(), status = resp.status,
+                        client_request_id, ms = started.elapsed().as_millis() as u64, "request"
+                    );
+                    return Ok(resp);
+                }
+                Ok(resp) => {
+                    let (code, message) = error::parse_error_body(&resp.body);
+                    let code = resp.header("x-ms-error-code").map(str::to_string).or(code);
+                    let hint = retry::server_hint(&resp.headers);
+                    let retryable = RetryPolicy::retryable_status(resp.status);
+                    let e = HttpError {
+                        method: req.method.to_string(),
+                        path: req.url.path().to_string(),
+                        status: Some(resp.status),
+                        code,
+                        message: message.unwrap_or_default(),
+                        request_id: resp.header("x-ms-request-id").map(str::to_string),
+                        client_request_id,
+                        attempts: attempt,
+                    };
+                    if !retryable {
+                        tracing::debug!(error = %e, "request failed");
+                        return Err(e);
+                    }
+                    (e, hint)
+                }
+                Err(e) => (
+                    HttpError {
+                        method: req.method.to_string(),
+                        path: req.url.path().to_string(),
+                        status: None,
+                        code: None,
+                        message: describe_transport(&e),
+                        request_id: None,
+                        client_request_id,
+                        attempts: attempt,
+                    },
+                    None,
+                ),
+            };
+            if attempt > self.retry.max_retries {
+                return Err(err);
+            }
+            let wait = self.retry.delay(attempt, hint);
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("retrying in {:.1}s: {err}", wait.as_secs_f64());
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        req: &Request,
+        client_request_id: &str,
+    ) -> Result<Response, reqwest::Error> {
+        let mut r = reqwest::Request::new(req.method.clone(), req.url.clone());
+        *r.headers_mut() = req.headers.clone();
+        let h = r.headers_mut();
+        h.insert("x-ms-version", HeaderValue::from_static(API_VERSION));
+        h.insert(
+            "x-ms-date",
+            HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
+                .expect("date"),
+        );
+        h.insert(
+            "x-ms-client-request-id",
+            HeaderValue::from_str(client_request_id).expect("uuid"),
+        );
+        h.insert(
+            reqwest::header::USER_AGENT,
+            HeaderValue::from_str(&self.user_agent)
+                .unwrap_or(HeaderValue::from_static("plugin-azure-storage")),
+        );
+        let send_body = req.method == Method::PUT || !req.body.is_empty();
+        if send_body {
+            h.insert(
+                reqwest::header::CONTENT_LENGTH,
+                HeaderValue::from(req.body.len()),
+            );
+            *r.body_mut() = Some(req.body.clone().into());
+        }
+        // A body of N MiB gets N more seconds (at least 1 MiB/s must flow).
+        let bytes = req.body.len() as u64 + req.expect_bytes;
+        *r.timeout_mut() = Some(self.timeout + Duration::from_secs(bytes >> 20));
+        self.credential.authorize(&mut r);
+        let resp = self.client.execute(r).await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// A transport error in words, without the URL (its query may hold a SAS).
+fn describe_transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "connection dropped while reading the response"
+    } else if e.is_request() {
+        "connection dropped while sending the request"
+    } else {
+        "transport error"
+    };
+    let mut detail = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

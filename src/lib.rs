@@ -1,0 +1,13 @@
+//! plugin-azure-storage: a CI plugin that moves build artifacts between the workspace
+//! and Azure Blob Storage, with verified, parallel, chunked transfers.
+//!
+//! `main.rs` is thin; the library is split as DESIGN.md §5 lays out: settings and
+//! config, auth, the HTTP layer, one module per storage service, and the transfer
+//! engine.
+
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod settings;
+pub mod storage;
+pub mod transfer;

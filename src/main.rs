@@ -1,0 +1,150 @@
+//! Entry point: logging, settings, the run, and the exit code.
+//!
+//! Exit codes: 0 every file done (or skipped as asked); 1 one or more files failed;
+//! 2 invalid settings; 3 an error before any file could be transferred
+//! (credentials, missing container, listing, planning); 130/143 interrupted.
+
+use std::process::ExitCode;
+
+use plugin_azure_storage::config::{Config, LogFormat, RawSettings};
+use plugin_azure_storage::settings;
+use plugin_azure_storage::transfer::{self, download, RunError};
+
+fn init_logging(level: &str, format: LogFormat) {
+    // Our own crate at the chosen level; dependencies never below `warn`, so no HTTP
+    // library can log a header (Authorization) even at `trace`.
+    let filter = tracing_subscriber::EnvFilter::new(format!("warn,plugin_azure_storage={level}"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args
+        .iter()
+        .any(|a| a == "--help" || a == "-h" || a == "help")
+    {
+        print!("{}", settings::help_text());
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version" || a == "-V") {
+        println!("plugin-azure-storage {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if let Some(a) = args.first() {
+        eprintln!("error: unknown argument `{a}`: settings come from PLUGIN_* environment variables (see --help)");
+        return ExitCode::from(2);
+    }
+
+    let raw = RawSettings::from_env();
+    // Logging first (leniently), so that warnings about the settings themselves show.
+    let level = raw
+        .get("log_level")
+        .map(|l| l.trim().to_ascii_lowercase())
+        .filter(|l| ["error", "warn", "info", "debug", "trace"].contains(&l.as_str()))
+        .unwrap_or_else(|| "info".into());
+    let format = if raw
+        .get("log_format")
+        .map(|f| f.trim().eq_ignore_ascii_case("json"))
+        .unwrap_or(false)
+    {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
+    };
+    init_logging(&level, format);
+    for (name, close) in raw.unknown() {
+        match close {
+            Some(c) => tracing::warn!(
+                "unknown setting `{name}` ({}): did you mean `{c}`?",
+                settings::env_name(&name)
+            ),
+            None => tracing::warn!(
+                "unknown setting `{name}` ({}): ignored",
+                settings::env_name(&name)
+            ),
+        }
+    }
+    let cfg = match Config::from_raw(&raw) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::debug!(?cfg, "configuration");
+    let json = cfg.log_format == LogFormat::Json;
+
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let result = rt.block_on(async {
+        tokio::select! {
+            r = transfer::run(cfg) => Ok(r),
+            sig = interrupted() => Err(sig),
+        }
+    });
+    match result {
+        Err(code) => {
+            let removed = download::remove_temp_files();
+            tracing::error!("interrupted: stopped; {removed} partial download(s) removed, nothing left under a final name");
+            ExitCode::from(code)
+        }
+        Ok(Ok(outcome)) => {
+            if json {
+                tracing::info!(summary = %serde_json::to_string(&outcome.summary).unwrap_or_default(), "summary");
+            } else {
+                eprintln!("{}", outcome.summary.table(&outcome.results));
+            }
+            if outcome.failed() > 0 {
+                tracing::error!("{} file(s) failed", outcome.failed());
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Ok(Err(e)) => {
+            tracing::error!("{}", chain(&e));
+            ExitCode::from(if matches!(e, RunError::Plan(_)) { 3 } else { 3 })
+        }
+    }
+}
+
+/// `error: cause: cause` chain.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
+}
+
+/// Resolves on SIGTERM (CI cancel) or SIGINT, with the conventional exit code.
+async fn interrupted() -> u8 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => 143,
+        _ = int.recv() => 130,
+    }
+}

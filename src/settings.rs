@@ -1,0 +1,244 @@
+//! The settings table: the plugin's public API in one place.
+//!
+//! Every setting the plugin reads is listed here once, with its type, default,
+//! whether it is required and whether it is a secret. This table drives:
+//! `--help` (the settings reference), the unknown-setting warning ("did you mean"),
+//! the redaction of secrets, and the drift check against `plugin.yaml` and
+//! `docs/settings.md`. `config.rs` turns the raw values into a validated `Config`.
+
+/// The shape of a setting's value, as documented to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    String,
+    Bool,
+    Enum(&'static [&'static str]),
+    /// A list: comma-joined (`a,b`) or a JSON array (`["a","b"]`).
+    List,
+    /// A JSON object.
+    Map,
+    /// A string, or a JSON map glob → value (first match in written order wins).
+    StringOrMap,
+    /// A byte size: `8MiB`, `4M`, `1048576`.
+    Size,
+    /// A duration: `30s`, `2m`, `500ms`.
+    Duration,
+    Integer,
+}
+
+impl Kind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::Bool => "boolean",
+            Kind::Enum(_) => "enum",
+            Kind::List => "list",
+            Kind::Map => "map",
+            Kind::StringOrMap => "string or map",
+            Kind::Size => "size",
+            Kind::Duration => "duration",
+            Kind::Integer => "integer",
+        }
+    }
+}
+
+/// One documented setting. `name` is the YAML key; it arrives as `PLUGIN_<NAME>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Default as documented (`None`: unset / automatic, see `help`).
+    pub default: Option<&'static str>,
+    pub required: bool,
+    pub secret: bool,
+    /// Other environment variables read when the setting is absent.
+    pub env_fallback: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn s(
+    name: &'static str,
+    kind: Kind,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        kind,
+        default,
+        required: false,
+        secret: false,
+        env_fallback: &[],
+        help,
+    }
+}
+
+const fn secret(
+    name: &'static str,
+    env_fallback: &'static [&'static str],
+    help: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        kind: Kind::String,
+        default: None,
+        required: false,
+        secret: true,
+        env_fallback,
+        help,
+    }
+}
+
+pub const OVERWRITE_VALUES: &[&str] = &["true", "false", "skip", "changed"];
+pub const ACCESS_TIERS: &[&str] = &["Hot", "Cool", "Cold", "Archive"];
+pub const AUTH_MODES: &[&str] = &[
+    "auto",
+    "federated",
+    "managed_identity",
+    "sas",
+    "shared_key",
+    "connection_string",
+];
+
+/// All settings, in the order the reference documents them.
+pub const SETTINGS: &[Setting] = &[
+    s("action", Kind::Enum(&["upload", "download"]), Some("upload"), "Direction of the transfer: `upload` (workspace to storage) or `download` (storage to workspace)."),
+    s("service", Kind::Enum(&["blob", "file"]), Some("blob"), "Storage service: `blob` (Blob container) or `file` (Azure Files share)."),
+    s("account_name", Kind::String, None, "Storage account name. The endpoint becomes `https://<account_name>.<service>.<endpoint_suffix>`. Required unless `endpoint` or `connection_string` gives the account."),
+    s("endpoint", Kind::String, None, "Full service URL instead of `account_name` (Azurite, private endpoints, sovereign clouds), e.g. `http://127.0.0.1:10000/devstoreaccount1`."),
+    s("endpoint_suffix", Kind::String, Some("core.windows.net"), "DNS suffix of the storage endpoints (`core.chinacloudapi.cn`, `core.usgovcloudapi.net`, ...)."),
+    s("container", Kind::String, None, "Blob container (with `service: blob`)."),
+    s("share", Kind::String, None, "Azure Files share (with `service: file`)."),
+    s("create_container", Kind::Bool, Some("false"), "Upload: create the container if it does not exist (otherwise a missing container is an error)."),
+    s("source", Kind::List, None, "Upload: local glob(s) relative to the workspace, `**` allowed; a directory means everything under it. Download: remote name(s), prefix(es) or glob(s). A glob with `{a,b}` must be passed as a JSON array. Required."),
+    s("target", Kind::String, Some(""), "Upload: remote path prefix the names are put under. Download: local directory (default: the working directory)."),
+    s("strip_prefix", Kind::String, None, "Leading path removed from each name before `target` is prepended: a local path on upload, a remote prefix on download. Matches whole path components (`dist` strips `dist/a`, not `distx/a`)."),
+    s("exclude", Kind::List, None, "Glob(s) removed from the selection (matched against the same path as `source`)."),
+    s("allow_empty", Kind::Bool, Some("false"), "Succeed when `source` selects no file (by default an empty selection is an error)."),
+    s("overwrite", Kind::Enum(OVERWRITE_VALUES), Some("true"), "When the destination exists: `true` replace it; `false` fail that file (conditional request, no race); `skip` leave it; `changed` transfer only when the SHA-256 differs."),
+    s("content_type", Kind::StringOrMap, None, "Content type: one string for all, or a JSON map glob → type (first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
+    s("cache_control", Kind::StringOrMap, None, "`Cache-Control` stored with each blob/file: a string or a JSON map glob → value."),
+    s("content_encoding", Kind::StringOrMap, None, "`Content-Encoding` stored with each blob/file: a string or a JSON map glob → value."),
+    s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string or a JSON map glob → value."),
+    s("metadata", Kind::Map, None, "JSON map of extra metadata stored on every uploaded blob/file; keys must be C# identifiers."),
+    s("access_tier", Kind::Enum(ACCESS_TIERS), None, "Blob access tier set on upload (Blob only). Default: the account's default tier."),
+    s("content_md5", Kind::Bool, Some("true"), "Upload: also store the whole-file Content-MD5 (readable by every Azure tool). SHA-256 is always stored as metadata `sha256`."),
+    s("verify", Kind::Enum(&["required", "size"]), Some("required"), "Download: `required` fails a file that has neither a `sha256` metadata nor a Content-MD5 to check against; `size` accepts such files after checking their length (with a warning)."),
+    s("follow_symlinks", Kind::Bool, Some("false"), "Upload: follow symbolic links. By default links are reported and skipped, so nothing outside the workspace is ever read."),
+    s("block_size", Kind::Size, None, "Upload block / download range size. Default: 4MiB, raised to size/50000 for huge files. Files up to this size go in a single request."),
+    s("concurrency", Kind::Integer, Some("16"), "Requests in flight at once, shared by all files and blocks (1-256)."),
+    s("max_memory", Kind::Size, Some("48MiB"), "Upper bound of transfer buffers in memory, whatever the file sizes (at least one block)."),
+    s("retries", Kind::Integer, Some("5"), "Retries of each request on 408/429/500/502/503/504, resets and timeouts (0-50)."),
+    s("timeout", Kind::Duration, Some("60s"), "Per-request timeout (a body of N MiB gets N seconds more)."),
+    s("manifest", Kind::String, None, "Path of a JSON manifest to write: one entry per file (name, size, sha256, url, etag, status)."),
+    s("dry_run", Kind::Bool, Some("false"), "Plan and print, transfer nothing. An upload dry run needs no credentials."),
+    s("provenance", Kind::Bool, Some("true"), "Store metadata naming the CI run that wrote each file (`ci_repo`, `ci_commit`, `ci_build`, `ci_link`)."),
+    s("log_level", Kind::Enum(&["error", "warn", "info", "debug", "trace"]), Some("info"), "Log verbosity. No level ever prints a token, key or SAS."),
+    s("log_format", Kind::Enum(&["text", "json"]), Some("text"), "`text` for people, `json` for log pipelines (one JSON object per line)."),
+    s("progress_interval", Kind::Duration, Some("5s"), "How often a progress line is printed."),
+    s("auth", Kind::Enum(AUTH_MODES), Some("auto"), "Authentication mode. `auto` picks the first available: federated, managed identity, SAS, account key, connection string."),
+    secret("account_key", &["AZURE_STORAGE_KEY"], "Storage account key (Shared Key signing). For Azurite and teams not yet on federation."),
+    secret("sas_token", &["AZURE_STORAGE_SAS_TOKEN"], "Shared access signature (query string, with or without the leading `?`)."),
+    secret("connection_string", &["AZURE_STORAGE_CONNECTION_STRING"], "Storage connection string (account, key or SAS, endpoints); `UseDevelopmentStorage=true` for Azurite's defaults."),
+];
+
+/// Looks a setting up by its YAML name.
+pub fn find(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// Environment variable carrying `name`.
+pub fn env_name(name: &str) -> String {
+    format!("PLUGIN_{}", name.to_ascii_uppercase())
+}
+
+/// Levenshtein distance, for "did you mean".
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The known setting closest to an unknown name, when it is close enough to be a typo.
+pub fn closest(unknown: &str) -> Option<&'static str> {
+    let unknown = unknown.to_ascii_lowercase();
+    SETTINGS
+        .iter()
+        .map(|s| (distance(&unknown, s.name), s.name))
+        .filter(|(d, name)| *d <= 3.max(name.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, n)| n)
+}
+
+/// Settings reference printed by `--help`.
+pub fn help_text() -> String {
+    let mut out = String::new();
+    out.push_str(concat!(
+        "plugin-azure-storage ",
+        env!("CARGO_PKG_VERSION"),
+        "\nMoves build artifacts between the workspace and Azure Blob Storage / Azure Files.\n\n",
+        "Settings arrive as environment variables PLUGIN_<NAME> (Drone/Woodpecker `settings:`).\n",
+        "Lists: comma-joined or a JSON array. Maps: JSON. Sizes: 8MiB, 4M, 1048576. Durations: 30s, 2m, 500ms.\n\n",
+        "Exit codes: 0 every file done; 1 one or more files failed; 2 invalid settings; 3 authentication or service error before any transfer.\n\n"
+    ));
+    for st in SETTINGS {
+        let mut line = format!("  {:<20} {}", st.name, st.kind.type_name());
+        if let Kind::Enum(values) = st.kind {
+            line.push_str(&format!(" ({})", values.join("|")));
+        }
+        if let Some(d) = st.default {
+            line.push_str(&format!(", default `{d}`"));
+        }
+        if st.secret {
+            line.push_str(", secret");
+        }
+        if !st.env_fallback.is_empty() {
+            line.push_str(&format!(", or {}", st.env_fallback.join(" / ")));
+        }
+        out.push_str(&line);
+        out.push_str("\n      ");
+        out.push_str(st.help);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_find_their_setting() {
+        assert_eq!(closest("strip_prefx"), Some("strip_prefix"));
+        assert_eq!(closest("CONTAINR"), Some("container"));
+        assert_eq!(closest("targets"), Some("target"));
+        assert_eq!(closest("completely_unrelated_thing"), None);
+    }
+
+    #[test]
+    fn names_are_unique_and_lowercase() {
+        let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
+        names.sort();
+        let n = names.len();
+        names.dedup();
+        assert_eq!(n, names.len());
+        assert!(SETTINGS
+            .iter()
+            .all(|s| s.name == s.name.to_ascii_lowercase()));
+    }
+
+    #[test]
+    fn help_lists_every_setting() {
+        let h = help_text();
+        for st in SETTINGS {
+            assert!(h.contains(st.name), "{} missing from --help", st.name);
+        }
+    }
+}

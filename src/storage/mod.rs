@@ -1,0 +1,136 @@
+//! The storage interface the transfer engine talks to.
+//!
+//! Blob (`blob.rs`) implements it today; Azure Files implements the same trait, so the
+//! engine (plan, chunking, hashing, verification, output) exists once. Each method is
+//! one logical operation; the implementations map it to one REST call (or a short,
+//! documented sequence) and link the Microsoft docs page.
+
+pub mod blob;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::http::HttpError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("the {what} `{name}` does not exist{hint}")]
+    NoContainer {
+        what: &'static str,
+        name: String,
+        hint: &'static str,
+    },
+    #[error("unexpected response from {op}: {detail}")]
+    Protocol { op: &'static str, detail: String },
+}
+
+impl StorageError {
+    pub fn http(&self) -> Option<&HttpError> {
+        match self {
+            StorageError::Http(h) => Some(h),
+            _ => None,
+        }
+    }
+    pub fn is_status(&self, s: u16) -> bool {
+        self.http().map(|h| h.is_status(s)).unwrap_or(false)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// What the service says about one stored blob or file.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteItem {
+    pub name: String,
+    pub size: u64,
+    pub etag: Option<String>,
+    /// Base64 Content-MD5, when stored.
+    pub content_md5: Option<String>,
+    /// Lowercase hex SHA-256 from metadata `sha256`, when stored.
+    pub sha256: Option<String>,
+    /// Blob access tier (an `Archive` blob cannot be read).
+    pub access_tier: Option<String>,
+}
+
+/// Properties written with an upload.
+#[derive(Debug, Clone, Default)]
+pub struct UploadProps {
+    pub content_type: String,
+    pub cache_control: Option<String>,
+    pub content_encoding: Option<String>,
+    pub content_disposition: Option<String>,
+    /// Lowercase names; includes `sha256`.
+    pub metadata: Vec<(String, String)>,
+    pub access_tier: Option<String>,
+    /// Whole-file MD5 to store (chunked uploads; single puts get it from the service).
+    pub content_md5: Option<[u8; 16]>,
+    /// Fail with 409 when the destination exists (`overwrite: false`).
+    pub if_none_match: bool,
+}
+
+/// One chunk of a chunked upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Chunk {
+    pub offset: u64,
+    pub len: u64,
+    /// CRC-64/NVME of the chunk (sent as the transactional checksum).
+    pub crc64: u64,
+}
+
+/// Result of a committed upload.
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    pub etag: Option<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// e.g. `blob container `artifacts``.
+    fn describe(&self) -> String;
+    /// Public URL of an item (never with a SAS).
+    fn url(&self, name: &str) -> String;
+    /// Largest chunk a single request may carry.
+    fn max_chunk(&self) -> u64;
+    /// Largest file sent in one request instead of chunks.
+    fn max_single_put(&self) -> u64;
+
+    /// Checks the container/share exists, creating it when `create` is set.
+    async fn ensure_container(&self, create: bool) -> Result<()>;
+    /// Properties of one item, `None` when it does not exist.
+    async fn properties(&self, name: &str) -> Result<Option<RemoteItem>>;
+    /// Every item whose name starts with `prefix` (all pages).
+    async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>>;
+    /// `len` bytes from `offset` (the whole item when `offset == 0 && len == size`).
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes>;
+    /// Writes a whole small file in one request.
+    async fn put_whole(
+        &self,
+        name: &str,
+        data: Bytes,
+        crc64: u64,
+        props: &UploadProps,
+    ) -> Result<Committed>;
+    /// Prepares a chunked upload; returns the chunk keys already stored by an earlier,
+    /// interrupted run (resume), which need not be sent again.
+    async fn begin_chunked(
+        &self,
+        name: &str,
+        size: u64,
+        props: &UploadProps,
+    ) -> Result<HashSet<String>>;
+    /// The key under which a chunk is stored (compared with `begin_chunked`'s set).
+    fn chunk_key(&self, chunk: &Chunk) -> String;
+    async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()>;
+    /// Makes the chunks visible as the item, with its properties, atomically where the service allows.
+    async fn commit(
+        &self,
+        name: &str,
+        size: u64,
+        chunks: &[Chunk],
+        props: &UploadProps,
+    ) -> Result<Committed>;
+}

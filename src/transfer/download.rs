@@ -1,0 +1,296 @@
+//! Download of one item: parallel ranged GETs into a temporary file beside the
+//! destination, in-order hashing, verification, then an atomic rename.
+//!
+//! Ranges are fetched concurrently but consumed in order (a bounded window), so the
+//! SHA-256 is computed while streaming and memory stays within the shared budget. The
+//! file appears under its final name only after its SHA-256 (metadata `sha256`) or
+//! Content-MD5 matched; on any failure, or on SIGTERM/SIGINT, the temporary file is
+//! removed. Parent directories are created one component at a time and a symbolic
+//! link met on the way is refused, so nothing is written outside `target`.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+
+use super::checksum::{hash_file, FileHasher};
+use super::plan::DownloadItem;
+use super::report::{FileResult, Status};
+use super::upload::same_content;
+use super::Engine;
+use crate::config::{Overwrite, Verify};
+
+static TEMP_FILES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Removes every temporary download file still open (called on SIGTERM/SIGINT).
+pub fn remove_temp_files() -> usize {
+    let files = std::mem::take(&mut *TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()));
+    for f in &files {
+        let _ = std::fs::remove_file(f);
+    }
+    files.len()
+}
+
+/// A registered temporary file, removed on drop unless it was renamed into place.
+struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    fn create(dir: &Path, base: &str) -> std::io::Result<(Self, std::fs::File)> {
+        for _ in 0..16 {
+            let path = dir.join(format!(".{base}.azpart-{:08x}", fastrand::u32(..)));
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(f) => {
+                    TEMP_FILES
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(path.clone());
+                    return Ok((TempFile { path, armed: true }, f));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("cannot pick a temporary file name"))
+    }
+
+    fn persist(mut self, dest: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, dest)?;
+        self.armed = false;
+        TEMP_FILES
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.path);
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+            TEMP_FILES
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.path);
+        }
+    }
+}
+
+/// Creates the parent directories of `rel` under `root`, refusing symlinks and files on the way.
+pub fn ensure_parents(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut dir = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in &parts[..parts.len() - 1] {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "`{}` is a symbolic link: refusing to write through it",
+                    dir.display()
+                ))
+            }
+            Ok(_) => return Err(format!("`{}` exists and is not a directory", dir.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AlreadyExists
+                        && dir.is_dir()
+                        && !dir.is_symlink() => {}
+                Err(e) => return Err(format!("cannot create `{}`: {e}", dir.display())),
+            },
+            Err(e) => return Err(format!("cannot inspect `{}`: {e}", dir.display())),
+        }
+    }
+    Ok(dir)
+}
+
+pub async fn download_one(
+    eng: Arc<Engine>,
+    item: DownloadItem,
+    target: Arc<PathBuf>,
+) -> FileResult {
+    let local = target.join(&item.rel);
+    let mut res = FileResult::new(
+        &item.remote.name,
+        &local.to_string_lossy(),
+        item.remote.size,
+        eng.store.url(&item.remote.name),
+    );
+    res.etag = item.remote.etag.clone();
+    if let Err(e) = download_inner(&eng, &item, &target, &mut res).await {
+        res.status = Status::Failed;
+        res.reason = Some(e);
+        tracing::error!(
+            "failed: {} → {}: {}",
+            item.remote.name,
+            item.rel,
+            res.reason.as_deref().unwrap_or("")
+        );
+    }
+    eng.progress.counters.file_done();
+    res
+}
+
+enum Expect {
+    Sha256(String),
+    Md5(String),
+    SizeOnly,
+}
+
+async fn download_inner(
+    eng: &Arc<Engine>,
+    item: &DownloadItem,
+    target: &Path,
+    res: &mut FileResult,
+) -> Result<(), String> {
+    let remote = &item.remote;
+    let size = remote.size;
+    let parent = {
+        let (t, r) = (target.to_path_buf(), item.rel.clone());
+        tokio::task::spawn_blocking(move || ensure_parents(&t, &r))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let base = item.rel.rsplit('/').next().unwrap_or(&item.rel).to_string();
+    let dest = parent.join(&base);
+
+    match std::fs::symlink_metadata(&dest) {
+        Ok(m) if !m.is_file() => {
+            return Err(format!(
+                "`{}` exists and is not a regular file",
+                dest.display()
+            ))
+        }
+        Ok(_) => match eng.cfg.overwrite {
+            Overwrite::False => return Err("already exists locally (overwrite: false)".into()),
+            Overwrite::Skip => return skip(eng, res, size, "exists locally (overwrite: skip)"),
+            Overwrite::Changed => {
+                let d = dest.clone();
+                let local = tokio::task::spawn_blocking(move || hash_file(&d, true))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot read the local file: {e}"))?;
+                if same_content(remote, &local) {
+                    res.sha256 = Some(local.sha256);
+                    return skip(eng, res, size, "unchanged (overwrite: changed)");
+                }
+            }
+            Overwrite::True => {}
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot inspect `{}`: {e}", dest.display())),
+    }
+
+    if remote.access_tier.as_deref() == Some("Archive") {
+        return Err(
+            "is in the Archive tier: rehydrate it to Hot or Cool before downloading".into(),
+        );
+    }
+    let expect = if let Some(sha) = &remote.sha256 {
+        Expect::Sha256(sha.clone())
+    } else if let Some(md5) = &remote.content_md5 {
+        Expect::Md5(md5.clone())
+    } else if eng.cfg.verify == Verify::Size {
+        tracing::warn!(
+            "{}: no checksum stored; only its length is checked (verify: size)",
+            remote.name
+        );
+        Expect::SizeOnly
+    } else {
+        return Err("has no `sha256` metadata and no Content-MD5 to verify against; not downloaded (set `verify: size` to accept it after a length check)".into());
+    };
+
+    let (tmp, file) = TempFile::create(&parent, &base).map_err(|e| {
+        format!(
+            "cannot create a temporary file in `{}`: {e}",
+            parent.display()
+        )
+    })?;
+    let block = eng.block_size_for(size);
+    let n = size.div_ceil(block);
+    let window = (eng.memory_total / block).clamp(1, eng.cfg.concurrency as u64) as usize;
+    let with_md5 = matches!(expect, Expect::Md5(_));
+    let name = remote.name.clone();
+    let mut ranges = futures::stream::iter(0..n)
+        .map(|i| {
+            let (eng, name) = (eng.clone(), name.clone());
+            async move {
+                let offset = i * block;
+                let len = block.min(size - offset);
+                let permit = eng.memory_for(len).await;
+                let data = eng.with_request(eng.store.get_range(&name, offset, len)).await.map_err(|e| e.to_string())?;
+                if data.len() as u64 != len {
+                    return Err(format!("range at {offset}: expected {len} bytes, received {} (truncated or changed)", data.len()));
+                }
+                Ok::<_, String>((data, permit))
+            }
+        })
+        .buffered(window);
+    let mut state = Some((
+        std::io::BufWriter::with_capacity(1 << 16, file),
+        FileHasher::new(with_md5),
+    ));
+    while let Some(r) = ranges.next().await {
+        let (data, permit) = r?;
+        let (mut w, mut h) = state.take().expect("state");
+        let len = data.len() as u64;
+        let (w2, h2) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+            h.update(&data);
+            w.write_all(&data)
+                .map_err(|e| format!("cannot write: {e}"))?;
+            drop(permit);
+            Ok((w, h))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        state = Some((w2, h2));
+        eng.progress.counters.add_bytes(len);
+    }
+    let (w, h) = state.take().expect("state");
+    let file = w
+        .into_inner()
+        .map_err(|e| format!("cannot write: {}", e.error()))?;
+    drop(file);
+    let got = h.finish();
+    if got.len != size {
+        return Err(format!("received {} bytes, expected {size}", got.len));
+    }
+    match &expect {
+        Expect::Sha256(want) if !want.eq_ignore_ascii_case(&got.sha256) => {
+            return Err(format!(
+                "SHA-256 mismatch: stored {want}, received {}; not written",
+                got.sha256
+            ))
+        }
+        Expect::Md5(want) if got.md5_base64().as_deref() != Some(want.as_str()) => {
+            return Err(format!(
+                "Content-MD5 mismatch: stored {want}, received {}; not written",
+                got.md5_base64().unwrap_or_default()
+            ))
+        }
+        _ => {}
+    }
+    tmp.persist(&dest)
+        .map_err(|e| format!("cannot move into place: {e}"))?;
+    res.sha256 = Some(got.sha256);
+    res.status = Status::Transferred;
+    Ok(())
+}
+
+fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) -> Result<(), String> {
+    res.status = Status::Skipped;
+    res.reason = Some(why.into());
+    eng.progress.counters.add_bytes(size);
+    tracing::info!("skipped: {} ({why})", res.name);
+    Ok(())
+}

@@ -1,0 +1,504 @@
+//! Planning: which files move, under which names, decided before any transfer.
+//!
+//! Upload: expand `source` globs under the workspace (`*` stays within a directory,
+//! `**` crosses them; a plain directory means its whole tree), drop `exclude` matches
+//! (gitignore-like: a pattern without `/` matches any path component), skip symlinks
+//! unless `follow_symlinks`, map names (`strip_prefix` by whole components, then
+//! `target`), and refuse collisions and names Azure would refuse.
+//!
+//! Download: filter the listing by `source`, map names to local paths under `target`,
+//! and refuse any name that could escape it (`..`, absolute, backslash, NUL, control
+//! characters, over-long components).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::config::{Config, PathPattern};
+use crate::storage::RemoteItem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("`source` selects no file{0} (set `allow_empty: true` to accept an empty selection)")]
+    Empty(String),
+    #[error("{} file(s) would be uploaded under the same name:\n{}", .0.len(), .0.join("\n"))]
+    Collisions(Vec<String>),
+    #[error("{} name(s) cannot be stored:\n{}", .0.len(), .0.join("\n"))]
+    BadNames(Vec<String>),
+    #[error("cannot read the workspace: {0}")]
+    Walk(String),
+    #[error("`target` `{0}` exists and is not a directory")]
+    TargetNotDir(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadItem {
+    /// Path to open.
+    pub path: PathBuf,
+    /// Workspace-relative path with `/` separators (what globs and rules match).
+    pub rel: String,
+    /// Remote name.
+    pub name: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub rel: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default)]
+pub struct UploadPlan {
+    pub items: Vec<UploadItem>,
+    pub skipped: Vec<Skipped>,
+    /// Sources that matched nothing (warned about).
+    pub unmatched: Vec<String>,
+}
+
+fn has_glob_meta(s: &str) -> bool {
+    s.contains(['*', '?', '[', '{'])
+}
+
+fn glob_matcher(pattern: &str) -> Result<GlobMatcher, String> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))
+}
+
+/// Removes `prefix` from `path` when it matches whole leading components.
+pub fn strip_components<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
+    match prefix {
+        Some(p) if !p.is_empty() => {
+            if path == p {
+                return path.rsplit('/').next().unwrap_or(path);
+            }
+            match path.strip_prefix(p) {
+                Some(rest) if rest.starts_with('/') => rest.trim_start_matches('/'),
+                _ => path,
+            }
+        }
+        _ => path,
+    }
+}
+
+/// `target` + name, with `/` separators and no empty components.
+pub fn join_remote(target: &str, name: &str) -> String {
+    target
+        .split('/')
+        .chain(name.split('/'))
+        .filter(|c| !c.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Why Azure would refuse (or silently alter) a blob name, if it would.
+pub fn check_remote_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > 1024 {
+        return Err(format!(
+            "the name is {} bytes long; Azure allows 1024",
+            name.len()
+        ));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err("the name contains a control character".into());
+    }
+    if name.contains('\\') {
+        return Err("the name contains a backslash".into());
+    }
+    if name.split('/').any(|c| c == "." || c == "..") {
+        return Err("the name has a `.` or `..` component".into());
+    }
+    if name.ends_with('.') {
+        return Err("the name ends with `.`, which Azure strips".into());
+    }
+    if name.split('/').count() > 254 {
+        return Err("the name has more than 254 path segments".into());
+    }
+    Ok(())
+}
+
+fn excluded(rel: &str, excludes: &[PathPattern]) -> bool {
+    if excludes.is_empty() {
+        return false;
+    }
+    // The path itself, and each of its parent directories (so `node_modules` excludes the tree).
+    let mut idx = 0;
+    loop {
+        let next = rel[idx..].find('/').map(|i| idx + i);
+        let prefix = match next {
+            Some(i) => &rel[..i],
+            None => rel,
+        };
+        if excludes.iter().any(|p| p.is_match(prefix)) {
+            return true;
+        }
+        match next {
+            Some(i) => idx = i + 1,
+            None => return false,
+        }
+    }
+}
+
+fn rel_of(root: &Path, p: &Path) -> Option<String> {
+    let rel = p.strip_prefix(root).ok()?;
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    Some(parts.join("/"))
+}
+
+/// Expands the sources under `root` (the workspace).
+pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
+    let mut found: BTreeMap<String, UploadItem> = BTreeMap::new();
+    let mut plan = UploadPlan::default();
+    let mut skipped: BTreeMap<String, String> = BTreeMap::new();
+    for source in &cfg.sources {
+        let source = source.trim_start_matches("./").trim_end_matches('/');
+        let (base, matcher) = if has_glob_meta(source) {
+            let literal: Vec<&str> = source
+                .split('/')
+                .take_while(|c| !has_glob_meta(c))
+                .collect();
+            (
+                root.join(literal.join("/")),
+                Some(glob_matcher(source).map_err(PlanError::Walk)?),
+            )
+        } else {
+            (root.join(source), None)
+        };
+        let before = found.len() + skipped.len();
+        let walker = walkdir::WalkDir::new(&base)
+            .follow_links(cfg.follow_symlinks)
+            .follow_root_links(cfg.follow_symlinks)
+            .sort_by_file_name();
+        for entry in walker {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    if e.io_error()
+                        .map(|io| io.kind() == std::io::ErrorKind::NotFound)
+                        .unwrap_or(false)
+                        && e.depth() == 0
+                    {
+                        break; // the base does not exist: this source matches nothing
+                    }
+                    let rel = e.path().and_then(|p| rel_of(root, p)).unwrap_or_default();
+                    if e.loop_ancestor().is_some() {
+                        skipped.insert(rel, "symlink loop".into());
+                        continue;
+                    }
+                    return Err(PlanError::Walk(format!("{rel}: {e}")));
+                }
+            };
+            let Some(rel) = rel_of(root, entry.path()) else {
+                continue;
+            };
+            if rel.is_empty() {
+                continue;
+            }
+            let ft = entry.file_type();
+            if ft.is_dir() {
+                continue;
+            }
+            if let Some(m) = &matcher {
+                if !m.is_match(&rel) {
+                    continue;
+                }
+            }
+            if excluded(&rel, &cfg.excludes) {
+                continue;
+            }
+            if ft.is_symlink() {
+                skipped.insert(
+                    rel,
+                    "symbolic link (set `follow_symlinks: true` to follow links)".into(),
+                );
+                continue;
+            }
+            if !ft.is_file() {
+                skipped.insert(rel, "not a regular file".into());
+                continue;
+            }
+            let size = match entry.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
+            };
+            let stripped = strip_components(&rel, cfg.strip_prefix.as_deref());
+            let name = join_remote(&cfg.target, stripped);
+            found.insert(
+                rel.clone(),
+                UploadItem {
+                    path: entry.path().to_path_buf(),
+                    rel,
+                    name,
+                    size,
+                },
+            );
+        }
+        if found.len() + skipped.len() == before {
+            plan.unmatched.push(source.to_string());
+        }
+    }
+    plan.skipped = skipped
+        .into_iter()
+        .map(|(rel, reason)| Skipped { rel, reason })
+        .collect();
+    let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for item in found.values() {
+        by_name
+            .entry(item.name.as_str())
+            .or_default()
+            .push(item.rel.as_str());
+        if let Err(e) = check_remote_name(&item.name) {
+            bad.push(format!("  {} → `{}`: {e}", item.rel, item.name));
+        }
+    }
+    let collisions: Vec<String> = by_name
+        .iter()
+        .filter(|(_, rels)| rels.len() > 1)
+        .map(|(name, rels)| format!("  `{name}` ← {}", rels.join(", ")))
+        .collect();
+    if !collisions.is_empty() {
+        return Err(PlanError::Collisions(collisions));
+    }
+    if !bad.is_empty() {
+        return Err(PlanError::BadNames(bad));
+    }
+    plan.items = found.into_values().collect();
+    if plan.items.is_empty() && !cfg.allow_empty {
+        let detail = if plan.skipped.is_empty() {
+            format!(
+                " (looked for {})",
+                cfg.sources
+                    .iter()
+                    .map(|s| format!("`{s}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            format!(" ({} matched but were skipped)", plan.skipped.len())
+        };
+        return Err(PlanError::Empty(detail));
+    }
+    Ok(plan)
+}
+
+/// Why a remote name cannot become a local path under the target, if it cannot.
+pub fn check_local_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.starts_with('/') {
+        return Err("the name is an absolute path".into());
+    }
+    if name.contains('\0') {
+        return Err("the name contains a NUL byte".into());
+    }
+    if name.contains('\\') {
+        return Err("the name contains a backslash".into());
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Err("the name contains a control character".into());
+    }
+    for c in name.split('/') {
+        match c {
+            "" => {
+                return Err("the name has an empty path component (`//` or a trailing `/`)".into())
+            }
+            "." | ".." => return Err(format!("the name has a `{c}` component")),
+            c if c.len() > 255 => return Err("a path component is longer than 255 bytes".into()),
+            _ => {}
+        }
+    }
+    if name.len() > 4000 {
+        return Err("the name is longer than 4000 bytes".into());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct DownloadItem {
+    pub remote: RemoteItem,
+    /// Path relative to the target directory (`/` separators, checked safe).
+    pub rel: String,
+}
+
+#[derive(Debug, Default)]
+pub struct DownloadPlan {
+    pub items: Vec<DownloadItem>,
+    /// Names refused, with the reason: reported as failures.
+    pub refused: Vec<(String, String)>,
+}
+
+/// A download source: the listing prefix to ask for and how to filter its results.
+#[derive(Debug)]
+pub struct RemoteSelector {
+    pub prefix: String,
+    kind: SelectorKind,
+}
+
+#[derive(Debug)]
+enum SelectorKind {
+    Glob(GlobMatcher),
+    /// A name: the item itself and everything under `name/`.
+    Exact(String),
+    /// A prefix ending in `/`: everything under it.
+    Dir,
+}
+
+impl RemoteSelector {
+    pub fn new(source: &str) -> Result<Self, String> {
+        let s = source.trim_start_matches('/');
+        if has_glob_meta(s) {
+            let cut = s.find(['*', '?', '[', '{']).unwrap_or(s.len());
+            Ok(RemoteSelector {
+                prefix: s[..cut].to_string(),
+                kind: SelectorKind::Glob(glob_matcher(s)?),
+            })
+        } else if s.ends_with('/') || s.is_empty() {
+            Ok(RemoteSelector {
+                prefix: s.to_string(),
+                kind: SelectorKind::Dir,
+            })
+        } else {
+            Ok(RemoteSelector {
+                prefix: s.to_string(),
+                kind: SelectorKind::Exact(s.to_string()),
+            })
+        }
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        match &self.kind {
+            SelectorKind::Glob(g) => g.is_match(name),
+            SelectorKind::Exact(e) => {
+                name == e || (name.starts_with(e.as_str()) && name[e.len()..].starts_with('/'))
+            }
+            SelectorKind::Dir => name.starts_with(&self.prefix),
+        }
+    }
+}
+
+/// Maps listed items to local paths, refusing unsafe names and file/directory clashes.
+pub fn plan_download(cfg: &Config, listed: Vec<RemoteItem>) -> DownloadPlan {
+    let mut plan = DownloadPlan::default();
+    let mut seen: BTreeMap<String, RemoteItem> = BTreeMap::new();
+    for item in listed {
+        if item.name.ends_with('/') && item.size == 0 {
+            continue; // a directory marker (hierarchical namespace / tools that create them)
+        }
+        let rel = strip_components(&item.name, cfg.strip_prefix.as_deref()).to_string();
+        match check_local_name(&rel) {
+            Ok(()) => {
+                seen.insert(rel, item);
+            }
+            Err(e) => plan.refused.push((
+                item.name.clone(),
+                format!("refused: {e}; nothing is written outside `target`"),
+            )),
+        }
+    }
+    let keys: Vec<String> = seen.keys().cloned().collect();
+    for (rel, item) in seen {
+        // A name that is also a directory of another name cannot be both on disk.
+        let under = format!("{rel}/");
+        if keys.iter().any(|k| k.starts_with(&under)) {
+            plan.refused.push((
+                item.name.clone(),
+                format!("`{rel}` is both a file and a directory of other names"),
+            ));
+            continue;
+        }
+        plan.items.push(DownloadItem { remote: item, rel });
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_prefix_matches_whole_components() {
+        assert_eq!(strip_components("dist/a/b.txt", Some("dist")), "a/b.txt");
+        assert_eq!(strip_components("distx/a.txt", Some("dist")), "distx/a.txt");
+        assert_eq!(strip_components("dist/a/b.txt", Some("dist/a")), "b.txt");
+        assert_eq!(strip_components("a.txt", None), "a.txt");
+        assert_eq!(strip_components("dist", Some("dist")), "dist");
+    }
+
+    #[test]
+    fn join_normalises_separators() {
+        assert_eq!(
+            join_remote("/org/repo//abc/", "a/b.txt"),
+            "org/repo/abc/a/b.txt"
+        );
+        assert_eq!(join_remote("", "a.txt"), "a.txt");
+    }
+
+    #[test]
+    fn hostile_remote_names_are_refused() {
+        for bad in [
+            "../etc/passwd",
+            "a/../../b",
+            "/abs",
+            "a\\b",
+            "a\0b",
+            "a//b",
+            "a/",
+            ".",
+            "x/./y",
+            "a\nb",
+        ] {
+            assert!(check_local_name(bad).is_err(), "{bad:?} accepted");
+        }
+        let long = "x".repeat(256);
+        assert!(check_local_name(&long).is_err());
+        for good in ["a", "a/b.txt", "dir/..hidden", "...", "a b/c"] {
+            assert!(check_local_name(good).is_ok(), "{good:?} refused");
+        }
+    }
+
+    #[test]
+    fn remote_selectors() {
+        let s = RemoteSelector::new("builds/1/app.tar").unwrap();
+        assert!(s.matches("builds/1/app.tar"));
+        assert!(s.matches("builds/1/app.tar/inner"));
+        assert!(!s.matches("builds/1/app.tar.bak"));
+        let s = RemoteSelector::new("builds/*/app-*.tar").unwrap();
+        assert_eq!(s.prefix, "builds/");
+        assert!(s.matches("builds/2/app-x.tar"));
+        assert!(!s.matches("builds/2/deep/app-x.tar"));
+        let s = RemoteSelector::new("builds/").unwrap();
+        assert!(s.matches("builds/x/y"));
+    }
+
+    #[test]
+    fn exclusion_covers_parent_directories() {
+        let ex = vec![
+            PathPattern::new("node_modules").unwrap(),
+            PathPattern::new("*.map").unwrap(),
+        ];
+        assert!(excluded("a/node_modules/x/y.js", &ex));
+        assert!(excluded("js/app.js.map", &ex));
+        assert!(!excluded("js/app.js", &ex));
+    }
+
+    #[test]
+    fn remote_names_azure_refuses() {
+        assert!(check_remote_name("a/b.txt").is_ok());
+        assert!(check_remote_name("a/./b").is_err());
+        assert!(check_remote_name("trailing.").is_err());
+        assert!(check_remote_name(&"x".repeat(1025)).is_err());
+    }
+}

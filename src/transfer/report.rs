@@ -1,0 +1,202 @@
+//! Per-file results, the summary table and the JSON manifest.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::human_bytes;
+use crate::transfer::progress::fmt_duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Transferred,
+    Skipped,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileResult {
+    /// Remote name.
+    pub name: String,
+    /// Local path, relative to the workspace (upload) or the target (download).
+    pub local: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub status: Status,
+    /// Why it was skipped, or what failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Bytes an earlier interrupted run had already staged (not sent again).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub resumed_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl FileResult {
+    pub fn new(name: &str, local: &str, size: u64, url: String) -> Self {
+        FileResult {
+            name: name.to_string(),
+            local: local.to_string(),
+            size,
+            sha256: None,
+            url,
+            etag: None,
+            status: Status::Failed,
+            reason: None,
+            resumed_bytes: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub action: &'static str,
+    pub files_transferred: u64,
+    pub files_skipped: u64,
+    pub files_failed: u64,
+    pub bytes_transferred: u64,
+    pub bytes_skipped: u64,
+    pub seconds: f64,
+    pub bytes_per_second: f64,
+    pub requests: u64,
+    pub retries: u64,
+    pub dry_run: bool,
+}
+
+impl Summary {
+    pub fn from_results(
+        action: &'static str,
+        results: &[FileResult],
+        elapsed: Duration,
+        requests: u64,
+        retries: u64,
+        dry_run: bool,
+    ) -> Self {
+        let count = |s: Status| results.iter().filter(|r| r.status == s).count() as u64;
+        let bytes = |s: Status| {
+            results
+                .iter()
+                .filter(|r| r.status == s)
+                .map(|r| r.size)
+                .sum::<u64>()
+        };
+        let bt = bytes(Status::Transferred);
+        Summary {
+            action,
+            files_transferred: count(Status::Transferred),
+            files_skipped: count(Status::Skipped),
+            files_failed: count(Status::Failed),
+            bytes_transferred: bt,
+            bytes_skipped: bytes(Status::Skipped),
+            seconds: elapsed.as_secs_f64(),
+            bytes_per_second: bt as f64 / elapsed.as_secs_f64().max(1e-3),
+            requests,
+            retries,
+            dry_run,
+        }
+    }
+
+    /// The human summary table, failures listed last.
+    pub fn table(&self, results: &[FileResult]) -> String {
+        let mut out = String::new();
+        let verb = if self.dry_run {
+            "would transfer"
+        } else {
+            "transferred"
+        };
+        out.push_str(&format!(
+            "{:<16}{:>8}  {:>12}\n",
+            "summary", "files", "bytes"
+        ));
+        out.push_str(&format!(
+            "{:<16}{:>8}  {:>12}\n",
+            verb,
+            self.files_transferred,
+            human_bytes(self.bytes_transferred)
+        ));
+        out.push_str(&format!(
+            "{:<16}{:>8}  {:>12}\n",
+            "skipped",
+            self.files_skipped,
+            human_bytes(self.bytes_skipped)
+        ));
+        out.push_str(&format!("{:<16}{:>8}\n", "failed", self.files_failed));
+        out.push_str(&format!(
+            "{} in {} ({}/s), {} request{}, {} retr{}",
+            self.action,
+            fmt_duration(Duration::from_secs_f64(self.seconds)),
+            human_bytes(self.bytes_per_second as u64),
+            self.requests,
+            if self.requests == 1 { "" } else { "s" },
+            self.retries,
+            if self.retries == 1 { "y" } else { "ies" }
+        ));
+        let failed: Vec<&FileResult> = results
+            .iter()
+            .filter(|r| r.status == Status::Failed)
+            .collect();
+        if !failed.is_empty() {
+            out.push_str(&format!("\n{} failed:", failed.len()));
+            for f in failed {
+                out.push_str(&format!(
+                    "\n  ✗ {} → {}: {}",
+                    f.local,
+                    f.name,
+                    f.reason.as_deref().unwrap_or("failed")
+                ));
+            }
+        }
+        out
+    }
+}
+
+#[derive(Serialize)]
+struct Manifest<'a> {
+    version: u32,
+    tool: &'static str,
+    action: &'static str,
+    service: &'static str,
+    account: &'a str,
+    container: &'a str,
+    summary: &'a Summary,
+    files: &'a [FileResult],
+}
+
+/// Writes the manifest atomically (temp file + rename).
+#[allow(clippy::too_many_arguments)]
+pub fn write_manifest(
+    path: &Path,
+    action: &'static str,
+    service: &'static str,
+    account: &str,
+    container: &str,
+    summary: &Summary,
+    files: &[FileResult],
+) -> std::io::Result<()> {
+    let m = Manifest {
+        version: 1,
+        tool: concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")),
+        action,
+        service,
+        account,
+        container,
+        summary,
+        files,
+    };
+    let json = serde_json::to_vec_pretty(&m).map_err(std::io::Error::other)?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,365 @@
+//! Upload of one file: overwrite policy, then one Put Blob (small files) or bounded
+//! read → hash → send stages (large files).
+//!
+//! Large files: a blocking reader thread reads block after block, feeding the whole-file
+//! SHA-256 (and MD5 when asked) and computing each block's CRC-64; it takes memory from
+//! the shared budget *before* reading a block, so it stalls (back-pressure) when the
+//! senders fall behind. Senders take a request permit from the budget shared by every
+//! file. Blocks an earlier run already staged are recognised by their deterministic id
+//! and not sent again. The block list is committed only after every block succeeded,
+//! so readers never see a partial blob; the stored metadata `sha256` is the hash of
+//! exactly the bytes sent. A file whose size changes while it is read is failed.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
+
+use super::checksum::{crc64, hash_file, Digests, FileHasher};
+use super::plan::UploadItem;
+use super::report::{FileResult, Status};
+use super::Engine;
+use crate::config::{Overwrite, Service};
+use crate::storage::{Chunk, RemoteItem, StorageError, UploadProps};
+
+/// Properties for a file, from the settings and its extension.
+pub fn props_for(eng: &Engine, rel: &str) -> UploadProps {
+    let cfg = &eng.cfg;
+    let rule = |r: &Option<crate::config::ValueRule>| {
+        r.as_ref()
+            .and_then(|r| r.value_for(rel))
+            .map(str::to_string)
+    };
+    let content_type = rule(&cfg.content_type)
+        .or_else(|| mime_guess::from_path(rel).first_raw().map(str::to_string))
+        .unwrap_or_else(|| "application/octet-stream".into());
+    UploadProps {
+        content_type,
+        cache_control: rule(&cfg.cache_control),
+        content_encoding: rule(&cfg.content_encoding),
+        content_disposition: rule(&cfg.content_disposition),
+        metadata: cfg.metadata.clone(),
+        access_tier: cfg.access_tier.clone(),
+        content_md5: None,
+        if_none_match: cfg.overwrite == Overwrite::False,
+    }
+}
+
+/// Does the stored item hold the same bytes as the local digests?
+pub fn same_content(remote: &RemoteItem, local: &Digests) -> bool {
+    if remote.size != local.len {
+        return false;
+    }
+    if let Some(sha) = &remote.sha256 {
+        return sha.eq_ignore_ascii_case(&local.sha256);
+    }
+    match (&remote.content_md5, local.md5_base64()) {
+        (Some(r), Some(l)) => *r == l,
+        _ => false,
+    }
+}
+
+fn storage_msg(e: &StorageError) -> String {
+    e.to_string()
+}
+
+pub async fn upload_one(eng: Arc<Engine>, item: UploadItem) -> FileResult {
+    let mut res = FileResult::new(&item.name, &item.rel, item.size, eng.store.url(&item.name));
+    if let Err(e) = upload_inner(&eng, &item, &mut res).await {
+        res.status = Status::Failed;
+        res.reason = Some(e);
+        tracing::error!(
+            "failed: {} → {}: {}",
+            item.rel,
+            item.name,
+            res.reason.as_deref().unwrap_or("")
+        );
+    } else {
+        tracing::debug!(name = %item.name, status = ?res.status, "file done");
+    }
+    eng.progress.counters.file_done();
+    res
+}
+
+async fn upload_inner(
+    eng: &Arc<Engine>,
+    item: &UploadItem,
+    res: &mut FileResult,
+) -> Result<(), String> {
+    let store = &eng.store;
+    let mut props = props_for(eng, &item.rel);
+    let block = eng.block_size_for(item.size);
+    let chunked = item.size > block;
+
+    match eng.cfg.overwrite {
+        Overwrite::Skip => {
+            if let Some(r) = eng
+                .with_request(store.properties(&item.name))
+                .await
+                .map_err(|e| storage_msg(&e))?
+            {
+                return skip(eng, res, item.size, r.sha256, "exists (overwrite: skip)");
+            }
+        }
+        Overwrite::Changed => {
+            let path = item.path.clone();
+            let local = tokio::task::spawn_blocking(move || hash_file(&path, true))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot read {}: {e}", item.rel))?;
+            if let Some(r) = eng
+                .with_request(store.properties(&item.name))
+                .await
+                .map_err(|e| storage_msg(&e))?
+            {
+                if same_content(&r, &local) {
+                    return skip(
+                        eng,
+                        res,
+                        item.size,
+                        Some(local.sha256),
+                        "unchanged (overwrite: changed)",
+                    );
+                }
+            }
+        }
+        Overwrite::False if chunked => {
+            // Fail before sending gigabytes; the commit is conditional anyway (no race).
+            if eng
+                .with_request(store.properties(&item.name))
+                .await
+                .map_err(|e| storage_msg(&e))?
+                .is_some()
+            {
+                return Err("already exists (overwrite: false)".into());
+            }
+        }
+        _ => {}
+    }
+
+    let (digests, etag, resumed) = if chunked {
+        upload_chunked(eng, item, &mut props, block).await?
+    } else {
+        upload_small(eng, item, &mut props).await?
+    };
+    res.sha256 = Some(digests.sha256);
+    res.etag = etag;
+    res.resumed_bytes = resumed;
+    res.status = Status::Transferred;
+    Ok(())
+}
+
+fn skip(
+    eng: &Engine,
+    res: &mut FileResult,
+    size: u64,
+    sha: Option<String>,
+    why: &str,
+) -> Result<(), String> {
+    res.status = Status::Skipped;
+    res.reason = Some(why.to_string());
+    res.sha256 = sha;
+    eng.progress.counters.add_bytes(size);
+    tracing::info!("skipped: {} ({why})", res.name);
+    Ok(())
+}
+
+/// Maps a conditional-write refusal to words; other errors keep their full detail.
+fn commit_error(e: StorageError) -> String {
+    match e.http() {
+        Some(h)
+            if h.is_status(409)
+                && (h.is_code("BlobAlreadyExists") || h.is_code("ResourceAlreadyExists")) =>
+        {
+            format!(
+                "already exists (overwrite: false) [{}]",
+                h.client_request_id
+            )
+        }
+        Some(h) if h.is_status(404) && h.is_code("ContainerNotFound") => {
+            "the container does not exist (create it, or set `create_container: true`)".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// After a conditional write was retried and got 409, the first attempt may have
+/// succeeded: it did when the stored blob holds our hash.
+async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageError) -> bool {
+    let retried = e
+        .http()
+        .map(|h| h.attempts > 1 && h.is_status(409))
+        .unwrap_or(false);
+    if !retried {
+        return false;
+    }
+    matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.sha256.as_deref() == Some(sha256))
+}
+
+fn read_whole(path: &std::path::Path, expected: u64) -> Result<Vec<u8>, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut buf = Vec::with_capacity(expected as usize + 1);
+    f.take(expected + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if buf.len() as u64 != expected {
+        return Err(format!(
+            "changed size while being uploaded (planned {expected} bytes, read {}{}); not uploaded",
+            buf.len(),
+            if buf.len() as u64 > expected { "+" } else { "" }
+        ));
+    }
+    Ok(buf)
+}
+
+async fn upload_small(
+    eng: &Arc<Engine>,
+    item: &UploadItem,
+    props: &mut UploadProps,
+) -> Result<(Digests, Option<String>, u64), String> {
+    let _mem = eng.memory_for(item.size).await;
+    let path = item.path.clone();
+    let size = item.size;
+    let (data, digests, crc) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let buf = read_whole(&path, size)?;
+        let mut h = FileHasher::new(false);
+        h.update(&buf);
+        let crc = crc64(&buf);
+        Ok((Bytes::from(buf), h.finish(), crc))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    props
+        .metadata
+        .push(("sha256".into(), digests.sha256.clone()));
+    let put = eng
+        .with_request(eng.store.put_whole(&item.name, data, crc, props))
+        .await;
+    let etag = match put {
+        Ok(c) => c.etag,
+        Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
+        Err(e) => return Err(commit_error(e)),
+    };
+    eng.progress.counters.add_bytes(size);
+    Ok((digests, etag, 0))
+}
+
+type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
+
+async fn upload_chunked(
+    eng: &Arc<Engine>,
+    item: &UploadItem,
+    props: &mut UploadProps,
+    block: u64,
+) -> Result<(Digests, Option<String>, u64), String> {
+    let store = eng.store.clone();
+    let present = eng
+        .with_request(store.begin_chunked(&item.name, item.size, props))
+        .await
+        .map_err(|e| e.to_string())?;
+    let with_md5 = eng.cfg.content_md5 && eng.cfg.service == Service::Blob;
+    // Files wants an MD5 per range, so the reader computes it there; Blob needs none.
+    let (tx, mut rx) = mpsc::channel::<ChunkMsg>(1024);
+    let path = item.path.clone();
+    let size = item.size;
+    let eng2 = eng.clone();
+    let handle = tokio::runtime::Handle::current();
+    let reader = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
+        let mut f = std::fs::File::open(&path).map_err(|e| format!("cannot read: {e}"))?;
+        let mut h = FileHasher::new(with_md5);
+        let mut offset = 0u64;
+        while offset < size {
+            let len = block.min(size - offset);
+            let permit = handle.block_on(eng2.memory_for(len));
+            let mut buf = vec![0u8; len as usize];
+            f.read_exact(&mut buf).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    format!("changed size while being uploaded (planned {size} bytes, file ended before); not committed")
+                } else {
+                    format!("cannot read at offset {offset}: {e}")
+                }
+            })?;
+            h.update(&buf);
+            let chunk = Chunk {
+                offset,
+                len,
+                crc64: crc64(&buf),
+            };
+            if tx.blocking_send((chunk, Bytes::from(buf), permit)).is_err() {
+                return Err("cancelled".into());
+            }
+            offset += len;
+        }
+        let mut probe = [0u8; 1];
+        if f.read(&mut probe).map_err(|e| e.to_string())? > 0 {
+            return Err(format!("changed size while being uploaded (grew past the planned {size} bytes); not committed"));
+        }
+        Ok(h.finish())
+    });
+
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(size.div_ceil(block) as usize);
+    let mut puts: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut resumed = 0u64;
+    let mut failure: Option<String> = None;
+    let mut receiving = true;
+    while receiving || !puts.is_empty() {
+        tokio::select! {
+            msg = rx.recv(), if receiving => match msg {
+                Some((chunk, data, permit)) => {
+                    chunks.push(chunk);
+                    if present.contains(&store.chunk_key(&chunk)) {
+                        resumed += chunk.len;
+                        eng.progress.counters.add_bytes(chunk.len);
+                        drop(permit);
+                        continue;
+                    }
+                    let (eng, store, name) = (eng.clone(), store.clone(), item.name.clone());
+                    puts.spawn(async move {
+                        let r = eng.with_request(store.put_chunk(&name, chunk, data)).await;
+                        drop(permit);
+                        r.map_err(|e| format!("block at offset {}: {e}", chunk.offset))?;
+                        eng.progress.counters.add_bytes(chunk.len);
+                        Ok(())
+                    });
+                }
+                None => receiving = false,
+            },
+            Some(done) = puts.join_next(), if !puts.is_empty() => {
+                let r = done.map_err(|e| e.to_string()).and_then(|r| r);
+                if let Err(e) = r {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(f) = failure {
+        drop(rx);
+        puts.abort_all();
+        let _ = reader.await;
+        return Err(f);
+    }
+    let digests = reader.await.map_err(|e| e.to_string())??;
+    if resumed > 0 {
+        tracing::info!(
+            "resumed: {} had {} already staged by an earlier run",
+            item.name,
+            crate::config::human_bytes(resumed)
+        );
+    }
+    props
+        .metadata
+        .push(("sha256".into(), digests.sha256.clone()));
+    props.content_md5 = digests.md5;
+    let commit = eng
+        .with_request(store.commit(&item.name, size, &chunks, props))
+        .await;
+    let etag = match commit {
+        Ok(c) => c.etag,
+        Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
+        Err(e) => return Err(commit_error(e)),
+    };
+    Ok((digests, etag, resumed))
+}
