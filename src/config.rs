@@ -44,13 +44,7 @@ pub struct Invalid {
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if settings::find(&self.setting).is_some() {
-            write!(
-                f,
-                "`{}` ({}): {}",
-                self.setting,
-                settings::env_name(&self.setting),
-                self.message
-            )
+            write!(f, "`{}` ({}): {}", self.setting, settings::env_name(&self.setting), self.message)
         } else {
             write!(f, "{}: {}", self.setting, self.message)
         }
@@ -145,11 +139,7 @@ impl PathPattern {
             .backslash_escape(true)
             .build()
             .map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))?;
-        Ok(PathPattern {
-            pattern: pattern.to_string(),
-            matcher: glob.compile_matcher(),
-            basename_only,
-        })
+        Ok(PathPattern { pattern: pattern.to_string(), matcher: glob.compile_matcher(), basename_only })
     }
 
     pub fn is_match(&self, path: &str) -> bool {
@@ -173,10 +163,7 @@ impl ValueRule {
     pub fn value_for(&self, path: &str) -> Option<&str> {
         match self {
             ValueRule::Fixed(v) => Some(v),
-            ValueRule::ByPattern(rules) => rules
-                .iter()
-                .find(|(p, _)| p.is_match(path))
-                .map(|(_, v)| v.as_str()),
+            ValueRule::ByPattern(rules) => rules.iter().find(|(p, _)| p.is_match(path)).map(|(_, v)| v.as_str()),
         }
     }
 }
@@ -253,20 +240,13 @@ impl RawSettings {
         let primary = self.env.get(&settings::env_name(name)).map(|s| s.as_str());
         let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
         std::iter::once(primary)
-            .chain(
-                fallbacks
-                    .iter()
-                    .map(|f| self.env.get(*f).map(|s| s.as_str())),
-            )
+            .chain(fallbacks.iter().map(|f| self.env.get(*f).map(|s| s.as_str())))
             .flatten()
             .find(|v| !v.trim().is_empty())
     }
 
     pub fn var(&self, name: &str) -> Option<&str> {
-        self.env
-            .get(name)
-            .map(|s| s.as_str())
-            .filter(|s| !s.is_empty())
+        self.env.get(name).map(|s| s.as_str()).filter(|s| !s.is_empty())
     }
 
     /// `PLUGIN_*` variables that name no setting, each with the closest known name.
@@ -296,13 +276,9 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 /// Parses `8MiB`, `8MB`, `8M`, `512k`, `1048576`. Units are binary (1 MB = 1 MiB), as azcopy's.
 pub fn parse_size(v: &str) -> Result<u64, String> {
     let t = v.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("`{v}` is not a size (e.g. `8MiB`, `512KiB`, `1048576`)"))?;
+    let num: f64 = num.parse().map_err(|_| format!("`{v}` is not a size (e.g. `8MiB`, `512KiB`, `1048576`)"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -331,17 +307,13 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = t.as_str();
     while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
         if n_end == 0 {
             return Err(err());
         }
         let n: f64 = rest[..n_end].parse().map_err(|_| err())?;
         rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let u_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..u_end];
         rest = &rest[u_end..];
         let secs = match unit {
@@ -360,8 +332,8 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
 pub fn parse_list(v: &str) -> Result<Vec<String>, String> {
     let t = v.trim();
     if t.starts_with('[') {
-        let items: Vec<serde_json::Value> = serde_json::from_str(t)
-            .map_err(|e| format!("looks like a JSON array but does not parse: {e}"))?;
+        let items: Vec<serde_json::Value> =
+            serde_json::from_str(t).map_err(|e| format!("looks like a JSON array but does not parse: {e}"))?;
         return items
             .into_iter()
             .map(|i| match i {
@@ -373,10 +345,7 @@ pub fn parse_list(v: &str) -> Result<Vec<String>, String> {
             .filter(|r| r.as_ref().map(|s| !s.trim().is_empty()).unwrap_or(true))
             .collect();
     }
-    Ok(t.split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect())
+    Ok(t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
 }
 
 /// Parses a JSON map of string values, keeping the written order.
@@ -386,8 +355,7 @@ pub fn parse_map(v: &str) -> Result<Vec<(String, String)>, String> {
         return Err("expected a JSON object, e.g. {\"key\": \"value\"}".into());
     }
     // Keep written order: serde_json's Map is sorted unless preserve_order; walk tokens instead.
-    let ordered: OrderedMap =
-        serde_json::from_str(t).map_err(|e| format!("is not a valid JSON object: {e}"))?;
+    let ordered: OrderedMap = serde_json::from_str(t).map_err(|e| format!("is not a valid JSON object: {e}"))?;
     Ok(ordered.0)
 }
 
@@ -401,10 +369,7 @@ impl<'de> serde::Deserialize<'de> for OrderedMap {
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a JSON object of strings")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut m: A,
-            ) -> Result<OrderedMap, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<OrderedMap, A::Error> {
                 let mut out = Vec::new();
                 while let Some((k, v)) = m.next_entry::<String, serde_json::Value>()? {
                     let v = match v {
@@ -438,9 +403,7 @@ fn check_container_name(name: &str, what: &str) -> Result<(), String> {
     if name == "$root" || name == "$web" || name == "$logs" {
         return Ok(());
     }
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let ok_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !(3..=63).contains(&name.len())
         || !ok_chars
         || name.starts_with('-')
@@ -475,9 +438,9 @@ impl ConnectionString {
         let mut cs = ConnectionString::default();
         let mut dev = false;
         for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| {
-                "is not a connection string: expected `Key=Value;Key=Value`".to_string()
-            })?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| "is not a connection string: expected `Key=Value;Key=Value`".to_string())?;
             match k.trim().to_ascii_lowercase().as_str() {
                 "accountname" => cs.account_name = Some(v.to_string()),
                 "accountkey" => cs.account_key = Some(Secret::new(v)),
@@ -492,18 +455,12 @@ impl ConnectionString {
             }
         }
         if dev {
-            cs.account_name
-                .get_or_insert_with(|| "devstoreaccount1".into());
-            cs.account_key
-                .get_or_insert_with(|| Secret::new(DEVSTORE_KEY));
-            cs.blob_endpoint
-                .get_or_insert_with(|| "http://127.0.0.1:10000/devstoreaccount1".into());
+            cs.account_name.get_or_insert_with(|| "devstoreaccount1".into());
+            cs.account_key.get_or_insert_with(|| Secret::new(DEVSTORE_KEY));
+            cs.blob_endpoint.get_or_insert_with(|| "http://127.0.0.1:10000/devstoreaccount1".into());
         }
         if cs.account_name.is_none() && cs.blob_endpoint.is_none() && cs.file_endpoint.is_none() {
-            return Err(
-                "names no account: it needs `AccountName=` or a `BlobEndpoint=`/`FileEndpoint=`"
-                    .into(),
-            );
+            return Err("names no account: it needs `AccountName=` or a `BlobEndpoint=`/`FileEndpoint=`".into());
         }
         Ok(cs)
     }
@@ -515,9 +472,7 @@ pub fn account_from_endpoint(endpoint: &str) -> Option<String> {
     let host = url.host_str()?;
     let is_ip = host.parse::<std::net::IpAddr>().is_ok() || host == "localhost";
     if is_ip {
-        url.path_segments()?
-            .find(|s| !s.is_empty())
-            .map(str::to_string)
+        url.path_segments()?.find(|s| !s.is_empty()).map(str::to_string)
     } else {
         host.split('.').next().map(str::to_string)
     }
@@ -526,11 +481,7 @@ pub fn account_from_endpoint(endpoint: &str) -> Option<String> {
 /// CI variables naming the run, for provenance metadata and the User-Agent.
 pub fn provenance(raw: &RawSettings) -> Vec<(String, String)> {
     let pick = |names: &[&str]| names.iter().find_map(|n| raw.var(n)).map(str::to_string);
-    let github_link = match (
-        raw.var("GITHUB_SERVER_URL"),
-        raw.var("GITHUB_REPOSITORY"),
-        raw.var("GITHUB_RUN_ID"),
-    ) {
+    let github_link = match (raw.var("GITHUB_SERVER_URL"), raw.var("GITHUB_REPOSITORY"), raw.var("GITHUB_RUN_ID")) {
         (Some(s), Some(r), Some(id)) => Some(format!("{s}/{r}/actions/runs/{id}")),
         _ => None,
     };
@@ -540,25 +491,8 @@ pub fn provenance(raw: &RawSettings) -> Vec<(String, String)> {
             out.push((k.to_string(), v));
         }
     };
-    push(
-        "ci_repo",
-        pick(&[
-            "CI_REPO",
-            "DRONE_REPO",
-            "GITHUB_REPOSITORY",
-            "CI_PROJECT_PATH",
-            "BUILDKITE_REPO",
-        ]),
-    );
-    push(
-        "ci_commit",
-        pick(&[
-            "CI_COMMIT_SHA",
-            "DRONE_COMMIT_SHA",
-            "GITHUB_SHA",
-            "BUILDKITE_COMMIT",
-        ]),
-    );
+    push("ci_repo", pick(&["CI_REPO", "DRONE_REPO", "GITHUB_REPOSITORY", "CI_PROJECT_PATH", "BUILDKITE_REPO"]));
+    push("ci_commit", pick(&["CI_COMMIT_SHA", "DRONE_COMMIT_SHA", "GITHUB_SHA", "BUILDKITE_COMMIT"]));
     push(
         "ci_build",
         pick(&[
@@ -569,10 +503,7 @@ pub fn provenance(raw: &RawSettings) -> Vec<(String, String)> {
             "BUILDKITE_BUILD_NUMBER",
         ]),
     );
-    push(
-        "ci_link",
-        pick(&["CI_PIPELINE_URL", "DRONE_BUILD_LINK", "BUILDKITE_BUILD_URL"]).or(github_link),
-    );
+    push("ci_link", pick(&["CI_PIPELINE_URL", "DRONE_BUILD_LINK", "BUILDKITE_BUILD_URL"]).or(github_link));
     out
 }
 
@@ -601,27 +532,14 @@ fn ci_label(raw: &RawSettings) -> Option<String> {
             label.push_str(&format!("#{b}"));
         }
     }
-    Some(
-        label
-            .chars()
-            .filter(|c| c.is_ascii_graphic() || *c == ' ')
-            .collect(),
-    )
+    Some(label.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect())
 }
 
 /// Header values must be visible ASCII; anything else is percent-encoded.
 pub fn header_safe(v: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
     let enc = percent_encoding::utf8_percent_encode(v, SET).to_string();
-    enc.chars()
-        .map(|c| {
-            if c.is_ascii() {
-                c.to_string()
-            } else {
-                "%3F".into()
-            }
-        })
-        .collect()
+    enc.chars().map(|c| if c.is_ascii() { c.to_string() } else { "%3F".into() }).collect()
 }
 
 impl Config {
@@ -629,20 +547,14 @@ impl Config {
     pub fn from_raw(raw: &RawSettings) -> Result<Config, ConfigError> {
         let mut errs: Vec<Invalid> = Vec::new();
         let mut bad = |setting: &str, message: String| {
-            errs.push(Invalid {
-                setting: setting.to_string(),
-                message,
-            });
+            errs.push(Invalid { setting: setting.to_string(), message });
         };
 
         // Enum-typed settings checked generically against the table.
         for st in SETTINGS {
             if let (Kind::Enum(values), Some(v)) = (st.kind, raw.get(st.name)) {
                 if !values.iter().any(|a| a.eq_ignore_ascii_case(v.trim())) {
-                    bad(
-                        st.name,
-                        format!("`{v}` is not one of: {}", values.join(", ")),
-                    );
+                    bad(st.name, format!("`{v}` is not one of: {}", values.join(", ")));
                 }
             }
         }
@@ -687,17 +599,11 @@ impl Config {
                 .unwrap_or_default()
         });
         if access_tier.is_some() && service == Service::File {
-            bad(
-                "access_tier",
-                "applies to Blob only (`service: blob`)".into(),
-            );
+            bad("access_tier", "applies to Blob only (`service: blob`)".into());
         }
 
         let boolean = |name: &str, bad: &mut dyn FnMut(&str, String)| -> bool {
-            let default = settings::find(name)
-                .and_then(|s| s.default)
-                .and_then(parse_bool)
-                .unwrap_or(false);
+            let default = settings::find(name).and_then(|s| s.default).and_then(parse_bool).unwrap_or(false);
             match raw.get(name) {
                 None => default,
                 Some(v) => parse_bool(v).unwrap_or_else(|| {
@@ -728,12 +634,8 @@ impl Config {
             bad(
                 "source",
                 match action {
-                    Action::Upload => {
-                        "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into()
-                    }
-                    Action::Download => {
-                        "is required: the remote name(s), prefix(es) or glob(s) to download".into()
-                    }
+                    Action::Upload => "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into(),
+                    Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
                 },
             );
         }
@@ -756,12 +658,7 @@ impl Config {
         let target = raw.get("target").unwrap_or("").trim().to_string();
         let strip_prefix = raw
             .get("strip_prefix")
-            .map(|s| {
-                s.trim()
-                    .trim_start_matches("./")
-                    .trim_end_matches('/')
-                    .to_string()
-            })
+            .map(|s| s.trim().trim_start_matches("./").trim_end_matches('/').to_string())
             .filter(|s| !s.is_empty());
 
         let rule = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Option<ValueRule> {
@@ -817,11 +714,7 @@ impl Config {
                         if !valid_metadata_name(&k) {
                             bad("metadata", format!("`{k}` is not a valid metadata name: letters, digits and `_`, not starting with a digit"));
                         } else if k.eq_ignore_ascii_case("sha256") {
-                            bad(
-                                "metadata",
-                                "`sha256` is reserved: the plugin stores the file's SHA-256 there"
-                                    .into(),
-                            );
+                            bad("metadata", "`sha256` is reserved: the plugin stores the file's SHA-256 there".into());
                         } else {
                             metadata.push((k.to_ascii_lowercase(), header_safe(&v)));
                         }
@@ -838,56 +731,36 @@ impl Config {
             }
         }
 
-        let size =
-            |name: &str, min: u64, max: u64, bad: &mut dyn FnMut(&str, String)| -> Option<u64> {
-                let v = raw.get(name)?;
-                match parse_size(v) {
-                    Ok(n) if (min..=max).contains(&n) => Some(n),
-                    Ok(_) => {
-                        bad(
-                            name,
-                            format!(
-                                "`{v}` is out of range: {} to {}",
-                                human_bytes(min),
-                                human_bytes(max)
-                            ),
-                        );
-                        None
-                    }
-                    Err(e) => {
-                        bad(name, e);
-                        None
-                    }
+        let size = |name: &str, min: u64, max: u64, bad: &mut dyn FnMut(&str, String)| -> Option<u64> {
+            let v = raw.get(name)?;
+            match parse_size(v) {
+                Ok(n) if (min..=max).contains(&n) => Some(n),
+                Ok(_) => {
+                    bad(name, format!("`{v}` is out of range: {} to {}", human_bytes(min), human_bytes(max)));
+                    None
                 }
-            };
+                Err(e) => {
+                    bad(name, e);
+                    None
+                }
+            }
+        };
         let block_size = size("block_size", 64 << 10, 4000 << 20, &mut bad);
         let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut bad).unwrap_or(48 << 20);
         if let Some(b) = block_size {
             if max_memory < b {
-                bad(
-                    "max_memory",
-                    format!(
-                        "must hold at least one block (`block_size` is {})",
-                        human_bytes(b)
-                    ),
-                );
+                bad("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));
             }
         }
 
         let int = |name: &str, min: u64, max: u64, bad: &mut dyn FnMut(&str, String)| -> u64 {
-            let default: u64 = settings::find(name)
-                .and_then(|s| s.default)
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(min);
+            let default: u64 = settings::find(name).and_then(|s| s.default).and_then(|d| d.parse().ok()).unwrap_or(min);
             match raw.get(name) {
                 None => default,
                 Some(v) => match v.trim().parse::<u64>() {
                     Ok(n) if (min..=max).contains(&n) => n,
                     _ => {
-                        bad(
-                            name,
-                            format!("`{v}` is not a whole number from {min} to {max}"),
-                        );
+                        bad(name, format!("`{v}` is not a whole number from {min} to {max}"));
                         default
                     }
                 },
@@ -904,12 +777,7 @@ impl Config {
             match raw.get(name) {
                 None => default,
                 Some(v) => match parse_duration(v) {
-                    Ok(d)
-                        if d >= Duration::from_millis(10)
-                            && d <= Duration::from_secs(24 * 3600) =>
-                    {
-                        d
-                    }
+                    Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(24 * 3600) => d,
                     Ok(_) => {
                         bad(name, format!("`{v}` is out of range: 10ms to 24h"));
                         default
@@ -945,17 +813,8 @@ impl Config {
             .unwrap_or_else(|| "core.windows.net".into());
         let account_setting = raw.get("account_name").map(|s| s.trim().to_string());
         if let Some(a) = &account_setting {
-            if !(3..=24).contains(&a.len())
-                || !a
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            {
-                bad(
-                    "account_name",
-                    format!(
-                        "`{a}` is not a storage account name: 3-24 lowercase letters and digits"
-                    ),
-                );
+            if !(3..=24).contains(&a.len()) || !a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+                bad("account_name", format!("`{a}` is not a storage account name: 3-24 lowercase letters and digits"));
             }
         }
         let cs_endpoint = cs.as_ref().and_then(|c| match service {
@@ -965,13 +824,13 @@ impl Config {
         let cs_account = cs.as_ref().and_then(|c| c.account_name.clone());
         let endpoint = if let Some(e) = raw.get("endpoint") {
             let e = e.trim().trim_end_matches('/').to_string();
+            if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bad("endpoint", "must not contain spaces or control characters".into());
+            }
             match url::Url::parse(&e) {
                 Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
                     if u.query().is_some() {
-                        bad(
-                            "endpoint",
-                            "must not carry a query string: give a SAS in `sas_token`".into(),
-                        );
+                        bad("endpoint", "must not carry a query string: give a SAS in `sas_token`".into());
                     }
                 }
                 _ => bad("endpoint", format!("`{e}` is not an http(s) URL")),
@@ -981,10 +840,7 @@ impl Config {
             Some(e)
         } else {
             let acct = account_setting.clone().or(cs_account.clone());
-            let proto = cs
-                .as_ref()
-                .and_then(|c| c.protocol.clone())
-                .unwrap_or_else(|| "https".into());
+            let proto = cs.as_ref().and_then(|c| c.protocol.clone()).unwrap_or_else(|| "https".into());
             acct.map(|a| format!("{proto}://{a}.{}.{suffix}", service.as_str()))
         };
         let account = account_setting
@@ -998,8 +854,7 @@ impl Config {
                 if !dry_run || action == Action::Download {
                     bad(
                         "account_name",
-                        "is required: set `account_name`, or `endpoint`, or `connection_string`"
-                            .into(),
+                        "is required: set `account_name`, or `endpoint`, or `connection_string`".into(),
                     );
                 }
                 String::new()
@@ -1011,50 +866,27 @@ impl Config {
             Service::File => ("share", "container"),
         };
         if raw.get(other_key).is_some() {
-            bad(
-                other_key,
-                format!(
-                    "does not apply to `service: {}`: use `{container_key}`",
-                    service.as_str()
-                ),
-            );
+            bad(other_key, format!("does not apply to `service: {}`: use `{container_key}`", service.as_str()));
         }
-        let container = raw
-            .get(container_key)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let container = raw.get(container_key).map(|s| s.trim().to_string()).unwrap_or_default();
         if container.is_empty() {
-            bad(
-                container_key,
-                format!("is required with `service: {}`", service.as_str()),
-            );
+            bad(container_key, format!("is required with `service: {}`", service.as_str()));
         } else if let Err(e) = check_container_name(&container, container_key) {
             bad(container_key, e);
         }
 
         // Credentials (the mode is resolved in auth::resolve, with the network-free checks here).
-        let sas_token = raw
-            .get("sas_token")
-            .map(|s| Secret::new(s.trim().trim_start_matches('?')));
+        let sas_token = raw.get("sas_token").map(|s| Secret::new(s.trim().trim_start_matches('?')));
         if let Some(s) = &sas_token {
             if !s.expose().contains("sig=") {
-                bad(
-                    "sas_token",
-                    "is not a SAS: it has no `sig=` parameter".into(),
-                );
+                bad("sas_token", "is not a SAS: it has no `sig=` parameter".into());
             }
         }
         let account_key = raw.get("account_key").map(|s| Secret::new(s.trim()));
         if let Some(k) = &account_key {
             use base64::Engine;
-            if base64::engine::general_purpose::STANDARD
-                .decode(k.expose())
-                .is_err()
-            {
-                bad(
-                    "account_key",
-                    "is not base64 (copy the key from the portal's Access keys page)".into(),
-                );
+            if base64::engine::general_purpose::STANDARD.decode(k.expose()).is_err() {
+                bad("account_key", "is not base64 (copy the key from the portal's Access keys page)".into());
             }
         }
 
@@ -1093,12 +925,7 @@ impl Config {
             log_level,
             log_format,
             progress_interval,
-            auth: AuthSettings {
-                mode: auth_mode,
-                account_key,
-                sas_token,
-                connection_string,
-            },
+            auth: AuthSettings { mode: auth_mode, account_key, sas_token, connection_string },
             ci_label: ci_label(raw),
         })
     }
@@ -1133,20 +960,11 @@ mod tests {
     use super::*;
 
     fn raw(pairs: &[(&str, &str)]) -> RawSettings {
-        RawSettings::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        RawSettings::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     fn base() -> Vec<(&'static str, &'static str)> {
-        vec![
-            ("PLUGIN_ACCOUNT_NAME", "mystorage"),
-            ("PLUGIN_CONTAINER", "artifacts"),
-            ("PLUGIN_SOURCE", "dist/**"),
-        ]
+        vec![("PLUGIN_ACCOUNT_NAME", "mystorage"), ("PLUGIN_CONTAINER", "artifacts"), ("PLUGIN_SOURCE", "dist/**")]
     }
 
     #[test]
@@ -1175,10 +993,7 @@ mod tests {
     #[test]
     fn lists_comma_and_json() {
         assert_eq!(parse_list("a, b,,c").unwrap(), vec!["a", "b", "c"]);
-        assert_eq!(
-            parse_list(r#"["dist/{a,b}/*", "x"]"#).unwrap(),
-            vec!["dist/{a,b}/*", "x"]
-        );
+        assert_eq!(parse_list(r#"["dist/{a,b}/*", "x"]"#).unwrap(), vec!["dist/{a,b}/*", "x"]);
         assert!(parse_list("[not json").is_err());
     }
 
@@ -1213,16 +1028,7 @@ mod tests {
         ]);
         let e = Config::from_raw(&raw(&p)).unwrap_err();
         let names: Vec<_> = e.0.iter().map(|i| i.setting.as_str()).collect();
-        assert_eq!(
-            names,
-            vec![
-                "overwrite",
-                "metadata",
-                "block_size",
-                "concurrency",
-                "timeout"
-            ]
-        );
+        assert_eq!(names, vec!["overwrite", "metadata", "block_size", "concurrency", "timeout"]);
         let text = e.to_string();
         assert!(text.contains("PLUGIN_OVERWRITE"), "{text}");
         assert!(text.contains("true, false, skip, changed"), "{text}");
@@ -1244,10 +1050,7 @@ mod tests {
             account_from_endpoint("http://127.0.0.1:10000/devstoreaccount1").as_deref(),
             Some("devstoreaccount1")
         );
-        assert_eq!(
-            account_from_endpoint("https://acct.blob.core.windows.net").as_deref(),
-            Some("acct")
-        );
+        assert_eq!(account_from_endpoint("https://acct.blob.core.windows.net").as_deref(), Some("acct"));
     }
 
     #[test]
@@ -1281,19 +1084,12 @@ mod tests {
     #[test]
     fn unknown_settings_suggest_the_closest() {
         let r = raw(&[("PLUGIN_STRIP_PREFX", "dist"), ("PLUGIN_SOURCE", "x")]);
-        assert_eq!(
-            r.unknown(),
-            vec![("strip_prefx".to_string(), Some("strip_prefix"))]
-        );
+        assert_eq!(r.unknown(), vec![("strip_prefx".to_string(), Some("strip_prefix"))]);
     }
 
     #[test]
     fn provenance_from_woodpecker_and_github() {
-        let r = raw(&[
-            ("CI_REPO", "org/app"),
-            ("CI_COMMIT_SHA", "abc"),
-            ("CI_PIPELINE_NUMBER", "7"),
-        ]);
+        let r = raw(&[("CI_REPO", "org/app"), ("CI_COMMIT_SHA", "abc"), ("CI_PIPELINE_NUMBER", "7")]);
         let p = provenance(&r);
         assert_eq!(p[0], ("ci_repo".into(), "org/app".into()));
         assert_eq!(p[2], ("ci_build".into(), "7".into()));
@@ -1303,9 +1099,6 @@ mod tests {
             ("GITHUB_RUN_ID", "99"),
         ]);
         let p = provenance(&r);
-        assert!(p.contains(&(
-            "ci_link".into(),
-            "https://github.com/org/app/actions/runs/99".into()
-        )));
+        assert!(p.contains(&("ci_link".into(), "https://github.com/org/app/actions/runs/99".into())));
     }
 }

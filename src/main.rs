@@ -8,16 +8,13 @@ use std::process::ExitCode;
 
 use plugin_azure_storage::config::{Config, LogFormat, RawSettings};
 use plugin_azure_storage::settings;
-use plugin_azure_storage::transfer::{self, download, RunError};
+use plugin_azure_storage::transfer::{self, download};
 
 fn init_logging(level: &str, format: LogFormat) {
     // Our own crate at the chosen level; dependencies never below `warn`, so no HTTP
     // library can log a header (Authorization) even at `trace`.
     let filter = tracing_subscriber::EnvFilter::new(format!("warn,plugin_azure_storage={level}"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.with_ansi(false).init(),
@@ -26,10 +23,7 @@ fn init_logging(level: &str, format: LogFormat) {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args
-        .iter()
-        .any(|a| a == "--help" || a == "-h" || a == "help")
-    {
+    if args.iter().any(|a| a == "--help" || a == "-h" || a == "help") {
         print!("{}", settings::help_text());
         return ExitCode::SUCCESS;
     }
@@ -49,11 +43,7 @@ fn main() -> ExitCode {
         .map(|l| l.trim().to_ascii_lowercase())
         .filter(|l| ["error", "warn", "info", "debug", "trace"].contains(&l.as_str()))
         .unwrap_or_else(|| "info".into());
-    let format = if raw
-        .get("log_format")
-        .map(|f| f.trim().eq_ignore_ascii_case("json"))
-        .unwrap_or(false)
-    {
+    let format = if raw.get("log_format").map(|f| f.trim().eq_ignore_ascii_case("json")).unwrap_or(false) {
         LogFormat::Json
     } else {
         LogFormat::Text
@@ -61,14 +51,8 @@ fn main() -> ExitCode {
     init_logging(&level, format);
     for (name, close) in raw.unknown() {
         match close {
-            Some(c) => tracing::warn!(
-                "unknown setting `{name}` ({}): did you mean `{c}`?",
-                settings::env_name(&name)
-            ),
-            None => tracing::warn!(
-                "unknown setting `{name}` ({}): ignored",
-                settings::env_name(&name)
-            ),
+            Some(c) => tracing::warn!("unknown setting `{name}` ({}): did you mean `{c}`?", settings::env_name(&name)),
+            None => tracing::warn!("unknown setting `{name}` ({}): ignored", settings::env_name(&name)),
         }
     }
     let cfg = match Config::from_raw(&raw) {
@@ -81,10 +65,7 @@ fn main() -> ExitCode {
     tracing::debug!(?cfg, "configuration");
     let json = cfg.log_format == LogFormat::Json;
 
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the runtime: {e}");
@@ -100,7 +81,9 @@ fn main() -> ExitCode {
     match result {
         Err(code) => {
             let removed = download::remove_temp_files();
-            tracing::error!("interrupted: stopped; {removed} partial download(s) removed, nothing left under a final name");
+            tracing::error!(
+                "interrupted: stopped; {removed} partial download(s) removed, nothing left under a final name"
+            );
             ExitCode::from(code)
         }
         Ok(Ok(outcome)) => {
@@ -118,7 +101,7 @@ fn main() -> ExitCode {
         }
         Ok(Err(e)) => {
             tracing::error!("{}", chain(&e));
-            ExitCode::from(if matches!(e, RunError::Plan(_)) { 3 } else { 3 })
+            ExitCode::from(3)
         }
     }
 }

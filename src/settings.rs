@@ -55,49 +55,17 @@ pub struct Setting {
     pub help: &'static str,
 }
 
-const fn s(
-    name: &'static str,
-    kind: Kind,
-    default: Option<&'static str>,
-    help: &'static str,
-) -> Setting {
-    Setting {
-        name,
-        kind,
-        default,
-        required: false,
-        secret: false,
-        env_fallback: &[],
-        help,
-    }
+const fn s(name: &'static str, kind: Kind, default: Option<&'static str>, help: &'static str) -> Setting {
+    Setting { name, kind, default, required: false, secret: false, env_fallback: &[], help }
 }
 
-const fn secret(
-    name: &'static str,
-    env_fallback: &'static [&'static str],
-    help: &'static str,
-) -> Setting {
-    Setting {
-        name,
-        kind: Kind::String,
-        default: None,
-        required: false,
-        secret: true,
-        env_fallback,
-        help,
-    }
+const fn secret(name: &'static str, env_fallback: &'static [&'static str], help: &'static str) -> Setting {
+    Setting { name, kind: Kind::String, default: None, required: false, secret: true, env_fallback, help }
 }
 
 pub const OVERWRITE_VALUES: &[&str] = &["true", "false", "skip", "changed"];
 pub const ACCESS_TIERS: &[&str] = &["Hot", "Cool", "Cold", "Archive"];
-pub const AUTH_MODES: &[&str] = &[
-    "auto",
-    "federated",
-    "managed_identity",
-    "sas",
-    "shared_key",
-    "connection_string",
-];
+pub const AUTH_MODES: &[&str] = &["auto", "federated", "managed_identity", "sas", "shared_key", "connection_string"];
 
 /// All settings, in the order the reference documents them.
 pub const SETTINGS: &[Setting] = &[
@@ -229,9 +197,7 @@ mod tests {
         let n = names.len();
         names.dedup();
         assert_eq!(n, names.len());
-        assert!(SETTINGS
-            .iter()
-            .all(|s| s.name == s.name.to_ascii_lowercase()));
+        assert!(SETTINGS.iter().all(|s| s.name == s.name.to_ascii_lowercase()));
     }
 
     #[test]

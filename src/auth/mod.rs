@@ -65,20 +65,15 @@ pub fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
     let a = &cfg.auth;
     let cs = match &a.connection_string {
         Some(c) => Some(
-            ConnectionString::parse(c.expose())
-                .map_err(|e| AuthError::Invalid(format!("connection_string {e}")))?,
+            ConnectionString::parse(c.expose()).map_err(|e| AuthError::Invalid(format!("connection_string {e}")))?,
         ),
         None => None,
     };
-    let shared_key = |key: &Secret| {
-        SharedKey::new(&cfg.account, key)
-            .map_err(|e| AuthError::Invalid(format!("account_key: {e}")))
-    };
+    let shared_key =
+        |key: &Secret| SharedKey::new(&cfg.account, key).map_err(|e| AuthError::Invalid(format!("account_key: {e}")));
     let from_cs = |cs: &ConnectionString| -> Result<Option<Credential>, AuthError> {
         if let Some(sas) = &cs.sas {
-            return Ok(Some(Credential::Sas(Secret::new(
-                sas.expose().trim_start_matches('?'),
-            ))));
+            return Ok(Some(Credential::Sas(Secret::new(sas.expose().trim_start_matches('?')))));
         }
         if let Some(key) = &cs.account_key {
             return Ok(Some(Credential::SharedKey(shared_key(key)?)));

@@ -23,22 +23,14 @@ pub struct SharedKey {
 
 impl std::fmt::Debug for SharedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedKey")
-            .field("account", &self.account)
-            .field("key", &"***")
-            .finish()
+        f.debug_struct("SharedKey").field("account", &self.account).field("key", &"***").finish()
     }
 }
 
 impl SharedKey {
     pub fn new(account: &str, key: &Secret) -> Result<Self, String> {
-        let key = B64
-            .decode(key.expose().trim())
-            .map_err(|_| "the account key is not base64".to_string())?;
-        Ok(SharedKey {
-            account: account.to_string(),
-            key,
-        })
+        let key = B64.decode(key.expose().trim()).map_err(|_| "the account key is not base64".to_string())?;
+        Ok(SharedKey { account: account.to_string(), key })
     }
 
     /// Adds `Authorization: SharedKey account:signature` to a request whose `x-ms-date` is set.
@@ -47,8 +39,7 @@ impl SharedKey {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(sts.as_bytes());
         let sig = B64.encode(mac.finalize().into_bytes());
-        let value = HeaderValue::from_str(&format!("SharedKey {}:{}", self.account, sig))
-            .expect("ascii header");
+        let value = HeaderValue::from_str(&format!("SharedKey {}:{}", self.account, sig)).expect("ascii header");
         req.headers_mut().insert(AUTHORIZATION, value);
     }
 }
@@ -60,16 +51,8 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
 /// Builds the Shared Key string-to-sign for a request.
 pub fn string_to_sign(account: &str, req: &reqwest::Request) -> String {
     let h = req.headers();
-    let len = req
-        .body()
-        .and_then(|b| b.as_bytes())
-        .map(|b| b.len())
-        .unwrap_or(0);
-    let content_length = if len == 0 {
-        String::new()
-    } else {
-        len.to_string()
-    };
+    let len = req.body().and_then(|b| b.as_bytes()).map(|b| b.len()).unwrap_or(0);
+    let content_length = if len == 0 { String::new() } else { len.to_string() };
     let mut s = String::with_capacity(256);
     s.push_str(req.method().as_str());
     s.push('\n');
@@ -100,12 +83,7 @@ pub fn string_to_sign(account: &str, req: &reqwest::Request) -> String {
     let mut ms: Vec<(String, String)> = h
         .iter()
         .filter(|(k, _)| k.as_str().starts_with("x-ms-"))
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                v.to_str().unwrap_or("").trim().to_string(),
-            )
-        })
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").trim().to_string()))
         .collect();
     ms.sort();
     for (k, v) in ms {
@@ -157,11 +135,7 @@ mod tests {
             sts,
             "PUT\n\n\n5\n\ntext/plain\n\n\n\n\n\n\nx-ms-date:Mon, 23 Nov 2026 07:00:00 GMT\nx-ms-version:2025-11-05\n/devstoreaccount1/devstoreaccount1/c/a%20b.txt\nblockid:QUJD\ncomp:block"
         );
-        let key = SharedKey::new(
-            "devstoreaccount1",
-            &Secret::new(crate::config::DEVSTORE_KEY),
-        )
-        .unwrap();
+        let key = SharedKey::new("devstoreaccount1", &Secret::new(crate::config::DEVSTORE_KEY)).unwrap();
         key.sign(&mut req);
         let auth = req.headers()["authorization"].to_str().unwrap();
         assert!(auth.starts_with("SharedKey devstoreaccount1:"));

@@ -42,12 +42,7 @@ impl fmt::Display for HttpError {
         if !self.message.is_empty() {
             write!(f, " ({})", self.message)?;
         }
-        write!(
-            f,
-            " after {} attempt{}",
-            self.attempts,
-            if self.attempts == 1 { "" } else { "s" }
-        )?;
+        write!(f, " after {} attempt{}", self.attempts, if self.attempts == 1 { "" } else { "s" })?;
         write!(f, " [x-ms-client-request-id {}", self.client_request_id)?;
         if let Some(r) = &self.request_id {
             write!(f, ", x-ms-request-id {r}")?;
@@ -64,14 +59,7 @@ pub fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
         let close = format!("</{tag}>");
         let start = text.find(&open)? + open.len();
         let end = text[start..].find(&close)? + start;
-        Some(
-            text[start..end]
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string(),
-        )
+        Some(text[start..end].lines().next().unwrap_or("").trim().to_string())
     };
     let code = grab("Code");
     let mut message = grab("Message");

@@ -38,13 +38,7 @@ pub struct Request {
 
 impl Request {
     pub fn new(method: Method, url: url::Url) -> Self {
-        Request {
-            method,
-            url,
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-            expect_bytes: 0,
-        }
+        Request { method, url, headers: HeaderMap::new(), body: Bytes::new(), expect_bytes: 0 }
     }
 
     /// Adds a header; values that are not valid header text are dropped by the caller's checks in config.
@@ -64,10 +58,7 @@ impl Request {
 
     /// Adds a header whose name is built at run time (metadata).
     pub fn dyn_header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             self.headers.insert(n, v);
         }
         self
@@ -116,35 +107,18 @@ impl Http {
         timeout: Duration,
         ci_label: Option<&str>,
         pool: usize,
-    ) -> Result<Self, HttpError> {
+    ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .pool_max_idle_per_host(pool.max(8))
             .tcp_nodelay(true)
             .build()
-            .map_err(|e| HttpError {
-                method: "-".into(),
-                path: "-".into(),
-                status: None,
-                code: None,
-                message: format!("cannot build the HTTP client: {}", e.without_url()),
-                request_id: None,
-                client_request_id: "-".into(),
-                attempts: 0,
-            })?;
-        let mut user_agent =
-            concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")).to_string();
+            .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
+        let mut user_agent = concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")).to_string();
         if let Some(l) = ci_label {
             user_agent.push_str(&format!(" ({l})"));
         }
-        Ok(Http {
-            client,
-            credential,
-            retry,
-            timeout,
-            user_agent,
-            stats: Arc::default(),
-        })
+        Ok(Http { client, credential, retry, timeout, user_agent, stats: Arc::default() })
     }
 
     pub fn credential(&self) -> &Credential {
@@ -214,35 +188,23 @@ impl Http {
         }
     }
 
-    async fn attempt(
-        &self,
-        req: &Request,
-        client_request_id: &str,
-    ) -> Result<Response, reqwest::Error> {
+    async fn attempt(&self, req: &Request, client_request_id: &str) -> Result<Response, reqwest::Error> {
         let mut r = reqwest::Request::new(req.method.clone(), req.url.clone());
         *r.headers_mut() = req.headers.clone();
         let h = r.headers_mut();
         h.insert("x-ms-version", HeaderValue::from_static(API_VERSION));
         h.insert(
             "x-ms-date",
-            HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now()))
-                .expect("date"),
+            HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())).expect("date"),
         );
-        h.insert(
-            "x-ms-client-request-id",
-            HeaderValue::from_str(client_request_id).expect("uuid"),
-        );
+        h.insert("x-ms-client-request-id", HeaderValue::from_str(client_request_id).expect("uuid"));
         h.insert(
             reqwest::header::USER_AGENT,
-            HeaderValue::from_str(&self.user_agent)
-                .unwrap_or(HeaderValue::from_static("plugin-azure-storage")),
+            HeaderValue::from_str(&self.user_agent).unwrap_or(HeaderValue::from_static("plugin-azure-storage")),
         );
         let send_body = req.method == Method::PUT || !req.body.is_empty();
         if send_body {
-            h.insert(
-                reqwest::header::CONTENT_LENGTH,
-                HeaderValue::from(req.body.len()),
-            );
+            h.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(req.body.len()));
             *r.body_mut() = Some(req.body.clone().into());
         }
         // A body of N MiB gets N more seconds (at least 1 MiB/s must flow).
@@ -253,11 +215,7 @@ impl Http {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await?;
-        Ok(Response {
-            status,
-            headers,
-            body,
-        })
+        Ok(Response { status, headers, body })
     }
 }
 

@@ -17,11 +17,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_retries: 5,
-            base: Duration::from_millis(250),
-            cap: Duration::from_secs(30),
-        }
+        RetryPolicy { max_retries: 5, base: Duration::from_millis(250), cap: Duration::from_secs(30) }
     }
 }
 
@@ -45,26 +41,17 @@ impl RetryPolicy {
 
 /// Reads `x-ms-retry-after-ms` or `Retry-After` (seconds or an HTTP date).
 pub fn server_hint(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    if let Some(ms) = headers
-        .get("x-ms-retry-after-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+    if let Some(ms) =
+        headers.get("x-ms-retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
     {
         return Some(Duration::from_millis(ms));
     }
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -74,11 +61,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            max_retries: 5,
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
-        };
+        let p = RetryPolicy { max_retries: 5, base: Duration::from_millis(100), cap: Duration::from_secs(1) };
         for _ in 0..200 {
             assert!(p.delay(1, None) <= Duration::from_millis(200));
             assert!(p.delay(10, None) <= Duration::from_secs(1));
@@ -88,14 +71,8 @@ mod tests {
     #[test]
     fn server_hint_wins() {
         let p = RetryPolicy::default();
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(9999))),
-            Duration::from_secs(120)
-        );
+        assert_eq!(p.delay(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(p.delay(1, Some(Duration::from_secs(9999))), Duration::from_secs(120));
         let mut h = HeaderMap::new();
         h.insert("retry-after", HeaderValue::from_static("7"));
         assert_eq!(server_hint(&h), Some(Duration::from_secs(7)));

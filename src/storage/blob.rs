@@ -19,18 +19,22 @@ use crate::http::{Http, Request};
 use crate::transfer::checksum::{crc64, crc64_header};
 
 /// Characters left as-is in a path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Percent-encodes a name segment by segment, keeping `/`.
 pub fn encode_path(name: &str) -> String {
-    name.split('/')
-        .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
-        .collect::<Vec<_>>()
-        .join("/")
+    name.split('/').map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect::<Vec<_>>().join("/")
+}
+
+/// Page size of listings: 5000 (the service maximum). `AZURE_STORAGE_LIST_PAGE_SIZE`
+/// lowers it, a debugging knob that lets tests exercise pagination with few blobs.
+pub fn list_page_size() -> String {
+    std::env::var("AZURE_STORAGE_LIST_PAGE_SIZE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|n| (1..=5000).contains(n))
+        .unwrap_or(5000)
+        .to_string()
 }
 
 pub struct BlobStore {
@@ -41,20 +45,12 @@ pub struct BlobStore {
 
 impl BlobStore {
     pub fn new(http: std::sync::Arc<Http>, endpoint: &str, container: &str) -> Self {
-        BlobStore {
-            http,
-            endpoint: endpoint.trim_end_matches('/').to_string(),
-            container: container.to_string(),
-        }
+        BlobStore { http, endpoint: endpoint.trim_end_matches('/').to_string(), container: container.to_string() }
     }
 
     fn container_url(&self, query: &[(&str, &str)]) -> url::Url {
-        let mut u = url::Url::parse(&format!(
-            "{}/{}",
-            self.endpoint,
-            encode_path(&self.container)
-        ))
-        .expect("endpoint validated");
+        let mut u = url::Url::parse(&format!("{}/{}", self.endpoint, encode_path(&self.container)))
+            .expect("endpoint validated");
         if !query.is_empty() {
             u.query_pairs_mut().extend_pairs(query);
         }
@@ -70,10 +66,7 @@ impl BlobStore {
     }
 
     fn block_id(chunk: &Chunk) -> String {
-        B64.encode(format!(
-            "{:016x}{:016x}{:016x}",
-            chunk.offset, chunk.len, chunk.crc64
-        ))
+        B64.encode(format!("{:016x}{:016x}{:016x}", chunk.offset, chunk.len, chunk.crc64))
     }
 
     /// Standard blob headers of an upload (Put Blob uses `x-ms-blob-*` too).
@@ -81,14 +74,8 @@ impl BlobStore {
         req = req
             .header("x-ms-blob-content-type", &props.content_type)
             .header_opt("x-ms-blob-cache-control", props.cache_control.as_ref())
-            .header_opt(
-                "x-ms-blob-content-encoding",
-                props.content_encoding.as_ref(),
-            )
-            .header_opt(
-                "x-ms-blob-content-disposition",
-                props.content_disposition.as_ref(),
-            )
+            .header_opt("x-ms-blob-content-encoding", props.content_encoding.as_ref())
+            .header_opt("x-ms-blob-content-disposition", props.content_disposition.as_ref())
             .header_opt("x-ms-access-tier", props.access_tier.as_ref());
         if props.if_none_match {
             req = req.header("if-none-match", "*");
@@ -130,18 +117,13 @@ impl BlobStore {
         let size = resp
             .header("content-length")
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| StorageError::Protocol {
-                op: "Get Blob Properties",
-                detail: "no Content-Length".into(),
-            })?;
+            .ok_or_else(|| StorageError::Protocol { op: "Get Blob Properties", detail: "no Content-Length".into() })?;
         Ok(Some(RemoteItem {
             name: name.to_string(),
             size,
             etag: resp.header("etag").map(str::to_string),
             content_md5: resp.header("content-md5").map(str::to_string),
-            sha256: resp
-                .header("x-ms-meta-sha256")
-                .map(|s| s.to_ascii_lowercase()),
+            sha256: resp.header("x-ms-meta-sha256").map(|s| s.to_ascii_lowercase()),
             access_tier: resp.header("x-ms-access-tier").map(str::to_string),
         }))
     }
@@ -152,33 +134,26 @@ impl BlobStore {
         prefix: &str,
         marker: Option<&str>,
     ) -> Result<(Vec<RemoteItem>, Option<String>)> {
-        let mut q = vec![
-            ("restype", "container"),
-            ("comp", "list"),
-            ("include", "metadata"),
-            ("maxresults", "5000"),
-        ];
+        let page = list_page_size();
+        let mut q =
+            vec![("restype", "container"), ("comp", "list"), ("include", "metadata"), ("maxresults", page.as_str())];
         if !prefix.is_empty() {
             q.push(("prefix", prefix));
         }
         if let Some(m) = marker {
             q.push(("marker", m));
         }
-        let resp = self
-            .http
-            .send(Request::new(Method::GET, self.container_url(&q)))
-            .await?;
-        parse_list_blobs(&resp.body)
+        let resp = self.http.send(Request::new(Method::GET, self.container_url(&q))).await?;
+        let (items, next) = parse_list_blobs(&resp.body)?;
+        tracing::debug!(prefix, items = items.len(), more = next.is_some(), "list page");
+        Ok((items, next))
     }
 
     /// [Get Blob](https://learn.microsoft.com/rest/api/storageservices/get-blob) with `x-ms-range`.
     pub async fn get_blob(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
         let mut req = Request::new(Method::GET, self.blob_url(name, &[]));
         if len > 0 {
-            req = req.header(
-                "x-ms-range",
-                format!("bytes={}-{}", offset, offset + len - 1),
-            );
+            req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
         }
         req.expect_bytes = len;
         let resp = self.http.send(req).await?;
@@ -186,40 +161,21 @@ impl BlobStore {
     }
 
     /// [Put Blob](https://learn.microsoft.com/rest/api/storageservices/put-blob) (block blob, one request).
-    pub async fn put_blob(
-        &self,
-        name: &str,
-        data: Bytes,
-        crc: u64,
-        props: &UploadProps,
-    ) -> Result<Committed> {
+    pub async fn put_blob(&self, name: &str, data: Bytes, crc: u64, props: &UploadProps) -> Result<Committed> {
         let req = Request::new(Method::PUT, self.blob_url(name, &[]))
             .header("x-ms-blob-type", "BlockBlob")
             .header("x-ms-content-crc64", crc64_header(crc));
         // Azure and Azurite refuse a CRC64 together with an MD5 header on Put Blob; the service
         // computes and stores the Content-MD5 of a single-request blob itself.
-        let props = UploadProps {
-            content_md5: None,
-            ..props.clone()
-        };
-        let resp = self
-            .http
-            .send(Self::with_props(req, &props).body(data))
-            .await?;
-        Ok(Committed {
-            etag: resp.header("etag").map(str::to_string),
-        })
+        let props = UploadProps { content_md5: None, ..props.clone() };
+        let resp = self.http.send(Self::with_props(req, &props).body(data)).await?;
+        Ok(Committed { etag: resp.header("etag").map(str::to_string) })
     }
 
     /// [Get Block List](https://learn.microsoft.com/rest/api/storageservices/get-block-list), uncommitted blocks.
     pub async fn get_uncommitted_blocks(&self, name: &str) -> Result<Vec<(String, u64)>> {
-        let req = Request::new(
-            Method::GET,
-            self.blob_url(
-                name,
-                &[("comp", "blocklist"), ("blocklisttype", "uncommitted")],
-            ),
-        );
+        let req =
+            Request::new(Method::GET, self.blob_url(name, &[("comp", "blocklist"), ("blocklisttype", "uncommitted")]));
         let resp = match self.http.send(req).await {
             Ok(r) => r,
             Err(e) if e.is_status(404) => return Ok(vec![]),
@@ -230,23 +186,15 @@ impl BlobStore {
 
     /// [Put Block](https://learn.microsoft.com/rest/api/storageservices/put-block)
     pub async fn put_block(&self, name: &str, block_id: &str, data: Bytes, crc: u64) -> Result<()> {
-        let req = Request::new(
-            Method::PUT,
-            self.blob_url(name, &[("comp", "block"), ("blockid", block_id)]),
-        )
-        .header("x-ms-content-crc64", crc64_header(crc))
-        .body(data);
+        let req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "block"), ("blockid", block_id)]))
+            .header("x-ms-content-crc64", crc64_header(crc))
+            .body(data);
         self.http.send(req).await?;
         Ok(())
     }
 
     /// [Put Block List](https://learn.microsoft.com/rest/api/storageservices/put-block-list)
-    pub async fn put_block_list(
-        &self,
-        name: &str,
-        ids: &[String],
-        props: &UploadProps,
-    ) -> Result<Committed> {
+    pub async fn put_block_list(&self, name: &str, ids: &[String], props: &UploadProps) -> Result<Committed> {
         let mut xml = String::with_capacity(64 + ids.len() * 90);
         xml.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
         for id in ids {
@@ -262,13 +210,8 @@ impl BlobStore {
         if let Some(md5) = props.content_md5 {
             req = req.header("x-ms-blob-content-md5", B64.encode(md5));
         }
-        let resp = self
-            .http
-            .send(Self::with_props(req, props).body(body))
-            .await?;
-        Ok(Committed {
-            etag: resp.header("etag").map(str::to_string),
-        })
+        let resp = self.http.send(Self::with_props(req, props).body(body)).await?;
+        Ok(Committed { etag: resp.header("etag").map(str::to_string) })
     }
 }
 
@@ -279,12 +222,7 @@ impl Store for BlobStore {
     }
 
     fn url(&self, name: &str) -> String {
-        format!(
-            "{}/{}/{}",
-            self.endpoint,
-            encode_path(&self.container),
-            encode_path(name)
-        )
+        format!("{}/{}/{}", self.endpoint, encode_path(&self.container), encode_path(name))
     }
 
     fn max_chunk(&self) -> u64 {
@@ -335,28 +273,12 @@ impl Store for BlobStore {
         self.get_blob(name, offset, len).await
     }
 
-    async fn put_whole(
-        &self,
-        name: &str,
-        data: Bytes,
-        crc: u64,
-        props: &UploadProps,
-    ) -> Result<Committed> {
+    async fn put_whole(&self, name: &str, data: Bytes, crc: u64, props: &UploadProps) -> Result<Committed> {
         self.put_blob(name, data, crc, props).await
     }
 
-    async fn begin_chunked(
-        &self,
-        name: &str,
-        _size: u64,
-        _props: &UploadProps,
-    ) -> Result<HashSet<String>> {
-        Ok(self
-            .get_uncommitted_blocks(name)
-            .await?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect())
+    async fn begin_chunked(&self, name: &str, _size: u64, _props: &UploadProps) -> Result<HashSet<String>> {
+        Ok(self.get_uncommitted_blocks(name).await?.into_iter().map(|(id, _)| id).collect())
     }
 
     fn chunk_key(&self, chunk: &Chunk) -> String {
@@ -364,17 +286,10 @@ impl Store for BlobStore {
     }
 
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()> {
-        self.put_block(name, &Self::block_id(&chunk), data, chunk.crc64)
-            .await
+        self.put_block(name, &Self::block_id(&chunk), data, chunk.crc64).await
     }
 
-    async fn commit(
-        &self,
-        name: &str,
-        _size: u64,
-        chunks: &[Chunk],
-        props: &UploadProps,
-    ) -> Result<Committed> {
+    async fn commit(&self, name: &str, _size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
         let ids: Vec<String> = chunks.iter().map(Self::block_id).collect();
         self.put_block_list(name, &ids, props).await
     }
@@ -427,38 +342,22 @@ struct PropsXml {
 /// Parses a List Blobs page. Names Azure had to encode (`Encoded="true"`) are percent-decoded.
 pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| StorageError::Protocol {
-            op: "List Blobs",
-            detail: "body is not UTF-8".into(),
-        })?
+        .map_err(|_| StorageError::Protocol { op: "List Blobs", detail: "body is not UTF-8".into() })?
         .trim_start_matches('\u{feff}');
-    let r: EnumerationResults =
-        quick_xml::de::from_str(text).map_err(|e| StorageError::Protocol {
-            op: "List Blobs",
-            detail: e.to_string(),
-        })?;
+    let r: EnumerationResults = quick_xml::de::from_str(text)
+        .map_err(|e| StorageError::Protocol { op: "List Blobs", detail: e.to_string() })?;
     let items = r
         .blobs
         .blob
         .into_iter()
         .map(|b| {
-            let name = if b
-                .name
-                .encoded
-                .as_deref()
-                .map(|e| e.eq_ignore_ascii_case("true"))
-                .unwrap_or(false)
-            {
-                percent_encoding::percent_decode_str(&b.name.value)
-                    .decode_utf8_lossy()
-                    .into_owned()
+            let name = if b.name.encoded.as_deref().map(|e| e.eq_ignore_ascii_case("true")).unwrap_or(false) {
+                percent_encoding::percent_decode_str(&b.name.value).decode_utf8_lossy().into_owned()
             } else {
                 b.name.value
             };
             let sha256 = b.metadata.and_then(|m| {
-                m.into_iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("sha256"))
-                    .map(|(_, v)| v.to_ascii_lowercase())
+                m.into_iter().find(|(k, _)| k.eq_ignore_ascii_case("sha256")).map(|(_, v)| v.to_ascii_lowercase())
             });
             RemoteItem {
                 name,
@@ -495,21 +394,11 @@ struct BlockXml {
 
 pub fn parse_block_list(body: &[u8]) -> Result<Vec<(String, u64)>> {
     let text = std::str::from_utf8(body)
-        .map_err(|_| StorageError::Protocol {
-            op: "Get Block List",
-            detail: "body is not UTF-8".into(),
-        })?
+        .map_err(|_| StorageError::Protocol { op: "Get Block List", detail: "body is not UTF-8".into() })?
         .trim_start_matches('\u{feff}');
-    let r: BlockListXml = quick_xml::de::from_str(text).map_err(|e| StorageError::Protocol {
-        op: "Get Block List",
-        detail: e.to_string(),
-    })?;
-    Ok(r.uncommitted
-        .unwrap_or_default()
-        .block
-        .into_iter()
-        .map(|b| (b.name, b.size))
-        .collect())
+    let r: BlockListXml = quick_xml::de::from_str(text)
+        .map_err(|e| StorageError::Protocol { op: "Get Block List", detail: e.to_string() })?;
+    Ok(r.uncommitted.unwrap_or_default().block.into_iter().map(|b| (b.name, b.size)).collect())
 }
 
 #[cfg(test)]
@@ -523,25 +412,10 @@ mod tests {
 
     #[test]
     fn block_ids_are_fixed_length_and_deterministic() {
-        let a = BlobStore::block_id(&Chunk {
-            offset: 0,
-            len: 4 << 20,
-            crc64: 1,
-        });
-        let b = BlobStore::block_id(&Chunk {
-            offset: 1 << 40,
-            len: 7,
-            crc64: u64::MAX,
-        });
+        let a = BlobStore::block_id(&Chunk { offset: 0, len: 4 << 20, crc64: 1 });
+        let b = BlobStore::block_id(&Chunk { offset: 1 << 40, len: 7, crc64: u64::MAX });
         assert_eq!(a.len(), b.len());
-        assert_eq!(
-            a,
-            BlobStore::block_id(&Chunk {
-                offset: 0,
-                len: 4 << 20,
-                crc64: 1
-            })
-        );
+        assert_eq!(a, BlobStore::block_id(&Chunk { offset: 0, len: 4 << 20, crc64: 1 }));
         assert!(a.len() <= 64 * 4 / 3 + 4);
     }
 
@@ -559,24 +433,17 @@ mod tests {
         assert_eq!(items[0].name, "p/a.txt");
         assert_eq!(items[0].size, 5);
         assert_eq!(items[0].sha256.as_deref(), Some("abcd"));
-        assert_eq!(
-            items[0].content_md5.as_deref(),
-            Some("XUFAKrxLKna5cZ2REBfFkg==")
-        );
+        assert_eq!(items[0].content_md5.as_deref(), Some("XUFAKrxLKna5cZ2REBfFkg=="));
         assert_eq!(items[1].name, "p/\0bad");
         assert_eq!(items[1].content_md5, None);
         let (items, next) =
-            parse_list_blobs(b"<EnumerationResults><Blobs/><NextMarker/></EnumerationResults>")
-                .unwrap();
+            parse_list_blobs(b"<EnumerationResults><Blobs/><NextMarker/></EnumerationResults>").unwrap();
         assert!(items.is_empty() && next.is_none());
     }
 
     #[test]
     fn parses_uncommitted_blocks() {
         let xml = "<?xml version=\"1.0\"?><BlockList><CommittedBlocks/><UncommittedBlocks><Block><Name>QUFB</Name><Size>10</Size></Block><Block><Name>QkJC</Name><Size>0</Size></Block></UncommittedBlocks></BlockList>";
-        assert_eq!(
-            parse_block_list(xml.as_bytes()).unwrap(),
-            vec![("QUFB".into(), 10), ("QkJC".into(), 0)]
-        );
+        assert_eq!(parse_block_list(xml.as_bytes()).unwrap(), vec![("QUFB".into(), 10), ("QkJC".into(), 0)]);
     }
 }

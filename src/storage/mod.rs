@@ -17,15 +17,17 @@ use crate::http::HttpError;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error(transparent)]
-    Http(#[from] HttpError),
+    Http(Box<HttpError>),
     #[error("the {what} `{name}` does not exist{hint}")]
-    NoContainer {
-        what: &'static str,
-        name: String,
-        hint: &'static str,
-    },
+    NoContainer { what: &'static str, name: String, hint: &'static str },
     #[error("unexpected response from {op}: {detail}")]
     Protocol { op: &'static str, detail: String },
+}
+
+impl From<HttpError> for StorageError {
+    fn from(e: HttpError) -> Self {
+        StorageError::Http(Box::new(e))
+    }
 }
 
 impl StorageError {
@@ -107,30 +109,13 @@ pub trait Store: Send + Sync {
     /// `len` bytes from `offset` (the whole item when `offset == 0 && len == size`).
     async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes>;
     /// Writes a whole small file in one request.
-    async fn put_whole(
-        &self,
-        name: &str,
-        data: Bytes,
-        crc64: u64,
-        props: &UploadProps,
-    ) -> Result<Committed>;
+    async fn put_whole(&self, name: &str, data: Bytes, crc64: u64, props: &UploadProps) -> Result<Committed>;
     /// Prepares a chunked upload; returns the chunk keys already stored by an earlier,
     /// interrupted run (resume), which need not be sent again.
-    async fn begin_chunked(
-        &self,
-        name: &str,
-        size: u64,
-        props: &UploadProps,
-    ) -> Result<HashSet<String>>;
+    async fn begin_chunked(&self, name: &str, size: u64, props: &UploadProps) -> Result<HashSet<String>>;
     /// The key under which a chunk is stored (compared with `begin_chunked`'s set).
     fn chunk_key(&self, chunk: &Chunk) -> String;
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()>;
     /// Makes the chunks visible as the item, with its properties, atomically where the service allows.
-    async fn commit(
-        &self,
-        name: &str,
-        size: u64,
-        chunks: &[Chunk],
-        props: &UploadProps,
-    ) -> Result<Committed>;
+    async fn commit(&self, name: &str, size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed>;
 }

@@ -47,11 +47,7 @@ impl Digests {
 
 impl FileHasher {
     pub fn new(with_md5: bool) -> Self {
-        FileHasher {
-            sha: Sha256::new(),
-            md5: with_md5.then(Md5::new),
-            len: 0,
-        }
+        FileHasher { sha: Sha256::new(), md5: with_md5.then(Md5::new), len: 0 }
     }
 
     pub fn update(&mut self, data: &[u8]) {
@@ -63,11 +59,7 @@ impl FileHasher {
     }
 
     pub fn finish(self) -> Digests {
-        Digests {
-            sha256: hex(&self.sha.finalize()),
-            md5: self.md5.map(|m| m.finalize().into()),
-            len: self.len,
-        }
+        Digests { sha256: hex(&self.sha.finalize()), md5: self.md5.map(|m| m.finalize().into()), len: self.len }
     }
 }
 
@@ -111,10 +103,7 @@ mod tests {
         h.update(b"hello ");
         h.update(b"world");
         let d = h.finish();
-        assert_eq!(
-            d.sha256,
-            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-        );
+        assert_eq!(d.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
         assert_eq!(d.md5_base64().as_deref(), Some("XrY7u+Ae7tCTyyK7j1rNww=="));
         assert_eq!(d.len, 11);
     }

@@ -43,16 +43,9 @@ impl TempFile {
     fn create(dir: &Path, base: &str) -> std::io::Result<(Self, std::fs::File)> {
         for _ in 0..16 {
             let path = dir.join(format!(".{base}.azpart-{:08x}", fastrand::u32(..)));
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(f) => {
-                    TEMP_FILES
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(path.clone());
+                    TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).insert(path.clone());
                     return Ok((TempFile { path, armed: true }, f));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -65,10 +58,7 @@ impl TempFile {
     fn persist(mut self, dest: &Path) -> std::io::Result<()> {
         std::fs::rename(&self.path, dest)?;
         self.armed = false;
-        TEMP_FILES
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.path);
+        TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
         Ok(())
     }
 }
@@ -77,10 +67,7 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         if self.armed {
             let _ = std::fs::remove_file(&self.path);
-            TEMP_FILES
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&self.path);
+            TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
         }
     }
 }
@@ -94,18 +81,12 @@ pub fn ensure_parents(root: &Path, rel: &str) -> Result<PathBuf, String> {
         match std::fs::symlink_metadata(&dir) {
             Ok(m) if m.is_dir() => continue,
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "`{}` is a symbolic link: refusing to write through it",
-                    dir.display()
-                ))
+                return Err(format!("`{}` is a symbolic link: refusing to write through it", dir.display()))
             }
             Ok(_) => return Err(format!("`{}` exists and is not a directory", dir.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
                 Ok(()) => {}
-                Err(e)
-                    if e.kind() == std::io::ErrorKind::AlreadyExists
-                        && dir.is_dir()
-                        && !dir.is_symlink() => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() && !dir.is_symlink() => {}
                 Err(e) => return Err(format!("cannot create `{}`: {e}", dir.display())),
             },
             Err(e) => return Err(format!("cannot inspect `{}`: {e}", dir.display())),
@@ -114,11 +95,7 @@ pub fn ensure_parents(root: &Path, rel: &str) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-pub async fn download_one(
-    eng: Arc<Engine>,
-    item: DownloadItem,
-    target: Arc<PathBuf>,
-) -> FileResult {
+pub async fn download_one(eng: Arc<Engine>, item: DownloadItem, target: Arc<PathBuf>) -> FileResult {
     let local = target.join(&item.rel);
     let mut res = FileResult::new(
         &item.remote.name,
@@ -130,12 +107,7 @@ pub async fn download_one(
     if let Err(e) = download_inner(&eng, &item, &target, &mut res).await {
         res.status = Status::Failed;
         res.reason = Some(e);
-        tracing::error!(
-            "failed: {} → {}: {}",
-            item.remote.name,
-            item.rel,
-            res.reason.as_deref().unwrap_or("")
-        );
+        tracing::error!("failed: {} → {}: {}", item.remote.name, item.rel, res.reason.as_deref().unwrap_or(""));
     }
     eng.progress.counters.file_done();
     res
@@ -157,20 +129,13 @@ async fn download_inner(
     let size = remote.size;
     let parent = {
         let (t, r) = (target.to_path_buf(), item.rel.clone());
-        tokio::task::spawn_blocking(move || ensure_parents(&t, &r))
-            .await
-            .map_err(|e| e.to_string())??
+        tokio::task::spawn_blocking(move || ensure_parents(&t, &r)).await.map_err(|e| e.to_string())??
     };
     let base = item.rel.rsplit('/').next().unwrap_or(&item.rel).to_string();
     let dest = parent.join(&base);
 
     match std::fs::symlink_metadata(&dest) {
-        Ok(m) if !m.is_file() => {
-            return Err(format!(
-                "`{}` exists and is not a regular file",
-                dest.display()
-            ))
-        }
+        Ok(m) if !m.is_file() => return Err(format!("`{}` exists and is not a regular file", dest.display())),
         Ok(_) => match eng.cfg.overwrite {
             Overwrite::False => return Err("already exists locally (overwrite: false)".into()),
             Overwrite::Skip => return skip(eng, res, size, "exists locally (overwrite: skip)"),
@@ -192,30 +157,21 @@ async fn download_inner(
     }
 
     if remote.access_tier.as_deref() == Some("Archive") {
-        return Err(
-            "is in the Archive tier: rehydrate it to Hot or Cool before downloading".into(),
-        );
+        return Err("is in the Archive tier: rehydrate it to Hot or Cool before downloading".into());
     }
     let expect = if let Some(sha) = &remote.sha256 {
         Expect::Sha256(sha.clone())
     } else if let Some(md5) = &remote.content_md5 {
         Expect::Md5(md5.clone())
     } else if eng.cfg.verify == Verify::Size {
-        tracing::warn!(
-            "{}: no checksum stored; only its length is checked (verify: size)",
-            remote.name
-        );
+        tracing::warn!("{}: no checksum stored; only its length is checked (verify: size)", remote.name);
         Expect::SizeOnly
     } else {
         return Err("has no `sha256` metadata and no Content-MD5 to verify against; not downloaded (set `verify: size` to accept it after a length check)".into());
     };
 
-    let (tmp, file) = TempFile::create(&parent, &base).map_err(|e| {
-        format!(
-            "cannot create a temporary file in `{}`: {e}",
-            parent.display()
-        )
-    })?;
+    let (tmp, file) = TempFile::create(&parent, &base)
+        .map_err(|e| format!("cannot create a temporary file in `{}`: {e}", parent.display()))?;
     let block = eng.block_size_for(size);
     let n = size.div_ceil(block);
     let window = (eng.memory_total / block).clamp(1, eng.cfg.concurrency as u64) as usize;
@@ -228,26 +184,26 @@ async fn download_inner(
                 let offset = i * block;
                 let len = block.min(size - offset);
                 let permit = eng.memory_for(len).await;
-                let data = eng.with_request(eng.store.get_range(&name, offset, len)).await.map_err(|e| e.to_string())?;
+                let data =
+                    eng.with_request(eng.store.get_range(&name, offset, len)).await.map_err(|e| e.to_string())?;
                 if data.len() as u64 != len {
-                    return Err(format!("range at {offset}: expected {len} bytes, received {} (truncated or changed)", data.len()));
+                    return Err(format!(
+                        "range at {offset}: expected {len} bytes, received {} (truncated or changed)",
+                        data.len()
+                    ));
                 }
                 Ok::<_, String>((data, permit))
             }
         })
         .buffered(window);
-    let mut state = Some((
-        std::io::BufWriter::with_capacity(1 << 16, file),
-        FileHasher::new(with_md5),
-    ));
+    let mut state = Some((std::io::BufWriter::with_capacity(1 << 16, file), FileHasher::new(with_md5)));
     while let Some(r) = ranges.next().await {
         let (data, permit) = r?;
         let (mut w, mut h) = state.take().expect("state");
         let len = data.len() as u64;
         let (w2, h2) = tokio::task::spawn_blocking(move || -> Result<_, String> {
             h.update(&data);
-            w.write_all(&data)
-                .map_err(|e| format!("cannot write: {e}"))?;
+            w.write_all(&data).map_err(|e| format!("cannot write: {e}"))?;
             drop(permit);
             Ok((w, h))
         })
@@ -257,9 +213,7 @@ async fn download_inner(
         eng.progress.counters.add_bytes(len);
     }
     let (w, h) = state.take().expect("state");
-    let file = w
-        .into_inner()
-        .map_err(|e| format!("cannot write: {}", e.error()))?;
+    let file = w.into_inner().map_err(|e| format!("cannot write: {}", e.error()))?;
     drop(file);
     let got = h.finish();
     if got.len != size {
@@ -267,10 +221,7 @@ async fn download_inner(
     }
     match &expect {
         Expect::Sha256(want) if !want.eq_ignore_ascii_case(&got.sha256) => {
-            return Err(format!(
-                "SHA-256 mismatch: stored {want}, received {}; not written",
-                got.sha256
-            ))
+            return Err(format!("SHA-256 mismatch: stored {want}, received {}; not written", got.sha256))
         }
         Expect::Md5(want) if got.md5_base64().as_deref() != Some(want.as_str()) => {
             return Err(format!(
@@ -280,8 +231,7 @@ async fn download_inner(
         }
         _ => {}
     }
-    tmp.persist(&dest)
-        .map_err(|e| format!("cannot move into place: {e}"))?;
+    tmp.persist(&dest).map_err(|e| format!("cannot move into place: {e}"))?;
     res.sha256 = Some(got.sha256);
     res.status = Status::Transferred;
     Ok(())

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{self, AuthError, Credential};
 use crate::config::{human_bytes, Action, Config, LogFormat, Service};
-use crate::http::{Http, HttpError, RetryPolicy};
+use crate::http::{Http, RetryPolicy};
 use crate::storage::blob::BlobStore;
 use crate::storage::{StorageError, Store};
 use plan::{PlanError, RemoteSelector};
@@ -50,8 +50,6 @@ pub enum RunError {
     Plan(#[from] PlanError),
     #[error("{0}")]
     Storage(#[from] StorageError),
-    #[error("{0}")]
-    Http(#[from] HttpError),
     #[error("{0}")]
     Other(String),
 }
@@ -82,31 +80,18 @@ impl Engine {
     /// blocks, capped by what one request may carry and by the memory budget.
     pub fn block_size_for(&self, size: u64) -> u64 {
         let base = self.cfg.block_size.unwrap_or(DEFAULT_BLOCK);
-        base.max(size.div_ceil(MAX_BLOCKS))
-            .min(self.store.max_chunk())
-            .min(self.memory_total)
-            .max(1)
+        base.max(size.div_ceil(MAX_BLOCKS)).min(self.store.max_chunk()).min(self.memory_total).max(1)
     }
 
     /// Takes `bytes` from the memory budget (waits while it is spent).
     pub async fn memory_for(&self, bytes: u64) -> OwnedSemaphorePermit {
-        let units = bytes
-            .div_ceil(MEM_UNIT)
-            .clamp(1, self.memory_total / MEM_UNIT) as u32;
-        self.memory
-            .clone()
-            .acquire_many_owned(units)
-            .await
-            .expect("memory semaphore is never closed")
+        let units = bytes.div_ceil(MEM_UNIT).clamp(1, self.memory_total / MEM_UNIT) as u32;
+        self.memory.clone().acquire_many_owned(units).await.expect("memory semaphore is never closed")
     }
 
     /// Runs one storage call under a request permit.
     pub async fn with_request<T>(&self, f: impl Future<Output = T>) -> T {
-        let _permit = self
-            .requests
-            .acquire()
-            .await
-            .expect("request semaphore is never closed");
+        let _permit = self.requests.acquire().await.expect("request semaphore is never closed");
         f.await
     }
 }
@@ -132,32 +117,14 @@ fn action_word(a: Action) -> &'static str {
 
 fn start_line(cfg: &Config, cred: &Credential) {
     let what = match cfg.action {
-        Action::Upload => format!(
-            "{} → {}",
-            cfg.sources.join(", "),
-            if cfg.target.is_empty() {
-                "/"
-            } else {
-                &cfg.target
-            }
-        ),
-        Action::Download => format!(
-            "{} → {}",
-            cfg.sources.join(", "),
-            if cfg.target.is_empty() {
-                "."
-            } else {
-                &cfg.target
-            }
-        ),
+        Action::Upload => {
+            format!("{} → {}", cfg.sources.join(", "), if cfg.target.is_empty() { "/" } else { &cfg.target })
+        }
+        Action::Download => {
+            format!("{} → {}", cfg.sources.join(", "), if cfg.target.is_empty() { "." } else { &cfg.target })
+        }
     };
     tracing::info!(
-        action = action_word(cfg.action),
-        service = cfg.service.as_str(),
-        account = %cfg.account,
-        container = %cfg.container,
-        endpoint = %cfg.endpoint,
-        auth = cred.describe(),
         "plugin-azure-storage {}: {}{} {} account `{}` {} `{}` ({}), auth: {}",
         env!("CARGO_PKG_VERSION"),
         if cfg.dry_run { "dry run: " } else { "" },
@@ -176,24 +143,14 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     let cfg = Arc::new(cfg);
     let credential = auth::resolve(&cfg)?;
     start_line(&cfg, &credential);
-    let retry = RetryPolicy {
-        max_retries: cfg.retries,
-        ..RetryPolicy::default()
-    };
-    let http = Arc::new(Http::new(
-        credential.clone(),
-        retry,
-        cfg.timeout,
-        cfg.ci_label.as_deref(),
-        cfg.concurrency,
-    )?);
+    let retry = RetryPolicy { max_retries: cfg.retries, ..RetryPolicy::default() };
+    let http = Arc::new(
+        Http::new(credential.clone(), retry, cfg.timeout, cfg.ci_label.as_deref(), cfg.concurrency)
+            .map_err(RunError::Other)?,
+    );
     let store: Arc<dyn Store> = match cfg.service {
         Service::Blob => Arc::new(BlobStore::new(http.clone(), &cfg.endpoint, &cfg.container)),
-        Service::File => {
-            return Err(RunError::Other(
-                "`service: file` is not available in this build".into(),
-            ))
-        }
+        Service::File => return Err(RunError::Other("`service: file` is not available in this build".into())),
     };
     let engine = Arc::new(Engine::new(store.clone(), cfg.clone()));
 
@@ -221,24 +178,16 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
             &summary,
             &results,
         )
-        .map_err(|e| {
-            RunError::Other(format!(
-                "cannot write the manifest `{}`: {e}",
-                path.display()
-            ))
-        })?;
+        .map_err(|e| RunError::Other(format!("cannot write the manifest `{}`: {e}", path.display())))?;
         tracing::info!("manifest written to {}", path.display());
     }
     Ok(Outcome { results, summary })
 }
 
-async fn run_upload(
-    engine: &Arc<Engine>,
-    credential: &Credential,
-) -> Result<Vec<FileResult>, RunError> {
+async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
     let cfg = &engine.cfg;
-    let root = std::env::current_dir()
-        .map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
+    let root =
+        std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
     let plan = tokio::task::block_in_place(|| plan::plan_upload(cfg, &root))?;
     for s in &plan.unmatched {
         tracing::warn!("source `{s}` matched no file");
@@ -247,11 +196,7 @@ async fn run_upload(
         tracing::warn!("skipped {}: {}", s.rel, s.reason);
     }
     let total: u64 = plan.items.iter().map(|i| i.size).sum();
-    tracing::info!(
-        "planned {} file(s), {}",
-        plan.items.len(),
-        human_bytes(total)
-    );
+    tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
     let mut results: Vec<FileResult> = plan
         .skipped
         .iter()
@@ -264,12 +209,7 @@ async fn run_upload(
         .collect();
     if cfg.dry_run {
         for it in &plan.items {
-            tracing::info!(
-                "would upload {} → {} ({})",
-                it.rel,
-                it.name,
-                human_bytes(it.size)
-            );
+            tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
             let mut r = FileResult::new(&it.name, &it.rel, it.size, engine.store.url(&it.name));
             r.status = Status::Transferred;
             r.reason = Some("dry run".into());
@@ -282,13 +222,10 @@ async fn run_upload(
     }
     engine.store.ensure_container(cfg.create_container).await?;
     let c = &engine.progress.counters;
-    c.files_total
-        .store(plan.items.len() as u64, Ordering::Relaxed);
+    c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
-    let ticker = engine.progress.spawn_ticker(
-        cfg.progress_interval,
-        Progress::default_sink(cfg.log_format == LogFormat::Json),
-    );
+    let ticker =
+        engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
     let done: Vec<FileResult> = futures::stream::iter(plan.items)
         .map(|item| tokio::spawn(upload::upload_one(engine.clone(), item)))
         .buffer_unordered(cfg.concurrency)
@@ -300,16 +237,9 @@ async fn run_upload(
     Ok(results)
 }
 
-async fn run_download(
-    engine: &Arc<Engine>,
-    credential: &Credential,
-) -> Result<Vec<FileResult>, RunError> {
+async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
     let cfg = &engine.cfg;
-    let target = if cfg.target.is_empty() {
-        PathBuf::from(".")
-    } else {
-        PathBuf::from(&cfg.target)
-    };
+    let target = if cfg.target.is_empty() { PathBuf::from(".") } else { PathBuf::from(&cfg.target) };
     if let Ok(m) = std::fs::metadata(&target) {
         if !m.is_dir() {
             return Err(PlanError::TargetNotDir(cfg.target.clone()).into());
@@ -325,12 +255,8 @@ async fn run_download(
         );
         return Ok(vec![]);
     }
-    let selectors: Vec<RemoteSelector> = cfg
-        .sources
-        .iter()
-        .map(|s| RemoteSelector::new(s))
-        .collect::<Result<_, _>>()
-        .map_err(RunError::Other)?;
+    let selectors: Vec<RemoteSelector> =
+        cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>().map_err(RunError::Other)?;
     // One listing per distinct prefix; a prefix covered by a shorter one is not listed again.
     let mut prefixes: Vec<String> = selectors.iter().map(|s| s.prefix.clone()).collect();
     prefixes.sort();
@@ -344,9 +270,7 @@ async fn run_download(
         let items = match engine.store.list(&p).await {
             Ok(items) => items,
             Err(e)
-                if e.http()
-                    .map(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound"))
-                    .unwrap_or(false) =>
+                if e.http().map(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound")).unwrap_or(false) =>
             {
                 return Err(StorageError::NoContainer {
                     what: cfg.container_word(),
@@ -369,21 +293,13 @@ async fn run_download(
             " in {} `{}` (looked for {})",
             cfg.container_word(),
             cfg.container,
-            cfg.sources
-                .iter()
-                .map(|s| format!("`{s}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            cfg.sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
         ))
         .into());
     }
     let plan = plan::plan_download(cfg, listed.into_values().collect());
     let total: u64 = plan.items.iter().map(|i| i.remote.size).sum();
-    tracing::info!(
-        "planned {} file(s), {}",
-        plan.items.len(),
-        human_bytes(total)
-    );
+    tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
     let mut results: Vec<FileResult> = plan
         .refused
         .iter()
@@ -414,20 +330,13 @@ async fn run_download(
         }
         return Ok(results);
     }
-    std::fs::create_dir_all(&target).map_err(|e| {
-        RunError::Other(format!(
-            "cannot create `target` `{}`: {e}",
-            target.display()
-        ))
-    })?;
+    std::fs::create_dir_all(&target)
+        .map_err(|e| RunError::Other(format!("cannot create `target` `{}`: {e}", target.display())))?;
     let c = &engine.progress.counters;
-    c.files_total
-        .store(plan.items.len() as u64, Ordering::Relaxed);
+    c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
-    let ticker = engine.progress.spawn_ticker(
-        cfg.progress_interval,
-        Progress::default_sink(cfg.log_format == LogFormat::Json),
-    );
+    let ticker =
+        engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
     let target = Arc::new(target);
     let done: Vec<FileResult> = futures::stream::iter(plan.items)
         .map(|item| tokio::spawn(download::download_one(engine.clone(), item, target.clone())))

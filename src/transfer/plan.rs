@@ -88,12 +88,7 @@ pub fn strip_components<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
 
 /// `target` + name, with `/` separators and no empty components.
 pub fn join_remote(target: &str, name: &str) -> String {
-    target
-        .split('/')
-        .chain(name.split('/'))
-        .filter(|c| !c.is_empty())
-        .collect::<Vec<_>>()
-        .join("/")
+    target.split('/').chain(name.split('/')).filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/")
 }
 
 /// Why Azure would refuse (or silently alter) a blob name, if it would.
@@ -102,10 +97,7 @@ pub fn check_remote_name(name: &str) -> Result<(), String> {
         return Err("the name is empty".into());
     }
     if name.len() > 1024 {
-        return Err(format!(
-            "the name is {} bytes long; Azure allows 1024",
-            name.len()
-        ));
+        return Err(format!("the name is {} bytes long; Azure allows 1024", name.len()));
     }
     if name.chars().any(|c| c.is_control()) {
         return Err("the name contains a control character".into());
@@ -149,10 +141,7 @@ fn excluded(rel: &str, excludes: &[PathPattern]) -> bool {
 
 fn rel_of(root: &Path, p: &Path) -> Option<String> {
     let rel = p.strip_prefix(root).ok()?;
-    let parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
+    let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
     Some(parts.join("/"))
 }
 
@@ -164,14 +153,8 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
     for source in &cfg.sources {
         let source = source.trim_start_matches("./").trim_end_matches('/');
         let (base, matcher) = if has_glob_meta(source) {
-            let literal: Vec<&str> = source
-                .split('/')
-                .take_while(|c| !has_glob_meta(c))
-                .collect();
-            (
-                root.join(literal.join("/")),
-                Some(glob_matcher(source).map_err(PlanError::Walk)?),
-            )
+            let literal: Vec<&str> = source.split('/').take_while(|c| !has_glob_meta(c)).collect();
+            (root.join(literal.join("/")), Some(glob_matcher(source).map_err(PlanError::Walk)?))
         } else {
             (root.join(source), None)
         };
@@ -184,9 +167,7 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
-                    if e.io_error()
-                        .map(|io| io.kind() == std::io::ErrorKind::NotFound)
-                        .unwrap_or(false)
+                    if e.io_error().map(|io| io.kind() == std::io::ErrorKind::NotFound).unwrap_or(false)
                         && e.depth() == 0
                     {
                         break; // the base does not exist: this source matches nothing
@@ -218,10 +199,7 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
                 continue;
             }
             if ft.is_symlink() {
-                skipped.insert(
-                    rel,
-                    "symbolic link (set `follow_symlinks: true` to follow links)".into(),
-                );
+                skipped.insert(rel, "symbolic link (set `follow_symlinks: true` to follow links)".into());
                 continue;
             }
             if !ft.is_file() {
@@ -234,31 +212,17 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
             };
             let stripped = strip_components(&rel, cfg.strip_prefix.as_deref());
             let name = join_remote(&cfg.target, stripped);
-            found.insert(
-                rel.clone(),
-                UploadItem {
-                    path: entry.path().to_path_buf(),
-                    rel,
-                    name,
-                    size,
-                },
-            );
+            found.insert(rel.clone(), UploadItem { path: entry.path().to_path_buf(), rel, name, size });
         }
         if found.len() + skipped.len() == before {
             plan.unmatched.push(source.to_string());
         }
     }
-    plan.skipped = skipped
-        .into_iter()
-        .map(|(rel, reason)| Skipped { rel, reason })
-        .collect();
+    plan.skipped = skipped.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect();
     let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     let mut bad = Vec::new();
     for item in found.values() {
-        by_name
-            .entry(item.name.as_str())
-            .or_default()
-            .push(item.rel.as_str());
+        by_name.entry(item.name.as_str()).or_default().push(item.rel.as_str());
         if let Err(e) = check_remote_name(&item.name) {
             bad.push(format!("  {} → `{}`: {e}", item.rel, item.name));
         }
@@ -277,14 +241,7 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
     plan.items = found.into_values().collect();
     if plan.items.is_empty() && !cfg.allow_empty {
         let detail = if plan.skipped.is_empty() {
-            format!(
-                " (looked for {})",
-                cfg.sources
-                    .iter()
-                    .map(|s| format!("`{s}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!(" (looked for {})", cfg.sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
         } else {
             format!(" ({} matched but were skipped)", plan.skipped.len())
         };
@@ -312,9 +269,7 @@ pub fn check_local_name(name: &str) -> Result<(), String> {
     }
     for c in name.split('/') {
         match c {
-            "" => {
-                return Err("the name has an empty path component (`//` or a trailing `/`)".into())
-            }
+            "" => return Err("the name has an empty path component (`//` or a trailing `/`)".into()),
             "." | ".." => return Err(format!("the name has a `{c}` component")),
             c if c.len() > 255 => return Err("a path component is longer than 255 bytes".into()),
             _ => {}
@@ -361,29 +316,18 @@ impl RemoteSelector {
         let s = source.trim_start_matches('/');
         if has_glob_meta(s) {
             let cut = s.find(['*', '?', '[', '{']).unwrap_or(s.len());
-            Ok(RemoteSelector {
-                prefix: s[..cut].to_string(),
-                kind: SelectorKind::Glob(glob_matcher(s)?),
-            })
+            Ok(RemoteSelector { prefix: s[..cut].to_string(), kind: SelectorKind::Glob(glob_matcher(s)?) })
         } else if s.ends_with('/') || s.is_empty() {
-            Ok(RemoteSelector {
-                prefix: s.to_string(),
-                kind: SelectorKind::Dir,
-            })
+            Ok(RemoteSelector { prefix: s.to_string(), kind: SelectorKind::Dir })
         } else {
-            Ok(RemoteSelector {
-                prefix: s.to_string(),
-                kind: SelectorKind::Exact(s.to_string()),
-            })
+            Ok(RemoteSelector { prefix: s.to_string(), kind: SelectorKind::Exact(s.to_string()) })
         }
     }
 
     pub fn matches(&self, name: &str) -> bool {
         match &self.kind {
             SelectorKind::Glob(g) => g.is_match(name),
-            SelectorKind::Exact(e) => {
-                name == e || (name.starts_with(e.as_str()) && name[e.len()..].starts_with('/'))
-            }
+            SelectorKind::Exact(e) => name == e || (name.starts_with(e.as_str()) && name[e.len()..].starts_with('/')),
             SelectorKind::Dir => name.starts_with(&self.prefix),
         }
     }
@@ -402,10 +346,9 @@ pub fn plan_download(cfg: &Config, listed: Vec<RemoteItem>) -> DownloadPlan {
             Ok(()) => {
                 seen.insert(rel, item);
             }
-            Err(e) => plan.refused.push((
-                item.name.clone(),
-                format!("refused: {e}; nothing is written outside `target`"),
-            )),
+            Err(e) => {
+                plan.refused.push((item.name.clone(), format!("refused: {e}; nothing is written outside `target`")))
+            }
         }
     }
     let keys: Vec<String> = seen.keys().cloned().collect();
@@ -413,10 +356,7 @@ pub fn plan_download(cfg: &Config, listed: Vec<RemoteItem>) -> DownloadPlan {
         // A name that is also a directory of another name cannot be both on disk.
         let under = format!("{rel}/");
         if keys.iter().any(|k| k.starts_with(&under)) {
-            plan.refused.push((
-                item.name.clone(),
-                format!("`{rel}` is both a file and a directory of other names"),
-            ));
+            plan.refused.push((item.name.clone(), format!("`{rel}` is both a file and a directory of other names")));
             continue;
         }
         plan.items.push(DownloadItem { remote: item, rel });
@@ -439,27 +379,13 @@ mod tests {
 
     #[test]
     fn join_normalises_separators() {
-        assert_eq!(
-            join_remote("/org/repo//abc/", "a/b.txt"),
-            "org/repo/abc/a/b.txt"
-        );
+        assert_eq!(join_remote("/org/repo//abc/", "a/b.txt"), "org/repo/abc/a/b.txt");
         assert_eq!(join_remote("", "a.txt"), "a.txt");
     }
 
     #[test]
     fn hostile_remote_names_are_refused() {
-        for bad in [
-            "../etc/passwd",
-            "a/../../b",
-            "/abs",
-            "a\\b",
-            "a\0b",
-            "a//b",
-            "a/",
-            ".",
-            "x/./y",
-            "a\nb",
-        ] {
+        for bad in ["../etc/passwd", "a/../../b", "/abs", "a\\b", "a\0b", "a//b", "a/", ".", "x/./y", "a\nb"] {
             assert!(check_local_name(bad).is_err(), "{bad:?} accepted");
         }
         let long = "x".repeat(256);
@@ -485,10 +411,7 @@ mod tests {
 
     #[test]
     fn exclusion_covers_parent_directories() {
-        let ex = vec![
-            PathPattern::new("node_modules").unwrap(),
-            PathPattern::new("*.map").unwrap(),
-        ];
+        let ex = vec![PathPattern::new("node_modules").unwrap(), PathPattern::new("*.map").unwrap()];
         assert!(excluded("a/node_modules/x/y.js", &ex));
         assert!(excluded("js/app.js.map", &ex));
         assert!(!excluded("js/app.js", &ex));

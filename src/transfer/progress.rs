@@ -44,18 +44,12 @@ impl Snapshot {
     }
 
     pub fn line(&self) -> String {
-        let pct = if self.bytes_total > 0 {
-            self.bytes_done as f64 * 100.0 / self.bytes_total as f64
-        } else {
-            100.0
-        };
+        let pct = if self.bytes_total > 0 { self.bytes_done as f64 * 100.0 / self.bytes_total as f64 } else { 100.0 };
         let rate = self.rate();
         let eta = if rate > 0.0 && self.bytes_total > self.bytes_done {
             format!(
                 ", ETA {}",
-                fmt_duration(Duration::from_secs_f64(
-                    (self.bytes_total - self.bytes_done) as f64 / rate
-                ))
+                fmt_duration(Duration::from_secs_f64((self.bytes_total - self.bytes_done) as f64 / rate))
             )
         } else {
             String::new()
@@ -78,11 +72,7 @@ pub fn fmt_duration(d: Duration) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        )
+        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
     }
 }
 
@@ -127,10 +117,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn new() -> Self {
-        Progress {
-            counters: Arc::default(),
-            start: Instant::now(),
-        }
+        Progress { counters: Arc::default(), start: Instant::now() }
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -201,10 +188,7 @@ mod tests {
             bytes_total: 100 << 20,
             elapsed: Duration::from_secs(5),
         };
-        assert_eq!(
-            s.line(),
-            "1/4 files, 50.0 MiB / 100.0 MiB (50%), 10.0 MiB/s, ETA 5.0s"
-        );
+        assert_eq!(s.line(), "1/4 files, 50.0 MiB / 100.0 MiB (50%), 10.0 MiB/s, ETA 5.0s");
         assert_eq!(fmt_duration(Duration::from_secs(125)), "2m05s");
     }
 }

@@ -82,13 +82,7 @@ impl Summary {
         dry_run: bool,
     ) -> Self {
         let count = |s: Status| results.iter().filter(|r| r.status == s).count() as u64;
-        let bytes = |s: Status| {
-            results
-                .iter()
-                .filter(|r| r.status == s)
-                .map(|r| r.size)
-                .sum::<u64>()
-        };
+        let bytes = |s: Status| results.iter().filter(|r| r.status == s).map(|r| r.size).sum::<u64>();
         let bt = bytes(Status::Transferred);
         Summary {
             action,
@@ -108,27 +102,15 @@ impl Summary {
     /// The human summary table, failures listed last.
     pub fn table(&self, results: &[FileResult]) -> String {
         let mut out = String::new();
-        let verb = if self.dry_run {
-            "would transfer"
-        } else {
-            "transferred"
-        };
-        out.push_str(&format!(
-            "{:<16}{:>8}  {:>12}\n",
-            "summary", "files", "bytes"
-        ));
+        let verb = if self.dry_run { "would transfer" } else { "transferred" };
+        out.push_str(&format!("{:<16}{:>8}  {:>12}\n", "summary", "files", "bytes"));
         out.push_str(&format!(
             "{:<16}{:>8}  {:>12}\n",
             verb,
             self.files_transferred,
             human_bytes(self.bytes_transferred)
         ));
-        out.push_str(&format!(
-            "{:<16}{:>8}  {:>12}\n",
-            "skipped",
-            self.files_skipped,
-            human_bytes(self.bytes_skipped)
-        ));
+        out.push_str(&format!("{:<16}{:>8}  {:>12}\n", "skipped", self.files_skipped, human_bytes(self.bytes_skipped)));
         out.push_str(&format!("{:<16}{:>8}\n", "failed", self.files_failed));
         out.push_str(&format!(
             "{} in {} ({}/s), {} request{}, {} retr{}",
@@ -140,19 +122,16 @@ impl Summary {
             self.retries,
             if self.retries == 1 { "y" } else { "ies" }
         ));
-        let failed: Vec<&FileResult> = results
-            .iter()
-            .filter(|r| r.status == Status::Failed)
-            .collect();
+        let failed: Vec<&FileResult> = results.iter().filter(|r| r.status == Status::Failed).collect();
         if !failed.is_empty() {
             out.push_str(&format!("\n{} failed:", failed.len()));
             for f in failed {
-                out.push_str(&format!(
-                    "\n  ✗ {} → {}: {}",
-                    f.local,
-                    f.name,
-                    f.reason.as_deref().unwrap_or("failed")
-                ));
+                let what = if f.local.is_empty() {
+                    f.name.escape_debug().to_string()
+                } else {
+                    format!("{} → {}", f.local, f.name.escape_debug())
+                };
+                out.push_str(&format!("\n  ✗ {what}: {}", f.reason.as_deref().unwrap_or("failed")));
             }
         }
         out

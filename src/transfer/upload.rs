@@ -27,11 +27,7 @@ use crate::storage::{Chunk, RemoteItem, StorageError, UploadProps};
 /// Properties for a file, from the settings and its extension.
 pub fn props_for(eng: &Engine, rel: &str) -> UploadProps {
     let cfg = &eng.cfg;
-    let rule = |r: &Option<crate::config::ValueRule>| {
-        r.as_ref()
-            .and_then(|r| r.value_for(rel))
-            .map(str::to_string)
-    };
+    let rule = |r: &Option<crate::config::ValueRule>| r.as_ref().and_then(|r| r.value_for(rel)).map(str::to_string);
     let content_type = rule(&cfg.content_type)
         .or_else(|| mime_guess::from_path(rel).first_raw().map(str::to_string))
         .unwrap_or_else(|| "application/octet-stream".into());
@@ -70,12 +66,7 @@ pub async fn upload_one(eng: Arc<Engine>, item: UploadItem) -> FileResult {
     if let Err(e) = upload_inner(&eng, &item, &mut res).await {
         res.status = Status::Failed;
         res.reason = Some(e);
-        tracing::error!(
-            "failed: {} → {}: {}",
-            item.rel,
-            item.name,
-            res.reason.as_deref().unwrap_or("")
-        );
+        tracing::error!("failed: {} → {}: {}", item.rel, item.name, res.reason.as_deref().unwrap_or(""));
     } else {
         tracing::debug!(name = %item.name, status = ?res.status, "file done");
     }
@@ -83,11 +74,7 @@ pub async fn upload_one(eng: Arc<Engine>, item: UploadItem) -> FileResult {
     res
 }
 
-async fn upload_inner(
-    eng: &Arc<Engine>,
-    item: &UploadItem,
-    res: &mut FileResult,
-) -> Result<(), String> {
+async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult) -> Result<(), String> {
     let store = &eng.store;
     let mut props = props_for(eng, &item.rel);
     let block = eng.block_size_for(item.size);
@@ -95,11 +82,7 @@ async fn upload_inner(
 
     match eng.cfg.overwrite {
         Overwrite::Skip => {
-            if let Some(r) = eng
-                .with_request(store.properties(&item.name))
-                .await
-                .map_err(|e| storage_msg(&e))?
-            {
+            if let Some(r) = eng.with_request(store.properties(&item.name)).await.map_err(|e| storage_msg(&e))? {
                 return skip(eng, res, item.size, r.sha256, "exists (overwrite: skip)");
             }
         }
@@ -109,30 +92,16 @@ async fn upload_inner(
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("cannot read {}: {e}", item.rel))?;
-            if let Some(r) = eng
-                .with_request(store.properties(&item.name))
-                .await
-                .map_err(|e| storage_msg(&e))?
-            {
+            if let Some(r) = eng.with_request(store.properties(&item.name)).await.map_err(|e| storage_msg(&e))? {
                 if same_content(&r, &local) {
-                    return skip(
-                        eng,
-                        res,
-                        item.size,
-                        Some(local.sha256),
-                        "unchanged (overwrite: changed)",
-                    );
+                    return skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
                 }
             }
         }
         Overwrite::False if chunked => {
             // Fail before sending gigabytes; the commit is conditional anyway (no race).
-            if eng
-                .with_request(store.properties(&item.name))
-                .await
-                .map_err(|e| storage_msg(&e))?
-                .is_some()
-            {
+            let existing = eng.with_request(store.properties(&item.name)).await.map_err(|e| storage_msg(&e))?;
+            if let Some(_blob) = existing {
                 return Err("already exists (overwrite: false)".into());
             }
         }
@@ -151,13 +120,7 @@ async fn upload_inner(
     Ok(())
 }
 
-fn skip(
-    eng: &Engine,
-    res: &mut FileResult,
-    size: u64,
-    sha: Option<String>,
-    why: &str,
-) -> Result<(), String> {
+fn skip(eng: &Engine, res: &mut FileResult, size: u64, sha: Option<String>, why: &str) -> Result<(), String> {
     res.status = Status::Skipped;
     res.reason = Some(why.to_string());
     res.sha256 = sha;
@@ -169,14 +132,8 @@ fn skip(
 /// Maps a conditional-write refusal to words; other errors keep their full detail.
 fn commit_error(e: StorageError) -> String {
     match e.http() {
-        Some(h)
-            if h.is_status(409)
-                && (h.is_code("BlobAlreadyExists") || h.is_code("ResourceAlreadyExists")) =>
-        {
-            format!(
-                "already exists (overwrite: false) [{}]",
-                h.client_request_id
-            )
+        Some(h) if h.is_status(409) && (h.is_code("BlobAlreadyExists") || h.is_code("ResourceAlreadyExists")) => {
+            format!("already exists (overwrite: false) [x-ms-client-request-id {}]", h.client_request_id)
         }
         Some(h) if h.is_status(404) && h.is_code("ContainerNotFound") => {
             "the container does not exist (create it, or set `create_container: true`)".into()
@@ -188,10 +145,7 @@ fn commit_error(e: StorageError) -> String {
 /// After a conditional write was retried and got 409, the first attempt may have
 /// succeeded: it did when the stored blob holds our hash.
 async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageError) -> bool {
-    let retried = e
-        .http()
-        .map(|h| h.attempts > 1 && h.is_status(409))
-        .unwrap_or(false);
+    let retried = e.http().map(|h| h.attempts > 1 && h.is_status(409)).unwrap_or(false);
     if !retried {
         return false;
     }
@@ -201,9 +155,7 @@ async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageErr
 fn read_whole(path: &std::path::Path, expected: u64) -> Result<Vec<u8>, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let mut buf = Vec::with_capacity(expected as usize + 1);
-    f.take(expected + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read: {e}"))?;
+    f.take(expected + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
     if buf.len() as u64 != expected {
         return Err(format!(
             "changed size while being uploaded (planned {expected} bytes, read {}{}); not uploaded",
@@ -231,12 +183,8 @@ async fn upload_small(
     })
     .await
     .map_err(|e| e.to_string())??;
-    props
-        .metadata
-        .push(("sha256".into(), digests.sha256.clone()));
-    let put = eng
-        .with_request(eng.store.put_whole(&item.name, data, crc, props))
-        .await;
+    props.metadata.push(("sha256".into(), digests.sha256.clone()));
+    let put = eng.with_request(eng.store.put_whole(&item.name, data, crc, props)).await;
     let etag = match put {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
@@ -255,10 +203,8 @@ async fn upload_chunked(
     block: u64,
 ) -> Result<(Digests, Option<String>, u64), String> {
     let store = eng.store.clone();
-    let present = eng
-        .with_request(store.begin_chunked(&item.name, item.size, props))
-        .await
-        .map_err(|e| e.to_string())?;
+    let present =
+        eng.with_request(store.begin_chunked(&item.name, item.size, props)).await.map_err(|e| e.to_string())?;
     let with_md5 = eng.cfg.content_md5 && eng.cfg.service == Service::Blob;
     // Files wants an MD5 per range, so the reader computes it there; Blob needs none.
     let (tx, mut rx) = mpsc::channel::<ChunkMsg>(1024);
@@ -276,17 +222,15 @@ async fn upload_chunked(
             let mut buf = vec![0u8; len as usize];
             f.read_exact(&mut buf).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    format!("changed size while being uploaded (planned {size} bytes, file ended before); not committed")
+                    format!(
+                        "changed size while being uploaded (planned {size} bytes, file ended before); not committed"
+                    )
                 } else {
                     format!("cannot read at offset {offset}: {e}")
                 }
             })?;
             h.update(&buf);
-            let chunk = Chunk {
-                offset,
-                len,
-                crc64: crc64(&buf),
-            };
+            let chunk = Chunk { offset, len, crc64: crc64(&buf) };
             if tx.blocking_send((chunk, Bytes::from(buf), permit)).is_err() {
                 return Err("cancelled".into());
             }
@@ -294,7 +238,9 @@ async fn upload_chunked(
         }
         let mut probe = [0u8; 1];
         if f.read(&mut probe).map_err(|e| e.to_string())? > 0 {
-            return Err(format!("changed size while being uploaded (grew past the planned {size} bytes); not committed"));
+            return Err(format!(
+                "changed size while being uploaded (grew past the planned {size} bytes); not committed"
+            ));
         }
         Ok(h.finish())
     });
@@ -349,13 +295,9 @@ async fn upload_chunked(
             crate::config::human_bytes(resumed)
         );
     }
-    props
-        .metadata
-        .push(("sha256".into(), digests.sha256.clone()));
+    props.metadata.push(("sha256".into(), digests.sha256.clone()));
     props.content_md5 = digests.md5;
-    let commit = eng
-        .with_request(store.commit(&item.name, size, &chunks, props))
-        .await;
+    let commit = eng.with_request(store.commit(&item.name, size, &chunks, props)).await;
     let etag = match commit {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,

@@ -8,6 +8,7 @@ Run it with the venv that `scripts/ensure-tools python` makes:
         [--content-type X] [--metadata k=v ...]
     .cache/venv/bin/python tests/support/pyblob.py CONN create-container CONTAINER
     .cache/venv/bin/python tests/support/pyblob.py CONN list CONTAINER [PREFIX]
+    .cache/venv/bin/python tests/support/pyblob.py CONN sas CONTAINER [--permission racwdl]
 
 CONN is a storage connection string, e.g. for Azurite:
     DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=...;
@@ -77,6 +78,11 @@ def main(argv):
     p.add_argument("local_file")
     p.add_argument("--content-type")
     p.add_argument("--metadata", action="append", metavar="K=V")
+    p.add_argument("--chunk-size", type=int,
+                   help="force a staged (Put Block) upload with blocks of this size: no Content-MD5 is stored")
+    s_ = sub.add_parser("sas")
+    s_.add_argument("container")
+    s_.add_argument("--permission", default="racwdl")
     c = sub.add_parser("create-container")
     c.add_argument("container")
     l = sub.add_parser("list")
@@ -88,8 +94,11 @@ def main(argv):
         from azure.core.exceptions import ResourceExistsError
         from azure.storage.blob import BlobServiceClient, ContentSettings
 
+        kw = {}
+        if getattr(args, "chunk_size", None):
+            kw = {"max_single_put_size": args.chunk_size, "max_block_size": args.chunk_size}
         svc = BlobServiceClient.from_connection_string(args.connection_string,
-                                                      api_version=API_VERSION)
+                                                      api_version=API_VERSION, **kw)
         if args.cmd == "get":
             bc = svc.get_blob_client(args.container, args.blob)
             downloader = bc.download_blob()
@@ -110,6 +119,14 @@ def main(argv):
                 out = {"created": True}
             except ResourceExistsError:
                 out = {"created": False}
+        elif args.cmd == "sas":
+            import datetime
+            from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+            token = generate_container_sas(
+                svc.account_name, args.container, account_key=svc.credential.account_key,
+                permission=ContainerSasPermissions.from_string(args.permission),
+                expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=2))
+            out = {"sas": token}
         elif args.cmd == "list":
             cc = svc.get_container_client(args.container)
             out = [b.name for b in cc.list_blobs(name_starts_with=args.prefix)]

@@ -1,0 +1,259 @@
+//! Download from Blob through the real binary: selection, verification, path safety.
+
+use crate::support::*;
+
+fn upload_tree(az: &Azurite, c: &str, files: &[(&str, Vec<u8>)]) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, data) in files {
+        write(dir.path(), name, data);
+    }
+    plugin(dir.path()).azurite(az, c).set("source", "**").set("block_size", "64KiB").run().assert_ok();
+}
+
+#[test]
+fn prefix_glob_and_exact_name_selection_with_strip_prefix() {
+    let az = Azurite::shared();
+    let c = container("dlselect");
+    upload_tree(
+        az,
+        &c,
+        &[
+            ("builds/1/app.tar", bytes(100, 1)),
+            ("builds/1/app.tar.bak", bytes(10, 2)),
+            ("builds/1/lib/x.so", bytes(200, 3)),
+            ("builds/2/app.tar", bytes(50, 4)),
+            ("other.txt", bytes(5, 5)),
+        ],
+    );
+    let ws = tempfile::tempdir().unwrap();
+    // A directory prefix, stripped.
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "builds/1/")
+        .set("strip_prefix", "builds/1")
+        .set("target", "a")
+        .run()
+        .assert_ok();
+    assert_eq!(tree(&ws.path().join("a")), vec!["app.tar", "app.tar.bak", "lib/x.so"]);
+    // A glob.
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "builds/*/app.tar")
+        .set("target", "b")
+        .run()
+        .assert_ok();
+    assert_eq!(tree(&ws.path().join("b")), vec!["builds/1/app.tar", "builds/2/app.tar"]);
+    // An exact name does not pull in `app.tar.bak`.
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "builds/1/app.tar")
+        .set("target", "c")
+        .run()
+        .assert_ok();
+    assert_eq!(tree(&ws.path().join("c")), vec!["builds/1/app.tar"]);
+    assert_eq!(std::fs::read(ws.path().join("c/builds/1/app.tar")).unwrap(), bytes(100, 1));
+}
+
+#[test]
+fn large_files_come_back_in_parallel_ranges_and_verified() {
+    let az = Azurite::shared();
+    let c = container("dlranges");
+    let big = bytes(2 * 1024 * 1024 + 777, 9);
+    upload_tree(az, &c, &[("big.bin", big.clone()), ("empty", vec![])]);
+    let ws = tempfile::tempdir().unwrap();
+    let out = plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "big.bin,empty")
+        .set("block_size", "64KiB")
+        .set("concurrency", "8")
+        .set("log_level", "debug")
+        .run();
+    out.assert_ok();
+    assert!(out.stderr.matches("status=206").count() >= 30, "expected ranged GETs:\n{}", out.stderr);
+    assert!(std::fs::read(ws.path().join("big.bin")).unwrap() == big);
+    assert_eq!(std::fs::read(ws.path().join("empty")).unwrap().len(), 0);
+}
+
+#[test]
+fn listing_is_paginated() {
+    let az = Azurite::shared();
+    let c = container("dlpages");
+    let files: Vec<(String, Vec<u8>)> =
+        (0..23).map(|i| (format!("p/f{i:02}.txt"), format!("file {i}").into_bytes())).collect();
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    upload_tree(az, &c, &refs);
+    let ws = tempfile::tempdir().unwrap();
+    let out = plugin(ws.path())
+        .azurite(az, &c)
+        .env("AZURE_STORAGE_LIST_PAGE_SIZE", "5")
+        .set("action", "download")
+        .set("source", "p/")
+        .set("log_level", "debug")
+        .run();
+    out.assert_ok();
+    assert_eq!(tree(&ws.path().join("p")).len(), 23);
+    assert!(out.stderr.matches("comp=list").count() == 0, "queries must not be logged");
+    assert!(out.stderr.matches("list page").count() >= 5, "expected 5 pages:\n{}", out.stderr);
+}
+
+#[test]
+fn blobs_written_by_another_client_download_and_verify() {
+    let az = Azurite::shared();
+    let c = container("dlforeign");
+    py(az, &["create-container", &c]);
+    let src = tempfile::tempdir().unwrap();
+    let data = bytes(150_000, 11);
+    let f = write(src.path(), "f", &data);
+    // Put Blob: the service stores a Content-MD5, and we verify against it.
+    py(az, &["put", &c, "single.bin", f.to_str().unwrap()]);
+    // Staged upload: no checksum stored at all.
+    py(az, &["put", &c, "staged.bin", f.to_str().unwrap(), "--chunk-size", "65536"]);
+    let ws = tempfile::tempdir().unwrap();
+    let out = plugin(ws.path()).azurite(az, &c).set("action", "download").set("source", "single.bin,staged.bin").run();
+    out.assert_code(1)
+        .assert_contains("staged.bin")
+        .assert_contains("no `sha256` metadata and no Content-MD5")
+        .assert_contains("verify: size");
+    assert_eq!(std::fs::read(ws.path().join("single.bin")).unwrap(), data);
+    assert!(!ws.path().join("staged.bin").exists());
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "staged.bin")
+        .set("verify", "size")
+        .run()
+        .assert_ok()
+        .assert_contains("only its length is checked");
+    assert_eq!(std::fs::read(ws.path().join("staged.bin")).unwrap(), data);
+}
+
+#[test]
+fn a_corrupt_blob_fails_and_leaves_nothing_under_its_final_name() {
+    let az = Azurite::shared();
+    let c = container("dlcorrupt");
+    py(az, &["create-container", &c]);
+    let src = tempfile::tempdir().unwrap();
+    let f = write(src.path(), "f", &bytes(300_000, 12));
+    // Stored hash says one thing, the body another: what a corrupted transfer looks like.
+    let wrong = "sha256=".to_string() + &sha256_hex(b"something else");
+    py(az, &["put", &c, "bad.bin", f.to_str().unwrap(), "--metadata", &wrong]);
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "out/keep.txt", b"keep");
+    let out = plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "bad.bin")
+        .set("target", "out")
+        .set("block_size", "64KiB")
+        .run();
+    out.assert_code(1).assert_contains("SHA-256 mismatch");
+    assert_eq!(tree(&ws.path().join("out")), vec!["keep.txt"], "no partial or temporary file may remain");
+}
+
+#[test]
+fn hostile_names_are_refused_and_nothing_escapes_the_target() {
+    let az = Azurite::shared();
+    let c = container("dlhostile");
+    py(az, &["create-container", &c]);
+    let src = tempfile::tempdir().unwrap();
+    let f = write(src.path(), "f", b"evil");
+    for name in ["safe/ok.txt", "dir\\evil.txt", "safe/..\\..\\evil2.txt", "safe/a\tb.txt"] {
+        py(az, &["put", &c, name, f.to_str().unwrap()]);
+    }
+    let root = tempfile::tempdir().unwrap();
+    let ws = root.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let out = plugin(&ws).azurite(az, &c).set("action", "download").set("source", "").set("target", "out").run();
+    // Empty source is a required-setting error; select everything with a glob instead.
+    out.assert_code(2);
+    let out = plugin(&ws).azurite(az, &c).set("action", "download").set("source", "**").set("target", "out").run();
+    // Azurite turns `\` into `/` on the way in, so `safe/..\..\evil2.txt` is listed as
+    // `safe/../../evil2.txt`: exactly the name a hostile writer would want us to follow.
+    out.assert_code(1)
+        .assert_contains("`..` component")
+        .assert_contains("control character")
+        .assert_contains("2 failed");
+    assert_eq!(tree(root.path()), vec!["ws/out/dir/evil.txt", "ws/out/safe/ok.txt"]);
+}
+
+#[test]
+fn a_symlinked_directory_in_the_target_is_not_written_through() {
+    let az = Azurite::shared();
+    let c = container("dlsymlinkdir");
+    upload_tree(az, &c, &[("sub/file.txt", b"data".to_vec())]);
+    let outside = tempfile::tempdir().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::create_dir(ws.path().join("out")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), ws.path().join("out/sub")).unwrap();
+    let out =
+        plugin(ws.path()).azurite(az, &c).set("action", "download").set("source", "sub/").set("target", "out").run();
+    out.assert_code(1).assert_contains("is a symbolic link: refusing to write through it");
+    assert!(tree(outside.path()).is_empty());
+}
+
+#[test]
+fn overwrite_modes_on_download() {
+    let az = Azurite::shared();
+    let c = container("dloverwrite");
+    upload_tree(az, &c, &[("a.txt", b"remote a".to_vec()), ("b.txt", b"remote b".to_vec())]);
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "a.txt", b"local a");
+    write(ws.path(), "b.txt", b"remote b");
+    let dl = |mode: &str| {
+        plugin(ws.path())
+            .azurite(az, &c)
+            .set("action", "download")
+            .set("source", "a.txt,b.txt")
+            .set("overwrite", mode)
+            .run()
+    };
+    dl("false").assert_code(1).assert_contains("already exists locally (overwrite: false)");
+    dl("skip").assert_ok();
+    assert_eq!(std::fs::read(ws.path().join("a.txt")).unwrap(), b"local a");
+    dl("changed").assert_ok().assert_contains("b.txt (unchanged (overwrite: changed))");
+    assert_eq!(std::fs::read(ws.path().join("a.txt")).unwrap(), b"remote a");
+    write(ws.path(), "a.txt", b"local again");
+    dl("true").assert_ok();
+    assert_eq!(std::fs::read(ws.path().join("a.txt")).unwrap(), b"remote a");
+}
+
+#[test]
+fn nothing_to_download_is_an_error_unless_allowed() {
+    let az = Azurite::shared();
+    let c = container("dlempty");
+    py(az, &["create-container", &c]);
+    let ws = tempfile::tempdir().unwrap();
+    let out = plugin(ws.path()).azurite(az, &c).set("action", "download").set("source", "nope/").run();
+    out.assert_code(3).assert_contains("selects no file");
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "nope/")
+        .set("allow_empty", "true")
+        .run()
+        .assert_ok();
+    let out = plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "x")
+        .set("container", "no-such-container")
+        .run();
+    out.assert_code(3).assert_contains("the container `no-such-container` does not exist");
+}
+
+#[test]
+fn a_target_that_is_a_file_is_refused() {
+    let az = Azurite::shared();
+    let c = container("dltargetfile");
+    upload_tree(az, &c, &[("a.txt", b"a".to_vec())]);
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "out", b"i am a file");
+    let out =
+        plugin(ws.path()).azurite(az, &c).set("action", "download").set("source", "a.txt").set("target", "out").run();
+    out.assert_code(3).assert_contains("`target` `out` exists and is not a directory");
+    assert_eq!(std::fs::read(ws.path().join("out")).unwrap(), b"i am a file");
+}

@@ -1,0 +1,9 @@
+//! All integration tests, one binary (so Azurite starts once): each test runs the real
+//! plugin binary against real parts, and checks what a user would check.
+
+mod support;
+
+mod blob_download;
+mod blob_upload;
+mod output;
+mod settings;

@@ -1,0 +1,119 @@
+//! Settings: parsing, validation before any network call, warnings, `--help`.
+
+use crate::support::*;
+
+#[test]
+fn help_prints_the_settings_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plugin(dir.path()).arg("--help").run();
+    out.assert_ok();
+    for needle in [
+        "source",
+        "strip_prefix",
+        "overwrite",
+        "true|false|skip|changed",
+        "block_size",
+        "account_key",
+        "secret",
+        "Exit codes",
+    ] {
+        assert!(out.stdout.contains(needle), "--help lacks {needle}:\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn invalid_values_fail_before_any_network_call_naming_each_setting() {
+    // A listener that records whether anything connects.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}/devstoreaccount1", listener.local_addr().unwrap().port());
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    let out = plugin(dir.path())
+        .set("endpoint", &endpoint)
+        .set("account_key", DEV_KEY)
+        .set("container", "artifacts")
+        .set("source", "a.txt")
+        .set("overwrite", "sometimes")
+        .set("block_size", "8 parsecs")
+        .set("timeout", "soon")
+        .set("content_type", "{\"*.html\": ")
+        .set("access_tier", "Frozen")
+        .run();
+    out.assert_code(2);
+    for needle in [
+        "`overwrite` (PLUGIN_OVERWRITE): `sometimes` is not one of: true, false, skip, changed",
+        "`block_size` (PLUGIN_BLOCK_SIZE)",
+        "`timeout` (PLUGIN_TIMEOUT)",
+        "`content_type` (PLUGIN_CONTENT_TYPE)",
+        "`access_tier` (PLUGIN_ACCESS_TIER): `Frozen` is not one of: Hot, Cool, Cold, Archive",
+    ] {
+        out.assert_contains(needle);
+    }
+    assert!(listener.accept().is_err(), "the plugin connected to storage despite invalid settings");
+}
+
+#[test]
+fn missing_required_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plugin(dir.path()).run();
+    out.assert_code(2);
+    out.assert_contains("`source` (PLUGIN_SOURCE): is required");
+    out.assert_contains("`container` (PLUGIN_CONTAINER): is required");
+    out.assert_contains("`account_name` (PLUGIN_ACCOUNT_NAME): is required");
+}
+
+#[test]
+fn unknown_settings_are_warned_about_with_the_closest_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plugin(dir.path()).set("strip_prefx", "dist").set("source", "x").run();
+    out.assert_contains("unknown setting `strip_prefx` (PLUGIN_STRIP_PREFX): did you mean `strip_prefix`?");
+}
+
+#[test]
+fn a_setting_for_the_other_service_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = plugin(dir.path())
+        .set("account_name", "acct")
+        .set("container", "c12")
+        .set("share", "s12")
+        .set("source", "x")
+        .run();
+    out.assert_code(2).assert_contains("`share` (PLUGIN_SHARE): does not apply to `service: blob`: use `container`");
+}
+
+#[test]
+fn sources_as_json_array_with_brace_globs_and_human_sizes() {
+    let az = Azurite::shared();
+    let c = container("jsonlist");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "dist/a.js", b"a");
+    write(dir.path(), "dist/b.css", b"b");
+    write(dir.path(), "dist/c.txt", b"c");
+    write(dir.path(), "other/d.js", b"d");
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", r#"["dist/*.{js,css}", "other/d.js"]"#)
+        .set("block_size", "64KiB")
+        .set("max_memory", "1MiB")
+        .set("timeout", "1m30s")
+        .run()
+        .assert_ok();
+    let mut names = list(az, &c);
+    names.sort();
+    assert_eq!(names, vec!["dist/a.js", "dist/b.css", "other/d.js"]);
+}
+
+#[test]
+fn comma_joined_lists_work_too() {
+    let az = Azurite::shared();
+    let c = container("commalist");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    write(dir.path(), "b.txt", b"b");
+    write(dir.path(), "c.txt", b"c");
+    plugin(dir.path()).azurite(az, &c).set("source", "a.txt,b.txt").run().assert_ok();
+    let mut names = list(az, &c);
+    names.sort();
+    assert_eq!(names, vec!["a.txt", "b.txt"]);
+}

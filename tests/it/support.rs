@@ -1,0 +1,307 @@
+//! Test support: real Azurite, the real plugin binary, and an independent client.
+//!
+//! Azurite (installed by `scripts/ensure-tools` into `.cache/`) is started once per
+//! test binary, in memory, on a port the OS picks, from a keeper thread that lives as
+//! long as the process; `PR_SET_PDEATHSIG` stops it when the tests end. Each test uses
+//! its own container. The plugin runs as a child process with a clean environment, the
+//! way a CI runner starts it: only `PLUGIN_*` settings and what the test adds.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const DEV_ACCOUNT: &str = "devstoreaccount1";
+pub const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool(rel: &str, env: &str, install: &str) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        return PathBuf::from(p);
+    }
+    let p = repo_root().join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run `scripts/ensure-tools {install}` (scripts/test does it for you)",
+        p.display()
+    );
+    p
+}
+
+/// A running Azurite blob service.
+pub struct Azurite {
+    pub port: u16,
+    pub scheme: &'static str,
+    /// PEM of its certificate (HTTPS instances).
+    pub cert: Option<PathBuf>,
+}
+
+impl Azurite {
+    pub fn endpoint(&self) -> String {
+        format!("{}://127.0.0.1:{}/{DEV_ACCOUNT}", self.scheme, self.port)
+    }
+
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol={};AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};BlobEndpoint={};",
+            self.scheme,
+            self.endpoint()
+        )
+    }
+
+    /// Starts an instance with extra arguments; it lives until the test process exits.
+    pub fn start(extra: &[String], scheme: &'static str, cert: Option<PathBuf>) -> Azurite {
+        let bin = tool(".cache/bin/azurite-blob", "AZURITE_BLOB_BIN", "azurite");
+        // Its output goes to a file, not a pipe: a pipe closed at exit would crash its shutdown.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "azurite-{}-{}.log",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let extra = extra.to_vec();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let file = std::fs::File::create(&log2).expect("azurite log file");
+            let mut cmd = Command::new(&bin);
+            cmd.args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                "0",
+                "--inMemoryPersistence",
+                "--silent",
+                "--disableTelemetry",
+            ])
+            .args(["--extentMemoryLimit", "1024"])
+            .args(&extra)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::inherit());
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            match cmd.spawn() {
+                Ok(mut child) => {
+                    let _ = tx.send(Ok(()));
+                    // This thread is the PDEATHSIG parent: it must outlive every test.
+                    let _ = child.wait();
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("cannot start {}: {e}", bin.display())));
+                    return;
+                }
+            }
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv().expect("azurite thread").expect("Azurite failed to start");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let port = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains("successfully listens on ")) {
+                break line
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+                    .expect("port in Azurite's output");
+            }
+            assert!(Instant::now() < deadline, "Azurite did not start in 90 s; its output:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Azurite { port, scheme, cert }
+    }
+
+    /// The HTTP, Shared Key instance shared by the tests of this binary.
+    pub fn shared() -> &'static Azurite {
+        static A: OnceLock<Azurite> = OnceLock::new();
+        A.get_or_init(|| Azurite::start(&[], "http", None))
+    }
+}
+
+/// A fresh container name for one test.
+pub fn container(tag: &str) -> String {
+    let tag: String =
+        tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(30).collect::<String>().to_ascii_lowercase();
+    format!("t-{tag}-{:08x}", fastrand_u32())
+}
+
+fn fastrand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos() ^ std::process::id() as u128);
+    h.finish() as u32
+}
+
+/// What a plugin run printed and returned.
+#[derive(Debug)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code {} (wanted {code}); output:\n{}", self.code, self.all());
+        self
+    }
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Self {
+        self.assert_code(0)
+    }
+    #[track_caller]
+    pub fn assert_contains(&self, needle: &str) -> &Self {
+        assert!(self.all().contains(needle), "output lacks `{needle}`:\n{}", self.all());
+        self
+    }
+    #[track_caller]
+    pub fn assert_lacks(&self, needle: &str) -> &Self {
+        assert!(!self.all().contains(needle), "output contains `{needle}`:\n{}", self.all());
+        self
+    }
+}
+
+/// The real binary, run like a CI runner runs a plugin.
+pub struct Plugin {
+    dir: PathBuf,
+    env: BTreeMap<String, String>,
+    args: Vec<String>,
+}
+
+pub fn plugin(dir: &Path) -> Plugin {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_default());
+    env.insert("PLUGIN_PROGRESS_INTERVAL".to_string(), "1h".to_string());
+    Plugin { dir: dir.to_path_buf(), env, args: vec![] }
+}
+
+impl Plugin {
+    /// Sets `PLUGIN_<NAME>`.
+    pub fn set(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.insert(format!("PLUGIN_{}", name.to_ascii_uppercase()), value.into());
+        self
+    }
+    pub fn unset(mut self, name: &str) -> Self {
+        self.env.remove(&format!("PLUGIN_{}", name.to_ascii_uppercase()));
+        self
+    }
+    /// Sets a raw environment variable.
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.env.insert(k.to_string(), v.into());
+        self
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+    /// Points at the shared Azurite with the account key and a container.
+    pub fn azurite(self, az: &Azurite, container: &str) -> Self {
+        self.set("endpoint", az.endpoint())
+            .set("account_key", DEV_KEY)
+            .set("container", container)
+            .set("create_container", "true")
+    }
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plugin-azure-storage"));
+        cmd.env_clear().envs(&self.env).args(&self.args).current_dir(&self.dir).stdin(Stdio::null());
+        cmd
+    }
+    pub fn run(&self) -> Out {
+        let out = self.command().output().expect("run the plugin");
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The independent client (Python azure-storage-blob), for reads and writes the plugin did not make.
+pub fn pyblob(az: &Azurite, args: &[&str]) -> Result<serde_json::Value, String> {
+    let py = tool(".cache/venv/bin/python", "PYBLOB_PYTHON", "python");
+    let mut cmd = Command::new(py);
+    cmd.arg(repo_root().join("tests/support/pyblob.py")).arg(az.connection_string()).args(args);
+    if let Some(cert) = &az.cert {
+        cmd.env("REQUESTS_CA_BUNDLE", cert);
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[track_caller]
+pub fn py(az: &Azurite, args: &[&str]) -> serde_json::Value {
+    pyblob(az, args).unwrap_or_else(|e| panic!("pyblob {args:?}: {e}"))
+}
+
+/// Blob names in a container (via the independent client).
+pub fn list(az: &Azurite, container: &str) -> Vec<String> {
+    let v = py(az, &["list", container]);
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+}
+
+/// Downloads a blob with the independent client; returns its bytes and properties.
+pub fn fetch(az: &Azurite, container: &str, name: &str) -> (Vec<u8>, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("blob");
+    let props = py(az, &["get", container, name, f.to_str().unwrap()]);
+    (std::fs::read(&f).unwrap(), props)
+}
+
+/// Writes a file under `root`, creating parents.
+pub fn write(root: &Path, rel: &str, data: &[u8]) -> PathBuf {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so content differs at every offset.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every file under a directory, relative, sorted.
+pub fn tree(root: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_type().is_dir())
+        .map(|e| e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
