@@ -42,6 +42,13 @@ impl Credential {
         }
     }
 
+    /// Whether requests carry an OAuth bearer token (Azure Files then needs
+    /// `x-ms-file-request-intent: backup`). No bearer credential exists yet in this
+    /// build; the keyless modes will return `true` here.
+    pub fn is_bearer(&self) -> bool {
+        false
+    }
+
     /// Adds authorization to a request that is otherwise complete (`x-ms-date` set).
     pub fn authorize(&self, req: &mut reqwest::Request) {
         match self {
