@@ -1,0 +1,325 @@
+//! A minimal, fast, in-memory Blob-compatible server for benchmarks.
+//!
+//! Azurite spends most of an upload recomputing CRC-64s in JavaScript, so on Azurite the
+//! wall time mostly measures the server. This sink does the least a Blob service must
+//! do — Put Blob, Put Block, Put Block List, Get Block List, Get Blob (ranges), Get Blob
+//! Properties, List Blobs, Create / Get Container — keeping bodies in memory (no copies
+//! beyond assembling a committed block list), checking no auth and computing no
+//! checksum, so that the *client's* cost becomes visible. It is a benchmark fixture,
+//! not an emulator: anything it does not know is logged to stderr and answered 400.
+//!
+//! Usage: `cargo run --release --example bench_sink -- [PORT]` (0 = any); it prints
+//! `listening on http://127.0.0.1:PORT` and serves path-style URLs
+//! `/<account>/<container>/<blob>`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+#[derive(Clone, Default)]
+struct Blob {
+    data: Bytes,
+    content_type: Option<String>,
+    content_md5: Option<String>,
+    metadata: Vec<(String, String)>,
+    etag: u64,
+}
+
+#[derive(Default)]
+struct State {
+    containers: HashMap<String, ()>,
+    blobs: HashMap<(String, String), Blob>,
+    /// Uncommitted blocks per blob.
+    blocks: HashMap<(String, String), HashMap<String, Bytes>>,
+    etag: u64,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn resp(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert("x-ms-request-id", "sink".parse().unwrap());
+    r.headers_mut().insert("x-ms-version", "2025-11-05".parse().unwrap());
+    r
+}
+
+fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
+    let mut r = resp(
+        status,
+        format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>{code}</Code><Message>{code}</Message></Error>"
+        ),
+    );
+    r.headers_mut().insert("x-ms-error-code", code.parse().unwrap());
+    r
+}
+
+fn query(q: Option<&str>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().collect()
+}
+
+fn header(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn props_headers(r: &mut Response<Full<Bytes>>, b: &Blob) {
+    let h = r.headers_mut();
+    h.insert("etag", format!("\"0x{:x}\"", b.etag).parse().unwrap());
+    h.insert("last-modified", "Mon, 23 Nov 2026 00:00:00 GMT".parse().unwrap());
+    h.insert("x-ms-blob-type", "BlockBlob".parse().unwrap());
+    h.insert("accept-ranges", "bytes".parse().unwrap());
+    h.insert(
+        "content-type",
+        b.content_type.clone().unwrap_or_else(|| "application/octet-stream".into()).parse().unwrap(),
+    );
+    if let Some(m) = &b.content_md5 {
+        h.insert("content-md5", m.parse().unwrap());
+    }
+    for (k, v) in &b.metadata {
+        if let (Ok(n), Ok(v)) = (hyper::header::HeaderName::from_bytes(format!("x-ms-meta-{k}").as_bytes()), v.parse())
+        {
+            h.insert(n, v);
+        }
+    }
+}
+
+fn parse_range(v: &str, len: u64) -> Option<(u64, u64)> {
+    let r = v.strip_prefix("bytes=")?;
+    let (a, b) = r.split_once('-')?;
+    let start: u64 = a.parse().ok()?;
+    let end: u64 = if b.is_empty() { len.checked_sub(1)? } else { b.parse::<u64>().ok()?.min(len.checked_sub(1)?) };
+    (start <= end).then_some((start, end))
+}
+
+fn block_ids(xml: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut rest = xml;
+    while let Some(open) = rest.find('<') {
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find('>') else { break };
+        let tag = &rest[..close];
+        rest = &rest[close + 1..];
+        if matches!(tag, "Latest" | "Committed" | "Uncommitted") {
+            if let Some(end) = rest.find('<') {
+                ids.push(rest[..end].trim().to_string());
+                rest = &rest[end..];
+            }
+        }
+    }
+    ids
+}
+
+static FIRST: std::sync::Once = std::sync::Once::new();
+
+async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    // The benchmark measures how soon a client's first request arrives after it starts.
+    FIRST.call_once(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        eprintln!("bench-sink: first request at {:.6}", t.as_secs_f64());
+    });
+    let q = query(req.uri().query());
+    let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
+    let mut parts = path.trim_start_matches('/').splitn(3, '/');
+    let _account = parts.next().unwrap_or("");
+    let container = parts.next().unwrap_or("").to_string();
+    let blob = parts.next().unwrap_or("").to_string();
+    let method = req.method().clone();
+    let comp = q.get("comp").map(String::as_str).unwrap_or("");
+    let restype = q.get("restype").map(String::as_str).unwrap_or("");
+    let meta: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().strip_prefix("x-ms-meta-")?.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let content_type = header(&req, "x-ms-blob-content-type").or_else(|| header(&req, "content-type"));
+    let if_none_match = header(&req, "if-none-match").is_some();
+    let range = header(&req, "x-ms-range").or_else(|| header(&req, "range"));
+    let put_md5 = header(&req, "x-ms-blob-content-md5");
+    let body_md5 = header(&req, "content-md5");
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "BodyReadFailed")),
+    };
+    let key = (container.clone(), blob.clone());
+    let mut st = state.lock().unwrap();
+    let r = match (&method, blob.is_empty(), restype, comp) {
+        (&Method::PUT, true, "container", "") => {
+            if st.containers.insert(container.clone(), ()).is_some() {
+                error(StatusCode::CONFLICT, "ContainerAlreadyExists")
+            } else {
+                resp(StatusCode::CREATED, "")
+            }
+        }
+        (&Method::GET | &Method::HEAD, true, "container", "") => {
+            if st.containers.contains_key(&container) {
+                resp(StatusCode::OK, "")
+            } else {
+                error(StatusCode::NOT_FOUND, "ContainerNotFound")
+            }
+        }
+        (&Method::GET, true, "container", "list") => {
+            let prefix = q.get("prefix").cloned().unwrap_or_default();
+            let max: usize = q.get("maxresults").and_then(|m| m.parse().ok()).unwrap_or(5000);
+            let marker = q.get("marker").cloned().unwrap_or_default();
+            let mut names: Vec<&String> = st
+                .blobs
+                .keys()
+                .filter(|(c, n)| *c == container && n.starts_with(&prefix) && n.as_str() > marker.as_str())
+                .map(|(_, n)| n)
+                .collect();
+            names.sort();
+            let more = names.len() > max;
+            names.truncate(max);
+            let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults><Blobs>");
+            for n in &names {
+                let b = &st.blobs[&(container.clone(), (*n).clone())];
+                xml.push_str(&format!(
+                    "<Blob><Name>{}</Name><Properties><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-MD5>{}</Content-MD5><Etag>0x{:x}</Etag><BlobType>BlockBlob</BlobType><Last-Modified>Mon, 23 Nov 2026 00:00:00 GMT</Last-Modified></Properties><Metadata>",
+                    xml_escape(n),
+                    b.data.len(),
+                    xml_escape(b.content_type.as_deref().unwrap_or("application/octet-stream")),
+                    b.content_md5.as_deref().unwrap_or(""),
+                    b.etag
+                ));
+                for (k, v) in &b.metadata {
+                    xml.push_str(&format!("<{k}>{}</{k}>", xml_escape(v)));
+                }
+                xml.push_str("</Metadata></Blob>");
+            }
+            xml.push_str("</Blobs><NextMarker>");
+            if more {
+                xml.push_str(&xml_escape(names.last().unwrap()));
+            }
+            xml.push_str("</NextMarker></EnumerationResults>");
+            let mut r = resp(StatusCode::OK, xml);
+            r.headers_mut().insert("content-type", "application/xml".parse().unwrap());
+            r
+        }
+        (&Method::PUT, false, _, "") => {
+            if if_none_match && st.blobs.contains_key(&key) {
+                error(StatusCode::CONFLICT, "BlobAlreadyExists")
+            } else {
+                st.etag += 1;
+                let b =
+                    Blob { data: body, content_type, content_md5: put_md5.or(body_md5), metadata: meta, etag: st.etag };
+                st.blobs.insert(key.clone(), b);
+                st.blocks.remove(&key);
+                resp(StatusCode::CREATED, "")
+            }
+        }
+        (&Method::PUT, false, _, "block") => {
+            let id = q.get("blockid").cloned().unwrap_or_default();
+            st.blocks.entry(key).or_default().insert(id, body);
+            resp(StatusCode::CREATED, "")
+        }
+        (&Method::PUT, false, _, "blocklist") => {
+            if if_none_match && st.blobs.contains_key(&key) {
+                error(StatusCode::CONFLICT, "BlobAlreadyExists")
+            } else {
+                let ids = block_ids(&String::from_utf8_lossy(&body));
+                let staged = st.blocks.remove(&key).unwrap_or_default();
+                let committed = st.blobs.get(&key).map(|b| b.data.clone());
+                let mut parts = Vec::with_capacity(ids.len());
+                let mut missing = false;
+                for id in &ids {
+                    match staged.get(id) {
+                        Some(b) => parts.push(b.clone()),
+                        None => missing = true,
+                    }
+                }
+                if missing && committed.is_none() {
+                    error(StatusCode::BAD_REQUEST, "InvalidBlockList")
+                } else {
+                    let total: usize = parts.iter().map(|p| p.len()).sum();
+                    let mut data = Vec::with_capacity(total);
+                    for p in parts {
+                        data.extend_from_slice(&p);
+                    }
+                    st.etag += 1;
+                    let b =
+                        Blob { data: data.into(), content_type, content_md5: put_md5, metadata: meta, etag: st.etag };
+                    st.blobs.insert(key, b);
+                    resp(StatusCode::CREATED, "")
+                }
+            }
+        }
+        (&Method::GET, false, _, "blocklist") => {
+            let mut xml = String::from(
+                "<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList><CommittedBlocks/><UncommittedBlocks>",
+            );
+            if let Some(bl) = st.blocks.get(&key) {
+                for (id, b) in bl {
+                    xml.push_str(&format!("<Block><Name>{id}</Name><Size>{}</Size></Block>", b.len()));
+                }
+            }
+            xml.push_str("</UncommittedBlocks></BlockList>");
+            if st.blocks.contains_key(&key) || st.blobs.contains_key(&key) {
+                resp(StatusCode::OK, xml)
+            } else {
+                error(StatusCode::NOT_FOUND, "BlobNotFound")
+            }
+        }
+        (&Method::HEAD, false, _, "") => match st.blobs.get(&key) {
+            Some(b) => {
+                let mut r = resp(StatusCode::OK, Bytes::new());
+                props_headers(&mut r, b);
+                r.headers_mut().insert("content-length", b.data.len().into());
+                r
+            }
+            None => error(StatusCode::NOT_FOUND, "BlobNotFound"),
+        },
+        (&Method::GET, false, _, "") => match st.blobs.get(&key) {
+            Some(b) => {
+                let len = b.data.len() as u64;
+                let (mut r, slice) = match range.as_deref().and_then(|v| parse_range(v, len)) {
+                    Some((s, e)) => {
+                        let mut r = resp(StatusCode::PARTIAL_CONTENT, b.data.slice(s as usize..=e as usize));
+                        r.headers_mut().insert("content-range", format!("bytes {s}-{e}/{len}").parse().unwrap());
+                        (r, true)
+                    }
+                    None => (resp(StatusCode::OK, b.data.clone()), false),
+                };
+                props_headers(&mut r, b);
+                if slice {
+                    r.headers_mut().remove("content-md5");
+                }
+                r
+            }
+            None => error(StatusCode::NOT_FOUND, "BlobNotFound"),
+        },
+        _ => {
+            eprintln!("bench-sink: unsupported {method} {path}?{}", q.keys().cloned().collect::<Vec<_>>().join("&"));
+            error(StatusCode::BAD_REQUEST, "UnsupportedBySink")
+        }
+    };
+    Ok(r)
+}
+
+#[tokio::main]
+async fn main() {
+    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("bind");
+    println!("listening on http://{}", listener.local_addr().unwrap());
+    let state: Shared = Arc::default();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
