@@ -192,7 +192,6 @@ pub struct AuthSettings {
     pub identity_endpoint: Option<(String, Secret)>,
     /// IMDS base URL: `AZURE_POD_IDENTITY_AUTHORITY_HOST`, else `http://169.254.169.254`.
     pub imds_host: String,
-    pub imds_overridden: bool,
 }
 
 /// The validated configuration.
@@ -1087,7 +1086,6 @@ fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&str, St
         authority_host,
         identity_endpoint,
         imds_host,
-        imds_overridden: imds_override.is_some(),
     }
 }
 

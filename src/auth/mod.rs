@@ -10,8 +10,8 @@
 //!    are set (see [`federated`] for the sources). Its inputs are explicit, so it wins.
 //! 2. **SAS**, 3. **account key**, 4. **connection string** — explicit static secrets.
 //! 5. **Managed identity**: `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (App Service and
-//!    friends), else IMDS if a one-second probe finds it (or its host was overridden with
-//!    `AZURE_POD_IDENTITY_AUTHORITY_HOST`).
+//!    friends), else IMDS if a one-second probe finds it (at `AZURE_POD_IDENTITY_AUTHORITY_HOST`
+//!    when set, which is how the tests point it at a loopback fake).
 //!
 //! DESIGN.md puts managed identity before the static secrets. Here it comes after them:
 //! managed identity is *discovered* from the machine, not configured by the pipeline, so
@@ -346,7 +346,7 @@ pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
             if a.identity_endpoint.is_some() {
                 return managed_identity(cfg, mi_endpoint(a));
             }
-            if a.imds_overridden || managed_identity::probe_imds(&a.imds_host).await {
+            if managed_identity::probe_imds(&a.imds_host).await {
                 return managed_identity(cfg, mi_endpoint(a));
             }
             notes.push(format!(
@@ -354,7 +354,7 @@ pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
                 a.imds_host
             ));
             Err(AuthError::Missing(format!(
-                "`auth: auto` found no credentials. It looked for, in order:\n  - {}",
+                "`auth: auto` looked for these, in order, and found none:\n  - {}",
                 notes.join("\n  - ")
             )))
         }
