@@ -1238,6 +1238,50 @@ mod tests {
     }
 
     #[test]
+    fn keyless_settings_and_their_fallbacks() {
+        let mut p = base();
+        p.extend([
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000000"),
+            ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+            ("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.us/"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", "https://actions.example/idtoken?api-version=2.0"),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "req"),
+        ]);
+        let c = Config::from_raw(&raw(&p)).unwrap();
+        assert_eq!(c.auth.tenant_id.as_deref(), Some("00000000-0000-0000-0000-000000000000"));
+        assert_eq!(c.auth.client_id.as_deref(), Some("11111111-1111-1111-1111-111111111111"));
+        assert_eq!(c.auth.authority_host, "https://login.microsoftonline.us");
+        assert_eq!(c.auth.audience, "api://AzureADTokenExchange");
+        assert_eq!(c.auth.imds_host, "http://169.254.169.254");
+        assert!(c.auth.actions.is_some());
+        assert!(!format!("{c:?}").contains("\"req\""));
+        // A domain is a valid tenant; a bad one is named.
+        let mut p = base();
+        p.push(("PLUGIN_TENANT_ID", "contoso.onmicrosoft.com"));
+        assert!(Config::from_raw(&raw(&p)).is_ok());
+        p.push(("PLUGIN_CLIENT_ID", "{11111111-1111-1111-1111-111111111111}"));
+        assert_eq!(Config::from_raw(&raw(&p)).unwrap_err().0[0].setting, "client_id");
+    }
+
+    #[test]
+    fn a_token_file_from_the_environment_is_checked_only_when_it_will_be_used() {
+        let mut p = base();
+        p.push(("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/azure-identity-token"));
+        // Without tenant and client, `auto` will not use it: no error for a pipeline using a key.
+        let c = Config::from_raw(&raw(&p)).unwrap();
+        assert_eq!(c.auth.federated_token_file.as_ref().unwrap().1, "AZURE_FEDERATED_TOKEN_FILE");
+        p.extend([
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000000"),
+            ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+        ]);
+        let e = Config::from_raw(&raw(&p)).unwrap_err().to_string();
+        assert!(e.contains("cannot read `/nonexistent/azure-identity-token` (from AZURE_FEDERATED_TOKEN_FILE)"), "{e}");
+        // A forced static mode never looks at it.
+        p.push(("PLUGIN_AUTH", "shared_key"));
+        assert!(Config::from_raw(&raw(&p)).is_ok());
+    }
+
+    #[test]
     fn provenance_from_woodpecker_and_github() {
         let r = raw(&[("CI_REPO", "org/app"), ("CI_COMMIT_SHA", "abc"), ("CI_PIPELINE_NUMBER", "7")]);
         let p = provenance(&r);

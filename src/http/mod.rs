@@ -312,3 +312,19 @@ fn describe_transport(e: &reqwest::Error) -> String {
         format!("{kind}: {detail}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::token_refused;
+
+    #[test]
+    fn which_refusals_mean_a_new_token() {
+        assert!(token_refused(401, Some("InvalidAuthenticationInfo")));
+        assert!(token_refused(401, None));
+        assert!(token_refused(403, Some("AuthenticationFailed")), "Azurite's answer to an expired token");
+        assert!(token_refused(403, Some("InvalidAuthenticationInfo")));
+        assert!(!token_refused(403, Some("AuthorizationPermissionMismatch")), "a missing role is not a token problem");
+        assert!(!token_refused(403, None));
+        assert!(!token_refused(404, Some("BlobNotFound")));
+    }
+}
