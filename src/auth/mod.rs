@@ -1,24 +1,81 @@
 //! Credentials: which one is used, and how a request is authorized with it.
 //!
-//! `resolve` picks the credential from the settings (`auth: auto` walks the list in
-//! DESIGN.md §3 order; `auth: <mode>` forces one and fails clearly when its inputs are
-//! missing). `Credential::authorize` is applied by the HTTP layer to every attempt of
-//! every request, so a retried request is re-signed with a fresh date.
+//! `resolve` picks the credential from the settings; `Credential::authorize` is applied
+//! by the HTTP layer to every attempt of every request, so a retried request is re-signed
+//! with a fresh date (Shared Key) or carries the cache's current token (bearer).
 //!
-//! Keyless modes (federated workload identity, managed identity) plug in here as
-//! further `Credential` variants backed by a refreshing token cache.
+//! ## `auth: auto` order, and why it differs slightly from DESIGN.md §3
+//!
+//! 1. **Federated** when a CI token source is present *and* `tenant_id` and `client_id`
+//!    are set (see [`federated`] for the sources). Its inputs are explicit, so it wins.
+//! 2. **SAS**, 3. **account key**, 4. **connection string** — explicit static secrets.
+//! 5. **Managed identity**: `IDENTITY_ENDPOINT` + `IDENTITY_HEADER` (App Service and
+//!    friends), else IMDS if a one-second probe finds it (at `AZURE_POD_IDENTITY_AUTHORITY_HOST`
+//!    when set, which is how the tests point it at a loopback fake).
+//!
+//! DESIGN.md puts managed identity before the static secrets. Here it comes after them:
+//! managed identity is *discovered* from the machine, not configured by the pipeline, so
+//! a runner that happens to live on an Azure VM must not silently switch a pipeline that
+//! configured `account_key` to the VM's identity (with different permissions, and a
+//! one-second probe at every run). `auth: managed_identity` forces it.
+//! An `auto` that finds nothing lists every source it looked for, and why each failed.
+//!
+//! Bearer tokens only travel over HTTPS: a bearer credential with an `http://` endpoint is
+//! refused before any request (Azure and Azurite both refuse it anyway).
 
+pub mod entra_errors;
+pub mod federated;
+pub mod jwt;
+pub mod managed_identity;
 pub mod shared_key;
+pub mod token;
 
-use crate::config::{AuthMode, Config, ConnectionString, Secret};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{AuthMode, AuthSettings, Config, ConnectionString, Secret};
+use crate::http::RetryPolicy;
+pub use entra_errors::EntraFailure;
+use federated::{AssertionSource, FederatedSource};
+use managed_identity::{Endpoint, ManagedIdentitySource};
 pub use shared_key::SharedKey;
+pub use token::{AccessToken, TokenCache};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     #[error("no credentials: {0}")]
     Missing(String),
     #[error("invalid credentials: {0}")]
     Invalid(String),
+    /// The CI token is unusable (unreadable, not a JWT, expired) — caught before sending it.
+    #[error("{0}")]
+    Assertion(String),
+    /// Entra refused the exchange; the display explains the code.
+    #[error("{0}")]
+    Entra(Box<EntraFailure>),
+    #[error("managed identity: {0}")]
+    ManagedIdentity(String),
+    #[error("{0}")]
+    Network(String),
+}
+
+/// Which keyless mode a bearer credential uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerKind {
+    Federated,
+    ManagedIdentity,
+}
+
+/// A bearer-token credential: a kind and the cache that keeps its token fresh.
+pub struct Bearer {
+    pub kind: BearerKind,
+    pub cache: Arc<TokenCache>,
+}
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bearer").field("kind", &self.kind).field("identity", &self.cache.identity()).finish()
+    }
 }
 
 /// How requests are authorized.
@@ -28,29 +85,41 @@ pub enum Credential {
     SharedKey(SharedKey),
     /// A SAS query string appended to every request URL.
     Sas(Secret),
+    /// An OAuth bearer token from Entra ID (federated) or a managed identity.
+    Bearer(Arc<Bearer>),
     /// No credential: only for dry runs.
     None,
 }
 
 impl Credential {
-    /// The mode's name as printed on the start line (never a secret).
-    pub fn describe(&self) -> &'static str {
+    /// The mode and identity as printed on the start line (never a secret).
+    pub fn describe(&self) -> String {
         match self {
-            Credential::SharedKey(_) => "shared key",
-            Credential::Sas(_) => "SAS token",
-            Credential::None => "none (dry run)",
+            Credential::SharedKey(_) => "shared key".into(),
+            Credential::Sas(_) => "SAS token".into(),
+            Credential::Bearer(b) => b.cache.identity(),
+            Credential::None => "none (dry run)".into(),
         }
     }
 
     /// Whether requests carry an OAuth bearer token (Azure Files then needs
-    /// `x-ms-file-request-intent: backup`). No bearer credential exists yet in this
-    /// build; the keyless modes will return `true` here.
+    /// `x-ms-file-request-intent: backup`).
     pub fn is_bearer(&self) -> bool {
-        false
+        matches!(self, Credential::Bearer(_))
+    }
+
+    /// Fetches the first token now, so that an Entra or IMDS refusal is reported once,
+    /// before any transfer, with its full explanation. No-op for other credentials.
+    pub async fn prefetch(&self) -> Result<(), AuthError> {
+        if let Credential::Bearer(b) = self {
+            b.cache.get().await?;
+        }
+        Ok(())
     }
 
     /// Adds authorization to a request that is otherwise complete (`x-ms-date` set).
-    pub fn authorize(&self, req: &mut reqwest::Request) {
+    /// Returns the bearer token used, so that a refusal can invalidate exactly it.
+    pub async fn authorize(&self, req: &mut reqwest::Request) -> Result<Option<AccessToken>, AuthError> {
         match self {
             Credential::SharedKey(k) => k.sign(req),
             Credential::Sas(sas) => {
@@ -61,14 +130,140 @@ impl Credential {
                 };
                 url.set_query(Some(&q));
             }
+            Credential::Bearer(b) => {
+                let token = b.cache.get().await?;
+                let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.secret().expose()))
+                    .map_err(|_| AuthError::Invalid("the access token is not a valid header value".into()))?;
+                v.set_sensitive(true);
+                req.headers_mut().insert(reqwest::header::AUTHORIZATION, v);
+                return Ok(Some(token));
+            }
             Credential::None => {}
+        }
+        Ok(None)
+    }
+
+    /// Storage refused `used`: drop it so the next request fetches a new one.
+    pub fn invalidate(&self, used: &AccessToken) {
+        if let Credential::Bearer(b) = self {
+            b.cache.invalidate(used);
         }
     }
 }
 
-/// Chooses the credential. `auto` order: SAS, account key, connection string (the keyless
-/// modes come first once they are configured).
-pub fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
+/// A transport error in words, without the URL (its query may hold a secret).
+pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    let mut detail = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// The CI token source, first present wins (see [`federated`]).
+pub fn assertion_source(a: &AuthSettings) -> Option<AssertionSource> {
+    if let Some(t) = &a.federated_token {
+        return Some(AssertionSource::Value { token: t.clone(), setting: "federated_token" });
+    }
+    if let Some((path, from)) = &a.federated_token_file {
+        return Some(AssertionSource::File { path: path.clone(), from: from.clone() });
+    }
+    if let Some(t) = &a.oidc_token_id {
+        return Some(AssertionSource::Value { token: t.clone(), setting: "oidc_token_id" });
+    }
+    if let Some((url, token)) = &a.actions {
+        return Some(AssertionSource::Actions { url: url.clone(), request_token: token.clone() });
+    }
+    None
+}
+
+const FEDERATED_SOURCES: &str = "`federated_token` (PLUGIN_FEDERATED_TOKEN), `federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE, AZURE_FEDERATED_TOKEN_FILE), `oidc_token_id` (PLUGIN_OIDC_TOKEN_ID, set by Harness), ACTIONS_ID_TOKEN_REQUEST_URL + ACTIONS_ID_TOKEN_REQUEST_TOKEN (GitHub/Forgejo Actions with `id-token: write`)";
+
+/// The client for Entra, IMDS and the Actions endpoint (not the storage client).
+fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
+        .timeout(cfg.timeout)
+        .user_agent(concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| AuthError::Network(format!("cannot build the HTTP client: {}", e.without_url())))
+}
+
+fn token_retry(cfg: &Config) -> RetryPolicy {
+    RetryPolicy { max_retries: cfg.retries.min(5), ..RetryPolicy::default() }
+}
+
+fn require_https(cfg: &Config, what: &str) -> Result<(), AuthError> {
+    if cfg.endpoint.starts_with("http://") {
+        return Err(AuthError::Invalid(format!(
+            "{what} gives a bearer token, which Azure Storage accepts only over HTTPS, but `endpoint` is {}",
+            cfg.endpoint
+        )));
+    }
+    Ok(())
+}
+
+fn federated(cfg: &Config, src: AssertionSource) -> Result<Credential, AuthError> {
+    let a = &cfg.auth;
+    let mut missing = vec![];
+    if a.tenant_id.is_none() {
+        missing.push("`tenant_id` (PLUGIN_TENANT_ID or AZURE_TENANT_ID)");
+    }
+    if a.client_id.is_none() {
+        missing.push("`client_id` (PLUGIN_CLIENT_ID or AZURE_CLIENT_ID)");
+    }
+    if !missing.is_empty() {
+        return Err(AuthError::Missing(format!(
+            "federated auth (CI token from {}) also needs {}",
+            src.label(),
+            missing.join(" and ")
+        )));
+    }
+    require_https(cfg, "federated auth")?;
+    let source = FederatedSource::new(
+        a.tenant_id.clone().unwrap_or_default(),
+        a.client_id.clone().unwrap_or_default(),
+        a.authority_host.clone(),
+        a.audience.clone(),
+        src,
+        token_client(cfg)?,
+        token_retry(cfg),
+    );
+    Ok(Credential::Bearer(Arc::new(Bearer { kind: BearerKind::Federated, cache: TokenCache::new(Box::new(source)) })))
+}
+
+fn managed_identity(cfg: &Config, endpoint: Endpoint) -> Result<Credential, AuthError> {
+    require_https(cfg, "managed identity")?;
+    let source = ManagedIdentitySource::new(endpoint, cfg.auth.client_id.clone(), token_client(cfg)?, token_retry(cfg));
+    Ok(Credential::Bearer(Arc::new(Bearer {
+        kind: BearerKind::ManagedIdentity,
+        cache: TokenCache::new(Box::new(source)),
+    })))
+}
+
+fn mi_endpoint(a: &AuthSettings) -> Endpoint {
+    match &a.identity_endpoint {
+        Some((endpoint, header)) => Endpoint::AppService { endpoint: endpoint.clone(), header: header.clone() },
+        None => Endpoint::Imds { host: a.imds_host.clone() },
+    }
+}
+
+/// Chooses the credential (see the module docs for the `auto` order). The only network
+/// call is the IMDS probe under `auto` when nothing else is configured.
+pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
     let a = &cfg.auth;
     let cs = match &a.connection_string {
         Some(c) => Some(
@@ -87,6 +282,7 @@ pub fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
         }
         Ok(None)
     };
+    let assertion = assertion_source(a);
     match a.mode {
         AuthMode::Sas => a
             .sas_token
@@ -105,29 +301,62 @@ pub fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
                 "`auth: connection_string` needs `connection_string` (PLUGIN_CONNECTION_STRING or AZURE_STORAGE_CONNECTION_STRING)".into(),
             )),
         },
-        AuthMode::Federated | AuthMode::ManagedIdentity => Err(AuthError::Missing(format!(
-            "`auth: {}` is not available in this build",
-            if a.mode == AuthMode::Federated { "federated" } else { "managed_identity" }
-        ))),
+        AuthMode::Federated => match assertion {
+            Some(src) => federated(cfg, src),
+            None => Err(AuthError::Missing(format!("`auth: federated` needs a CI OIDC token from one of: {FEDERATED_SOURCES}"))),
+        },
+        AuthMode::ManagedIdentity => managed_identity(cfg, mi_endpoint(a)),
         AuthMode::Auto => {
+            let mut notes: Vec<String> = Vec::new();
+            match assertion {
+                Some(src) if a.tenant_id.is_some() && a.client_id.is_some() => return federated(cfg, src),
+                Some(src) => notes.push(format!(
+                    "federated: found a CI token in {}, but {} is not set",
+                    src.label(),
+                    match (&a.tenant_id, &a.client_id) {
+                        (None, None) => "`tenant_id` (AZURE_TENANT_ID) nor `client_id` (AZURE_CLIENT_ID)",
+                        (None, _) => "`tenant_id` (AZURE_TENANT_ID)",
+                        _ => "`client_id` (AZURE_CLIENT_ID)",
+                    }
+                )),
+                None => notes.push(format!("federated: no CI OIDC token in {FEDERATED_SOURCES}")),
+            }
             if let Some(sas) = &a.sas_token {
                 return Ok(Credential::Sas(sas.clone()));
             }
+            notes.push("`sas_token` (PLUGIN_SAS_TOKEN, AZURE_STORAGE_SAS_TOKEN): not set".into());
             if let Some(k) = &a.account_key {
                 return Ok(Credential::SharedKey(shared_key(k)?));
             }
-            if let Some(cs) = &cs {
-                if let Some(c) = from_cs(cs)? {
-                    return Ok(c);
+            notes.push("`account_key` (PLUGIN_ACCOUNT_KEY, AZURE_STORAGE_KEY): not set".into());
+            match &cs {
+                Some(cs) => {
+                    if let Some(c) = from_cs(cs)? {
+                        return Ok(c);
+                    }
+                    notes.push("`connection_string`: has neither `AccountKey=` nor `SharedAccessSignature=`".into());
                 }
+                None => notes.push(
+                    "`connection_string` (PLUGIN_CONNECTION_STRING, AZURE_STORAGE_CONNECTION_STRING): not set".into(),
+                ),
             }
             if cfg.dry_run {
                 return Ok(Credential::None);
             }
-            Err(AuthError::Missing(
-                "looked for `sas_token` (PLUGIN_SAS_TOKEN, AZURE_STORAGE_SAS_TOKEN), `account_key` (PLUGIN_ACCOUNT_KEY, AZURE_STORAGE_KEY) and `connection_string` (PLUGIN_CONNECTION_STRING, AZURE_STORAGE_CONNECTION_STRING); none is set"
-                    .into(),
-            ))
+            if a.identity_endpoint.is_some() {
+                return managed_identity(cfg, mi_endpoint(a));
+            }
+            if managed_identity::probe_imds(&a.imds_host).await {
+                return managed_identity(cfg, mi_endpoint(a));
+            }
+            notes.push(format!(
+                "managed identity: IDENTITY_ENDPOINT + IDENTITY_HEADER not set, and no IMDS answered at {}",
+                a.imds_host
+            ));
+            Err(AuthError::Missing(format!(
+                "`auth: auto` looked for these, in order, and found none:\n  - {}",
+                notes.join("\n  - ")
+            )))
         }
     }
 }

@@ -127,14 +127,54 @@ impl Http {
 
     /// Sends a request, retrying retryable failures. Returns the response for a 2xx/3xx
     /// status and an [`HttpError`] (with status, Azure code and both request ids) otherwise.
+    ///
+    /// With a bearer credential, a request refused as unauthenticated (401, or 403 with
+    /// `InvalidAuthenticationInfo` / `AuthenticationFailed`, which is how Azurite refuses
+    /// an expired token) drops the token it used and is sent once more with a fresh one;
+    /// that extra attempt does not count against the retry budget.
     pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
         let mut attempt = 0u32;
+        let mut refreshed = false;
         loop {
             attempt += 1;
             let client_request_id = uuid::Uuid::new_v4().to_string();
             let started = Instant::now();
-            let result = self.attempt(&req, &client_request_id).await;
+            let mut used_token = None;
+            let result = self.attempt(&req, &client_request_id, &mut used_token).await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let result = match result {
+                Err(Attempt::Auth(e)) => {
+                    return Err(HttpError {
+                        method: req.method.to_string(),
+                        path: req.url.path().to_string(),
+                        status: None,
+                        code: None,
+                        message: format!("no access token: {e}"),
+                        request_id: None,
+                        client_request_id,
+                        attempts: attempt,
+                    })
+                }
+                Err(Attempt::Transport(e)) => Err(e),
+                Ok(r) => Ok(r),
+            };
+            if let (Ok(resp), Some(token)) = (&result, &used_token) {
+                let code = resp
+                    .header("x-ms-error-code")
+                    .map(str::to_string)
+                    .or_else(|| error::parse_error_body(&resp.body).0);
+                if !refreshed && token_refused(resp.status, code.as_deref()) {
+                    refreshed = true;
+                    tracing::info!(
+                        "storage refused the access token ({} {}): fetching a new one and sending the request again",
+                        resp.status,
+                        code.as_deref().unwrap_or("")
+                    );
+                    self.credential.invalidate(token);
+                    continue;
+                }
+            }
+            let budget_used = attempt - u32::from(refreshed);
             let (err, hint) = match result {
                 Ok(resp) if resp.status < 400 => {
                     tracing::debug!(
@@ -148,12 +188,19 @@ impl Http {
                     let code = resp.header("x-ms-error-code").map(str::to_string).or(code);
                     let hint = retry::server_hint(&resp.headers);
                     let retryable = RetryPolicy::retryable_status(resp.status);
+                    let mut message = message.unwrap_or_default();
+                    if self.credential.is_bearer() && code.as_deref() == Some("AuthorizationPermissionMismatch") {
+                        message.push_str(&format!(
+                            " — the identity ({}) has no data role here: grant it `Storage Blob Data Contributor` (Files: `Storage File Data Privileged Contributor`) on the storage account or container",
+                            self.credential.describe()
+                        ));
+                    }
                     let e = HttpError {
                         method: req.method.to_string(),
                         path: req.url.path().to_string(),
                         status: Some(resp.status),
                         code,
-                        message: message.unwrap_or_default(),
+                        message,
                         request_id: resp.header("x-ms-request-id").map(str::to_string),
                         client_request_id,
                         attempts: attempt,
@@ -178,7 +225,7 @@ impl Http {
                     None,
                 ),
             };
-            if attempt > self.retry.max_retries {
+            if budget_used > self.retry.max_retries {
                 return Err(err);
             }
             let wait = self.retry.delay(attempt, hint);
@@ -188,7 +235,12 @@ impl Http {
         }
     }
 
-    async fn attempt(&self, req: &Request, client_request_id: &str) -> Result<Response, reqwest::Error> {
+    async fn attempt(
+        &self,
+        req: &Request,
+        client_request_id: &str,
+        used_token: &mut Option<crate::auth::AccessToken>,
+    ) -> Result<Response, Attempt> {
         let mut r = reqwest::Request::new(req.method.clone(), req.url.clone());
         *r.headers_mut() = req.headers.clone();
         let h = r.headers_mut();
@@ -210,13 +262,29 @@ impl Http {
         // A body of N MiB gets N more seconds (at least 1 MiB/s must flow).
         let bytes = req.body.len() as u64 + req.expect_bytes;
         *r.timeout_mut() = Some(self.timeout + Duration::from_secs(bytes >> 20));
-        self.credential.authorize(&mut r);
-        let resp = self.client.execute(r).await?;
+        *used_token = self.credential.authorize(&mut r).await.map_err(Attempt::Auth)?;
+        let resp = self.client.execute(r).await.map_err(Attempt::Transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await?;
+        let body = resp.bytes().await.map_err(Attempt::Transport)?;
         Ok(Response { status, headers, body })
     }
+}
+
+/// Why an attempt produced no response.
+enum Attempt {
+    Transport(reqwest::Error),
+    /// No token could be had (Entra or IMDS refused, or is unreachable): not retried here,
+    /// the token source has already retried what was transient.
+    Auth(crate::auth::AuthError),
+}
+
+/// Whether a response means "this bearer token is not (or no longer) accepted".
+/// Azure answers 401 `InvalidAuthenticationInfo`; Azurite answers 403 `AuthenticationFailed`.
+/// A 403 with any other code (`AuthorizationPermissionMismatch`: the identity lacks a role)
+/// is a real refusal that a new token would not change.
+pub fn token_refused(status: u16, code: Option<&str>) -> bool {
+    status == 401 || (status == 403 && matches!(code, Some("InvalidAuthenticationInfo" | "AuthenticationFailed")))
 }
 
 /// A transport error in words, without the URL (its query may hold a SAS).
@@ -242,5 +310,21 @@ fn describe_transport(e: &reqwest::Error) -> String {
         kind.to_string()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::token_refused;
+
+    #[test]
+    fn which_refusals_mean_a_new_token() {
+        assert!(token_refused(401, Some("InvalidAuthenticationInfo")));
+        assert!(token_refused(401, None));
+        assert!(token_refused(403, Some("AuthenticationFailed")), "Azurite's answer to an expired token");
+        assert!(token_refused(403, Some("InvalidAuthenticationInfo")));
+        assert!(!token_refused(403, Some("AuthorizationPermissionMismatch")), "a missing role is not a token problem");
+        assert!(!token_refused(403, None));
+        assert!(!token_refused(404, Some("BlobNotFound")));
     }
 }

@@ -141,7 +141,12 @@ fn start_line(cfg: &Config, cred: &Credential) {
 pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     let started = Instant::now();
     let cfg = Arc::new(cfg);
-    let credential = auth::resolve(&cfg)?;
+    let credential = auth::resolve(&cfg).await?;
+    // The first token is fetched before anything else, so a refused exchange is reported
+    // once, in full, and the start line can name the identity. An upload dry run needs no token.
+    if !(cfg.dry_run && cfg.action == Action::Upload) {
+        credential.prefetch().await?;
+    }
     start_line(&cfg, &credential);
     let retry = RetryPolicy { max_retries: cfg.retries, ..RetryPolicy::default() };
     let http = Arc::new(

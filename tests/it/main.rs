@@ -3,6 +3,7 @@
 
 mod support;
 
+mod auth;
 mod blob_download;
 mod blob_upload;
 mod output;

@@ -189,6 +189,9 @@ pub fn plugin(dir: &Path) -> Plugin {
     let mut env = BTreeMap::new();
     env.insert("PATH".to_string(), std::env::var("PATH").unwrap_or_default());
     env.insert("PLUGIN_PROGRESS_INTERVAL".to_string(), "1h".to_string());
+    // `auth: auto` probes IMDS when nothing else is configured: point the probe at a
+    // loopback port nothing listens on, so tests never send traffic to 169.254.169.254.
+    env.insert("AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(), "http://127.0.0.1:9".to_string());
     Plugin { dir: dir.to_path_buf(), env, args: vec![] }
 }
 
@@ -196,6 +199,10 @@ impl Plugin {
     /// Sets `PLUGIN_<NAME>`.
     pub fn set(mut self, name: &str, value: impl Into<String>) -> Self {
         self.env.insert(format!("PLUGIN_{}", name.to_ascii_uppercase()), value.into());
+        self
+    }
+    pub fn unset_env(mut self, k: &str) -> Self {
+        self.env.remove(k);
         self
     }
     pub fn unset(mut self, name: &str) -> Self {
@@ -304,4 +311,70 @@ pub fn tree(root: &Path) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// A self-signed certificate for 127.0.0.1/localhost, written as `cert.pem` and `key.pem` in `dir`.
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("generate a certificate");
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// An HTTPS Azurite with `--oauth basic` (bearer tokens checked for iss/aud/nbf/exp, not
+/// signature), started once per test binary with a certificate generated here.
+pub fn oauth_azurite() -> &'static Azurite {
+    static A: OnceLock<Azurite> = OnceLock::new();
+    A.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("azurite-oauth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = self_signed_cert(&dir);
+        let args: Vec<String> = ["--oauth", "basic", "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        Azurite::start(&args, "https", Some(cert))
+    })
+}
+
+/// A loopback TCP forwarder to `127.0.0.1:target` that lets at most about `bytes_per_sec`
+/// flow towards the target (TLS passes through untouched). For tests that need a transfer
+/// to last a known minimum time. Returns the port to connect to; it serves until the
+/// test process exits.
+pub fn throttled_proxy(target: u16, bytes_per_sec: u64) -> u16 {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    const CHUNK: usize = 8 << 10;
+    let pause = Duration::from_secs_f64(CHUNK as f64 / bytes_per_sec as f64);
+    fn pump(mut from: TcpStream, mut to: TcpStream, pause: Option<Duration>) {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    if let Some(p) = pause {
+                        std::thread::sleep(p);
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else { continue };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pump(client, server, Some(pause)));
+            std::thread::spawn(move || pump(s2, c2, None));
+        }
+    });
+    port
 }
