@@ -173,6 +173,7 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
             let prefix = q.get("prefix").cloned().unwrap_or_default();
             let max: usize = q.get("maxresults").and_then(|m| m.parse().ok()).unwrap_or(5000);
             let marker = q.get("marker").cloned().unwrap_or_default();
+            let delimiter = q.get("delimiter").cloned().unwrap_or_default();
             let mut names: Vec<&String> = st
                 .blobs
                 .keys()
@@ -180,11 +181,29 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                 .map(|(_, n)| n)
                 .collect();
             names.sort();
-            let more = names.len() > max;
-            names.truncate(max);
+            // With a delimiter, names below the next delimiter fold into one BlobPrefix.
+            let mut entries: Vec<(String, bool)> = Vec::new();
+            for n in names {
+                let rest = &n[prefix.len()..];
+                match (!delimiter.is_empty()).then(|| rest.find(delimiter.as_str())).flatten() {
+                    Some(i) => {
+                        let p = format!("{prefix}{}", &rest[..i + delimiter.len()]);
+                        if entries.last().map(|(l, _)| l != &p).unwrap_or(true) {
+                            entries.push((p, true));
+                        }
+                    }
+                    None => entries.push((n.clone(), false)),
+                }
+            }
+            let more = entries.len() > max;
+            entries.truncate(max);
             let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults><Blobs>");
-            for n in &names {
-                let b = &st.blobs[&(container.clone(), (*n).clone())];
+            for (n, is_prefix) in &entries {
+                if *is_prefix {
+                    xml.push_str(&format!("<BlobPrefix><Name>{}</Name></BlobPrefix>", xml_escape(n)));
+                    continue;
+                }
+                let b = &st.blobs[&(container.clone(), n.clone())];
                 xml.push_str(&format!(
                     "<Blob><Name>{}</Name><Properties><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-MD5>{}</Content-MD5><Etag>0x{:x}</Etag><BlobType>BlockBlob</BlobType><Last-Modified>Mon, 23 Nov 2026 00:00:00 GMT</Last-Modified></Properties><Metadata>",
                     xml_escape(n),
@@ -200,7 +219,10 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
             }
             xml.push_str("</Blobs><NextMarker>");
             if more {
-                xml.push_str(&xml_escape(names.last().unwrap()));
+                // The marker is the last name returned; a folded prefix resumes after all its names.
+                let last = &entries.last().unwrap().0;
+                let m = if entries.last().unwrap().1 { format!("{last}\u{10ffff}") } else { last.clone() };
+                xml.push_str(&xml_escape(&m));
             }
             xml.push_str("</NextMarker></EnumerationResults>");
             let mut r = resp(StatusCode::OK, xml);

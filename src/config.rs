@@ -763,7 +763,7 @@ impl Config {
             }
         };
         let block_size = size("block_size", 64 << 10, 4000 << 20, &mut bad);
-        let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut bad).unwrap_or(48 << 20);
+        let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut bad).unwrap_or(32 << 20);
         if let Some(b) = block_size {
             if max_memory < b {
                 bad("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));

@@ -89,8 +89,11 @@ fn main() -> ExitCode {
         Ok(Ok(outcome)) => {
             if json {
                 tracing::info!(summary = %serde_json::to_string(&outcome.summary).unwrap_or_default(), "summary");
-            } else {
+            } else if !matches!(level.as_str(), "error" | "warn") {
                 eprintln!("{}", outcome.summary.table(&outcome.results));
+            } else if outcome.failed() > 0 {
+                // Quiet levels still list what failed.
+                tracing::error!("{}", outcome.summary.table(&outcome.results));
             }
             if outcome.failed() > 0 {
                 tracing::error!("{} file(s) failed", outcome.failed());

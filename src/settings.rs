@@ -103,7 +103,7 @@ pub const SETTINGS: &[Setting] = &[
     s("follow_symlinks", Kind::Bool, Some("false"), "Upload: follow symbolic links. By default links are reported and skipped, so nothing outside the workspace is ever read."),
     s("block_size", Kind::Size, None, "Upload block / download range size. Default: 4MiB, raised to size/50000 for huge files. Files up to this size go in a single request."),
     s("concurrency", Kind::Integer, Some("16"), "Requests in flight at once, shared by all files and blocks (1-256)."),
-    s("max_memory", Kind::Size, Some("48MiB"), "Upper bound of transfer buffers in memory, whatever the file sizes (at least one block)."),
+    s("max_memory", Kind::Size, Some("32MiB"), "Upper bound of transfer buffers in memory, whatever the file sizes (at least one block)."),
     s("retries", Kind::Integer, Some("5"), "Retries of each request on 408/429/500/502/503/504, resets and timeouts (0-50)."),
     s("timeout", Kind::Duration, Some("60s"), "Per-request timeout (a body of N MiB gets N seconds more)."),
     s("manifest", Kind::String, None, "Path of a JSON manifest to write: one entry per file (name, size, sha256, url, etag, status)."),
