@@ -79,13 +79,13 @@ pub const AUTH_MODES: &[&str] = &["auto", "federated", "managed_identity", "sas"
 /// All settings, in the order the reference documents them.
 pub const SETTINGS: &[Setting] = &[
     s("action", Kind::Enum(&["upload", "download"]), Some("upload"), "Direction of the transfer: `upload` (workspace to storage) or `download` (storage to workspace)."),
-    s("service", Kind::Enum(&["blob", "file"]), Some("blob"), "Storage service: `blob` (Blob container) or `file` (Azure Files share)."),
+    s("service", Kind::Enum(&["blob", "file"]), Some("blob"), "Storage service: `blob` (Blob container) or `file` (Azure Files share: same settings and checks; names are case-insensitive there, see docs/files.md)."),
     s("account_name", Kind::String, None, "Storage account name. The endpoint becomes `https://<account_name>.<service>.<endpoint_suffix>`. Required unless `endpoint` or `connection_string` gives the account."),
     s("endpoint", Kind::String, None, "Full service URL instead of `account_name` (Azurite, private endpoints, sovereign clouds), e.g. `http://127.0.0.1:10000/devstoreaccount1`."),
     s("endpoint_suffix", Kind::String, Some("core.windows.net"), "DNS suffix of the storage endpoints (`core.chinacloudapi.cn`, `core.usgovcloudapi.net`, ...)."),
     s("container", Kind::String, None, "Blob container (with `service: blob`)."),
-    s("share", Kind::String, None, "Azure Files share (with `service: file`)."),
-    s("create_container", Kind::Bool, Some("false"), "Upload: create the container if it does not exist (otherwise a missing container is an error)."),
+    s("share", Kind::String, None, "Azure Files share (with `service: file`). Files are written in ranges of at most 4 MiB under a temporary name and renamed into place; OAuth needs the Storage File Data Privileged Contributor role (docs/files.md)."),
+    s("create_container", Kind::Bool, Some("false"), "Upload: create the container (or share) if it does not exist (otherwise a missing one is an error)."),
     s("source", Kind::List, None, "Upload: local glob(s) relative to the workspace, `**` allowed; a directory means everything under it. Download: remote name(s), prefix(es) or glob(s). A glob with `{a,b}` must be passed as a JSON array. Required."),
     s("target", Kind::String, Some(""), "Upload: remote path prefix the names are put under. Download: local directory (default: the working directory)."),
     s("strip_prefix", Kind::String, None, "Leading path removed from each name before `target` is prepended: a local path on upload, a remote prefix on download. Matches whole path components (`dist` strips `dist/a`, not `distx/a`)."),

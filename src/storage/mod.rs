@@ -1,11 +1,12 @@
 //! The storage interface the transfer engine talks to.
 //!
-//! Blob (`blob.rs`) implements it today; Azure Files implements the same trait, so the
-//! engine (plan, chunking, hashing, verification, output) exists once. Each method is
+//! Blob (`blob.rs`) and Azure Files (`files.rs`) implement it, so the engine (plan,
+//! chunking, hashing, verification, output) exists once. Each method is
 //! one logical operation; the implementations map it to one REST call (or a short,
 //! documented sequence) and link the Microsoft docs page.
 
 pub mod blob;
+pub mod files;
 
 use std::collections::HashSet;
 
@@ -118,4 +119,8 @@ pub trait Store: Send + Sync {
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()>;
     /// Makes the chunks visible as the item, with its properties, atomically where the service allows.
     async fn commit(&self, name: &str, size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed>;
+    /// A chunked upload begun with `begin_chunked` failed before `commit`: release what it
+    /// holds (Files deletes its temporary file). Blob keeps its uncommitted blocks, which a
+    /// re-run resumes from and the service discards after a week.
+    async fn abandon(&self, _name: &str) {}
 }

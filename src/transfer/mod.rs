@@ -28,6 +28,7 @@ use crate::auth::{self, AuthError, Credential};
 use crate::config::{human_bytes, Action, Config, LogFormat, Service};
 use crate::http::{Http, RetryPolicy};
 use crate::storage::blob::BlobStore;
+use crate::storage::files::FilesStore;
 use crate::storage::{StorageError, Store};
 use plan::{PlanError, RemoteSelector};
 use progress::Progress;
@@ -155,7 +156,7 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     );
     let store: Arc<dyn Store> = match cfg.service {
         Service::Blob => Arc::new(BlobStore::new(http.clone(), &cfg.endpoint, &cfg.container)),
-        Service::File => return Err(RunError::Other("`service: file` is not available in this build".into())),
+        Service::File => Arc::new(FilesStore::new(http.clone(), &cfg.endpoint, &cfg.container)),
     };
     let engine = Arc::new(Engine::new(store.clone(), cfg.clone()));
 

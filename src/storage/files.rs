@@ -1,0 +1,737 @@
+//! Azure Files (FileREST): one method per REST call, each linked to its docs page, and
+//! the [`Store`] the transfer engine drives — the same engine as Blob, not a copy.
+//!
+//! ## Upload: temporary name, then Rename File (all-or-nothing for readers)
+//!
+//! Files has no block commit: bytes written by Put Range are visible at once, so a reader
+//! listing the share mid-upload would see a half-written file under its final name. This
+//! store therefore writes every upload under a temporary name in the *same directory*,
+//! `.<name>.azpart-<run tag>` (the same shape as the engine's local download temp files),
+//! and renames it into place as the last step with
+//! [Rename File](https://learn.microsoft.com/rest/api/storageservices/rename-file)
+//! (x-ms-version ≥ 2021-04-10; this crate sends [`crate::http::API_VERSION`]):
+//!
+//! 1. Create Directory for each missing parent (cached per run, see below);
+//! 2. Create File (temporary name) with `x-ms-content-length`, the content headers and
+//!    the metadata (`sha256` included when it is known up front — single-request files);
+//! 3. Put Range (`x-ms-write: update`) per chunk of at most 4 MiB, each with a
+//!    transactional `Content-MD5` computed here;
+//! 4. chunked files only: Set File Properties (content headers again — the call clears
+//!    the ones it is not given — plus `x-ms-content-md5` of the whole file) and Set File
+//!    Metadata (with `sha256`, now known);
+//! 5. Rename File onto the final name with `x-ms-file-rename-replace-if-exists` =
+//!    `true`, or `false` for `overwrite: false`: the service then refuses with 409
+//!    `ResourceAlreadyExists` if the name exists at that instant, so `overwrite: false`
+//!    is race-free (the engine's pre-check of large files only saves sending bytes).
+//!
+//! A failed upload deletes its temporary file (best effort; a killed run can leave one
+//! behind, recognisable by its name). Listings skip names of that shape, so a download
+//! never picks up another run's upload in flight. The run tag is random per run, so two
+//! pipelines uploading the same name never write into the same temporary file.
+//! Unlike Blob's uncommitted blocks, nothing here lets a re-run know which ranges of a
+//! leftover temporary file are good, so a failed large upload is re-sent whole.
+//!
+//! ## Directories
+//!
+//! Files has real directories: a file's parent must exist (404 `ParentNotFound`).
+//! Each directory is created at most once per run: a map from path to a `OnceCell` makes
+//! concurrent uploads into the same new directory wait for one Create Directory instead
+//! of racing; "already exists" (409 `ResourceAlreadyExists`) counts as success, and a
+//! failure leaves the cell empty so the next file tries again.
+//!
+//! ## Download
+//!
+//! List Directories and Files returns neither metadata nor Content-MD5, so listed items
+//! carry only name, size and ETag; the engine asks Get File Properties for the checksum
+//! before it downloads. Listing walks the directory tree (a bounded number of directory
+//! listings in flight, every page followed) and refuses to walk a directory entry whose
+//! name could escape its parent (`..`, `/`, …).
+//!
+//! ## Auth
+//!
+//! Shared Key uses the same string-to-sign as Blob (the signer is service-agnostic); a
+//! SAS is appended to every URL, and to the Rename File source URL, which the service
+//! authorizes separately. With an OAuth bearer token every request carries
+//! `x-ms-file-request-intent: backup` (required by Files OAuth over REST, x-ms-version
+//! ≥ 2022-11-02). The share's existence is checked with Get Directory Properties on its
+//! root rather than Get Share Properties: a directory operation works with every
+//! credential and role that can write files, while share-level calls need share-level
+//! rights that a least-privilege data role may not have.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use md5::{Digest as _, Md5};
+use reqwest::Method;
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+
+use super::blob::{encode_path, list_page_size};
+use super::{Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
+use crate::auth::Credential;
+use crate::http::{Http, HttpError, Request};
+
+/// Largest Put Range body the service accepts.
+pub const MAX_RANGE: u64 = 4 << 20;
+/// Directory listings in flight at once while walking a tree.
+const LIST_CONCURRENCY: usize = 8;
+/// Marker in temporary upload names (shared with the engine's local temp files).
+const TEMP_MARK: &str = ".azpart-";
+
+/// Why Azure Files would refuse a path, if it would (beyond the checks shared with Blob).
+///
+/// From [Naming and referencing shares, directories, files, and metadata](https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-shares--directories--files--and-metadata):
+/// components of at most 255 characters, a path of at most 2,048 characters and 250
+/// directory levels, none of `" \ : | < > * ?`, no control characters; a trailing dot
+/// is stripped by the service (we refuse it rather than store a different name).
+pub fn check_file_name(name: &str) -> std::result::Result<(), String> {
+    if name.chars().count() > 2048 {
+        return Err("the path is longer than 2,048 characters (the Azure Files limit)".into());
+    }
+    let parts: Vec<&str> = name.split('/').collect();
+    if parts.len() > 251 {
+        return Err("the path is more than 250 directories deep (the Azure Files limit)".into());
+    }
+    for p in parts {
+        if p.chars().count() > 255 {
+            return Err(format!(
+                "the component `{}…` is longer than 255 characters",
+                p.chars().take(20).collect::<String>()
+            ));
+        }
+        if let Some(c) = p.chars().find(|c| matches!(c, '"' | '\\' | ':' | '|' | '<' | '>' | '*' | '?')) {
+            return Err(format!("the component `{p}` contains `{c}`, which Azure Files does not allow"));
+        }
+        if p.ends_with('.') {
+            return Err(format!("the component `{p}` ends with `.`, which Azure Files strips"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a listed name is an upload in flight (or a leftover) of this store.
+pub fn is_temp_name(base: &str) -> bool {
+    match base.rfind(TEMP_MARK) {
+        Some(i) => {
+            let tag = &base[i + TEMP_MARK.len()..];
+            base.starts_with('.') && tag.len() == 8 && tag.chars().all(|c| c.is_ascii_hexdigit())
+        }
+        None => false,
+    }
+}
+
+fn md5_of(data: &[u8]) -> [u8; 16] {
+    Md5::digest(data).into()
+}
+
+/// Splits `a/b/c` into (`a/b`, `c`); a top-level name has parent "".
+fn split_parent(name: &str) -> (&str, &str) {
+    match name.rfind('/') {
+        Some(i) => (&name[..i], &name[i + 1..]),
+        None => ("", name),
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+pub struct FilesStore {
+    http: Arc<Http>,
+    endpoint: String,
+    share: String,
+    /// OAuth: every request needs `x-ms-file-request-intent: backup`.
+    intent: bool,
+    /// Random per run: names this run's temporary files.
+    run_tag: String,
+    /// Directories created (or found) in this run.
+    dirs: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+}
+
+impl FilesStore {
+    pub fn new(http: Arc<Http>, endpoint: &str, share: &str) -> Self {
+        let intent = http.credential().is_bearer();
+        FilesStore {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            share: share.to_string(),
+            intent,
+            run_tag: format!("{:08x}", fastrand::u32(..)),
+            dirs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A request with what every Files call needs (the intent header under OAuth).
+    fn req(&self, method: Method, url: url::Url) -> Request {
+        let r = Request::new(method, url);
+        if self.intent {
+            r.header("x-ms-file-request-intent", "backup")
+        } else {
+            r
+        }
+    }
+
+    /// URL of a path in the share ("" is the root directory).
+    fn path_url(&self, path: &str, query: &[(&str, &str)]) -> url::Url {
+        let mut s = format!("{}/{}", self.endpoint, encode_path(&self.share));
+        if !path.is_empty() {
+            s.push('/');
+            s.push_str(&encode_path(path));
+        }
+        let mut u = url::Url::parse(&s).expect("endpoint validated");
+        if !query.is_empty() {
+            u.query_pairs_mut().extend_pairs(query);
+        }
+        u
+    }
+
+    /// The temporary name an upload of `name` uses in this run (same directory).
+    pub fn temp_name(&self, name: &str) -> String {
+        let (dir, base) = split_parent(name);
+        // Keep the component within 255 characters; a hash keeps long names apart.
+        let base = if base.chars().count() > 200 {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::hash::DefaultHasher::new();
+            base.hash(&mut h);
+            format!("{}~{:016x}", base.chars().take(180).collect::<String>(), h.finish())
+        } else {
+            base.to_string()
+        };
+        join(dir, &format!(".{base}{TEMP_MARK}{}", self.run_tag))
+    }
+
+    /// Content headers of Create File / Set File Properties (the latter clears omitted ones).
+    fn content_headers(req: Request, props: &UploadProps) -> Request {
+        req.header("x-ms-content-type", &props.content_type)
+            .header_opt("x-ms-cache-control", props.cache_control.as_ref())
+            .header_opt("x-ms-content-encoding", props.content_encoding.as_ref())
+            .header_opt("x-ms-content-disposition", props.content_disposition.as_ref())
+            .header_opt("x-ms-content-md5", props.content_md5.map(|m| B64.encode(m)))
+    }
+
+    fn with_metadata(mut req: Request, metadata: &[(String, String)]) -> Request {
+        for (k, v) in metadata {
+            req = req.dyn_header(&format!("x-ms-meta-{k}"), v);
+        }
+        req
+    }
+
+    /// [Get Directory Properties](https://learn.microsoft.com/rest/api/storageservices/get-directory-properties)
+    /// of the share's root: does the share exist?
+    pub async fn get_root_directory_properties(&self) -> Result<bool> {
+        let req = self.req(Method::HEAD, self.path_url("", &[("restype", "directory")]));
+        match self.http.send(req).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_status(404) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [Create Share](https://learn.microsoft.com/rest/api/storageservices/create-share)
+    pub async fn create_share(&self) -> Result<()> {
+        let req = self.req(Method::PUT, self.path_url("", &[("restype", "share")]));
+        match self.http.send(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_code("ShareAlreadyExists") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [Create Directory](https://learn.microsoft.com/rest/api/storageservices/create-directory);
+    /// an existing directory is success.
+    pub async fn create_directory(&self, path: &str) -> Result<()> {
+        let req = self.req(Method::PUT, self.path_url(path, &[("restype", "directory")]));
+        match self.http.send(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_status(409) && e.is_code("ResourceAlreadyExists") => Ok(()),
+            Err(e) if e.is_status(409) && e.is_code("ResourceTypeMismatch") => Err(StorageError::Protocol {
+                op: "Create Directory",
+                detail: format!("`{path}` exists as a file, so it cannot be a directory"),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates every missing directory above `name`, each at most once per run.
+    pub async fn ensure_parents(&self, name: &str) -> Result<()> {
+        let (parent, _) = split_parent(name);
+        if parent.is_empty() {
+            return Ok(());
+        }
+        let mut end = 0;
+        loop {
+            end = match parent[end..].find('/') {
+                Some(i) => end + i,
+                None => parent.len(),
+            };
+            let dir = &parent[..end];
+            let cell = {
+                let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+                dirs.entry(dir.to_ascii_lowercase()).or_default().clone()
+            };
+            cell.get_or_try_init(|| self.create_directory(dir)).await?;
+            if end == parent.len() {
+                return Ok(());
+            }
+            end += 1;
+        }
+    }
+
+    /// [Create File](https://learn.microsoft.com/rest/api/storageservices/create-file):
+    /// allocates `size` bytes (zeros) with the content headers and metadata.
+    pub async fn create_file(&self, name: &str, size: u64, props: &UploadProps) -> Result<()> {
+        let req = self
+            .req(Method::PUT, self.path_url(name, &[]))
+            .header("x-ms-type", "file")
+            .header("x-ms-content-length", size.to_string());
+        let req = Self::with_metadata(Self::content_headers(req, props), &props.metadata);
+        self.http.send(req).await?;
+        Ok(())
+    }
+
+    /// [Put Range](https://learn.microsoft.com/rest/api/storageservices/put-range)
+    /// (`x-ms-write: update`, at most 4 MiB, with a transactional Content-MD5).
+    pub async fn put_range(&self, name: &str, offset: u64, data: Bytes) -> Result<()> {
+        debug_assert!(!data.is_empty() && data.len() as u64 <= MAX_RANGE);
+        // Hashing 4 MiB takes milliseconds: off the async workers.
+        let d = data.clone();
+        let md5 = tokio::task::spawn_blocking(move || md5_of(&d))
+            .await
+            .map_err(|e| StorageError::Protocol { op: "Put Range", detail: e.to_string() })?;
+        let end = offset + data.len() as u64 - 1;
+        let req = self
+            .req(Method::PUT, self.path_url(name, &[("comp", "range")]))
+            .header("x-ms-range", format!("bytes={offset}-{end}"))
+            .header("x-ms-write", "update")
+            .header("content-md5", B64.encode(md5))
+            .body(data);
+        self.http.send(req).await?;
+        Ok(())
+    }
+
+    /// [Set File Properties](https://learn.microsoft.com/rest/api/storageservices/set-file-properties):
+    /// the content headers and the whole-file `x-ms-content-md5` (the length is left alone).
+    pub async fn set_file_properties(&self, name: &str, props: &UploadProps) -> Result<()> {
+        let req = self.req(Method::PUT, self.path_url(name, &[("comp", "properties")]));
+        self.http.send(Self::content_headers(req, props)).await?;
+        Ok(())
+    }
+
+    /// [Set File Metadata](https://learn.microsoft.com/rest/api/storageservices/set-file-metadata)
+    /// (replaces all metadata).
+    pub async fn set_file_metadata(&self, name: &str, metadata: &[(String, String)]) -> Result<()> {
+        let req = self.req(Method::PUT, self.path_url(name, &[("comp", "metadata")]));
+        self.http.send(Self::with_metadata(req, metadata)).await?;
+        Ok(())
+    }
+
+    /// [Rename File](https://learn.microsoft.com/rest/api/storageservices/rename-file) `from` → `to`
+    /// in this share; with `replace: false` an existing `to` is a 409 `ResourceAlreadyExists`.
+    pub async fn rename_file(&self, from: &str, to: &str, replace: bool) -> std::result::Result<Committed, HttpError> {
+        let mut source = self.path_url(from, &[]).to_string();
+        // The source is authorized on its own: a SAS travels with it.
+        if let Credential::Sas(sas) = self.http.credential() {
+            source.push('?');
+            source.push_str(sas.expose());
+        }
+        let req = self
+            .req(Method::PUT, self.path_url(to, &[("comp", "rename")]))
+            .dyn_header("x-ms-file-rename-source", &source)
+            .header("x-ms-file-rename-replace-if-exists", if replace { "true" } else { "false" });
+        let resp = self.http.send(req).await?;
+        Ok(Committed { etag: resp.header("etag").map(str::to_string) })
+    }
+
+    /// [Delete File](https://learn.microsoft.com/rest/api/storageservices/delete-file2)
+    pub async fn delete_file(&self, name: &str) -> Result<()> {
+        match self.http.send(self.req(Method::DELETE, self.path_url(name, &[]))).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_status(404) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Removes a temporary file after a failure; a failure to remove it is only logged.
+    async fn discard(&self, tmp: &str) {
+        if let Err(e) = self.delete_file(tmp).await {
+            tracing::warn!("could not remove the temporary file `{tmp}`: {e}");
+        }
+    }
+
+    /// [Get File Properties](https://learn.microsoft.com/rest/api/storageservices/get-file-properties)
+    pub async fn get_file_properties(&self, name: &str) -> Result<Option<RemoteItem>> {
+        let resp = match self.http.send(self.req(Method::HEAD, self.path_url(name, &[]))).await {
+            Ok(r) => r,
+            Err(e) if e.is_status(404) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if resp.header("x-ms-type").is_some_and(|t| !t.eq_ignore_ascii_case("file")) {
+            return Ok(None);
+        }
+        let size = resp
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StorageError::Protocol { op: "Get File Properties", detail: "no Content-Length".into() })?;
+        Ok(Some(RemoteItem {
+            name: name.to_string(),
+            size,
+            etag: resp.header("etag").map(str::to_string),
+            content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(str::to_string),
+            sha256: resp.header("x-ms-meta-sha256").map(|s| s.to_ascii_lowercase()),
+            access_tier: None,
+        }))
+    }
+
+    /// [Get File](https://learn.microsoft.com/rest/api/storageservices/get-file) with `x-ms-range`.
+    pub async fn get_file(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let mut req = self.req(Method::GET, self.path_url(name, &[]));
+        if len > 0 {
+            req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
+        }
+        req.expect_bytes = len;
+        Ok(self.http.send(req).await?.body)
+    }
+
+    /// [List Directories and Files](https://learn.microsoft.com/rest/api/storageservices/list-directories-and-files),
+    /// one page of one directory. `Ok(None)` when the directory does not exist.
+    pub async fn list_page(&self, dir: &str, prefix: &str, marker: Option<&str>) -> Result<Option<ListPage>> {
+        let page = list_page_size();
+        let mut q =
+            vec![("restype", "directory"), ("comp", "list"), ("include", "ETag"), ("maxresults", page.as_str())];
+        if !prefix.is_empty() {
+            q.push(("prefix", prefix));
+        }
+        if let Some(m) = marker {
+            q.push(("marker", m));
+        }
+        let resp = match self.http.send(self.req(Method::GET, self.path_url(dir, &q))).await {
+            Ok(r) => r,
+            Err(e) if e.is_status(404) && !e.is_code("ShareNotFound") => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let page = parse_list(&resp.body)?;
+        tracing::debug!(
+            dir,
+            prefix,
+            files = page.files.len(),
+            dirs = page.dirs.len(),
+            more = page.next.is_some(),
+            "list page"
+        );
+        Ok(Some(page))
+    }
+
+    /// Every page of one directory.
+    async fn list_dir(
+        &self,
+        dir: String,
+        prefix: String,
+    ) -> Result<(String, Vec<(String, u64, Option<String>)>, Vec<String>)> {
+        let (mut files, mut dirs) = (Vec::new(), Vec::new());
+        let mut marker: Option<String> = None;
+        loop {
+            let Some(page) = self.list_page(&dir, &prefix, marker.as_deref()).await? else { break };
+            files.extend(page.files);
+            dirs.extend(page.dirs);
+            match page.next {
+                Some(m) => marker = Some(m),
+                None => break,
+            }
+        }
+        Ok((dir, files, dirs))
+    }
+}
+
+/// One page of a directory listing.
+#[derive(Debug, Default)]
+pub struct ListPage {
+    /// (name, size, etag)
+    pub files: Vec<(String, u64, Option<String>)>,
+    pub dirs: Vec<String>,
+    pub next: Option<String>,
+}
+
+#[async_trait]
+impl Store for FilesStore {
+    fn describe(&self) -> String {
+        format!("file share `{}`", self.share)
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}/{}/{}", self.endpoint, encode_path(&self.share), encode_path(name))
+    }
+
+    fn max_chunk(&self) -> u64 {
+        MAX_RANGE
+    }
+
+    fn max_single_put(&self) -> u64 {
+        MAX_RANGE
+    }
+
+    async fn ensure_container(&self, create: bool) -> Result<()> {
+        if create {
+            self.create_share().await?;
+        }
+        if self.get_root_directory_properties().await? {
+            return Ok(());
+        }
+        Err(StorageError::NoContainer {
+            what: "share",
+            name: self.share.clone(),
+            hint: " (create it, or set `create_container: true`)",
+        })
+    }
+
+    async fn properties(&self, name: &str) -> Result<Option<RemoteItem>> {
+        self.get_file_properties(name).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>> {
+        let (dir, leaf) = split_parent(prefix);
+        let mut out = Vec::new();
+        let mut pending = FuturesUnordered::new();
+        pending.push(self.list_dir(dir.to_string(), leaf.to_string()));
+        let mut queue: Vec<String> = Vec::new();
+        while let Some(r) = pending.next().await {
+            let (dir, files, dirs) = r?;
+            for (name, size, etag) in files {
+                if is_temp_name(&name) {
+                    tracing::debug!("not listed: {}: an upload in flight", join(&dir, &name));
+                    continue;
+                }
+                out.push(RemoteItem { name: join(&dir, &name), size, etag, ..RemoteItem::default() });
+            }
+            for d in dirs {
+                if d.is_empty() || d == "." || d == ".." || d.contains(['/', '\\', '\0']) {
+                    return Err(StorageError::Protocol {
+                        op: "List Directories and Files",
+                        detail: format!("the service listed a directory named {d:?} in `{dir}`; refusing to walk it"),
+                    });
+                }
+                queue.push(join(&dir, &d));
+            }
+            while pending.len() < LIST_CONCURRENCY {
+                let Some(d) = queue.pop() else { break };
+                pending.push(self.list_dir(d, String::new()));
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
+        self.get_file(name, offset, len).await
+    }
+
+    async fn put_whole(&self, name: &str, data: Bytes, _crc64: u64, props: &UploadProps) -> Result<Committed> {
+        self.ensure_parents(name).await?;
+        let tmp = self.temp_name(name);
+        // Files computes no Content-MD5 itself: store the whole file's, which we have here.
+        let props = UploadProps { content_md5: Some(md5_of(&data)), ..props.clone() };
+        self.create_file(&tmp, data.len() as u64, &props).await?;
+        let r = async {
+            if !data.is_empty() {
+                self.put_range(&tmp, 0, data).await?;
+            }
+            self.finish(&tmp, name, &props).await
+        }
+        .await;
+        if r.is_err() {
+            self.discard(&tmp).await;
+        }
+        r
+    }
+
+    async fn begin_chunked(&self, name: &str, size: u64, props: &UploadProps) -> Result<HashSet<String>> {
+        self.ensure_parents(name).await?;
+        self.create_file(&self.temp_name(name), size, props).await?;
+        Ok(HashSet::new())
+    }
+
+    fn chunk_key(&self, chunk: &Chunk) -> String {
+        format!("{}+{}", chunk.offset, chunk.len)
+    }
+
+    async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()> {
+        self.put_range(&self.temp_name(name), chunk.offset, data).await
+    }
+
+    async fn commit(&self, name: &str, _size: u64, _chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
+        let tmp = self.temp_name(name);
+        let r = async {
+            if props.content_md5.is_some() {
+                self.set_file_properties(&tmp, props).await?;
+            }
+            self.set_file_metadata(&tmp, &props.metadata).await?;
+            self.finish(&tmp, name, props).await
+        }
+        .await;
+        if r.is_err() {
+            self.discard(&tmp).await;
+        }
+        r
+    }
+
+    async fn abandon(&self, name: &str) {
+        self.discard(&self.temp_name(name)).await;
+    }
+}
+
+impl FilesStore {
+    /// Renames the finished temporary file into place.
+    async fn finish(&self, tmp: &str, name: &str, props: &UploadProps) -> Result<Committed> {
+        match self.rename_file(tmp, name, !props.if_none_match).await {
+            Ok(c) => Ok(c),
+            // A retried rename whose first attempt landed finds its source gone.
+            Err(e) if e.attempts > 1 && e.is_status(404) => {
+                let want = props.metadata.iter().find(|(k, _)| k == "sha256").map(|(_, v)| v.as_str());
+                match self.get_file_properties(name).await? {
+                    Some(r) if want.is_some() && r.sha256.as_deref() == want => Ok(Committed { etag: r.etag }),
+                    _ => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListXml {
+    #[serde(rename = "Entries", default)]
+    entries: EntriesXml,
+    #[serde(rename = "NextMarker", default)]
+    next_marker: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct EntriesXml {
+    #[serde(rename = "$value", default)]
+    items: Vec<EntryXml>,
+}
+
+#[derive(Deserialize)]
+enum EntryXml {
+    File(FileXml),
+    Directory(DirXml),
+}
+
+#[derive(Deserialize)]
+struct NameXml {
+    #[serde(rename = "@Encoded", default)]
+    encoded: Option<String>,
+    #[serde(rename = "$text", default)]
+    value: String,
+}
+
+impl NameXml {
+    fn decode(self) -> String {
+        if self.encoded.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("true")) {
+            percent_encoding::percent_decode_str(&self.value).decode_utf8_lossy().into_owned()
+        } else {
+            self.value
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct FileXml {
+    #[serde(rename = "Name")]
+    name: NameXml,
+    #[serde(rename = "Properties")]
+    properties: FilePropsXml,
+}
+
+#[derive(Deserialize)]
+struct FilePropsXml {
+    #[serde(rename = "Content-Length")]
+    content_length: u64,
+    #[serde(rename = "Etag", default)]
+    etag: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DirXml {
+    #[serde(rename = "Name")]
+    name: NameXml,
+}
+
+/// Parses a List Directories and Files page (names Azure had to encode are decoded).
+pub fn parse_list(body: &[u8]) -> Result<ListPage> {
+    let op = "List Directories and Files";
+    let text = std::str::from_utf8(body)
+        .map_err(|_| StorageError::Protocol { op, detail: "body is not UTF-8".into() })?
+        .trim_start_matches('\u{feff}');
+    let r: ListXml = quick_xml::de::from_str(text).map_err(|e| StorageError::Protocol { op, detail: e.to_string() })?;
+    let mut page = ListPage { next: r.next_marker.filter(|m| !m.is_empty()), ..ListPage::default() };
+    for e in r.entries.items {
+        match e {
+            EntryXml::File(f) => page.files.push((f.name.decode(), f.properties.content_length, f.properties.etag)),
+            EntryXml::Directory(d) => page.dirs.push(d.name.decode()),
+        }
+    }
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_azure_files_refuses() {
+        assert!(check_file_name("a/b c/é.tar.gz").is_ok());
+        assert!(check_file_name("a/b:c").is_err());
+        assert!(check_file_name("a|b").is_err());
+        assert!(check_file_name("what?").is_err());
+        assert!(check_file_name("dir./x").is_err());
+        assert!(check_file_name(&format!("{}/x", "d".repeat(256))).is_err());
+        // 250 directory levels and a file are allowed; one level more is not.
+        assert!(check_file_name(&["x"; 251].join("/")).is_ok());
+        assert!(check_file_name(&["x"; 252].join("/")).is_err());
+    }
+
+    #[test]
+    fn temp_names_are_recognised_and_stay_short() {
+        assert!(is_temp_name(".app.tar.azpart-0a1b2c3d"));
+        assert!(!is_temp_name("app.tar.azpart-0a1b2c3d"));
+        assert!(!is_temp_name(".app.azpart-xyz"));
+        assert!(!is_temp_name("plain.txt"));
+    }
+
+    #[test]
+    fn parses_a_listing_page_with_files_directories_and_encoded_names() {
+        let xml = r#"<?xml version="1.0" encoding="utf-8"?>
+<EnumerationResults ServiceEndpoint="https://a.file.core.windows.net/" ShareName="s" DirectoryPath="d">
+<Prefix>p</Prefix><MaxResults>3</MaxResults><DirectoryId>13835128424026341376</DirectoryId>
+<Entries>
+ <File><FileId>1</FileId><Name>p1.txt</Name><Properties><Content-Length>12</Content-Length><Etag>"0x8D"</Etag></Properties></File>
+ <Directory><FileId>2</FileId><Name>pdir</Name><Properties><Etag>"0x9"</Etag></Properties></Directory>
+ <File><FileId>3</FileId><Name Encoded="true">p%01x</Name><Properties><Content-Length>0</Content-Length></Properties></File>
+</Entries><NextMarker>m2</NextMarker></EnumerationResults>"#;
+        let p = parse_list(xml.as_bytes()).unwrap();
+        assert_eq!(p.files, vec![("p1.txt".into(), 12, Some("\"0x8D\"".into())), ("p\u{1}x".into(), 0, None)]);
+        assert_eq!(p.dirs, vec!["pdir".to_string()]);
+        assert_eq!(p.next.as_deref(), Some("m2"));
+        let p = parse_list(b"<EnumerationResults><Entries /><NextMarker /></EnumerationResults>").unwrap();
+        assert!(p.files.is_empty() && p.dirs.is_empty() && p.next.is_none());
+    }
+
+    #[test]
+    fn splits_and_joins_paths() {
+        assert_eq!(split_parent("a/b/c"), ("a/b", "c"));
+        assert_eq!(split_parent("c"), ("", "c"));
+        assert_eq!(split_parent("a/"), ("a", ""));
+        assert_eq!(join("", "x"), "x");
+        assert_eq!(join("a", "x"), "a/x");
+    }
+}
