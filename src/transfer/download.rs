@@ -125,7 +125,20 @@ async fn download_inner(
     target: &Path,
     res: &mut FileResult,
 ) -> Result<(), String> {
-    let remote = &item.remote;
+    // A listing without checksums (Azure Files listings never carry metadata or MD5; so
+    // may a blob written by another tool) is completed by the item's own properties.
+    let fetched;
+    let remote = if item.remote.sha256.is_none() && item.remote.content_md5.is_none() {
+        fetched = eng
+            .with_request(eng.store.properties(&item.remote.name))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("disappeared after it was listed")?;
+        res.etag = fetched.etag.clone();
+        &fetched
+    } else {
+        &item.remote
+    };
     let size = remote.size;
     let parent = {
         let (t, r) = (target.to_path_buf(), item.rel.clone());

@@ -4,18 +4,21 @@
 //! `**` crosses them; a plain directory means its whole tree), drop `exclude` matches
 //! (gitignore-like: a pattern without `/` matches any path component), skip symlinks
 //! unless `follow_symlinks`, map names (`strip_prefix` by whole components, then
-//! `target`), and refuse collisions and names Azure would refuse.
+//! `target`), and refuse collisions and names Azure would refuse (for Azure Files also
+//! names equal but for case, a path that is both a file and a directory, and the
+//! characters and lengths Files refuses).
 //!
 //! Download: filter the listing by `source`, map names to local paths under `target`,
 //! and refuse any name that could escape it (`..`, absolute, backslash, NUL, control
 //! characters, over-long components).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use crate::config::{Config, PathPattern};
+use crate::config::{Config, PathPattern, Service};
+use crate::storage::files::check_file_name;
 use crate::storage::RemoteItem;
 
 #[derive(Debug, thiserror::Error)]
@@ -219,19 +222,43 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
         }
     }
     plan.skipped = skipped.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect();
-    let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    // Azure Files names are case-insensitive (case-preserving), and a path cannot be both a
+    // file and a directory there: both are collisions for `service: file`.
+    let files = cfg.service == Service::File;
+    let key = |name: &str| if files { name.to_lowercase() } else { name.to_string() };
+    let mut by_name: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
     let mut bad = Vec::new();
     for item in found.values() {
-        by_name.entry(item.name.as_str()).or_default().push(item.rel.as_str());
-        if let Err(e) = check_remote_name(&item.name) {
+        by_name.entry(key(&item.name)).or_default().push((item.name.as_str(), item.rel.as_str()));
+        let check =
+            check_remote_name(&item.name).and_then(|_| if files { check_file_name(&item.name) } else { Ok(()) });
+        if let Err(e) = check {
             bad.push(format!("  {} → `{}`: {e}", item.rel, item.name));
         }
     }
-    let collisions: Vec<String> = by_name
+    let mut collisions: Vec<String> = by_name
         .iter()
-        .filter(|(_, rels)| rels.len() > 1)
-        .map(|(name, rels)| format!("  `{name}` ← {}", rels.join(", ")))
+        .filter(|(_, items)| items.len() > 1)
+        .map(|(_, items)| {
+            let names: BTreeSet<&str> = items.iter().map(|(n, _)| *n).collect();
+            let rels: Vec<&str> = items.iter().map(|(_, r)| *r).collect();
+            let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            let why = if names.len() > 1 { " (Azure Files names ignore case)" } else { "" };
+            format!("  {}{why} ← {}", names.join(" = "), rels.join(", "))
+        })
         .collect();
+    if files {
+        for (k, items) in &by_name {
+            let under = format!("{k}/");
+            if let Some((other, _)) = by_name.range(under.clone()..).next().filter(|(o, _)| o.starts_with(&under)) {
+                let other = by_name[other][0].0;
+                collisions.push(format!(
+                    "  `{}` is a file but also the directory of `{other}` (Azure Files cannot hold both)",
+                    items[0].0
+                ));
+            }
+        }
+    }
     if !collisions.is_empty() {
         return Err(PlanError::Collisions(collisions));
     }

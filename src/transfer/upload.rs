@@ -21,7 +21,7 @@ use super::checksum::{crc64, hash_file, Digests, FileHasher};
 use super::plan::UploadItem;
 use super::report::{FileResult, Status};
 use super::Engine;
-use crate::config::{Overwrite, Service};
+use crate::config::Overwrite;
 use crate::storage::{Chunk, RemoteItem, StorageError, UploadProps};
 
 /// Properties for a file, from the settings and its extension.
@@ -138,6 +138,9 @@ fn commit_error(e: StorageError) -> String {
         Some(h) if h.is_status(404) && h.is_code("ContainerNotFound") => {
             "the container does not exist (create it, or set `create_container: true`)".into()
         }
+        Some(h) if h.is_status(404) && h.is_code("ShareNotFound") => {
+            "the share does not exist (create it, or set `create_container: true`)".into()
+        }
         _ => e.to_string(),
     }
 }
@@ -205,8 +208,9 @@ async fn upload_chunked(
     let store = eng.store.clone();
     let present =
         eng.with_request(store.begin_chunked(&item.name, item.size, props)).await.map_err(|e| e.to_string())?;
-    let with_md5 = eng.cfg.content_md5 && eng.cfg.service == Service::Blob;
-    // Files wants an MD5 per range, so the reader computes it there; Blob needs none.
+    // The whole-file MD5 is stored for Blob and Files alike (Files never computes one
+    // itself); per-request checksums are the store's business (CRC-64 or Content-MD5).
+    let with_md5 = eng.cfg.content_md5;
     let (tx, mut rx) = mpsc::channel::<ChunkMsg>(1024);
     let path = item.path.clone();
     let size = item.size;
@@ -285,9 +289,16 @@ async fn upload_chunked(
         drop(rx);
         puts.abort_all();
         let _ = reader.await;
+        eng.with_request(store.abandon(&item.name)).await;
         return Err(f);
     }
-    let digests = reader.await.map_err(|e| e.to_string())??;
+    let digests = match reader.await.map_err(|e| e.to_string()).and_then(|r| r) {
+        Ok(d) => d,
+        Err(e) => {
+            eng.with_request(store.abandon(&item.name)).await;
+            return Err(e);
+        }
+    };
     if resumed > 0 {
         tracing::info!(
             "resumed: {} had {} already staged by an earlier run",
