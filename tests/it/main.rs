@@ -6,5 +6,7 @@ mod support;
 mod auth;
 mod blob_download;
 mod blob_upload;
+mod files;
+mod files_fake;
 mod output;
 mod settings;
