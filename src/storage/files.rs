@@ -16,9 +16,11 @@
 //!    the metadata (`sha256` included when it is known up front — single-request files);
 //! 3. Put Range (`x-ms-write: update`) per chunk of at most 4 MiB, each with a
 //!    transactional `Content-MD5` computed here;
-//! 4. chunked files only: Set File Properties (content headers again — the call clears
-//!    the ones it is not given — plus `x-ms-content-md5` of the whole file) and Set File
-//!    Metadata (with `sha256`, now known);
+//! 4. chunked files only: Set File Metadata (with `sha256`, now known) and, when the
+//!    whole-file MD5 was computed (`content_md5: true`), Set File Properties (content
+//!    headers again — the call clears the ones it is not given — plus `x-ms-content-md5`).
+//!    Single-range files always get their `x-ms-content-md5` on Create File: the service
+//!    never computes one, and the bytes are in hand;
 //! 5. Rename File onto the final name with `x-ms-file-rename-replace-if-exists` =
 //!    `true`, or `false` for `overwrite: false`: the service then refuses with 409
 //!    `ResourceAlreadyExists` if the name exists at that instant, so `overwrite: false`

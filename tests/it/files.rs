@@ -158,6 +158,7 @@ fn a_tree_round_trips_in_ranges_of_at_most_4_mib_and_appears_only_when_complete(
         .set("strip_prefix", "src")
         .set("target", "rel/v1")
         .set("concurrency", "8")
+        .set("content_md5", "true")
         .set("manifest", "manifest.json")
         .run();
     out.assert_ok().assert_contains("share `trees`").assert_contains(&format!("{:<16}{:>8}", "transferred", 6));
@@ -364,7 +365,10 @@ fn busy_answers_are_retried_and_counted() {
     write(ws.path(), "f.bin", &data);
     let out = files(ws.path(), &fake, "busy").set("source", "f.bin").set("block_size", "1MiB").run();
     out.assert_ok().assert_contains("retrying").assert_lacks(" 0 retries");
-    assert!(fake.file("busy", "f.bin").unwrap().data == data);
+    let f = fake.file("busy", "f.bin").unwrap();
+    assert!(f.data == data);
+    // Without `content_md5: true` a multi-range file gets no whole-file MD5 (sha256 only).
+    assert_eq!((f.content_md5, f.metadata.get("sha256")), (None, Some(&sha256_hex(&data))));
 }
 
 #[test]
