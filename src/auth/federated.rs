@@ -150,7 +150,7 @@ async fn actions_token(
                 }
                 format!("HTTP {status}")
             }
-            Err(e) => super::describe_transport(&e),
+            Err(e) => crate::http::describe_transport(&e),
         };
         if attempt > retry.max_retries {
             return Err(AuthError::Network(format!(
@@ -288,7 +288,7 @@ impl TokenSource for FederatedSource {
                     }
                     (format!("HTTP {status}"), hint)
                 }
-                Err(e) => (super::describe_transport(&e), None),
+                Err(e) => (crate::http::describe_transport(&e), None),
             };
             if attempt > self.retry.max_retries {
                 return Err(AuthError::Network(format!(

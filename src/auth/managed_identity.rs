@@ -174,7 +174,7 @@ impl TokenSource for ManagedIdentitySource {
                     }
                     (format!("HTTP {status} {detail}"), hint)
                 }
-                Err(e) => (super::describe_transport(&e), None),
+                Err(e) => (crate::http::describe_transport(&e), None),
             };
             if attempt > self.retry.max_retries {
                 return Err(AuthError::ManagedIdentity(format!(
@@ -216,7 +216,7 @@ pub async fn probe_imds(host: &str) -> bool {
     match client.get(url).send().await {
         Ok(_) => true,
         Err(e) => {
-            tracing::debug!("no IMDS at {host}: {}", super::describe_transport(&e));
+            tracing::debug!("no IMDS at {host}: {}", crate::http::describe_transport(&e));
             false
         }
     }

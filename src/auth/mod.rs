@@ -151,27 +151,6 @@ impl Credential {
     }
 }
 
-/// A transport error in words, without the URL (its query may hold a secret).
-pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "transport error"
-    };
-    let mut detail = String::new();
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    while let Some(s) = src {
-        detail = s.to_string();
-        src = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}: {detail}")
-    }
-}
 
 /// The CI token source, first present wins (see [`federated`]).
 pub fn assertion_source(a: &AuthSettings) -> Option<AssertionSource> {

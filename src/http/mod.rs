@@ -288,7 +288,7 @@ pub fn token_refused(status: u16, code: Option<&str>) -> bool {
 }
 
 /// A transport error in words, without the URL (its query may hold a SAS).
-fn describe_transport(e: &reqwest::Error) -> String {
+pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
