@@ -1344,7 +1344,7 @@ mod props {
             let want = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
             let text = format!("{h}h{m}m{s}s{ms}ms");
             let got = parse_duration(&text).unwrap();
-            let diff = if got > want { got - want } else { want - got };
+            let diff = got.abs_diff(want);
             prop_assert!(diff < Duration::from_micros(1), "{text}: {got:?} != {want:?}");
             prop_assert_eq!(parse_duration(&format!("{s}")).unwrap(), Duration::from_secs(s));
         }
