@@ -625,3 +625,21 @@ fn a_file_that_shrinks_while_uploading_is_not_committed() {
     .1
     .assert_contains("file ended before");
 }
+
+#[test]
+fn sigterm_mid_upload_commits_nothing() {
+    let az = Azurite::shared();
+    let c = container("sigtermup");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "big.bin", &big());
+    let proxy =
+        FaultProxy::start(az, vec![Rule::new("hang", op("PutBlock"), Times::From(4), Fault::Hold(Gate::new()))]);
+    let child = spawn(&via(&proxy, dir.path(), &c).set("source", "big.bin").set("timeout", "60s"));
+    let mid = proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().any(|r| r.fault == Some("hang")));
+    signal(&child, libc::SIGTERM);
+    let out = finish(child);
+    assert!(mid, "the upload was not caught mid-way:\n{}\n{}", proxy.log(), out.all());
+    out.assert_code(143).assert_contains("interrupted");
+    assert!(proxy.ops("PutBlockList").is_empty(), "{}", proxy.log());
+    assert!(list(az, &c).is_empty(), "a partial blob became visible");
+}
