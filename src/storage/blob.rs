@@ -14,7 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::{Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
+use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::http::{Http, Request};
 use crate::transfer::checksum::{crc64, crc64_header};
 
@@ -301,113 +301,44 @@ struct BlobEntry {
     item: RemoteItem,
     name: Option<String>,
     size: Option<u64>,
-    encoded: bool,
 }
 
-/// Parses a List Blobs page. Names Azure had to encode (`Encoded="true"`) are percent-decoded.
-///
-/// Read event by event rather than through serde: quick-xml's deserializer trims the
-/// text of every element, and a blob name may begin or end with spaces (` a.txt` would
-/// be listed as `a.txt`, another blob). Names are taken exactly as sent; numbers and
-/// tags are trimmed.
+/// Parses a List Blobs page. Names are taken exactly as sent (see [`walk_xml`]: a name
+/// may begin or end with spaces); names Azure had to encode (`Encoded="true"`) are
+/// percent-decoded.
 pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)> {
-    use quick_xml::events::Event;
     let bad = |detail: String| StorageError::Protocol { op: "List Blobs", detail };
-    let text = std::str::from_utf8(body).map_err(|_| bad("body is not UTF-8".into()))?.trim_start_matches('\u{feff}');
-    let mut reader = quick_xml::Reader::from_str(text);
-    // Element names from the root down to the current element.
-    let mut path: Vec<String> = Vec::new();
-    let mut value = String::new();
-    let mut blob: Option<BlobEntry> = None;
+    let mut cur = BlobEntry::default();
     let mut items = Vec::new();
     let mut next_marker = None;
-    let mut saw_root = false;
-    loop {
-        let event = reader.read_event().map_err(|e| bad(e.to_string()))?;
-        let (start, end) = match &event {
-            Event::Start(e) => (Some(e.clone()), false),
-            Event::Empty(e) => (Some(e.clone()), true),
-            Event::End(_) => (None, true),
-            Event::Text(t) => {
-                value.push_str(&t.unescape().map_err(|e| bad(e.to_string()))?);
-                continue;
-            }
-            Event::CData(c) => {
-                value.push_str(&String::from_utf8_lossy(c));
-                continue;
-            }
-            Event::Eof => break,
-            _ => continue,
-        };
-        if let Some(e) = start {
-            let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
-            if path.is_empty() {
-                if name != "EnumerationResults" {
-                    return Err(bad(format!("root element is <{name}>, not <EnumerationResults>")));
+    walk_xml(body, "List Blobs", "EnumerationResults", |path, encoded, v| {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            ["EnumerationResults", "Blobs", "Blob", "Name"] => cur.name = Some(listed_name(v, encoded)),
+            ["EnumerationResults", "Blobs", "Blob", "Properties", prop] => match *prop {
+                "Content-Length" => {
+                    cur.size = Some(v.trim().parse().map_err(|_| bad(format!("Content-Length `{}`", v.trim())))?)
                 }
-                saw_root = true;
-            }
-            if path.len() == 2 && path[1] == "Blobs" && name == "Blob" {
-                blob = Some(BlobEntry::default());
-            }
-            if path.len() == 3 && path[2] == "Blob" && name == "Name" {
-                let encoded = e
-                    .try_get_attribute("Encoded")
-                    .ok()
-                    .flatten()
-                    .map(|a| a.value.eq_ignore_ascii_case(b"true"))
-                    .unwrap_or(false);
-                if let Some(b) = blob.as_mut() {
-                    b.encoded = encoded;
-                }
-            }
-            path.push(name);
-            value.clear();
-        }
-        if end {
-            let v = std::mem::take(&mut value);
-            let p: Vec<&str> = path.iter().map(String::as_str).collect();
-            match (p.as_slice(), blob.as_mut()) {
-                (["EnumerationResults", "Blobs", "Blob", "Name"], Some(b)) => b.name = Some(v),
-                (["EnumerationResults", "Blobs", "Blob", "Properties", prop], Some(b)) => match *prop {
-                    "Content-Length" => {
-                        b.size = Some(v.trim().parse().map_err(|_| bad(format!("Content-Length `{}`", v.trim())))?)
-                    }
-                    "Content-MD5" => b.item.content_md5 = Some(v.trim().to_string()).filter(|s| !s.is_empty()),
-                    "Etag" => b.item.etag = Some(v.trim().to_string()),
-                    "AccessTier" => b.item.access_tier = Some(v.trim().to_string()),
-                    _ => {}
-                },
-                (["EnumerationResults", "Blobs", "Blob", "Metadata", key], Some(b))
-                    if key.eq_ignore_ascii_case("sha256") =>
-                {
-                    b.item.sha256 = Some(v.trim().to_ascii_lowercase());
-                }
-                (["EnumerationResults", "Blobs", "Blob"], Some(_)) => {
-                    let BlobEntry { mut item, name, size, encoded } = blob.take().expect("inside a Blob");
-                    let name = name.ok_or_else(|| bad("a <Blob> without a <Name>".into()))?;
-                    item.size = size.ok_or_else(|| bad(format!("<Blob> `{name}` has no Content-Length")))?;
-                    item.name = if encoded {
-                        percent_encoding::percent_decode_str(&name).decode_utf8_lossy().into_owned()
-                    } else {
-                        name
-                    };
-                    items.push(item);
-                }
-                (["EnumerationResults", "NextMarker"], _) => {
-                    next_marker = Some(v.trim().to_string()).filter(|m| !m.is_empty())
-                }
+                "Content-MD5" => cur.item.content_md5 = Some(v.trim().to_string()).filter(|s| !s.is_empty()),
+                "Etag" => cur.item.etag = Some(v.trim().to_string()),
+                "AccessTier" => cur.item.access_tier = Some(v.trim().to_string()),
                 _ => {}
+            },
+            ["EnumerationResults", "Blobs", "Blob", "Metadata", key] if key.eq_ignore_ascii_case("sha256") => {
+                cur.item.sha256 = Some(v.trim().to_ascii_lowercase())
             }
-            path.pop();
+            ["EnumerationResults", "Blobs", "Blob"] => {
+                let BlobEntry { mut item, name, size } = std::mem::take(&mut cur);
+                let name = name.ok_or_else(|| bad("a <Blob> without a <Name>".into()))?;
+                item.size = size.ok_or_else(|| bad(format!("<Blob> `{name}` has no Content-Length")))?;
+                item.name = name;
+                items.push(item);
+            }
+            ["EnumerationResults", "NextMarker"] => next_marker = Some(v.trim().to_string()).filter(|m| !m.is_empty()),
+            _ => {}
         }
-    }
-    if !saw_root {
-        return Err(bad("no <EnumerationResults> element".into()));
-    }
-    if !path.is_empty() {
-        return Err(bad(format!("the document ends inside <{}>", path.join("><"))));
-    }
+        Ok(())
+    })?;
     Ok((items, next_marker))
 }
 
