@@ -151,7 +151,6 @@ impl Credential {
     }
 }
 
-
 /// The CI token source, first present wins (see [`federated`]).
 pub fn assertion_source(a: &AuthSettings) -> Option<AssertionSource> {
     if let Some(t) = &a.federated_token {
