@@ -1296,3 +1296,79 @@ mod tests {
         assert!(p.contains(&("ci_link".into(), "https://github.com/org/app/actions/runs/99".into())));
     }
 }
+
+/// Property tests: the parsers never panic, and what they accept means what was written.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,40}", bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let lossy = String::from_utf8_lossy(&bytes).into_owned();
+            for v in [s.as_str(), lossy.as_str()] {
+                let _ = parse_size(v);
+                let _ = parse_duration(v);
+                let _ = parse_list(v);
+                let _ = parse_map(v);
+                let _ = parse_bool(v);
+                let _ = ConnectionString::parse(v);
+            }
+        }
+
+        #[test]
+        fn sizes_mean_what_they_say(n in 0u64..(1 << 20), unit in 0usize..5, lower in any::<bool>(), pad in any::<bool>()) {
+            let (names, mult): (&[&str], u64) = [
+                (&["", "B"][..], 1u64),
+                (&["KiB", "KB", "K"][..], 1 << 10),
+                (&["MiB", "MB", "M"][..], 1 << 20),
+                (&["GiB", "GB", "G"][..], 1 << 30),
+                (&["TiB", "TB", "T"][..], 1 << 40),
+            ][unit];
+            for name in names {
+                let name = if lower { name.to_ascii_lowercase() } else { name.to_string() };
+                let text = if pad { format!(" {n} {name} ") } else { format!("{n}{name}") };
+                prop_assert_eq!(parse_size(&text), Ok(n * mult), "{:?}", text);
+            }
+        }
+
+        #[test]
+        fn durations_mean_what_they_say(h in 0u64..48, m in 0u64..120, s in 0u64..120, ms in 0u64..2000) {
+            let want = Duration::from_millis(((h * 60 + m) * 60 + s) * 1000 + ms);
+            let text = format!("{h}h{m}m{s}s{ms}ms");
+            let got = parse_duration(&text).unwrap();
+            let diff = got.abs_diff(want);
+            prop_assert!(diff < Duration::from_micros(1), "{text}: {got:?} != {want:?}");
+            prop_assert_eq!(parse_duration(&format!("{s}")).unwrap(), Duration::from_secs(s));
+        }
+
+        #[test]
+        fn lists_round_trip_in_both_forms(items in proptest::collection::vec("[A-Za-z0-9_./*?-][A-Za-z0-9_./*? -]{0,10}[A-Za-z0-9_./*?-]", 0..6)) {
+            let want: Vec<String> = items.iter().map(|s| s.trim().to_string()).collect();
+            let joined = items.join(",");
+            prop_assume!(!joined.trim_start().starts_with('['));
+            prop_assert_eq!(parse_list(&joined).unwrap(), want.clone());
+            let json = serde_json::to_string(&items).unwrap();
+            prop_assert_eq!(parse_list(&json).unwrap(), items);
+        }
+
+        #[test]
+        fn maps_keep_their_written_order(pairs in proptest::collection::vec(("\\PC{1,8}", "\\PC{0,8}"), 0..6)) {
+            let mut seen = std::collections::HashSet::new();
+            let pairs: Vec<(String, String)> = pairs.into_iter().filter(|(k, _)| seen.insert(k.clone())).collect();
+            let body: Vec<String> = pairs
+                .iter()
+                .map(|(k, v)| format!("{}: {}", serde_json::to_string(k).unwrap(), serde_json::to_string(v).unwrap()))
+                .collect();
+            let json = format!("{{{}}}", body.join(", "));
+            prop_assert_eq!(parse_map(&json).unwrap(), pairs);
+        }
+    }
+}

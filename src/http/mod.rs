@@ -187,7 +187,7 @@ impl Http {
                     let (code, message) = error::parse_error_body(&resp.body);
                     let code = resp.header("x-ms-error-code").map(str::to_string).or(code);
                     let hint = retry::server_hint(&resp.headers);
-                    let retryable = RetryPolicy::retryable_status(resp.status);
+                    let retryable = RetryPolicy::retryable(resp.status, code.as_deref());
                     let mut message = message.unwrap_or_default();
                     if self.credential.is_bearer() && code.as_deref() == Some("AuthorizationPermissionMismatch") {
                         message.push_str(&format!(

@@ -1,7 +1,12 @@
 //! The retry policy: which failures are retried, and how long to wait.
 //!
 //! Retried: 408, 429, 500, 502, 503, 504 and transport failures (connect, reset,
-//! timeout, truncated body), only for idempotent requests. Waits are "full jitter"
+//! timeout, truncated body), only for idempotent requests. Also retried: a 400 whose
+//! code says the body arrived corrupted (`Crc64Mismatch`, `Md5Mismatch`). The plugin
+//! computed that checksum from the buffer it still holds, so a mismatch means the bytes
+//! were damaged on the way (a transport fault), and re-sending the same buffer is safe
+//! (every request that carries one is idempotent) and may succeed; a corruption that
+//! persists still fails after the budget, naming the code. Waits are "full jitter"
 //! exponential backoff (uniform in `[0, min(cap, base·2^n)]`), but never shorter than
 //! what the service asks for in `Retry-After` / `x-ms-retry-after-ms`.
 
@@ -24,6 +29,11 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     pub fn retryable_status(status: u16) -> bool {
         matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
+    }
+
+    /// Is a failed response worth another attempt? `code` is the Azure error code.
+    pub fn retryable(status: u16, code: Option<&str>) -> bool {
+        Self::retryable_status(status) || (status == 400 && matches!(code, Some("Crc64Mismatch" | "Md5Mismatch")))
     }
 
     /// Wait before retry number `retry` (1-based), given the server's hint.
@@ -87,6 +97,12 @@ mod tests {
         }
         for s in [400, 401, 403, 404, 409, 412] {
             assert!(!RetryPolicy::retryable_status(s));
+            assert!(!RetryPolicy::retryable(s, Some("InvalidHeaderValue")));
         }
+        // A body damaged on the way is re-sent; other 400s are not.
+        assert!(RetryPolicy::retryable(400, Some("Crc64Mismatch")));
+        assert!(RetryPolicy::retryable(400, Some("Md5Mismatch")));
+        assert!(!RetryPolicy::retryable(400, None));
+        assert!(!RetryPolicy::retryable(409, Some("Crc64Mismatch")));
     }
 }

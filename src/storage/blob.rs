@@ -4,7 +4,7 @@
 //! same length, so a re-run of an interrupted upload recognises the blocks it already
 //! staged (Get Block List, uncommitted) and sends only the missing ones.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -14,7 +14,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::{Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
+use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::http::{Http, Request};
 use crate::transfer::checksum::{crc64, crc64_header};
 
@@ -295,81 +295,51 @@ impl Store for BlobStore {
     }
 }
 
-#[derive(Deserialize)]
-struct EnumerationResults {
-    #[serde(rename = "Blobs", default)]
-    blobs: BlobsXml,
-    #[serde(rename = "NextMarker", default)]
-    next_marker: Option<String>,
+/// A `<Blob>` being read.
+#[derive(Default)]
+struct BlobEntry {
+    item: RemoteItem,
+    name: Option<String>,
+    size: Option<u64>,
 }
 
-#[derive(Deserialize, Default)]
-struct BlobsXml {
-    #[serde(rename = "Blob", default)]
-    blob: Vec<BlobXml>,
-}
-
-#[derive(Deserialize)]
-struct NameXml {
-    #[serde(rename = "@Encoded", default)]
-    encoded: Option<String>,
-    #[serde(rename = "$text", default)]
-    value: String,
-}
-
-#[derive(Deserialize)]
-struct BlobXml {
-    #[serde(rename = "Name")]
-    name: NameXml,
-    #[serde(rename = "Properties")]
-    properties: PropsXml,
-    #[serde(rename = "Metadata", default)]
-    metadata: Option<HashMap<String, String>>,
-}
-
-#[derive(Deserialize)]
-struct PropsXml {
-    #[serde(rename = "Content-Length")]
-    content_length: u64,
-    #[serde(rename = "Content-MD5", default)]
-    content_md5: Option<String>,
-    #[serde(rename = "Etag", default)]
-    etag: Option<String>,
-    #[serde(rename = "AccessTier", default)]
-    access_tier: Option<String>,
-}
-
-/// Parses a List Blobs page. Names Azure had to encode (`Encoded="true"`) are percent-decoded.
+/// Parses a List Blobs page. Names are taken exactly as sent (see [`walk_xml`]: a name
+/// may begin or end with spaces); names Azure had to encode (`Encoded="true"`) are
+/// percent-decoded.
 pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| StorageError::Protocol { op: "List Blobs", detail: "body is not UTF-8".into() })?
-        .trim_start_matches('\u{feff}');
-    let r: EnumerationResults = quick_xml::de::from_str(text)
-        .map_err(|e| StorageError::Protocol { op: "List Blobs", detail: e.to_string() })?;
-    let items = r
-        .blobs
-        .blob
-        .into_iter()
-        .map(|b| {
-            let name = if b.name.encoded.as_deref().map(|e| e.eq_ignore_ascii_case("true")).unwrap_or(false) {
-                percent_encoding::percent_decode_str(&b.name.value).decode_utf8_lossy().into_owned()
-            } else {
-                b.name.value
-            };
-            let sha256 = b.metadata.and_then(|m| {
-                m.into_iter().find(|(k, _)| k.eq_ignore_ascii_case("sha256")).map(|(_, v)| v.to_ascii_lowercase())
-            });
-            RemoteItem {
-                name,
-                size: b.properties.content_length,
-                etag: b.properties.etag,
-                content_md5: b.properties.content_md5.filter(|s| !s.is_empty()),
-                sha256,
-                access_tier: b.properties.access_tier,
+    let bad = |detail: String| StorageError::Protocol { op: "List Blobs", detail };
+    let mut cur = BlobEntry::default();
+    let mut items = Vec::new();
+    let mut next_marker = None;
+    walk_xml(body, "List Blobs", "EnumerationResults", |path, encoded, v| {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            ["EnumerationResults", "Blobs", "Blob", "Name"] => cur.name = Some(listed_name(v, encoded)),
+            ["EnumerationResults", "Blobs", "Blob", "Properties", prop] => match *prop {
+                "Content-Length" => {
+                    cur.size = Some(v.trim().parse().map_err(|_| bad(format!("Content-Length `{}`", v.trim())))?)
+                }
+                "Content-MD5" => cur.item.content_md5 = Some(v.trim().to_string()).filter(|s| !s.is_empty()),
+                "Etag" => cur.item.etag = Some(v.trim().to_string()),
+                "AccessTier" => cur.item.access_tier = Some(v.trim().to_string()),
+                _ => {}
+            },
+            ["EnumerationResults", "Blobs", "Blob", "Metadata", key] if key.eq_ignore_ascii_case("sha256") => {
+                cur.item.sha256 = Some(v.trim().to_ascii_lowercase())
             }
-        })
-        .collect();
-    Ok((items, r.next_marker.filter(|m| !m.is_empty())))
+            ["EnumerationResults", "Blobs", "Blob"] => {
+                let BlobEntry { mut item, name, size } = std::mem::take(&mut cur);
+                let name = name.ok_or_else(|| bad("a <Blob> without a <Name>".into()))?;
+                item.size = size.ok_or_else(|| bad(format!("<Blob> `{name}` has no Content-Length")))?;
+                item.name = name;
+                items.push(item);
+            }
+            ["EnumerationResults", "NextMarker"] => next_marker = Some(v.trim().to_string()).filter(|m| !m.is_empty()),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok((items, next_marker))
 }
 
 #[derive(Deserialize)]
@@ -442,8 +412,116 @@ mod tests {
     }
 
     #[test]
+    fn names_keep_their_spaces_and_required_fields_are_required() {
+        let xml = "<EnumerationResults><Blobs><Blob><Name> a.txt </Name><Properties><Content-Length> 3 </Content-Length></Properties></Blob><Blob><Name>a.txt</Name><Properties><Content-Length>1</Content-Length></Properties></Blob></Blobs></EnumerationResults>";
+        let (items, _) = parse_list_blobs(xml.as_bytes()).unwrap();
+        assert_eq!(
+            items.iter().map(|i| (i.name.as_str(), i.size)).collect::<Vec<_>>(),
+            vec![(" a.txt ", 3), ("a.txt", 1)]
+        );
+        for bad in [
+            "<EnumerationResults><Blobs><Blob><Properties><Content-Length>1</Content-Length></Properties></Blob></Blobs></EnumerationResults>",
+            "<EnumerationResults><Blobs><Blob><Name>x</Name></Blob></Blobs></EnumerationResults>",
+            "<EnumerationResults><Blobs><Blob><Name>x</Name><Properties><Content-Length>-1</Content-Length></Properties></Blob></Blobs></EnumerationResults>",
+            "<EnumerationResults><Blobs><Blob><Name>x</Name>",
+            "<Error><Code>x</Code></Error>",
+            "",
+        ] {
+            assert!(parse_list_blobs(bad.as_bytes()).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
     fn parses_uncommitted_blocks() {
         let xml = "<?xml version=\"1.0\"?><BlockList><CommittedBlocks/><UncommittedBlocks><Block><Name>QUFB</Name><Size>10</Size></Block><Block><Name>QkJC</Name><Size>0</Size></Block></UncommittedBlocks></BlockList>";
         assert_eq!(parse_block_list(xml.as_bytes()).unwrap(), vec![("QUFB".into(), 10), ("QkJC".into(), 0)]);
+    }
+}
+
+/// Property tests: the response parsers never panic, whatever the service (or a broken
+/// proxy) sends, and read back what a well-formed listing says.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const LIST: &str = r#"<?xml version="1.0" encoding="utf-8"?><EnumerationResults ServiceEndpoint="http://x/" ContainerName="c"><Blobs><Blob><Name>p/a.txt</Name><Properties><Content-Length>5</Content-Length><Content-MD5>XUFAKrxLKna5cZ2REBfFkg==</Content-MD5><Etag>0x1</Etag></Properties><Metadata><sha256>ab</sha256></Metadata></Blob><Blob><Name Encoded="true">%00</Name><Properties><Content-Length>0</Content-Length></Properties></Blob></Blobs><NextMarker>m</NextMarker></EnumerationResults>"#;
+    const BLOCKS: &str = "<?xml version=\"1.0\"?><BlockList><CommittedBlocks/><UncommittedBlocks><Block><Name>QUFB</Name><Size>10</Size></Block></UncommittedBlocks></BlockList>";
+
+    /// A valid document with a few bytes changed, inserted or cut off.
+    fn mutated(doc: &'static str) -> impl Strategy<Value = Vec<u8>> {
+        (
+            proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(move |(edits, cut)| {
+                let mut b = doc.as_bytes().to_vec();
+                for (at, byte, kind) in edits {
+                    let i = at.index(b.len());
+                    match kind {
+                        0 => b[i] = byte,
+                        1 => b.insert(i, byte),
+                        _ => {
+                            b.remove(i);
+                        }
+                    }
+                }
+                let keep = cut.index(b.len() + 1).max(b.len() / 2);
+                b.truncate(keep);
+                b
+            })
+    }
+
+    fn xml_escape(s: &str) -> String {
+        s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn parsers_never_panic_on_arbitrary_bytes(b in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_list_blobs(&b);
+            let _ = parse_block_list(&b);
+            let _ = crate::http::error::parse_error_body(&b);
+        }
+
+        #[test]
+        fn parsers_never_panic_on_damaged_documents(list in mutated(LIST), blocks in mutated(BLOCKS)) {
+            let _ = parse_list_blobs(&list);
+            let _ = parse_block_list(&blocks);
+            let _ = crate::http::error::parse_error_body(&list);
+        }
+
+        #[test]
+        fn a_listing_reads_back_what_it_says(
+            blobs in proptest::collection::vec(("[^\\p{Cc}]{1,20}", any::<u64>(), proptest::option::of("[0-9a-f]{64}")), 0..8),
+            marker in proptest::option::of("[A-Za-z0-9!*]{1,20}"),
+        ) {
+            let mut xml = String::from("\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults><Blobs>");
+            for (name, size, sha) in &blobs {
+                xml.push_str(&format!(
+                    "<Blob><Name>{}</Name><Properties><Content-Length>{size}</Content-Length></Properties>",
+                    xml_escape(name)
+                ));
+                match sha {
+                    Some(s) => xml.push_str(&format!("<Metadata><SHA256>{}</SHA256></Metadata></Blob>", s.to_ascii_uppercase())),
+                    None => xml.push_str("<Metadata /></Blob>"),
+                }
+            }
+            xml.push_str("</Blobs>");
+            if let Some(m) = &marker {
+                xml.push_str(&format!("<NextMarker>{m}</NextMarker>"));
+            }
+            xml.push_str("</EnumerationResults>");
+            let (items, next) = parse_list_blobs(xml.as_bytes()).unwrap();
+            prop_assert_eq!(next, marker);
+            prop_assert_eq!(items.len(), blobs.len());
+            for (it, (name, size, sha)) in items.iter().zip(&blobs) {
+                prop_assert_eq!(&it.name, name);
+                prop_assert_eq!(it.size, *size);
+                prop_assert_eq!(&it.sha256, sha);
+            }
+        }
     }
 }

@@ -71,11 +71,10 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use md5::{Digest as _, Md5};
 use reqwest::Method;
-use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use super::blob::{encode_path, list_page_size};
-use super::{Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
+use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::auth::Credential;
 use crate::http::{Http, HttpError, Request};
 
@@ -608,80 +607,36 @@ impl FilesStore {
     }
 }
 
-#[derive(Deserialize)]
-struct ListXml {
-    #[serde(rename = "Entries", default)]
-    entries: EntriesXml,
-    #[serde(rename = "NextMarker", default)]
-    next_marker: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct EntriesXml {
-    #[serde(rename = "$value", default)]
-    items: Vec<EntryXml>,
-}
-
-#[derive(Deserialize)]
-enum EntryXml {
-    File(FileXml),
-    Directory(DirXml),
-}
-
-#[derive(Deserialize)]
-struct NameXml {
-    #[serde(rename = "@Encoded", default)]
-    encoded: Option<String>,
-    #[serde(rename = "$text", default)]
-    value: String,
-}
-
-impl NameXml {
-    fn decode(self) -> String {
-        if self.encoded.as_deref().is_some_and(|e| e.eq_ignore_ascii_case("true")) {
-            percent_encoding::percent_decode_str(&self.value).decode_utf8_lossy().into_owned()
-        } else {
-            self.value
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct FileXml {
-    #[serde(rename = "Name")]
-    name: NameXml,
-    #[serde(rename = "Properties")]
-    properties: FilePropsXml,
-}
-
-#[derive(Deserialize)]
-struct FilePropsXml {
-    #[serde(rename = "Content-Length")]
-    content_length: u64,
-    #[serde(rename = "Etag", default)]
-    etag: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct DirXml {
-    #[serde(rename = "Name")]
-    name: NameXml,
-}
-
-/// Parses a List Directories and Files page (names Azure had to encode are decoded).
+/// Parses a List Directories and Files page. Names are taken exactly as sent (see
+/// [`walk_xml`]: a leading space is legal); names Azure had to encode are decoded.
 pub fn parse_list(body: &[u8]) -> Result<ListPage> {
     let op = "List Directories and Files";
-    let text = std::str::from_utf8(body)
-        .map_err(|_| StorageError::Protocol { op, detail: "body is not UTF-8".into() })?
-        .trim_start_matches('\u{feff}');
-    let r: ListXml = quick_xml::de::from_str(text).map_err(|e| StorageError::Protocol { op, detail: e.to_string() })?;
-    let mut page = ListPage { next: r.next_marker.filter(|m| !m.is_empty()), ..ListPage::default() };
-    for e in r.entries.items {
-        match e {
-            EntryXml::File(f) => page.files.push((f.name.decode(), f.properties.content_length, f.properties.etag)),
-            EntryXml::Directory(d) => page.dirs.push(d.name.decode()),
+    let bad = |detail: String| StorageError::Protocol { op, detail };
+    let mut page = ListPage::default();
+    let (mut name, mut size, mut etag): (Option<String>, Option<u64>, Option<String>) = (None, None, None);
+    walk_xml(body, op, "EnumerationResults", |path, encoded, v| {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            ["EnumerationResults", "Entries", "File" | "Directory", "Name"] => name = Some(listed_name(v, encoded)),
+            ["EnumerationResults", "Entries", "File", "Properties", "Content-Length"] => {
+                size = Some(v.trim().parse().map_err(|_| bad(format!("Content-Length `{}`", v.trim())))?)
+            }
+            ["EnumerationResults", "Entries", "File", "Properties", "Etag"] => etag = Some(v.trim().to_string()),
+            ["EnumerationResults", "Entries", kind @ ("File" | "Directory")] => {
+                let n = name.take().ok_or_else(|| bad(format!("a <{kind}> without a <Name>")))?;
+                if *kind == "File" {
+                    let len = size.take().ok_or_else(|| bad(format!("<File> `{n}` has no Content-Length")))?;
+                    page.files.push((n, len, etag.take()));
+                } else {
+                    page.dirs.push(n);
+                }
+                (size, etag) = (None, None);
+            }
+            ["EnumerationResults", "NextMarker"] => page.next = Some(v.trim().to_string()).filter(|m| !m.is_empty()),
+            _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(page)
 }
 
@@ -726,6 +681,30 @@ mod tests {
         assert_eq!(p.next.as_deref(), Some("m2"));
         let p = parse_list(b"<EnumerationResults><Entries /><NextMarker /></EnumerationResults>").unwrap();
         assert!(p.files.is_empty() && p.dirs.is_empty() && p.next.is_none());
+    }
+
+    #[test]
+    fn listed_names_keep_their_spaces_and_broken_listings_are_refused() {
+        let xml = "<EnumerationResults><Entries><File><Name> a.txt</Name><Properties><Content-Length>3</Content-Length></Properties></File><File><Name>a.txt</Name><Properties><Content-Length>1</Content-Length></Properties></File><Directory><Name> d </Name></Directory></Entries></EnumerationResults>";
+        let p = parse_list(xml.as_bytes()).unwrap();
+        assert_eq!(p.files, vec![(" a.txt".into(), 3, None), ("a.txt".into(), 1, None)]);
+        assert_eq!(p.dirs, vec![" d ".to_string()]);
+        for bad in [
+            "<EnumerationResults><Entries><File><Name>x</Name></File></Entries></EnumerationResults>",
+            "<EnumerationResults><Entries><Directory /></Entries></EnumerationResults>",
+            "<EnumerationResults><Entries><File><Name>x</Name><Properties><Content-Length>x</Content-Length></Properties></File>",
+            "<Error/>",
+        ] {
+            assert!(parse_list(bad.as_bytes()).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 1024, failure_persistence: None, ..Default::default() })]
+        #[test]
+        fn the_listing_parser_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_list(&b);
+        }
     }
 
     #[test]

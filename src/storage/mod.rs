@@ -45,6 +45,90 @@ impl StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// Walks an XML response element by element, calling `on_end(path, encoded, text)` as
+/// each element closes: `path` holds the element names from the root down to it,
+/// `encoded` whether it carried `Encoded="true"`, `text` its text exactly as sent
+/// (entities resolved, nothing trimmed). A parent closes after its children, so a
+/// caller gathers an entry's fields and takes the entry when the entry itself closes.
+///
+/// Listings are read this way rather than through quick-xml's serde deserializer, which
+/// trims every element's text: a name that begins or ends with a space (legal in Blob
+/// and Files) would be listed as another name. Errors name the operation; a document
+/// whose root is not `root`, or that ends inside an element, is refused.
+pub(crate) fn walk_xml(
+    body: &[u8],
+    op: &'static str,
+    root: &str,
+    mut on_end: impl FnMut(&[String], bool, String) -> Result<()>,
+) -> Result<()> {
+    use quick_xml::events::Event;
+    let bad = |detail: String| StorageError::Protocol { op, detail };
+    let text = std::str::from_utf8(body).map_err(|_| bad("body is not UTF-8".into()))?.trim_start_matches('\u{feff}');
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut path: Vec<String> = Vec::new();
+    let mut encoded: Vec<bool> = Vec::new();
+    let mut value = String::new();
+    let mut saw_root = false;
+    loop {
+        let (start, end) = match reader.read_event().map_err(|e| bad(e.to_string()))? {
+            Event::Start(e) => (Some(e.into_owned()), false),
+            Event::Empty(e) => (Some(e.into_owned()), true),
+            Event::End(_) => (None, true),
+            Event::Text(t) => {
+                value.push_str(&t.unescape().map_err(|e| bad(e.to_string()))?);
+                continue;
+            }
+            Event::CData(c) => {
+                value.push_str(&String::from_utf8_lossy(&c));
+                continue;
+            }
+            Event::Eof => break,
+            _ => continue,
+        };
+        if let Some(e) = start {
+            let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+            if path.is_empty() {
+                if name != root {
+                    return Err(bad(format!("the document is a <{name}>, not <{root}>")));
+                }
+                saw_root = true;
+            }
+            let enc = e
+                .try_get_attribute("Encoded")
+                .ok()
+                .flatten()
+                .map(|a| a.value.eq_ignore_ascii_case(b"true"))
+                .unwrap_or(false);
+            path.push(name);
+            encoded.push(enc);
+            value.clear();
+        }
+        if end {
+            if path.is_empty() {
+                return Err(bad("a closing tag without an opening one".into()));
+            }
+            on_end(&path, encoded.pop().unwrap_or(false), std::mem::take(&mut value))?;
+            path.pop();
+        }
+    }
+    if !saw_root {
+        return Err(bad(format!("no <{root}> element")));
+    }
+    if !path.is_empty() {
+        return Err(bad(format!("the document ends inside <{}>", path.join("><"))));
+    }
+    Ok(())
+}
+
+/// A name from a listing: percent-decoded when the service marked it `Encoded="true"`.
+pub(crate) fn listed_name(text: String, encoded: bool) -> String {
+    if encoded {
+        percent_encoding::percent_decode_str(&text).decode_utf8_lossy().into_owned()
+    } else {
+        text
+    }
+}
+
 /// What the service says about one stored blob or file.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteItem {

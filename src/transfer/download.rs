@@ -7,6 +7,14 @@
 //! Content-MD5 matched; on any failure, or on SIGTERM/SIGINT, the temporary file is
 //! removed. Parent directories are created one component at a time and a symbolic
 //! link met on the way is refused, so nothing is written outside `target`.
+//!
+//! Each request is retried by the HTTP layer, but bytes that arrive damaged or short in
+//! a well-formed response are only seen here (by the whole-file SHA-256 / MD5, or by a
+//! range's length). Such a file is downloaded once more from scratch: a damaged
+//! transfer, or a blob rewritten while it was read, then succeeds; a second mismatch
+//! means the stored data and its checksum disagree, and the file fails. (Over HTTPS,
+//! which real Azure requires, TLS already turns in-flight damage into a transport error;
+//! this covers proxies that re-encrypt, and blobs changed mid-download.)
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -104,13 +112,46 @@ pub async fn download_one(eng: Arc<Engine>, item: DownloadItem, target: Arc<Path
         eng.store.url(&item.remote.name),
     );
     res.etag = item.remote.etag.clone();
-    if let Err(e) = download_inner(&eng, &item, &target, &mut res).await {
+    let mut outcome = download_inner(&eng, &item, &target, &mut res).await;
+    if let Err(Failure::Integrity(why)) = &outcome {
+        tracing::warn!("{}: {why}; downloading it again", item.remote.name);
+        outcome = download_inner(&eng, &item, &target, &mut res).await;
+    }
+    if let Err(e) = outcome {
         res.status = Status::Failed;
-        res.reason = Some(e);
+        res.reason = Some(e.into_message());
         tracing::error!("failed: {} → {}: {}", item.remote.name, item.rel, res.reason.as_deref().unwrap_or(""));
     }
     eng.progress.counters.file_done();
     res
+}
+
+/// Why a download attempt failed: integrity failures get one more attempt.
+enum Failure {
+    /// The bytes received disagree with the stored checksum or the range asked for.
+    Integrity(String),
+    Other(String),
+}
+
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Failure::Integrity(m) => format!("{m} (twice; not written)"),
+            Failure::Other(m) => m,
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(m: String) -> Self {
+        Failure::Other(m)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(m: &str) -> Self {
+        Failure::Other(m.to_string())
+    }
 }
 
 enum Expect {
@@ -124,7 +165,7 @@ async fn download_inner(
     item: &DownloadItem,
     target: &Path,
     res: &mut FileResult,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     // A listing without checksums (Azure Files listings never carry metadata or MD5; so
     // may a blob written by another tool) is completed by the item's own properties.
     let fetched;
@@ -148,7 +189,7 @@ async fn download_inner(
     let dest = parent.join(&base);
 
     match std::fs::symlink_metadata(&dest) {
-        Ok(m) if !m.is_file() => return Err(format!("`{}` exists and is not a regular file", dest.display())),
+        Ok(m) if !m.is_file() => return Err(format!("`{}` exists and is not a regular file", dest.display()).into()),
         Ok(_) => match eng.cfg.overwrite {
             Overwrite::False => return Err("already exists locally (overwrite: false)".into()),
             Overwrite::Skip => return skip(eng, res, size, "exists locally (overwrite: skip)"),
@@ -166,7 +207,7 @@ async fn download_inner(
             Overwrite::True => {}
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("cannot inspect `{}`: {e}", dest.display())),
+        Err(e) => return Err(format!("cannot inspect `{}`: {e}", dest.display()).into()),
     }
 
     if remote.access_tier.as_deref() == Some("Archive") {
@@ -197,21 +238,31 @@ async fn download_inner(
                 let offset = i * block;
                 let len = block.min(size - offset);
                 let permit = eng.memory_for(len).await;
-                let data =
-                    eng.with_request(eng.store.get_range(&name, offset, len)).await.map_err(|e| e.to_string())?;
+                let data = eng
+                    .with_request(eng.store.get_range(&name, offset, len))
+                    .await
+                    .map_err(|e| Failure::Other(e.to_string()))?;
                 if data.len() as u64 != len {
-                    return Err(format!(
+                    return Err(Failure::Integrity(format!(
                         "range at {offset}: expected {len} bytes, received {} (truncated or changed)",
                         data.len()
-                    ));
+                    )));
                 }
-                Ok::<_, String>((data, permit))
+                Ok::<_, Failure>((data, permit))
             }
         })
         .buffered(window);
     let mut state = Some((std::io::BufWriter::with_capacity(1 << 16, file), FileHasher::new(with_md5)));
+    let mut counted = 0u64;
     while let Some(r) = ranges.next().await {
-        let (data, permit) = r?;
+        let (data, permit) = match r {
+            Ok(x) => x,
+            Err(e) => {
+                // A retried attempt counts its bytes again.
+                eng.progress.counters.bytes_done.fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         let (mut w, mut h) = state.take().expect("state");
         let len = data.len() as u64;
         let (w2, h2) = tokio::task::spawn_blocking(move || -> Result<_, String> {
@@ -224,23 +275,29 @@ async fn download_inner(
         .map_err(|e| e.to_string())??;
         state = Some((w2, h2));
         eng.progress.counters.add_bytes(len);
+        counted += len;
     }
+    // From here a failure is an integrity failure that may be retried: take back the progress.
+    let integrity = |m: String| {
+        eng.progress.counters.bytes_done.fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
+        Failure::Integrity(m)
+    };
     let (w, h) = state.take().expect("state");
     let file = w.into_inner().map_err(|e| format!("cannot write: {}", e.error()))?;
     drop(file);
     let got = h.finish();
     if got.len != size {
-        return Err(format!("received {} bytes, expected {size}", got.len));
+        return Err(integrity(format!("received {} bytes, expected {size}", got.len)));
     }
     match &expect {
         Expect::Sha256(want) if !want.eq_ignore_ascii_case(&got.sha256) => {
-            return Err(format!("SHA-256 mismatch: stored {want}, received {}; not written", got.sha256))
+            return Err(integrity(format!("SHA-256 mismatch: stored {want}, received {}", got.sha256)))
         }
         Expect::Md5(want) if got.md5_base64().as_deref() != Some(want.as_str()) => {
-            return Err(format!(
-                "Content-MD5 mismatch: stored {want}, received {}; not written",
+            return Err(integrity(format!(
+                "Content-MD5 mismatch: stored {want}, received {}",
                 got.md5_base64().unwrap_or_default()
-            ))
+            )))
         }
         _ => {}
     }
@@ -250,7 +307,7 @@ async fn download_inner(
     Ok(())
 }
 
-fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) -> Result<(), String> {
+fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) -> Result<(), Failure> {
     res.status = Status::Skipped;
     res.reason = Some(why.into());
     eng.progress.counters.add_bytes(size);

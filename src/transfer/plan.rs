@@ -452,3 +452,112 @@ mod tests {
         assert!(check_remote_name(&"x".repeat(1025)).is_err());
     }
 }
+
+/// Property tests: no name a download accepts can lead outside the target.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use std::path::Component;
+
+    /// Path components a hostile listing might use, and ordinary ones.
+    fn component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("..".to_string()),
+            Just(".".to_string()),
+            Just(String::new()),
+            Just("a\\..\\b".to_string()),
+            Just("\0".to_string()),
+            Just("x".repeat(256)),
+            "[a-z]{1,6}",
+            "[.]{1,4}[a-z]{0,2}",
+            "\\PC{1,6}",
+            any::<String>(),
+        ]
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (any::<bool>(), proptest::collection::vec(component(), 1..8)).prop_map(|(abs, parts)| format!(
+                "{}{}",
+                if abs { "/" } else { "" },
+                parts.join("/")
+            )),
+            any::<String>(),
+        ]
+    }
+
+    /// `rel` joined to `root`, resolved lexically: still under `root`, and only by plain names?
+    fn stays_under(root: &Path, rel: &str) -> bool {
+        let joined = root.join(rel);
+        let mut depth = 0usize;
+        for c in joined.strip_prefix(root).map(|p| p.components().collect::<Vec<_>>()).unwrap_or_default() {
+            match c {
+                Component::Normal(_) => depth += 1,
+                _ => return false,
+            }
+        }
+        depth >= 1 && joined.starts_with(root)
+    }
+
+    fn config(strip_prefix: &str) -> Config {
+        let raw = crate::config::RawSettings::from_map(
+            [
+                ("PLUGIN_ACTION", "download"),
+                ("PLUGIN_ACCOUNT_NAME", "acct"),
+                ("PLUGIN_CONTAINER", "artifacts"),
+                ("PLUGIN_SOURCE", "**"),
+                ("PLUGIN_STRIP_PREFIX", strip_prefix),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        Config::from_raw(&raw).expect("a valid config")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1024, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn accepted_local_names_never_escape_the_target(name in name()) {
+            if check_local_name(&name).is_ok() {
+                prop_assert!(stays_under(Path::new("/target"), &name), "{:?} escapes", name);
+                prop_assert!(!name.contains(['\0', '\\']));
+            }
+        }
+
+        #[test]
+        fn planned_downloads_stay_under_the_target(
+            names in proptest::collection::vec(name(), 0..12),
+            strip in prop_oneof![Just(String::new()), Just("a".to_string()), Just("..".to_string()), "[a-z]{1,3}"],
+        ) {
+            let cfg = config(&strip);
+            let listed: Vec<RemoteItem> =
+                names.iter().map(|n| RemoteItem { name: n.clone(), size: 1, ..RemoteItem::default() }).collect();
+            let plan = plan_download(&cfg, listed);
+            prop_assert!(plan.items.len() + plan.refused.len() <= names.len());
+            let mut rels = std::collections::HashSet::new();
+            for it in &plan.items {
+                prop_assert!(stays_under(Path::new("/target"), &it.rel), "{:?} → {:?} escapes", it.remote.name, it.rel);
+                prop_assert!(rels.insert(it.rel.clone()), "two items on {:?}", it.rel);
+            }
+            // No planned file is also a directory of another planned file.
+            for it in &plan.items {
+                let under = format!("{}/", it.rel);
+                prop_assert!(!plan.items.iter().any(|o| o.rel.starts_with(&under)));
+            }
+        }
+
+        #[test]
+        fn upload_names_azure_accepts_are_well_formed(target in "[a-z/]{0,8}", rel in name(), strip in "[a-z]{0,2}") {
+            let stripped = strip_components(&rel, Some(strip.as_str()));
+            let remote = join_remote(&target, stripped);
+            if check_remote_name(&remote).is_ok() {
+                prop_assert!(!remote.starts_with('/') && !remote.contains("//") && !remote.ends_with('/'));
+                prop_assert!(!remote.split('/').any(|c| c == ".." || c == "."));
+                prop_assert!(remote.len() <= 1024);
+            }
+        }
+    }
+}

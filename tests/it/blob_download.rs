@@ -257,3 +257,29 @@ fn a_target_that_is_a_file_is_refused() {
     out.assert_code(3).assert_contains("`target` `out` exists and is not a directory");
     assert_eq!(std::fs::read(ws.path().join("out")).unwrap(), b"i am a file");
 }
+
+#[test]
+fn names_that_begin_or_end_with_spaces_are_not_confused_with_others() {
+    let az = Azurite::shared();
+    let c = container("dlspaces");
+    upload_tree(
+        az,
+        &c,
+        &[("a.txt", b"plain".to_vec()), (" a.txt", b"leading".to_vec()), ("d/b.txt ", b"trailing".to_vec())],
+    );
+    let mut names = list(az, &c);
+    names.sort();
+    assert_eq!(names, vec![" a.txt", "a.txt", "d/b.txt "], "Azurite kept the spaces");
+    let ws = tempfile::tempdir().unwrap();
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "**")
+        .set("target", "o")
+        .run()
+        .assert_ok();
+    assert_eq!(tree(&ws.path().join("o")), vec![" a.txt", "a.txt", "d/b.txt "]);
+    assert_eq!(std::fs::read(ws.path().join("o/ a.txt")).unwrap(), b"leading");
+    assert_eq!(std::fs::read(ws.path().join("o/a.txt")).unwrap(), b"plain");
+    assert_eq!(std::fs::read(ws.path().join("o/d/b.txt ")).unwrap(), b"trailing");
+}

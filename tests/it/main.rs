@@ -6,6 +6,8 @@ mod support;
 mod auth;
 mod blob_download;
 mod blob_upload;
+mod fault_proxy;
+mod faults;
 mod files;
 mod files_fake;
 mod output;

@@ -117,3 +117,73 @@ fn comma_joined_lists_work_too() {
     names.sort();
     assert_eq!(names, vec!["a.txt", "b.txt"]);
 }
+
+/// Runs the plugin with `settings` against a listener that records whether anything
+/// connected; returns the output and asserts exit 2 with no connection.
+fn refused_before_any_connection(settings: &[(&str, &str)]) -> Out {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}/devstoreaccount1", listener.local_addr().unwrap().port());
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    let mut p = plugin(dir.path()).set("endpoint", &endpoint).set("account_key", DEV_KEY).set("container", "artifacts");
+    for (k, v) in settings {
+        p = p.set(k, *v);
+    }
+    let out = p.run();
+    out.assert_code(2);
+    assert!(listener.accept().is_err(), "the plugin connected to storage despite invalid settings");
+    out
+}
+
+#[test]
+fn malformed_globs_maps_lists_numbers_and_durations_are_each_named() {
+    let out = refused_before_any_connection(&[
+        ("source", "dist/[a-"),
+        ("exclude", "*.{map"),
+        ("metadata", r#"{"1team": "x", "sha256": "forged"}"#),
+        ("cache_control", r#"{"[": "no-cache"}"#),
+        ("retries", "-1"),
+        ("concurrency", "0"),
+        ("max_memory", "12 bananas"),
+        ("timeout", "0s"),
+        ("progress_interval", "25h"),
+    ]);
+    for needle in [
+        "`source` (PLUGIN_SOURCE): `dist/[a-` is not a valid glob",
+        "`exclude` (PLUGIN_EXCLUDE)",
+        "`metadata` (PLUGIN_METADATA): `1team` is not a valid metadata name",
+        "`sha256` is reserved",
+        "`cache_control` (PLUGIN_CACHE_CONTROL)",
+        "`retries` (PLUGIN_RETRIES): `-1` is not a whole number from 0 to 50",
+        "`concurrency` (PLUGIN_CONCURRENCY): `0` is not a whole number from 1 to 256",
+        "`max_memory` (PLUGIN_MAX_MEMORY): `12 bananas` has an unknown unit",
+        "`timeout` (PLUGIN_TIMEOUT): `0s` is out of range",
+        "`progress_interval` (PLUGIN_PROGRESS_INTERVAL): `25h` is out of range",
+    ] {
+        out.assert_contains(needle);
+    }
+    let out = refused_before_any_connection(&[
+        ("source", r#"["a.txt", "#),
+        ("metadata", r#"["not", "a", "map"]"#),
+        ("content_type", r#"{"*.txt": {"nested": true}}"#),
+        ("retries", "99"),
+        ("block_size", "1KiB"),
+        ("timeout", "3 fortnights"),
+    ]);
+    for needle in [
+        "`source` (PLUGIN_SOURCE): looks like a JSON array but does not parse",
+        "`metadata` (PLUGIN_METADATA): expected a JSON object",
+        "`content_type` (PLUGIN_CONTENT_TYPE)",
+        "must be a string",
+        "`retries` (PLUGIN_RETRIES): `99` is not a whole number from 0 to 50",
+        "`block_size` (PLUGIN_BLOCK_SIZE): `1KiB` is out of range",
+        "`timeout` (PLUGIN_TIMEOUT): `3 fortnights` is not a duration",
+    ] {
+        out.assert_contains(needle);
+    }
+    let out =
+        refused_before_any_connection(&[("source", r#"[{"a": 1}]"#), ("block_size", "8MiB"), ("max_memory", "4MiB")]);
+    out.assert_contains("`source` (PLUGIN_SOURCE): list items must be strings")
+        .assert_contains("`max_memory` (PLUGIN_MAX_MEMORY): must hold at least one block");
+}
