@@ -6,6 +6,7 @@
 //! engine.
 
 pub mod auth;
+pub mod buffers;
 pub mod config;
 pub mod http;
 pub mod settings;

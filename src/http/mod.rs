@@ -266,7 +266,18 @@ impl Http {
         let resp = self.client.execute(r).await.map_err(Attempt::Transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(Attempt::Transport)?;
+        let body = if req.expect_bytes > 0 && status < 300 {
+            // A range body of known size: read into a pooled buffer rather than letting the
+            // client grow a fresh allocation per response.
+            let mut resp = resp;
+            let mut buf = crate::buffers::take(req.expect_bytes as usize);
+            while let Some(frame) = resp.chunk().await.map_err(Attempt::Transport)? {
+                buf.extend_from_slice(&frame);
+            }
+            Bytes::from(buf)
+        } else {
+            resp.bytes().await.map_err(Attempt::Transport)?
+        };
         Ok(Response { status, headers, body })
     }
 }

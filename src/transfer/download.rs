@@ -268,6 +268,7 @@ async fn download_inner(
         let (w2, h2) = tokio::task::spawn_blocking(move || -> Result<_, String> {
             h.update(&data);
             w.write_all(&data).map_err(|e| format!("cannot write: {e}"))?;
+            crate::buffers::give(data);
             drop(permit);
             Ok((w, h))
         })

@@ -62,15 +62,12 @@ pub struct Engine {
     memory: Arc<Semaphore>,
     pub memory_total: u64,
     pub progress: Arc<Progress>,
-    /// Block buffers reused across blocks and files: no page-fault and zeroing churn per
-    /// block, and no allocator fragmentation. At most as many exist as were ever in
-    /// flight at once, which the memory budget bounds.
-    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, cfg: Arc<Config>) -> Self {
         let memory_total = cfg.max_memory;
+        crate::buffers::set_limit(memory_total);
         Engine {
             store,
             requests: Arc::new(Semaphore::new(cfg.concurrency)),
@@ -78,25 +75,6 @@ impl Engine {
             memory_total,
             cfg,
             progress: Arc::new(Progress::new()),
-            buffers: std::sync::Mutex::new(Vec::new()),
-        }
-    }
-
-    /// A zeroed buffer of `len` bytes, reused when one is free.
-    pub fn buffer(&self, len: usize) -> Vec<u8> {
-        let mut b = self.buffers.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
-        b.clear();
-        b.resize(len, 0);
-        b
-    }
-
-    /// Takes a block's buffer back once no request holds it any more.
-    pub fn recycle(&self, data: bytes::Bytes) {
-        if let Ok(m) = data.try_into_mut() {
-            let mut pool = self.buffers.lock().unwrap_or_else(|p| p.into_inner());
-            if (pool.len() as u64) < (self.memory_total / DEFAULT_BLOCK).max(1) {
-                pool.push(m.into());
-            }
         }
     }
 

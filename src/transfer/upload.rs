@@ -223,7 +223,7 @@ async fn upload_chunked(
         while offset < size {
             let len = block.min(size - offset);
             let permit = handle.block_on(eng2.memory_for(len));
-            let mut buf = eng2.buffer(len as usize);
+            let mut buf = crate::buffers::take_zeroed(len as usize);
             f.read_exact(&mut buf).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::UnexpectedEof {
                     format!(
@@ -262,14 +262,14 @@ async fn upload_chunked(
                     if present.contains(&store.chunk_key(&chunk)) {
                         resumed += chunk.len;
                         eng.progress.counters.add_bytes(chunk.len);
-                        eng.recycle(data);
+                        crate::buffers::give(data);
                         drop(permit);
                         continue;
                     }
                     let (eng, store, name) = (eng.clone(), store.clone(), item.name.clone());
                     puts.spawn(async move {
                         let r = eng.with_request(store.put_chunk(&name, chunk, data.clone())).await;
-                        eng.recycle(data);
+                        crate::buffers::give(data);
                         drop(permit);
                         r.map_err(|e| format!("block at offset {}: {e}", chunk.offset))?;
                         eng.progress.counters.add_bytes(chunk.len);

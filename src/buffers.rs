@@ -1,0 +1,78 @@
+//! A process-wide pool of large transfer buffers (upload blocks, download ranges).
+//!
+//! Allocating a fresh 4 MiB buffer per block costs page faults and zeroing, and with
+//! glibc either fragments the heap (RSS far above `max_memory`) or, with the fixed mmap
+//! threshold `main` sets, maps and unmaps memory per block. Reusing buffers avoids both.
+//! The pool never holds more bytes than the memory budget (`set_limit`), and since a
+//! buffer only enters the pool after it was in flight, in-flight plus pooled buffers stay
+//! within what the budget allowed at its peak.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+static LIMIT: AtomicU64 = AtomicU64::new(32 << 20);
+/// Buffers smaller than this are not worth keeping.
+const MIN_KEEP: usize = 64 << 10;
+
+/// Caps the bytes the pool may hold (the engine passes `max_memory`).
+pub fn set_limit(bytes: u64) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+fn pop() -> Vec<u8> {
+    POOL.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
+}
+
+/// An empty buffer with room for `capacity` bytes.
+pub fn take(capacity: usize) -> Vec<u8> {
+    let mut b = pop();
+    b.clear();
+    b.reserve(capacity);
+    b
+}
+
+/// A zero-filled buffer of `len` bytes.
+pub fn take_zeroed(len: usize) -> Vec<u8> {
+    let mut b = take(len);
+    b.resize(len, 0);
+    b
+}
+
+/// Gives a buffer back once nothing else holds it (a shared `Bytes` is simply dropped).
+pub fn give(data: Bytes) {
+    let Ok(m) = data.try_into_mut() else { return };
+    let v: Vec<u8> = m.into();
+    if v.capacity() < MIN_KEEP {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    let held: u64 = pool.iter().map(|b| b.capacity() as u64).sum();
+    if held + v.capacity() as u64 <= LIMIT.load(Ordering::Relaxed) {
+        pool.push(v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_come_back_and_the_pool_respects_its_limit() {
+        set_limit(1 << 20);
+        let b = take_zeroed(512 << 10);
+        let ptr = b.as_ptr();
+        give(Bytes::from(b));
+        let again = take(100);
+        assert_eq!(again.as_ptr(), ptr, "the buffer was reused");
+        assert!(again.is_empty());
+        // A shared buffer is not taken back.
+        let shared = Bytes::from(take_zeroed(512 << 10));
+        let other = shared.clone();
+        give(shared);
+        drop(other);
+        set_limit(32 << 20);
+    }
+}
