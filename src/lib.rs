@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod buffers;
 pub mod config;
+pub mod docgen;
 pub mod http;
 pub mod settings;
 pub mod storage;

@@ -68,6 +68,13 @@ const fn with_env(
     Setting { name, kind: Kind::String, default, required: false, secret: false, env_fallback, help }
 }
 
+/// Marks a setting as always required (`plugin.yaml`'s `required: true`). Settings needed
+/// only in some combinations (`account_name` or `endpoint`, `container` or `share`) stay
+/// optional here and say so in their help.
+const fn required(setting: Setting) -> Setting {
+    Setting { required: true, ..setting }
+}
+
 const fn secret(name: &'static str, env_fallback: &'static [&'static str], help: &'static str) -> Setting {
     Setting { name, kind: Kind::String, default: None, required: false, secret: true, env_fallback, help }
 }
@@ -86,7 +93,7 @@ pub const SETTINGS: &[Setting] = &[
     s("container", Kind::String, None, "Blob container (with `service: blob`)."),
     s("share", Kind::String, None, "Azure Files share (with `service: file`). Files are written in ranges of at most 4 MiB under a temporary name and renamed into place; OAuth needs the Storage File Data Privileged Contributor role (docs/files.md)."),
     s("create_container", Kind::Bool, Some("false"), "Upload: create the container (or share) if it does not exist (otherwise a missing one is an error)."),
-    s("source", Kind::List, None, "Upload: local glob(s) relative to the workspace, `**` allowed; a directory means everything under it. Download: remote name(s), prefix(es) or glob(s). A glob with `{a,b}` must be passed as a JSON array. Required."),
+    required(s("source", Kind::List, None, "Upload: local glob(s) relative to the workspace, `**` allowed; a directory means everything under it. Download: remote name(s), prefix(es) or glob(s). A glob with `{a,b}` must be passed as a JSON array. Required.")),
     s("target", Kind::String, Some(""), "Upload: remote path prefix the names are put under. Download: local directory (default: the working directory)."),
     s("strip_prefix", Kind::String, None, "Leading path removed from each name before `target` is prepended: a local path on upload, a remote prefix on download. Matches whole path components (`dist` strips `dist/a`, not `distx/a`)."),
     s("exclude", Kind::List, None, "Glob(s) removed from the selection (matched against the same path as `source`)."),
@@ -179,6 +186,9 @@ pub fn help_text() -> String {
         }
         if let Some(d) = st.default {
             line.push_str(&format!(", default `{d}`"));
+        }
+        if st.required {
+            line.push_str(", required");
         }
         if st.secret {
             line.push_str(", secret");

@@ -22,7 +22,7 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn tool(rel: &str, env: &str, install: &str) -> PathBuf {
+pub fn tool(rel: &str, env: &str, install: &str) -> PathBuf {
     if let Ok(p) = std::env::var(env) {
         return PathBuf::from(p);
     }

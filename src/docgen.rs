@@ -1,0 +1,349 @@
+//! Reference documents generated from the settings table (`settings::SETTINGS`), so that
+//! the code, `--help` and what users read cannot disagree:
+//!
+//! - `plugin.yaml`: the machine-readable schema, in the shape of the Drone plugin index's
+//!   `content.yaml` (title, author, tags, repo, image, description, example, and
+//!   `properties: {name: {type, defaultValue, description, secret, required}}`), plus
+//!   `format` (list, map, size, ...), `enum` and `env` (fallback variables) where they apply.
+//!   `type` stays within the index's vocabulary (`string`, `boolean`, `integer`): lists,
+//!   maps, sizes and durations arrive as strings and say so in `format`. A setting without a
+//!   documented default (unset or automatic) has no `defaultValue` rather than a fake `""`.
+//! - `docs/settings.md`: the settings reference for people.
+//! - `docs.md`: the Woodpecker plugin index page (YAML front matter + settings table).
+//!
+//! The files are committed. `tests/it/docs.rs` fails when one of them differs from what
+//! these functions render, and rewrites them when run with `UPDATE_DOCS=1`:
+//! `UPDATE_DOCS=1 cargo test --test it docs`.
+//!
+//! YAML is written by hand (no YAML dependency for three documents): every free-text
+//! scalar is emitted as a JSON string, which is a valid YAML double-quoted scalar.
+
+use crate::settings::{Kind, Setting, SETTINGS};
+
+/// Display name in plugin indexes.
+pub const TITLE: &str = "Azure Storage";
+/// Image repository users pull (pinned by digest in pipelines).
+pub const IMAGE: &str = "ghcr.io/OWNER/plugin-azure-storage";
+/// Source repository.
+pub const REPO_URL: &str = "https://github.com/OWNER/plugin-azure-storage";
+pub const AUTHOR: &str = "plugin-azure-storage authors";
+pub const TAGS: &[&str] = &["azure", "storage", "blob", "files", "artifacts", "upload", "download", "publish", "oidc"];
+/// One-line description (the crate's).
+pub const DESCRIPTION: &str = env!("CARGO_PKG_DESCRIPTION");
+/// The digest placeholder used in examples; the release pipeline prints the real one.
+pub const DIGEST_PLACEHOLDER: &str = "sha256:<digest>";
+
+/// The command that rewrites every generated document.
+pub const REGENERATE: &str = "UPDATE_DOCS=1 cargo test --test it docs";
+
+/// Every generated document: path relative to the repository root, and its renderer.
+pub const DOCUMENTS: &[(&str, fn() -> String)] =
+    &[("plugin.yaml", plugin_yaml), ("docs/settings.md", settings_markdown), ("docs.md", woodpecker_docs_md)];
+
+/// A YAML double-quoted scalar (JSON string syntax is a subset of it).
+fn q(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serialises")
+}
+
+/// `type` in the Drone plugin index's vocabulary.
+fn index_type(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Bool => "boolean",
+        Kind::Integer => "integer",
+        _ => "string",
+    }
+}
+
+/// The finer shape of a string-typed value, when there is one.
+fn format(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::List => Some("list"),
+        Kind::Map => Some("map"),
+        Kind::StringOrMap => Some("string-or-map"),
+        Kind::Size => Some("size"),
+        Kind::Duration => Some("duration"),
+        Kind::String | Kind::Bool | Kind::Integer | Kind::Enum(_) => None,
+    }
+}
+
+/// `defaultValue` as a typed YAML scalar.
+fn yaml_default(st: &Setting) -> Option<String> {
+    let d = st.default?;
+    Some(match st.kind {
+        Kind::Bool if d == "true" || d == "false" => d.to_string(),
+        Kind::Integer if d.parse::<i64>().is_ok() => d.to_string(),
+        _ => q(d),
+    })
+}
+
+fn yaml_list(items: &[&str]) -> String {
+    format!("[{}]", items.iter().map(|i| q(i)).collect::<Vec<_>>().join(", "))
+}
+
+/// A YAML literal block (`|`) body, indented.
+fn block(text: &str, indent: &str) -> String {
+    text.lines().map(|l| if l.is_empty() { "\n".to_string() } else { format!("{indent}{l}\n") }).collect()
+}
+
+fn drone_example() -> String {
+    format!(
+        r#"kind: pipeline
+type: docker
+name: default
+
+steps:
+  - name: publish
+    image: {IMAGE}@{DIGEST_PLACEHOLDER}
+    settings:
+      account_name: mystorage
+      container: artifacts
+      source: dist/**
+      strip_prefix: dist
+      target: ${{DRONE_REPO}}/${{DRONE_COMMIT_SHA}}
+      sas_token:
+        from_secret: artifacts_sas
+"#
+    )
+}
+
+fn woodpecker_example() -> String {
+    format!(
+        r#"steps:
+  publish:
+    image: {IMAGE}@{DIGEST_PLACEHOLDER}
+    settings:
+      account_name: mystorage
+      container: artifacts
+      source: dist/**/*.tar.gz
+      strip_prefix: dist
+      target: ${{CI_REPO}}/${{CI_COMMIT_SHA}}
+      tenant_id: 00000000-0000-0000-0000-000000000000
+      client_id: 11111111-1111-1111-1111-111111111111
+      federated_token:
+        from_secret: ci_oidc_token
+"#
+    )
+}
+
+const GENERATED_MD: &str = "<!-- Generated from src/settings.rs; do not edit: change the table there, then run `UPDATE_DOCS=1 cargo test --test it docs`. -->";
+
+/// `plugin.yaml`: the settings schema in the Drone plugin index's `content.yaml` shape.
+pub fn plugin_yaml() -> String {
+    let mut o = String::new();
+    o.push_str("# Generated from src/settings.rs (SETTINGS); do not edit: change the table there, then run\n");
+    o.push_str(&format!("#   {REGENERATE}\n"));
+    o.push_str("# Shape: the Drone plugin index's content.yaml (`properties`), plus `format`, `enum` and `env`.\n");
+    o.push_str(&format!("title: {}\n", q(TITLE)));
+    o.push_str(&format!("author: {}\n", q(AUTHOR)));
+    o.push_str(&format!("tags: {}\n", yaml_list(TAGS)));
+    o.push_str(&format!("repo: {}\n", q(REPO_URL)));
+    o.push_str(&format!("image: {}\n", q(IMAGE)));
+    o.push_str(&format!("license: {}\n", q(env!("CARGO_PKG_LICENSE"))));
+    o.push_str(&format!("readme: {}\n", q(&format!("{REPO_URL}/blob/main/README.md"))));
+    o.push_str(&format!("description: {}\n", q(DESCRIPTION)));
+    o.push_str("example: |\n");
+    o.push_str(&block(&drone_example(), "  "));
+    o.push_str("properties:\n");
+    for st in SETTINGS {
+        o.push_str(&format!("  {}:\n", st.name));
+        o.push_str(&format!("    type: {}\n", index_type(st.kind)));
+        if let Some(f) = format(st.kind) {
+            o.push_str(&format!("    format: {f}\n"));
+        }
+        if let Kind::Enum(values) = st.kind {
+            o.push_str(&format!("    enum: {}\n", yaml_list(values)));
+        }
+        if let Some(d) = yaml_default(st) {
+            o.push_str(&format!("    defaultValue: {d}\n"));
+        }
+        o.push_str(&format!("    description: {}\n", q(st.help)));
+        o.push_str(&format!("    secret: {}\n", st.secret));
+        o.push_str(&format!("    required: {}\n", st.required));
+        if !st.env_fallback.is_empty() {
+            o.push_str(&format!("    env: {}\n", yaml_list(st.env_fallback)));
+        }
+    }
+    o
+}
+
+/// A Markdown table cell: no line breaks, `|` escaped.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Type column: the kind, with the accepted values of an enum.
+fn md_type(st: &Setting) -> String {
+    match st.kind {
+        Kind::Enum(values) => values.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(" \\| "),
+        k => k.type_name().to_string(),
+    }
+}
+
+fn md_default(st: &Setting) -> String {
+    match st.default {
+        Some("") => "empty".to_string(),
+        Some(d) => format!("`{d}`"),
+        None => String::new(),
+    }
+}
+
+/// Description column: help, then the flags a reader needs.
+fn md_description(st: &Setting) -> String {
+    let mut d = st.help.to_string();
+    if st.secret {
+        d.push_str(" **Secret**: pass it with `from_secret`, never inline.");
+    }
+    if !st.env_fallback.is_empty() {
+        let vars: Vec<String> = st.env_fallback.iter().map(|v| format!("`{v}`")).collect();
+        d.push_str(&format!(" Also read from {} when unset.", vars.join(" or ")));
+    }
+    cell(&d)
+}
+
+/// `docs/settings.md`: the settings reference.
+pub fn settings_markdown() -> String {
+    let mut o = String::new();
+    o.push_str(GENERATED_MD);
+    o.push_str("\n\n# Settings reference\n\n");
+    o.push_str(concat!(
+        "Each setting is a key under the step's `settings:` (Drone, Woodpecker), which the CI passes\n",
+        "to the container as the environment variable `PLUGIN_<NAME>` (upper case). Any CI that runs\n",
+        "a container step can set those variables itself (`docker run -e PLUGIN_SOURCE=...`).\n",
+        "`plugin.yaml` holds the same table, machine-readable.\n\n",
+        "Value forms:\n\n",
+        "- **boolean**: `true` or `false`.\n",
+        "- **list**: comma-joined (`a,b`) or a JSON array (`[\"a\",\"b\"]`); a YAML list in `settings:` arrives\n",
+        "  as one of these. A glob containing a comma (`*.{js,css}`) can only be given in the JSON or YAML\n",
+        "  list form.\n",
+        "- **map**: a JSON object (a YAML map in `settings:` arrives as JSON).\n",
+        "- **string or map**: one string for every file, or a map glob → value where the first\n",
+        "  matching glob, in written order, wins.\n",
+        "- **size**: bytes with an optional unit: `1048576`, `4M`, `8MiB`.\n",
+        "- **duration**: `500ms`, `30s`, `2m`.\n\n",
+        "Unknown `PLUGIN_*` variables are warned about, with the closest known name. Every invalid\n",
+        "value is reported, naming the setting and what it accepts, before any network call.\n\n",
+        "Exit codes: `0` every file done (or skipped as asked); `1` one or more files failed (each is\n",
+        "listed); `2` invalid settings; `3` an error before any file could be transferred (credentials,\n",
+        "missing container, listing, planning); `130`/`143` interrupted (SIGINT/SIGTERM).\n\n",
+        "| Setting | Type | Default | Description |\n",
+        "|---|---|---|---|\n",
+    ));
+    for st in SETTINGS {
+        let mut name = format!("`{}`<br>`{}`", st.name, crate::settings::env_name(st.name));
+        if st.required {
+            name.push_str("<br>**required**");
+        }
+        o.push_str(&format!("| {name} | {} | {} | {} |\n", md_type(st), md_default(st), md_description(st)));
+    }
+    o.push_str("\nSee also: [authentication](auth.md), [Azure Files](files.md), ");
+    o.push_str("[troubleshooting](troubleshooting.md), [the image](image.md).\n");
+    o
+}
+
+/// `docs.md`: the Woodpecker plugin index page (front matter read by the index).
+pub fn woodpecker_docs_md() -> String {
+    let mut o = String::new();
+    o.push_str("---\n");
+    o.push_str(&format!("name: {}\n", q(TITLE)));
+    o.push_str(&format!("description: {}\n", q(DESCRIPTION)));
+    o.push_str(&format!("author: {}\n", q(AUTHOR)));
+    o.push_str(&format!("tags: {}\n", yaml_list(TAGS)));
+    o.push_str(&format!("containerImage: {}\n", q(IMAGE)));
+    o.push_str(&format!("containerImageUrl: {}\n", q(&format!("https://{IMAGE}"))));
+    o.push_str(&format!("url: {}\n", q(REPO_URL)));
+    o.push_str("---\n\n");
+    o.push_str(GENERATED_MD);
+    o.push_str("\n\n");
+    o.push_str(concat!(
+        "Moves build artifacts between the workspace and Azure Blob Storage or Azure Files:\n",
+        "upload with globs, `exclude` and `strip_prefix`, or download a prefix or glob back.\n",
+        "Keyless: the pipeline's OIDC token is exchanged for a short-lived Entra ID token (account\n",
+        "keys, SAS and connection strings work too). Parallel, chunked transfers; every request body\n",
+        "carries a CRC-64, every file's SHA-256 is stored with it and verified on download, and a\n",
+        "file only appears under its final name once verified. One small static binary in a\n",
+        "`FROM scratch` image: pin it by digest.\n\n",
+        "## Settings\n\n",
+        "| Settings Name | Default | Description |\n",
+        "|---|---|---|\n",
+    ));
+    for st in SETTINGS {
+        let mut name = format!("`{}`", st.name);
+        if st.required {
+            name.push_str(" (required)");
+        }
+        let ty = match st.kind {
+            Kind::Enum(_) => format!("One of {}. ", md_type(st)),
+            Kind::String => String::new(),
+            k => format!("{} {}. ", article(k.type_name()), k.type_name()),
+        };
+        o.push_str(&format!("| {name} | {} | {}{} |\n", md_default(st), ty, md_description(st)));
+    }
+    o.push_str("\n## Example\n\n```yaml\n");
+    o.push_str(&woodpecker_example());
+    o.push_str("```\n\nMore: the settings reference (`docs/settings.md`), authentication per CI (`docs/auth.md`),\n");
+    o.push_str(
+        "troubleshooting (`docs/troubleshooting.md`) and ready pipelines (`docs/examples/`) in the repository.\n",
+    );
+    o
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "An"
+    } else {
+        "A"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_is_in_every_document() {
+        for (path, render) in DOCUMENTS {
+            let text = render();
+            for st in SETTINGS {
+                assert!(
+                    text.contains(&format!("`{}`", st.name)) || text.contains(&format!("  {}:\n", st.name)),
+                    "{path} lacks {}",
+                    st.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn yaml_scalars_survive_quotes_colons_and_hashes() {
+        // A help text with YAML-significant characters stays one double-quoted scalar.
+        assert_eq!(q(r#"a: "b" # c \ d"#), r#""a: \"b\" # c \\ d""#);
+    }
+
+    #[test]
+    fn plugin_yaml_marks_secrets_required_and_typed_defaults() {
+        let y = plugin_yaml();
+        // The indented lines under `  <name>:`.
+        let section = |name: &str| -> String {
+            let head = format!("  {name}:");
+            let mut lines = y.lines().skip_while(|l| *l != head);
+            assert!(lines.next().is_some(), "{name} missing");
+            lines.take_while(|l| l.starts_with("    ")).map(|l| format!("{}\n", l.trim())).collect()
+        };
+        assert!(section("account_key").contains("secret: true"));
+        assert!(section("source").contains("required: true"));
+        assert!(section("overwrite").contains(r#"enum: ["true", "false", "skip", "changed"]"#));
+        assert!(section("dry_run").contains("defaultValue: false\n"), "{}", section("dry_run"));
+        assert!(section("concurrency").contains("type: integer"));
+        assert!(section("max_memory").contains("format: size"));
+        assert!(!section("container").contains("defaultValue"));
+    }
+
+    #[test]
+    fn markdown_cells_never_break_the_table() {
+        assert_eq!(cell("a|b\nc"), "a\\|b c");
+        for line in settings_markdown().lines().filter(|l| l.starts_with("| `")) {
+            let unescaped = line.replace("\\|", "");
+            assert_eq!(unescaped.matches('|').count(), 5, "{line}");
+        }
+    }
+}
