@@ -36,8 +36,11 @@ pub const DIGEST_PLACEHOLDER: &str = "sha256:<digest>";
 /// The command that rewrites every generated document.
 pub const REGENERATE: &str = "UPDATE_DOCS=1 cargo test --test it docs";
 
+/// Renders one generated document.
+pub type Render = fn() -> String;
+
 /// Every generated document: path relative to the repository root, and its renderer.
-pub const DOCUMENTS: &[(&str, fn() -> String)] =
+pub const DOCUMENTS: &[(&str, Render)] =
     &[("plugin.yaml", plugin_yaml), ("docs/settings.md", settings_markdown), ("docs.md", woodpecker_docs_md)];
 
 /// A YAML double-quoted scalar (JSON string syntax is a subset of it).
