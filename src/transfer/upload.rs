@@ -57,10 +57,6 @@ pub fn same_content(remote: &RemoteItem, local: &Digests) -> bool {
     }
 }
 
-fn storage_msg(e: &StorageError) -> String {
-    e.to_string()
-}
-
 pub async fn upload_one(eng: Arc<Engine>, item: UploadItem) -> FileResult {
     let mut res = FileResult::new(&item.name, &item.rel, item.size, eng.store.url(&item.name));
     if let Err(e) = upload_inner(&eng, &item, &mut res).await {
@@ -80,32 +76,33 @@ async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult
     let block = eng.block_size_for(item.size);
     let chunked = item.size > block;
 
-    match eng.cfg.overwrite {
-        Overwrite::Skip => {
-            if let Some(r) = eng.with_request(store.properties(&item.name)).await.map_err(|e| storage_msg(&e))? {
-                return skip(eng, res, item.size, r.sha256, "exists (overwrite: skip)");
-            }
-        }
-        Overwrite::Changed => {
-            let path = item.path.clone();
-            let local = tokio::task::spawn_blocking(move || hash_file(&path, true))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot read {}: {e}", item.rel))?;
-            if let Some(r) = eng.with_request(store.properties(&item.name)).await.map_err(|e| storage_msg(&e))? {
-                if same_content(&r, &local) {
+    // One lookup of the destination, only for the modes that need it. A large file under
+    // `overwrite: false` is checked first so that no gigabytes are sent in vain; the commit
+    // is conditional anyway (no race).
+    let look = match eng.cfg.overwrite {
+        Overwrite::Skip | Overwrite::Changed => true,
+        Overwrite::False => chunked,
+        Overwrite::True => false,
+    };
+    let existing =
+        if look { eng.with_request(store.properties(&item.name)).await.map_err(|e| e.to_string())? } else { None };
+    if let Some(remote) = existing {
+        match eng.cfg.overwrite {
+            Overwrite::Skip => return skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)"),
+            Overwrite::False => return Err("already exists (overwrite: false)".into()),
+            Overwrite::Changed => {
+                // Hashed only when there is something to compare with.
+                let path = item.path.clone();
+                let local = tokio::task::spawn_blocking(move || hash_file(&path, true))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot read {}: {e}", item.rel))?;
+                if same_content(&remote, &local) {
                     return skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
                 }
             }
+            Overwrite::True => {}
         }
-        Overwrite::False if chunked => {
-            // Fail before sending gigabytes; the commit is conditional anyway (no race).
-            let existing = eng.with_request(store.properties(&item.name)).await.map_err(|e| storage_msg(&e))?;
-            if let Some(_blob) = existing {
-                return Err("already exists (overwrite: false)".into());
-            }
-        }
-        _ => {}
     }
 
     let (digests, etag, resumed) = if chunked {
