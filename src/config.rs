@@ -764,7 +764,8 @@ impl Config {
         };
         let block_size = size("block_size", 64 << 10, 4000 << 20, &mut bad);
         let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut bad).unwrap_or(32 << 20);
-        if let Some(b) = block_size {
+        // Upload blocks are held in memory; download ranges stream to disk.
+        if let (Some(b), Action::Upload) = (block_size, action) {
             if max_memory < b {
                 bad("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));
             }

@@ -70,13 +70,20 @@ impl Request {
     }
 }
 
-/// A response read whole.
+/// A response read whole (or, for [`Http::send_streamed`], with its body handed to a sink).
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Bytes handed to the sink of a streamed request (0 otherwise).
+    pub streamed: u64,
 }
+
+/// Where the body of a successful streamed response goes: `write(pos, bytes)` with `pos`
+/// counted from the start of the body. Every attempt starts again at 0, so a sink that
+/// writes at `base + pos` (a file range) is simply overwritten by a retry.
+pub type BodySink<'a> = &'a (dyn Fn(u64, &[u8]) -> std::io::Result<()> + Send + Sync);
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -133,6 +140,18 @@ impl Http {
     /// an expired token) drops the token it used and is sent once more with a fresh one;
     /// that extra attempt does not count against the retry budget.
     pub async fn send(&self, req: Request) -> Result<Response, HttpError> {
+        self.send_inner(req, None).await
+    }
+
+    /// Like [`send`](Self::send), but a successful (2xx) body is handed to `sink` frame by
+    /// frame as it arrives instead of being collected: a ranged download then never holds
+    /// its range in memory. A connection dropped mid-body is retried from the body's start;
+    /// a sink that fails (disk full) ends the request at once, without retry.
+    pub async fn send_streamed(&self, req: Request, sink: BodySink<'_>) -> Result<Response, HttpError> {
+        self.send_inner(req, Some(sink)).await
+    }
+
+    async fn send_inner(&self, req: Request, sink: Option<BodySink<'_>>) -> Result<Response, HttpError> {
         let mut attempt = 0u32;
         let mut refreshed = false;
         loop {
@@ -140,9 +159,21 @@ impl Http {
             let client_request_id = uuid::Uuid::new_v4().to_string();
             let started = Instant::now();
             let mut used_token = None;
-            let result = self.attempt(&req, &client_request_id, &mut used_token).await;
+            let result = self.attempt(&req, sink, &client_request_id, &mut used_token).await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let result = match result {
+                Err(Attempt::Sink(e)) => {
+                    return Err(HttpError {
+                        method: req.method.to_string(),
+                        path: req.url.path().to_string(),
+                        status: None,
+                        code: None,
+                        message: format!("cannot write the received data: {e}"),
+                        request_id: None,
+                        client_request_id,
+                        attempts: attempt,
+                    })
+                }
                 Err(Attempt::Auth(e)) => {
                     return Err(HttpError {
                         method: req.method.to_string(),
@@ -238,6 +269,7 @@ impl Http {
     async fn attempt(
         &self,
         req: &Request,
+        sink: Option<BodySink<'_>>,
         client_request_id: &str,
         used_token: &mut Option<crate::auth::AccessToken>,
     ) -> Result<Response, Attempt> {
@@ -266,19 +298,17 @@ impl Http {
         let resp = self.client.execute(r).await.map_err(Attempt::Transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = if req.expect_bytes > 0 && status < 300 {
-            // A range body of known size: read into a pooled buffer rather than letting the
-            // client grow a fresh allocation per response.
+        if let (Some(sink), true) = (sink, status < 300) {
             let mut resp = resp;
-            let mut buf = crate::buffers::take(req.expect_bytes as usize);
+            let mut pos = 0u64;
             while let Some(frame) = resp.chunk().await.map_err(Attempt::Transport)? {
-                buf.extend_from_slice(&frame);
+                sink(pos, &frame).map_err(Attempt::Sink)?;
+                pos += frame.len() as u64;
             }
-            Bytes::from(buf)
-        } else {
-            resp.bytes().await.map_err(Attempt::Transport)?
-        };
-        Ok(Response { status, headers, body })
+            return Ok(Response { status, headers, body: Bytes::new(), streamed: pos });
+        }
+        let body = resp.bytes().await.map_err(Attempt::Transport)?;
+        Ok(Response { status, headers, body, streamed: 0 })
     }
 }
 
@@ -288,6 +318,8 @@ enum Attempt {
     /// No token could be had (Entra or IMDS refused, or is unreachable): not retried here,
     /// the token source has already retried what was transient.
     Auth(crate::auth::AuthError),
+    /// The sink of a streamed body refused it (a local write failed): not retried.
+    Sink(std::io::Error),
 }
 
 /// Whether a response means "this bearer token is not (or no longer) accepted".
@@ -326,7 +358,72 @@ pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::token_refused;
+    use super::*;
+    use std::sync::Mutex;
+
+    fn client() -> Http {
+        let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
+        Http::new(Credential::None, retry, Duration::from_secs(5), None, 4).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_reaches_the_sink_in_order_and_whole() {
+        let server = wiremock::MockServer::start().await;
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .respond_with(wiremock::ResponseTemplate::new(206).set_body_bytes(body.clone()))
+            .mount(&server)
+            .await;
+        let got = Mutex::new(Vec::new());
+        let sink = |pos: u64, data: &[u8]| -> std::io::Result<()> {
+            let mut g = got.lock().unwrap();
+            assert_eq!(pos, g.len() as u64, "frames arrive in order, positions contiguous");
+            g.extend_from_slice(data);
+            Ok(())
+        };
+        let mut req = Request::new(Method::GET, format!("{}/c/b", server.uri()).parse().unwrap());
+        req.expect_bytes = body.len() as u64;
+        let resp = client().send_streamed(req, &sink).await.unwrap();
+        assert_eq!(resp.status, 206);
+        assert_eq!(resp.streamed, body.len() as u64);
+        assert!(resp.body.is_empty(), "a streamed body is not also collected");
+        assert!(*got.lock().unwrap() == body);
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_cannot_write_fails_the_request_without_retrying() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_bytes(vec![7u8; 100_000]))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let sink = |_: u64, _: &[u8]| -> std::io::Result<()> {
+            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"))
+        };
+        let req = Request::new(Method::GET, format!("{}/c/b", server.uri()).parse().unwrap());
+        let e = client().send_streamed(req, &sink).await.unwrap_err();
+        assert_eq!(e.attempts, 1, "a local write failure is not a reason to ask the service again");
+        assert!(e.message.contains("cannot write the received data: No space left on device"), "{}", e.message);
+        server.verify().await;
+    }
+
+    #[tokio::test]
+    async fn an_error_body_is_read_not_streamed() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("GET"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(404).insert_header("x-ms-error-code", "BlobNotFound").set_body_string(
+                    "<?xml version=\"1.0\"?><Error><Code>BlobNotFound</Code><Message>gone</Message></Error>",
+                ),
+            )
+            .mount(&server)
+            .await;
+        let sink = |_: u64, _: &[u8]| -> std::io::Result<()> { panic!("an error body reached the file") };
+        let req = Request::new(Method::GET, format!("{}/c/b", server.uri()).parse().unwrap());
+        let e = client().send_streamed(req, &sink).await.unwrap_err();
+        assert!(e.is_code("BlobNotFound"), "{e}");
+    }
 
     #[test]
     fn which_refusals_mean_a_new_token() {

@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
-use crate::http::{Http, Request};
+use crate::http::{BodySink, Http, Request};
 use crate::transfer::checksum::{crc64, crc64_header};
 
 /// Characters left as-is in a path segment.
@@ -150,14 +150,14 @@ impl BlobStore {
     }
 
     /// [Get Blob](https://learn.microsoft.com/rest/api/storageservices/get-blob) with `x-ms-range`.
-    pub async fn get_blob(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
+    /// The body goes to `sink` as it arrives.
+    pub async fn get_blob(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64> {
         let mut req = Request::new(Method::GET, self.blob_url(name, &[]));
         if len > 0 {
             req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
         }
         req.expect_bytes = len;
-        let resp = self.http.send(req).await?;
-        Ok(resp.body)
+        Ok(self.http.send_streamed(req, sink).await?.streamed)
     }
 
     /// [Put Blob](https://learn.microsoft.com/rest/api/storageservices/put-blob) (block blob, one request).
@@ -269,8 +269,8 @@ impl Store for BlobStore {
         Ok(all)
     }
 
-    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
-        self.get_blob(name, offset, len).await
+    async fn get_range(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64> {
+        self.get_blob(name, offset, len, sink).await
     }
 
     async fn put_whole(&self, name: &str, data: Bytes, crc: u64, props: &UploadProps) -> Result<Committed> {

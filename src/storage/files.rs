@@ -76,7 +76,7 @@ use tokio::sync::OnceCell;
 use super::blob::{encode_path, list_page_size};
 use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::auth::Credential;
-use crate::http::{Http, HttpError, Request};
+use crate::http::{BodySink, Http, HttpError, Request};
 
 /// Largest Put Range body the service accepts.
 pub const MAX_RANGE: u64 = 4 << 20;
@@ -394,13 +394,14 @@ impl FilesStore {
     }
 
     /// [Get File](https://learn.microsoft.com/rest/api/storageservices/get-file) with `x-ms-range`.
-    pub async fn get_file(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
+    /// The body goes to `sink` as it arrives.
+    pub async fn get_file(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64> {
         let mut req = self.req(Method::GET, self.path_url(name, &[]));
         if len > 0 {
             req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
         }
         req.expect_bytes = len;
-        Ok(self.http.send(req).await?.body)
+        Ok(self.http.send_streamed(req, sink).await?.streamed)
     }
 
     /// [List Directories and Files](https://learn.microsoft.com/rest/api/storageservices/list-directories-and-files),
@@ -531,8 +532,8 @@ impl Store for FilesStore {
         Ok(out)
     }
 
-    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes> {
-        self.get_file(name, offset, len).await
+    async fn get_range(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64> {
+        self.get_file(name, offset, len, sink).await
     }
 
     async fn put_whole(&self, name: &str, data: Bytes, _crc64: u64, props: &UploadProps) -> Result<Committed> {

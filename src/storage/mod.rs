@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::http::HttpError;
+use crate::http::{BodySink, HttpError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -191,8 +191,9 @@ pub trait Store: Send + Sync {
     async fn properties(&self, name: &str) -> Result<Option<RemoteItem>>;
     /// Every item whose name starts with `prefix` (all pages).
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>>;
-    /// `len` bytes from `offset` (the whole item when `offset == 0 && len == size`).
-    async fn get_range(&self, name: &str, offset: u64, len: u64) -> Result<Bytes>;
+    /// Streams `len` bytes from `offset` into `sink` as they arrive (positions relative to
+    /// `offset`; a retried attempt starts again at 0) and returns how many bytes came.
+    async fn get_range(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64>;
     /// Writes a whole small file in one request.
     async fn put_whole(&self, name: &str, data: Bytes, crc64: u64, props: &UploadProps) -> Result<Committed>;
     /// Prepares a chunked upload; returns the chunk keys already stored by an earlier,

@@ -1,9 +1,12 @@
 //! Download of one item: parallel ranged GETs into a temporary file beside the
 //! destination, in-order hashing, verification, then an atomic rename.
 //!
-//! Ranges are fetched concurrently but consumed in order (a bounded window), so the
-//! SHA-256 is computed while streaming and memory stays within the shared budget. The
-//! file appears under its final name only after its SHA-256 (metadata `sha256`) or
+//! Ranges are requested in order, at most `concurrency` at once, and each response is
+//! written at its offset frame by frame as it arrives (`pwrite`): no range is assembled
+//! in memory, so memory stays at the HTTP read buffers whatever the range size. A hasher
+//! thread follows behind, reading each completed stretch back from the page cache in
+//! file order ([`hash_in_order`]), so SHA-256 runs on one core while the other serves
+//! the network, and the file's hash is of the bytes as they landed. The file appears under its final name only after its SHA-256 (metadata `sha256`) or
 //! Content-MD5 matched; on any failure, or on SIGTERM/SIGINT, the temporary file is
 //! removed. Parent directories are created one component at a time and a symbolic
 //! link met on the way is refused, so nothing is written outside `target`.
@@ -16,14 +19,14 @@
 //! which real Azure requires, TLS already turns in-flight damage into a transport error;
 //! this covers proxies that re-encrypt, and blobs changed mid-download.)
 
-use std::collections::BTreeSet;
-use std::io::Write;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
-use super::checksum::{hash_file, FileHasher};
+use super::checksum::{hash_file, Digests, FileHasher};
 use super::plan::DownloadItem;
 use super::report::{FileResult, Status};
 use super::upload::same_content;
@@ -51,7 +54,7 @@ impl TempFile {
     fn create(dir: &Path, base: &str) -> std::io::Result<(Self, std::fs::File)> {
         for _ in 0..16 {
             let path = dir.join(format!(".{base}.azpart-{:08x}", fastrand::u32(..)));
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
                 Ok(f) => {
                     TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).insert(path.clone());
                     return Ok((TempFile { path, armed: true }, f));
@@ -226,67 +229,69 @@ async fn download_inner(
 
     let (tmp, file) = TempFile::create(&parent, &base)
         .map_err(|e| format!("cannot create a temporary file in `{}`: {e}", parent.display()))?;
-    let block = eng.block_size_for(size);
-    let n = size.div_ceil(block);
-    let window = (eng.memory_total / block).clamp(1, eng.cfg.concurrency as u64) as usize;
+    let file = Arc::new(file);
+    let range = eng.range_size();
+    let n = size.div_ceil(range);
+    let window = eng.cfg.concurrency.max(1);
     let with_md5 = matches!(expect, Expect::Md5(_));
     let name = remote.name.clone();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, u64)>();
+    let hasher = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || hash_in_order(&file, size, with_md5, done_rx))
+    };
+    // The closure owns the hasher's sender: when the stream is dropped (done or failed),
+    // the hasher sees the channel close.
     let mut ranges = futures::stream::iter(0..n)
-        .map(|i| {
-            let (eng, name) = (eng.clone(), name.clone());
+        .map(move |i| {
+            let (eng, name, file, done) = (eng.clone(), name.clone(), file.clone(), done_tx.clone());
             async move {
-                let offset = i * block;
-                let len = block.min(size - offset);
-                let permit = eng.memory_for(len).await;
-                let data = eng
-                    .with_request(eng.store.get_range(&name, offset, len))
+                let offset = i * range;
+                let len = range.min(size - offset);
+                // Each frame goes straight to its place in the file (a page-cache copy of at
+                // most hyper's read buffer, done on the runtime thread); bytes beyond the
+                // range asked for are not written, and counted as a mismatch below.
+                let write = move |pos: u64, data: &[u8]| -> std::io::Result<()> {
+                    let keep = len.saturating_sub(pos).min(data.len() as u64) as usize;
+                    file.write_all_at(&data[..keep], offset + pos)
+                };
+                let got = eng
+                    .with_request(eng.store.get_range(&name, offset, len, &write))
                     .await
                     .map_err(|e| Failure::Other(e.to_string()))?;
-                if data.len() as u64 != len {
+                if got != len {
                     return Err(Failure::Integrity(format!(
-                        "range at {offset}: expected {len} bytes, received {} (truncated or changed)",
-                        data.len()
+                        "range at {offset}: expected {len} bytes, received {got} (truncated or changed)"
                     )));
                 }
-                Ok::<_, Failure>((data, permit))
+                let _ = done.send((offset, len));
+                eng.progress.counters.add_bytes(len);
+                Ok::<_, Failure>(len)
             }
         })
-        .buffered(window);
-    let mut state = Some((std::io::BufWriter::with_capacity(1 << 16, file), FileHasher::new(with_md5)));
+        .buffer_unordered(window);
     let mut counted = 0u64;
     while let Some(r) = ranges.next().await {
-        let (data, permit) = match r {
-            Ok(x) => x,
+        match r {
+            Ok(len) => counted += len,
             Err(e) => {
                 // A retried attempt counts its bytes again.
                 eng.progress.counters.bytes_done.fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
                 return Err(e);
             }
-        };
-        let (mut w, mut h) = state.take().expect("state");
-        let len = data.len() as u64;
-        let (w2, h2) = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            h.update(&data);
-            w.write_all(&data).map_err(|e| format!("cannot write: {e}"))?;
-            crate::buffers::give(data);
-            drop(permit);
-            Ok((w, h))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        state = Some((w2, h2));
-        eng.progress.counters.add_bytes(len);
-        counted += len;
+        }
     }
+    drop(ranges);
+    let got = hasher
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot read back the downloaded data: {e}"))?
+        .ok_or("internal error: a range was never reported to the hasher")?;
     // From here a failure is an integrity failure that may be retried: take back the progress.
     let integrity = |m: String| {
         eng.progress.counters.bytes_done.fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
         Failure::Integrity(m)
     };
-    let (w, h) = state.take().expect("state");
-    let file = w.into_inner().map_err(|e| format!("cannot write: {}", e.error()))?;
-    drop(file);
-    let got = h.finish();
     if got.len != size {
         return Err(integrity(format!("received {} bytes, expected {size}", got.len)));
     }
@@ -315,3 +320,37 @@ fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) -> Result<(), 
     tracing::info!("skipped: {} ({why})", res.name);
     Ok(())
 }
+
+/// Hashes a file being downloaded, in order, as its ranges are reported complete (in any
+/// order), reading each one back from the page cache. This runs on its own thread beside
+/// the transfer, so SHA-256 (one core) overlaps the network (the other) and no range is
+/// ever held in memory. Returns `None` when the reports stopped before the whole file was
+/// covered (a range failed: the download is abandoned anyway).
+fn hash_in_order(
+    file: &std::fs::File,
+    size: u64,
+    with_md5: bool,
+    done: std::sync::mpsc::Receiver<(u64, u64)>,
+) -> std::io::Result<Option<Digests>> {
+    let mut h = FileHasher::new(with_md5);
+    let mut next = 0u64;
+    let mut ready: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut buf = vec![0u8; HASH_READ.min(size as usize)];
+    while next < size {
+        let Ok((offset, len)) = done.recv() else { return Ok(None) };
+        ready.insert(offset, len);
+        while let Some(len) = ready.remove(&next) {
+            let end = next + len;
+            while next < end {
+                let k = buf.len().min((end - next) as usize);
+                file.read_exact_at(&mut buf[..k], next)?;
+                h.update(&buf[..k]);
+                next += k as u64;
+            }
+        }
+    }
+    Ok(Some(h.finish()))
+}
+
+/// Read-back piece for hashing: small enough to stay in the L2 cache between the copy and the hash.
+const HASH_READ: usize = 256 << 10;

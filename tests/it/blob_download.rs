@@ -79,6 +79,37 @@ fn large_files_come_back_in_parallel_ranges_and_verified() {
 }
 
 #[test]
+fn download_ranges_stream_to_disk_so_max_memory_does_not_bound_them() {
+    // An upload must hold a block in memory; a download range goes to disk as it arrives,
+    // so a range far above `max_memory` is accepted and the file comes back whole.
+    let az = Azurite::shared();
+    let c = container("dlstream");
+    let big = bytes(20 * 1024 * 1024 + 5, 10);
+    upload_tree(az, &c, &[("big.bin", big.clone())]);
+    let ws = tempfile::tempdir().unwrap();
+    let out = plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "big.bin")
+        .set("block_size", "16MiB")
+        .set("max_memory", "1MiB")
+        .set("log_level", "debug")
+        .run();
+    out.assert_ok();
+    assert_eq!(out.stderr.matches("status=206").count(), 2, "expected two 16 MiB ranges:\n{}", out.stderr);
+    assert!(std::fs::read(ws.path().join("big.bin")).unwrap() == big);
+    // The same settings are refused for an upload, which holds its blocks in memory.
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("source", "big.bin")
+        .set("block_size", "16MiB")
+        .set("max_memory", "1MiB")
+        .run()
+        .assert_code(2)
+        .assert_contains("`max_memory` (PLUGIN_MAX_MEMORY): must hold at least one block");
+}
+
+#[test]
 fn listing_is_paginated() {
     let az = Azurite::shared();
     let c = container("dlpages");
