@@ -8,8 +8,14 @@
 //! checksum, so that the *client's* cost becomes visible. It is a benchmark fixture,
 //! not an emulator: anything it does not know is logged to stderr and answered 400.
 //!
-//! Usage: `cargo run --release --example bench_sink -- [PORT]` (0 = any); it prints
-//! `listening on http://127.0.0.1:PORT` and serves path-style URLs
+//! With `--discard`, upload bodies are read frame by frame and dropped (only their lengths
+//! are kept), so an upload benchmark measures the client and the loopback, not the sink
+//! growing gigabytes of memory; such blobs cannot be read back (GET answers 400
+//! `BodyDiscarded`). The benchmark uses it for upload runs and the storing mode for
+//! download runs, which must serve back what was stored.
+//!
+//! Usage: `cargo run --release --example bench_sink -- [PORT] [--discard]` (PORT 0 = any);
+//! it prints `listening on http://127.0.0.1:PORT` and serves path-style URLs
 //! `/<account>/<container>/<blob>`.
 
 use std::collections::HashMap;
@@ -25,7 +31,9 @@ use hyper_util::rt::TokioIo;
 
 #[derive(Clone, Default)]
 struct Blob {
+    /// Empty when the body was discarded (`--discard`).
     data: Bytes,
+    len: u64,
     content_type: Option<String>,
     content_md5: Option<String>,
     metadata: Vec<(String, String)>,
@@ -37,7 +45,7 @@ struct State {
     containers: HashMap<String, ()>,
     blobs: HashMap<(String, String), Blob>,
     /// Uncommitted blocks per blob.
-    blocks: HashMap<(String, String), HashMap<String, Bytes>>,
+    blocks: HashMap<(String, String), HashMap<String, (u64, Bytes)>>,
     etag: u64,
 }
 
@@ -121,6 +129,7 @@ fn block_ids(xml: &str) -> Vec<String> {
     ids
 }
 
+static DISCARD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static FIRST: std::sync::Once = std::sync::Once::new();
 
 async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -148,9 +157,29 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
     let range = header(&req, "x-ms-range").or_else(|| header(&req, "range"));
     let put_md5 = header(&req, "x-ms-blob-content-md5");
     let body_md5 = header(&req, "content-md5");
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "BodyReadFailed")),
+    let discard = DISCARD.load(std::sync::atomic::Ordering::Relaxed)
+        && method == Method::PUT
+        && !blob.is_empty()
+        && matches!(comp, "" | "block");
+    let (body, body_len) = if discard {
+        let mut body = req.into_body();
+        let mut n = 0u64;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => n += f.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+                Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "BodyReadFailed")),
+            }
+        }
+        (Bytes::new(), n)
+    } else {
+        match req.into_body().collect().await {
+            Ok(b) => {
+                let b = b.to_bytes();
+                let n = b.len() as u64;
+                (b, n)
+            }
+            Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "BodyReadFailed")),
+        }
     };
     let key = (container.clone(), blob.clone());
     let mut st = state.lock().unwrap();
@@ -207,7 +236,7 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                 xml.push_str(&format!(
                     "<Blob><Name>{}</Name><Properties><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-MD5>{}</Content-MD5><Etag>0x{:x}</Etag><BlobType>BlockBlob</BlobType><Last-Modified>Mon, 23 Nov 2026 00:00:00 GMT</Last-Modified></Properties><Metadata>",
                     xml_escape(n),
-                    b.data.len(),
+                    b.len,
                     xml_escape(b.content_type.as_deref().unwrap_or("application/octet-stream")),
                     b.content_md5.as_deref().unwrap_or(""),
                     b.etag
@@ -234,8 +263,14 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                 error(StatusCode::CONFLICT, "BlobAlreadyExists")
             } else {
                 st.etag += 1;
-                let b =
-                    Blob { data: body, content_type, content_md5: put_md5.or(body_md5), metadata: meta, etag: st.etag };
+                let b = Blob {
+                    data: body,
+                    len: body_len,
+                    content_type,
+                    content_md5: put_md5.or(body_md5),
+                    metadata: meta,
+                    etag: st.etag,
+                };
                 st.blobs.insert(key.clone(), b);
                 st.blocks.remove(&key);
                 resp(StatusCode::CREATED, "")
@@ -243,7 +278,7 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
         }
         (&Method::PUT, false, _, "block") => {
             let id = q.get("blockid").cloned().unwrap_or_default();
-            st.blocks.entry(key).or_default().insert(id, body);
+            st.blocks.entry(key).or_default().insert(id, (body_len, body));
             resp(StatusCode::CREATED, "")
         }
         (&Method::PUT, false, _, "blocklist") => {
@@ -264,14 +299,21 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                 if missing && committed.is_none() {
                     error(StatusCode::BAD_REQUEST, "InvalidBlockList")
                 } else {
-                    let total: usize = parts.iter().map(|p| p.len()).sum();
+                    let len: u64 = parts.iter().map(|p| p.0).sum();
+                    let total: usize = parts.iter().map(|p| p.1.len()).sum();
                     let mut data = Vec::with_capacity(total);
                     for p in parts {
-                        data.extend_from_slice(&p);
+                        data.extend_from_slice(&p.1);
                     }
                     st.etag += 1;
-                    let b =
-                        Blob { data: data.into(), content_type, content_md5: put_md5, metadata: meta, etag: st.etag };
+                    let b = Blob {
+                        data: data.into(),
+                        len,
+                        content_type,
+                        content_md5: put_md5,
+                        metadata: meta,
+                        etag: st.etag,
+                    };
                     st.blobs.insert(key, b);
                     resp(StatusCode::CREATED, "")
                 }
@@ -283,7 +325,7 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
             );
             if let Some(bl) = st.blocks.get(&key) {
                 for (id, b) in bl {
-                    xml.push_str(&format!("<Block><Name>{id}</Name><Size>{}</Size></Block>", b.len()));
+                    xml.push_str(&format!("<Block><Name>{id}</Name><Size>{}</Size></Block>", b.0));
                 }
             }
             xml.push_str("</UncommittedBlocks></BlockList>");
@@ -297,12 +339,13 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
             Some(b) => {
                 let mut r = resp(StatusCode::OK, Bytes::new());
                 props_headers(&mut r, b);
-                r.headers_mut().insert("content-length", b.data.len().into());
+                r.headers_mut().insert("content-length", b.len.into());
                 r
             }
             None => error(StatusCode::NOT_FOUND, "BlobNotFound"),
         },
         (&Method::GET, false, _, "") => match st.blobs.get(&key) {
+            Some(b) if b.data.len() as u64 != b.len => error(StatusCode::BAD_REQUEST, "BodyDiscarded"),
             Some(b) => {
                 let len = b.data.len() as u64;
                 let (mut r, slice) = match range.as_deref().and_then(|v| parse_range(v, len)) {
@@ -331,7 +374,9 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
 
 #[tokio::main]
 async fn main() {
-    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let port: u16 = args.iter().find_map(|p| p.parse().ok()).unwrap_or(0);
+    DISCARD.store(args.iter().any(|a| a == "--discard"), std::sync::atomic::Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("bind");
     println!("listening on http://{}", listener.local_addr().unwrap());
     let state: Shared = Arc::default();
