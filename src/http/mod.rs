@@ -161,31 +161,20 @@ impl Http {
             let mut used_token = None;
             let result = self.attempt(&req, sink, &client_request_id, &mut used_token).await;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            // Failures on our side (no token, a local write) end the request: not retried here.
+            let local = |message: String| HttpError {
+                method: req.method.to_string(),
+                path: req.url.path().to_string(),
+                status: None,
+                code: None,
+                message,
+                request_id: None,
+                client_request_id: client_request_id.clone(),
+                attempts: attempt,
+            };
             let result = match result {
-                Err(Attempt::Sink(e)) => {
-                    return Err(HttpError {
-                        method: req.method.to_string(),
-                        path: req.url.path().to_string(),
-                        status: None,
-                        code: None,
-                        message: format!("cannot write the received data: {e}"),
-                        request_id: None,
-                        client_request_id,
-                        attempts: attempt,
-                    })
-                }
-                Err(Attempt::Auth(e)) => {
-                    return Err(HttpError {
-                        method: req.method.to_string(),
-                        path: req.url.path().to_string(),
-                        status: None,
-                        code: None,
-                        message: format!("no access token: {e}"),
-                        request_id: None,
-                        client_request_id,
-                        attempts: attempt,
-                    })
-                }
+                Err(Attempt::Sink(e)) => return Err(local(format!("cannot write the received data: {e}"))),
+                Err(Attempt::Auth(e)) => return Err(local(format!("no access token: {e}"))),
                 Err(Attempt::Transport(e)) => Err(e),
                 Ok(r) => Ok(r),
             };
