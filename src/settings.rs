@@ -105,6 +105,7 @@ pub const SETTINGS: &[Setting] = &[
     s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string or a JSON map glob → value."),
     s("metadata", Kind::Map, None, "JSON map of extra metadata stored on every uploaded blob/file; keys must be C# identifiers."),
     s("access_tier", Kind::Enum(ACCESS_TIERS), None, "Blob access tier set on upload (Blob only). Default: the account's default tier."),
+    s("checksum", Kind::Enum(&["crc64", "md5"]), Some("crc64"), "Upload, Blob: the per-request checksum the service verifies. `crc64` (`x-ms-content-crc64`) costs the client least; `md5` (`Content-MD5`) costs the client an MD5 pass but Azurite far less (its uploads run several times faster). Azure Files always uses `Content-MD5`."),
     s("content_md5", Kind::Bool, Some("false"), "Upload: also compute and store the whole-file Content-MD5 of files sent in blocks (files sent in one request get it from the service anyway). Costs an MD5 pass; SHA-256 is always stored as metadata `sha256`."),
     s("verify", Kind::Enum(&["required", "size"]), Some("required"), "Download: `required` fails a file that has neither a `sha256` metadata nor a Content-MD5 to check against; `size` accepts such files after checking their length (with a warning)."),
     s("follow_symlinks", Kind::Bool, Some("false"), "Upload: follow symbolic links. By default links are reported and skipped, so nothing outside the workspace is ever read."),

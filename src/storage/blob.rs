@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::http::{BodySink, Http, Request};
-use crate::transfer::checksum::{crc64, crc64_header};
+use crate::transfer::checksum::{crc64, crc64_header, BodySum};
 
 /// Characters left as-is in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
@@ -66,7 +66,7 @@ impl BlobStore {
     }
 
     fn block_id(chunk: &Chunk) -> String {
-        B64.encode(format!("{:016x}{:016x}{:016x}", chunk.offset, chunk.len, chunk.crc64))
+        B64.encode(format!("{:016x}{:016x}{:016x}", chunk.offset, chunk.len, chunk.sum.id_bits()))
     }
 
     /// Standard blob headers of an upload (Put Blob uses `x-ms-blob-*` too).
@@ -161,10 +161,10 @@ impl BlobStore {
     }
 
     /// [Put Blob](https://learn.microsoft.com/rest/api/storageservices/put-blob) (block blob, one request).
-    pub async fn put_blob(&self, name: &str, data: Bytes, crc: u64, props: &UploadProps) -> Result<Committed> {
-        let req = Request::new(Method::PUT, self.blob_url(name, &[]))
-            .header("x-ms-blob-type", "BlockBlob")
-            .header("x-ms-content-crc64", crc64_header(crc));
+    pub async fn put_blob(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
+        let (h, v) = sum.header();
+        let req =
+            Request::new(Method::PUT, self.blob_url(name, &[])).header("x-ms-blob-type", "BlockBlob").header(h, v);
         // Azure and Azurite refuse a CRC64 together with an MD5 header on Put Blob; the service
         // computes and stores the Content-MD5 of a single-request blob itself.
         let props = UploadProps { content_md5: None, ..props.clone() };
@@ -185,9 +185,10 @@ impl BlobStore {
     }
 
     /// [Put Block](https://learn.microsoft.com/rest/api/storageservices/put-block)
-    pub async fn put_block(&self, name: &str, block_id: &str, data: Bytes, crc: u64) -> Result<()> {
+    pub async fn put_block(&self, name: &str, block_id: &str, data: Bytes, sum: BodySum) -> Result<()> {
+        let (h, v) = sum.header();
         let req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "block"), ("blockid", block_id)]))
-            .header("x-ms-content-crc64", crc64_header(crc))
+            .header(h, v)
             .body(data);
         self.http.send(req).await?;
         Ok(())
@@ -273,8 +274,8 @@ impl Store for BlobStore {
         self.get_blob(name, offset, len, sink).await
     }
 
-    async fn put_whole(&self, name: &str, data: Bytes, crc: u64, props: &UploadProps) -> Result<Committed> {
-        self.put_blob(name, data, crc, props).await
+    async fn put_whole(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
+        self.put_blob(name, data, sum, props).await
     }
 
     async fn begin_chunked(&self, name: &str, _size: u64, _props: &UploadProps) -> Result<HashSet<String>> {
@@ -286,7 +287,7 @@ impl Store for BlobStore {
     }
 
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()> {
-        self.put_block(name, &Self::block_id(&chunk), data, chunk.crc64).await
+        self.put_block(name, &Self::block_id(&chunk), data, chunk.sum).await
     }
 
     async fn commit(&self, name: &str, _size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
@@ -382,10 +383,12 @@ mod tests {
 
     #[test]
     fn block_ids_are_fixed_length_and_deterministic() {
-        let a = BlobStore::block_id(&Chunk { offset: 0, len: 4 << 20, crc64: 1 });
-        let b = BlobStore::block_id(&Chunk { offset: 1 << 40, len: 7, crc64: u64::MAX });
+        let a = BlobStore::block_id(&Chunk { offset: 0, len: 4 << 20, sum: BodySum::Crc64(1) });
+        let b = BlobStore::block_id(&Chunk { offset: 1 << 40, len: 7, sum: BodySum::Crc64(u64::MAX) });
+        let m = BlobStore::block_id(&Chunk { offset: 1 << 40, len: 7, sum: BodySum::Md5([0xff; 16]) });
         assert_eq!(a.len(), b.len());
-        assert_eq!(a, BlobStore::block_id(&Chunk { offset: 0, len: 4 << 20, crc64: 1 }));
+        assert_eq!(b.len(), m.len(), "Azure wants every block id of a blob the same length");
+        assert_eq!(a, BlobStore::block_id(&Chunk { offset: 0, len: 4 << 20, sum: BodySum::Crc64(1) }));
         assert!(a.len() <= 64 * 4 / 3 + 4);
     }
 

@@ -77,6 +77,7 @@ use super::blob::{encode_path, list_page_size};
 use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::auth::Credential;
 use crate::http::{BodySink, Http, HttpError, Request};
+use crate::transfer::checksum::BodySum;
 
 /// Largest Put Range body the service accepts.
 pub const MAX_RANGE: u64 = 4 << 20;
@@ -536,7 +537,7 @@ impl Store for FilesStore {
         self.get_file(name, offset, len, sink).await
     }
 
-    async fn put_whole(&self, name: &str, data: Bytes, _crc64: u64, props: &UploadProps) -> Result<Committed> {
+    async fn put_whole(&self, name: &str, data: Bytes, _sum: BodySum, props: &UploadProps) -> Result<Committed> {
         self.ensure_parents(name).await?;
         let tmp = self.temp_name(name);
         // Files computes no Content-MD5 itself: store the whole file's, which we have here.

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::http::{BodySink, HttpError};
+use crate::transfer::checksum::BodySum;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -164,8 +165,8 @@ pub struct UploadProps {
 pub struct Chunk {
     pub offset: u64,
     pub len: u64,
-    /// CRC-64/NVME of the chunk (sent as the transactional checksum).
-    pub crc64: u64,
+    /// The chunk's transactional checksum (CRC-64/NVME or MD5, per `checksum`).
+    pub sum: BodySum,
 }
 
 /// Result of a committed upload.
@@ -195,7 +196,7 @@ pub trait Store: Send + Sync {
     /// `offset`; a retried attempt starts again at 0) and returns how many bytes came.
     async fn get_range(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64>;
     /// Writes a whole small file in one request.
-    async fn put_whole(&self, name: &str, data: Bytes, crc64: u64, props: &UploadProps) -> Result<Committed>;
+    async fn put_whole(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed>;
     /// Prepares a chunked upload; returns the chunk keys already stored by an earlier,
     /// interrupted run (resume), which need not be sent again.
     async fn begin_chunked(&self, name: &str, size: u64, props: &UploadProps) -> Result<HashSet<String>>;

@@ -1,4 +1,5 @@
-//! Checksums: CRC-64/NVME for request bodies, SHA-256 and MD5 for whole files.
+//! Checksums: CRC-64/NVME or MD5 for request bodies ([`BodySum`]), SHA-256 and MD5 for
+//! whole files.
 //!
 //! Azure's `x-ms-content-crc64` is CRC-64/NVME (reflected polynomial
 //! 0x9a6c9329ac4bc9b5, init and xorout all ones; check value 0xae8b14860a799888),
@@ -8,6 +9,40 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
+
+use crate::config::Checksum;
+
+/// A request body's transactional checksum, of the kind the `checksum` setting chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BodySum {
+    Crc64(u64),
+    Md5([u8; 16]),
+}
+
+impl BodySum {
+    pub fn of(kind: Checksum, data: &[u8]) -> Self {
+        match kind {
+            Checksum::Crc64 => BodySum::Crc64(crc64(data)),
+            Checksum::Md5 => BodySum::Md5(Md5::digest(data).into()),
+        }
+    }
+
+    /// The header that carries it (`x-ms-content-crc64` or `Content-MD5`) and its value.
+    pub fn header(&self) -> (&'static str, String) {
+        match self {
+            BodySum::Crc64(c) => ("x-ms-content-crc64", crc64_header(*c)),
+            BodySum::Md5(m) => ("content-md5", B64.encode(m)),
+        }
+    }
+
+    /// 64 bits of it, for deterministic block ids.
+    pub fn id_bits(&self) -> u64 {
+        match self {
+            BodySum::Crc64(c) => *c,
+            BodySum::Md5(m) => u64::from_be_bytes(m[..8].try_into().expect("8 bytes")),
+        }
+    }
+}
 
 pub fn crc64(data: &[u8]) -> u64 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data)

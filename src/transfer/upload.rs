@@ -17,7 +17,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
-use super::checksum::{crc64, hash_file, Digests, FileHasher};
+use super::checksum::{hash_file, BodySum, Digests, FileHasher};
 use super::plan::UploadItem;
 use super::report::{FileResult, Status};
 use super::Engine;
@@ -174,17 +174,18 @@ async fn upload_small(
     let _mem = eng.memory_for(item.size).await;
     let path = item.path.clone();
     let size = item.size;
-    let (data, digests, crc) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+    let kind = eng.cfg.checksum;
+    let (data, digests, sum) = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let buf = read_whole(&path, size)?;
         let mut h = FileHasher::new(false);
         h.update(&buf);
-        let crc = crc64(&buf);
-        Ok((Bytes::from(buf), h.finish(), crc))
+        let sum = BodySum::of(kind, &buf);
+        Ok((Bytes::from(buf), h.finish(), sum))
     })
     .await
     .map_err(|e| e.to_string())??;
     props.metadata.push(("sha256".into(), digests.sha256.clone()));
-    let put = eng.with_request(eng.store.put_whole(&item.name, data, crc, props)).await;
+    let put = eng.with_request(eng.store.put_whole(&item.name, data, sum, props)).await;
     let etag = match put {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
@@ -208,6 +209,7 @@ async fn upload_chunked(
     // The whole-file MD5 is stored for Blob and Files alike (Files never computes one
     // itself); per-request checksums are the store's business (CRC-64 or Content-MD5).
     let with_md5 = eng.cfg.content_md5;
+    let kind = eng.cfg.checksum;
     let (tx, mut rx) = mpsc::channel::<ChunkMsg>(1024);
     let path = item.path.clone();
     let size = item.size;
@@ -231,7 +233,7 @@ async fn upload_chunked(
                 }
             })?;
             h.update(&buf);
-            let chunk = Chunk { offset, len, crc64: crc64(&buf) };
+            let chunk = Chunk { offset, len, sum: BodySum::of(kind, &buf) };
             if tx.blocking_send((chunk, Bytes::from(buf), permit)).is_err() {
                 return Err("cancelled".into());
             }

@@ -90,6 +90,16 @@ fn upload_survives(tag: &str, fault: Fault) -> (FaultProxy, Out) {
 
 /// [`upload_survives`], with the fault on the operations `labels` name only.
 fn upload_survives_on(tag: &str, fault: Fault, labels: &[&'static str]) -> (FaultProxy, Out) {
+    upload_survives_with(tag, fault, labels, &[])
+}
+
+/// [`upload_survives_on`], with more settings.
+fn upload_survives_with(
+    tag: &str,
+    fault: Fault,
+    labels: &[&'static str],
+    settings: &[(&str, &str)],
+) -> (FaultProxy, Out) {
     let c = container(tag);
     let rules = labels
         .iter()
@@ -104,7 +114,11 @@ fn upload_survives_on(tag: &str, fault: Fault, labels: &[&'static str]) -> (Faul
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "small.bin", &small());
     write(dir.path(), "big.bin", &big());
-    let out = via(&proxy, dir.path(), &c).set("source", "*.bin").run();
+    let mut p = via(&proxy, dir.path(), &c).set("source", "*.bin");
+    for (k, v) in settings {
+        p = p.set(k, *v);
+    }
+    let out = p.run();
     let log = proxy.log();
     assert_eq!(out.code, 0, "output:\n{}\nproxy:\n{log}", out.all());
     for label in labels {
@@ -256,6 +270,22 @@ fn upload_resends_a_body_damaged_on_the_way() {
     let faulted: Vec<_> = proxy.records().into_iter().filter(|r| r.fault.is_some()).collect();
     assert!(faulted.iter().all(|r| r.upstream == Some(400)), "Azurite did not refuse the damage:\n{}", proxy.log());
     out.assert_contains("400 Crc64Mismatch");
+}
+
+#[test]
+fn with_checksum_md5_bodies_carry_content_md5_and_a_damaged_one_is_resent() {
+    let (proxy, out) =
+        upload_survives_with("upflipmd5", Fault::FlipRequestByte { at: 77 }, &ALL_PUTS[..2], &[("checksum", "md5")]);
+    let faulted: Vec<_> = proxy.records().into_iter().filter(|r| r.fault.is_some()).collect();
+    assert!(faulted.iter().all(|r| r.upstream == Some(400)), "Azurite did not refuse the damage:\n{}", proxy.log());
+    out.assert_contains("400 Md5Mismatch");
+    let puts: Vec<_> =
+        proxy.records().into_iter().filter(|r| matches!(r.req.op().as_str(), "PutBlob" | "PutBlock")).collect();
+    assert_eq!(puts.len(), 1 + 11 + 2, "Put Blob, 11 Put Blocks, 2 re-sent:\n{}", proxy.log());
+    for r in &puts {
+        assert!(r.req.header("content-md5").is_some(), "{} without Content-MD5", r.req.op());
+        assert!(r.req.header("x-ms-content-crc64").is_none(), "{} with a CRC-64 as well", r.req.op());
+    }
 }
 
 #[test]
