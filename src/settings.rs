@@ -4,7 +4,7 @@
 //! whether it is required and whether it is a secret. This table drives:
 //! `--help` (the settings reference), the unknown-setting warning ("did you mean"),
 //! the redaction of secrets, and the drift check against `plugin.yaml` and
-//! `docs/settings.md`. `config.rs` turns the raw values into a validated `Config`.
+//! `docs/settings.md`. `config/` turns the raw values into a validated `Config`.
 
 /// The shape of a setting's value, as documented to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

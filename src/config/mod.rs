@@ -1,0 +1,765 @@
+//! Raw `PLUGIN_*` settings → validated [`Config`].
+//!
+//! Two types, as ripgrep keeps them: [`RawSettings`] is the environment as given
+//! (strings, looked up by setting name with fallbacks), [`Config`] is what the rest of
+//! the program trusts. Every value is checked here, before any network call; every
+//! problem is reported at once, naming the setting, its variable and what it accepts.
+//! Secrets live in [`Secret`], whose `Debug` prints `***`.
+//!
+//! This file owns the setting types and [`Config::from_raw`], the validation. The value
+//! parsers live in `values`, the credential settings in `auth`, CI provenance in `ci`;
+//! all are re-exported here, so every item keeps its `crate::config::` path.
+
+mod auth;
+mod ci;
+mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+
+use crate::settings::{self, Kind, SETTINGS};
+
+pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY};
+pub use ci::provenance;
+pub use values::{
+    header_safe, human_bytes, parse_bool, parse_duration, parse_list, parse_map, parse_size, valid_metadata_name,
+};
+
+use auth::parse_keyless;
+use ci::ci_label;
+use values::check_container_name;
+
+/// A value that must never be printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// One invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub setting: String,
+    pub message: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if settings::find(&self.setting).is_some() {
+            write!(f, "`{}` ({}): {}", self.setting, settings::env_name(&self.setting), self.message)
+        } else {
+            write!(f, "{}: {}", self.setting, self.message)
+        }
+    }
+}
+
+/// Every problem found in the settings.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError(pub Vec<Invalid>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.len() == 1 {
+            return write!(f, "invalid setting {}", self.0[0]);
+        }
+        write!(f, "{} invalid settings:", self.0.len())?;
+        for i in &self.0 {
+            write!(f, "\n  - {i}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Upload,
+    Download,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Blob,
+    File,
+}
+
+impl Service {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Service::Blob => "blob",
+            Service::File => "file",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overwrite {
+    True,
+    False,
+    Skip,
+    Changed,
+}
+
+/// The transactional checksum every Blob request body carries (`checksum`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Checksum {
+    /// `x-ms-content-crc64` (CRC-64/NVME): cheap on the client (SIMD).
+    #[default]
+    Crc64,
+    /// `Content-MD5`: slower on the client, but Azurite verifies it ~4× cheaper than a CRC-64.
+    Md5,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    Required,
+    Size,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Auto,
+    Federated,
+    ManagedIdentity,
+    Sas,
+    SharedKey,
+    ConnectionString,
+}
+
+/// Matches a path against a pattern the way `.gitignore` does: a pattern without `/`
+/// matches the file's base name at any depth; one with `/` matches the whole path.
+/// `*` never crosses `/`; `**` does.
+#[derive(Debug, Clone)]
+pub struct PathPattern {
+    pub pattern: String,
+    matcher: GlobMatcher,
+    basename_only: bool,
+}
+
+impl PathPattern {
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        let trimmed = pattern.trim_start_matches("./");
+        let basename_only = !trimmed.contains('/');
+        let glob = GlobBuilder::new(trimmed)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))?;
+        Ok(PathPattern { pattern: pattern.to_string(), matcher: glob.compile_matcher(), basename_only })
+    }
+
+    pub fn is_match(&self, path: &str) -> bool {
+        if self.basename_only {
+            let base = path.rsplit('/').next().unwrap_or(path);
+            self.matcher.is_match(base)
+        } else {
+            self.matcher.is_match(path)
+        }
+    }
+}
+
+/// A per-file header value: one string for all, or first matching glob wins.
+#[derive(Debug, Clone)]
+pub enum ValueRule {
+    Fixed(String),
+    ByPattern(Vec<(PathPattern, String)>),
+}
+
+impl ValueRule {
+    pub fn value_for(&self, path: &str) -> Option<&str> {
+        match self {
+            ValueRule::Fixed(v) => Some(v),
+            ValueRule::ByPattern(rules) => rules.iter().find(|(p, _)| p.is_match(path)).map(|(_, v)| v.as_str()),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub action: Action,
+    pub service: Service,
+    /// Service base URL without a trailing `/`, e.g. `https://acct.blob.core.windows.net`
+    /// or `http://127.0.0.1:10000/devstoreaccount1`.
+    pub endpoint: String,
+    pub account: String,
+    /// The container (blob) or share (file).
+    pub container: String,
+    pub create_container: bool,
+    pub sources: Vec<String>,
+    pub target: String,
+    pub strip_prefix: Option<String>,
+    pub excludes: Vec<PathPattern>,
+    pub allow_empty: bool,
+    pub overwrite: Overwrite,
+    pub content_type: Option<ValueRule>,
+    pub cache_control: Option<ValueRule>,
+    pub content_encoding: Option<ValueRule>,
+    pub content_disposition: Option<ValueRule>,
+    /// User metadata followed by provenance, names already validated.
+    pub metadata: Vec<(String, String)>,
+    pub access_tier: Option<String>,
+    pub content_md5: bool,
+    pub verify: Verify,
+    pub checksum: Checksum,
+    pub follow_symlinks: bool,
+    pub block_size: Option<u64>,
+    pub concurrency: usize,
+    pub max_memory: u64,
+    pub retries: u32,
+    pub timeout: Duration,
+    pub manifest: Option<PathBuf>,
+    pub dry_run: bool,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub progress_interval: Duration,
+    pub auth: AuthSettings,
+    /// `User-Agent` suffix naming the CI run, e.g. `woodpecker; org/repo#42`.
+    pub ci_label: Option<String>,
+}
+
+/// Raw settings: the process environment, read by setting name.
+#[derive(Debug, Clone, Default)]
+pub struct RawSettings {
+    env: BTreeMap<String, String>,
+}
+
+impl RawSettings {
+    pub fn from_env() -> Self {
+        Self::from_map(std::env::vars().collect())
+    }
+
+    pub fn from_map(env: BTreeMap<String, String>) -> Self {
+        RawSettings { env }
+    }
+
+    /// The value of a setting: `PLUGIN_<NAME>`, then its documented fallbacks. Empty counts as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let primary = self.env.get(&settings::env_name(name)).map(|s| s.as_str());
+        let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
+        std::iter::once(primary)
+            .chain(fallbacks.iter().map(|f| self.env.get(*f).map(|s| s.as_str())))
+            .flatten()
+            .find(|v| !v.trim().is_empty())
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.env.get(name).map(|s| s.as_str()).filter(|s| !s.is_empty())
+    }
+
+    /// `PLUGIN_*` variables that name no setting, each with the closest known name.
+    pub fn unknown(&self) -> Vec<(String, Option<&'static str>)> {
+        self.env
+            .keys()
+            .filter_map(|k| k.strip_prefix("PLUGIN_"))
+            .map(|n| n.to_ascii_lowercase())
+            .filter(|n| settings::find(n).is_none())
+            .map(|n| {
+                let close = settings::closest(&n);
+                (n, close)
+            })
+            .collect()
+    }
+}
+
+impl Config {
+    /// Reads and validates every setting. Collects all problems before failing.
+    pub fn from_raw(raw: &RawSettings) -> Result<Config, ConfigError> {
+        let mut errs: Vec<Invalid> = Vec::new();
+        let mut bad = |setting: &str, message: String| {
+            errs.push(Invalid { setting: setting.to_string(), message });
+        };
+
+        // Enum-typed settings checked generically against the table.
+        for st in SETTINGS {
+            if let (Kind::Enum(values), Some(v)) = (st.kind, raw.get(st.name)) {
+                if !values.iter().any(|a| a.eq_ignore_ascii_case(v.trim())) {
+                    bad(st.name, format!("`{v}` is not one of: {}", values.join(", ")));
+                }
+            }
+        }
+        let en = |name: &str| raw.get(name).map(|v| v.trim().to_ascii_lowercase());
+
+        let action = match en("action").as_deref() {
+            Some("download") => Action::Download,
+            _ => Action::Upload,
+        };
+        let service = match en("service").as_deref() {
+            Some("file") => Service::File,
+            _ => Service::Blob,
+        };
+        let overwrite = match en("overwrite").as_deref() {
+            Some("false") => Overwrite::False,
+            Some("skip") => Overwrite::Skip,
+            Some("changed") => Overwrite::Changed,
+            _ => Overwrite::True,
+        };
+        let checksum = match en("checksum").as_deref() {
+            Some("md5") => Checksum::Md5,
+            _ => Checksum::Crc64,
+        };
+        let verify = match en("verify").as_deref() {
+            Some("size") => Verify::Size,
+            _ => Verify::Required,
+        };
+        let log_format = match en("log_format").as_deref() {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        };
+        let log_level = en("log_level").unwrap_or_else(|| "info".into());
+        let auth_mode = match en("auth").as_deref() {
+            Some("federated") => AuthMode::Federated,
+            Some("managed_identity") => AuthMode::ManagedIdentity,
+            Some("sas") => AuthMode::Sas,
+            Some("shared_key") => AuthMode::SharedKey,
+            Some("connection_string") => AuthMode::ConnectionString,
+            _ => AuthMode::Auto,
+        };
+        let access_tier = raw.get("access_tier").map(|v| {
+            settings::ACCESS_TIERS
+                .iter()
+                .find(|t| t.eq_ignore_ascii_case(v.trim()))
+                .map(|t| t.to_string())
+                .unwrap_or_default()
+        });
+        if access_tier.is_some() && service == Service::File {
+            bad("access_tier", "applies to Blob only (`service: blob`)".into());
+        }
+
+        let boolean = |name: &str, bad: &mut dyn FnMut(&str, String)| -> bool {
+            let default = settings::find(name).and_then(|s| s.default).and_then(parse_bool).unwrap_or(false);
+            match raw.get(name) {
+                None => default,
+                Some(v) => parse_bool(v).unwrap_or_else(|| {
+                    bad(name, format!("`{v}` is not a boolean (true or false)"));
+                    default
+                }),
+            }
+        };
+        let create_container = boolean("create_container", &mut bad);
+        let allow_empty = boolean("allow_empty", &mut bad);
+        let content_md5 = boolean("content_md5", &mut bad);
+        let follow_symlinks = boolean("follow_symlinks", &mut bad);
+        let dry_run = boolean("dry_run", &mut bad);
+        let provenance_on = boolean("provenance", &mut bad);
+
+        let list = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Vec<String> {
+            match raw.get(name).map(parse_list) {
+                None => vec![],
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    bad(name, e);
+                    vec![]
+                }
+            }
+        };
+        let sources = list("source", &mut bad);
+        if sources.is_empty() {
+            bad(
+                "source",
+                match action {
+                    Action::Upload => "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into(),
+                    Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
+                },
+            );
+        }
+        for s in &sources {
+            if let Err(e) = Glob::new(s) {
+                bad("source", format!("`{s}` is not a valid glob: {}", e.kind()));
+            }
+            if action == Action::Upload && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
+                bad(
+                    "source",
+                    format!("`{s}` points outside the workspace: use a path relative to the workspace, without `..`"),
+                );
+            }
+        }
+        let excludes: Vec<PathPattern> = list("exclude", &mut bad)
+            .iter()
+            .filter_map(|e| PathPattern::new(e).map_err(|m| bad("exclude", m)).ok())
+            .collect();
+
+        let target = raw.get("target").unwrap_or("").trim().to_string();
+        let strip_prefix = raw
+            .get("strip_prefix")
+            .map(|s| s.trim().trim_start_matches("./").trim_end_matches('/').to_string())
+            .filter(|s| !s.is_empty());
+
+        let rule = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Option<ValueRule> {
+            let v = raw.get(name)?;
+            if v.trim_start().starts_with('{') {
+                match parse_map(v) {
+                    Ok(pairs) => {
+                        let mut rules = Vec::new();
+                        for (g, val) in pairs {
+                            match PathPattern::new(&g) {
+                                Ok(p) => rules.push((p, val)),
+                                Err(e) => bad(name, e),
+                            }
+                        }
+                        Some(ValueRule::ByPattern(rules))
+                    }
+                    Err(e) => {
+                        bad(name, e);
+                        None
+                    }
+                }
+            } else {
+                Some(ValueRule::Fixed(v.trim().to_string()))
+            }
+        };
+        let content_type = rule("content_type", &mut bad);
+        let cache_control = rule("cache_control", &mut bad);
+        let content_encoding = rule("content_encoding", &mut bad);
+        let content_disposition = rule("content_disposition", &mut bad);
+        for (name, r) in [
+            ("content_type", &content_type),
+            ("cache_control", &cache_control),
+            ("content_encoding", &content_encoding),
+            ("content_disposition", &content_disposition),
+        ] {
+            let values: Vec<&str> = match r {
+                Some(ValueRule::Fixed(v)) => vec![v.as_str()],
+                Some(ValueRule::ByPattern(p)) => p.iter().map(|(_, v)| v.as_str()).collect(),
+                None => vec![],
+            };
+            for v in values {
+                if v.chars().any(|c| c.is_control()) {
+                    bad(name, "values must not contain control characters".into());
+                }
+            }
+        }
+
+        let mut metadata = Vec::new();
+        if let Some(m) = raw.get("metadata") {
+            match parse_map(m) {
+                Ok(pairs) => {
+                    for (k, v) in pairs {
+                        if !valid_metadata_name(&k) {
+                            bad("metadata", format!("`{k}` is not a valid metadata name: letters, digits and `_`, not starting with a digit"));
+                        } else if k.eq_ignore_ascii_case("sha256") {
+                            bad("metadata", "`sha256` is reserved: the plugin stores the file's SHA-256 there".into());
+                        } else {
+                            metadata.push((k.to_ascii_lowercase(), header_safe(&v)));
+                        }
+                    }
+                }
+                Err(e) => bad("metadata", e),
+            }
+        }
+        if provenance_on {
+            for (k, v) in provenance(raw) {
+                if !metadata.iter().any(|(n, _)| *n == k) {
+                    metadata.push((k, header_safe(&v)));
+                }
+            }
+        }
+
+        let size = |name: &str, min: u64, max: u64, bad: &mut dyn FnMut(&str, String)| -> Option<u64> {
+            let v = raw.get(name)?;
+            match parse_size(v) {
+                Ok(n) if (min..=max).contains(&n) => Some(n),
+                Ok(_) => {
+                    bad(name, format!("`{v}` is out of range: {} to {}", human_bytes(min), human_bytes(max)));
+                    None
+                }
+                Err(e) => {
+                    bad(name, e);
+                    None
+                }
+            }
+        };
+        let block_size = size("block_size", 64 << 10, 4000 << 20, &mut bad);
+        let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut bad).unwrap_or(32 << 20);
+        // Upload blocks are held in memory; download ranges stream to disk.
+        if let (Some(b), Action::Upload) = (block_size, action) {
+            if max_memory < b {
+                bad("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));
+            }
+        }
+
+        let int = |name: &str, min: u64, max: u64, bad: &mut dyn FnMut(&str, String)| -> u64 {
+            let default: u64 = settings::find(name).and_then(|s| s.default).and_then(|d| d.parse().ok()).unwrap_or(min);
+            match raw.get(name) {
+                None => default,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if (min..=max).contains(&n) => n,
+                    _ => {
+                        bad(name, format!("`{v}` is not a whole number from {min} to {max}"));
+                        default
+                    }
+                },
+            }
+        };
+        let concurrency = int("concurrency", 1, 256, &mut bad) as usize;
+        let retries = int("retries", 0, 50, &mut bad) as u32;
+
+        let duration = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Duration {
+            let default = settings::find(name)
+                .and_then(|s| s.default)
+                .and_then(|d| parse_duration(d).ok())
+                .unwrap_or(Duration::from_secs(60));
+            match raw.get(name) {
+                None => default,
+                Some(v) => match parse_duration(v) {
+                    Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(24 * 3600) => d,
+                    Ok(_) => {
+                        bad(name, format!("`{v}` is out of range: 10ms to 24h"));
+                        default
+                    }
+                    Err(e) => {
+                        bad(name, e);
+                        default
+                    }
+                },
+            }
+        };
+        let timeout = duration("timeout", &mut bad);
+        let progress_interval = duration("progress_interval", &mut bad);
+
+        let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
+
+        // Endpoint, account and container.
+        let connection_string = raw.get("connection_string").map(Secret::new);
+        let cs = match &connection_string {
+            Some(c) => match ConnectionString::parse(c.expose()) {
+                Ok(cs) => Some(cs),
+                Err(e) => {
+                    bad("connection_string", e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let suffix = raw
+            .get("endpoint_suffix")
+            .map(str::to_string)
+            .or_else(|| cs.as_ref().and_then(|c| c.endpoint_suffix.clone()))
+            .unwrap_or_else(|| "core.windows.net".into());
+        let account_setting = raw.get("account_name").map(|s| s.trim().to_string());
+        if let Some(a) = &account_setting {
+            if !(3..=24).contains(&a.len()) || !a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+                bad("account_name", format!("`{a}` is not a storage account name: 3-24 lowercase letters and digits"));
+            }
+        }
+        let cs_endpoint = cs.as_ref().and_then(|c| match service {
+            Service::Blob => c.blob_endpoint.clone(),
+            Service::File => c.file_endpoint.clone(),
+        });
+        let cs_account = cs.as_ref().and_then(|c| c.account_name.clone());
+        let endpoint = if let Some(e) = raw.get("endpoint") {
+            let e = e.trim().trim_end_matches('/').to_string();
+            if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bad("endpoint", "must not contain spaces or control characters".into());
+            }
+            match url::Url::parse(&e) {
+                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
+                    if u.query().is_some() {
+                        bad("endpoint", "must not carry a query string: give a SAS in `sas_token`".into());
+                    }
+                }
+                _ => bad("endpoint", format!("`{e}` is not an http(s) URL")),
+            }
+            Some(e)
+        } else if let Some(e) = cs_endpoint {
+            Some(e)
+        } else {
+            let acct = account_setting.clone().or(cs_account.clone());
+            let proto = cs.as_ref().and_then(|c| c.protocol.clone()).unwrap_or_else(|| "https".into());
+            acct.map(|a| format!("{proto}://{a}.{}.{suffix}", service.as_str()))
+        };
+        let account = account_setting
+            .clone()
+            .or(cs_account)
+            .or_else(|| endpoint.as_deref().and_then(account_from_endpoint))
+            .unwrap_or_default();
+        let endpoint = match endpoint {
+            Some(e) => e,
+            None => {
+                if !dry_run || action == Action::Download {
+                    bad(
+                        "account_name",
+                        "is required: set `account_name`, or `endpoint`, or `connection_string`".into(),
+                    );
+                }
+                String::new()
+            }
+        };
+
+        let (container_key, other_key) = match service {
+            Service::Blob => ("container", "share"),
+            Service::File => ("share", "container"),
+        };
+        if raw.get(other_key).is_some() {
+            bad(other_key, format!("does not apply to `service: {}`: use `{container_key}`", service.as_str()));
+        }
+        let container = raw.get(container_key).map(|s| s.trim().to_string()).unwrap_or_default();
+        if container.is_empty() {
+            bad(container_key, format!("is required with `service: {}`", service.as_str()));
+        } else if let Err(e) = check_container_name(&container, container_key) {
+            bad(container_key, e);
+        }
+
+        // Credentials (the mode is resolved in auth::resolve, with the network-free checks here).
+        let sas_token = raw.get("sas_token").map(|s| Secret::new(s.trim().trim_start_matches('?')));
+        if let Some(s) = &sas_token {
+            if !s.expose().contains("sig=") {
+                bad("sas_token", "is not a SAS: it has no `sig=` parameter".into());
+            }
+        }
+        let account_key = raw.get("account_key").map(|s| Secret::new(s.trim()));
+        if let Some(k) = &account_key {
+            use base64::Engine;
+            if base64::engine::general_purpose::STANDARD.decode(k.expose()).is_err() {
+                bad("account_key", "is not base64 (copy the key from the portal's Access keys page)".into());
+            }
+        }
+
+        let keyless = parse_keyless(raw, auth_mode, &mut bad);
+
+        if !errs.is_empty() {
+            return Err(ConfigError(errs));
+        }
+        Ok(Config {
+            action,
+            service,
+            endpoint,
+            account,
+            container,
+            create_container,
+            sources,
+            target,
+            strip_prefix,
+            excludes,
+            allow_empty,
+            overwrite,
+            content_type,
+            cache_control,
+            content_encoding,
+            content_disposition,
+            metadata,
+            access_tier,
+            content_md5,
+            verify,
+            checksum,
+            follow_symlinks,
+            block_size,
+            concurrency,
+            max_memory,
+            retries,
+            timeout,
+            manifest,
+            dry_run,
+            log_level,
+            log_format,
+            progress_interval,
+            auth: AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, ..keyless },
+            ci_label: ci_label(raw),
+        })
+    }
+
+    /// `container` for Blob, `share` for Files: the word users know.
+    pub fn container_word(&self) -> &'static str {
+        match self.service {
+            Service::Blob => "container",
+            Service::File => "share",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(super) fn raw(pairs: &[(&str, &str)]) -> RawSettings {
+        RawSettings::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    pub(super) fn base() -> Vec<(&'static str, &'static str)> {
+        vec![("PLUGIN_ACCOUNT_NAME", "mystorage"), ("PLUGIN_CONTAINER", "artifacts"), ("PLUGIN_SOURCE", "dist/**")]
+    }
+
+    #[test]
+    fn minimal_config_resolves_endpoint() {
+        let c = Config::from_raw(&raw(&base())).unwrap();
+        assert_eq!(c.endpoint, "https://mystorage.blob.core.windows.net");
+        assert_eq!(c.account, "mystorage");
+        assert_eq!(c.action, Action::Upload);
+        assert_eq!(c.overwrite, Overwrite::True);
+        assert_eq!(c.concurrency, 16);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_setting() {
+        let mut p = base();
+        p.extend([
+            ("PLUGIN_OVERWRITE", "maybe"),
+            ("PLUGIN_BLOCK_SIZE", "huge"),
+            ("PLUGIN_TIMEOUT", "soon"),
+            ("PLUGIN_CONCURRENCY", "0"),
+            ("PLUGIN_METADATA", "{\"1bad\": \"x\"}"),
+        ]);
+        let e = Config::from_raw(&raw(&p)).unwrap_err();
+        let names: Vec<_> = e.0.iter().map(|i| i.setting.as_str()).collect();
+        assert_eq!(names, vec!["overwrite", "metadata", "block_size", "concurrency", "timeout"]);
+        let text = e.to_string();
+        assert!(text.contains("PLUGIN_OVERWRITE"), "{text}");
+        assert!(text.contains("true, false, skip, changed"), "{text}");
+    }
+
+    #[test]
+    fn secrets_never_in_debug() {
+        let mut p = base();
+        p.push(("PLUGIN_ACCOUNT_KEY", "c2VjcmV0LWtleS12YWx1ZQ=="));
+        let c = Config::from_raw(&raw(&p)).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("c2VjcmV0LWtleS12YWx1ZQ=="), "{dbg}");
+    }
+
+    #[test]
+    fn wrong_container_word_for_service() {
+        let mut p = base();
+        p.push(("PLUGIN_SHARE", "builds"));
+        let e = Config::from_raw(&raw(&p)).unwrap_err();
+        assert_eq!(e.0[0].setting, "share");
+    }
+
+    #[test]
+    fn patterns_match_like_gitignore() {
+        let p = PathPattern::new("*.map").unwrap();
+        assert!(p.is_match("dist/js/app.js.map"));
+        let p = PathPattern::new("dist/*.map").unwrap();
+        assert!(p.is_match("dist/a.map"));
+        assert!(!p.is_match("dist/js/a.map"));
+        let p = PathPattern::new("dist/**/*.map").unwrap();
+        assert!(p.is_match("dist/js/a.map"));
+    }
+
+    #[test]
+    fn unknown_settings_suggest_the_closest() {
+        let r = raw(&[("PLUGIN_STRIP_PREFX", "dist"), ("PLUGIN_SOURCE", "x")]);
+        assert_eq!(r.unknown(), vec![("strip_prefx".to_string(), Some("strip_prefix"))]);
+    }
+}
