@@ -1,10 +1,11 @@
 //! Upload of one file: overwrite policy, then one Put Blob (small files) or bounded
 //! read → hash → send stages (large files).
 //!
-//! Large files: a blocking reader thread reads block after block, feeding the whole-file
-//! SHA-256 (and MD5 when asked) and computing each block's CRC-64; it takes memory from
-//! the shared budget *before* reading a block, so it stalls (back-pressure) when the
-//! senders fall behind. Senders take a request permit from the budget shared by every
+//! Large files: a blocking reader thread reads block after block and a hasher thread
+//! follows it, feeding the whole-file SHA-256 (and MD5 when asked) and computing each
+//! block's checksum (CRC-64 or MD5), so reading overlaps hashing. The reader takes memory
+//! from the shared budget *before* reading a block, so it stalls (back-pressure) when
+//! the senders fall behind. Senders take a request permit from the budget shared by every
 //! file. Blocks an earlier run already staged are recognised by their deterministic id
 //! and not sent again. The block list is committed only after every block succeeded,
 //! so readers never see a partial blob; the stored metadata `sha256` is the hash of
@@ -215,9 +216,14 @@ async fn upload_chunked(
     let size = item.size;
     let eng2 = eng.clone();
     let handle = tokio::runtime::Handle::current();
-    let reader = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
+    // Stage 1 reads blocks; stage 2 hashes them in order and computes each block's
+    // checksum, then hands them to the senders. Two threads, so reading the next block
+    // overlaps hashing this one; a block is owned by one stage at a time (its buffer goes
+    // back to the pool after its request), and the small channel between them bounds
+    // what waits, on top of the memory budget taken before each read.
+    let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(1);
+    let read = tokio::task::spawn_blocking(move || -> Result<(), String> {
         let mut f = std::fs::File::open(&path).map_err(|e| format!("cannot read: {e}"))?;
-        let mut h = FileHasher::new(with_md5);
         let mut offset = 0u64;
         while offset < size {
             let len = block.min(size - offset);
@@ -232,9 +238,7 @@ async fn upload_chunked(
                     format!("cannot read at offset {offset}: {e}")
                 }
             })?;
-            h.update(&buf);
-            let chunk = Chunk { offset, len, sum: BodySum::of(kind, &buf) };
-            if tx.blocking_send((chunk, Bytes::from(buf), permit)).is_err() {
+            if read_tx.send((offset, buf, permit)).is_err() {
                 return Err("cancelled".into());
             }
             offset += len;
@@ -245,8 +249,25 @@ async fn upload_chunked(
                 "changed size while being uploaded (grew past the planned {size} bytes); not committed"
             ));
         }
+        Ok(())
+    });
+    let hash = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
+        let mut h = FileHasher::new(with_md5);
+        for (offset, buf, permit) in read_rx {
+            h.update(&buf);
+            let chunk = Chunk { offset, len: buf.len() as u64, sum: BodySum::of(kind, &buf) };
+            if tx.blocking_send((chunk, Bytes::from(buf), permit)).is_err() {
+                return Err("cancelled".into());
+            }
+        }
         Ok(h.finish())
     });
+    // The reader's error (a short or grown file) is the one that explains a failure.
+    let reader = async move {
+        let r = read.await.map_err(|e| e.to_string()).and_then(|r| r);
+        let h = hash.await.map_err(|e| e.to_string()).and_then(|r| r);
+        r.and(h)
+    };
 
     let mut chunks: Vec<Chunk> = Vec::with_capacity(size.div_ceil(block) as usize);
     let mut puts: JoinSet<Result<(), String>> = JoinSet::new();
@@ -293,7 +314,7 @@ async fn upload_chunked(
         eng.with_request(store.abandon(&item.name)).await;
         return Err(f);
     }
-    let digests = match reader.await.map_err(|e| e.to_string()).and_then(|r| r) {
+    let digests = match reader.await {
         Ok(d) => d,
         Err(e) => {
             eng.with_request(store.abandon(&item.name)).await;
