@@ -96,7 +96,7 @@ fn main() -> ExitCode {
         Err(code) => {
             let removed = download::remove_temp_files();
             tracing::error!(
-                "interrupted: stopped; {removed} partial download(s) removed, nothing left under a final name"
+                "interrupted: stopped; {removed} partial download(s) discarded, nothing left under a final name"
             );
             ExitCode::from(code)
         }

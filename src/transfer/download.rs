@@ -6,9 +6,12 @@
 //! in memory, so memory stays at the HTTP read buffers whatever the range size. A hasher
 //! thread follows behind, reading each completed stretch back from the page cache in
 //! file order ([`hash_in_order`]), so SHA-256 runs on one core while the other serves
-//! the network, and the file's hash is of the bytes as they landed. The file appears under its final name only after its SHA-256 (metadata `sha256`) or
-//! Content-MD5 matched; on any failure, or on SIGTERM/SIGINT, the temporary file is
-//! removed. Parent directories are created one component at a time and a symbolic
+//! the network, and the file's hash is of the bytes as they landed.
+//!
+//! The file appears under its final name only after its SHA-256 (metadata `sha256`) or
+//! Content-MD5 matched; until then it is an unnamed file ([`TempFile`]), which nothing,
+//! not even `SIGKILL`, can leave behind (or, where unnamed files are not supported, a
+//! named one removed on failure and on SIGTERM/SIGINT). Parent directories are created one component at a time and a symbolic
 //! link met on the way is refused, so nothing is written outside `target`.
 //!
 //! Each request is retried by the HTTP layer, but bytes that arrive damaged or short in
@@ -22,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -34,31 +38,64 @@ use super::Engine;
 use crate::config::{Overwrite, Verify};
 
 static TEMP_FILES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// Downloads written but not yet under their final name (named or unnamed).
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// Removes every temporary download file still open (called on SIGTERM/SIGINT).
+/// Removes every named temporary download file still open (called on SIGTERM/SIGINT;
+/// unnamed ones vanish with the process) and returns how many downloads were unfinished.
 pub fn remove_temp_files() -> usize {
     let files = std::mem::take(&mut *TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()));
     for f in &files {
         let _ = std::fs::remove_file(f);
     }
-    files.len()
+    IN_FLIGHT.load(Ordering::SeqCst)
 }
 
-/// A registered temporary file, removed on drop unless it was renamed into place.
+/// Where a download is written until it is verified.
+///
+/// Preferably an *unnamed* file (`O_TMPFILE`) in the destination's directory, linked
+/// under its final name only once verified: it never has a name to clean up, so even a
+/// `SIGKILL` leaves nothing behind, and it takes the directory's lock once (the link)
+/// instead of twice (create, then rename), which matters when many small files land in
+/// one directory at once (measured: see docs/benchmarks.md). Where the filesystem or a
+/// missing `/proc` does not allow it, a named `.name.azpart-XXXXXXXX` file beside the
+/// destination, registered for removal on SIGTERM/SIGINT and on drop, then renamed.
 struct TempFile {
-    path: PathBuf,
-    armed: bool,
+    file: Arc<std::fs::File>,
+    /// `Some` for a named temporary file (removed on drop unless persisted).
+    path: Option<PathBuf>,
+    dir: PathBuf,
+    base: String,
 }
 
 impl TempFile {
-    fn create(dir: &Path, base: &str) -> std::io::Result<(Self, std::fs::File)> {
+    fn create(dir: &Path, base: &str) -> std::io::Result<Self> {
+        let t = Self::open(dir, base)?;
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        Ok(t)
+    }
+
+    fn open(dir: &Path, base: &str) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if Path::new("/proc/self/fd").is_dir() {
+            match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).open(dir) {
+                Ok(f) => return Ok(TempFile { file: Arc::new(f), path: None, dir: dir.into(), base: base.into() }),
+                // Not supported by this filesystem or kernel: fall back to a named file.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (path, f) = Self::named(dir, base)?;
+        TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).insert(path.clone());
+        Ok(TempFile { file: Arc::new(f), path: Some(path), dir: dir.into(), base: base.into() })
+    }
+
+    /// A new file with a random temporary name beside the destination.
+    fn named(dir: &Path, base: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
         for _ in 0..16 {
             let path = dir.join(format!(".{base}.azpart-{:08x}", fastrand::u32(..)));
             match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
-                Ok(f) => {
-                    TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).insert(path.clone());
-                    return Ok((TempFile { path, armed: true }, f));
-                }
+                Ok(f) => return Ok((path, f)),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             }
@@ -66,19 +103,63 @@ impl TempFile {
         Err(std::io::Error::other("cannot pick a temporary file name"))
     }
 
+    /// Gives the verified file its final name `dest`, replacing what is there.
     fn persist(mut self, dest: &Path) -> std::io::Result<()> {
-        std::fs::rename(&self.path, dest)?;
-        self.armed = false;
-        TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
+        let Some(path) = self.path.take() else {
+            // Link the unnamed file: directly when nothing is at `dest`, else under a
+            // temporary name first and renamed over `dest` (a link cannot replace).
+            let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*self.file));
+            match link(&proc_path, dest) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                other => return other,
+            }
+            for _ in 0..16 {
+                let tmp = self.dir.join(format!(".{}.azpart-{:08x}", self.base, fastrand::u32(..)));
+                match link(&proc_path, &tmp) {
+                    Ok(()) => {
+                        let r = std::fs::rename(&tmp, dest);
+                        if r.is_err() {
+                            let _ = std::fs::remove_file(&tmp);
+                        }
+                        return r;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            return Err(std::io::Error::other("cannot pick a temporary file name"));
+        };
+        let r = std::fs::rename(&path, dest);
+        if r.is_err() {
+            self.path = Some(path);
+            return r;
+        }
+        TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
         Ok(())
+    }
+}
+
+/// `linkat(2)` following the `/proc/self/fd` link to the open file.
+fn link(from: &str, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(from).map_err(std::io::Error::other)?;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    let r =
+        unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
 impl Drop for TempFile {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = std::fs::remove_file(&self.path);
-            TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.path);
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+            TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
         }
     }
 }
@@ -227,9 +308,9 @@ async fn download_inner(
         return Err("has no `sha256` metadata and no Content-MD5 to verify against; not downloaded (set `verify: size` to accept it after a length check)".into());
     };
 
-    let (tmp, file) = TempFile::create(&parent, &base)
+    let tmp = TempFile::create(&parent, &base)
         .map_err(|e| format!("cannot create a temporary file in `{}`: {e}", parent.display()))?;
-    let file = Arc::new(file);
+    let file = tmp.file.clone();
     let range = eng.range_size();
     let n = size.div_ceil(range);
     let window = eng.cfg.concurrency.max(1);

@@ -515,14 +515,51 @@ fn sigterm_mid_download_leaves_no_file_and_no_temporary_file() {
             .set("timeout", "60s"),
     );
     let mid = proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().any(|r| r.fault == Some("hang")));
-    let temp_seen = (0..200).any(|_| {
-        std::thread::sleep(Duration::from_millis(10));
-        tree(&out_dir).iter().any(|f| f.contains(".azpart-"))
-    });
+    // Two ranges are on disk, in an unnamed file (or a named `.azpart-` one where the
+    // filesystem has no O_TMPFILE): never under the final name.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!out_dir.join("big.bin").exists(), "a partial download is visible under its final name");
     signal(&child, libc::SIGTERM);
     let out = finish(child);
-    assert!(mid && temp_seen, "the download was not caught mid-way:\n{}\n{}", proxy.log(), out.all());
-    out.assert_code(143).assert_contains("interrupted").assert_contains("1 partial download(s) removed");
+    assert!(mid, "the download was not caught mid-way:\n{}\n{}", proxy.log(), out.all());
+    out.assert_code(143).assert_contains("interrupted").assert_contains("1 partial download(s) discarded");
+    assert!(tree(&out_dir).is_empty(), "left behind: {:?}", tree(&out_dir));
+}
+
+/// Whether this filesystem gives unnamed temporary files (`O_TMPFILE`).
+fn tmpfile_supported(dir: &Path) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).open(dir).is_ok()
+}
+
+#[test]
+fn sigkill_mid_download_leaves_nothing_at_all() {
+    // SIGKILL runs no handler: only an unnamed temporary file guarantees an empty target.
+    let az = Azurite::shared();
+    let c = container("killdl");
+    let src = tempfile::tempdir().unwrap();
+    write(src.path(), "big.bin", &big());
+    plugin(src.path()).azurite(az, &c).set("source", "big.bin").set("block_size", "64KiB").run().assert_ok();
+    let proxy = FaultProxy::start(az, vec![Rule::new("hang", op("GetBlob"), Times::From(3), Fault::Hold(Gate::new()))]);
+    let ws = tempfile::tempdir().unwrap();
+    if !tmpfile_supported(ws.path()) {
+        eprintln!(
+            "SKIPPED: the filesystem under {} has no O_TMPFILE; the named fallback is covered by SIGTERM",
+            ws.path().display()
+        );
+        return;
+    }
+    let out_dir = ws.path().join("out");
+    let child =
+        spawn(&via(&proxy, ws.path(), &c).set("action", "download").set("source", "big.bin").set("target", "out"));
+    let mid =
+        proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().filter(|r| r.req.op() == "GetBlob").count() >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, libc::SIGKILL);
+    let out = finish(child);
+    assert!(mid, "the download was not caught mid-way:\n{}\n{}", proxy.log(), out.all());
+    assert_eq!(out.code, 128 + libc::SIGKILL);
+    assert!(out_dir.is_dir(), "the target was never created");
     assert!(tree(&out_dir).is_empty(), "left behind: {:?}", tree(&out_dir));
 }
 
