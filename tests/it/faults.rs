@@ -630,8 +630,15 @@ fn unreadable_files_fail_per_file_and_the_rest_go_on() {
     }
     let p = plugin(dir.path()).azurite(az, &c).set("source", "*").set("block_size", "64KiB");
     let mut cmd = p.command();
-    // Root reads anything whatever its mode: run the plugin as `nobody` so the mode bites.
+    // Root reads anything whatever its mode: run the plugin as `nobody` so the mode bites,
+    // from a copy `nobody` can reach (the checkout may sit in a private directory).
+    let bin_dir = tempfile::tempdir().unwrap();
     if unsafe { libc::geteuid() } == 0 {
+        std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = bin_dir.path().join("plugin-azure-storage");
+        std::fs::copy(env!("CARGO_BIN_EXE_plugin-azure-storage"), &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        cmd = p.command_of(&bin);
         cmd.uid(65534).gid(65534);
     }
     let o = cmd.output().unwrap();

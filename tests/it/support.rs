@@ -226,7 +226,11 @@ impl Plugin {
             .set("create_container", "true")
     }
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_plugin-azure-storage"));
+        self.command_of(Path::new(env!("CARGO_BIN_EXE_plugin-azure-storage")))
+    }
+    /// The same run with another copy of the binary.
+    pub fn command_of(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.env_clear().envs(&self.env).args(&self.args).current_dir(&self.dir).stdin(Stdio::null());
         cmd
     }
