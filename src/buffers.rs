@@ -1,4 +1,4 @@
-//! A process-wide pool of large transfer buffers (upload blocks, download ranges).
+//! A process-wide pool of large upload buffers (blocks; downloads stream to disk).
 //!
 //! Allocating a fresh 4 MiB buffer per block costs page faults and zeroing, and with
 //! glibc either fragments the heap (RSS far above `max_memory`) or, with the fixed mmap

@@ -11,8 +11,9 @@
 //! The file appears under its final name only after its SHA-256 (metadata `sha256`) or
 //! Content-MD5 matched; until then it is an unnamed file ([`TempFile`]), which nothing,
 //! not even `SIGKILL`, can leave behind (or, where unnamed files are not supported, a
-//! named one removed on failure and on SIGTERM/SIGINT). Parent directories are created one component at a time and a symbolic
-//! link met on the way is refused, so nothing is written outside `target`.
+//! named one removed on failure and on SIGTERM/SIGINT). Parent directories are created
+//! one component at a time and a symbolic link met on the way is refused, so nothing is
+//! written outside `target`.
 //!
 //! Each request is retried by the HTTP layer, but bytes that arrive damaged or short in
 //! a well-formed response are only seen here (by the whole-file SHA-256 / MD5, or by a
@@ -92,15 +93,7 @@ impl TempFile {
 
     /// A new file with a random temporary name beside the destination.
     fn named(dir: &Path, base: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
-        for _ in 0..16 {
-            let path = dir.join(format!(".{base}.azpart-{:08x}", fastrand::u32(..)));
-            match std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path) {
-                Ok(f) => return Ok((path, f)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(std::io::Error::other("cannot pick a temporary file name"))
+        fresh_name(dir, base, |path| std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path))
     }
 
     /// Gives the verified file its final name `dest`, replacing what is there.
@@ -113,21 +106,12 @@ impl TempFile {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 other => return other,
             }
-            for _ in 0..16 {
-                let tmp = self.dir.join(format!(".{}.azpart-{:08x}", self.base, fastrand::u32(..)));
-                match link(&proc_path, &tmp) {
-                    Ok(()) => {
-                        let r = std::fs::rename(&tmp, dest);
-                        if r.is_err() {
-                            let _ = std::fs::remove_file(&tmp);
-                        }
-                        return r;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(e),
-                }
+            let (tmp, ()) = fresh_name(&self.dir, &self.base, |tmp| link(&proc_path, tmp))?;
+            let r = std::fs::rename(&tmp, dest);
+            if r.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            return Err(std::io::Error::other("cannot pick a temporary file name"));
+            return r;
         };
         let r = std::fs::rename(&path, dest);
         if r.is_err() {
@@ -137,6 +121,24 @@ impl TempFile {
         TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
         Ok(())
     }
+}
+
+/// Runs `make` on random temporary names `.base.azpart-XXXXXXXX` in `dir` until one does
+/// not exist yet; returns the name it succeeded with.
+fn fresh_name<T>(
+    dir: &Path,
+    base: &str,
+    mut make: impl FnMut(&Path) -> std::io::Result<T>,
+) -> std::io::Result<(PathBuf, T)> {
+    for _ in 0..16 {
+        let path = dir.join(format!(".{base}.azpart-{:08x}", fastrand::u32(..)));
+        match make(&path) {
+            Ok(t) => return Ok((path, t)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("cannot pick a temporary file name"))
 }
 
 /// `linkat(2)` following the `/proc/self/fd` link to the open file.
