@@ -76,6 +76,7 @@ use tokio::sync::OnceCell;
 use super::blob::{encode_path, list_page_size};
 use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::auth::Credential;
+use crate::config::Checksum;
 use crate::http::{BodySink, Http, HttpError, Request};
 use crate::transfer::checksum::BodySum;
 
@@ -130,6 +131,14 @@ pub fn is_temp_name(base: &str) -> bool {
 
 fn md5_of(data: &[u8]) -> [u8; 16] {
     Md5::digest(data).into()
+}
+
+/// The body's MD5: the engine's, as [`FilesStore::body_checksum`] asks it for MD5.
+fn body_md5(sum: BodySum, data: &[u8]) -> [u8; 16] {
+    match sum {
+        BodySum::Md5(m) => m,
+        BodySum::Crc64(_) => md5_of(data),
+    }
 }
 
 /// Splits `a/b/c` into (`a/b`, `c`); a top-level name has parent "".
@@ -303,13 +312,9 @@ impl FilesStore {
 
     /// [Put Range](https://learn.microsoft.com/rest/api/storageservices/put-range)
     /// (`x-ms-write: update`, at most 4 MiB, with a transactional Content-MD5).
-    pub async fn put_range(&self, name: &str, offset: u64, data: Bytes) -> Result<()> {
+    /// `md5` is the body's, computed by the engine while it hashed the file.
+    pub async fn put_range(&self, name: &str, offset: u64, data: Bytes, md5: [u8; 16]) -> Result<()> {
         debug_assert!(!data.is_empty() && data.len() as u64 <= MAX_RANGE);
-        // Hashing 4 MiB takes milliseconds: off the async workers.
-        let d = data.clone();
-        let md5 = tokio::task::spawn_blocking(move || md5_of(&d))
-            .await
-            .map_err(|e| StorageError::Protocol { op: "Put Range", detail: e.to_string() })?;
         let end = offset + data.len() as u64 - 1;
         let req = self
             .req(Method::PUT, self.path_url(name, &[("comp", "range")]))
@@ -482,6 +487,11 @@ impl Store for FilesStore {
         MAX_RANGE
     }
 
+    fn body_checksum(&self, _wanted: Checksum) -> Checksum {
+        // Put Range verifies Content-MD5 (the `checksum` setting is for Blob).
+        Checksum::Md5
+    }
+
     async fn ensure_container(&self, create: bool) -> Result<()> {
         if create {
             self.create_share().await?;
@@ -537,15 +547,16 @@ impl Store for FilesStore {
         self.get_file(name, offset, len, sink).await
     }
 
-    async fn put_whole(&self, name: &str, data: Bytes, _sum: BodySum, props: &UploadProps) -> Result<Committed> {
+    async fn put_whole(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
         self.ensure_parents(name).await?;
         let tmp = self.temp_name(name);
-        // Files computes no Content-MD5 itself: store the whole file's, which we have here.
-        let props = UploadProps { content_md5: Some(md5_of(&data)), ..props.clone() };
+        // Files computes no Content-MD5 itself: store the whole file's, which is the body's.
+        let md5 = body_md5(sum, &data);
+        let props = UploadProps { content_md5: Some(md5), ..props.clone() };
         self.create_file(&tmp, data.len() as u64, &props).await?;
         let r = async {
             if !data.is_empty() {
-                self.put_range(&tmp, 0, data).await?;
+                self.put_range(&tmp, 0, data, md5).await?;
             }
             self.finish(&tmp, name, &props).await
         }
@@ -567,7 +578,8 @@ impl Store for FilesStore {
     }
 
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()> {
-        self.put_range(&self.temp_name(name), chunk.offset, data).await
+        let md5 = body_md5(chunk.sum, &data);
+        self.put_range(&self.temp_name(name), chunk.offset, data, md5).await
     }
 
     async fn commit(&self, name: &str, _size: u64, _chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use crate::config::Checksum;
 use crate::http::{BodySink, HttpError};
 use crate::transfer::checksum::BodySum;
 
@@ -185,6 +186,11 @@ pub trait Store: Send + Sync {
     fn max_chunk(&self) -> u64;
     /// Largest file sent in one request instead of chunks.
     fn max_single_put(&self) -> u64;
+    /// The per-request checksum this store sends, given the `checksum` setting; the engine
+    /// computes it while hashing, so a store never hashes a body again.
+    fn body_checksum(&self, wanted: Checksum) -> Checksum {
+        wanted
+    }
 
     /// Checks the container/share exists, creating it when `create` is set.
     async fn ensure_container(&self, create: bool) -> Result<()>;

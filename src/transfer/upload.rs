@@ -175,7 +175,7 @@ async fn upload_small(
     let _mem = eng.memory_for(item.size).await;
     let path = item.path.clone();
     let size = item.size;
-    let kind = eng.cfg.checksum;
+    let kind = eng.store.body_checksum(eng.cfg.checksum);
     let (data, digests, sum) = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let buf = read_whole(&path, size)?;
         let mut h = FileHasher::new(false);
@@ -210,7 +210,7 @@ async fn upload_chunked(
     // The whole-file MD5 is stored for Blob and Files alike (Files never computes one
     // itself); per-request checksums are the store's business (CRC-64 or Content-MD5).
     let with_md5 = eng.cfg.content_md5;
-    let kind = eng.cfg.checksum;
+    let kind = eng.store.body_checksum(eng.cfg.checksum);
     let (tx, mut rx) = mpsc::channel::<ChunkMsg>(1024);
     let path = item.path.clone();
     let size = item.size;
