@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod bench_harness;
 mod blob_download;
 mod blob_upload;
 mod docs;

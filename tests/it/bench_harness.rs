@@ -1,0 +1,26 @@
+//! The benchmark harness keeps its fairness promises (scripts/bench --self-test): every
+//! tool runs with a stdin that stays open for its whole run — azcopy busy-loops on a
+//! closed one, which once made its CPU look six times worse than it is — and the tool
+//! order rotates per repetition. The self-test carries its own negative control (the
+//! same probe with a closed stdin must report EOF), so it can fail.
+
+use std::process::Command;
+
+use crate::support::repo_root;
+
+#[test]
+fn bench_harness_holds_every_tools_stdin_open_and_rotates_the_order() {
+    assert!(
+        std::path::Path::new("/usr/bin/time").exists(),
+        "GNU time is missing: run `scripts/ensure-tools image` (scripts/test does it for you)"
+    );
+    let out = Command::new("python3")
+        .arg(repo_root().join("scripts/bench"))
+        .arg("--self-test")
+        .output()
+        .expect("python3 runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "self-test failed:\n{text}");
+    assert!(text.contains("under timed(): stdin open; control with a closed stdin: eof"), "{text}");
+    assert!(text.contains("self-test: ok"), "{text}");
+}
