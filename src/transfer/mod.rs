@@ -315,7 +315,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
         ))
         .into());
     }
-    let plan = plan::plan_download(cfg, listed.into_values().collect());
+    let plan = plan::plan_download(cfg, listed.into_values().collect())?;
     let total: u64 = plan.items.iter().map(|i| i.remote.size).sum();
     tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
     let mut results: Vec<FileResult> = plan
