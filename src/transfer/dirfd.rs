@@ -121,6 +121,13 @@ pub fn link_at(file: &File, dir: &OwnedFd, name: &str) -> io::Result<()> {
         .map(drop)
 }
 
+/// Links the file named `from` in `dir` under `to` as well (`EEXIST` if taken).
+pub fn link_name_at(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
+    let (f, t) = (cstr(from.as_bytes())?, cstr(to.as_bytes())?);
+    // SAFETY: both strings are valid and outlive the call; `dir` is open.
+    check(unsafe { libc::linkat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr(), 0) }).map(drop)
+}
+
 /// Renames `from` to `to`, both in `dir`, replacing what `to` names (a link itself, not its target).
 pub fn rename_at(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
     let (f, t) = (cstr(from.as_bytes())?, cstr(to.as_bytes())?);

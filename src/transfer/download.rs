@@ -178,22 +178,26 @@ struct TempFile {
 }
 
 impl TempFile {
-    fn create(dir: &Arc<OwnedFd>, base: &str) -> std::io::Result<Self> {
-        let t = Self::open(dir, base)?;
+    /// Counts the download in flight; [`Drop`] uncounts it.
+    fn new(file: File, dir: &Arc<OwnedFd>, named: Option<(String, u64)>, base: &str) -> Self {
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        Ok(t)
+        TempFile { file: Arc::new(file), dir: dir.clone(), named, base: base.into() }
     }
 
-    fn open(dir: &Arc<OwnedFd>, base: &str) -> std::io::Result<Self> {
-        let make = |file, named| TempFile { file: Arc::new(file), dir: dir.clone(), named, base: base.into() };
+    fn create(dir: &Arc<OwnedFd>, base: &str) -> std::io::Result<Self> {
         if Path::new("/proc/self/fd").is_dir() {
             match dirfd::tmpfile_in(dir) {
-                Ok(f) => return Ok(make(f, None)),
+                Ok(f) => return Ok(Self::new(f, dir, None, base)),
                 // Not supported by this filesystem or kernel: fall back to a named file.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
                 Err(e) => return Err(e),
             }
         }
+        Self::named(dir, base)
+    }
+
+    /// A named `.base.azpart-XXXXXXXX` file in `dir`, registered for [`remove_temp_files`].
+    fn named(dir: &Arc<OwnedFd>, base: &str) -> std::io::Result<Self> {
         // Registered before it exists, so a SIGTERM between the two cannot miss it.
         let id = TEMP_IDS.fetch_add(1, Ordering::Relaxed);
         let (name, f) = fresh_name(base, |name| {
@@ -201,11 +205,20 @@ impl TempFile {
             dirfd::create_new_at(dir, name)
         })
         .inspect_err(|_| unregister(id))?;
-        Ok(make(f, Some((name, id))))
+        Ok(Self::new(f, dir, Some((name, id)), base))
     }
 
-    /// Gives the verified file its final name `base` in its directory, replacing what is there.
-    fn persist(mut self) -> std::io::Result<()> {
+    /// Gives the verified file its final name `base` in its directory, replacing what is
+    /// there, or, without `replace` (`overwrite: false`), failing with `AlreadyExists` if
+    /// something took the name since it was checked (a link never replaces).
+    fn persist(mut self, replace: bool) -> std::io::Result<()> {
+        if !replace {
+            // Drop then removes the named temporary file; an unnamed one just closes.
+            return match &self.named {
+                Some((name, _)) => dirfd::link_name_at(&self.dir, name, &self.base),
+                None => dirfd::link_at(&self.file, &self.dir, &self.base),
+            };
+        }
         let Some((name, id)) = self.named.take() else {
             // Link the unnamed file: directly when nothing is at `base`, else under a
             // temporary name first and renamed over it (a link cannot replace).
@@ -465,11 +478,14 @@ async fn download_inner(
         }
         _ => {}
     }
-    {
-        let (t, p) = (target.clone(), parent.clone());
-        tokio::task::spawn_blocking(move || still_in_place(&t, &p)).await.map_err(|e| e.to_string())??;
-    }
-    tmp.persist().map_err(|e| format!("cannot move into place: {e}"))?;
+    // A few `openat` calls, as cheap as the link itself: done in place, like the link.
+    still_in_place(target, &parent)?;
+    tmp.persist(eng.cfg.overwrite != Overwrite::False).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            "already exists locally (overwrite: false; it appeared during the download)".to_string()
+        }
+        _ => format!("cannot move into place: {e}"),
+    })?;
     res.sha256 = Some(got.sha256);
     res.status = Status::Transferred;
     Ok(())
@@ -592,3 +608,72 @@ fn hash_in_order(
 
 /// Read-back piece for hashing: small enough to stay in the L2 cache between the copy and the hash.
 const HASH_READ: usize = 256 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// The named fallback (filesystems without `O_TMPFILE`): created relative to the
+    /// directory's descriptor, found and removed by [`remove_temp_files`] (the SIGTERM
+    /// path) even after the directory's path was swapped for a link, renamed into place
+    /// when persisted, removed when dropped.
+    #[test]
+    fn named_temporary_files_are_removed_on_interrupt_and_drop_and_renamed_when_persisted() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        let target = Target::open(root.path().to_path_buf()).unwrap();
+        let parent = open_parents(&target, "d/app.bin").unwrap();
+        let t = TempFile::named(&parent.fd, "app.bin").unwrap();
+        t.file.write_all_at(b"data", 0).unwrap();
+        let temp = names_in(&root.path().join("d"));
+        assert!(temp.len() == 1 && temp[0].starts_with(".app.bin.azpart-"), "{temp:?}");
+        // The directory is swapped for a link to elsewhere: nothing is removed there.
+        std::fs::rename(root.path().join("d"), root.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("d")).unwrap();
+        std::fs::write(outside.path().join(&temp[0]), b"not ours").unwrap();
+        assert!(remove_temp_files() >= 1);
+        assert!(names_in(&root.path().join("moved")).is_empty());
+        assert_eq!(names_in(outside.path()), temp, "removed a file outside the target");
+        drop(t);
+        // Persisted: renamed over the final name; dropped: gone.
+        let t = TempFile::named(&parent.fd, "app.bin").unwrap();
+        t.file.write_all_at(b"data", 0).unwrap();
+        t.persist(true).unwrap();
+        // Without replace (`overwrite: false`), a name taken meanwhile is kept.
+        let t3 = TempFile::named(&parent.fd, "app.bin").unwrap();
+        t3.file.write_all_at(b"other", 0).unwrap();
+        assert_eq!(t3.persist(false).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+        let t2 = TempFile::named(&parent.fd, "other.bin").unwrap();
+        drop(t2);
+        assert_eq!(names_in(&root.path().join("moved")), vec!["app.bin"]);
+        assert_eq!(std::fs::read(root.path().join("moved/app.bin")).unwrap(), b"data");
+        // And the path check notices the directory is no longer where it was.
+        let e = still_in_place(&target, &parent).unwrap_err();
+        assert!(e.contains("is a symbolic link") && e.contains("was replaced"), "{e}");
+    }
+
+    #[test]
+    fn parents_are_created_and_a_link_or_a_file_on_the_way_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = Target::open(root.path().to_path_buf()).unwrap();
+        let p = open_parents(&target, "a/b/c/f.txt").unwrap();
+        assert!(root.path().join("a/b/c").is_dir());
+        still_in_place(&target, &p).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a/link")).unwrap();
+        let e = open_parents(&target, "a/link/x/f.txt").err().unwrap();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        std::fs::write(root.path().join("a/file"), b"").unwrap();
+        let e = open_parents(&target, "a/file/f.txt").err().unwrap();
+        assert!(e.contains("exists and is not a directory"), "{e}");
+        assert!(names_in(outside.path()).is_empty());
+    }
+}

@@ -96,6 +96,9 @@ pub struct Logged {
     pub md5: bool,
 }
 
+/// (lowercase path, which Get File, new data, new metadata).
+type Rewrite = (String, u32, Vec<u8>, BTreeMap<String, String>);
+
 #[derive(Default)]
 pub struct State {
     shares: Mutex<BTreeMap<String, Share>>,
@@ -114,7 +117,7 @@ pub struct State {
     etags: AtomicU64,
     /// (lowercase path, n, data, metadata): "another writer" rewrites the file just before
     /// its nth Get File is served (a file changed while it is downloaded).
-    rewrite_on_get: Mutex<Option<(String, u32, Vec<u8>, BTreeMap<String, String>)>>,
+    rewrite_on_get: Mutex<Option<Rewrite>>,
 }
 
 pub struct FilesFake {
