@@ -74,7 +74,7 @@ use reqwest::Method;
 use tokio::sync::OnceCell;
 
 use super::blob::{encode_path, list_page_size};
-use super::{listed_name, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
+use super::{listed_name, same_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::auth::Credential;
 use crate::config::Checksum;
 use crate::http::{BodySink, Http, HttpError, Request};
@@ -400,14 +400,34 @@ impl FilesStore {
     }
 
     /// [Get File](https://learn.microsoft.com/rest/api/storageservices/get-file) with `x-ms-range`.
-    /// The body goes to `sink` as it arrives.
-    pub async fn get_file(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64> {
+    /// The body goes to `sink` as it arrives. Get File takes no `If-Match`, so with `etag`
+    /// the response's ETag is compared with it instead: another one means the file was
+    /// rewritten since ([`StorageError::Changed`]; the bytes given to `sink` are of the
+    /// other version and must be discarded).
+    pub async fn get_file(
+        &self,
+        name: &str,
+        etag: Option<&str>,
+        offset: u64,
+        len: u64,
+        sink: BodySink<'_>,
+    ) -> Result<u64> {
         let mut req = self.req(Method::GET, self.path_url(name, &[]));
         if len > 0 {
             req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
         }
         req.expect_bytes = len;
-        Ok(self.http.send_streamed(req, sink).await?.streamed)
+        let resp = self.http.send_streamed(req, sink).await?;
+        if let (Some(want), Some(got)) = (etag, resp.header("etag")) {
+            if !same_etag(want, got) {
+                return Err(StorageError::Changed {
+                    name: name.to_string(),
+                    expected: want.to_string(),
+                    now: got.to_string(),
+                });
+            }
+        }
+        Ok(resp.streamed)
     }
 
     /// [List Directories and Files](https://learn.microsoft.com/rest/api/storageservices/list-directories-and-files),
@@ -543,8 +563,15 @@ impl Store for FilesStore {
         Ok(out)
     }
 
-    async fn get_range(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64> {
-        self.get_file(name, offset, len, sink).await
+    async fn get_range(
+        &self,
+        name: &str,
+        etag: Option<&str>,
+        offset: u64,
+        len: u64,
+        sink: BodySink<'_>,
+    ) -> Result<u64> {
+        self.get_file(name, etag, offset, len, sink).await
     }
 
     async fn put_whole(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {

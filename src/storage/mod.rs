@@ -25,6 +25,10 @@ pub enum StorageError {
     NoContainer { what: &'static str, name: String, hint: &'static str },
     #[error("unexpected response from {op}: {detail}")]
     Protocol { op: &'static str, detail: String },
+    /// The item is no longer the version a read asked for (Blob: 412 to `If-Match`;
+    /// Files: a response with another ETag): it was rewritten while it was read.
+    #[error("`{name}` changed while it was read (ETag {expected} → {now})")]
+    Changed { name: String, expected: String, now: String },
 }
 
 impl From<HttpError> for StorageError {
@@ -43,6 +47,21 @@ impl StorageError {
     pub fn is_status(&self, s: u16) -> bool {
         self.http().map(|h| h.is_status(s)).unwrap_or(false)
     }
+    /// The item changed since the version a read was pinned to (see [`Store::get_range`]).
+    pub fn is_changed(&self) -> bool {
+        matches!(self, StorageError::Changed { .. })
+    }
+}
+
+/// Whether two ETags name the same version: compared without the quotes that headers
+/// carry and listings may not.
+pub fn same_etag(a: &str, b: &str) -> bool {
+    a.trim().trim_matches('"') == b.trim().trim_matches('"')
+}
+
+/// An ETag as a quoted entity tag, the form `If-Match` takes.
+pub fn quoted_etag(e: &str) -> String {
+    format!("\"{}\"", e.trim().trim_matches('"'))
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -200,7 +219,13 @@ pub trait Store: Send + Sync {
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>>;
     /// Streams `len` bytes from `offset` into `sink` as they arrive (positions relative to
     /// `offset`; a retried attempt starts again at 0) and returns how many bytes came.
-    async fn get_range(&self, name: &str, offset: u64, len: u64, sink: BodySink<'_>) -> Result<u64>;
+    ///
+    /// With `etag`, the read is pinned to that version: if the item was rewritten since,
+    /// the call fails with [`StorageError::Changed`] (Blob sends `If-Match`, so a changed
+    /// blob sends no bytes; Files has no conditional read, so each response's ETag is
+    /// compared, and the bytes already handed to `sink` must be discarded).
+    async fn get_range(&self, name: &str, etag: Option<&str>, offset: u64, len: u64, sink: BodySink<'_>)
+        -> Result<u64>;
     /// Writes a whole small file in one request.
     async fn put_whole(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed>;
     /// Prepares a chunked upload; returns the chunk keys already stored by an earlier,

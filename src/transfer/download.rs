@@ -11,45 +11,152 @@
 //! The file appears under its final name only after its SHA-256 (metadata `sha256`) or
 //! Content-MD5 matched; until then it is an unnamed file ([`TempFile`]), which nothing,
 //! not even `SIGKILL`, can leave behind (or, where unnamed files are not supported, a
-//! named one removed on failure and on SIGTERM/SIGINT). Parent directories are created
-//! one component at a time and a symbolic link met on the way is refused, so nothing is
-//! written outside `target`.
+//! named one removed on failure and on SIGTERM/SIGINT).
+//!
+//! Nothing is written outside `target`, even if the workspace changes under a running
+//! download: the target is opened once ([`Target`]) and every destination is reached
+//! from its descriptor one component at a time, never following a link ([`dirfd`]); the
+//! temporary file is created in, and linked or renamed into, the directory descriptor
+//! that walk ended in, so a directory swapped for a symbolic link cannot redirect the
+//! write. Just before the link, the walk is repeated: if the path no longer leads to the
+//! directory that was written into (swapped for a link, replaced, moved), the file fails
+//! and is not linked anywhere.
+//!
+//! Every ranged GET is pinned to the ETag of the version whose checksum is verified
+//! (Blob: `If-Match`; Files: each response's ETag compared). An item rewritten between
+//! the listing and the read, or during it, is reported as changed, its properties are read
+//! again and the new version is downloaded once, verified against its own checksum; a
+//! second change fails the file.
 //!
 //! Each request is retried by the HTTP layer, but bytes that arrive damaged or short in
 //! a well-formed response are only seen here (by the whole-file SHA-256 / MD5, or by a
 //! range's length). Such a file is downloaded once more from scratch: a damaged
-//! transfer, or a blob rewritten while it was read, then succeeds; a second mismatch
-//! means the stored data and its checksum disagree, and the file fails. (Over HTTPS,
-//! which real Azure requires, TLS already turns in-flight damage into a transport error;
-//! this covers proxies that re-encrypt, and blobs changed mid-download.)
+//! transfer then succeeds; a second mismatch means the stored data and its checksum
+//! disagree, and the file fails. (Over HTTPS, which real Azure requires, TLS already
+//! turns in-flight damage into a transport error; this covers proxies that re-encrypt.)
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 
-use super::checksum::{hash_file, Digests, FileHasher};
+use super::checksum::{Digests, FileHasher};
+use super::dirfd;
 use super::plan::DownloadItem;
 use super::report::{FileResult, Status};
 use super::upload::same_content;
 use super::Engine;
 use crate::config::{Overwrite, Verify};
+use crate::storage::RemoteItem;
 
-static TEMP_FILES: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+/// Named temporary files not yet renamed or removed: (directory, name) by registration id.
+static TEMP_FILES: Mutex<BTreeMap<u64, (Arc<OwnedFd>, String)>> = Mutex::new(BTreeMap::new());
+static TEMP_IDS: AtomicU64 = AtomicU64::new(0);
 /// Downloads written but not yet under their final name (named or unnamed).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Removes every named temporary download file still open (called on SIGTERM/SIGINT;
 /// unnamed ones vanish with the process) and returns how many downloads were unfinished.
+/// Each is removed relative to its directory's descriptor, as it was created.
 pub fn remove_temp_files() -> usize {
     let files = std::mem::take(&mut *TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()));
-    for f in &files {
-        let _ = std::fs::remove_file(f);
+    for (dir, name) in files.values() {
+        let _ = dirfd::unlink_at(dir, name);
     }
     IN_FLIGHT.load(Ordering::SeqCst)
+}
+
+fn unregister(id: u64) {
+    TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+}
+
+/// The download target, opened once: every destination is resolved from this descriptor
+/// down, one component at a time, never following a link (see [`dirfd`]).
+pub struct Target {
+    pub path: PathBuf,
+    fd: Arc<OwnedFd>,
+}
+
+impl Target {
+    /// Opens `path` (which must exist) as a directory.
+    pub fn open(path: PathBuf) -> Result<Self, String> {
+        let fd = dirfd::open_dir(&path).map_err(|e| format!("cannot open `target` `{}`: {e}", path.display()))?;
+        Ok(Target { path, fd: Arc::new(fd) })
+    }
+}
+
+/// The open directory a file is downloaded into, and how it was reached.
+struct Parent {
+    fd: Arc<OwnedFd>,
+    /// For messages: the target's path joined with the components.
+    path: PathBuf,
+    /// The components below the target (empty: the target itself).
+    parts: Vec<String>,
+}
+
+/// Opens (creating as needed) the parent directories of `rel` from the target down,
+/// refusing a symbolic link or a non-directory on the way.
+fn open_parents(target: &Target, rel: &str) -> Result<Parent, String> {
+    let mut fd = target.fd.clone();
+    let mut path = target.path.clone();
+    let parts: Vec<String> = rel.split('/').map(str::to_string).collect();
+    let parts = parts[..parts.len().saturating_sub(1)].to_vec();
+    for part in &parts {
+        path.push(part);
+        let next = match dirfd::open_dir_at(&fd, part) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match dirfd::mkdir_at(&fd, part) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(format!("cannot create `{}`: {e}", path.display()))
+                    }
+                    _ => {}
+                }
+                dirfd::open_dir_at(&fd, part)
+            }
+            other => other,
+        };
+        fd = Arc::new(next.map_err(|e| refusal(&fd, part, &path, e))?);
+    }
+    Ok(Parent { fd, path, parts })
+}
+
+/// Why `name` in `dir` could not be opened as a directory, in words.
+fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> String {
+    match dirfd::stat_at(dir, name) {
+        Ok(st) if dirfd::is_symlink(&st) => {
+            format!("`{}` is a symbolic link: refusing to write through it", path.display())
+        }
+        Ok(st) if !dirfd::is_dir(&st) => format!("`{}` exists and is not a directory", path.display()),
+        _ => format!("cannot open `{}`: {e}", path.display()),
+    }
+}
+
+/// Checks that the parent directory still sits where it was found: walking the same
+/// components from the target again (without following links, creating nothing) reaches
+/// the very directory that is open. A directory swapped for a link or another directory
+/// while the file was downloaded fails the file, so it is neither written where the
+/// name no longer leads nor reported under a path that now means something else.
+fn still_in_place(target: &Target, parent: &Parent) -> Result<(), String> {
+    let replaced = |why: String| {
+        format!("`{}` was replaced while the file was downloaded ({why}); not written", parent.path.display())
+    };
+    let mut fd = target.fd.clone();
+    let mut path = target.path.clone();
+    for part in &parent.parts {
+        path.push(part);
+        fd = Arc::new(dirfd::open_dir_at(&fd, part).map_err(|e| replaced(refusal(&fd, part, &path, e)))?);
+    }
+    let (now, then) = (dirfd::identity(&*fd), dirfd::identity(&*parent.fd));
+    match (now, then) {
+        (Ok(a), Ok(b)) if a == b => Ok(()),
+        (Ok(_), Ok(_)) => Err(replaced("it is another directory now".into())),
+        (Err(e), _) | (_, Err(e)) => Err(format!("cannot check `{}`: {e}", parent.path.display())),
+    }
 }
 
 /// Where a download is written until it is verified.
@@ -61,79 +168,88 @@ pub fn remove_temp_files() -> usize {
 /// one directory at once (measured: see docs/benchmarks.md). Where the filesystem or a
 /// missing `/proc` does not allow it, a named `.name.azpart-XXXXXXXX` file beside the
 /// destination, registered for removal on SIGTERM/SIGINT and on drop, then renamed.
+/// Everything is relative to the directory's descriptor.
 struct TempFile {
-    file: Arc<std::fs::File>,
-    /// `Some` for a named temporary file (removed on drop unless persisted).
-    path: Option<PathBuf>,
-    dir: PathBuf,
+    file: Arc<File>,
+    dir: Arc<OwnedFd>,
+    /// For a named temporary file: its name and registration (removed on drop unless persisted).
+    named: Option<(String, u64)>,
     base: String,
 }
 
 impl TempFile {
-    fn create(dir: &Path, base: &str) -> std::io::Result<Self> {
-        let t = Self::open(dir, base)?;
+    /// Counts the download in flight; [`Drop`] uncounts it.
+    fn new(file: File, dir: &Arc<OwnedFd>, named: Option<(String, u64)>, base: &str) -> Self {
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        Ok(t)
+        TempFile { file: Arc::new(file), dir: dir.clone(), named, base: base.into() }
     }
 
-    fn open(dir: &Path, base: &str) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
+    fn create(dir: &Arc<OwnedFd>, base: &str) -> std::io::Result<Self> {
         if Path::new("/proc/self/fd").is_dir() {
-            match std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).open(dir) {
-                Ok(f) => return Ok(TempFile { file: Arc::new(f), path: None, dir: dir.into(), base: base.into() }),
+            match dirfd::tmpfile_in(dir) {
+                Ok(f) => return Ok(Self::new(f, dir, None, base)),
                 // Not supported by this filesystem or kernel: fall back to a named file.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
                 Err(e) => return Err(e),
             }
         }
-        let (path, f) = Self::named(dir, base)?;
-        TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).insert(path.clone());
-        Ok(TempFile { file: Arc::new(f), path: Some(path), dir: dir.into(), base: base.into() })
+        Self::named(dir, base)
     }
 
-    /// A new file with a random temporary name beside the destination.
-    fn named(dir: &Path, base: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
-        fresh_name(dir, base, |path| std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(path))
+    /// A named `.base.azpart-XXXXXXXX` file in `dir`, registered for [`remove_temp_files`].
+    fn named(dir: &Arc<OwnedFd>, base: &str) -> std::io::Result<Self> {
+        // Registered before it exists, so a SIGTERM between the two cannot miss it.
+        let id = TEMP_IDS.fetch_add(1, Ordering::Relaxed);
+        let (name, f) = fresh_name(base, |name| {
+            TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (dir.clone(), name.to_string()));
+            dirfd::create_new_at(dir, name)
+        })
+        .inspect_err(|_| unregister(id))?;
+        Ok(Self::new(f, dir, Some((name, id)), base))
     }
 
-    /// Gives the verified file its final name `dest`, replacing what is there.
-    fn persist(mut self, dest: &Path) -> std::io::Result<()> {
-        let Some(path) = self.path.take() else {
-            // Link the unnamed file: directly when nothing is at `dest`, else under a
-            // temporary name first and renamed over `dest` (a link cannot replace).
-            let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&*self.file));
-            match link(&proc_path, dest) {
+    /// Gives the verified file its final name `base` in its directory, replacing what is
+    /// there, or, without `replace` (`overwrite: false`), failing with `AlreadyExists` if
+    /// something took the name since it was checked (a link never replaces).
+    fn persist(mut self, replace: bool) -> std::io::Result<()> {
+        if !replace {
+            // Drop then removes the named temporary file; an unnamed one just closes.
+            return match &self.named {
+                Some((name, _)) => dirfd::link_name_at(&self.dir, name, &self.base),
+                None => dirfd::link_at(&self.file, &self.dir, &self.base),
+            };
+        }
+        let Some((name, id)) = self.named.take() else {
+            // Link the unnamed file: directly when nothing is at `base`, else under a
+            // temporary name first and renamed over it (a link cannot replace).
+            match dirfd::link_at(&self.file, &self.dir, &self.base) {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 other => return other,
             }
-            let (tmp, ()) = fresh_name(&self.dir, &self.base, |tmp| link(&proc_path, tmp))?;
-            let r = std::fs::rename(&tmp, dest);
+            let (tmp, ()) = fresh_name(&self.base, |tmp| dirfd::link_at(&self.file, &self.dir, tmp))?;
+            let r = dirfd::rename_at(&self.dir, &tmp, &self.base);
             if r.is_err() {
-                let _ = std::fs::remove_file(&tmp);
+                let _ = dirfd::unlink_at(&self.dir, &tmp);
             }
             return r;
         };
-        let r = std::fs::rename(&path, dest);
+        let r = dirfd::rename_at(&self.dir, &name, &self.base);
         if r.is_err() {
-            self.path = Some(path);
+            self.named = Some((name, id));
             return r;
         }
-        TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
+        unregister(id);
         Ok(())
     }
 }
 
-/// Runs `make` on random temporary names `.base.azpart-XXXXXXXX` in `dir` until one does
-/// not exist yet; returns the name it succeeded with.
-fn fresh_name<T>(
-    dir: &Path,
-    base: &str,
-    mut make: impl FnMut(&Path) -> std::io::Result<T>,
-) -> std::io::Result<(PathBuf, T)> {
+/// Runs `make` on random temporary names `.base.azpart-XXXXXXXX` until one does not exist
+/// yet; returns the name it succeeded with.
+fn fresh_name<T>(base: &str, mut make: impl FnMut(&str) -> std::io::Result<T>) -> std::io::Result<(String, T)> {
     for _ in 0..16 {
-        let path = dir.join(format!(".{base}.azpart-{:08x}", fastrand::u32(..)));
-        match make(&path) {
-            Ok(t) => return Ok((path, t)),
+        let name = format!(".{base}.azpart-{:08x}", fastrand::u32(..));
+        match make(&name) {
+            Ok(t) => return Ok((name, t)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
@@ -141,81 +257,76 @@ fn fresh_name<T>(
     Err(std::io::Error::other("cannot pick a temporary file name"))
 }
 
-/// `linkat(2)` following the `/proc/self/fd` link to the open file.
-fn link(from: &str, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let from = std::ffi::CString::new(from).map_err(std::io::Error::other)?;
-    let to = std::ffi::CString::new(to.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let r =
-        unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 impl Drop for TempFile {
     fn drop(&mut self) {
         IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-        if let Some(path) = &self.path {
-            let _ = std::fs::remove_file(path);
-            TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+        if let Some((name, id)) = &self.named {
+            let _ = dirfd::unlink_at(&self.dir, name);
+            unregister(*id);
         }
     }
 }
 
-/// Creates the parent directories of `rel` under `root`, refusing symlinks and files on the way.
-pub fn ensure_parents(root: &Path, rel: &str) -> Result<PathBuf, String> {
-    let mut dir = root.to_path_buf();
-    let parts: Vec<&str> = rel.split('/').collect();
-    for part in &parts[..parts.len() - 1] {
-        dir.push(part);
-        match std::fs::symlink_metadata(&dir) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!("`{}` is a symbolic link: refusing to write through it", dir.display()))
+/// The SHA-256 (and MD5) of the local file `base` in `dir`, opened without following a link.
+fn hash_local(dir: &OwnedFd, base: &str) -> std::io::Result<Digests> {
+    use std::io::Read;
+    let mut f = dirfd::open_file_at(dir, base)?;
+    let mut h = FileHasher::new(true);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finish());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+pub async fn download_one(eng: Arc<Engine>, item: DownloadItem, target: Arc<Target>) -> FileResult {
+    let local = target.path.join(&item.rel);
+    let name = item.remote.name.clone();
+    let mut res = FileResult::new(&name, &local.to_string_lossy(), item.remote.size, eng.store.url(&name));
+    let mut remote = item.remote;
+    let (mut healed, mut refreshed) = (false, false);
+    let outcome = loop {
+        match download_inner(&eng, &remote, &item.rel, &target, &mut res).await {
+            Err(Failure::Integrity(why)) if !healed => {
+                healed = true;
+                tracing::warn!("{name}: {why}; downloading it again");
             }
-            Ok(_) => return Err(format!("`{}` exists and is not a directory", dir.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::create_dir(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() && !dir.is_symlink() => {}
-                Err(e) => return Err(format!("cannot create `{}`: {e}", dir.display())),
-            },
-            Err(e) => return Err(format!("cannot inspect `{}`: {e}", dir.display())),
+            // Rewritten between the listing and the read (or while it was read): read what
+            // it is now, once, and download that version, verified against its own checksum.
+            Err(Failure::Changed(why)) if !refreshed => {
+                refreshed = true;
+                tracing::warn!("{why}: reading its properties again and downloading the new version");
+                match eng.with_request(eng.store.properties(&name)).await {
+                    Ok(Some(now)) => {
+                        res.size = now.size;
+                        remote = now;
+                    }
+                    Ok(None) => break Err(Failure::Other(format!("{why}, then was deleted; not written"))),
+                    Err(e) => break Err(Failure::Other(format!("{why}; reading it again failed: {e}"))),
+                }
+            }
+            other => break other,
         }
-    }
-    Ok(dir)
-}
-
-pub async fn download_one(eng: Arc<Engine>, item: DownloadItem, target: Arc<PathBuf>) -> FileResult {
-    let local = target.join(&item.rel);
-    let mut res = FileResult::new(
-        &item.remote.name,
-        &local.to_string_lossy(),
-        item.remote.size,
-        eng.store.url(&item.remote.name),
-    );
-    res.etag = item.remote.etag.clone();
-    let mut outcome = download_inner(&eng, &item, &target, &mut res).await;
-    if let Err(Failure::Integrity(why)) = &outcome {
-        tracing::warn!("{}: {why}; downloading it again", item.remote.name);
-        outcome = download_inner(&eng, &item, &target, &mut res).await;
-    }
+    };
     if let Err(e) = outcome {
         res.status = Status::Failed;
         res.reason = Some(e.into_message());
-        tracing::error!("failed: {} → {}: {}", item.remote.name, item.rel, res.reason.as_deref().unwrap_or(""));
+        tracing::error!("failed: {} → {}: {}", name, item.rel, res.reason.as_deref().unwrap_or(""));
     }
     eng.progress.counters.file_done();
     res
 }
 
-/// Why a download attempt failed: integrity failures get one more attempt.
+/// Why a download attempt failed: integrity failures get one more attempt, and an item
+/// that changed while it was read is read again once, as it is now.
 enum Failure {
     /// The bytes received disagree with the stored checksum or the range asked for.
     Integrity(String),
+    /// The item is no longer the version listed ([`crate::storage::StorageError::Changed`]).
+    Changed(String),
     Other(String),
 }
 
@@ -223,6 +334,7 @@ impl Failure {
     fn into_message(self) -> String {
         match self {
             Failure::Integrity(m) => format!("{m} (twice; not written)"),
+            Failure::Changed(m) => format!("{m}, again after it was read anew; not written"),
             Failure::Other(m) => m,
         }
     }
@@ -246,54 +358,86 @@ enum Expect {
     SizeOnly,
 }
 
-async fn download_inner(
-    eng: &Arc<Engine>,
-    item: &DownloadItem,
-    target: &Path,
-    res: &mut FileResult,
-) -> Result<(), Failure> {
-    // A listing without checksums (Azure Files listings never carry metadata or MD5; so
-    // may a blob written by another tool) is completed by the item's own properties.
-    let fetched;
-    let remote = if item.remote.sha256.is_none() && item.remote.content_md5.is_none() {
-        fetched = eng
-            .with_request(eng.store.properties(&item.remote.name))
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("disappeared after it was listed")?;
-        res.etag = fetched.etag.clone();
-        &fetched
-    } else {
-        &item.remote
-    };
-    let size = remote.size;
-    let parent = {
-        let (t, r) = (target.to_path_buf(), item.rel.clone());
-        tokio::task::spawn_blocking(move || ensure_parents(&t, &r)).await.map_err(|e| e.to_string())??
-    };
-    let base = item.rel.rsplit('/').next().unwrap_or(&item.rel).to_string();
-    let dest = parent.join(&base);
+/// What to do with the destination, decided from what is there now.
+enum Dest {
+    /// Download it (nothing there, or a regular file to replace).
+    Write,
+    /// Done already: the skip reason was recorded.
+    Skipped,
+}
 
-    match std::fs::symlink_metadata(&dest) {
-        Ok(m) if !m.is_file() => return Err(format!("`{}` exists and is not a regular file", dest.display()).into()),
+/// Opens the destination's directory and applies `overwrite` to what is at its name.
+async fn prepare(
+    eng: &Engine,
+    remote: &RemoteItem,
+    rel: &str,
+    target: &Arc<Target>,
+    res: &mut FileResult,
+) -> Result<(Arc<Parent>, String, Dest), Failure> {
+    let parent = {
+        let (t, r) = (target.clone(), rel.to_string());
+        Arc::new(tokio::task::spawn_blocking(move || open_parents(&t, &r)).await.map_err(|e| e.to_string())??)
+    };
+    let base = rel.rsplit('/').next().unwrap_or(rel).to_string();
+    let dest = parent.path.join(&base);
+    let size = remote.size;
+    match dirfd::stat_at(&parent.fd, &base) {
+        Ok(st) if !dirfd::is_file(&st) => {
+            return Err(format!("`{}` exists and is not a regular file", dest.display()).into())
+        }
         Ok(_) => match eng.cfg.overwrite {
             Overwrite::False => return Err("already exists locally (overwrite: false)".into()),
-            Overwrite::Skip => return skip(eng, res, size, "exists locally (overwrite: skip)"),
+            Overwrite::Skip => {
+                skip(eng, res, size, "exists locally (overwrite: skip)");
+                return Ok((parent, base, Dest::Skipped));
+            }
             Overwrite::Changed => {
-                let d = dest.clone();
-                let local = tokio::task::spawn_blocking(move || hash_file(&d, true))
+                let (p, b) = (parent.clone(), base.clone());
+                let local = tokio::task::spawn_blocking(move || hash_local(&p.fd, &b))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("cannot read the local file: {e}"))?;
                 if same_content(remote, &local) {
                     res.sha256 = Some(local.sha256);
-                    return skip(eng, res, size, "unchanged (overwrite: changed)");
+                    skip(eng, res, size, "unchanged (overwrite: changed)");
+                    return Ok((parent, base, Dest::Skipped));
                 }
             }
             Overwrite::True => {}
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot inspect `{}`: {e}", dest.display()).into()),
+    }
+    Ok((parent, base, Dest::Write))
+}
+
+async fn download_inner(
+    eng: &Arc<Engine>,
+    listed: &RemoteItem,
+    rel: &str,
+    target: &Arc<Target>,
+    res: &mut FileResult,
+) -> Result<(), Failure> {
+    // A listing without checksums (Azure Files listings never carry metadata or MD5; so
+    // may a blob written by another tool) is completed by the item's own properties.
+    let fetched;
+    let remote = if listed.sha256.is_none() && listed.content_md5.is_none() {
+        fetched = eng
+            .with_request(eng.store.properties(&listed.name))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("disappeared after it was listed")?;
+        res.size = fetched.size;
+        &fetched
+    } else {
+        listed
+    };
+    // Every read is pinned to this version: its checksum is the one verified below.
+    res.etag = remote.etag.clone();
+    let size = remote.size;
+    let (parent, base, dest) = prepare(eng, remote, rel, target, res).await?;
+    if let Dest::Skipped = dest {
+        return Ok(());
     }
 
     if remote.access_tier.as_deref() == Some("Archive") {
@@ -310,14 +454,58 @@ async fn download_inner(
         return Err("has no `sha256` metadata and no Content-MD5 to verify against; not downloaded (set `verify: size` to accept it after a length check)".into());
     };
 
-    let tmp = TempFile::create(&parent, &base)
-        .map_err(|e| format!("cannot create a temporary file in `{}`: {e}", parent.display()))?;
-    let file = tmp.file.clone();
+    let tmp = TempFile::create(&parent.fd, &base)
+        .map_err(|e| format!("cannot create a temporary file in `{}`: {e}", parent.path.display()))?;
+    let with_md5 = matches!(expect, Expect::Md5(_));
+    let (got, counted) = fetch_ranges(eng, remote, tmp.file.clone(), with_md5).await?;
+    // From here a failure is an integrity failure that may be retried: take back the progress.
+    let integrity = |m: String| {
+        eng.progress.counters.bytes_done.fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
+        Failure::Integrity(m)
+    };
+    if got.len != size {
+        return Err(integrity(format!("received {} bytes, expected {size}", got.len)));
+    }
+    match &expect {
+        Expect::Sha256(want) if !want.eq_ignore_ascii_case(&got.sha256) => {
+            return Err(integrity(format!("SHA-256 mismatch: stored {want}, received {}", got.sha256)))
+        }
+        Expect::Md5(want) if got.md5_base64().as_deref() != Some(want.as_str()) => {
+            return Err(integrity(format!(
+                "Content-MD5 mismatch: stored {want}, received {}",
+                got.md5_base64().unwrap_or_default()
+            )))
+        }
+        _ => {}
+    }
+    // A few `openat` calls, as cheap as the link itself: done in place, like the link.
+    still_in_place(target, &parent)?;
+    tmp.persist(eng.cfg.overwrite != Overwrite::False).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => {
+            "already exists locally (overwrite: false; it appeared during the download)".to_string()
+        }
+        _ => format!("cannot move into place: {e}"),
+    })?;
+    res.sha256 = Some(got.sha256);
+    res.status = Status::Transferred;
+    Ok(())
+}
+
+/// Fetches every range of `remote` (pinned to its ETag) into `file`, at most `concurrency`
+/// at once, while a hasher thread follows in file order. Returns the digests of the bytes
+/// as they landed and the bytes counted as progress.
+async fn fetch_ranges(
+    eng: &Arc<Engine>,
+    remote: &RemoteItem,
+    file: Arc<File>,
+    with_md5: bool,
+) -> Result<(Digests, u64), Failure> {
+    let size = remote.size;
     let range = eng.range_size();
     let n = size.div_ceil(range);
     let window = eng.cfg.concurrency.max(1);
-    let with_md5 = matches!(expect, Expect::Md5(_));
     let name = remote.name.clone();
+    let etag = remote.etag.clone();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, u64)>();
     let hasher = {
         let file = file.clone();
@@ -327,7 +515,8 @@ async fn download_inner(
     // the hasher sees the channel close.
     let mut ranges = futures::stream::iter(0..n)
         .map(move |i| {
-            let (eng, name, file, done) = (eng.clone(), name.clone(), file.clone(), done_tx.clone());
+            let (eng, name, etag, file, done) =
+                (eng.clone(), name.clone(), etag.clone(), file.clone(), done_tx.clone());
             async move {
                 let offset = i * range;
                 let len = range.min(size - offset);
@@ -339,9 +528,15 @@ async fn download_inner(
                     file.write_all_at(&data[..keep], offset + pos)
                 };
                 let got = eng
-                    .with_request(eng.store.get_range(&name, offset, len, &write))
+                    .with_request(eng.store.get_range(&name, etag.as_deref(), offset, len, &write))
                     .await
-                    .map_err(|e| Failure::Other(e.to_string()))?;
+                    .map_err(|e| {
+                        if e.is_changed() {
+                            Failure::Changed(e.to_string())
+                        } else {
+                            Failure::Other(e.to_string())
+                        }
+                    })?;
                 if got != len {
                     return Err(Failure::Integrity(format!(
                         "range at {offset}: expected {len} bytes, received {got} (truncated or changed)"
@@ -370,38 +565,14 @@ async fn download_inner(
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot read back the downloaded data: {e}"))?
         .ok_or("internal error: a range was never reported to the hasher")?;
-    // From here a failure is an integrity failure that may be retried: take back the progress.
-    let integrity = |m: String| {
-        eng.progress.counters.bytes_done.fetch_sub(counted, std::sync::atomic::Ordering::Relaxed);
-        Failure::Integrity(m)
-    };
-    if got.len != size {
-        return Err(integrity(format!("received {} bytes, expected {size}", got.len)));
-    }
-    match &expect {
-        Expect::Sha256(want) if !want.eq_ignore_ascii_case(&got.sha256) => {
-            return Err(integrity(format!("SHA-256 mismatch: stored {want}, received {}", got.sha256)))
-        }
-        Expect::Md5(want) if got.md5_base64().as_deref() != Some(want.as_str()) => {
-            return Err(integrity(format!(
-                "Content-MD5 mismatch: stored {want}, received {}",
-                got.md5_base64().unwrap_or_default()
-            )))
-        }
-        _ => {}
-    }
-    tmp.persist(&dest).map_err(|e| format!("cannot move into place: {e}"))?;
-    res.sha256 = Some(got.sha256);
-    res.status = Status::Transferred;
-    Ok(())
+    Ok((got, counted))
 }
 
-fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) -> Result<(), Failure> {
+fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) {
     res.status = Status::Skipped;
     res.reason = Some(why.into());
     eng.progress.counters.add_bytes(size);
     tracing::info!("skipped: {} ({why})", res.name);
-    Ok(())
 }
 
 /// Hashes a file being downloaded, in order, as its ranges are reported complete (in any
@@ -437,3 +608,72 @@ fn hash_in_order(
 
 /// Read-back piece for hashing: small enough to stay in the L2 cache between the copy and the hash.
 const HASH_READ: usize = 256 << 10;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// The named fallback (filesystems without `O_TMPFILE`): created relative to the
+    /// directory's descriptor, found and removed by [`remove_temp_files`] (the SIGTERM
+    /// path) even after the directory's path was swapped for a link, renamed into place
+    /// when persisted, removed when dropped.
+    #[test]
+    fn named_temporary_files_are_removed_on_interrupt_and_drop_and_renamed_when_persisted() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("d")).unwrap();
+        let target = Target::open(root.path().to_path_buf()).unwrap();
+        let parent = open_parents(&target, "d/app.bin").unwrap();
+        let t = TempFile::named(&parent.fd, "app.bin").unwrap();
+        t.file.write_all_at(b"data", 0).unwrap();
+        let temp = names_in(&root.path().join("d"));
+        assert!(temp.len() == 1 && temp[0].starts_with(".app.bin.azpart-"), "{temp:?}");
+        // The directory is swapped for a link to elsewhere: nothing is removed there.
+        std::fs::rename(root.path().join("d"), root.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("d")).unwrap();
+        std::fs::write(outside.path().join(&temp[0]), b"not ours").unwrap();
+        assert!(remove_temp_files() >= 1);
+        assert!(names_in(&root.path().join("moved")).is_empty());
+        assert_eq!(names_in(outside.path()), temp, "removed a file outside the target");
+        drop(t);
+        // Persisted: renamed over the final name; dropped: gone.
+        let t = TempFile::named(&parent.fd, "app.bin").unwrap();
+        t.file.write_all_at(b"data", 0).unwrap();
+        t.persist(true).unwrap();
+        // Without replace (`overwrite: false`), a name taken meanwhile is kept.
+        let t3 = TempFile::named(&parent.fd, "app.bin").unwrap();
+        t3.file.write_all_at(b"other", 0).unwrap();
+        assert_eq!(t3.persist(false).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+        let t2 = TempFile::named(&parent.fd, "other.bin").unwrap();
+        drop(t2);
+        assert_eq!(names_in(&root.path().join("moved")), vec!["app.bin"]);
+        assert_eq!(std::fs::read(root.path().join("moved/app.bin")).unwrap(), b"data");
+        // And the path check notices the directory is no longer where it was.
+        let e = still_in_place(&target, &parent).unwrap_err();
+        assert!(e.contains("is a symbolic link") && e.contains("was replaced"), "{e}");
+    }
+
+    #[test]
+    fn parents_are_created_and_a_link_or_a_file_on_the_way_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = Target::open(root.path().to_path_buf()).unwrap();
+        let p = open_parents(&target, "a/b/c/f.txt").unwrap();
+        assert!(root.path().join("a/b/c").is_dir());
+        still_in_place(&target, &p).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("a/link")).unwrap();
+        let e = open_parents(&target, "a/link/x/f.txt").err().unwrap();
+        assert!(e.contains("is a symbolic link"), "{e}");
+        std::fs::write(root.path().join("a/file"), b"").unwrap();
+        let e = open_parents(&target, "a/file/f.txt").err().unwrap();
+        assert!(e.contains("exists and is not a directory"), "{e}");
+        assert!(names_in(outside.path()).is_empty());
+    }
+}

@@ -8,6 +8,7 @@
 //! exit code.
 
 pub mod checksum;
+pub mod dirfd;
 pub mod download;
 pub mod plan;
 pub mod progress;
@@ -315,7 +316,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
         ))
         .into());
     }
-    let plan = plan::plan_download(cfg, listed.into_values().collect());
+    let plan = plan::plan_download(cfg, listed.into_values().collect())?;
     let total: u64 = plan.items.iter().map(|i| i.remote.size).sum();
     tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
     let mut results: Vec<FileResult> = plan
@@ -355,7 +356,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
     c.bytes_total.store(total, Ordering::Relaxed);
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    let target = Arc::new(target);
+    let target = Arc::new(download::Target::open(target).map_err(RunError::Other)?);
     let done: Vec<FileResult> = futures::stream::iter(plan.items)
         .map(|item| tokio::spawn(download::download_one(engine.clone(), item, target.clone())))
         .buffer_unordered(cfg.concurrency)

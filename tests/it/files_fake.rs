@@ -21,9 +21,10 @@
 //! - metadata names are C# identifiers.
 //!
 //! Test hooks: flip a byte of a file's downloads, answer every Nth Put Range with 503,
-//! plant a file under a name the real service would never list (hostile listings), and
+//! plant a file under a name the real service would never list (hostile listings),
 //! have "another writer" create a file just before a rename lands (the `overwrite: false`
-//! race). Every request is logged as (operation, path, status).
+//! race) or rewrite a file just before its nth Get File (a file changed mid-download).
+//! Every request is logged as (operation, path, status).
 
 #![allow(dead_code)]
 // A refusal here *is* the response to send back; boxing it would only add noise.
@@ -95,6 +96,9 @@ pub struct Logged {
     pub md5: bool,
 }
 
+/// (lowercase path, which Get File, new data, new metadata).
+type Rewrite = (String, u32, Vec<u8>, BTreeMap<String, String>);
+
 #[derive(Default)]
 pub struct State {
     shares: Mutex<BTreeMap<String, Share>>,
@@ -111,6 +115,9 @@ pub struct State {
     /// (share, lowercase parent dir, name, is a directory): listed, never stored.
     hostile: Mutex<Vec<(String, String, String, bool)>>,
     etags: AtomicU64,
+    /// (lowercase path, n, data, metadata): "another writer" rewrites the file just before
+    /// its nth Get File is served (a file changed while it is downloaded).
+    rewrite_on_get: Mutex<Option<Rewrite>>,
 }
 
 pub struct FilesFake {
@@ -250,6 +257,12 @@ impl FilesFake {
 
     pub fn corrupt(&self, path: &str) {
         self.state.corrupt.lock().unwrap().push(lower(path));
+    }
+
+    /// Rewrites `path` (new data, metadata and ETag) just before its `nth` Get File is served.
+    pub fn rewrite_on_get(&self, path: &str, nth: u32, data: &[u8], metadata: &[(&str, &str)]) {
+        let md = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        *self.state.rewrite_on_get.lock().unwrap() = Some((lower(path), nth, data.to_vec(), md));
     }
 
     pub fn race_on_rename(&self, share: &str, path: &str, data: &[u8]) {
@@ -896,6 +909,22 @@ fn serve(
             ok(200).header("etag", format!("\"0x{etag:X}\"")).body(Full::new(Bytes::new())).unwrap()
         }
         "Get File" | "Get File Properties" => {
+            if op == "Get File" {
+                let mut hook = st.rewrite_on_get.lock().unwrap();
+                let fire = match hook.as_mut() {
+                    Some((k, n, _, _)) if *k == key => {
+                        *n -= 1;
+                        *n == 0
+                    }
+                    _ => false,
+                };
+                if let Some((_, _, data, md)) = hook.take_if(|_| fire) {
+                    if let Some(Node::File(f)) = share.nodes.get_mut(&key) {
+                        (f.data, f.metadata, f.content_md5) = (data, md, None);
+                        f.etag = st.etags.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
             let Some(Node::File(f)) = share.nodes.get(&key) else {
                 return error(404, "ResourceNotFound", "The specified resource does not exist.");
             };

@@ -12,6 +12,7 @@ mod fault_proxy;
 mod faults;
 mod files;
 mod files_fake;
+mod hostile_download;
 mod image;
 mod output;
 mod settings;
