@@ -363,7 +363,13 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
         let detail = if plan.skipped.is_empty() {
             format!(" (looked for {})", cfg.sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
         } else {
-            format!(" ({} matched but were skipped)", plan.skipped.len())
+            // Named here: the run stops before the warnings for skipped files are printed.
+            let mut named: Vec<String> =
+                plan.skipped.iter().take(5).map(|s| format!("{} ({})", s.rel, s.reason)).collect();
+            if plan.skipped.len() > 5 {
+                named.push(format!("and {} more", plan.skipped.len() - 5));
+            }
+            format!(" ({} matched but were skipped: {})", plan.skipped.len(), named.join(", "))
         };
         return Err(PlanError::Empty(detail));
     }
