@@ -160,7 +160,9 @@ impl Root {
         }
         let now = FileState::of(&m);
         if (now.dev, now.ino) != (planned.dev, planned.ino) {
-            return Err("was replaced by another file since it was planned (device or inode differ); not uploaded".into());
+            return Err(
+                "was replaced by another file since it was planned (device or inode differ); not uploaded".into()
+            );
         }
         if now.size != planned.size {
             return Err(format!(

@@ -184,9 +184,9 @@ impl Selection {
     fn link(&mut self, rel: &str, e: ResolveError) -> Result<(), PlanError> {
         match e {
             ResolveError::Symlink(at) => self.skipped.insert(at, LINK_SKIPPED.into()),
-            ResolveError::Escapes { link, target } => self
-                .skipped
-                .insert(link, format!("symbolic link to `{target}`, outside the workspace; not followed")),
+            ResolveError::Escapes { link, target } => {
+                self.skipped.insert(link, format!("symbolic link to `{target}`, outside the workspace; not followed"))
+            }
             ResolveError::Loop(at) => self.skipped.insert(at, "symlink loop".into()),
             ResolveError::Io(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
         };

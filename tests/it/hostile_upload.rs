@@ -46,10 +46,7 @@ fn a_link_inside_a_source_path_is_never_read_through() {
     symlink(&outside, ws.join("dist")).unwrap(); // dist -> /etc
     std::fs::create_dir(ws.join("sub")).unwrap();
     symlink("../../outside", ws.join("sub/inner")).unwrap();
-    let out = plugin(&ws)
-        .azurite(az, &c)
-        .set("source", "dist/passwd,dist/.,dist/**,sub/inner/passwd,ok.txt")
-        .run();
+    let out = plugin(&ws).azurite(az, &c).set("source", "dist/passwd,dist/.,dist/**,sub/inner/passwd,ok.txt").run();
     out.assert_ok()
         .assert_contains("skipped dist: symbolic link (set `follow_symlinks: true` to follow links)")
         .assert_contains("skipped sub/inner: symbolic link")
@@ -114,7 +111,8 @@ fn a_file_swapped_after_planning_is_not_read() {
             .set("concurrency", "8")
             .set("timeout", "30s"),
     );
-    let held = proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().filter(|r| r.fault == Some("hold")).count() == 5);
+    let held =
+        proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().filter(|r| r.fault == Some("hold")).count() == 5);
     // a.txt: a same-size link to a file outside. b.txt, big.bin: another file renamed over
     // them. d: the directory replaced by a link to a directory outside holding c.txt.
     std::fs::remove_file(ws.join("a.txt")).unwrap();
