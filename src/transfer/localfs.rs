@@ -180,7 +180,11 @@ impl Root {
     fn openat2(&self, rel: &str) -> Option<OwnedFd> {
         use std::sync::atomic::{AtomicBool, Ordering};
         static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-        if UNSUPPORTED.load(Ordering::Relaxed) || FORCE_WALK.load(Ordering::Relaxed) {
+        if UNSUPPORTED.load(Ordering::Relaxed) {
+            return None;
+        }
+        #[cfg(test)]
+        if FORCE_WALK.load(Ordering::Relaxed) {
             return None;
         }
         /// `struct open_how` (linux/openat2.h).
@@ -405,7 +409,7 @@ pub fn escape_name(name: &OsStr) -> String {
 }
 
 /// Tests only: skip `openat2`, so the descriptor walk is exercised on kernels that have it.
-#[cfg(target_os = "linux")]
+#[cfg(all(test, target_os = "linux"))]
 static FORCE_WALK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[cfg(test)]
