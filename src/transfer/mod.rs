@@ -10,6 +10,7 @@
 pub mod checksum;
 pub mod dirfd;
 pub mod download;
+pub mod localfs;
 pub mod plan;
 pub mod progress;
 pub mod report;
@@ -226,6 +227,13 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
             r
         })
         .collect();
+    // Refused at planning (a name that cannot be stored as is): failed files.
+    for s in &plan.refused {
+        tracing::error!("failed: {}: {}", s.rel, s.reason);
+        let mut r = FileResult::new("", &s.rel, 0, String::new());
+        r.reason = Some(s.reason.clone());
+        results.push(r);
+    }
     if cfg.dry_run {
         for it in &plan.items {
             tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));

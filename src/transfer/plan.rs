@@ -2,11 +2,15 @@
 //!
 //! Upload: expand `source` globs under the workspace (`*` stays within a directory,
 //! `**` crosses them; a plain directory means its whole tree), drop `exclude` matches
-//! (gitignore-like: a pattern without `/` matches any path component), skip symlinks
-//! unless `follow_symlinks`, map names (`strip_prefix` by whole components, then
+//! (gitignore-like: a pattern without `/` matches any path component; an excluded
+//! directory is pruned, never read), skip symlinks unless `follow_symlinks` (and then
+//! skip those leading out of the workspace: every path is resolved through
+//! [`super::localfs::Root`]), map names (`strip_prefix` by whole components, then
 //! `target`), and refuse collisions and names Azure would refuse (for Azure Files also
 //! names equal but for case, a path that is both a file and a directory, and the
-//! characters and lengths Files refuses).
+//! characters and lengths Files refuses). A file whose name is not valid UTF-8 is refused
+//! on its own (a failed file naming it, bytes escaped), never merged with another.
+//! Each planned file carries what was seen of it ([`FileState`]) for the checks at read time.
 //!
 //! Download: filter the listing by `source`, map names to local paths under `target`,
 //! and refuse any name that could escape it (`..`, absolute, backslash, NUL, control
@@ -17,9 +21,12 @@
 //! file. Both checks are one pass over the sorted names (O(n log n)).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobMatcher};
+
+use super::localfs::{escape_name, FileState, ResolveError, Root};
 
 use crate::config::{Config, PathPattern, Service};
 use crate::storage::files::check_file_name;
@@ -47,13 +54,15 @@ pub enum PlanError {
 
 #[derive(Debug, Clone)]
 pub struct UploadItem {
-    /// Path to open.
-    pub path: PathBuf,
+    /// The workspace it is opened from (never by path: see [`Root`]).
+    pub root: Arc<Root>,
     /// Workspace-relative path with `/` separators (what globs and rules match).
     pub rel: String,
     /// Remote name.
     pub name: String,
     pub size: u64,
+    /// What planning saw: the file opened later must be this one (device, inode, size).
+    pub state: FileState,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +75,8 @@ pub struct Skipped {
 pub struct UploadPlan {
     pub items: Vec<UploadItem>,
     pub skipped: Vec<Skipped>,
+    /// Files selected but refused (a name that is not UTF-8): each a failed file.
+    pub refused: Vec<Skipped>,
     /// Sources that matched nothing (warned about).
     pub unmatched: Vec<String>,
 }
@@ -152,85 +163,167 @@ fn excluded(rel: &str, excludes: &[PathPattern]) -> bool {
     }
 }
 
-fn rel_of(root: &Path, p: &Path) -> Option<String> {
+/// `p` relative to `root` with `/` separators, and (when a component is not valid
+/// UTF-8) the same path with those bytes escaped, for the refusal.
+fn rel_of(root: &Path, p: &Path) -> Option<(String, Option<String>)> {
     let rel = p.strip_prefix(root).ok()?;
-    let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-    Some(parts.join("/"))
+    let parts: Vec<&std::ffi::OsStr> = rel.components().map(|c| c.as_os_str()).collect();
+    let lossy = parts.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/");
+    let bad = parts.iter().any(|c| c.to_str().is_none());
+    let escaped = bad.then(|| parts.iter().map(|c| escape_name(c)).collect::<Vec<_>>().join("/"));
+    Some((lossy, escaped))
+}
+
+const LINK_SKIPPED: &str = "symbolic link (set `follow_symlinks: true` to follow links)";
+
+/// What the sources selected so far.
+#[derive(Default)]
+struct Selection {
+    found: BTreeMap<String, UploadItem>,
+    skipped: BTreeMap<String, String>,
+    /// Files that cannot be uploaded under their name (per-file failures).
+    refused: BTreeMap<String, String>,
+}
+
+impl Selection {
+    fn len(&self) -> usize {
+        self.found.len() + self.skipped.len() + self.refused.len()
+    }
+
+    /// Records a link that is not followed (or not safely resolvable) at `rel`.
+    fn link(&mut self, rel: &str, e: ResolveError) -> Result<(), PlanError> {
+        match e {
+            ResolveError::Symlink(at) => self.skipped.insert(at, LINK_SKIPPED.into()),
+            ResolveError::Escapes { link, target } => {
+                self.skipped.insert(link, format!("symbolic link to `{target}`, outside the workspace; not followed"))
+            }
+            ResolveError::Loop(at) => self.skipped.insert(at, "symlink loop".into()),
+            ResolveError::Io(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
+        };
+        Ok(())
+    }
+}
+
+/// Adds what one source selects under the workspace; false when it selects nothing.
+///
+/// The literal part of the source is resolved first, component by component, from the
+/// workspace root: a link on the way is skipped (when followed, it must stay inside the
+/// workspace). Below it, excluded directories are pruned before they are read, and with
+/// `follow_symlinks` every link met is resolved the same way before it is descended.
+fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Result<bool, PlanError> {
+    let (base_rel, matcher) = if has_glob_meta(source) {
+        let literal: Vec<&str> = source.split('/').take_while(|c| !has_glob_meta(c)).collect();
+        (literal.join("/"), Some(glob_matcher(source).map_err(PlanError::Walk)?))
+    } else {
+        (source.to_string(), None)
+    };
+    let before = sel.len();
+    match ws.probe(&base_rel) {
+        Ok(()) => {}
+        Err(ResolveError::Io(e)) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(false),
+        Err(e) => {
+            sel.link(&base_rel, e)?;
+            return Ok(sel.len() > before);
+        }
+    }
+    let follow = cfg.follow_symlinks;
+    let mut walker = walkdir::WalkDir::new(ws.path().join(&base_rel))
+        .follow_links(follow)
+        .follow_root_links(follow)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = walker.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let rel = e.path().and_then(|p| rel_of(ws.path(), p)).map(|r| r.0).unwrap_or_default();
+                if e.loop_ancestor().is_some() {
+                    sel.skipped.insert(rel, "symlink loop".into());
+                    continue;
+                }
+                let link = e.path().and_then(|p| p.symlink_metadata().ok()).is_some_and(|m| m.is_symlink());
+                if link {
+                    // A followed link whose target cannot be read (missing, or outside).
+                    match ws.probe(&rel) {
+                        Err(r @ (ResolveError::Escapes { .. } | ResolveError::Loop(_))) => sel.link(&rel, r)?,
+                        _ => {
+                            sel.skipped.insert(rel, format!("symbolic link whose target cannot be read: {e}"));
+                        }
+                    }
+                    continue;
+                }
+                return Err(PlanError::Walk(format!("{rel}: {e}")));
+            }
+        };
+        let Some((rel, bad_name)) = rel_of(ws.path(), entry.path()) else {
+            continue;
+        };
+        if rel.is_empty() {
+            continue;
+        }
+        let ft = entry.file_type();
+        if ft.is_dir() {
+            if excluded(&rel, &cfg.excludes) {
+                walker.skip_current_dir();
+            } else if entry.path_is_symlink() {
+                if let Err(e) = ws.probe(&rel) {
+                    walker.skip_current_dir();
+                    sel.link(&rel, e)?;
+                }
+            }
+            continue;
+        }
+        if matcher.as_ref().is_some_and(|m| !m.is_match(&rel)) || excluded(&rel, &cfg.excludes) {
+            continue;
+        }
+        if ft.is_symlink() {
+            sel.skipped.insert(rel, LINK_SKIPPED.into());
+            continue;
+        }
+        if entry.path_is_symlink() {
+            if let Err(e) = ws.probe(&rel) {
+                sel.link(&rel, e)?;
+                continue;
+            }
+        }
+        if !ft.is_file() {
+            sel.skipped.insert(rel, "not a regular file".into());
+            continue;
+        }
+        if let Some(escaped) = bad_name {
+            sel.refused.insert(
+                escaped,
+                "refused: the name is not valid UTF-8 (blob names are Unicode); rename the file".into(),
+            );
+            continue;
+        }
+        let state = match entry.metadata() {
+            Ok(m) => FileState::of(&m),
+            Err(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
+        };
+        let stripped = strip_components(&rel, cfg.strip_prefix.as_deref());
+        let name = join_remote(&cfg.target, stripped);
+        let item = UploadItem { root: ws.clone(), rel: rel.clone(), name, size: state.size, state };
+        sel.found.insert(rel, item);
+    }
+    Ok(sel.len() > before)
 }
 
 /// Expands the sources under `root` (the workspace).
 pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
-    let mut found: BTreeMap<String, UploadItem> = BTreeMap::new();
+    let ws = Arc::new(
+        Root::open(root, cfg.follow_symlinks).map_err(|e| PlanError::Walk(format!("{}: {e}", root.display())))?,
+    );
     let mut plan = UploadPlan::default();
-    let mut skipped: BTreeMap<String, String> = BTreeMap::new();
+    let mut sel = Selection::default();
     for source in &cfg.sources {
         let source = source.trim_start_matches("./").trim_end_matches('/');
-        let (base, matcher) = if has_glob_meta(source) {
-            let literal: Vec<&str> = source.split('/').take_while(|c| !has_glob_meta(c)).collect();
-            (root.join(literal.join("/")), Some(glob_matcher(source).map_err(PlanError::Walk)?))
-        } else {
-            (root.join(source), None)
-        };
-        let before = found.len() + skipped.len();
-        let walker = walkdir::WalkDir::new(&base)
-            .follow_links(cfg.follow_symlinks)
-            .follow_root_links(cfg.follow_symlinks)
-            .sort_by_file_name();
-        for entry in walker {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    if e.io_error().map(|io| io.kind() == std::io::ErrorKind::NotFound).unwrap_or(false)
-                        && e.depth() == 0
-                    {
-                        break; // the base does not exist: this source matches nothing
-                    }
-                    let rel = e.path().and_then(|p| rel_of(root, p)).unwrap_or_default();
-                    if e.loop_ancestor().is_some() {
-                        skipped.insert(rel, "symlink loop".into());
-                        continue;
-                    }
-                    return Err(PlanError::Walk(format!("{rel}: {e}")));
-                }
-            };
-            let Some(rel) = rel_of(root, entry.path()) else {
-                continue;
-            };
-            if rel.is_empty() {
-                continue;
-            }
-            let ft = entry.file_type();
-            if ft.is_dir() {
-                continue;
-            }
-            if let Some(m) = &matcher {
-                if !m.is_match(&rel) {
-                    continue;
-                }
-            }
-            if excluded(&rel, &cfg.excludes) {
-                continue;
-            }
-            if ft.is_symlink() {
-                skipped.insert(rel, "symbolic link (set `follow_symlinks: true` to follow links)".into());
-                continue;
-            }
-            if !ft.is_file() {
-                skipped.insert(rel, "not a regular file".into());
-                continue;
-            }
-            let size = match entry.metadata() {
-                Ok(m) => m.len(),
-                Err(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
-            };
-            let stripped = strip_components(&rel, cfg.strip_prefix.as_deref());
-            let name = join_remote(&cfg.target, stripped);
-            found.insert(rel.clone(), UploadItem { path: entry.path().to_path_buf(), rel, name, size });
-        }
-        if found.len() + skipped.len() == before {
+        if !select(cfg, &ws, source, &mut sel)? {
             plan.unmatched.push(source.to_string());
         }
     }
+    let Selection { found, skipped, refused } = sel;
+    plan.refused = refused.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect();
     plan.skipped = skipped.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect();
     // Azure Files names are case-insensitive (case-preserving), and a path cannot be both a
     // file and a directory there: both are collisions for `service: file`.
@@ -276,11 +369,17 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
         return Err(PlanError::BadNames(bad));
     }
     plan.items = found.into_values().collect();
-    if plan.items.is_empty() && !cfg.allow_empty {
+    if plan.items.is_empty() && plan.refused.is_empty() && !cfg.allow_empty {
         let detail = if plan.skipped.is_empty() {
             format!(" (looked for {})", cfg.sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
         } else {
-            format!(" ({} matched but were skipped)", plan.skipped.len())
+            // Named here: the run stops before the warnings for skipped files are printed.
+            let mut named: Vec<String> =
+                plan.skipped.iter().take(5).map(|s| format!("{} ({})", s.rel, s.reason)).collect();
+            if plan.skipped.len() > 5 {
+                named.push(format!("and {} more", plan.skipped.len() - 5));
+            }
+            format!(" ({} matched but were skipped: {})", plan.skipped.len(), named.join(", "))
         };
         return Err(PlanError::Empty(detail));
     }

@@ -128,6 +128,8 @@ impl Summary {
             for f in failed {
                 let what = if f.local.is_empty() {
                     f.name.escape_debug().to_string()
+                } else if f.name.is_empty() {
+                    f.local.clone()
                 } else {
                     format!("{} → {}", f.local, f.name.escape_debug())
                 };

@@ -9,7 +9,12 @@
 //! file. Blocks an earlier run already staged are recognised by their deterministic id
 //! and not sent again. The block list is committed only after every block succeeded,
 //! so readers never see a partial blob; the stored metadata `sha256` is the hash of
-//! exactly the bytes sent. A file whose size changes while it is read is failed.
+//! exactly the bytes sent.
+//!
+//! Files are opened through [`super::localfs::Root`]: resolved without following links
+//! (or only inside the workspace), and checked to be the planned file (device, inode,
+//! size). A file whose size, mtime or ctime differ after the last read from before the
+//! first (tar's "file changed as we read it") is failed and nothing is committed.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
-use super::checksum::{hash_file, BodySum, Digests, FileHasher};
+use super::checksum::{hash_read, BodySum, Digests, FileHasher};
 use super::plan::UploadItem;
 use super::report::{FileResult, Status};
 use super::Engine;
@@ -93,11 +98,13 @@ async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult
             Overwrite::False => return Err("already exists (overwrite: false)".into()),
             Overwrite::Changed => {
                 // Hashed only when there is something to compare with.
-                let path = item.path.clone();
-                let local = tokio::task::spawn_blocking(move || hash_file(&path, true))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot read {}: {e}", item.rel))?;
+                let it = item.clone();
+                let local = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
+                    let f = it.root.open_planned(&it.rel, &it.state)?;
+                    hash_read(&f.file, true).map_err(|e| format!("cannot read: {e}"))
+                })
+                .await
+                .map_err(|e| e.to_string())??;
                 if same_content(&remote, &local) {
                     return skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
                 }
@@ -153,10 +160,13 @@ async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageErr
     matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.sha256.as_deref() == Some(sha256))
 }
 
-fn read_whole(path: &std::path::Path, expected: u64) -> Result<Vec<u8>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+/// Reads a small file whole, opened safely (see [`super::localfs`]), and checks that it
+/// did not change while it was read.
+fn read_whole(item: &UploadItem) -> Result<Vec<u8>, String> {
+    let expected = item.size;
+    let f = item.root.open_planned(&item.rel, &item.state)?;
     let mut buf = Vec::with_capacity(expected as usize + 1);
-    f.take(expected + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+    (&f.file).take(expected + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
     if buf.len() as u64 != expected {
         return Err(format!(
             "changed size while being uploaded (planned {expected} bytes, read {}{}); not uploaded",
@@ -164,6 +174,7 @@ fn read_whole(path: &std::path::Path, expected: u64) -> Result<Vec<u8>, String> 
             if buf.len() as u64 > expected { "+" } else { "" }
         ));
     }
+    f.check_unchanged()?;
     Ok(buf)
 }
 
@@ -173,11 +184,11 @@ async fn upload_small(
     props: &mut UploadProps,
 ) -> Result<(Digests, Option<String>, u64), String> {
     let _mem = eng.memory_for(item.size).await;
-    let path = item.path.clone();
+    let it = item.clone();
     let size = item.size;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
     let (data, digests, sum) = tokio::task::spawn_blocking(move || -> Result<_, String> {
-        let buf = read_whole(&path, size)?;
+        let buf = read_whole(&it)?;
         let mut h = FileHasher::new(false);
         h.update(&buf);
         let sum = BodySum::of(kind, &buf);
@@ -212,7 +223,7 @@ async fn upload_chunked(
     let with_md5 = eng.cfg.content_md5;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
     let (tx, mut rx) = mpsc::channel::<ChunkMsg>(1024);
-    let path = item.path.clone();
+    let it = item.clone();
     let size = item.size;
     let eng2 = eng.clone();
     let handle = tokio::runtime::Handle::current();
@@ -223,7 +234,8 @@ async fn upload_chunked(
     // what waits, on top of the memory budget taken before each read.
     let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(1);
     let read = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let mut f = std::fs::File::open(&path).map_err(|e| format!("cannot read: {e}"))?;
+        let opened = it.root.open_planned(&it.rel, &it.state)?;
+        let mut f = &opened.file;
         let mut offset = 0u64;
         while offset < size {
             let len = block.min(size - offset);
@@ -249,7 +261,7 @@ async fn upload_chunked(
                 "changed size while being uploaded (grew past the planned {size} bytes); not committed"
             ));
         }
-        Ok(())
+        opened.check_unchanged()
     });
     let hash = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
         let mut h = FileHasher::new(with_md5);

@@ -237,12 +237,22 @@ fn symlinks_are_skipped_with_a_warning_unless_followed() {
     write(outside.path(), "secret.txt", b"outside the workspace");
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "dist/real.txt", b"real");
-    std::os::unix::fs::symlink(outside.path().join("secret.txt"), dir.path().join("dist/link.txt")).unwrap();
+    let secret = outside.path().canonicalize().unwrap().join("secret.txt");
+    std::os::unix::fs::symlink(&secret, dir.path().join("dist/link.txt")).unwrap();
+    std::os::unix::fs::symlink("real.txt", dir.path().join("dist/inside.txt")).unwrap();
     let out = plugin(dir.path()).azurite(az, &c).set("source", "dist/**").run();
-    out.assert_ok().assert_contains("skipped dist/link.txt: symbolic link");
+    out.assert_ok()
+        .assert_contains("skipped dist/link.txt: symbolic link")
+        .assert_contains("skipped dist/inside.txt: symbolic link");
     assert_eq!(names(az, &c), vec!["dist/real.txt"]);
-    plugin(dir.path()).azurite(az, &c).set("source", "dist/**").set("follow_symlinks", "true").run().assert_ok();
-    assert_eq!(fetch(az, &c, "dist/link.txt").0, b"outside the workspace");
+    // Followed, a link is read only while it stays inside the workspace.
+    let out = plugin(dir.path()).azurite(az, &c).set("source", "dist/**").set("follow_symlinks", "true").run();
+    out.assert_ok().assert_contains(&format!(
+        "skipped dist/link.txt: symbolic link to `{}`, outside the workspace; not followed",
+        secret.display()
+    ));
+    assert_eq!(names(az, &c), vec!["dist/inside.txt", "dist/real.txt"]);
+    assert_eq!(fetch(az, &c, "dist/inside.txt").0, b"real");
 }
 
 #[test]

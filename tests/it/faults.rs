@@ -17,7 +17,7 @@ use crate::support::*;
 const BLOCK: usize = 64 * 1024;
 
 /// The plugin against the shared Azurite, but through the proxy.
-fn via(proxy: &FaultProxy, dir: &Path, c: &str) -> Plugin {
+pub(crate) fn via(proxy: &FaultProxy, dir: &Path, c: &str) -> Plugin {
     plugin(dir)
         .azurite(Azurite::shared(), c)
         .set("endpoint", proxy.endpoint())
@@ -26,12 +26,12 @@ fn via(proxy: &FaultProxy, dir: &Path, c: &str) -> Plugin {
         .set("block_size", "64KiB")
 }
 
-fn spawn(p: &Plugin) -> Child {
+pub(crate) fn spawn(p: &Plugin) -> Child {
     p.command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the plugin")
 }
 
 /// Waits for a spawned run; a death by signal N reads as exit code 128+N.
-fn finish(child: Child) -> Out {
+pub(crate) fn finish(child: Child) -> Out {
     let out = child.wait_with_output().expect("wait for the plugin");
     Out {
         code: out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0)),
@@ -618,7 +618,6 @@ fn hostile_names_in_a_listing_are_refused_and_never_fetched() {
 #[test]
 fn unreadable_files_fail_per_file_and_the_rest_go_on() {
     use std::os::unix::fs::PermissionsExt;
-    use std::os::unix::process::CommandExt;
     let az = Azurite::shared();
     let c = container("unreadable");
     let dir = tempfile::tempdir().unwrap();
@@ -628,25 +627,7 @@ fn unreadable_files_fail_per_file_and_the_rest_go_on() {
         let p = write(dir.path(), name, &bytes(len, 75));
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
     }
-    let p = plugin(dir.path()).azurite(az, &c).set("source", "*").set("block_size", "64KiB");
-    let mut cmd = p.command();
-    // Root reads anything whatever its mode: run the plugin as `nobody` so the mode bites,
-    // from a copy `nobody` can reach (the checkout may sit in a private directory).
-    let bin_dir = tempfile::tempdir().unwrap();
-    if unsafe { libc::geteuid() } == 0 {
-        std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let bin = bin_dir.path().join("plugin-azure-storage");
-        std::fs::copy(env!("CARGO_BIN_EXE_plugin-azure-storage"), &bin).unwrap();
-        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
-        cmd = p.command_of(&bin);
-        cmd.uid(65534).gid(65534);
-    }
-    let o = cmd.output().unwrap();
-    let out = Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    };
+    let out = plugin(dir.path()).azurite(az, &c).set("source", "*").set("block_size", "64KiB").run_unprivileged();
     out.assert_code(1)
         .assert_contains("2 failed")
         .assert_contains("✗ secret.txt → secret.txt: cannot read: Permission denied")

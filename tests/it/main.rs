@@ -13,6 +13,7 @@ mod faults;
 mod files;
 mod files_fake;
 mod hostile_download;
+mod hostile_upload;
 mod image;
 mod output;
 mod settings;

@@ -234,6 +234,29 @@ impl Plugin {
         cmd.env_clear().envs(&self.env).args(&self.args).current_dir(&self.dir).stdin(Stdio::null());
         cmd
     }
+    /// Runs it as `nobody` when the tests run as root, so that file modes bite (root reads
+    /// anything whatever its mode), from a copy of the binary `nobody` can reach (the
+    /// checkout may sit in a private directory). The workspace must be reachable by `nobody`.
+    pub fn run_unprivileged(&self) -> Out {
+        use std::os::unix::fs::PermissionsExt;
+        let mut cmd = self.command();
+        let bin_dir = tempfile::tempdir().unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            std::fs::set_permissions(bin_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let bin = bin_dir.path().join("plugin-azure-storage");
+            std::fs::copy(env!("CARGO_BIN_EXE_plugin-azure-storage"), &bin).unwrap();
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+            cmd = self.command_of(&bin);
+            cmd.uid(65534).gid(65534);
+        }
+        let o = cmd.output().expect("run the plugin");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
     pub fn run(&self) -> Out {
         let out = self.command().output().expect("run the plugin");
         Out {
