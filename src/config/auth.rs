@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use super::endpoint::shown;
 use super::values::parse_bool;
 use super::{AuthMode, RawSettings, Secret};
 use crate::settings;
@@ -51,25 +52,97 @@ pub struct ConnectionString {
 pub const DEVSTORE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// Connection-string keys read and ignored (other services, SDK-only knobs).
+const IGNORED_KEYS: &[&str] = &["queueendpoint", "tableendpoint", "dfsendpoint", "developmentstorageproxyuri"];
+
 impl ConnectionString {
+    /// Parses `Key=Value;Key=Value` (see [`ConnectionString::parse_all`]); the problems
+    /// joined into one message.
     pub fn parse(s: &str) -> Result<Self, String> {
+        Self::parse_all(s).map_err(|e| e.join("; "))
+    }
+
+    /// Parses `Key=Value;Key=Value` as the Azure SDKs do: keys case-insensitively, keys and
+    /// values trimmed of spaces, a value holding `=` (base64 padding) kept whole. Every value
+    /// is checked as its setting would be (`AccountName` as `account_name`, the endpoints
+    /// as `endpoint`); every problem is returned. Messages name the key and never print the
+    /// value of `AccountKey` or `SharedAccessSignature`, nor a segment that has no key.
+    pub fn parse_all(s: &str) -> Result<Self, Vec<String>> {
+        use super::endpoint::{check_account_name, check_dns_suffix, service_url, url_text};
         let mut cs = ConnectionString::default();
+        let mut errs: Vec<String> = Vec::new();
         let mut dev = false;
-        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| "is not a connection string: expected `Key=Value;Key=Value`".to_string())?;
-            match k.trim().to_ascii_lowercase().as_str() {
-                "accountname" => cs.account_name = Some(v.to_string()),
-                "accountkey" => cs.account_key = Some(Secret::new(v)),
-                "sharedaccesssignature" => cs.sas = Some(Secret::new(v)),
-                "blobendpoint" => cs.blob_endpoint = Some(v.trim_end_matches('/').to_string()),
-                "fileendpoint" => cs.file_endpoint = Some(v.trim_end_matches('/').to_string()),
-                "defaultendpointsprotocol" => cs.protocol = Some(v.to_string()),
-                "endpointsuffix" => cs.endpoint_suffix = Some(v.to_string()),
-                "usedevelopmentstorage" => dev = parse_bool(v).unwrap_or(false),
-                // Queue/Table endpoints and the like are irrelevant here.
-                _ => {}
+        let mut seen: Vec<String> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
+        let segments: Vec<&str> = s.split(';').collect();
+        let total = segments.iter().filter(|p| !p.trim().is_empty()).count();
+        let mut n = 0;
+        for part in segments.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            n += 1;
+            let Some((k, v)) = part.split_once('=') else {
+                errs.push(format!(
+                    "segment {n} of {total} has no `=` (its text is not shown: it may be a secret): expected `Key=Value;Key=Value`"
+                ));
+                continue;
+            };
+            let (key, v) = (k.trim(), v.trim());
+            let lower = key.to_ascii_lowercase();
+            let shown_key: String = key.chars().flat_map(char::escape_debug).collect();
+            if key.is_empty() {
+                errs.push(format!("segment {n} of {total} has no key before `=`: expected `Key=Value;Key=Value`"));
+                continue;
+            }
+            if v.is_empty() {
+                errs.push(format!("`{shown_key}=` has no value"));
+                continue;
+            }
+            if seen.contains(&lower) {
+                errs.push(format!("`{shown_key}` is given more than once"));
+                continue;
+            }
+            seen.push(lower.clone());
+            match lower.as_str() {
+                "accountname" => match check_account_name(v) {
+                    Ok(()) => cs.account_name = Some(v.to_string()),
+                    Err(e) => errs.push(format!("`AccountName`: {e}")),
+                },
+                "accountkey" => {
+                    use base64::Engine;
+                    if base64::engine::general_purpose::STANDARD.decode(v).is_err() {
+                        errs.push("`AccountKey` is not base64 (copy the connection string from the portal's Access keys page)".into());
+                    } else {
+                        cs.account_key = Some(Secret::new(v));
+                    }
+                }
+                "sharedaccesssignature" => {
+                    if v.contains("sig=") {
+                        cs.sas = Some(Secret::new(v));
+                    } else {
+                        errs.push("`SharedAccessSignature` is not a SAS: it has no `sig=` parameter".into());
+                    }
+                }
+                "blobendpoint" | "fileendpoint" => match service_url(v) {
+                    Ok(u) if lower == "blobendpoint" => cs.blob_endpoint = Some(url_text(&u)),
+                    Ok(u) => cs.file_endpoint = Some(url_text(&u)),
+                    Err(e) => errs.push(format!("`{shown_key}`: {e}")),
+                },
+                "defaultendpointsprotocol" => match v.to_ascii_lowercase().as_str() {
+                    p @ ("http" | "https") => cs.protocol = Some(p.to_string()),
+                    _ => errs
+                        .push(format!("`DefaultEndpointsProtocol`: `{}` is not `https` or `http`", v.escape_debug())),
+                },
+                "endpointsuffix" => match check_dns_suffix(v) {
+                    Ok(()) => cs.endpoint_suffix = Some(v.to_ascii_lowercase()),
+                    Err(e) => errs.push(format!("`EndpointSuffix`: {e}")),
+                },
+                "usedevelopmentstorage" => match parse_bool(v) {
+                    Some(b) => dev = b,
+                    None => {
+                        errs.push(format!("`UseDevelopmentStorage`: `{}` is not `true` or `false`", v.escape_debug()))
+                    }
+                },
+                k if IGNORED_KEYS.contains(&k) => {}
+                _ => unknown.push(shown_key),
             }
         }
         if dev {
@@ -77,10 +150,19 @@ impl ConnectionString {
             cs.account_key.get_or_insert_with(|| Secret::new(DEVSTORE_KEY));
             cs.blob_endpoint.get_or_insert_with(|| "http://127.0.0.1:10000/devstoreaccount1".into());
         }
-        if cs.account_name.is_none() && cs.blob_endpoint.is_none() && cs.file_endpoint.is_none() {
-            return Err("names no account: it needs `AccountName=` or a `BlobEndpoint=`/`FileEndpoint=`".into());
+        let named_account = seen.iter().any(|k| matches!(k.as_str(), "accountname" | "blobendpoint" | "fileendpoint"));
+        if !named_account && !dev {
+            let mut e = "names no account: it needs `AccountName=` or a `BlobEndpoint=`/`FileEndpoint=`".to_string();
+            if !unknown.is_empty() {
+                e.push_str(&format!(" (keys not understood: `{}`)", unknown.join("`, `")));
+            }
+            errs.push(e);
         }
-        Ok(cs)
+        if errs.is_empty() {
+            Ok(cs)
+        } else {
+            Err(errs)
+        }
     }
 }
 
@@ -186,18 +268,18 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         .get("authority_host")
         .map(|a| a.trim().trim_end_matches('/').to_string())
         .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string());
-    match url::Url::parse(&authority_host) {
-        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_url(&u)) => {
+    let from = raw.from_note("authority_host");
+    match super::endpoint::http_url(&authority_host) {
+        Ok(u) if u.scheme() == "https" || is_loopback_url(&u) => {
             if u.query().is_some() || (u.path() != "/" && !u.path().is_empty()) {
-                bad("authority_host", format!("`{authority_host}` must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)"));
+                bad("authority_host", format!("`{}`{from} must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)", shown(&authority_host)));
             }
         }
-        Ok(_) => {
-            bad("authority_host", format!("`{authority_host}` must be an https:// URL (the CI token is sent there)"))
-        }
-        Err(_) => {
-            bad("authority_host", format!("`{authority_host}` is not a URL, e.g. https://login.microsoftonline.com"))
-        }
+        Ok(_) => bad(
+            "authority_host",
+            format!("`{}`{from} must be an https:// URL (the CI token is sent there)", shown(&authority_host)),
+        ),
+        Err(e) => bad("authority_host", format!("{e}{from}")),
     }
 
     let identity_endpoint = match (raw.var("IDENTITY_ENDPOINT"), raw.var("IDENTITY_HEADER")) {
@@ -208,6 +290,41 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         raw.var("AZURE_POD_IDENTITY_AUTHORITY_HOST").map(|h| h.trim().trim_end_matches('/').to_string());
     let imds_host =
         imds_override.clone().unwrap_or_else(|| crate::auth::managed_identity::IMDS_DEFAULT_HOST.to_string());
+
+    // The platform's endpoints are checked when they may be used: a runner's environment
+    // may carry them for a pipeline that never looks at them.
+    let static_secret = ["sas_token", "account_key", "connection_string"].iter().any(|n| raw.get(n).is_some());
+    let federates = tenant_id.is_some() && client_id.is_some();
+    let may_use_mi = mode == AuthMode::ManagedIdentity || (mode == AuthMode::Auto && !static_secret && !federates);
+    if may_use_mi {
+        if let Some((e, _)) = &identity_endpoint {
+            if let Err(m) = super::endpoint::http_url(e) {
+                bad("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
+            }
+        }
+        if let Some(h) = &imds_override {
+            match super::endpoint::service_url(h) {
+                Ok(u) if u.path() == "/" => {}
+                Ok(_) => bad(
+                    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                    format!("`{}` must be a bare host URL such as http://169.254.169.254 (no path)", shown(h)),
+                ),
+                Err(m) => bad("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
+            }
+        }
+    }
+    if let Some((u, _)) = &actions {
+        if uses_token
+            && federates
+            && federated_token.is_none()
+            && federated_token_file.is_none()
+            && oidc_token_id.is_none()
+        {
+            if let Err(m) = super::endpoint::http_url(u) {
+                bad("ACTIONS_ID_TOKEN_REQUEST_URL", m);
+            }
+        }
+    }
 
     AuthSettings {
         mode,

@@ -165,6 +165,120 @@ pub fn header_safe(v: &str) -> String {
     enc.chars().map(|c| if c.is_ascii() { c.to_string() } else { "%3F".into() }).collect()
 }
 
+/// Checks a header value from a setting (`content_type`, `cache_control`,
+/// `content_encoding`, `content_disposition`): one line of visible ASCII, which is what
+/// HTTP carries and what Shared Key signs. A non-ASCII file name in `content_disposition`
+/// is encoded (see [`encode_disposition`]); anything else non-ASCII, and every control
+/// character (CR, LF, tab, DEL...), is refused with the character named.
+pub fn header_value(setting: &str, v: &str) -> Result<String, String> {
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "contains the control character U+{:04X}: a header value is one line of visible ASCII",
+            c as u32
+        ));
+    }
+    if v.is_ascii() {
+        return Ok(v.to_string());
+    }
+    if setting == "content_disposition" {
+        return encode_disposition(v);
+    }
+    let c = v.chars().find(|c| !c.is_ascii()).unwrap_or('?');
+    Err(format!(
+        "contains the non-ASCII character U+{:04X} (`{c}`): HTTP headers carry ASCII only (percent-encode it, or leave it out)",
+        c as u32
+    ))
+}
+
+/// RFC 8187 `attr-char`: what a `filename*=` value keeps as it is.
+const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// Encodes a `Content-Disposition` whose `filename` is not ASCII the way RFC 6266 §4.3
+/// asks: `filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded UTF-8>`, each
+/// non-ASCII character becoming `_` in the fallback. Browsers use `filename*`; the value
+/// sent, signed and stored is ASCII. Non-ASCII anywhere else (the type, another
+/// parameter, an existing `filename*`) is refused: there is no encoding for it.
+pub fn encode_disposition(v: &str) -> Result<String, String> {
+    let parts = split_outside_quotes(v).ok_or_else(|| "has an unterminated quoted string".to_string())?;
+    let has_star =
+        parts.iter().any(|p| p.split('=').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("filename*")));
+    let mut out: Vec<String> = Vec::new();
+    for (i, part) in parts.iter().map(|p| p.trim()).enumerate() {
+        if part.is_ascii() {
+            out.push(part.to_string());
+            continue;
+        }
+        let name_value = part.split_once('=').filter(|(n, _)| i > 0 && n.trim().eq_ignore_ascii_case("filename"));
+        let Some((_, value)) = name_value else {
+            return Err(format!(
+                "has non-ASCII text in `{}`: only a `filename=` may be non-ASCII (it is sent as RFC 8187 `filename*=UTF-8''…`)",
+                part.chars().flat_map(char::escape_debug).collect::<String>()
+            ));
+        };
+        let name = unquote(value.trim());
+        let fallback: String = name
+            .chars()
+            .map(|c| if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' { c } else { '_' })
+            .collect();
+        out.push(format!("filename=\"{fallback}\""));
+        if !has_star {
+            out.push(format!("filename*=UTF-8''{}", percent_encoding::utf8_percent_encode(&name, ATTR_CHAR)));
+        }
+    }
+    Ok(out.join("; "))
+}
+
+/// Splits `a; b="x;y"; c` at the `;` outside double quotes (`\"` escapes inside them);
+/// `None` when a quote is left open.
+fn split_outside_quotes(v: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in v.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                parts.push(&v[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return None;
+    }
+    parts.push(&v[start..]);
+    Some(parts)
+}
+
+/// The text of a token or a quoted string (`"a\"b"` is `a"b`).
+fn unquote(v: &str) -> String {
+    match v.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' { chars.next().unwrap_or('\\') } else { c });
+            }
+            out
+        }
+        None => v.to_string(),
+    }
+}
+
 /// `1.5 MiB`-style rendering.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

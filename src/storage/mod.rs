@@ -25,6 +25,9 @@ pub enum StorageError {
     NoContainer { what: &'static str, name: String, hint: &'static str },
     #[error("unexpected response from {op}: {detail}")]
     Protocol { op: &'static str, detail: String },
+    /// Settings validation refuses such an endpoint; kept as an error, not a panic.
+    #[error("cannot build a request URL from the endpoint `{0}`: check `endpoint` (PLUGIN_ENDPOINT)")]
+    BadEndpoint(String),
 }
 
 impl From<HttpError> for StorageError {
@@ -129,6 +132,29 @@ pub(crate) fn listed_name(text: String, encoded: bool) -> String {
     } else {
         text
     }
+}
+
+/// The service URL of a store, parsed once: `None` when `endpoint` is not a URL (validation
+/// refuses that, and an upload dry run without an account has none), which makes every
+/// request fail with [`StorageError::BadEndpoint`] instead of a panic.
+pub(crate) fn parse_base(endpoint: &str) -> Option<url::Url> {
+    url::Url::parse(endpoint).ok().filter(|u| !u.cannot_be_a_base() && u.query().is_none())
+}
+
+/// `base` with `path` (already percent-encoded, no leading `/`) appended and `query` added.
+pub(crate) fn request_url(
+    base: Option<&url::Url>,
+    endpoint: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<url::Url> {
+    let mut u = base.cloned().ok_or_else(|| StorageError::BadEndpoint(crate::config::shown_url(endpoint)))?;
+    let full = format!("{}/{path}", u.path().trim_end_matches('/'));
+    u.set_path(&full);
+    if !query.is_empty() {
+        u.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(u)
 }
 
 /// What the service says about one stored blob or file.
