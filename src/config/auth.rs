@@ -360,6 +360,107 @@ mod tests {
         assert_eq!(c.account, "devstoreaccount1");
     }
 
+    const KEY: &str = "c2VjcmV0LWtleS12YWx1ZQ==";
+
+    #[test]
+    fn connection_strings_are_trimmed_and_keys_case_insensitive() {
+        let text = format!(
+            " DefaultEndpointsProtocol = http ; accountname = devstoreaccount1 ;ACCOUNTKEY= {KEY} ; BlobEndpoint = http://127.0.0.1:10000/devstoreaccount1/ ; "
+        );
+        let cs = ConnectionString::parse_all(&text).unwrap();
+        assert_eq!(cs.account_name.as_deref(), Some("devstoreaccount1"));
+        assert_eq!(cs.account_key.as_ref().map(Secret::expose), Some(KEY));
+        assert_eq!(cs.blob_endpoint.as_deref(), Some("http://127.0.0.1:10000/devstoreaccount1"));
+        assert_eq!(cs.protocol.as_deref(), Some("http"));
+        // Through the config: the account is the trimmed name, the endpoint the built one.
+        let mut p = base();
+        p.retain(|(k, _)| *k != "PLUGIN_ACCOUNT_NAME");
+        let cs = format!("DefaultEndpointsProtocol=https; AccountName = myacct1 ; AccountKey={KEY}; EndpointSuffix = core.chinacloudapi.cn");
+        p.push(("PLUGIN_CONNECTION_STRING", &cs));
+        let c = Config::from_raw(&raw(&p)).unwrap();
+        assert_eq!(c.account, "myacct1");
+        assert_eq!(c.endpoint, "https://myacct1.blob.core.chinacloudapi.cn");
+    }
+
+    /// Every problem of a connection string, each named, none printing a secret.
+    #[test]
+    fn connection_string_problems_are_each_named_without_secrets() {
+        let cases: &[(&str, &str)] = &[
+            ("AccountName=Bad_Name!;AccountKey=c2VjcmV0LWtleS12YWx1ZQ==", "`AccountName`: `Bad_Name!` is not a storage account name"),
+            ("AccountName=acct1;BlobEndpoint=notaurl", "`BlobEndpoint`: `notaurl` is not a URL"),
+            ("AccountName=acct1;FileEndpoint=ftp://x/y", "`FileEndpoint`: `ftp://x/y` has the scheme `ftp`"),
+            ("AccountName=acct1;BlobEndpoint=https://h.net/?sv=1&sig=TOPSECRET", "`BlobEndpoint`: `https://h.net/?…` carries a query string"),
+            ("AccountName=acct1;DefaultEndpointsProtocol=gopher", "`DefaultEndpointsProtocol`: `gopher` is not `https` or `http`"),
+            ("AccountName=acct1;EndpointSuffix=core windows.net", "`EndpointSuffix`: `core windows.net` is not a DNS suffix"),
+            ("AccountName=acct1;AccountKey=TOP SECRET!", "`AccountKey` is not base64"),
+            ("AccountName=acct1;SharedAccessSignature=sv=1&TOPSECRET", "`SharedAccessSignature` is not a SAS"),
+            ("AccountName=acct1;TOPSECRET", "segment 2 of 2 has no `=`"),
+            ("AccountName=acct1;=TOPSECRET", "segment 2 of 2 has no key"),
+            ("AccountName=acct1;AccountName=acct2", "`AccountName` is given more than once"),
+            ("AccountName=", "`AccountName=` has no value"),
+            ("UseDevelopmentStorage=maybe", "`UseDevelopmentStorage`: `maybe` is not `true` or `false`"),
+            ("AcountName=acct1;AccountKey=c2VjcmV0LWtleS12YWx1ZQ==", "names no account: it needs `AccountName=` or a `BlobEndpoint=`/`FileEndpoint=` (keys not understood: `AcountName`)"),
+        ];
+        for (text, want) in cases {
+            let errs = ConnectionString::parse_all(text).unwrap_err();
+            let all = errs.join("\n");
+            assert!(all.contains(want), "{text}: {all}");
+            assert!(!all.contains("TOPSECRET") && !all.contains("c2VjcmV0"), "{text} leaked: {all}");
+        }
+        // All at once, through the config, named with the variable that gave the value.
+        let mut p = base();
+        p.retain(|(k, _)| *k != "PLUGIN_ACCOUNT_NAME");
+        p.push(("AZURE_STORAGE_CONNECTION_STRING", "AccountName=Bad_Name!;AccountKey=TOP SECRET;BlobEndpoint=notaurl"));
+        let e = Config::from_raw(&raw(&p)).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.0.iter().filter(|i| i.setting == "connection_string").count(), 3, "{text}");
+        assert!(text.contains("`connection_string` (PLUGIN_CONNECTION_STRING): `AccountName`: `Bad_Name!`"), "{text}");
+        assert!(text.contains("(from AZURE_STORAGE_CONNECTION_STRING)"), "{text}");
+        assert!(!text.contains("TOP SECRET"), "{text}");
+        assert!(!e.0.iter().any(|i| i.setting == "account_name"), "no second error for the same cause: {text}");
+    }
+
+    #[test]
+    fn development_storage_and_a_blob_endpoint_alone_name_the_account() {
+        let cs = ConnectionString::parse_all("UseDevelopmentStorage=true").unwrap();
+        assert_eq!(cs.account_name.as_deref(), Some("devstoreaccount1"));
+        let mut p = base();
+        p.retain(|(k, _)| *k != "PLUGIN_ACCOUNT_NAME");
+        p.push((
+            "PLUGIN_CONNECTION_STRING",
+            "BlobEndpoint=https://acct9.blob.core.windows.net/;SharedAccessSignature=sv=1&sig=x",
+        ));
+        let c = Config::from_raw(&raw(&p)).unwrap();
+        assert_eq!((c.endpoint.as_str(), c.account.as_str()), ("https://acct9.blob.core.windows.net", "acct9"));
+    }
+
+    #[test]
+    fn platform_endpoints_are_checked_when_they_may_be_used() {
+        let mut p = base();
+        p.extend([
+            ("IDENTITY_ENDPOINT", "not a url"),
+            ("IDENTITY_HEADER", "h"),
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9/x"),
+        ]);
+        let e = Config::from_raw(&raw(&p)).unwrap_err().to_string();
+        assert!(e.contains("IDENTITY_ENDPOINT: `not a url` contains a space"), "{e}");
+        assert!(e.contains("AZURE_POD_IDENTITY_AUTHORITY_HOST: `http://127.0.0.1:9/x` must be a bare host URL"), "{e}");
+        // With an account key they are never used, so never refused.
+        p.push(("PLUGIN_ACCOUNT_KEY", KEY));
+        assert!(Config::from_raw(&raw(&p)).is_ok());
+        // authority_host: a fallback variable is named; user info is never printed.
+        let mut p = base();
+        p.push(("AZURE_AUTHORITY_HOST", "https://user:pw@login.example"));
+        let e = Config::from_raw(&raw(&p)).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "`authority_host` (PLUGIN_AUTHORITY_HOST): `https://***@login.example` carries a user name or password"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("(from AZURE_AUTHORITY_HOST)") && !e.contains("pw"), "{e}");
+    }
+
     #[test]
     fn account_from_path_style_and_host_style() {
         assert_eq!(

@@ -635,7 +635,11 @@ impl Config {
         let endpoint = match found.endpoint {
             Some(u) => endpoint::url_text(&u),
             None => {
-                if !found.given && (!dry_run || action == Action::Download) {
+                // An invalid connection string was reported already.
+                if !found.given
+                    && (cs.is_some() || connection_string.is_none())
+                    && (!dry_run || action == Action::Download)
+                {
                     bad(
                         "account_name",
                         "is required: set `account_name`, or `endpoint`, or `connection_string`".into(),
@@ -794,6 +798,103 @@ mod tests {
         assert!(p.is_match("dist/js/a.map"));
     }
 
+    fn errors_of(extra: &[(&str, &str)]) -> String {
+        let mut p = base();
+        p.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        p.extend_from_slice(extra);
+        Config::from_raw(&raw(&p)).map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    /// Every source of the endpoint is parsed during validation; each refusal names its setting.
+    #[test]
+    fn every_endpoint_source_is_validated_naming_its_setting() {
+        for (extra, want) in [
+            (
+                vec![("PLUGIN_ENDPOINT_SUFFIX", "core windows.net")],
+                "`endpoint_suffix` (PLUGIN_ENDPOINT_SUFFIX): `core windows.net` is not a DNS suffix",
+            ),
+            (
+                vec![("PLUGIN_ENDPOINT_SUFFIX", "core.windows.net/x?y")],
+                "`endpoint_suffix` (PLUGIN_ENDPOINT_SUFFIX): `core.windows.net/x?y` is not a DNS suffix",
+            ),
+            (
+                vec![("PLUGIN_ACCOUNT_NAME", "Bad_Name!")],
+                "`account_name` (PLUGIN_ACCOUNT_NAME): `Bad_Name!` is not a storage account name",
+            ),
+            (vec![("PLUGIN_ENDPOINT", "notaurl")], "`endpoint` (PLUGIN_ENDPOINT): `notaurl` is not a URL"),
+            (
+                vec![("PLUGIN_ENDPOINT", "https://u:secretpw@h.net")],
+                "`endpoint` (PLUGIN_ENDPOINT): `https://***@h.net` carries a user name or password",
+            ),
+            (vec![("PLUGIN_ENDPOINT", "https://acct1.blob.core.windows.net#frag")], "carries a `#` fragment"),
+        ] {
+            let e = errors_of(&extra);
+            assert!(e.contains(want), "{extra:?}: {e}");
+            assert!(!e.contains("secretpw"), "{e}");
+            assert!(!e.contains("is required"), "one error for one cause: {e}");
+        }
+        // A suffix from the connection string builds the URL too; an endpoint is normalised.
+        let c = Config::from_raw(&raw(&[
+            ("PLUGIN_ENDPOINT", "HTTP://127.0.0.1:10000/devstoreaccount1/"),
+            ("PLUGIN_CONTAINER", "artifacts"),
+            ("PLUGIN_SOURCE", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(c.endpoint, "http://127.0.0.1:10000/devstoreaccount1");
+        assert_eq!(c.account, "devstoreaccount1");
+    }
+
+    #[test]
+    fn header_values_are_ascii_or_refused_and_a_unicode_file_name_is_encoded() {
+        let c = Config::from_raw(&raw(&[
+            ("PLUGIN_ACCOUNT_NAME", "acct1"),
+            ("PLUGIN_CONTAINER", "artifacts"),
+            ("PLUGIN_SOURCE", "x"),
+            ("PLUGIN_CONTENT_DISPOSITION", "attachment; filename=\"é.txt\""),
+        ]))
+        .unwrap();
+        match c.content_disposition {
+            Some(ValueRule::Fixed(v)) => assert_eq!(v, "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"),
+            other => panic!("{other:?}"),
+        }
+        for (extra, want) in [
+            (("PLUGIN_CACHE_CONTROL", "max-age=60\r\nX-Evil: 1"), "`cache_control` (PLUGIN_CACHE_CONTROL): `max-age=60\\r\\nX-Evil: 1` contains the control character U+000D"),
+            (("PLUGIN_CONTENT_TYPE", "text/plain; charset=ütf-8"), "`content_type` (PLUGIN_CONTENT_TYPE): `text/plain; charset=ütf-8` contains the non-ASCII character U+00FC"),
+            (("PLUGIN_CONTENT_ENCODING", "{\"*.gz\": \"gzip\\u0000\"}"), "`content_encoding` (PLUGIN_CONTENT_ENCODING): the value `gzip\\0` for `*.gz` contains the control character U+0000"),
+            (("PLUGIN_CONTENT_DISPOSITION", "piè; filename=a"), "only a `filename=` may be non-ASCII"),
+            (("PLUGIN_CONTENT_DISPOSITION", "attachment; filename=\"a\tb\""), "control character U+0009"),
+            (("PLUGIN_CACHE_CONTROL", "no-cache\u{7f}"), "control character U+007F"),
+        ] {
+            let e = errors_of(&[extra]);
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn metadata_names_are_csharp_identifiers_and_unique() {
+        for bad in ["1bad", "has-dash", "has space", "é", "", "a.b", "x$"] {
+            let m = format!("{{{}: \"v\"}}", serde_json::to_string(bad).unwrap());
+            let e = errors_of(&[("PLUGIN_METADATA", &m)]);
+            assert!(e.contains("is not a valid metadata name: a C# identifier"), "{bad:?}: {e}");
+        }
+        for good in ["_ok", "Ok2", "build_id", "X"] {
+            let m = format!("{{\"{good}\": \"v\"}}");
+            assert_eq!(errors_of(&[("PLUGIN_METADATA", &m)]), "", "{good}");
+        }
+        let e = errors_of(&[("PLUGIN_METADATA", "{\"Build\": \"1\", \"build\": \"2\"}")]);
+        assert!(e.contains("`build` is given twice: metadata names are case-insensitive"), "{e}");
+        // Values may hold anything: they are percent-encoded, so what is signed is what is sent.
+        let c = Config::from_raw(&raw(&[
+            ("PLUGIN_ACCOUNT_NAME", "acct1"),
+            ("PLUGIN_CONTAINER", "artifacts"),
+            ("PLUGIN_SOURCE", "x"),
+            ("PLUGIN_PROVENANCE", "false"),
+            ("PLUGIN_METADATA", "{\"note\": \"é 100%\\r\\n\"}"),
+        ]))
+        .unwrap();
+        assert_eq!(c.metadata, vec![("note".to_string(), "%C3%A9 100%25%0D%0A".to_string())]);
+    }
+
     #[test]
     fn unknown_settings_suggest_the_closest() {
         let r = raw(&[("PLUGIN_STRIP_PREFX", "dist"), ("PLUGIN_SOURCE", "x"), ("PLUGIN_WHATEVER_ELSE_ENTIRELY", "1")]);
@@ -829,5 +930,63 @@ mod tests {
         let u = raw(&[("PLUGIN_é", "x"), ("PLUGIé", "x")]).unknown();
         assert_eq!(u.len(), 1);
         assert!(u[0].to_string().contains("PLUGIN_é"));
+    }
+}
+
+/// Property test: no value of any setting panics the validation, and whatever it accepts
+/// as an endpoint is a URL the storage layer can build requests on.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,30}",
+            "[ -~]{0,30}",
+            Just("AccountName=acct1;AccountKey=a2V5;BlobEndpoint=".to_string())
+                .prop_flat_map(|p| "[ -~]{0,20}".prop_map(move |s| format!("{p}{s}"))),
+            "(https?|ftp)://[a-z.: @?#%/\\[\\]0-9-]{0,20}",
+            "attachment; filename=\"[ -~\u{e9}\u{1F600}\"\\\\;]{0,12}\"?",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_input_panics_the_config_parser(picks in proptest::collection::vec((0usize..SETTINGS.len(), value()), 1..6)) {
+            let mut env: BTreeMap<String, String> = base_env();
+            for (i, v) in &picks {
+                env.insert(settings::env_name(SETTINGS[*i].name), v.clone());
+            }
+            if let Ok(c) = Config::from_raw(&RawSettings::from_map(env)) {
+                if !c.endpoint.is_empty() {
+                    let u = url::Url::parse(&c.endpoint);
+                    prop_assert!(u.is_ok(), "accepted endpoint {:?} does not parse", c.endpoint);
+                }
+                for r in [&c.content_type, &c.cache_control, &c.content_encoding, &c.content_disposition].into_iter().flatten() {
+                    let values: Vec<&str> = match r {
+                        ValueRule::Fixed(v) => vec![v.as_str()],
+                        ValueRule::ByPattern(p) => p.iter().map(|(_, v)| v.as_str()).collect(),
+                    };
+                    for v in values {
+                        prop_assert!(v.bytes().all(|b| (0x20..0x7f).contains(&b)), "accepted header value {v:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn base_env() -> BTreeMap<String, String> {
+        [
+            ("PLUGIN_ACCOUNT_NAME", "acct1"),
+            ("PLUGIN_CONTAINER", "artifacts"),
+            ("PLUGIN_SOURCE", "x"),
+            ("PLUGIN_AUTH", "shared_key"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 }

@@ -339,6 +339,43 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn header_values() {
+        assert_eq!(header_value("cache_control", "max-age=60, public").unwrap(), "max-age=60, public");
+        assert!(header_value("cache_control", "max-age=60\r\nx: y").unwrap_err().contains("U+000D"));
+        assert!(header_value("content_type", "text/plain\n").unwrap_err().contains("U+000A"));
+        assert!(header_value("content_type", "tëxt/plain").unwrap_err().contains("non-ASCII character U+00EB"));
+        assert!(header_value("content_encoding", "gzip\u{0}").is_err());
+    }
+
+    #[test]
+    fn dispositions_with_unicode_file_names_get_an_rfc8187_form_and_an_ascii_fallback() {
+        for (given, want) in [
+            ("attachment; filename=\"é.txt\"", "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"),
+            ("attachment; filename=é.txt", "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"),
+            ("inline;FileName=\"naïve résumé 😀.pdf\";size=3", "inline; filename=\"na_ve r_sum_ _.pdf\"; filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9%20%F0%9F%98%80.pdf; size=3"),
+            ("attachment; filename=\"a\\\"é;b\"", "attachment; filename=\"a__;b\"; filename*=UTF-8''a%22%C3%A9%3Bb"),
+            ("attachment; filename*=UTF-8''%C3%A9.txt; filename=\"é.txt\"", "attachment; filename*=UTF-8''%C3%A9.txt; filename=\"_.txt\""),
+            ("attachment; filename=\"plain.txt\"", "attachment; filename=\"plain.txt\""),
+        ] {
+            assert_eq!(header_value("content_disposition", given).unwrap(), want, "{given}");
+        }
+        for (given, why) in [
+            ("pièce-jointe", "non-ASCII text in `pièce-jointe`"),
+            ("attachment; title=\"é\"", "non-ASCII text in `title=\\\"é\\\"`"),
+            ("attachment; filename=\"é", "unterminated quoted string"),
+            ("é=1", "only a `filename=` may be non-ASCII"),
+        ] {
+            let e = header_value("content_disposition", given).unwrap_err();
+            assert!(e.contains(why), "{given}: {e}");
+        }
+    }
+}
+
 /// Property tests: the parsers never panic, and what they accept means what was written.
 #[cfg(test)]
 mod props {
@@ -363,6 +400,40 @@ mod props {
                 let _ = parse_map(v);
                 let _ = parse_bool(v);
                 let _ = ConnectionString::parse(v);
+            }
+        }
+
+        #[test]
+        fn an_encoded_disposition_is_ascii_and_decodes_to_the_name(name in "[^\\p{Cc}\"\\\\]{1,20}") {
+            let v = format!("attachment; filename=\"{name}\"");
+            let out = header_value("content_disposition", &v).unwrap();
+            prop_assert!(out.bytes().all(|b| (0x20..0x7f).contains(&b)), "{out:?}");
+            if name.is_ascii() {
+                prop_assert_eq!(out, v);
+            } else {
+                let star = out.rsplit("filename*=UTF-8''").next().unwrap();
+                let decoded = percent_encoding::percent_decode_str(star).decode_utf8().unwrap();
+                prop_assert_eq!(decoded, name.as_str());
+            }
+        }
+
+        #[test]
+        fn connection_string_errors_never_show_a_key(key in "[ -:<-~]{1,30}", sas in "[ -:<-~]{1,30}", junk in "[ -:<-~]{1,10}") {
+            for text in [
+                format!("AccountName=Bad!;AccountKey={key};BlobEndpoint={junk}"),
+                format!("AccountName=acct1;SharedAccessSignature={sas};{junk}"),
+                format!("AccountKey={key};{junk};SharedAccessSignature={sas}"),
+            ] {
+                if let Err(errs) = ConnectionString::parse_all(&text) {
+                    let all = errs.join("\n");
+                    // Only values that could not also be a key name, an account or shown text.
+                    if key.trim().len() > 8 && !junk.contains(key.trim()) {
+                        prop_assert!(!all.contains(key.trim()), "{text}: {all}");
+                    }
+                    if sas.trim().len() > 8 && !junk.contains(sas.trim()) {
+                        prop_assert!(!all.contains(sas.trim()), "{text}: {all}");
+                    }
+                }
             }
         }
 
