@@ -30,6 +30,23 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// How long a failed refresh is replayed to callers instead of calling the source again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
 
+/// The longest lifetime a token is believed to have (Entra's are 1-24 h): a token
+/// endpoint's number never overflows the clock, and a wrong one costs a refresh, not a panic.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// `now` plus a lifetime in seconds as a token endpoint sent it (`expires_in`), clamped
+/// to `0..=MAX_LIFETIME`.
+pub fn expiry_in(now: SystemTime, secs: i64) -> SystemTime {
+    now + Duration::from_secs(secs.max(0) as u64).min(MAX_LIFETIME)
+}
+
+/// An absolute expiry in Unix seconds as a token endpoint sent it (`expires_on`), no
+/// later than `now + MAX_LIFETIME` (and never an overflow).
+pub fn expiry_at(now: SystemTime, unix_secs: i64) -> SystemTime {
+    let latest = now + MAX_LIFETIME;
+    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(unix_secs.max(0) as u64)).map_or(latest, |t| t.min(latest))
+}
+
 /// An OAuth access token and when it stops being valid. `Debug` never shows the token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessToken {
@@ -229,6 +246,11 @@ mod tests {
     #[test]
     fn refresh_point_is_five_minutes_or_half_life() {
         let now = SystemTime::now();
+        // Endpoint numbers never overflow the clock.
+        assert_eq!(expiry_in(now, i64::MAX), now + MAX_LIFETIME);
+        assert_eq!(expiry_in(now, i64::MIN), now);
+        assert_eq!(expiry_at(now, i64::MAX), now + MAX_LIFETIME);
+        assert_eq!(expiry_at(now, -5), std::time::UNIX_EPOCH);
         let mut t = AccessToken::new(Secret::new("x"), now + Duration::from_secs(3600));
         t.obtained_at = now;
         assert_eq!(t.refresh_at(), now + Duration::from_secs(3300));

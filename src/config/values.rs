@@ -64,7 +64,7 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
             "h" => n * 3600.0,
             _ => return Err(err()),
         };
-        total += Duration::try_from_secs_f64(secs).map_err(|_| err())?;
+        total = total.checked_add(Duration::try_from_secs_f64(secs).map_err(|_| err())?).ok_or_else(err)?;
     }
     Ok(total)
 }
@@ -320,6 +320,8 @@ mod tests {
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5x").is_err());
+        // Each part fits a Duration, their sum does not: an error, not an overflow panic.
+        assert!(parse_duration("10000000000000000000s10000000000000000000s").is_err());
     }
 
     #[test]
