@@ -244,13 +244,18 @@ mod tests {
     }
 
     #[test]
-    fn refresh_point_is_five_minutes_or_half_life() {
+    fn token_endpoint_lifetimes_never_overflow_the_clock() {
         let now = SystemTime::now();
-        // Endpoint numbers never overflow the clock.
         assert_eq!(expiry_in(now, i64::MAX), now + MAX_LIFETIME);
         assert_eq!(expiry_in(now, i64::MIN), now);
+        assert_eq!(expiry_in(now, 3600), now + Duration::from_secs(3600));
         assert_eq!(expiry_at(now, i64::MAX), now + MAX_LIFETIME);
         assert_eq!(expiry_at(now, -5), std::time::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn refresh_point_is_five_minutes_or_half_life() {
+        let now = SystemTime::now();
         let mut t = AccessToken::new(Secret::new("x"), now + Duration::from_secs(3600));
         t.obtained_at = now;
         assert_eq!(t.refresh_at(), now + Duration::from_secs(3300));

@@ -674,7 +674,8 @@ impl Config {
         if let Some(k) = &account_key {
             use base64::Engine;
             if base64::engine::general_purpose::STANDARD.decode(k.expose()).is_err() {
-                bad("account_key", "is not base64 (copy the key from the portal's Access keys page)".into());
+                let from = raw.from_note("account_key");
+                bad("account_key", format!("is not base64 (copy the key from the portal's Access keys page){from}"));
             }
         }
 
