@@ -115,10 +115,12 @@ impl ConnectionString {
                     }
                 }
                 "sharedaccesssignature" => {
-                    if v.contains("sig=") {
-                        cs.sas = Some(Secret::new(v));
-                    } else {
+                    if !v.contains("sig=") {
                         errs.push("`SharedAccessSignature` is not a SAS: it has no `sig=` parameter".into());
+                    } else if let Some(why) = super::values::not_a_query(v.trim_start_matches('?')) {
+                        errs.push(format!("`SharedAccessSignature` {why}"));
+                    } else {
+                        cs.sas = Some(Secret::new(v));
                     }
                 }
                 "blobendpoint" | "fileendpoint" => match service_url(v) {

@@ -666,8 +666,11 @@ impl Config {
         // Credentials (the mode is resolved in auth::resolve, with the network-free checks here).
         let sas_token = raw.get("sas_token").map(|s| Secret::new(s.trim().trim_start_matches('?')));
         if let Some(s) = &sas_token {
+            let from = raw.from_note("sas_token");
             if !s.expose().contains("sig=") {
-                bad("sas_token", "is not a SAS: it has no `sig=` parameter".into());
+                bad("sas_token", format!("is not a SAS: it has no `sig=` parameter{from}"));
+            } else if let Some(why) = values::not_a_query(s.expose()) {
+                bad("sas_token", format!("{why}{from}"));
             }
         }
         let account_key = raw.get("account_key").map(|s| Secret::new(s.trim()));

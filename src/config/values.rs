@@ -190,6 +190,19 @@ pub fn header_value(setting: &str, v: &str) -> Result<String, String> {
     ))
 }
 
+/// Why a SAS cannot be a query string as it is (a space, a control or non-ASCII
+/// character: a copy-paste gone wrong), or `None`. Never quotes the value.
+pub fn not_a_query(sas: &str) -> Option<String> {
+    let c = sas.chars().find(|c| !c.is_ascii_graphic() || *c == '#')?;
+    let what = match c {
+        ' ' => "a space".to_string(),
+        '#' => "a `#`".to_string(),
+        c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+        c => format!("the non-ASCII character U+{:04X}", c as u32),
+    };
+    Some(format!("contains {what}, which a SAS never holds (copy it again; its text is not shown)"))
+}
+
 /// RFC 8187 `attr-char`: what a `filename*=` value keeps as it is.
 const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'!')
@@ -344,6 +357,15 @@ mod tests {
 #[cfg(test)]
 mod header_tests {
     use super::*;
+
+    #[test]
+    fn a_sas_is_one_query_string() {
+        assert_eq!(not_a_query("sv=2025-11-05&sig=abc%2Bdef%3D"), None);
+        assert!(not_a_query("sv=2025&sig=abc def").unwrap().contains("a space"));
+        assert!(not_a_query("sv=2025&sig=abc\ndef").unwrap().contains("U+000A"));
+        assert!(not_a_query("sv=2025&sig=abcé").unwrap().contains("non-ASCII"));
+        assert!(!not_a_query("sv=2025&sig=SECRET def").unwrap().contains("SECRET"));
+    }
 
     #[test]
     fn header_values() {

@@ -163,6 +163,16 @@ fn every_bad_connection_string_segment_is_named_at_once_without_the_key() {
         &plugin(dir.path()).set("connection_string", cs).set("container", "artifacts").set("source", "a.txt").run(),
         &["`SharedAccessSignature` is not a SAS"],
     );
+    // A SAS broken by a copy-paste (a line break inside): named, never shown.
+    refused(
+        &plugin(dir.path())
+            .set("endpoint", l.endpoint())
+            .set("sas_token", "sv=2025-11-05&sig=TOPSECRET\nse=2030")
+            .set("container", "artifacts")
+            .set("source", "a.txt")
+            .run(),
+        &["`sas_token` (PLUGIN_SAS_TOKEN): contains the control character U+000A, which a SAS never holds"],
+    );
     l.assert_untouched();
 }
 
