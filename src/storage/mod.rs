@@ -242,3 +242,34 @@ pub trait Store: Send + Sync {
     /// re-run resumes from and the service discards after a week.
     async fn abandon(&self, _name: &str) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_urls_are_built_without_parsing_text_again() {
+        for (endpoint, path, want) in [
+            (
+                "http://127.0.0.1:10000/devstoreaccount1",
+                "c/a%20b",
+                "http://127.0.0.1:10000/devstoreaccount1/c/a%20b?comp=block",
+            ),
+            (
+                "https://acct.blob.core.windows.net",
+                "c/x%3Fy%23z",
+                "https://acct.blob.core.windows.net/c/x%3Fy%23z?comp=block",
+            ),
+        ] {
+            let base = parse_base(endpoint);
+            let u = request_url(base.as_ref(), endpoint, path, &[("comp", "block")]).unwrap();
+            assert_eq!(u.as_str(), want);
+        }
+        // No endpoint (an upload dry run without an account) or a bad one: an error, not a panic.
+        for endpoint in ["", "notaurl", "https://h.net/?sig=SECRET"] {
+            let e = request_url(parse_base(endpoint).as_ref(), endpoint, "c/x", &[]).unwrap_err();
+            assert!(matches!(e, StorageError::BadEndpoint(_)), "{endpoint}: {e}");
+            assert!(!e.to_string().contains("SECRET"), "{e}");
+        }
+    }
+}
