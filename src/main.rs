@@ -63,11 +63,8 @@ fn main() -> ExitCode {
         LogFormat::Text
     };
     init_logging(&level, format);
-    for (name, close) in raw.unknown() {
-        match close {
-            Some(c) => tracing::warn!("unknown setting `{name}` ({}): did you mean `{c}`?", settings::env_name(&name)),
-            None => tracing::warn!("unknown setting `{name}` ({}): ignored", settings::env_name(&name)),
-        }
+    for unknown in raw.unknown() {
+        tracing::warn!("{unknown}");
     }
     let cfg = match Config::from_raw(&raw) {
         Ok(c) => c,

@@ -88,8 +88,8 @@ pub const SETTINGS: &[Setting] = &[
     s("action", Kind::Enum(&["upload", "download"]), Some("upload"), "Direction of the transfer: `upload` (workspace to storage) or `download` (storage to workspace)."),
     s("service", Kind::Enum(&["blob", "file"]), Some("blob"), "Storage service: `blob` (Blob container) or `file` (Azure Files share: same settings and checks; names are case-insensitive there, see docs/files.md)."),
     s("account_name", Kind::String, None, "Storage account name. The endpoint becomes `https://<account_name>.<service>.<endpoint_suffix>`. Required unless `endpoint` or `connection_string` gives the account."),
-    s("endpoint", Kind::String, None, "Full service URL instead of `account_name` (Azurite, private endpoints, sovereign clouds), e.g. `http://127.0.0.1:10000/devstoreaccount1`."),
-    s("endpoint_suffix", Kind::String, Some("core.windows.net"), "DNS suffix of the storage endpoints (`core.chinacloudapi.cn`, `core.usgovcloudapi.net`, ...)."),
+    s("endpoint", Kind::String, None, "Full service URL instead of `account_name` (Azurite, private endpoints, sovereign clouds), e.g. `http://127.0.0.1:10000/devstoreaccount1`: `http` or `https`, a host, no query (a SAS goes in `sas_token`), user info or fragment."),
+    s("endpoint_suffix", Kind::String, Some("core.windows.net"), "DNS suffix of the storage endpoints (`core.chinacloudapi.cn`, `core.usgovcloudapi.net`, ...): dot-separated labels of letters, digits and hyphens."),
     s("container", Kind::String, None, "Blob container (with `service: blob`)."),
     s("share", Kind::String, None, "Azure Files share (with `service: file`). Files are written in ranges of at most 4 MiB under a temporary name and renamed into place; OAuth needs the Storage File Data Privileged Contributor role (docs/files.md)."),
     s("create_container", Kind::Bool, Some("false"), "Upload: create the container (or share) if it does not exist (otherwise a missing one is an error)."),
@@ -102,8 +102,8 @@ pub const SETTINGS: &[Setting] = &[
     s("content_type", Kind::StringOrMap, None, "Content type: one string for all, or a JSON map glob → type (first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
     s("cache_control", Kind::StringOrMap, None, "`Cache-Control` stored with each blob/file: a string or a JSON map glob → value."),
     s("content_encoding", Kind::StringOrMap, None, "`Content-Encoding` stored with each blob/file: a string or a JSON map glob → value."),
-    s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string or a JSON map glob → value."),
-    s("metadata", Kind::Map, None, "JSON map of extra metadata stored on every uploaded blob/file; keys must be C# identifiers."),
+    s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string or a JSON map glob → value. A non-ASCII file name (`attachment; filename=\"é.txt\"`) is sent as RFC 6266/8187 `filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt`; other non-ASCII text is refused."),
+    s("metadata", Kind::Map, None, "JSON map of extra metadata stored on every uploaded blob/file. Keys must be C# identifiers (ASCII letters, digits and `_`, not starting with a digit), distinct regardless of case; `sha256` is reserved. Value characters that are not visible ASCII (and `%`) are stored percent-encoded (`é` as `%C3%A9`)."),
     s("access_tier", Kind::Enum(ACCESS_TIERS), None, "Blob access tier set on upload (Blob only). Default: the account's default tier."),
     s("checksum", Kind::Enum(&["crc64", "md5"]), Some("crc64"), "Upload, Blob: the per-request checksum the service verifies. `crc64` (`x-ms-content-crc64`) costs the client least; `md5` (`Content-MD5`) costs the client an MD5 pass but Azurite far less (its uploads run several times faster). Azure Files always uses `Content-MD5`."),
     s("content_md5", Kind::Bool, Some("false"), "Upload: also compute and store the whole-file Content-MD5 of files sent in blocks (files sent in one request get it from the service anyway). Costs an MD5 pass; SHA-256 is always stored as metadata `sha256`."),
@@ -130,7 +130,7 @@ pub const SETTINGS: &[Setting] = &[
     with_env("authority_host", Some("https://login.microsoftonline.com"), &["AZURE_AUTHORITY_HOST"], "Entra ID host for the token exchange: https://login.microsoftonline.us (Azure US Government), https://login.chinacloudapi.cn (Azure China)."),
     secret("account_key", &["AZURE_STORAGE_KEY"], "Storage account key (Shared Key signing). For Azurite and teams not yet on federation."),
     secret("sas_token", &["AZURE_STORAGE_SAS_TOKEN"], "Shared access signature (query string, with or without the leading `?`)."),
-    secret("connection_string", &["AZURE_STORAGE_CONNECTION_STRING"], "Storage connection string (account, key or SAS, endpoints); `UseDevelopmentStorage=true` for Azurite's defaults."),
+    secret("connection_string", &["AZURE_STORAGE_CONNECTION_STRING"], "Storage connection string (account, key or SAS, endpoints); `UseDevelopmentStorage=true` for Azurite's defaults. Keys are case-insensitive and spaces around `=` and `;` are ignored, as in the Azure SDKs; `AccountName` is checked as `account_name`, `BlobEndpoint`/`FileEndpoint` as `endpoint`, `EndpointSuffix` as `endpoint_suffix`."),
 ];
 
 /// Looks a setting up by its YAML name.

@@ -19,7 +19,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::config::Secret;
 use crate::http::RetryPolicy;
@@ -268,7 +268,7 @@ impl TokenSource for FederatedSource {
                         );
                         return Ok(AccessToken::new(
                             Secret::new(token),
-                            SystemTime::now() + Duration::from_secs(expires_in as u64),
+                            super::token::expiry_in(SystemTime::now(), expires_in),
                         ));
                     }
                     if !RetryPolicy::retryable_status(status) {
@@ -322,6 +322,7 @@ impl TokenSource for FederatedSource {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::Duration;
     use wiremock::matchers::{body_string, header, method, path, query_param};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 

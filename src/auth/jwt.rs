@@ -116,7 +116,7 @@ impl fmt::Display for Claims {
 /// `2026-01-02T03:04:05Z (expired 3m ago)` / `(in 4m 10s)`.
 pub fn time_and_distance(t: i64, now: i64) -> String {
     let when = httpdate_utc(t);
-    let d = (t - now).unsigned_abs();
+    let d = t.abs_diff(now);
     let span = human_span(Duration::from_secs(d));
     if t <= now {
         format!("{when} (expired {span} ago)")

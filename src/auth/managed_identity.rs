@@ -23,7 +23,7 @@
 //! so a runner that is not on Azure does not wait for a timeout at every run.
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::config::Secret;
 use crate::http::RetryPolicy;
@@ -138,12 +138,9 @@ impl TokenSource for ManagedIdentitySource {
                             .expires_on
                             .as_ref()
                             .and_then(seconds)
-                            .map(|on| UNIX_EPOCH + Duration::from_secs(on.max(0) as u64))
+                            .map(|on| super::token::expiry_at(now, on))
                             .or_else(|| {
-                                r.expires_in
-                                    .as_ref()
-                                    .and_then(seconds)
-                                    .map(|s| now + Duration::from_secs(s.max(0) as u64))
+                                r.expires_in.as_ref().and_then(seconds).map(|s| super::token::expiry_in(now, s))
                             })
                             .unwrap_or(now + Duration::from_secs(600));
                         if let Some(id) = r.client_id.or_else(|| self.client_id.clone()) {
@@ -226,6 +223,7 @@ pub async fn probe_imds(host: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::time::UNIX_EPOCH;
     use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
     use wiremock::{Mock, MockServer, ResponseTemplate};
 

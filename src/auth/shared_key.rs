@@ -30,6 +30,13 @@ impl std::fmt::Debug for SharedKey {
 impl SharedKey {
     pub fn new(account: &str, key: &Secret) -> Result<Self, String> {
         let key = B64.decode(key.expose().trim()).map_err(|_| "the account key is not base64".to_string())?;
+        // The account goes into the Authorization header: visible ASCII, no `:`.
+        if !account.chars().all(|c| c.is_ascii_graphic() && c != ':') {
+            return Err(format!(
+                "the account name `{}` cannot sign a request: set `account_name` (3-24 lowercase letters and digits)",
+                account.escape_debug()
+            ));
+        }
         Ok(SharedKey { account: account.to_string(), key })
     }
 
@@ -39,8 +46,11 @@ impl SharedKey {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
         mac.update(sts.as_bytes());
         let sig = B64.encode(mac.finalize().into_bytes());
-        let value = HeaderValue::from_str(&format!("SharedKey {}:{}", self.account, sig)).expect("ascii header");
-        req.headers_mut().insert(AUTHORIZATION, value);
+        // The account was checked in `new` and base64 is ASCII; were it not, the request
+        // goes unsigned and the service answers 403, which names the problem.
+        if let Ok(value) = HeaderValue::from_str(&format!("SharedKey {}:{}", self.account, sig)) {
+            req.headers_mut().insert(AUTHORIZATION, value);
+        }
     }
 }
 

@@ -30,6 +30,23 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// How long a failed refresh is replayed to callers instead of calling the source again.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
 
+/// The longest lifetime a token is believed to have (Entra's are 1-24 h): a token
+/// endpoint's number never overflows the clock, and a wrong one costs a refresh, not a panic.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// `now` plus a lifetime in seconds as a token endpoint sent it (`expires_in`), clamped
+/// to `0..=MAX_LIFETIME`.
+pub fn expiry_in(now: SystemTime, secs: i64) -> SystemTime {
+    now + Duration::from_secs(secs.max(0) as u64).min(MAX_LIFETIME)
+}
+
+/// An absolute expiry in Unix seconds as a token endpoint sent it (`expires_on`), no
+/// later than `now + MAX_LIFETIME` (and never an overflow).
+pub fn expiry_at(now: SystemTime, unix_secs: i64) -> SystemTime {
+    let latest = now + MAX_LIFETIME;
+    std::time::UNIX_EPOCH.checked_add(Duration::from_secs(unix_secs.max(0) as u64)).map_or(latest, |t| t.min(latest))
+}
+
 /// An OAuth access token and when it stops being valid. `Debug` never shows the token.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AccessToken {
@@ -224,6 +241,16 @@ mod tests {
     fn cache(lifetime: Duration, fail: bool, delay: Duration) -> (Arc<TokenCache>, Arc<AtomicU64>) {
         let calls = Arc::new(AtomicU64::new(0));
         (TokenCache::new(Box::new(Counting { calls: calls.clone(), lifetime, fail, delay })), calls)
+    }
+
+    #[test]
+    fn token_endpoint_lifetimes_never_overflow_the_clock() {
+        let now = SystemTime::now();
+        assert_eq!(expiry_in(now, i64::MAX), now + MAX_LIFETIME);
+        assert_eq!(expiry_in(now, i64::MIN), now);
+        assert_eq!(expiry_in(now, 3600), now + Duration::from_secs(3600));
+        assert_eq!(expiry_at(now, i64::MAX), now + MAX_LIFETIME);
+        assert_eq!(expiry_at(now, -5), std::time::UNIX_EPOCH);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use super::endpoint::shown;
 use super::values::parse_bool;
 use super::{AuthMode, RawSettings, Secret};
 use crate::settings;
@@ -51,25 +52,99 @@ pub struct ConnectionString {
 pub const DEVSTORE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// Connection-string keys read and ignored (other services, SDK-only knobs).
+const IGNORED_KEYS: &[&str] = &["queueendpoint", "tableendpoint", "dfsendpoint", "developmentstorageproxyuri"];
+
 impl ConnectionString {
+    /// Parses `Key=Value;Key=Value` (see [`ConnectionString::parse_all`]); the problems
+    /// joined into one message.
     pub fn parse(s: &str) -> Result<Self, String> {
+        Self::parse_all(s).map_err(|e| e.join("; "))
+    }
+
+    /// Parses `Key=Value;Key=Value` as the Azure SDKs do: keys case-insensitively, keys and
+    /// values trimmed of spaces, a value holding `=` (base64 padding) kept whole. Every value
+    /// is checked as its setting would be (`AccountName` as `account_name`, the endpoints
+    /// as `endpoint`); every problem is returned. Messages name the key and never print the
+    /// value of `AccountKey` or `SharedAccessSignature`, nor a segment that has no key.
+    pub fn parse_all(s: &str) -> Result<Self, Vec<String>> {
+        use super::endpoint::{check_account_name, check_dns_suffix, service_url, url_text};
         let mut cs = ConnectionString::default();
+        let mut errs: Vec<String> = Vec::new();
         let mut dev = false;
-        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| "is not a connection string: expected `Key=Value;Key=Value`".to_string())?;
-            match k.trim().to_ascii_lowercase().as_str() {
-                "accountname" => cs.account_name = Some(v.to_string()),
-                "accountkey" => cs.account_key = Some(Secret::new(v)),
-                "sharedaccesssignature" => cs.sas = Some(Secret::new(v)),
-                "blobendpoint" => cs.blob_endpoint = Some(v.trim_end_matches('/').to_string()),
-                "fileendpoint" => cs.file_endpoint = Some(v.trim_end_matches('/').to_string()),
-                "defaultendpointsprotocol" => cs.protocol = Some(v.to_string()),
-                "endpointsuffix" => cs.endpoint_suffix = Some(v.to_string()),
-                "usedevelopmentstorage" => dev = parse_bool(v).unwrap_or(false),
-                // Queue/Table endpoints and the like are irrelevant here.
-                _ => {}
+        let mut seen: Vec<String> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
+        let segments: Vec<&str> = s.split(';').collect();
+        let total = segments.iter().filter(|p| !p.trim().is_empty()).count();
+        let mut n = 0;
+        for part in segments.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            n += 1;
+            let Some((k, v)) = part.split_once('=') else {
+                errs.push(format!(
+                    "segment {n} of {total} has no `=` (its text is not shown: it may be a secret): expected `Key=Value;Key=Value`"
+                ));
+                continue;
+            };
+            let (key, v) = (k.trim(), v.trim());
+            let lower = key.to_ascii_lowercase();
+            let shown_key: String = key.chars().flat_map(char::escape_debug).collect();
+            if key.is_empty() {
+                errs.push(format!("segment {n} of {total} has no key before `=`: expected `Key=Value;Key=Value`"));
+                continue;
+            }
+            if v.is_empty() {
+                errs.push(format!("`{shown_key}=` has no value"));
+                continue;
+            }
+            if seen.contains(&lower) {
+                errs.push(format!("`{shown_key}` is given more than once"));
+                continue;
+            }
+            seen.push(lower.clone());
+            match lower.as_str() {
+                "accountname" => match check_account_name(v) {
+                    Ok(()) => cs.account_name = Some(v.to_string()),
+                    Err(e) => errs.push(format!("`AccountName`: {e}")),
+                },
+                "accountkey" => {
+                    use base64::Engine;
+                    if base64::engine::general_purpose::STANDARD.decode(v).is_err() {
+                        errs.push("`AccountKey` is not base64 (copy the connection string from the portal's Access keys page)".into());
+                    } else {
+                        cs.account_key = Some(Secret::new(v));
+                    }
+                }
+                "sharedaccesssignature" => {
+                    if !v.contains("sig=") {
+                        errs.push("`SharedAccessSignature` is not a SAS: it has no `sig=` parameter".into());
+                    } else if let Some(why) = super::values::not_a_query(v.trim_start_matches('?')) {
+                        errs.push(format!("`SharedAccessSignature` {why}"));
+                    } else {
+                        cs.sas = Some(Secret::new(v));
+                    }
+                }
+                "blobendpoint" | "fileendpoint" => match service_url(v) {
+                    Ok(u) if lower == "blobendpoint" => cs.blob_endpoint = Some(url_text(&u)),
+                    Ok(u) => cs.file_endpoint = Some(url_text(&u)),
+                    Err(e) => errs.push(format!("`{shown_key}`: {e}")),
+                },
+                "defaultendpointsprotocol" => match v.to_ascii_lowercase().as_str() {
+                    p @ ("http" | "https") => cs.protocol = Some(p.to_string()),
+                    _ => errs
+                        .push(format!("`DefaultEndpointsProtocol`: `{}` is not `https` or `http`", v.escape_debug())),
+                },
+                "endpointsuffix" => match check_dns_suffix(v) {
+                    Ok(()) => cs.endpoint_suffix = Some(v.to_ascii_lowercase()),
+                    Err(e) => errs.push(format!("`EndpointSuffix`: {e}")),
+                },
+                "usedevelopmentstorage" => match parse_bool(v) {
+                    Some(b) => dev = b,
+                    None => {
+                        errs.push(format!("`UseDevelopmentStorage`: `{}` is not `true` or `false`", v.escape_debug()))
+                    }
+                },
+                k if IGNORED_KEYS.contains(&k) => {}
+                _ => unknown.push(shown_key),
             }
         }
         if dev {
@@ -77,10 +152,19 @@ impl ConnectionString {
             cs.account_key.get_or_insert_with(|| Secret::new(DEVSTORE_KEY));
             cs.blob_endpoint.get_or_insert_with(|| "http://127.0.0.1:10000/devstoreaccount1".into());
         }
-        if cs.account_name.is_none() && cs.blob_endpoint.is_none() && cs.file_endpoint.is_none() {
-            return Err("names no account: it needs `AccountName=` or a `BlobEndpoint=`/`FileEndpoint=`".into());
+        let named_account = seen.iter().any(|k| matches!(k.as_str(), "accountname" | "blobendpoint" | "fileendpoint"));
+        if !named_account && !dev {
+            let mut e = "names no account: it needs `AccountName=` or a `BlobEndpoint=`/`FileEndpoint=`".to_string();
+            if !unknown.is_empty() {
+                e.push_str(&format!(" (keys not understood: `{}`)", unknown.join("`, `")));
+            }
+            errs.push(e);
         }
-        Ok(cs)
+        if errs.is_empty() {
+            Ok(cs)
+        } else {
+            Err(errs)
+        }
     }
 }
 
@@ -186,18 +270,18 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         .get("authority_host")
         .map(|a| a.trim().trim_end_matches('/').to_string())
         .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string());
-    match url::Url::parse(&authority_host) {
-        Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback_url(&u)) => {
+    let from = raw.from_note("authority_host");
+    match super::endpoint::http_url(&authority_host) {
+        Ok(u) if u.scheme() == "https" || is_loopback_url(&u) => {
             if u.query().is_some() || (u.path() != "/" && !u.path().is_empty()) {
-                bad("authority_host", format!("`{authority_host}` must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)"));
+                bad("authority_host", format!("`{}`{from} must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)", shown(&authority_host)));
             }
         }
-        Ok(_) => {
-            bad("authority_host", format!("`{authority_host}` must be an https:// URL (the CI token is sent there)"))
-        }
-        Err(_) => {
-            bad("authority_host", format!("`{authority_host}` is not a URL, e.g. https://login.microsoftonline.com"))
-        }
+        Ok(_) => bad(
+            "authority_host",
+            format!("`{}`{from} must be an https:// URL (the CI token is sent there)", shown(&authority_host)),
+        ),
+        Err(e) => bad("authority_host", format!("{e}{from}")),
     }
 
     let identity_endpoint = match (raw.var("IDENTITY_ENDPOINT"), raw.var("IDENTITY_HEADER")) {
@@ -208,6 +292,41 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         raw.var("AZURE_POD_IDENTITY_AUTHORITY_HOST").map(|h| h.trim().trim_end_matches('/').to_string());
     let imds_host =
         imds_override.clone().unwrap_or_else(|| crate::auth::managed_identity::IMDS_DEFAULT_HOST.to_string());
+
+    // The platform's endpoints are checked when they may be used: a runner's environment
+    // may carry them for a pipeline that never looks at them.
+    let static_secret = ["sas_token", "account_key", "connection_string"].iter().any(|n| raw.get(n).is_some());
+    let federates = tenant_id.is_some() && client_id.is_some();
+    let may_use_mi = mode == AuthMode::ManagedIdentity || (mode == AuthMode::Auto && !static_secret && !federates);
+    if may_use_mi {
+        if let Some((e, _)) = &identity_endpoint {
+            if let Err(m) = super::endpoint::http_url(e) {
+                bad("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
+            }
+        }
+        if let Some(h) = &imds_override {
+            match super::endpoint::service_url(h) {
+                Ok(u) if u.path() == "/" => {}
+                Ok(_) => bad(
+                    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+                    format!("`{}` must be a bare host URL such as http://169.254.169.254 (no path)", shown(h)),
+                ),
+                Err(m) => bad("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
+            }
+        }
+    }
+    if let Some((u, _)) = &actions {
+        if uses_token
+            && federates
+            && federated_token.is_none()
+            && federated_token_file.is_none()
+            && oidc_token_id.is_none()
+        {
+            if let Err(m) = super::endpoint::http_url(u) {
+                bad("ACTIONS_ID_TOKEN_REQUEST_URL", m);
+            }
+        }
+    }
 
     AuthSettings {
         mode,
@@ -241,6 +360,107 @@ mod tests {
         let c = Config::from_raw(&raw(&p)).unwrap();
         assert_eq!(c.endpoint, "http://127.0.0.1:10000/devstoreaccount1");
         assert_eq!(c.account, "devstoreaccount1");
+    }
+
+    const KEY: &str = "c2VjcmV0LWtleS12YWx1ZQ==";
+
+    #[test]
+    fn connection_strings_are_trimmed_and_keys_case_insensitive() {
+        let text = format!(
+            " DefaultEndpointsProtocol = http ; accountname = devstoreaccount1 ;ACCOUNTKEY= {KEY} ; BlobEndpoint = http://127.0.0.1:10000/devstoreaccount1/ ; "
+        );
+        let cs = ConnectionString::parse_all(&text).unwrap();
+        assert_eq!(cs.account_name.as_deref(), Some("devstoreaccount1"));
+        assert_eq!(cs.account_key.as_ref().map(Secret::expose), Some(KEY));
+        assert_eq!(cs.blob_endpoint.as_deref(), Some("http://127.0.0.1:10000/devstoreaccount1"));
+        assert_eq!(cs.protocol.as_deref(), Some("http"));
+        // Through the config: the account is the trimmed name, the endpoint the built one.
+        let mut p = base();
+        p.retain(|(k, _)| *k != "PLUGIN_ACCOUNT_NAME");
+        let cs = format!("DefaultEndpointsProtocol=https; AccountName = myacct1 ; AccountKey={KEY}; EndpointSuffix = core.chinacloudapi.cn");
+        p.push(("PLUGIN_CONNECTION_STRING", &cs));
+        let c = Config::from_raw(&raw(&p)).unwrap();
+        assert_eq!(c.account, "myacct1");
+        assert_eq!(c.endpoint, "https://myacct1.blob.core.chinacloudapi.cn");
+    }
+
+    /// Every problem of a connection string, each named, none printing a secret.
+    #[test]
+    fn connection_string_problems_are_each_named_without_secrets() {
+        let cases: &[(&str, &str)] = &[
+            ("AccountName=Bad_Name!;AccountKey=c2VjcmV0LWtleS12YWx1ZQ==", "`AccountName`: `Bad_Name!` is not a storage account name"),
+            ("AccountName=acct1;BlobEndpoint=notaurl", "`BlobEndpoint`: `notaurl` is not a URL"),
+            ("AccountName=acct1;FileEndpoint=ftp://x/y", "`FileEndpoint`: `ftp://x/y` has the scheme `ftp`"),
+            ("AccountName=acct1;BlobEndpoint=https://h.net/?sv=1&sig=TOPSECRET", "`BlobEndpoint`: `https://h.net/?…` carries a query string"),
+            ("AccountName=acct1;DefaultEndpointsProtocol=gopher", "`DefaultEndpointsProtocol`: `gopher` is not `https` or `http`"),
+            ("AccountName=acct1;EndpointSuffix=core windows.net", "`EndpointSuffix`: `core windows.net` is not a DNS suffix"),
+            ("AccountName=acct1;AccountKey=TOP SECRET!", "`AccountKey` is not base64"),
+            ("AccountName=acct1;SharedAccessSignature=sv=1&TOPSECRET", "`SharedAccessSignature` is not a SAS"),
+            ("AccountName=acct1;TOPSECRET", "segment 2 of 2 has no `=`"),
+            ("AccountName=acct1;=TOPSECRET", "segment 2 of 2 has no key"),
+            ("AccountName=acct1;AccountName=acct2", "`AccountName` is given more than once"),
+            ("AccountName=", "`AccountName=` has no value"),
+            ("UseDevelopmentStorage=maybe", "`UseDevelopmentStorage`: `maybe` is not `true` or `false`"),
+            ("AcountName=acct1;AccountKey=c2VjcmV0LWtleS12YWx1ZQ==", "names no account: it needs `AccountName=` or a `BlobEndpoint=`/`FileEndpoint=` (keys not understood: `AcountName`)"),
+        ];
+        for (text, want) in cases {
+            let errs = ConnectionString::parse_all(text).unwrap_err();
+            let all = errs.join("\n");
+            assert!(all.contains(want), "{text}: {all}");
+            assert!(!all.contains("TOPSECRET") && !all.contains("c2VjcmV0"), "{text} leaked: {all}");
+        }
+        // All at once, through the config, named with the variable that gave the value.
+        let mut p = base();
+        p.retain(|(k, _)| *k != "PLUGIN_ACCOUNT_NAME");
+        p.push(("AZURE_STORAGE_CONNECTION_STRING", "AccountName=Bad_Name!;AccountKey=TOP SECRET;BlobEndpoint=notaurl"));
+        let e = Config::from_raw(&raw(&p)).unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.0.iter().filter(|i| i.setting == "connection_string").count(), 3, "{text}");
+        assert!(text.contains("`connection_string` (PLUGIN_CONNECTION_STRING): `AccountName`: `Bad_Name!`"), "{text}");
+        assert!(text.contains("(from AZURE_STORAGE_CONNECTION_STRING)"), "{text}");
+        assert!(!text.contains("TOP SECRET"), "{text}");
+        assert!(!e.0.iter().any(|i| i.setting == "account_name"), "no second error for the same cause: {text}");
+    }
+
+    #[test]
+    fn development_storage_and_a_blob_endpoint_alone_name_the_account() {
+        let cs = ConnectionString::parse_all("UseDevelopmentStorage=true").unwrap();
+        assert_eq!(cs.account_name.as_deref(), Some("devstoreaccount1"));
+        let mut p = base();
+        p.retain(|(k, _)| *k != "PLUGIN_ACCOUNT_NAME");
+        p.push((
+            "PLUGIN_CONNECTION_STRING",
+            "BlobEndpoint=https://acct9.blob.core.windows.net/;SharedAccessSignature=sv=1&sig=x",
+        ));
+        let c = Config::from_raw(&raw(&p)).unwrap();
+        assert_eq!((c.endpoint.as_str(), c.account.as_str()), ("https://acct9.blob.core.windows.net", "acct9"));
+    }
+
+    #[test]
+    fn platform_endpoints_are_checked_when_they_may_be_used() {
+        let mut p = base();
+        p.extend([
+            ("IDENTITY_ENDPOINT", "not a url"),
+            ("IDENTITY_HEADER", "h"),
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9/x"),
+        ]);
+        let e = Config::from_raw(&raw(&p)).unwrap_err().to_string();
+        assert!(e.contains("IDENTITY_ENDPOINT: `not a url` contains a space"), "{e}");
+        assert!(e.contains("AZURE_POD_IDENTITY_AUTHORITY_HOST: `http://127.0.0.1:9/x` must be a bare host URL"), "{e}");
+        // With an account key they are never used, so never refused.
+        p.push(("PLUGIN_ACCOUNT_KEY", KEY));
+        assert!(Config::from_raw(&raw(&p)).is_ok());
+        // authority_host: a fallback variable is named; user info is never printed.
+        let mut p = base();
+        p.push(("AZURE_AUTHORITY_HOST", "https://user:pw@login.example"));
+        let e = Config::from_raw(&raw(&p)).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "`authority_host` (PLUGIN_AUTHORITY_HOST): `https://***@login.example` carries a user name or password"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("(from AZURE_AUTHORITY_HOST)") && !e.contains("pw"), "{e}");
     }
 
     #[test]

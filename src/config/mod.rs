@@ -12,6 +12,7 @@
 
 mod auth;
 mod ci;
+mod endpoint;
 mod values;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use crate::settings::{self, Kind, SETTINGS};
 
 pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY};
 pub use ci::provenance;
+pub use endpoint::shown as shown_url;
 pub use values::{
     header_safe, human_bytes, parse_bool, parse_duration, parse_list, parse_map, parse_size, valid_metadata_name,
 };
@@ -265,22 +267,105 @@ impl RawSettings {
             .find(|v| !v.trim().is_empty())
     }
 
+    /// The variable that gave `name` its value, when it is not `PLUGIN_<NAME>`.
+    pub fn fallback_source(&self, name: &str) -> Option<&'static str> {
+        if self.env.get(&settings::env_name(name)).is_some_and(|v| !v.trim().is_empty()) {
+            return None;
+        }
+        let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
+        fallbacks.iter().copied().find(|f| self.env.get(*f).is_some_and(|v| !v.trim().is_empty()))
+    }
+
+    /// ` (from AZURE_…)` when `name`'s value came from a fallback variable, for messages.
+    pub fn from_note(&self, name: &str) -> String {
+        self.fallback_source(name).map(|v| format!(" (from {v})")).unwrap_or_default()
+    }
+
     pub fn var(&self, name: &str) -> Option<&str> {
         self.env.get(name).map(|s| s.as_str()).filter(|s| !s.is_empty())
     }
 
-    /// `PLUGIN_*` variables that name no setting, each with the closest known name.
-    pub fn unknown(&self) -> Vec<(String, Option<&'static str>)> {
+    /// `PLUGIN_*` variables that name no setting: misspelt ones with the closest known
+    /// name, and ones that name a setting in another case (`PLUGIN_Source`), which are
+    /// ignored, since settings are read from `PLUGIN_<UPPER CASE>` only (what Drone and
+    /// Woodpecker set), and named with the variable that would be read.
+    pub fn unknown(&self) -> Vec<UnknownSetting> {
         self.env
             .keys()
-            .filter_map(|k| k.strip_prefix("PLUGIN_"))
-            .map(|n| n.to_ascii_lowercase())
-            .filter(|n| settings::find(n).is_none())
-            .map(|n| {
-                let close = settings::closest(&n);
-                (n, close)
+            .filter(|k| k.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("PLUGIN_")))
+            .filter_map(|var| {
+                let name = var[7..].to_ascii_lowercase();
+                match settings::find(&name) {
+                    Some(st) if *var == settings::env_name(st.name) => None,
+                    Some(st) => Some(UnknownSetting { var: var.clone(), suggestion: Some(st.name), case_only: true }),
+                    None => Some(UnknownSetting {
+                        var: var.clone(),
+                        suggestion: settings::closest(&name),
+                        case_only: false,
+                    }),
+                }
             })
             .collect()
+    }
+}
+
+/// A `PLUGIN_*` variable the plugin does not read (see [`RawSettings::unknown`]);
+/// `Display` is the warning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSetting {
+    /// The variable as it is set, e.g. `PLUGIN_Source`.
+    pub var: String,
+    /// The setting meant: the same name in another case, or the closest spelling.
+    pub suggestion: Option<&'static str>,
+    /// The variable names `suggestion` but in another case.
+    pub case_only: bool,
+}
+
+impl fmt::Display for UnknownSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let var: String = self.var.chars().flat_map(char::escape_debug).collect();
+        match (self.suggestion, self.case_only) {
+            (Some(s), true) => write!(
+                f,
+                "`{var}` is ignored: settings are read from upper-case PLUGIN_<NAME> variables only; did you mean `{s}` ({})?",
+                settings::env_name(s)
+            ),
+            (Some(s), false) => write!(
+                f,
+                "unknown setting `{}` ({var}): did you mean `{s}` ({})?",
+                var[7..].to_ascii_lowercase(),
+                settings::env_name(s)
+            ),
+            (None, _) => write!(f, "unknown setting `{}` ({var}): ignored", var[7..].to_ascii_lowercase()),
+        }
+    }
+}
+
+/// A header setting's values checked (and `content_disposition` encoded) by
+/// [`values::header_value`]; a refused value is reported, naming the glob it belongs to.
+fn checked_header_rule(name: &str, rule: ValueRule, bad: &mut dyn FnMut(&str, String)) -> ValueRule {
+    let mut check = |glob: Option<&str>, v: String| match values::header_value(name, &v) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let shown: String = v.chars().flat_map(char::escape_debug).collect();
+            match glob {
+                Some(g) => bad(name, format!("the value `{shown}` for `{g}` {e}")),
+                None => bad(name, format!("`{shown}` {e}")),
+            }
+            v
+        }
+    };
+    match rule {
+        ValueRule::Fixed(v) => ValueRule::Fixed(check(None, v)),
+        ValueRule::ByPattern(rules) => ValueRule::ByPattern(
+            rules
+                .into_iter()
+                .map(|(p, v)| {
+                    let v = check(Some(&p.pattern), v);
+                    (p, v)
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -434,23 +519,13 @@ impl Config {
         let cache_control = rule("cache_control", &mut bad);
         let content_encoding = rule("content_encoding", &mut bad);
         let content_disposition = rule("content_disposition", &mut bad);
-        for (name, r) in [
-            ("content_type", &content_type),
-            ("cache_control", &cache_control),
-            ("content_encoding", &content_encoding),
-            ("content_disposition", &content_disposition),
-        ] {
-            let values: Vec<&str> = match r {
-                Some(ValueRule::Fixed(v)) => vec![v.as_str()],
-                Some(ValueRule::ByPattern(p)) => p.iter().map(|(_, v)| v.as_str()).collect(),
-                None => vec![],
-            };
-            for v in values {
-                if v.chars().any(|c| c.is_control()) {
-                    bad(name, "values must not contain control characters".into());
-                }
-            }
-        }
+        let [content_type, cache_control, content_encoding, content_disposition] = [
+            ("content_type", content_type),
+            ("cache_control", cache_control),
+            ("content_encoding", content_encoding),
+            ("content_disposition", content_disposition),
+        ]
+        .map(|(name, r)| r.map(|r| checked_header_rule(name, r, &mut bad)));
 
         let mut metadata = Vec::new();
         if let Some(m) = raw.get("metadata") {
@@ -458,7 +533,9 @@ impl Config {
                 Ok(pairs) => {
                     for (k, v) in pairs {
                         if !valid_metadata_name(&k) {
-                            bad("metadata", format!("`{k}` is not a valid metadata name: letters, digits and `_`, not starting with a digit"));
+                            bad("metadata", format!("`{}` is not a valid metadata name: a C# identifier (ASCII letters, digits and `_`, not starting with a digit)", k.escape_debug()));
+                        } else if metadata.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&k)) {
+                            bad("metadata", format!("`{k}` is given twice: metadata names are case-insensitive"));
                         } else if k.eq_ignore_ascii_case("sha256") {
                             bad("metadata", "`sha256` is reserved: the plugin stores the file's SHA-256 there".into());
                         } else {
@@ -543,62 +620,26 @@ impl Config {
 
         // Endpoint, account and container.
         let connection_string = raw.get("connection_string").map(Secret::new);
-        let cs = match &connection_string {
-            Some(c) => match ConnectionString::parse(c.expose()) {
-                Ok(cs) => Some(cs),
-                Err(e) => {
-                    bad("connection_string", e);
-                    None
+        let cs = connection_string.as_ref().and_then(|c| match ConnectionString::parse_all(c.expose()) {
+            Ok(cs) => Some(cs),
+            Err(es) => {
+                let from = raw.from_note("connection_string");
+                for e in es {
+                    bad("connection_string", format!("{e}{from}"));
                 }
-            },
-            None => None,
-        };
-        let suffix = raw
-            .get("endpoint_suffix")
-            .map(str::to_string)
-            .or_else(|| cs.as_ref().and_then(|c| c.endpoint_suffix.clone()))
-            .unwrap_or_else(|| "core.windows.net".into());
-        let account_setting = raw.get("account_name").map(|s| s.trim().to_string());
-        if let Some(a) = &account_setting {
-            if !(3..=24).contains(&a.len()) || !a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
-                bad("account_name", format!("`{a}` is not a storage account name: 3-24 lowercase letters and digits"));
+                None
             }
-        }
-        let cs_endpoint = cs.as_ref().and_then(|c| match service {
-            Service::Blob => c.blob_endpoint.clone(),
-            Service::File => c.file_endpoint.clone(),
         });
-        let cs_account = cs.as_ref().and_then(|c| c.account_name.clone());
-        let endpoint = if let Some(e) = raw.get("endpoint") {
-            let e = e.trim().trim_end_matches('/').to_string();
-            if e.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                bad("endpoint", "must not contain spaces or control characters".into());
-            }
-            match url::Url::parse(&e) {
-                Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {
-                    if u.query().is_some() {
-                        bad("endpoint", "must not carry a query string: give a SAS in `sas_token`".into());
-                    }
-                }
-                _ => bad("endpoint", format!("`{e}` is not an http(s) URL")),
-            }
-            Some(e)
-        } else if let Some(e) = cs_endpoint {
-            Some(e)
-        } else {
-            let acct = account_setting.clone().or(cs_account.clone());
-            let proto = cs.as_ref().and_then(|c| c.protocol.clone()).unwrap_or_else(|| "https".into());
-            acct.map(|a| format!("{proto}://{a}.{}.{suffix}", service.as_str()))
-        };
-        let account = account_setting
-            .clone()
-            .or(cs_account)
-            .or_else(|| endpoint.as_deref().and_then(account_from_endpoint))
-            .unwrap_or_default();
-        let endpoint = match endpoint {
-            Some(e) => e,
+        let found = endpoint::resolve(raw, cs.as_ref(), service, &mut bad);
+        let account = found.account;
+        let endpoint = match found.endpoint {
+            Some(u) => endpoint::url_text(&u),
             None => {
-                if !dry_run || action == Action::Download {
+                // An invalid connection string was reported already.
+                if !found.given
+                    && (cs.is_some() || connection_string.is_none())
+                    && (!dry_run || action == Action::Download)
+                {
                     bad(
                         "account_name",
                         "is required: set `account_name`, or `endpoint`, or `connection_string`".into(),
@@ -625,15 +666,19 @@ impl Config {
         // Credentials (the mode is resolved in auth::resolve, with the network-free checks here).
         let sas_token = raw.get("sas_token").map(|s| Secret::new(s.trim().trim_start_matches('?')));
         if let Some(s) = &sas_token {
+            let from = raw.from_note("sas_token");
             if !s.expose().contains("sig=") {
-                bad("sas_token", "is not a SAS: it has no `sig=` parameter".into());
+                bad("sas_token", format!("is not a SAS: it has no `sig=` parameter{from}"));
+            } else if let Some(why) = values::not_a_query(s.expose()) {
+                bad("sas_token", format!("{why}{from}"));
             }
         }
         let account_key = raw.get("account_key").map(|s| Secret::new(s.trim()));
         if let Some(k) = &account_key {
             use base64::Engine;
             if base64::engine::general_purpose::STANDARD.decode(k.expose()).is_err() {
-                bad("account_key", "is not base64 (copy the key from the portal's Access keys page)".into());
+                let from = raw.from_note("account_key");
+                bad("account_key", format!("is not base64 (copy the key from the portal's Access keys page){from}"));
             }
         }
 
@@ -757,9 +802,195 @@ mod tests {
         assert!(p.is_match("dist/js/a.map"));
     }
 
+    fn errors_of(extra: &[(&str, &str)]) -> String {
+        let mut p = base();
+        p.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        p.extend_from_slice(extra);
+        Config::from_raw(&raw(&p)).map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    /// Every source of the endpoint is parsed during validation; each refusal names its setting.
+    #[test]
+    fn every_endpoint_source_is_validated_naming_its_setting() {
+        for (extra, want) in [
+            (
+                vec![("PLUGIN_ENDPOINT_SUFFIX", "core windows.net")],
+                "`endpoint_suffix` (PLUGIN_ENDPOINT_SUFFIX): `core windows.net` is not a DNS suffix",
+            ),
+            (
+                vec![("PLUGIN_ENDPOINT_SUFFIX", "core.windows.net/x?y")],
+                "`endpoint_suffix` (PLUGIN_ENDPOINT_SUFFIX): `core.windows.net/x?y` is not a DNS suffix",
+            ),
+            (
+                vec![("PLUGIN_ACCOUNT_NAME", "Bad_Name!")],
+                "`account_name` (PLUGIN_ACCOUNT_NAME): `Bad_Name!` is not a storage account name",
+            ),
+            (vec![("PLUGIN_ENDPOINT", "notaurl")], "`endpoint` (PLUGIN_ENDPOINT): `notaurl` is not a URL"),
+            (
+                vec![("PLUGIN_ENDPOINT", "https://u:secretpw@h.net")],
+                "`endpoint` (PLUGIN_ENDPOINT): `https://***@h.net` carries a user name or password",
+            ),
+            (vec![("PLUGIN_ENDPOINT", "https://acct1.blob.core.windows.net#frag")], "carries a `#` fragment"),
+        ] {
+            let e = errors_of(&extra);
+            assert!(e.contains(want), "{extra:?}: {e}");
+            assert!(!e.contains("secretpw"), "{e}");
+            assert!(!e.contains("is required"), "one error for one cause: {e}");
+        }
+        // A suffix from the connection string builds the URL too; an endpoint is normalised.
+        let c = Config::from_raw(&raw(&[
+            ("PLUGIN_ENDPOINT", "HTTP://127.0.0.1:10000/devstoreaccount1/"),
+            ("PLUGIN_CONTAINER", "artifacts"),
+            ("PLUGIN_SOURCE", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(c.endpoint, "http://127.0.0.1:10000/devstoreaccount1");
+        assert_eq!(c.account, "devstoreaccount1");
+    }
+
+    #[test]
+    fn header_values_are_ascii_or_refused_and_a_unicode_file_name_is_encoded() {
+        let c = Config::from_raw(&raw(&[
+            ("PLUGIN_ACCOUNT_NAME", "acct1"),
+            ("PLUGIN_CONTAINER", "artifacts"),
+            ("PLUGIN_SOURCE", "x"),
+            ("PLUGIN_CONTENT_DISPOSITION", "attachment; filename=\"é.txt\""),
+        ]))
+        .unwrap();
+        match c.content_disposition {
+            Some(ValueRule::Fixed(v)) => assert_eq!(v, "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"),
+            other => panic!("{other:?}"),
+        }
+        for (extra, want) in [
+            (("PLUGIN_CACHE_CONTROL", "max-age=60\r\nX-Evil: 1"), "`cache_control` (PLUGIN_CACHE_CONTROL): `max-age=60\\r\\nX-Evil: 1` contains the control character U+000D"),
+            (("PLUGIN_CONTENT_TYPE", "text/plain; charset=ütf-8"), "`content_type` (PLUGIN_CONTENT_TYPE): `text/plain; charset=ütf-8` contains the non-ASCII character U+00FC"),
+            (("PLUGIN_CONTENT_ENCODING", "{\"*.gz\": \"gzip\\u0000\"}"), "`content_encoding` (PLUGIN_CONTENT_ENCODING): the value `gzip\\0` for `*.gz` contains the control character U+0000"),
+            (("PLUGIN_CONTENT_DISPOSITION", "piè; filename=a"), "only a `filename=` may be non-ASCII"),
+            (("PLUGIN_CONTENT_DISPOSITION", "attachment; filename=\"a\tb\""), "control character U+0009"),
+            (("PLUGIN_CACHE_CONTROL", "no-cache\u{7f}"), "control character U+007F"),
+        ] {
+            let e = errors_of(&[extra]);
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn metadata_names_are_csharp_identifiers_and_unique() {
+        for bad in ["1bad", "has-dash", "has space", "é", "", "a.b", "x$"] {
+            let m = format!("{{{}: \"v\"}}", serde_json::to_string(bad).unwrap());
+            let e = errors_of(&[("PLUGIN_METADATA", &m)]);
+            assert!(e.contains("is not a valid metadata name: a C# identifier"), "{bad:?}: {e}");
+        }
+        for good in ["_ok", "Ok2", "build_id", "X"] {
+            let m = format!("{{\"{good}\": \"v\"}}");
+            assert_eq!(errors_of(&[("PLUGIN_METADATA", &m)]), "", "{good}");
+        }
+        let e = errors_of(&[("PLUGIN_METADATA", "{\"Build\": \"1\", \"build\": \"2\"}")]);
+        assert!(e.contains("`build` is given twice: metadata names are case-insensitive"), "{e}");
+        // Values may hold anything: they are percent-encoded, so what is signed is what is sent.
+        let c = Config::from_raw(&raw(&[
+            ("PLUGIN_ACCOUNT_NAME", "acct1"),
+            ("PLUGIN_CONTAINER", "artifacts"),
+            ("PLUGIN_SOURCE", "x"),
+            ("PLUGIN_PROVENANCE", "false"),
+            ("PLUGIN_METADATA", "{\"note\": \"é 100%\\r\\n\"}"),
+        ]))
+        .unwrap();
+        assert_eq!(c.metadata, vec![("note".to_string(), "%C3%A9 100%25%0D%0A".to_string())]);
+    }
+
     #[test]
     fn unknown_settings_suggest_the_closest() {
-        let r = raw(&[("PLUGIN_STRIP_PREFX", "dist"), ("PLUGIN_SOURCE", "x")]);
-        assert_eq!(r.unknown(), vec![("strip_prefx".to_string(), Some("strip_prefix"))]);
+        let r = raw(&[("PLUGIN_STRIP_PREFX", "dist"), ("PLUGIN_SOURCE", "x"), ("PLUGIN_WHATEVER_ELSE_ENTIRELY", "1")]);
+        let u = r.unknown();
+        assert_eq!(u.len(), 2, "{u:?}");
+        assert_eq!(u[0].suggestion, Some("strip_prefix"));
+        assert_eq!(
+            u[0].to_string(),
+            "unknown setting `strip_prefx` (PLUGIN_STRIP_PREFX): did you mean `strip_prefix` (PLUGIN_STRIP_PREFIX)?"
+        );
+        assert_eq!(
+            u[1].to_string(),
+            "unknown setting `whatever_else_entirely` (PLUGIN_WHATEVER_ELSE_ENTIRELY): ignored"
+        );
+    }
+
+    #[test]
+    fn a_setting_in_another_case_is_named_and_not_read() {
+        for var in ["PLUGIN_Source", "plugin_source", "Plugin_SOURCE"] {
+            let r = raw(&[(var, "dist/**"), ("PLUGIN_CONTAINER", "artifacts"), ("PLUGIN_ACCOUNT_NAME", "acct1")]);
+            let u = r.unknown();
+            assert_eq!(u.len(), 1, "{var}: {u:?}");
+            assert!(u[0].case_only);
+            let text = u[0].to_string();
+            assert!(text.contains(&format!("`{var}` is ignored")), "{text}");
+            assert!(text.contains("did you mean `source` (PLUGIN_SOURCE)?"), "{text}");
+            // Not read: `source` is still missing.
+            let e = Config::from_raw(&r).unwrap_err();
+            assert_eq!(e.0[0].setting, "source");
+        }
+        // Upper case is the setting itself; a non-ASCII name neither panics nor matches.
+        assert!(raw(&[("PLUGIN_SOURCE", "x")]).unknown().is_empty());
+        let u = raw(&[("PLUGIN_é", "x"), ("PLUGIé", "x")]).unknown();
+        assert_eq!(u.len(), 1);
+        assert!(u[0].to_string().contains("PLUGIN_é"));
+    }
+}
+
+/// Property test: no value of any setting panics the validation, and whatever it accepts
+/// as an endpoint is a URL the storage layer can build requests on.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,30}",
+            "[ -~]{0,30}",
+            Just("AccountName=acct1;AccountKey=a2V5;BlobEndpoint=".to_string())
+                .prop_flat_map(|p| "[ -~]{0,20}".prop_map(move |s| format!("{p}{s}"))),
+            "(https?|ftp)://[a-z.: @?#%/\\[\\]0-9-]{0,20}",
+            "attachment; filename=\"[ -~\u{e9}\u{1F600}\"\\\\;]{0,12}\"?",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_input_panics_the_config_parser(picks in proptest::collection::vec((0usize..SETTINGS.len(), value()), 1..6)) {
+            let mut env: BTreeMap<String, String> = base_env();
+            for (i, v) in &picks {
+                env.insert(settings::env_name(SETTINGS[*i].name), v.clone());
+            }
+            if let Ok(c) = Config::from_raw(&RawSettings::from_map(env)) {
+                if !c.endpoint.is_empty() {
+                    let u = url::Url::parse(&c.endpoint);
+                    prop_assert!(u.is_ok(), "accepted endpoint {:?} does not parse", c.endpoint);
+                }
+                for r in [&c.content_type, &c.cache_control, &c.content_encoding, &c.content_disposition].into_iter().flatten() {
+                    let values: Vec<&str> = match r {
+                        ValueRule::Fixed(v) => vec![v.as_str()],
+                        ValueRule::ByPattern(p) => p.iter().map(|(_, v)| v.as_str()).collect(),
+                    };
+                    for v in values {
+                        prop_assert!(v.bytes().all(|b| (0x20..0x7f).contains(&b)), "accepted header value {v:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    fn base_env() -> BTreeMap<String, String> {
+        [
+            ("PLUGIN_ACCOUNT_NAME", "acct1"),
+            ("PLUGIN_CONTAINER", "artifacts"),
+            ("PLUGIN_SOURCE", "x"),
+            ("PLUGIN_AUTH", "shared_key"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 }

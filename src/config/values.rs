@@ -64,7 +64,7 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
             "h" => n * 3600.0,
             _ => return Err(err()),
         };
-        total += Duration::try_from_secs_f64(secs).map_err(|_| err())?;
+        total = total.checked_add(Duration::try_from_secs_f64(secs).map_err(|_| err())?).ok_or_else(err)?;
     }
     Ok(total)
 }
@@ -165,6 +165,133 @@ pub fn header_safe(v: &str) -> String {
     enc.chars().map(|c| if c.is_ascii() { c.to_string() } else { "%3F".into() }).collect()
 }
 
+/// Checks a header value from a setting (`content_type`, `cache_control`,
+/// `content_encoding`, `content_disposition`): one line of visible ASCII, which is what
+/// HTTP carries and what Shared Key signs. A non-ASCII file name in `content_disposition`
+/// is encoded (see [`encode_disposition`]); anything else non-ASCII, and every control
+/// character (CR, LF, tab, DEL...), is refused with the character named.
+pub fn header_value(setting: &str, v: &str) -> Result<String, String> {
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "contains the control character U+{:04X}: a header value is one line of visible ASCII",
+            c as u32
+        ));
+    }
+    if v.is_ascii() {
+        return Ok(v.to_string());
+    }
+    if setting == "content_disposition" {
+        return encode_disposition(v);
+    }
+    let c = v.chars().find(|c| !c.is_ascii()).unwrap_or('?');
+    Err(format!(
+        "contains the non-ASCII character U+{:04X} (`{c}`): HTTP headers carry ASCII only (percent-encode it, or leave it out)",
+        c as u32
+    ))
+}
+
+/// Why a SAS cannot be a query string as it is (a space, a control or non-ASCII
+/// character: a copy-paste gone wrong), or `None`. Never quotes the value.
+pub fn not_a_query(sas: &str) -> Option<String> {
+    let c = sas.chars().find(|c| !c.is_ascii_graphic() || *c == '#')?;
+    let what = match c {
+        ' ' => "a space".to_string(),
+        '#' => "a `#`".to_string(),
+        c if c.is_control() => format!("the control character U+{:04X}", c as u32),
+        c => format!("the non-ASCII character U+{:04X}", c as u32),
+    };
+    Some(format!("contains {what}, which a SAS never holds (copy it again; its text is not shown)"))
+}
+
+/// RFC 8187 `attr-char`: what a `filename*=` value keeps as it is.
+const ATTR_CHAR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// Encodes a `Content-Disposition` whose `filename` is not ASCII the way RFC 6266 §4.3
+/// asks: `filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded UTF-8>`, each
+/// non-ASCII character becoming `_` in the fallback. Browsers use `filename*`; the value
+/// sent, signed and stored is ASCII. Non-ASCII anywhere else (the type, another
+/// parameter, an existing `filename*`) is refused: there is no encoding for it.
+pub fn encode_disposition(v: &str) -> Result<String, String> {
+    let parts = split_outside_quotes(v).ok_or_else(|| "has an unterminated quoted string".to_string())?;
+    let has_star =
+        parts.iter().any(|p| p.split('=').next().is_some_and(|n| n.trim().eq_ignore_ascii_case("filename*")));
+    let mut out: Vec<String> = Vec::new();
+    for (i, part) in parts.iter().map(|p| p.trim()).enumerate() {
+        if part.is_ascii() {
+            out.push(part.to_string());
+            continue;
+        }
+        let name_value = part.split_once('=').filter(|(n, _)| i > 0 && n.trim().eq_ignore_ascii_case("filename"));
+        let Some((_, value)) = name_value else {
+            return Err(format!(
+                "has non-ASCII text in `{}`: only a `filename=` may be non-ASCII (it is sent as RFC 8187 `filename*=UTF-8''…`)",
+                part.chars().flat_map(char::escape_debug).collect::<String>()
+            ));
+        };
+        let name = unquote(value.trim());
+        let fallback: String = name
+            .chars()
+            .map(|c| if (c.is_ascii_graphic() || c == ' ') && c != '"' && c != '\\' { c } else { '_' })
+            .collect();
+        out.push(format!("filename=\"{fallback}\""));
+        if !has_star {
+            out.push(format!("filename*=UTF-8''{}", percent_encoding::utf8_percent_encode(&name, ATTR_CHAR)));
+        }
+    }
+    Ok(out.join("; "))
+}
+
+/// Splits `a; b="x;y"; c` at the `;` outside double quotes (`\"` escapes inside them);
+/// `None` when a quote is left open.
+fn split_outside_quotes(v: &str) -> Option<Vec<&str>> {
+    let mut parts = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in v.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                parts.push(&v[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if quoted {
+        return None;
+    }
+    parts.push(&v[start..]);
+    Some(parts)
+}
+
+/// The text of a token or a quoted string (`"a\"b"` is `a"b`).
+fn unquote(v: &str) -> String {
+    match v.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::new();
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                out.push(if c == '\\' { chars.next().unwrap_or('\\') } else { c });
+            }
+            out
+        }
+        None => v.to_string(),
+    }
+}
+
 /// `1.5 MiB`-style rendering.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -206,6 +333,8 @@ mod tests {
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5x").is_err());
+        // Each part fits a Duration, their sum does not: an error, not an overflow panic.
+        assert!(parse_duration("10000000000000000000s10000000000000000000s").is_err());
     }
 
     #[test]
@@ -222,6 +351,52 @@ mod tests {
         assert_eq!(m[1].0, "*");
         assert!(parse_map("text/html").is_err());
         assert!(parse_map(r#"{"a": {"nested": 1}}"#).is_err());
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn a_sas_is_one_query_string() {
+        assert_eq!(not_a_query("sv=2025-11-05&sig=abc%2Bdef%3D"), None);
+        assert!(not_a_query("sv=2025&sig=abc def").unwrap().contains("a space"));
+        assert!(not_a_query("sv=2025&sig=abc\ndef").unwrap().contains("U+000A"));
+        assert!(not_a_query("sv=2025&sig=abcé").unwrap().contains("non-ASCII"));
+        assert!(!not_a_query("sv=2025&sig=SECRET def").unwrap().contains("SECRET"));
+    }
+
+    #[test]
+    fn header_values() {
+        assert_eq!(header_value("cache_control", "max-age=60, public").unwrap(), "max-age=60, public");
+        assert!(header_value("cache_control", "max-age=60\r\nx: y").unwrap_err().contains("U+000D"));
+        assert!(header_value("content_type", "text/plain\n").unwrap_err().contains("U+000A"));
+        assert!(header_value("content_type", "tëxt/plain").unwrap_err().contains("non-ASCII character U+00EB"));
+        assert!(header_value("content_encoding", "gzip\u{0}").is_err());
+    }
+
+    #[test]
+    fn dispositions_with_unicode_file_names_get_an_rfc8187_form_and_an_ascii_fallback() {
+        for (given, want) in [
+            ("attachment; filename=\"é.txt\"", "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"),
+            ("attachment; filename=é.txt", "attachment; filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt"),
+            ("inline;FileName=\"naïve résumé 😀.pdf\";size=3", "inline; filename=\"na_ve r_sum_ _.pdf\"; filename*=UTF-8''na%C3%AFve%20r%C3%A9sum%C3%A9%20%F0%9F%98%80.pdf; size=3"),
+            ("attachment; filename=\"a\\\"é;b\"", "attachment; filename=\"a__;b\"; filename*=UTF-8''a%22%C3%A9%3Bb"),
+            ("attachment; filename*=UTF-8''%C3%A9.txt; filename=\"é.txt\"", "attachment; filename*=UTF-8''%C3%A9.txt; filename=\"_.txt\""),
+            ("attachment; filename=\"plain.txt\"", "attachment; filename=\"plain.txt\""),
+        ] {
+            assert_eq!(header_value("content_disposition", given).unwrap(), want, "{given}");
+        }
+        for (given, why) in [
+            ("pièce-jointe", "non-ASCII text in `pièce-jointe`"),
+            ("attachment; title=\"é\"", "non-ASCII text in `title=\\\"é\\\"`"),
+            ("attachment; filename=\"é", "unterminated quoted string"),
+            ("é=1", "only a `filename=` may be non-ASCII"),
+        ] {
+            let e = header_value("content_disposition", given).unwrap_err();
+            assert!(e.contains(why), "{given}: {e}");
+        }
     }
 }
 
@@ -249,6 +424,40 @@ mod props {
                 let _ = parse_map(v);
                 let _ = parse_bool(v);
                 let _ = ConnectionString::parse(v);
+            }
+        }
+
+        #[test]
+        fn an_encoded_disposition_is_ascii_and_decodes_to_the_name(name in "[^\\p{Cc}\"\\\\]{1,20}") {
+            let v = format!("attachment; filename=\"{name}\"");
+            let out = header_value("content_disposition", &v).unwrap();
+            prop_assert!(out.bytes().all(|b| (0x20..0x7f).contains(&b)), "{out:?}");
+            if name.is_ascii() {
+                prop_assert_eq!(out, v);
+            } else {
+                let star = out.rsplit("filename*=UTF-8''").next().unwrap();
+                let decoded = percent_encoding::percent_decode_str(star).decode_utf8().unwrap();
+                prop_assert_eq!(decoded, name.as_str());
+            }
+        }
+
+        #[test]
+        fn connection_string_errors_never_show_a_key(key in "[ -:<-~]{1,30}", sas in "[ -:<-~]{1,30}", junk in "[ -:<-~]{1,10}") {
+            for text in [
+                format!("AccountName=Bad!;AccountKey={key};BlobEndpoint={junk}"),
+                format!("AccountName=acct1;SharedAccessSignature={sas};{junk}"),
+                format!("AccountKey={key};{junk};SharedAccessSignature={sas}"),
+            ] {
+                if let Err(errs) = ConnectionString::parse_all(&text) {
+                    let all = errs.join("\n");
+                    // Only values that could not also be a key name, an account or shown text.
+                    if key.trim().len() > 8 && !junk.contains(key.trim()) {
+                        prop_assert!(!all.contains(key.trim()), "{text}: {all}");
+                    }
+                    if sas.trim().len() > 8 && !junk.contains(sas.trim()) {
+                        prop_assert!(!all.contains(sas.trim()), "{text}: {all}");
+                    }
+                }
             }
         }
 

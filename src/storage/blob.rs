@@ -42,29 +42,23 @@ pub fn list_page_size() -> String {
 pub struct BlobStore {
     http: std::sync::Arc<Http>,
     endpoint: String,
+    base: Option<url::Url>,
     container: String,
 }
 
 impl BlobStore {
     pub fn new(http: std::sync::Arc<Http>, endpoint: &str, container: &str) -> Self {
-        BlobStore { http, endpoint: endpoint.trim_end_matches('/').to_string(), container: container.to_string() }
+        let endpoint = endpoint.trim_end_matches('/').to_string();
+        BlobStore { http, base: super::parse_base(&endpoint), endpoint, container: container.to_string() }
     }
 
-    fn container_url(&self, query: &[(&str, &str)]) -> url::Url {
-        let mut u = url::Url::parse(&format!("{}/{}", self.endpoint, encode_path(&self.container)))
-            .expect("endpoint validated");
-        if !query.is_empty() {
-            u.query_pairs_mut().extend_pairs(query);
-        }
-        u
+    fn container_url(&self, query: &[(&str, &str)]) -> Result<url::Url> {
+        super::request_url(self.base.as_ref(), &self.endpoint, &encode_path(&self.container), query)
     }
 
-    fn blob_url(&self, name: &str, query: &[(&str, &str)]) -> url::Url {
-        let mut u = url::Url::parse(&self.url(name)).expect("endpoint validated");
-        if !query.is_empty() {
-            u.query_pairs_mut().extend_pairs(query);
-        }
-        u
+    fn blob_url(&self, name: &str, query: &[(&str, &str)]) -> Result<url::Url> {
+        let path = format!("{}/{}", encode_path(&self.container), encode_path(name));
+        super::request_url(self.base.as_ref(), &self.endpoint, &path, query)
     }
 
     fn block_id(chunk: &Chunk) -> String {
@@ -90,7 +84,7 @@ impl BlobStore {
 
     /// [Get Container Properties](https://learn.microsoft.com/rest/api/storageservices/get-container-properties)
     pub async fn get_container_properties(&self) -> Result<bool> {
-        let req = Request::new(Method::GET, self.container_url(&[("restype", "container")]));
+        let req = Request::new(Method::GET, self.container_url(&[("restype", "container")])?);
         match self.http.send(req).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_status(404) => Ok(false),
@@ -100,7 +94,7 @@ impl BlobStore {
 
     /// [Create Container](https://learn.microsoft.com/rest/api/storageservices/create-container)
     pub async fn create_container(&self) -> Result<()> {
-        let req = Request::new(Method::PUT, self.container_url(&[("restype", "container")]));
+        let req = Request::new(Method::PUT, self.container_url(&[("restype", "container")])?);
         match self.http.send(req).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_code("ContainerAlreadyExists") => Ok(()),
@@ -110,7 +104,7 @@ impl BlobStore {
 
     /// [Get Blob Properties](https://learn.microsoft.com/rest/api/storageservices/get-blob-properties)
     pub async fn get_blob_properties(&self, name: &str) -> Result<Option<RemoteItem>> {
-        let req = Request::new(Method::HEAD, self.blob_url(name, &[]));
+        let req = Request::new(Method::HEAD, self.blob_url(name, &[])?);
         let resp = match self.http.send(req).await {
             Ok(r) => r,
             Err(e) if e.is_status(404) => return Ok(None),
@@ -145,7 +139,7 @@ impl BlobStore {
         if let Some(m) = marker {
             q.push(("marker", m));
         }
-        let resp = self.http.send(Request::new(Method::GET, self.container_url(&q))).await?;
+        let resp = self.http.send(Request::new(Method::GET, self.container_url(&q)?)).await?;
         let (items, next) = parse_list_blobs(&resp.body)?;
         tracing::debug!(prefix, items = items.len(), more = next.is_some(), "list page");
         Ok((items, next))
@@ -163,7 +157,7 @@ impl BlobStore {
         len: u64,
         sink: BodySink<'_>,
     ) -> Result<u64> {
-        let mut req = Request::new(Method::GET, self.blob_url(name, &[]));
+        let mut req = Request::new(Method::GET, self.blob_url(name, &[])?);
         if len > 0 {
             req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
         }
@@ -186,7 +180,7 @@ impl BlobStore {
     pub async fn put_blob(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
         let (h, v) = sum.header();
         let req =
-            Request::new(Method::PUT, self.blob_url(name, &[])).header("x-ms-blob-type", "BlockBlob").header(h, v);
+            Request::new(Method::PUT, self.blob_url(name, &[])?).header("x-ms-blob-type", "BlockBlob").header(h, v);
         // Azure and Azurite refuse a CRC64 together with an MD5 header on Put Blob; the service
         // computes and stores the Content-MD5 of a single-request blob itself.
         let props = UploadProps { content_md5: None, ..props.clone() };
@@ -197,7 +191,7 @@ impl BlobStore {
     /// [Get Block List](https://learn.microsoft.com/rest/api/storageservices/get-block-list), uncommitted blocks.
     pub async fn get_uncommitted_blocks(&self, name: &str) -> Result<Vec<(String, u64)>> {
         let req =
-            Request::new(Method::GET, self.blob_url(name, &[("comp", "blocklist"), ("blocklisttype", "uncommitted")]));
+            Request::new(Method::GET, self.blob_url(name, &[("comp", "blocklist"), ("blocklisttype", "uncommitted")])?);
         let resp = match self.http.send(req).await {
             Ok(r) => r,
             Err(e) if e.is_status(404) => return Ok(vec![]),
@@ -209,7 +203,7 @@ impl BlobStore {
     /// [Put Block](https://learn.microsoft.com/rest/api/storageservices/put-block)
     pub async fn put_block(&self, name: &str, block_id: &str, data: Bytes, sum: BodySum) -> Result<()> {
         let (h, v) = sum.header();
-        let req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "block"), ("blockid", block_id)]))
+        let req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "block"), ("blockid", block_id)])?)
             .header(h, v)
             .body(data);
         self.http.send(req).await?;
@@ -227,7 +221,7 @@ impl BlobStore {
         }
         xml.push_str("</BlockList>");
         let body = Bytes::from(xml);
-        let mut req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "blocklist")]))
+        let mut req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "blocklist")])?)
             .header("x-ms-content-crc64", crc64_header(crc64(&body)))
             .header("content-type", "application/xml");
         if let Some(md5) = props.content_md5 {

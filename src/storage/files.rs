@@ -77,7 +77,7 @@ use super::blob::{encode_path, list_page_size};
 use super::{listed_name, same_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::auth::Credential;
 use crate::config::Checksum;
-use crate::http::{BodySink, Http, HttpError, Request};
+use crate::http::{BodySink, Http, Request};
 use crate::transfer::checksum::BodySum;
 
 /// Largest Put Range body the service accepts.
@@ -160,6 +160,7 @@ fn join(dir: &str, name: &str) -> String {
 pub struct FilesStore {
     http: Arc<Http>,
     endpoint: String,
+    base: Option<url::Url>,
     share: String,
     /// OAuth: every request needs `x-ms-file-request-intent: backup`.
     intent: bool,
@@ -175,6 +176,7 @@ impl FilesStore {
         FilesStore {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
+            base: super::parse_base(endpoint.trim_end_matches('/')),
             share: share.to_string(),
             intent,
             run_tag: format!("{:08x}", fastrand::u32(..)),
@@ -193,17 +195,13 @@ impl FilesStore {
     }
 
     /// URL of a path in the share ("" is the root directory).
-    fn path_url(&self, path: &str, query: &[(&str, &str)]) -> url::Url {
-        let mut s = format!("{}/{}", self.endpoint, encode_path(&self.share));
+    fn path_url(&self, path: &str, query: &[(&str, &str)]) -> Result<url::Url> {
+        let mut s = encode_path(&self.share);
         if !path.is_empty() {
             s.push('/');
             s.push_str(&encode_path(path));
         }
-        let mut u = url::Url::parse(&s).expect("endpoint validated");
-        if !query.is_empty() {
-            u.query_pairs_mut().extend_pairs(query);
-        }
-        u
+        super::request_url(self.base.as_ref(), &self.endpoint, &s, query)
     }
 
     /// The temporary name an upload of `name` uses in this run (same directory).
@@ -240,7 +238,7 @@ impl FilesStore {
     /// [Get Directory Properties](https://learn.microsoft.com/rest/api/storageservices/get-directory-properties)
     /// of the share's root: does the share exist?
     pub async fn get_root_directory_properties(&self) -> Result<bool> {
-        let req = self.req(Method::HEAD, self.path_url("", &[("restype", "directory")]));
+        let req = self.req(Method::HEAD, self.path_url("", &[("restype", "directory")])?);
         match self.http.send(req).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_status(404) => Ok(false),
@@ -250,7 +248,7 @@ impl FilesStore {
 
     /// [Create Share](https://learn.microsoft.com/rest/api/storageservices/create-share)
     pub async fn create_share(&self) -> Result<()> {
-        let req = self.req(Method::PUT, self.path_url("", &[("restype", "share")]));
+        let req = self.req(Method::PUT, self.path_url("", &[("restype", "share")])?);
         match self.http.send(req).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_code("ShareAlreadyExists") => Ok(()),
@@ -261,7 +259,7 @@ impl FilesStore {
     /// [Create Directory](https://learn.microsoft.com/rest/api/storageservices/create-directory);
     /// an existing directory is success.
     pub async fn create_directory(&self, path: &str) -> Result<()> {
-        let req = self.req(Method::PUT, self.path_url(path, &[("restype", "directory")]));
+        let req = self.req(Method::PUT, self.path_url(path, &[("restype", "directory")])?);
         match self.http.send(req).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_status(409) && e.is_code("ResourceAlreadyExists") => Ok(()),
@@ -302,7 +300,7 @@ impl FilesStore {
     /// allocates `size` bytes (zeros) with the content headers and metadata.
     pub async fn create_file(&self, name: &str, size: u64, props: &UploadProps) -> Result<()> {
         let req = self
-            .req(Method::PUT, self.path_url(name, &[]))
+            .req(Method::PUT, self.path_url(name, &[])?)
             .header("x-ms-type", "file")
             .header("x-ms-content-length", size.to_string());
         let req = Self::with_metadata(Self::content_headers(req, props), &props.metadata);
@@ -317,7 +315,7 @@ impl FilesStore {
         debug_assert!(!data.is_empty() && data.len() as u64 <= MAX_RANGE);
         let end = offset + data.len() as u64 - 1;
         let req = self
-            .req(Method::PUT, self.path_url(name, &[("comp", "range")]))
+            .req(Method::PUT, self.path_url(name, &[("comp", "range")])?)
             .header("x-ms-range", format!("bytes={offset}-{end}"))
             .header("x-ms-write", "update")
             .header("content-md5", B64.encode(md5))
@@ -329,7 +327,7 @@ impl FilesStore {
     /// [Set File Properties](https://learn.microsoft.com/rest/api/storageservices/set-file-properties):
     /// the content headers and the whole-file `x-ms-content-md5` (the length is left alone).
     pub async fn set_file_properties(&self, name: &str, props: &UploadProps) -> Result<()> {
-        let req = self.req(Method::PUT, self.path_url(name, &[("comp", "properties")]));
+        let req = self.req(Method::PUT, self.path_url(name, &[("comp", "properties")])?);
         self.http.send(Self::content_headers(req, props)).await?;
         Ok(())
     }
@@ -337,22 +335,22 @@ impl FilesStore {
     /// [Set File Metadata](https://learn.microsoft.com/rest/api/storageservices/set-file-metadata)
     /// (replaces all metadata).
     pub async fn set_file_metadata(&self, name: &str, metadata: &[(String, String)]) -> Result<()> {
-        let req = self.req(Method::PUT, self.path_url(name, &[("comp", "metadata")]));
+        let req = self.req(Method::PUT, self.path_url(name, &[("comp", "metadata")])?);
         self.http.send(Self::with_metadata(req, metadata)).await?;
         Ok(())
     }
 
     /// [Rename File](https://learn.microsoft.com/rest/api/storageservices/rename-file) `from` → `to`
     /// in this share; with `replace: false` an existing `to` is a 409 `ResourceAlreadyExists`.
-    pub async fn rename_file(&self, from: &str, to: &str, replace: bool) -> std::result::Result<Committed, HttpError> {
-        let mut source = self.path_url(from, &[]).to_string();
+    pub async fn rename_file(&self, from: &str, to: &str, replace: bool) -> Result<Committed> {
+        let mut source = self.path_url(from, &[])?.to_string();
         // The source is authorized on its own: a SAS travels with it.
         if let Credential::Sas(sas) = self.http.credential() {
             source.push('?');
             source.push_str(sas.expose());
         }
         let req = self
-            .req(Method::PUT, self.path_url(to, &[("comp", "rename")]))
+            .req(Method::PUT, self.path_url(to, &[("comp", "rename")])?)
             .dyn_header("x-ms-file-rename-source", &source)
             .header("x-ms-file-rename-replace-if-exists", if replace { "true" } else { "false" });
         let resp = self.http.send(req).await?;
@@ -361,7 +359,7 @@ impl FilesStore {
 
     /// [Delete File](https://learn.microsoft.com/rest/api/storageservices/delete-file2)
     pub async fn delete_file(&self, name: &str) -> Result<()> {
-        match self.http.send(self.req(Method::DELETE, self.path_url(name, &[]))).await {
+        match self.http.send(self.req(Method::DELETE, self.path_url(name, &[])?)).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_status(404) => Ok(()),
             Err(e) => Err(e.into()),
@@ -377,7 +375,7 @@ impl FilesStore {
 
     /// [Get File Properties](https://learn.microsoft.com/rest/api/storageservices/get-file-properties)
     pub async fn get_file_properties(&self, name: &str) -> Result<Option<RemoteItem>> {
-        let resp = match self.http.send(self.req(Method::HEAD, self.path_url(name, &[]))).await {
+        let resp = match self.http.send(self.req(Method::HEAD, self.path_url(name, &[])?)).await {
             Ok(r) => r,
             Err(e) if e.is_status(404) => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -412,7 +410,7 @@ impl FilesStore {
         len: u64,
         sink: BodySink<'_>,
     ) -> Result<u64> {
-        let mut req = self.req(Method::GET, self.path_url(name, &[]));
+        let mut req = self.req(Method::GET, self.path_url(name, &[])?);
         if len > 0 {
             req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
         }
@@ -442,7 +440,7 @@ impl FilesStore {
         if let Some(m) = marker {
             q.push(("marker", m));
         }
-        let resp = match self.http.send(self.req(Method::GET, self.path_url(dir, &q))).await {
+        let resp = match self.http.send(self.req(Method::GET, self.path_url(dir, &q)?)).await {
             Ok(r) => r,
             Err(e) if e.is_status(404) && !e.is_code("ShareNotFound") => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -636,14 +634,14 @@ impl FilesStore {
         match self.rename_file(tmp, name, !props.if_none_match).await {
             Ok(c) => Ok(c),
             // A retried rename whose first attempt landed finds its source gone.
-            Err(e) if e.attempts > 1 && e.is_status(404) => {
+            Err(e) if e.http().is_some_and(|h| h.attempts > 1) && e.is_status(404) => {
                 let want = props.metadata.iter().find(|(k, _)| k == "sha256").map(|(_, v)| v.as_str());
                 match self.get_file_properties(name).await? {
                     Some(r) if want.is_some() && r.sha256.as_deref() == want => Ok(Committed { etag: r.etag }),
-                    _ => Err(e.into()),
+                    _ => Err(e),
                 }
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 }

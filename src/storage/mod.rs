@@ -29,6 +29,9 @@ pub enum StorageError {
     /// Files: a response with another ETag): it was rewritten while it was read.
     #[error("`{name}` changed while it was read (ETag {expected} → {now})")]
     Changed { name: String, expected: String, now: String },
+    /// Settings validation refuses such an endpoint; kept as an error, not a panic.
+    #[error("cannot build a request URL from the endpoint `{0}`: check `endpoint` (PLUGIN_ENDPOINT)")]
+    BadEndpoint(String),
 }
 
 impl From<HttpError> for StorageError {
@@ -150,6 +153,29 @@ pub(crate) fn listed_name(text: String, encoded: bool) -> String {
     }
 }
 
+/// The service URL of a store, parsed once: `None` when `endpoint` is not a URL (validation
+/// refuses that, and an upload dry run without an account has none), which makes every
+/// request fail with [`StorageError::BadEndpoint`] instead of a panic.
+pub(crate) fn parse_base(endpoint: &str) -> Option<url::Url> {
+    url::Url::parse(endpoint).ok().filter(|u| !u.cannot_be_a_base() && u.query().is_none())
+}
+
+/// `base` with `path` (already percent-encoded, no leading `/`) appended and `query` added.
+pub(crate) fn request_url(
+    base: Option<&url::Url>,
+    endpoint: &str,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<url::Url> {
+    let mut u = base.cloned().ok_or_else(|| StorageError::BadEndpoint(crate::config::shown_url(endpoint)))?;
+    let full = format!("{}/{path}", u.path().trim_end_matches('/'));
+    u.set_path(&full);
+    if !query.is_empty() {
+        u.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(u)
+}
+
 /// What the service says about one stored blob or file.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteItem {
@@ -240,4 +266,35 @@ pub trait Store: Send + Sync {
     /// holds (Files deletes its temporary file). Blob keeps its uncommitted blocks, which a
     /// re-run resumes from and the service discards after a week.
     async fn abandon(&self, _name: &str) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_urls_are_built_without_parsing_text_again() {
+        for (endpoint, path, want) in [
+            (
+                "http://127.0.0.1:10000/devstoreaccount1",
+                "c/a%20b",
+                "http://127.0.0.1:10000/devstoreaccount1/c/a%20b?comp=block",
+            ),
+            (
+                "https://acct.blob.core.windows.net",
+                "c/x%3Fy%23z",
+                "https://acct.blob.core.windows.net/c/x%3Fy%23z?comp=block",
+            ),
+        ] {
+            let base = parse_base(endpoint);
+            let u = request_url(base.as_ref(), endpoint, path, &[("comp", "block")]).unwrap();
+            assert_eq!(u.as_str(), want);
+        }
+        // No endpoint (an upload dry run without an account) or a bad one: an error, not a panic.
+        for endpoint in ["", "notaurl", "https://h.net/?sig=SECRET"] {
+            let e = request_url(parse_base(endpoint).as_ref(), endpoint, "c/x", &[]).unwrap_err();
+            assert!(matches!(e, StorageError::BadEndpoint(_)), "{endpoint}: {e}");
+            assert!(!e.to_string().contains("SECRET"), "{e}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod files;
 mod files_fake;
 mod hostile_download;
 mod hostile_upload;
+mod hostile_settings;
 mod image;
 mod output;
 mod settings;

@@ -67,7 +67,9 @@ fn missing_required_settings_are_named() {
 fn unknown_settings_are_warned_about_with_the_closest_name() {
     let dir = tempfile::tempdir().unwrap();
     let out = plugin(dir.path()).set("strip_prefx", "dist").set("source", "x").run();
-    out.assert_contains("unknown setting `strip_prefx` (PLUGIN_STRIP_PREFX): did you mean `strip_prefix`?");
+    out.assert_contains(
+        "unknown setting `strip_prefx` (PLUGIN_STRIP_PREFX): did you mean `strip_prefix` (PLUGIN_STRIP_PREFIX)?",
+    );
 }
 
 #[test]
