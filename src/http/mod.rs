@@ -175,7 +175,11 @@ impl Http {
                     path: req.url.path().to_string(),
                     status: None,
                     code: None,
-                    message: format!("not sent: the run stopped after {}", r.error),
+                    message: format!(
+                        "not sent: the run stopped on {} {} (see the error at the end)",
+                        r.status,
+                        r.code.as_deref().unwrap_or("(redirect)")
+                    ),
                     request_id: None,
                     client_request_id,
                     attempts: attempt - 1,
@@ -523,7 +527,7 @@ mod tests {
         assert!(e.is_code("AuthenticationFailed"), "{e}");
         assert!(http.stop.is_stopped());
         let e = http.send(Request::new(Method::GET, url)).await.unwrap_err();
-        assert!(e.message.starts_with("not sent: the run stopped after GET /acct/c/a: 403 AuthenticationFailed"), "{e}");
+        assert!(e.message.starts_with("not sent: the run stopped on 403 AuthenticationFailed"), "{e}");
         assert_eq!(http.stats.requests.load(Ordering::Relaxed), 2);
         // The third request never left: the server saw two.
         assert_eq!(server.received_requests().await.unwrap().len(), 2);

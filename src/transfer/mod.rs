@@ -301,12 +301,10 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
             &results,
         ) {
             Ok(()) => tracing::info!("manifest written to {}", path.display()),
-            Err(e) => {
-                manifest_error = Some(format!(
-                    "cannot write the manifest `{}` (`manifest`, PLUGIN_MANIFEST): {e}; the transfers above are as listed",
-                    path.display()
-                ))
-            }
+            Err(e) => manifest_error = Some(format!(
+                "cannot write the manifest `{}` (`manifest`, PLUGIN_MANIFEST): {e}; the transfers above are as listed",
+                path.display()
+            )),
         }
     }
     Ok(Outcome { results, summary, stopped, manifest_error })
@@ -320,6 +318,7 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
         Service::Blob => "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
         Service::File => "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
     };
+    let network = "or the account refuses this runner: its firewall or private endpoint does not allow the runner's IP, or a SAS is limited to other IPs or protocols (`sip`, `spr`)";
     let check = match (r.status, r.code.as_deref()) {
         (300..=399, _) => format!(
             "Azure Storage never redirects: something between this runner and Azure answered (a proxy, a captive portal); check `endpoint` ({}, now {}) and the runner's network and proxy settings (HTTPS_PROXY)",
@@ -333,9 +332,7 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
             cfg.container_word(),
             env(cfg.container_word())
         ),
-        (403, Some("AuthorizationFailure" | "AuthorizationSourceIPMismatch" | "AuthorizationProtocolMismatch")) => {
-            "the account refuses this runner: its firewall or private endpoint does not allow the runner's IP, or a SAS is limited to other IPs or protocols (`sip`, `spr`)".to_string()
-        }
+        (403, Some("AuthorizationSourceIPMismatch" | "AuthorizationProtocolMismatch")) => network[3..].to_string(),
         (403, Some("KeyBasedAuthenticationNotPermitted")) => {
             "the account does not allow Shared Key or SAS: use a federated token or a managed identity (`auth`, docs/auth.md)".to_string()
         }
@@ -357,6 +354,12 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
             ),
             Credential::None => "no credential was given".to_string(),
         },
+    };
+    // Azure says AuthorizationFailure for a firewall; Azurite for a wrong signature too.
+    let check = if r.code.as_deref() == Some("AuthorizationFailure") { format!("{check}, {network}") } else { check };
+    let check = match check.chars().next() {
+        Some(c) => format!("{}{}", c.to_uppercase(), &check[c.len_utf8()..]),
+        None => check,
     };
     format!(
         "stopped early: {} refused a request in a way that would recur for every file (auth: {}): {}. {check}. {not_attempted} file(s) not attempted.",
@@ -539,7 +542,8 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
             tokio::spawn(async move {
                 if eng.stop.is_stopped() {
                     let local = target.join(&item.rel).to_string_lossy().into_owned();
-                    let mut r = FileResult::new(&item.remote.name, &local, item.remote.size, eng.store.url(&item.remote.name));
+                    let mut r =
+                        FileResult::new(&item.remote.name, &local, item.remote.size, eng.store.url(&item.remote.name));
                     r.status = Status::NotAttempted;
                     return r;
                 }
@@ -587,7 +591,10 @@ mod tests {
         // Without the check the capped block size would need 50,001 blocks.
         assert_eq!(count(size, block_size(DEFAULT_BLOCK, size, max_block)), 50_001);
         let why = too_many_blocks("big.img", size, MAX_BLOCKS, max_block, BLOB_MAX_CHUNK).unwrap();
-        assert!(why.starts_with(&format!("`big.img` (1.5 TiB, {size} bytes) needs more than 50,000 blocks of 32.0 MiB")), "{why}");
+        assert!(
+            why.starts_with(&format!("`big.img` (1.5 TiB, {size} bytes) needs more than 50,000 blocks of 32.0 MiB")),
+            "{why}"
+        );
         assert!(why.contains("`max_memory`, PLUGIN_MAX_MEMORY, is 32.0 MiB"), "{why}");
         assert!(why.contains("set `max_memory` to at least 33MiB"), "{why}");
         // With that much memory it fits.

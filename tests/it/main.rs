@@ -11,6 +11,7 @@ mod fault_proxy;
 mod faults;
 mod files;
 mod files_fake;
+mod hostile_network;
 mod image;
 mod output;
 mod settings;
