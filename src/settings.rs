@@ -178,7 +178,7 @@ pub fn help_text() -> String {
         "\nMoves build artifacts between the workspace and Azure Blob Storage / Azure Files.\n\n",
         "Settings arrive as environment variables PLUGIN_<NAME> (Drone/Woodpecker `settings:`).\n",
         "Lists: comma-joined or a JSON array. Maps: JSON. Sizes: 8MiB, 4M, 1048576. Durations: 30s, 2m, 500ms.\n\n",
-        "Exit codes: 0 every file done; 1 one or more files failed; 2 invalid settings; 3 authentication or service error before any transfer.\n\n"
+        "Exit codes: 0 every file done; 1 one or more files failed, or the manifest could not be written; 2 invalid settings; 3 nothing could be transferred (authentication or service error before any transfer, or a refusal that recurs for every file, which stops the run early); 130/143 interrupted.\n\n"
     ));
     for st in SETTINGS {
         let mut line = format!("  {:<20} {}", st.name, st.kind.type_name());

@@ -301,10 +301,12 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
             &results,
         ) {
             Ok(()) => tracing::info!("manifest written to {}", path.display()),
-            Err(e) => manifest_error = Some(format!(
+            Err(e) => {
+                manifest_error = Some(format!(
                 "cannot write the manifest `{}` (`manifest`, PLUGIN_MANIFEST): {e}; the transfers above are as listed",
                 path.display()
-            )),
+            ))
+            }
         }
     }
     Ok(Outcome { results, summary, stopped, manifest_error })
