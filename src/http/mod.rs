@@ -387,7 +387,9 @@ pub fn token_refused(status: u16, code: Option<&str>) -> bool {
 
 /// A transport error in words, without the URL (its query may hold a SAS).
 pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
+    let kind = if e.is_builder() {
+        "the request could not be built"
+    } else if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "connection failed"
@@ -542,6 +544,45 @@ mod tests {
         assert_eq!(e.attempts, 1, "{e}");
         assert_eq!(http.stats.retries.load(Ordering::Relaxed), 0);
         assert!(started.elapsed() < Duration::from_secs(2), "no backoff was waited");
+    }
+
+    struct Minting(Arc<AtomicU64>);
+
+    #[async_trait::async_trait]
+    impl crate::auth::token::TokenSource for Minting {
+        async fn fetch(&self) -> Result<crate::auth::AccessToken, crate::auth::AuthError> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            let token = crate::config::Secret::new(format!("token-{n}"));
+            Ok(crate::auth::AccessToken::new(token, std::time::SystemTime::now() + Duration::from_secs(3600)))
+        }
+        fn identity(&self) -> String {
+            "test identity".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_refreshed_once_before_the_run_stops() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(
+                wiremock::ResponseTemplate::new(401).insert_header("x-ms-error-code", "InvalidAuthenticationInfo"),
+            )
+            .mount(&server)
+            .await;
+        let minted = Arc::new(AtomicU64::new(0));
+        let cache = crate::auth::token::TokenCache::new(Box::new(Minting(minted.clone())));
+        let bearer = crate::auth::Bearer { kind: crate::auth::BearerKind::Federated, cache };
+        let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
+        let http = Http::new(Credential::Bearer(Arc::new(bearer)), retry, Duration::from_secs(5), None, 4).unwrap();
+        http.stop.arm();
+        let url: url::Url = format!("{}/acct/c/a", server.uri()).parse().unwrap();
+        let e = http.send(Request::new(Method::GET, url)).await.unwrap_err();
+        assert!(e.is_status(401), "{e}");
+        let seen = server.received_requests().await.unwrap();
+        assert_eq!(seen.len(), 2, "the refused token, then a fresh one");
+        assert_eq!(seen[1].headers.get("authorization").unwrap(), "Bearer token-2");
+        assert_eq!(minted.load(Ordering::SeqCst), 2);
+        assert_eq!(http.stop.reason().map(|r| r.status), Some(401), "a fresh token refused too: the run stops");
     }
 
     #[test]
