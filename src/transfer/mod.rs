@@ -320,7 +320,7 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
         Service::Blob => "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
         Service::File => "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
     };
-    let network = "or the account refuses this runner: its firewall or private endpoint does not allow the runner's IP, or a SAS is limited to other IPs or protocols (`sip`, `spr`)";
+    let network = "the account refuses this runner: its firewall or private endpoint does not allow the runner's IP, or a SAS is limited to other IPs or protocols (`sip`, `spr`)";
     let check = match (r.status, r.code.as_deref()) {
         (300..=399, _) => format!(
             "Azure Storage never redirects: something between this runner and Azure answered (a proxy, a captive portal); check `endpoint` ({}, now {}) and the runner's network and proxy settings (HTTPS_PROXY)",
@@ -334,7 +334,7 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
             cfg.container_word(),
             env(cfg.container_word())
         ),
-        (403, Some("AuthorizationSourceIPMismatch" | "AuthorizationProtocolMismatch")) => network[3..].to_string(),
+        (403, Some("AuthorizationSourceIPMismatch" | "AuthorizationProtocolMismatch")) => network.to_string(),
         (403, Some("KeyBasedAuthenticationNotPermitted")) => {
             "the account does not allow Shared Key or SAS: use a federated token or a managed identity (`auth`, docs/auth.md)".to_string()
         }
@@ -358,14 +358,14 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
         },
     };
     // Azure says AuthorizationFailure for a firewall; Azurite for a wrong signature too.
-    let check = if r.code.as_deref() == Some("AuthorizationFailure") { format!("{check}, {network}") } else { check };
+    let check =
+        if r.code.as_deref() == Some("AuthorizationFailure") { format!("{check}; or {network}") } else { check };
     let check = match check.chars().next() {
         Some(c) => format!("{}{}", c.to_uppercase(), &check[c.len_utf8()..]),
         None => check,
     };
     format!(
-        "stopped early: {} refused a request in a way that would recur for every file (auth: {}): {}. {check}. {not_attempted} file(s) not attempted.",
-        if (300..400).contains(&r.status) { "the network" } else { "storage" },
+        "stopped early on a refusal that would recur for every file (auth: {}): {}. {check}. {not_attempted} file(s) not attempted.",
         cred.describe(),
         r.error
     )
