@@ -168,6 +168,30 @@ fn net_a_missing_data_role_stops_a_download_after_the_first_refusal() {
     assert_eq!(tree(dir.path()), vec!["manifest.json"], "no file written");
 }
 
+#[test]
+fn net_a_container_deleted_mid_run_stops_the_run_and_what_was_done_stands() {
+    // Put Blob number 3 onwards: 404 ContainerNotFound (deleted under the run). With
+    // concurrency 1, two files are stored first: the stop then exits 1, not 3.
+    let gone = Fault::status(404, "ContainerNotFound");
+    let proxy = FaultProxy::start(Azurite::shared(), vec![Rule::new("gone", op("PutBlob"), Times::From(3), gone)]);
+    let c = container("gone");
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..6 {
+        write(dir.path(), &format!("{i}.txt"), format!("file {i}").as_bytes());
+    }
+    let out = via(&proxy, dir.path(), &c).set("source", "*.txt").set("concurrency", "1").run();
+    out.assert_code(1)
+        .assert_contains("404 ContainerNotFound")
+        .assert_contains(&format!(
+            "The container `{c}` does not exist (any more): check `container` (PLUGIN_CONTAINER)"
+        ))
+        .assert_contains("3 file(s) not attempted")
+        .assert_contains("transferred            2")
+        .assert_contains("not attempted          3");
+    assert_eq!(proxy.fired("gone"), 1, "one refusal, then nothing more:\n{}", proxy.log());
+    assert_eq!(list(Azurite::shared(), &c), vec!["0.txt", "1.txt"]);
+}
+
 /// Reads the manifest of a stopped run: nothing transferred, every file failed or not
 /// attempted; returns (failed, not attempted).
 fn manifest_counts(dir: &Path, files: u64) -> (u64, u64) {
