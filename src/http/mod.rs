@@ -170,20 +170,7 @@ impl Http {
             attempt += 1;
             let client_request_id = uuid::Uuid::new_v4().to_string();
             if let Some(r) = self.stop.reason() {
-                return Err(HttpError {
-                    method: req.method.to_string(),
-                    path: req.url.path().to_string(),
-                    status: None,
-                    code: None,
-                    message: format!(
-                        "not sent: the run stopped on {} {} (see the error at the end)",
-                        r.status,
-                        r.code.as_deref().unwrap_or("(redirect)")
-                    ),
-                    request_id: None,
-                    client_request_id,
-                    attempts: attempt - 1,
-                });
+                return Err(not_sent(&req, r, client_request_id, attempt - 1));
             }
             let started = Instant::now();
             let mut used_token = None;
@@ -364,6 +351,24 @@ impl Http {
         }
         let body = resp.bytes().await.map_err(Attempt::Transport)?;
         Ok(Response { status, headers, body, streamed: 0 })
+    }
+}
+
+/// The error of a request not sent because the run had stopped.
+fn not_sent(req: &Request, r: &StopReason, client_request_id: String, attempts: u32) -> HttpError {
+    HttpError {
+        method: req.method.to_string(),
+        path: req.url.path().to_string(),
+        status: None,
+        code: None,
+        message: format!(
+            "not sent: the run stopped on {} {} (see the error at the end)",
+            r.status,
+            r.code.as_deref().unwrap_or("(redirect)")
+        ),
+        request_id: None,
+        client_request_id,
+        attempts,
     }
 }
 

@@ -371,6 +371,13 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
     )
 }
 
+/// The result of a queued file never started because the run had stopped.
+fn not_attempted(eng: &Engine, name: &str, local: &str, size: u64) -> FileResult {
+    let mut r = FileResult::new(name, local, size, eng.store.url(name));
+    r.status = Status::NotAttempted;
+    r
+}
+
 async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
     let cfg = &engine.cfg;
     let root =
@@ -420,9 +427,7 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
             let eng = engine.clone();
             tokio::spawn(async move {
                 if eng.stop.is_stopped() {
-                    let mut r = FileResult::new(&item.name, &item.rel, item.size, eng.store.url(&item.name));
-                    r.status = Status::NotAttempted;
-                    return r;
+                    return not_attempted(&eng, &item.name, &item.rel, item.size);
                 }
                 upload::upload_one(eng, item).await
             })
@@ -544,10 +549,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
             tokio::spawn(async move {
                 if eng.stop.is_stopped() {
                     let local = target.join(&item.rel).to_string_lossy().into_owned();
-                    let mut r =
-                        FileResult::new(&item.remote.name, &local, item.remote.size, eng.store.url(&item.remote.name));
-                    r.status = Status::NotAttempted;
-                    return r;
+                    return not_attempted(&eng, &item.remote.name, &local, item.remote.size);
                 }
                 download::download_one(eng, item, target).await
             })
