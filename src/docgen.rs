@@ -233,8 +233,11 @@ pub fn settings_markdown() -> String {
         "`cache_control`, `content_encoding`, `content_disposition`) must be one line of visible\n",
         "ASCII; only a `content_disposition` file name may be non-ASCII (it is encoded).\n\n",
         "Exit codes: `0` every file done (or skipped as asked); `1` one or more files failed (each is\n",
-        "listed); `2` invalid settings; `3` an error before any file could be transferred (credentials,\n",
-        "missing container, listing, planning); `130`/`143` interrupted (SIGINT/SIGTERM).\n\n",
+        "listed) or the manifest could not be written (the summary is printed first); `2` invalid\n",
+        "settings; `3` nothing could be transferred: an error before any file (credentials, missing\n",
+        "container, listing, planning), or a refusal that recurs for every file (wrong key, expired\n",
+        "SAS, missing role, firewall, a redirect), which stops the run early; `130`/`143`\n",
+        "interrupted (SIGINT/SIGTERM).\n\n",
         "| Setting | Type | Default | Description |\n",
         "|---|---|---|---|\n",
     ));

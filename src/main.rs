@@ -1,8 +1,11 @@
 //! Entry point: logging, settings, the run, and the exit code.
 //!
-//! Exit codes: 0 every file done (or skipped as asked); 1 one or more files failed;
-//! 2 invalid settings; 3 an error before any file could be transferred
-//! (credentials, missing container, listing, planning); 130/143 interrupted.
+//! Exit codes: 0 every file done (or skipped as asked); 1 one or more files failed or were
+//! not attempted, or the manifest could not be written (the summary is printed first);
+//! 2 invalid settings; 3 nothing could be transferred: an error before any file
+//! (credentials, missing container, listing, planning), or a refusal that would recur for
+//! every file (wrong key, expired SAS, missing role, firewall, a redirect) that stopped
+//! the run before any file was done; 130/143 interrupted (SIGINT/SIGTERM).
 
 use std::process::ExitCode;
 
@@ -106,12 +109,15 @@ fn main() -> ExitCode {
                 // Quiet levels still list what failed.
                 tracing::error!("{}", outcome.summary.table(&outcome.results));
             }
-            if outcome.failed() > 0 {
+            if let Some(stop) = &outcome.stopped {
+                tracing::error!("{stop}");
+            } else if outcome.failed() > 0 {
                 tracing::error!("{} file(s) failed", outcome.failed());
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
             }
+            if let Some(m) = &outcome.manifest_error {
+                tracing::error!("{m}");
+            }
+            ExitCode::from(outcome.exit_code())
         }
         Ok(Err(e)) => {
             tracing::error!("{}", chain(&e));

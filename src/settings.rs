@@ -114,7 +114,7 @@ pub const SETTINGS: &[Setting] = &[
     s("max_memory", Kind::Size, Some("32MiB"), "Upper bound of upload buffers in memory, whatever the file sizes (at least one block). Downloads stream to disk and use a few hundred KiB per request."),
     s("retries", Kind::Integer, Some("5"), "Retries of each request on 408/429/500/502/503/504, resets and timeouts (0-50)."),
     s("timeout", Kind::Duration, Some("60s"), "Per-request timeout (a body of N MiB gets N seconds more)."),
-    s("manifest", Kind::String, None, "Path of a JSON manifest to write: one entry per file (name, size, sha256, url, etag, status)."),
+    s("manifest", Kind::String, None, "Path of a JSON manifest to write: one entry per file (name, size, sha256, url, etag, status: `transferred`, `skipped`, `failed`, or `not_attempted` when the run stopped early)."),
     s("dry_run", Kind::Bool, Some("false"), "Plan and print, transfer nothing. An upload dry run needs no credentials."),
     s("provenance", Kind::Bool, Some("true"), "Store metadata naming the CI run that wrote each file (`ci_repo`, `ci_commit`, `ci_build`, `ci_link`)."),
     s("log_level", Kind::Enum(&["error", "warn", "info", "debug", "trace"]), Some("info"), "Log verbosity. No level ever prints a token, key or SAS."),
@@ -178,7 +178,7 @@ pub fn help_text() -> String {
         "\nMoves build artifacts between the workspace and Azure Blob Storage / Azure Files.\n\n",
         "Settings arrive as environment variables PLUGIN_<NAME> (Drone/Woodpecker `settings:`).\n",
         "Lists: comma-joined or a JSON array. Maps: JSON. Sizes: 8MiB, 4M, 1048576. Durations: 30s, 2m, 500ms.\n\n",
-        "Exit codes: 0 every file done; 1 one or more files failed; 2 invalid settings; 3 authentication or service error before any transfer.\n\n"
+        "Exit codes: 0 every file done; 1 one or more files failed, or the manifest could not be written; 2 invalid settings; 3 nothing could be transferred (authentication or service error before any transfer, or a refusal that recurs for every file, which stops the run early); 130/143 interrupted.\n\n"
     ));
     for st in SETTINGS {
         let mut line = format!("  {:<20} {}", st.name, st.kind.type_name());

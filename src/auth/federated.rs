@@ -150,6 +150,12 @@ async fn actions_token(
                 }
                 format!("HTTP {status}")
             }
+            Err(e) if !crate::http::retry::transport_retryable(&e) => {
+                return Err(AuthError::Network(format!(
+                    "the Actions ID-token endpoint: {} (not retried)",
+                    crate::http::describe_transport(&e)
+                )))
+            }
             Err(e) => crate::http::describe_transport(&e),
         };
         if attempt > retry.max_retries {
@@ -287,6 +293,12 @@ impl TokenSource for FederatedSource {
                         })));
                     }
                     (format!("HTTP {status}"), hint)
+                }
+                Err(e) if !crate::http::retry::transport_retryable(&e) => {
+                    return Err(AuthError::Network(format!(
+                        "the Entra ID token exchange ({url}): {} (not retried)",
+                        crate::http::describe_transport(&e)
+                    )))
                 }
                 Err(e) => (crate::http::describe_transport(&e), None),
             };

@@ -171,6 +171,12 @@ impl TokenSource for ManagedIdentitySource {
                     }
                     (format!("HTTP {status} {detail}"), hint)
                 }
+                Err(e) if !crate::http::retry::transport_retryable(&e) => {
+                    return Err(AuthError::ManagedIdentity(format!(
+                        "{what}: {} (not retried)",
+                        crate::http::describe_transport(&e)
+                    )))
+                }
                 Err(e) => (crate::http::describe_transport(&e), None),
             };
             if attempt > self.retry.max_retries {
@@ -204,6 +210,7 @@ pub async fn probe_imds(host: &str) -> bool {
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(3))
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(c) => c,

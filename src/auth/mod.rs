@@ -176,6 +176,8 @@ fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
         .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
         .timeout(cfg.timeout)
         .user_agent(concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")))
+        // Entra ID, IMDS and the Actions endpoint answer directly: a redirect is refused.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| AuthError::Network(format!("cannot build the HTTP client: {}", e.without_url())))
 }

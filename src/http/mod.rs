@@ -6,9 +6,14 @@
 //! `Bytes`, so a retry re-sends the same buffer without copying. Responses are read
 //! whole inside the attempt, so a connection dropped mid-body is retried like any
 //! other transport failure. Nothing here prints a URL's query string.
+//!
+//! Redirects are never followed (Azure Storage never redirects; a 3xx means a proxy or a
+//! captive portal answered): a 3xx is a failure naming its `Location` without the query.
+//! A refusal that will recur for every request trips the run-wide [`Stop`] (`stop.rs`).
 
 pub mod error;
 pub mod retry;
+pub mod stop;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +26,7 @@ use reqwest::Method;
 use crate::auth::Credential;
 pub use error::HttpError;
 pub use retry::RetryPolicy;
+pub use stop::{Stop, StopReason};
 
 /// The REST API version sent on every request (Azurite 3.37 accepts up to 2026-06-06).
 pub const API_VERSION: &str = "2025-11-05";
@@ -105,6 +111,8 @@ pub struct Http {
     timeout: Duration,
     user_agent: String,
     pub stats: Arc<Stats>,
+    /// Tripped by the first refusal that will recur for every request (see `stop.rs`).
+    pub stop: Arc<Stop>,
 }
 
 impl Http {
@@ -119,21 +127,25 @@ impl Http {
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .pool_max_idle_per_host(pool.max(8))
             .tcp_nodelay(true)
+            // Azure Storage never redirects: a 3xx is reported, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
         let mut user_agent = concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")).to_string();
         if let Some(l) = ci_label {
             user_agent.push_str(&format!(" ({l})"));
         }
-        Ok(Http { client, credential, retry, timeout, user_agent, stats: Arc::default() })
+        Ok(Http { client, credential, retry, timeout, user_agent, stats: Arc::default(), stop: Arc::default() })
     }
 
     pub fn credential(&self) -> &Credential {
         &self.credential
     }
 
-    /// Sends a request, retrying retryable failures. Returns the response for a 2xx/3xx
-    /// status and an [`HttpError`] (with status, Azure code and both request ids) otherwise.
+    /// Sends a request, retrying retryable failures. Returns the response for a 2xx
+    /// status and an [`HttpError`] (with status, Azure code and both request ids) otherwise;
+    /// a 3xx is an error naming its `Location` (query removed), never retried or followed.
+    /// Once the run is stopped ([`Stop`]), nothing more is sent.
     ///
     /// With a bearer credential, a request refused as unauthenticated (401, or 403 with
     /// `InvalidAuthenticationInfo` / `AuthenticationFailed`, which is how Azurite refuses
@@ -157,6 +169,9 @@ impl Http {
         loop {
             attempt += 1;
             let client_request_id = uuid::Uuid::new_v4().to_string();
+            if let Some(r) = self.stop.reason() {
+                return Err(not_sent(&req, r, client_request_id, attempt - 1));
+            }
             let started = Instant::now();
             let mut used_token = None;
             let result = self.attempt(&req, sink, &client_request_id, &mut used_token).await;
@@ -196,16 +211,18 @@ impl Http {
             }
             let budget_used = attempt - u32::from(refreshed);
             let (err, hint) = match result {
-                Ok(resp) if resp.status < 400 => {
+                Ok(resp) if resp.status < 300 => {
                     tracing::debug!(
                         method = %req.method, path = req.url.path(), status = resp.status,
                         client_request_id, ms = started.elapsed().as_millis() as u64, "request"
                     );
                     return Ok(resp);
                 }
+                Ok(resp) if resp.status < 400 => return Err(self.redirected(&req, &resp, client_request_id, attempt)),
                 Ok(resp) => {
                     let (code, message) = error::parse_error_body(&resp.body);
-                    let code = resp.header("x-ms-error-code").map(str::to_string).or(code);
+                    let code =
+                        resp.header("x-ms-error-code").map(str::to_string).or(code).filter(|c| !c.trim().is_empty());
                     let hint = retry::server_hint(&resp.headers);
                     let retryable = RetryPolicy::retryable(resp.status, code.as_deref());
                     let mut message = message.unwrap_or_default();
@@ -227,12 +244,20 @@ impl Http {
                     };
                     if !retryable {
                         tracing::debug!(error = %e, "request failed");
+                        if stop::fatal_for_all(resp.status, e.code.as_deref()) {
+                            self.stop.trip(StopReason {
+                                status: resp.status,
+                                code: e.code.clone(),
+                                location: None,
+                                error: e.to_string(),
+                            });
+                        }
                         return Err(e);
                     }
                     (e, hint)
                 }
-                Err(e) => (
-                    HttpError {
+                Err(e) => {
+                    let err = HttpError {
                         method: req.method.to_string(),
                         path: req.url.path().to_string(),
                         status: None,
@@ -241,9 +266,13 @@ impl Http {
                         request_id: None,
                         client_request_id,
                         attempts: attempt,
-                    },
-                    None,
-                ),
+                    };
+                    // An unbuildable request or a TLS refusal would fail the same way again.
+                    if !retry::transport_retryable(&e) {
+                        return Err(err);
+                    }
+                    (err, None)
+                }
             };
             if budget_used > self.retry.max_retries {
                 return Err(err);
@@ -253,6 +282,30 @@ impl Http {
             tracing::warn!("retrying in {:.1}s: {err}", wait.as_secs_f64());
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// A 3xx: the error, and the run stopped (every request would be redirected alike).
+    fn redirected(&self, req: &Request, resp: &Response, client_request_id: String, attempt: u32) -> HttpError {
+        let location = resp.header("location").map(|l| stop::safe_location(&req.url, l));
+        let message = match &location {
+            Some(l) => format!(
+                "redirected to {l}; not followed: Azure Storage never redirects, so something else answered (a proxy or a captive portal)"
+            ),
+            None => "a redirect without a Location; not followed: Azure Storage never redirects".into(),
+        };
+        let e = HttpError {
+            method: req.method.to_string(),
+            path: req.url.path().to_string(),
+            status: Some(resp.status),
+            code: None,
+            message,
+            request_id: resp.header("x-ms-request-id").map(str::to_string),
+            client_request_id,
+            attempts: attempt,
+        };
+        tracing::debug!(error = %e, "request redirected");
+        self.stop.trip(StopReason { status: resp.status, code: None, location, error: e.to_string() });
+        e
     }
 
     async fn attempt(
@@ -301,6 +354,24 @@ impl Http {
     }
 }
 
+/// The error of a request not sent because the run had stopped.
+fn not_sent(req: &Request, r: &StopReason, client_request_id: String, attempts: u32) -> HttpError {
+    HttpError {
+        method: req.method.to_string(),
+        path: req.url.path().to_string(),
+        status: None,
+        code: None,
+        message: format!(
+            "not sent: the run stopped on {} {} (see the error at the end)",
+            r.status,
+            r.code.as_deref().unwrap_or("(redirect)")
+        ),
+        request_id: None,
+        client_request_id,
+        attempts,
+    }
+}
+
 /// Why an attempt produced no response.
 enum Attempt {
     Transport(reqwest::Error),
@@ -321,7 +392,9 @@ pub fn token_refused(status: u16, code: Option<&str>) -> bool {
 
 /// A transport error in words, without the URL (its query may hold a SAS).
 pub(crate) fn describe_transport(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
+    let kind = if e.is_builder() {
+        "the request could not be built"
+    } else if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "connection failed"
@@ -412,6 +485,109 @@ mod tests {
         let req = Request::new(Method::GET, format!("{}/c/b", server.uri()).parse().unwrap());
         let e = client().send_streamed(req, &sink).await.unwrap_err();
         assert!(e.is_code("BlobNotFound"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_nor_retried_and_its_location_is_printed_without_the_query() {
+        let elsewhere = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(201))
+            .expect(0)
+            .mount(&elsewhere)
+            .await;
+        for status in [301u16, 302, 303, 307, 308] {
+            let server = wiremock::MockServer::start().await;
+            let to = format!("{}/acct/c/a.txt?sv=2025&sig=SECRET", elsewhere.uri());
+            wiremock::Mock::given(wiremock::matchers::method("PUT"))
+                .respond_with(wiremock::ResponseTemplate::new(status).insert_header("location", to.as_str()))
+                .expect(1)
+                .mount(&server)
+                .await;
+            let http = client();
+            http.stop.arm();
+            let req = Request::new(Method::PUT, format!("{}/acct/c/a.txt", server.uri()).parse().unwrap())
+                .body(Bytes::from_static(b"data"));
+            let e = http.send(req).await.unwrap_err();
+            assert_eq!((e.status, e.attempts), (Some(status), 1), "{e}");
+            let s = e.to_string();
+            assert!(s.contains(&format!("redirected to {}/acct/c/a.txt;", elsewhere.uri())), "{s}");
+            assert!(!s.contains("SECRET") && !s.contains("sv=2025"), "the query may hold a SAS: {s}");
+            assert_eq!(http.stop.reason().map(|r| r.status), Some(status), "a redirect stops the run");
+            server.verify().await;
+        }
+        elsewhere.verify().await;
+    }
+
+    #[tokio::test]
+    async fn once_stopped_nothing_more_is_sent() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(403).insert_header("x-ms-error-code", "AuthenticationFailed"))
+            .mount(&server)
+            .await;
+        let http = client();
+        let url: url::Url = format!("{}/acct/c/a", server.uri()).parse().unwrap();
+        http.send(Request::new(Method::GET, url.clone())).await.unwrap_err();
+        assert!(!http.stop.is_stopped(), "not armed yet: a refusal before the transfers is the caller's to judge");
+        http.stop.arm();
+        let e = http.send(Request::new(Method::GET, url.clone())).await.unwrap_err();
+        assert!(e.is_code("AuthenticationFailed"), "{e}");
+        assert!(http.stop.is_stopped());
+        let e = http.send(Request::new(Method::GET, url)).await.unwrap_err();
+        assert!(e.message.starts_with("not sent: the run stopped on 403 AuthenticationFailed"), "{e}");
+        assert_eq!(http.stats.requests.load(Ordering::Relaxed), 2);
+        // The third request never left: the server saw two.
+        assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_cannot_be_built_is_not_retried() {
+        let retry = RetryPolicy { max_retries: 5, base: Duration::from_secs(2), cap: Duration::from_secs(2) };
+        let http = Http::new(Credential::None, retry, Duration::from_secs(5), None, 4).unwrap();
+        let started = Instant::now();
+        let e = http.send(Request::new(Method::GET, "ftp://127.0.0.1:1/acct/c/a".parse().unwrap())).await.unwrap_err();
+        assert_eq!(e.attempts, 1, "{e}");
+        assert_eq!(http.stats.retries.load(Ordering::Relaxed), 0);
+        assert!(started.elapsed() < Duration::from_secs(2), "no backoff was waited");
+    }
+
+    struct Minting(Arc<AtomicU64>);
+
+    #[async_trait::async_trait]
+    impl crate::auth::token::TokenSource for Minting {
+        async fn fetch(&self) -> Result<crate::auth::AccessToken, crate::auth::AuthError> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            let token = crate::config::Secret::new(format!("token-{n}"));
+            Ok(crate::auth::AccessToken::new(token, std::time::SystemTime::now() + Duration::from_secs(3600)))
+        }
+        fn identity(&self) -> String {
+            "test identity".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_refreshed_once_before_the_run_stops() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(
+                wiremock::ResponseTemplate::new(401).insert_header("x-ms-error-code", "InvalidAuthenticationInfo"),
+            )
+            .mount(&server)
+            .await;
+        let minted = Arc::new(AtomicU64::new(0));
+        let cache = crate::auth::token::TokenCache::new(Box::new(Minting(minted.clone())));
+        let bearer = crate::auth::Bearer { kind: crate::auth::BearerKind::Federated, cache };
+        let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
+        let http = Http::new(Credential::Bearer(Arc::new(bearer)), retry, Duration::from_secs(5), None, 4).unwrap();
+        http.stop.arm();
+        let url: url::Url = format!("{}/acct/c/a", server.uri()).parse().unwrap();
+        let e = http.send(Request::new(Method::GET, url)).await.unwrap_err();
+        assert!(e.is_status(401), "{e}");
+        let seen = server.received_requests().await.unwrap();
+        assert_eq!(seen.len(), 2, "the refused token, then a fresh one");
+        assert_eq!(seen[1].headers.get("authorization").unwrap(), "Bearer token-2");
+        assert_eq!(minted.load(Ordering::SeqCst), 2);
+        assert_eq!(http.stop.reason().map(|r| r.status), Some(401), "a fresh token refused too: the run stops");
     }
 
     #[test]

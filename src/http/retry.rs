@@ -1,7 +1,10 @@
 //! The retry policy: which failures are retried, and how long to wait.
 //!
 //! Retried: 408, 429, 500, 502, 503, 504 and transport failures (connect, reset,
-//! timeout, truncated body), only for idempotent requests. Also retried: a 400 whose
+//! timeout, truncated body), only for idempotent requests. Never retried: a request
+//! that could not be built (an invalid URL, a scheme other than http/https), a redirect,
+//! and a TLS failure (an untrusted certificate, a handshake refused): each would fail the
+//! same way every time ([`transport_retryable`]). Also retried: a 400 whose
 //! code says the body arrived corrupted (`Crc64Mismatch`, `Md5Mismatch`). The plugin
 //! computed that checksum from the buffer it still holds, so a mismatch means the bytes
 //! were damaged on the way (a transport fault), and re-sending the same buffer is safe
@@ -47,6 +50,35 @@ impl RetryPolicy {
             None => jitter.max(Duration::from_millis(10)),
         }
     }
+}
+
+/// Is a transport failure (no response) worth another attempt? Connects refused or
+/// reset, timeouts and bodies cut short are; a request that could not be built, a
+/// redirect and a TLS/certificate failure are not: they recur on every attempt.
+pub fn transport_retryable(e: &reqwest::Error) -> bool {
+    if e.is_builder() || e.is_redirect() {
+        return false;
+    }
+    // The error's own text holds the URL (a host may contain any word): read its causes.
+    std::error::Error::source(e).map(|s| !is_tls_failure(s)).unwrap_or(true)
+}
+
+/// Whether an error's cause chain is a TLS failure (rustls words: an invalid peer
+/// certificate, a fatal alert, a handshake or a corrupt record, e.g. TLS spoken to a
+/// plain-HTTP port). reqwest does not type these, so the chain's text is read.
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        let t = s.to_string().to_ascii_lowercase();
+        if ["certificate", "fatal alert", "handshake", "corrupt message", "peer is incompatible", "peer misbehaved"]
+            .iter()
+            .any(|w| t.contains(w))
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// Reads `x-ms-retry-after-ms` or `Retry-After` (seconds or an HTTP date).

@@ -21,6 +21,9 @@ use crate::http::{BodySink, Http, Request};
 use crate::transfer::checksum::{crc64, crc64_header, BodySum};
 
 /// Characters left as-is in a path segment.
+/// Azure allows 50,000 blocks per blob (Put Block List).
+pub const MAX_BLOCKS: u64 = 50_000;
+
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Percent-encodes a name segment by segment, keeping `/`.
@@ -248,6 +251,10 @@ impl Store for BlobStore {
 
     fn max_single_put(&self) -> u64 {
         5000 << 20
+    }
+
+    fn max_chunks(&self) -> Option<u64> {
+        Some(MAX_BLOCKS)
     }
 
     async fn ensure_container(&self, create: bool) -> Result<()> {

@@ -231,6 +231,10 @@ pub trait Store: Send + Sync {
     fn max_chunk(&self) -> u64;
     /// Largest file sent in one request instead of chunks.
     fn max_single_put(&self) -> u64;
+    /// Most chunks one item may be made of (`None`: no limit).
+    fn max_chunks(&self) -> Option<u64> {
+        None
+    }
     /// The per-request checksum this store sends, given the `checksum` setting; the engine
     /// computes it while hashing, so a store never hashes a body again.
     fn body_checksum(&self, wanted: Checksum) -> Checksum {

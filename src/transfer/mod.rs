@@ -6,6 +6,12 @@
 //! credentials, plans, prints the start line, runs the transfers with a progress
 //! ticker, and returns per-file results and the summary; `main` turns that into an
 //! exit code.
+//!
+//! A refusal that will recur for every file (bad credentials, a firewall, a missing
+//! container, a redirect) trips the run's [`Stop`]: queued files are not started and are
+//! reported as not attempted, and the run ends with one message saying what to check.
+//! Files a blob could not hold in 50,000 blocks of the largest block this run may use
+//! are refused at planning, before any request ([`Engine::check_block_counts`]).
 
 pub mod checksum;
 pub mod dirfd;
@@ -28,7 +34,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{self, AuthError, Credential};
 use crate::config::{human_bytes, Action, Config, LogFormat, Service};
-use crate::http::{Http, RetryPolicy};
+use crate::http::{Http, RetryPolicy, Stop, StopReason};
 use crate::storage::blob::BlobStore;
 use crate::storage::files::FilesStore;
 use crate::storage::{StorageError, Store};
@@ -44,7 +50,7 @@ pub const DEFAULT_BLOCK: u64 = 4 << 20;
 /// ranges and ~1.6 s in 8 MiB ones (docs/benchmarks.md); azcopy also reads 8 MiB at a time.
 pub const DEFAULT_RANGE: u64 = 8 << 20;
 /// Azure allows 50,000 blocks per blob.
-pub const MAX_BLOCKS: u64 = 50_000;
+pub use crate::storage::blob::MAX_BLOCKS;
 
 /// Memory permits are counted in KiB so that budgets above 4 GiB fit the semaphore.
 const MEM_UNIT: u64 = 1024;
@@ -68,6 +74,8 @@ pub struct Engine {
     memory: Arc<Semaphore>,
     pub memory_total: u64,
     pub progress: Arc<Progress>,
+    /// Shared with the HTTP layer: set once every remaining file would fail alike.
+    pub stop: Arc<Stop>,
 }
 
 impl Engine {
@@ -81,14 +89,45 @@ impl Engine {
             memory_total,
             cfg,
             progress: Arc::new(Progress::new()),
+            stop: Arc::default(),
         }
+    }
+
+    /// The same engine, sharing the HTTP layer's stop signal.
+    pub fn with_stop(mut self, stop: Arc<Stop>) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// Block size for a file: the setting (or 4 MiB), raised so the file fits in 50,000
     /// blocks, capped by what one request may carry and by the memory budget.
     pub fn block_size_for(&self, size: u64) -> u64 {
-        let base = self.cfg.block_size.unwrap_or(DEFAULT_BLOCK);
-        base.max(size.div_ceil(MAX_BLOCKS)).min(self.store.max_chunk()).min(self.memory_total).max(1)
+        block_size(self.cfg.block_size.unwrap_or(DEFAULT_BLOCK), size, self.max_block())
+    }
+
+    /// The largest block this run may use: what one request may carry, within the
+    /// memory budget (a block is held whole while it is sent).
+    pub fn max_block(&self) -> u64 {
+        self.store.max_chunk().min(self.memory_total).max(1)
+    }
+
+    /// Refuses, before any request, files that need more chunks than the store allows
+    /// at [`max_block`](Self::max_block) (a blob: 50,000 blocks), naming each file, its
+    /// size and the setting that would allow it.
+    pub fn check_block_counts<'a>(&self, files: impl IntoIterator<Item = (&'a str, u64)>) -> Result<(), RunError> {
+        let Some(limit) = self.store.max_chunks() else { return Ok(()) };
+        let refused: Vec<String> = files
+            .into_iter()
+            .filter_map(|(rel, size)| too_many_blocks(rel, size, limit, self.max_block(), self.store.max_chunk()))
+            .collect();
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(RunError::Other(format!(
+            "{} file(s) cannot be uploaded as one blob: {}",
+            refused.len(),
+            refused.join("; ")
+        )))
     }
 
     /// Range size for downloading: `block_size` when set, else [`DEFAULT_RANGE`]. Not
@@ -111,15 +150,75 @@ impl Engine {
     }
 }
 
+/// The block size for a file of `size` bytes: `base`, raised so the file fits in
+/// [`MAX_BLOCKS`], capped by `max_block`. When the cap binds, the file needs more than
+/// [`MAX_BLOCKS`] blocks: [`too_many_blocks`] refuses it at planning.
+pub fn block_size(base: u64, size: u64, max_block: u64) -> u64 {
+    base.max(size.div_ceil(MAX_BLOCKS)).min(max_block).max(1)
+}
+
+/// Why a file of `size` bytes cannot be stored in `limit` chunks of at most `max_block`
+/// bytes (`max_chunk`: what the service accepts in one request), or `None` when it can.
+pub fn too_many_blocks(rel: &str, size: u64, limit: u64, max_block: u64, max_chunk: u64) -> Option<String> {
+    let needed = size.div_ceil(limit.max(1));
+    if needed <= max_block {
+        return None;
+    }
+    let what = format!("`{rel}` ({}, {size} bytes)", human_bytes(size));
+    if needed > max_chunk {
+        return Some(format!(
+            "{what} is larger than Azure allows for a block blob ({} blocks of at most {})",
+            thousands(limit),
+            human_bytes(max_chunk)
+        ));
+    }
+    let mib = needed.div_ceil(1 << 20);
+    Some(format!(
+        "{what} needs more than {} blocks of {}, the largest this run may use (`max_memory`, PLUGIN_MAX_MEMORY, is {}); set `max_memory` to at least {mib}MiB (Azure accepts blocks up to {})",
+        thousands(limit),
+        human_bytes(max_block),
+        human_bytes(max_block),
+        human_bytes(max_chunk)
+    ))
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Everything a run produced.
 pub struct Outcome {
     pub results: Vec<FileResult>,
     pub summary: Summary,
+    /// The run stopped early: what was refused, what to check, how many files were left.
+    pub stopped: Option<String>,
+    /// The manifest could not be written (the transfers themselves are as reported).
+    pub manifest_error: Option<String>,
 }
 
 impl Outcome {
     pub fn failed(&self) -> u64 {
         self.summary.files_failed
+    }
+
+    /// The exit code: 0 all done; 1 some file failed or was not attempted, or the manifest
+    /// could not be written; 3 the run stopped early with nothing transferred.
+    pub fn exit_code(&self) -> u8 {
+        if self.stopped.is_some() && self.summary.files_transferred == 0 {
+            3
+        } else if self.failed() > 0 || self.summary.files_not_attempted > 0 || self.manifest_error.is_some() {
+            1
+        } else {
+            0
+        }
     }
 }
 
@@ -172,7 +271,7 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
         Service::Blob => Arc::new(BlobStore::new(http.clone(), &cfg.endpoint, &cfg.container)),
         Service::File => Arc::new(FilesStore::new(http.clone(), &cfg.endpoint, &cfg.container)),
     };
-    let engine = Arc::new(Engine::new(store.clone(), cfg.clone()));
+    let engine = Arc::new(Engine::new(store.clone(), cfg.clone()).with_stop(http.stop.clone()));
 
     let results = match cfg.action {
         Action::Upload => run_upload(&engine, &credential).await?,
@@ -180,6 +279,10 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     };
     let mut results = results;
     results.sort_by(|a, b| a.name.cmp(&b.name));
+    let stopped = http.stop.reason().map(|r| {
+        let left = results.iter().filter(|f| f.status == Status::NotAttempted).count();
+        stop_message(&cfg, &credential, r, left)
+    });
     let summary = Summary::from_results(
         action_word(cfg.action),
         &results,
@@ -188,8 +291,9 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
         http.stats.retries.load(Ordering::Relaxed),
         cfg.dry_run,
     );
+    let mut manifest_error = None;
     if let Some(path) = &cfg.manifest {
-        report::write_manifest(
+        match report::write_manifest(
             path,
             summary.action,
             cfg.service.as_str(),
@@ -197,11 +301,83 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
             &cfg.container,
             &summary,
             &results,
-        )
-        .map_err(|e| RunError::Other(format!("cannot write the manifest `{}`: {e}", path.display())))?;
-        tracing::info!("manifest written to {}", path.display());
+        ) {
+            Ok(()) => tracing::info!("manifest written to {}", path.display()),
+            Err(e) => {
+                manifest_error = Some(format!(
+                "cannot write the manifest `{}` (`manifest`, PLUGIN_MANIFEST): {e}; the transfers above are as listed",
+                path.display()
+            ))
+            }
+        }
     }
-    Ok(Outcome { results, summary })
+    Ok(Outcome { results, summary, stopped, manifest_error })
+}
+
+/// The one message of a run that stopped early: what was refused, by which auth mode,
+/// what to check, and how many files were left.
+fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: usize) -> String {
+    let env = crate::settings::env_name;
+    let role = match cfg.service {
+        Service::Blob => "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
+        Service::File => "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
+    };
+    let network = "the account refuses this runner: its firewall or private endpoint does not allow the runner's IP, or a SAS is limited to other IPs or protocols (`sip`, `spr`)";
+    let check = match (r.status, r.code.as_deref()) {
+        (300..=399, _) => format!(
+            "Azure Storage never redirects: something between this runner and Azure answered (a proxy, a captive portal); check `endpoint` ({}, now {}) and the runner's network and proxy settings (HTTPS_PROXY)",
+            env("endpoint"),
+            cfg.endpoint
+        ),
+        (404, _) => format!(
+            "the {} `{}` does not exist (any more): check `{}` ({}), or set `create_container: true`",
+            cfg.container_word(),
+            cfg.container,
+            cfg.container_word(),
+            env(cfg.container_word())
+        ),
+        (403, Some("AuthorizationSourceIPMismatch" | "AuthorizationProtocolMismatch")) => network.to_string(),
+        (403, Some("KeyBasedAuthenticationNotPermitted")) => {
+            "the account does not allow Shared Key or SAS: use a federated token or a managed identity (`auth`, docs/auth.md)".to_string()
+        }
+        _ => match cred {
+            Credential::SharedKey(_) => format!(
+                "check that `account_key` ({}) — or the AccountKey in `connection_string` ({}) — is a current key of account `{}` (keys can be rotated: Access keys in the portal)",
+                env("account_key"),
+                env("connection_string"),
+                cfg.account
+            ),
+            Credential::Sas(_) => format!(
+                "check that `sas_token` ({}) is for account `{}`, has not expired (`se`), is already valid (`st`), and grants what this run needs (upload: `c`,`w`; download: `r`,`l`)",
+                env("sas_token"),
+                cfg.account
+            ),
+            Credential::Bearer(_) => format!(
+                "a fresh token was refused too: check that the identity has a data role on account `{}` — {role} — and that `tenant_id` / `client_id` name the identity you meant",
+                cfg.account
+            ),
+            Credential::None => "no credential was given".to_string(),
+        },
+    };
+    // Azure says AuthorizationFailure for a firewall; Azurite for a wrong signature too.
+    let check =
+        if r.code.as_deref() == Some("AuthorizationFailure") { format!("{check}; or {network}") } else { check };
+    let check = match check.chars().next() {
+        Some(c) => format!("{}{}", c.to_uppercase(), &check[c.len_utf8()..]),
+        None => check,
+    };
+    format!(
+        "stopped early on a refusal that would recur for every file (auth: {}): {}. {check}. {not_attempted} file(s) not attempted.",
+        cred.describe(),
+        r.error
+    )
+}
+
+/// The result of a queued file never started because the run had stopped.
+fn not_attempted(eng: &Engine, name: &str, local: &str, size: u64) -> FileResult {
+    let mut r = FileResult::new(name, local, size, eng.store.url(name));
+    r.status = Status::NotAttempted;
+    r
 }
 
 async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
@@ -217,6 +393,7 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
     }
     let total: u64 = plan.items.iter().map(|i| i.size).sum();
     tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
+    engine.check_block_counts(plan.items.iter().map(|i| (i.rel.as_str(), i.size)))?;
     let mut results: Vec<FileResult> = plan
         .skipped
         .iter()
@@ -248,13 +425,22 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
         return Err(AuthError::Missing("no credentials".into()).into());
     }
     engine.store.ensure_container(cfg.create_container).await?;
+    engine.stop.arm();
     let c = &engine.progress.counters;
     c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
     let done: Vec<FileResult> = futures::stream::iter(plan.items)
-        .map(|item| tokio::spawn(upload::upload_one(engine.clone(), item)))
+        .map(|item| {
+            let eng = engine.clone();
+            tokio::spawn(async move {
+                if eng.stop.is_stopped() {
+                    return not_attempted(&eng, &item.name, &item.rel, item.size);
+                }
+                upload::upload_one(eng, item).await
+            })
+        })
         .buffer_unordered(cfg.concurrency)
         .map(|r| r.expect("upload task panicked"))
         .collect()
@@ -365,8 +551,18 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
     let target = Arc::new(download::Target::open(target).map_err(RunError::Other)?);
+    engine.stop.arm();
     let done: Vec<FileResult> = futures::stream::iter(plan.items)
-        .map(|item| tokio::spawn(download::download_one(engine.clone(), item, target.clone())))
+        .map(|item| {
+            let (eng, target) = (engine.clone(), target.clone());
+            tokio::spawn(async move {
+                if eng.stop.is_stopped() {
+                    let local = target.path.join(&item.rel).to_string_lossy().into_owned();
+                    return not_attempted(&eng, &item.remote.name, &local, item.remote.size);
+                }
+                download::download_one(eng, item, target).await
+            })
+        })
         .buffer_unordered(cfg.concurrency)
         .map(|r| r.expect("download task panicked"))
         .collect()
@@ -374,4 +570,64 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
     ticker.stop();
     results.extend(done);
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+    const BLOB_MAX_CHUNK: u64 = 4000 * MIB;
+
+    /// Blocks a file is cut into at `block` bytes.
+    fn count(size: u64, block: u64) -> u64 {
+        size.div_ceil(block)
+    }
+
+    #[test]
+    fn a_file_that_fits_in_50000_blocks_gets_a_block_size_that_does() {
+        let max_block = 32 * MIB; // the default `max_memory`
+        for size in [0, 1, 4 * MIB, 195 * (1 << 30), 50_000 * 4 * MIB + 1, 50_000 * max_block - 1, 50_000 * max_block] {
+            assert_eq!(too_many_blocks("f", size, MAX_BLOCKS, max_block, BLOB_MAX_CHUNK), None, "{size}");
+            let b = block_size(DEFAULT_BLOCK, size, max_block);
+            assert!(b <= max_block && b >= DEFAULT_BLOCK.min(max_block), "{size}: {b}");
+            assert!(count(size, b) <= MAX_BLOCKS, "{size}: {} blocks of {b}", count(size, b));
+        }
+        // Raised only as far as needed: 50,000 × 4 MiB + 1 byte takes 4 MiB + 1 byte blocks.
+        assert_eq!(block_size(DEFAULT_BLOCK, 50_000 * 4 * MIB + 1, max_block), 4 * MIB + 1);
+    }
+
+    #[test]
+    fn one_byte_past_50000_blocks_of_the_largest_block_is_refused_before_sending() {
+        let max_block = 32 * MIB;
+        let size = 50_000 * max_block + 1;
+        // Without the check the capped block size would need 50,001 blocks.
+        assert_eq!(count(size, block_size(DEFAULT_BLOCK, size, max_block)), 50_001);
+        let why = too_many_blocks("big.img", size, MAX_BLOCKS, max_block, BLOB_MAX_CHUNK).unwrap();
+        assert!(
+            why.starts_with(&format!("`big.img` (1.5 TiB, {size} bytes) needs more than 50,000 blocks of 32.0 MiB")),
+            "{why}"
+        );
+        assert!(why.contains("`max_memory`, PLUGIN_MAX_MEMORY, is 32.0 MiB"), "{why}");
+        assert!(why.contains("set `max_memory` to at least 33MiB"), "{why}");
+        // With that much memory it fits.
+        assert_eq!(too_many_blocks("big.img", size, MAX_BLOCKS, 33 * MIB, BLOB_MAX_CHUNK), None);
+        assert!(count(size, block_size(DEFAULT_BLOCK, size, 33 * MIB)) <= MAX_BLOCKS);
+    }
+
+    #[test]
+    fn a_file_larger_than_any_blob_is_refused_without_suggesting_memory() {
+        let size = 50_000 * BLOB_MAX_CHUNK + 1;
+        let why = too_many_blocks("huge", size, MAX_BLOCKS, BLOB_MAX_CHUNK, BLOB_MAX_CHUNK).unwrap();
+        assert!(why.contains("larger than Azure allows for a block blob (50,000 blocks of at most 3.9 GiB)"), "{why}");
+        assert!(!why.contains("max_memory"), "{why}");
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(50_000), "50,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }

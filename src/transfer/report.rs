@@ -14,6 +14,9 @@ pub enum Status {
     Transferred,
     Skipped,
     Failed,
+    /// Never started: the run stopped early on a refusal that would have failed it too.
+    #[serde(rename = "not_attempted")]
+    NotAttempted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +66,8 @@ pub struct Summary {
     pub files_transferred: u64,
     pub files_skipped: u64,
     pub files_failed: u64,
+    /// Files never started because the run stopped early (see `http::stop`).
+    pub files_not_attempted: u64,
     pub bytes_transferred: u64,
     pub bytes_skipped: u64,
     pub seconds: f64,
@@ -89,6 +94,7 @@ impl Summary {
             files_transferred: count(Status::Transferred),
             files_skipped: count(Status::Skipped),
             files_failed: count(Status::Failed),
+            files_not_attempted: count(Status::NotAttempted),
             bytes_transferred: bt,
             bytes_skipped: bytes(Status::Skipped),
             seconds: elapsed.as_secs_f64(),
@@ -112,6 +118,9 @@ impl Summary {
         ));
         out.push_str(&format!("{:<16}{:>8}  {:>12}\n", "skipped", self.files_skipped, human_bytes(self.bytes_skipped)));
         out.push_str(&format!("{:<16}{:>8}\n", "failed", self.files_failed));
+        if self.files_not_attempted > 0 {
+            out.push_str(&format!("{:<16}{:>8}\n", "not attempted", self.files_not_attempted));
+        }
         out.push_str(&format!(
             "{} in {} ({}/s), {} request{}, {} retr{}",
             self.action,
@@ -152,7 +161,7 @@ struct Manifest<'a> {
     files: &'a [FileResult],
 }
 
-/// Writes the manifest atomically (temp file + rename).
+/// Writes the manifest atomically (temp file + rename); a failed write leaves no temp file.
 #[allow(clippy::too_many_arguments)]
 pub fn write_manifest(
     path: &Path,
@@ -178,6 +187,9 @@ pub fn write_manifest(
         std::fs::create_dir_all(parent)?;
     }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

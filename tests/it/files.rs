@@ -412,10 +412,14 @@ fn sas_token_round_trip_including_the_rename_source() {
     assert!(fake.file("sas", "dir/f.bin").unwrap().data == data);
     base().set("action", "download").set("source", "dir/").set("target", "back").run().assert_ok();
     assert!(std::fs::read(ws.path().join("back/dir/f.bin")).unwrap() == data);
-    // A SAS without write permission is refused by the service, and the error says so.
+    // A SAS without write permission is refused by the service, and the error says so; the
+    // refusal would recur for every file, so the run stops: nothing transferred, exit 3.
     let ro = account_sas("rl", "2099-01-01T00:00:00Z");
     let out = base().set("sas_token", ro).set("source", "dir/s.txt").run();
-    out.assert_code(1).assert_contains("AuthenticationFailed");
+    out.assert_code(3)
+        .assert_contains("AuthenticationFailed")
+        .assert_contains("stopped early")
+        .assert_contains("Check that `sas_token` (PLUGIN_SAS_TOKEN)");
 }
 
 /// IMDS stand-in handing out one opaque token (the runtime serves it while it lives).
