@@ -7,6 +7,11 @@
 //! rename or symlink swap of a path above or at it can redirect where the bytes land:
 //! the kernel resolves nothing by path again. Names passed here are single components
 //! (no `/`), checked by the planner.
+//!
+//! The directories the plugin writes into by name — the download `target` and the
+//! directory of the `manifest` — are opened with [`open_beneath`]: the part of the path
+//! inside the workspace is walked the same way, so a pull request that commits
+//! `dist -> /etc` (or a link in any parent of `target`) cannot redirect a write.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -142,9 +147,113 @@ pub fn unlink_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) }).map(drop)
 }
 
+/// Why [`open_beneath`] refused a path.
+#[derive(Debug, thiserror::Error)]
+pub enum BeneathError {
+    #[error(
+        "`{0}` is a symbolic link inside the workspace: refusing to write through it (name the real directory instead)"
+    )]
+    Symlink(String),
+    #[error("`{0}` is not a directory")]
+    NotDir(String),
+    #[error("`{at}`: {err}")]
+    Io { at: String, err: io::Error },
+}
+
+/// Opens the directory `path`, creating what is missing (with `create`), for writing into.
+///
+/// The part of `path` that lies inside `workspace` (a relative path is taken from it) is
+/// walked from the workspace's descriptor one component at a time (`openat` with
+/// `O_NOFOLLOW`, `mkdirat`): a symbolic link there is refused, never followed. A path
+/// outside the workspace was named by the pipeline's author, not by the workspace's
+/// content, and is opened as it is. `..` is resolved lexically first.
+pub fn open_beneath(workspace: &Path, path: &Path, create: bool) -> Result<OwnedFd, BeneathError> {
+    use std::path::Component;
+    let io_at = |at: &Path| {
+        let at = at.display().to_string();
+        move |err: io::Error| BeneathError::Io { at: at.clone(), err }
+    };
+    let mut abs = std::path::PathBuf::new();
+    for c in workspace.join(path).components() {
+        match c {
+            Component::ParentDir => {
+                abs.pop();
+            }
+            Component::CurDir => {}
+            c => abs.push(c),
+        }
+    }
+    let Ok(rel) = abs.strip_prefix(workspace) else {
+        if create {
+            std::fs::create_dir_all(&abs).map_err(io_at(&abs))?;
+        }
+        return open_dir(&abs).map_err(io_at(&abs));
+    };
+    let mut dir = open_dir(workspace).map_err(io_at(workspace))?;
+    let mut shown = std::path::PathBuf::new();
+    for c in rel.components() {
+        let name = c.as_os_str().to_str().ok_or_else(|| BeneathError::Io {
+            at: rel.display().to_string(),
+            err: io::Error::new(io::ErrorKind::InvalidInput, "the path is not valid UTF-8"),
+        })?;
+        shown.push(name);
+        let mut opened = open_dir_at(&dir, name);
+        if create && matches!(&opened, Err(e) if e.kind() == io::ErrorKind::NotFound) {
+            match mkdir_at(&dir, name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_at(&shown)(e)),
+            }
+            opened = open_dir_at(&dir, name);
+        }
+        dir = match opened {
+            Ok(fd) => fd,
+            Err(e) => {
+                return Err(match stat_at(&dir, name) {
+                    Ok(st) if is_symlink(&st) => BeneathError::Symlink(shown.display().to_string()),
+                    Ok(st) if !is_dir(&st) => BeneathError::NotDir(shown.display().to_string()),
+                    _ => io_at(&shown)(e),
+                })
+            }
+        };
+    }
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directories_are_opened_beneath_the_workspace_without_following_links() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let ws_path = ws.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws_path.join("dist")).unwrap();
+        std::fs::create_dir(ws_path.join("real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws_path.join("real/link")).unwrap();
+        std::fs::write(ws_path.join("file"), b"x").unwrap();
+        for (path, want) in [
+            ("dist", "`dist` is a symbolic link"),
+            ("dist/sub", "`dist` is a symbolic link"),
+            ("real/link/x", "`real/link` is a symbolic link"),
+            ("a/../dist", "`dist` is a symbolic link"),
+            ("file/x", "`file` is not a directory"),
+        ] {
+            let err = open_beneath(&ws_path, Path::new(path), true).unwrap_err().to_string();
+            assert!(err.contains(want), "{path}: {err}");
+        }
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing created outside");
+        // Missing directories are created, inside the workspace, relative or absolute.
+        let d = open_beneath(&ws_path, Path::new("new/deep"), true).unwrap();
+        assert_eq!(identity(&d).unwrap(), identity(&open_dir(&ws_path.join("new/deep")).unwrap()).unwrap());
+        open_beneath(&ws_path, &ws_path.join("real"), false).unwrap();
+        assert!(open_beneath(&ws_path, Path::new("absent"), false).is_err());
+        // Outside the workspace: the pipeline named it; opened (and created) as it is.
+        let out = outside.path().join("made");
+        open_beneath(&ws_path, &out, true).unwrap();
+        assert!(out.is_dir());
+    }
 
     #[test]
     fn a_symlinked_directory_is_not_opened_and_writes_stay_in_the_open_directory() {

@@ -83,9 +83,12 @@ pub struct Target {
 }
 
 impl Target {
-    /// Opens `path` (which must exist) as a directory.
-    pub fn open(path: PathBuf) -> Result<Self, String> {
-        let fd = dirfd::open_dir(&path).map_err(|e| format!("cannot open `target` `{}`: {e}", path.display()))?;
+    /// Opens (creating it as needed) the target `path`, never through a symbolic link
+    /// inside `workspace` ([`dirfd::open_beneath`]): a workspace that holds `dist -> /etc`
+    /// cannot turn `target: dist` into a write to `/etc`.
+    pub fn open_in(workspace: &std::path::Path, path: PathBuf) -> Result<Self, String> {
+        let fd = dirfd::open_beneath(workspace, &path, true)
+            .map_err(|e| format!("cannot open `target` (PLUGIN_TARGET) `{}`: {e}", path.display()))?;
         Ok(Target { path, fd: Arc::new(fd) })
     }
 }
@@ -629,7 +632,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("d")).unwrap();
-        let target = Target::open(root.path().to_path_buf()).unwrap();
+        let target = Target::open_in(root.path(), root.path().to_path_buf()).unwrap();
         let parent = open_parents(&target, "d/app.bin").unwrap();
         let t = TempFile::named(&parent.fd, "app.bin").unwrap();
         t.file.write_all_at(b"data", 0).unwrap();
@@ -664,7 +667,7 @@ mod tests {
     fn parents_are_created_and_a_link_or_a_file_on_the_way_is_refused() {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
-        let target = Target::open(root.path().to_path_buf()).unwrap();
+        let target = Target::open_in(root.path(), root.path().to_path_buf()).unwrap();
         let p = open_parents(&target, "a/b/c/f.txt").unwrap();
         assert!(root.path().join("a/b/c").is_dir());
         still_in_place(&target, &p).unwrap();

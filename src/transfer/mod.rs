@@ -543,14 +543,15 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
         }
         return Ok(results);
     }
-    std::fs::create_dir_all(&target)
-        .map_err(|e| RunError::Other(format!("cannot create `target` `{}`: {e}", target.display())))?;
+    let workspace =
+        std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
+    let target = download::Target::open_in(&workspace, target).map_err(RunError::Other)?;
     let c = &engine.progress.counters;
     c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    let target = Arc::new(download::Target::open(target).map_err(RunError::Other)?);
+    let target = Arc::new(target);
     engine.stop.arm();
     let done: Vec<FileResult> = futures::stream::iter(plan.items)
         .map(|item| {

@@ -1,11 +1,13 @@
 //! Per-file results, the summary table and the JSON manifest.
 
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::human_bytes;
+use crate::transfer::dirfd;
 use crate::transfer::progress::fmt_duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -183,13 +185,22 @@ pub fn write_manifest(
         files,
     };
     let json = serde_json::to_vec_pretty(&m).map_err(std::io::Error::other)?;
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let written = std::fs::write(&tmp, json).and_then(|_| std::fs::rename(&tmp, path));
+    // Its directory is opened without following a link inside the workspace (a committed
+    // `dist -> /etc` cannot redirect `manifest: dist/m.json`), and the file is written
+    // under a temporary name in it, then renamed: a reader never sees half a manifest.
+    let workspace = std::env::current_dir()?;
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let dir = dirfd::open_beneath(&workspace, parent, true).map_err(std::io::Error::other)?;
+    let tmp = format!(".{name}.tmp-{}", std::process::id());
+    let written = dirfd::create_new_at(&dir, &tmp)
+        .and_then(|mut f| f.write_all(&json))
+        .and_then(|_| dirfd::rename_at(&dir, &tmp, name));
     if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = dirfd::unlink_at(&dir, &tmp);
     }
     written
 }

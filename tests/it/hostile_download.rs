@@ -211,3 +211,47 @@ fn a_file_rewritten_mid_download_on_azure_files_is_downloaded_as_it_is_now() {
     assert!(std::fs::read(ws.path().join("out/dir/f.bin")).unwrap() == new, "not the new content");
     assert_eq!(entries(&ws.path().join("out")), vec!["dir", "dir/f.bin"]);
 }
+
+// ---- the directories written into by name: `target` and the manifest's ---------------
+
+/// A pull request commits `dist -> <outside>` (or a link in a parent of `target`): the
+/// download must not follow it, and neither may the manifest. Before this check, both
+/// runs exited 0 with the files (and the manifest) written outside the workspace.
+#[test]
+fn a_target_or_manifest_reached_through_a_workspace_link_is_refused_and_nothing_lands_outside() {
+    let az = Azurite::shared();
+    let c = container("dltargetlink");
+    upload(az, &c, &[("p/a.txt", b"payload")]);
+    let ws = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::create_dir(outside.path().join("sub")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), ws.path().join("dist")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("sub"), ws.path().join("deep")).unwrap();
+    let download = |target: &str| {
+        plugin(ws.path())
+            .azurite(az, &c)
+            .set("action", "download")
+            .set("source", "p/")
+            .set("strip_prefix", "p")
+            .set("target", target)
+    };
+    for target in ["dist", "deep/x", "./dist/../dist", "dist/new"] {
+        let out = download(target).run();
+        out.assert_code(3)
+            .assert_contains("cannot open `target` (PLUGIN_TARGET)")
+            .assert_contains("is a symbolic link inside the workspace: refusing to write through it");
+        assert_eq!(entries(outside.path()), vec!["sub".to_string()], "target `{target}` wrote outside");
+    }
+    // The manifest's directory is opened the same way; the transfer itself stands (exit 1).
+    let out = download("out").set("manifest", "dist/m.json").run();
+    out.assert_code(1).assert_contains("cannot write the manifest").assert_contains("symbolic link");
+    assert_eq!(std::fs::read(ws.path().join("out/a.txt")).unwrap(), b"payload");
+    assert_eq!(entries(outside.path()), vec!["sub".to_string()], "the manifest was written outside");
+    // A real directory (created as needed) and a manifest beside it work as before.
+    download("fresh/dir").set("manifest", "reports/m.json").run().assert_ok();
+    assert_eq!(std::fs::read(ws.path().join("fresh/dir/a.txt")).unwrap(), b"payload");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.path().join("reports/m.json")).unwrap()).unwrap();
+    assert_eq!(m["files"][0]["status"], "transferred");
+    assert!(!entries(ws.path()).iter().any(|e| e.contains(".tmp-")), "{:?}", entries(ws.path()));
+}
