@@ -32,6 +32,9 @@ pub use stop::{Stop, StopReason};
 pub const API_VERSION: &str = "2025-11-05";
 
 /// A request, kept whole so that every attempt can rebuild it.
+/// The header Azure Storage puts on every response it sends (the service's request id).
+const AZURE_REQUEST_ID: &str = "x-ms-request-id";
+
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,
@@ -211,6 +214,9 @@ impl Http {
             }
             let budget_used = attempt - u32::from(refreshed);
             let (err, hint) = match result {
+                Ok(resp) if resp.status < 300 && !resp.headers.contains_key(AZURE_REQUEST_ID) => {
+                    return Err(self.not_from_azure(&req, &resp, client_request_id, attempt));
+                }
                 Ok(resp) if resp.status < 300 => {
                     tracing::debug!(
                         method = %req.method, path = req.url.path(), status = resp.status,
@@ -284,6 +290,29 @@ impl Http {
         }
     }
 
+    /// A 2xx without `x-ms-request-id`, which Azure Storage puts on every response: a
+    /// captive portal, a proxy or another server answered, and nothing reached the
+    /// service. Taking its `200 OK` would report uploads that never happened (a portal
+    /// answering every request with a login page did exactly that, exit 0). Never
+    /// retried, and the run stops: every request would be answered alike.
+    fn not_from_azure(&self, req: &Request, resp: &Response, client_request_id: String, attempt: u32) -> HttpError {
+        let what = resp.header("content-type").map(|t| format!(" ({t})")).unwrap_or_default();
+        let e = HttpError {
+            method: req.method.to_string(),
+            path: req.url.path().to_string(),
+            status: Some(resp.status),
+            code: None,
+            message: format!(
+                "the answer{what} did not come from Azure Storage (no x-ms-request-id header): a captive portal, a proxy or another server answered at this endpoint, so nothing was stored or read; check `endpoint` and the runner's network"
+            ),
+            request_id: None,
+            client_request_id,
+            attempts: attempt,
+        };
+        self.stop.trip(StopReason { status: resp.status, code: None, location: None, error: e.to_string() });
+        e
+    }
+
     /// A 3xx: the error, and the run stopped (every request would be redirected alike).
     fn redirected(&self, req: &Request, resp: &Response, client_request_id: String, attempt: u32) -> HttpError {
         let location = resp.header("location").map(|l| stop::safe_location(&req.url, l));
@@ -340,7 +369,8 @@ impl Http {
         let resp = self.client.execute(r).await.map_err(Attempt::Transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        if let (Some(sink), true) = (sink, status < 300) {
+        // Only a body that Azure Storage sent is streamed into the sink (see `not_from_azure`).
+        if let (Some(sink), true) = (sink, status < 300 && headers.contains_key(AZURE_REQUEST_ID)) {
             let mut resp = resp;
             let mut pos = 0u64;
             while let Some(frame) = resp.chunk().await.map_err(Attempt::Transport)? {
@@ -433,7 +463,11 @@ mod tests {
         let server = wiremock::MockServer::start().await;
         let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         wiremock::Mock::given(wiremock::matchers::method("GET"))
-            .respond_with(wiremock::ResponseTemplate::new(206).set_body_bytes(body.clone()))
+            .respond_with(
+                wiremock::ResponseTemplate::new(206)
+                    .insert_header("x-ms-request-id", "r1")
+                    .set_body_bytes(body.clone()),
+            )
             .mount(&server)
             .await;
         let got = Mutex::new(Vec::new());
@@ -456,7 +490,11 @@ mod tests {
     async fn a_sink_that_cannot_write_fails_the_request_without_retrying() {
         let server = wiremock::MockServer::start().await;
         wiremock::Mock::given(wiremock::matchers::method("GET"))
-            .respond_with(wiremock::ResponseTemplate::new(200).set_body_bytes(vec![7u8; 100_000]))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200)
+                    .insert_header("x-ms-request-id", "r1")
+                    .set_body_bytes(vec![7u8; 100_000]),
+            )
             .expect(1)
             .mount(&server)
             .await;
@@ -485,6 +523,35 @@ mod tests {
         let req = Request::new(Method::GET, format!("{}/c/b", server.uri()).parse().unwrap());
         let e = client().send_streamed(req, &sink).await.unwrap_err();
         assert!(e.is_code("BlobNotFound"), "{e}");
+    }
+
+    /// A captive portal answers every request `200 OK` with a login page: taken at its word,
+    /// uploads were reported as stored (exit 0) while nothing reached Azure.
+    #[tokio::test]
+    async fn a_success_that_azure_did_not_send_is_a_failure_that_stops_the_run() {
+        let portal = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(
+                wiremock::ResponseTemplate::new(200)
+                    .set_body_raw(&b"<html>Please log in to the hotel wifi</html>"[..], "text/html"),
+            )
+            .expect(2)
+            .mount(&portal)
+            .await;
+        let http = client();
+        http.stop.arm();
+        let put = Request::new(Method::PUT, format!("{}/acct/c/a.txt", portal.uri()).parse().unwrap())
+            .body(Bytes::from_static(b"data"));
+        let e = http.send(put).await.unwrap_err();
+        assert_eq!((e.status, e.attempts), (Some(200), 1), "not retried: {e}");
+        assert!(e.to_string().contains("(text/html) did not come from Azure Storage (no x-ms-request-id"), "{e}");
+        assert_eq!(http.stop.reason().map(|r| r.status), Some(200), "every request would be answered alike");
+        // A streamed GET never writes the portal's page into the file.
+        let http = client();
+        let sink = |_: u64, _: &[u8]| -> std::io::Result<()> { panic!("the portal's page reached the file") };
+        let get = Request::new(Method::GET, format!("{}/acct/c/a.txt", portal.uri()).parse().unwrap());
+        http.send_streamed(get, &sink).await.unwrap_err();
+        portal.verify().await;
     }
 
     #[tokio::test]

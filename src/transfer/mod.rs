@@ -329,6 +329,11 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
             env("endpoint"),
             cfg.endpoint
         ),
+        (200..=299, _) => format!(
+            "the endpoint answered like no Azure Storage service does (no x-ms-request-id): a captive portal, a proxy or another server is in the way; check `endpoint` ({}, now {}) and the runner's network and proxy settings (HTTPS_PROXY)",
+            env("endpoint"),
+            cfg.endpoint
+        ),
         (404, _) => format!(
             "the {} `{}` does not exist (any more): check `{}` ({}), or set `create_container: true`",
             cfg.container_word(),

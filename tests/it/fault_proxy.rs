@@ -96,6 +96,9 @@ pub enum Fault {
     ShortBody { keep: usize },
     /// Forward; replace the response body by `f(body)`.
     Rewrite(BodyRewrite),
+    /// Answer with this raw HTTP response (head and body) without forwarding: what a
+    /// captive portal or a stray proxy would say, with none of Azure's headers.
+    Raw(&'static str),
 }
 
 impl Fault {
@@ -485,6 +488,12 @@ fn serve(client: TcpStream, s: &Shared) {
         match &fault {
             Some(Fault::Status { status, code, headers }) => {
                 if writer.write_all(&error_response(seq, *status, code, headers, head_only)).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(Fault::Raw(text)) => {
+                if writer.write_all(text.as_bytes()).is_err() {
                     return;
                 }
                 continue;

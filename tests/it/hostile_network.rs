@@ -362,3 +362,63 @@ fn net_exit_143_sigterm() {
     out.assert_code(143).assert_contains("interrupted: stopped");
     assert!(list(Azurite::shared(), &c).is_empty());
 }
+
+// ---- a captive portal: `200 OK` from something that is not Azure Storage ----
+
+/// What a hotel Wi-Fi portal answers to anything: `200 OK` and a login page.
+const PORTAL: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\nContent-Length: 38\r\n\r\n<html>Log in to the hotel Wi-Fi</html>";
+
+/// A portal (or a stray proxy) answers `200 OK` where Azure would have stored the blob.
+/// Before the check, such uploads were reported as transferred (exit 0) while nothing
+/// reached Azure, and `overwrite: skip` "skipped" files that were never stored. Azure
+/// Storage stamps every response with `x-ms-request-id`; an answer without it is
+/// nobody's word: the file fails, the run stops, nothing is claimed.
+#[test]
+fn net_a_captive_portal_answering_200_is_never_taken_for_azure() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..5 {
+        write(dir.path(), &format!("f{i}.txt"), b"small");
+    }
+    for (op_name, overwrite) in [("PutBlob", "true"), ("HeadBlob", "skip")] {
+        let c = existing_container(&format!("portal{}", overwrite));
+        let proxy = FaultProxy::start(
+            Azurite::shared(),
+            vec![Rule::new("portal", op(op_name), Times::From(2), Fault::Raw(PORTAL))],
+        );
+        let out = via(&proxy, dir.path(), &c)
+            .set("overwrite", overwrite)
+            .set("concurrency", "1")
+            .set("source", "*.txt")
+            .set("target", "p")
+            .set("manifest", "m.json")
+            .run();
+        out.assert_code(1)
+            .assert_contains("did not come from Azure Storage (no x-ms-request-id header)")
+            .assert_contains("stopped early")
+            .assert_lacks(DEV_KEY);
+        assert!(proxy.fired("portal") >= 1, "{}", proxy.log());
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+        // The one file before the portal took over is really stored; no other is claimed.
+        assert_eq!(m["summary"]["files_transferred"], 1, "{op_name}: {m}");
+        assert_eq!(m["summary"]["files_skipped"], 0, "{op_name}: nothing exists there to skip: {m}");
+        let stored: Vec<String> = list(Azurite::shared(), &c).into_iter().filter(|n| n.starts_with("p/")).collect();
+        assert_eq!(stored.len(), 1, "{op_name}: {stored:?}");
+    }
+    // Straight at the portal: the first answer (the container check) stops the run;
+    // a download writes nothing (the page never becomes a file).
+    let (port, hits) = landing();
+    let portal = |p: Plugin| {
+        p.set("endpoint", format!("http://127.0.0.1:{port}/{DEV_ACCOUNT}"))
+            .set("account_key", DEV_KEY)
+            .set("container", "portal")
+    };
+    portal(plugin(dir.path()))
+        .set("source", "*.txt")
+        .run()
+        .assert_code(3)
+        .assert_contains("did not come from Azure Storage");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let out = portal(plugin(dir.path())).set("action", "download").set("source", "f0.txt").set("target", "dl").run();
+    out.assert_code(3);
+    assert!(!dir.path().join("dl/f0.txt").exists());
+}
