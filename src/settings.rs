@@ -93,10 +93,10 @@ pub const SETTINGS: &[Setting] = &[
     s("container", Kind::String, None, "Blob container (with `service: blob`)."),
     s("share", Kind::String, None, "Azure Files share (with `service: file`). Files are written in ranges of at most 4 MiB under a temporary name and renamed into place; OAuth needs the Storage File Data Privileged Contributor role (docs/files.md)."),
     s("create_container", Kind::Bool, Some("false"), "Upload: create the container (or share) if it does not exist (otherwise a missing one is an error)."),
-    required(s("source", Kind::List, None, "Upload: local glob(s) relative to the workspace, `**` allowed; a directory means everything under it. Download: remote name(s), prefix(es) or glob(s). A glob with `{a,b}` must be passed as a JSON array. Required.")),
+    required(s("source", Kind::List, None, "Upload: local glob(s) relative to the workspace, `**` allowed; a directory means everything under it. Download: remote name(s), prefix(es) or glob(s). A YAML list arrives comma-joined; a comma inside `{...}` (`dist/*.{js,css}`) never splits. Required.")),
     s("target", Kind::String, Some(""), "Upload: remote path prefix the names are put under. Download: local directory (default: the working directory)."),
     s("strip_prefix", Kind::String, None, "Leading path removed from each name before `target` is prepended: a local path on upload, a remote prefix on download. Matches whole path components (`dist` strips `dist/a`, not `distx/a`)."),
-    s("exclude", Kind::List, None, "Glob(s) removed from the selection (matched against the same path as `source`)."),
+    s("exclude", Kind::List, None, "Glob(s) removed from the selection (matched against the same path as `source`); `{a,b}` alternations are kept whole, like in `source`."),
     s("allow_empty", Kind::Bool, Some("false"), "Succeed when `source` selects no file (by default an empty selection is an error)."),
     s("overwrite", Kind::Enum(OVERWRITE_VALUES), Some("true"), "When the destination exists: `true` replace it; `false` fail that file (conditional request, no race); `skip` leave it; `changed` transfer only when the SHA-256 differs."),
     s("content_type", Kind::StringOrMap, None, "Content type: one string for all, or a JSON map glob → type (first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
@@ -177,7 +177,7 @@ pub fn help_text() -> String {
         env!("CARGO_PKG_VERSION"),
         "\nMoves build artifacts between the workspace and Azure Blob Storage / Azure Files.\n\n",
         "Settings arrive as environment variables PLUGIN_<NAME> (Drone/Woodpecker `settings:`).\n",
-        "Lists: comma-joined or a JSON array. Maps: JSON. Sizes: 8MiB, 4M, 1048576. Durations: 30s, 2m, 500ms.\n\n",
+        "Lists: comma-joined (a YAML list arrives so; commas inside {...} never split) or a JSON array. Maps: JSON. Sizes: 8MiB, 4M, 1048576. Durations: 30s, 2m, 500ms.\n\n",
         "Exit codes: 0 every file done; 1 one or more files failed; 2 invalid settings; 3 authentication or service error before any transfer.\n\n"
     ));
     for st in SETTINGS {

@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod blob_download;
 mod blob_upload;
+mod ci_encoding;
 mod docs;
 mod fault_proxy;
 mod faults;
