@@ -16,7 +16,8 @@ pub enum Kind {
     List,
     /// A JSON object.
     Map,
-    /// A string, or a JSON map glob → value (first match in written order wins).
+    /// A string, a JSON map glob → value (the most specific glob wins, never the key order),
+    /// or an ordered JSON list of one-entry maps (the first match wins).
     StringOrMap,
     /// A byte size: `8MiB`, `4M`, `1048576`.
     Size,
@@ -99,10 +100,10 @@ pub const SETTINGS: &[Setting] = &[
     s("exclude", Kind::List, None, "Glob(s) removed from the selection (matched against the same path as `source`); `{a,b}` alternations are kept whole, like in `source`."),
     s("allow_empty", Kind::Bool, Some("false"), "Succeed when `source` selects no file (by default an empty selection is an error)."),
     s("overwrite", Kind::Enum(OVERWRITE_VALUES), Some("true"), "When the destination exists: `true` replace it; `false` fail that file (conditional request, no race); `skip` leave it; `changed` transfer only when the SHA-256 differs."),
-    s("content_type", Kind::StringOrMap, None, "Content type: one string for all, or a JSON map glob → type (first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
-    s("cache_control", Kind::StringOrMap, None, "`Cache-Control` stored with each blob/file: a string or a JSON map glob → value."),
-    s("content_encoding", Kind::StringOrMap, None, "`Content-Encoding` stored with each blob/file: a string or a JSON map glob → value."),
-    s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string or a JSON map glob → value."),
+    s("content_type", Kind::StringOrMap, None, "Content type: one string for all, a map glob → type (the most specific glob wins) or a list of one-entry maps (the first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
+    s("cache_control", Kind::StringOrMap, None, "`Cache-Control` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),
+    s("content_encoding", Kind::StringOrMap, None, "`Content-Encoding` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),
+    s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),
     s("metadata", Kind::Map, None, "JSON map of extra metadata stored on every uploaded blob/file; keys must be C# identifiers."),
     s("access_tier", Kind::Enum(ACCESS_TIERS), None, "Blob access tier set on upload (Blob only). Default: the account's default tier."),
     s("checksum", Kind::Enum(&["crc64", "md5"]), Some("crc64"), "Upload, Blob: the per-request checksum the service verifies. `crc64` (`x-ms-content-crc64`) costs the client least; `md5` (`Content-MD5`) costs the client an MD5 pass but Azurite far less (its uploads run several times faster). Azure Files always uses `Content-MD5`."),

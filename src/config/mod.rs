@@ -12,6 +12,7 @@
 
 mod auth;
 mod ci;
+mod rules;
 mod values;
 
 use std::collections::BTreeMap;
@@ -180,7 +181,8 @@ impl PathPattern {
     }
 }
 
-/// A per-file header value: one string for all, or first matching glob wins.
+/// A per-file header value: one string for all, or the first matching glob of a list
+/// (a JSON map is put in precedence order when parsed: see `rules`).
 #[derive(Debug, Clone)]
 pub enum ValueRule {
     Fixed(String),
@@ -408,27 +410,9 @@ impl Config {
             .filter(|s| !s.is_empty());
 
         let rule = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Option<ValueRule> {
-            let v = raw.get(name)?;
-            if v.trim_start().starts_with('{') {
-                match parse_map(v) {
-                    Ok(pairs) => {
-                        let mut rules = Vec::new();
-                        for (g, val) in pairs {
-                            match PathPattern::new(&g) {
-                                Ok(p) => rules.push((p, val)),
-                                Err(e) => bad(name, e),
-                            }
-                        }
-                        Some(ValueRule::ByPattern(rules))
-                    }
-                    Err(e) => {
-                        bad(name, e);
-                        None
-                    }
-                }
-            } else {
-                Some(ValueRule::Fixed(v.trim().to_string()))
-            }
+            let (rule, errs) = rules::parse_value_rule(raw.get(name)?);
+            errs.into_iter().for_each(|e| bad(name, e));
+            rule
         };
         let content_type = rule("content_type", &mut bad);
         let cache_control = rule("cache_control", &mut bad);
