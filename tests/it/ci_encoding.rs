@@ -1,8 +1,117 @@
 //! Settings exactly as the CI engines send them (issue 12): Drone's and Woodpecker's
 //! encoding of a step's `settings:` (a list of scalars comma-joined, maps as JSON with sorted
-//! keys), run through the real binary against Azurite.
+//! keys), run through the real binary against Azurite; and every YAML example in the
+//! documentation, encoded the same way and run (a dry run, or a real run against Azurite).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 
 use crate::support::*;
+
+/// A step's `settings:` as the engines encode them (tests/support/ci_settings.py, PyYAML).
+pub struct Encoded {
+    pub env: BTreeMap<String, String>,
+    /// Variables that came from `from_secret` (their value is the test's to choose).
+    pub secrets: Vec<String>,
+}
+
+fn python(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
+    let py = tool(".cache/venv/bin/python", "PYBLOB_PYTHON", "python");
+    let mut child = Command::new(py)
+        .arg(repo_root().join("tests/support/ci_settings.py"))
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python");
+    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "ci_settings.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn encoded(v: &serde_json::Value) -> Encoded {
+    let env = v["env"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string())).collect();
+    let secrets = v["secrets"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+    Encoded { env, secrets }
+}
+
+/// Encodes a `settings:` mapping (YAML) into `PLUGIN_*` exactly as Drone and Woodpecker do.
+pub fn encode_settings(yaml: &str) -> Encoded {
+    encoded(&python(&["encode"], Some(yaml)))
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// An unsigned-checked JWT (nothing here verifies signatures).
+pub fn jwt(claims: serde_json::Value) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string()),
+        URL_SAFE_NO_PAD.encode("not-a-real-signature")
+    )
+}
+
+/// What a test puts in a `from_secret` variable: a value of the shape the setting accepts.
+fn secret_placeholder(var: &str) -> String {
+    match var {
+        "PLUGIN_SAS_TOKEN" => "sv=2024-08-04&ss=b&srt=co&sp=rwl&se=2099-01-01T00:00:00Z&sig=placeholder".into(),
+        "PLUGIN_ACCOUNT_KEY" => DEV_KEY.into(),
+        "PLUGIN_CONNECTION_STRING" => "UseDevelopmentStorage=true".into(),
+        _ => jwt(serde_json::json!({
+            "iss": "https://ci.example", "sub": "repo:org/repo", "aud": "api://AzureADTokenExchange",
+            "exp": now() + 3600, "nbf": now() - 5,
+        })),
+    }
+}
+
+/// `${VAR}` as the engines substitute them before the step runs.
+fn substitute(v: &str) -> String {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let Some(end) = rest[i..].find('}') else { break };
+        let var = &rest[i + 2..i + end];
+        out.push_str(if var.ends_with("REPO") || var.ends_with("REPOSITORY") { "org/repo" } else { "abc123" });
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Paths a glob selects, one per `{a,b}` branch: `**` → `a/b`, `*` → `x`, `?` → `q`,
+/// `[ab]` → `a`; a glob without wildcards is taken as a file, or as a directory (a file inside).
+fn synthesize(glob: &str) -> Vec<String> {
+    if let (Some(open), Some(close)) = (glob.find('{'), glob.find('}')) {
+        if open < close {
+            return glob[open + 1..close]
+                .split(',')
+                .flat_map(|b| synthesize(&format!("{}{b}{}", &glob[..open], &glob[close + 1..])))
+                .collect();
+        }
+    }
+    let plain = !glob.contains(['*', '?', '[']);
+    let mut p = glob.trim_start_matches("./").replace("**", "a/b").replace('*', "x").replace('?', "q");
+    while let (Some(o), Some(c)) = (p.find('['), p.find(']')) {
+        let first = p[o + 1..c].chars().next().unwrap_or('c').to_string();
+        p.replace_range(o..=c, &first);
+    }
+    if plain && (p.ends_with('/') || !p.rsplit('/').next().unwrap_or("").contains('.')) {
+        p = format!("{}/file.bin", p.trim_end_matches('/'));
+    }
+    vec![p.replace("//", "/")]
+}
 
 fn names(az: &Azurite, c: &str) -> Vec<String> {
     let mut n = list(az, c);
@@ -89,4 +198,179 @@ fn ci_encoding_a_list_entry_with_two_globs_is_refused_by_name() {
         .assert_code(2)
         .assert_contains("PLUGIN_CACHE_CONTROL")
         .assert_contains("one-entry maps");
+}
+
+#[test]
+fn ci_encoding_encoder_matches_the_engines() {
+    // The cases of Woodpecker's params_test.go / Drone's encoder, as users write them.
+    let e = encode_settings(
+        r#"
+source: ["dist/*.{js,css}", "docs/**"]
+exclude: "*.map"
+cache_control: {"**/*.html": no-cache, "**": "public, max-age=31536000"}
+content_type: [{"**/*.html": "text/html"}, {"**": "text/plain"}]
+dry_run: true
+concurrency: 8
+metadata: {team: web, build: 42}
+sas_token: {from_secret: artifacts_sas}
+"#,
+    );
+    let want = [
+        ("PLUGIN_SOURCE", "dist/*.{js,css},docs/**"),
+        ("PLUGIN_EXCLUDE", "*.map"),
+        ("PLUGIN_CACHE_CONTROL", r#"{"**":"public, max-age=31536000","**/*.html":"no-cache"}"#),
+        ("PLUGIN_CONTENT_TYPE", r#"[{"**/*.html":"text/html"},{"**":"text/plain"}]"#),
+        ("PLUGIN_DRY_RUN", "true"),
+        ("PLUGIN_CONCURRENCY", "8"),
+        ("PLUGIN_METADATA", r#"{"build":42,"team":"web"}"#),
+        ("PLUGIN_SAS_TOKEN", ""),
+    ];
+    for (k, v) in want {
+        assert_eq!(e.env.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert_eq!(e.env.len(), want.len());
+    assert_eq!(e.secrets, vec!["PLUGIN_SAS_TOKEN"]);
+}
+
+#[test]
+fn ci_encoding_engine_encoded_settings_reach_azurite_as_written() {
+    let az = Azurite::shared();
+    let c = container("encoded");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    for f in ["dist/index.html", "dist/app.js", "dist/app.css", "dist/app.js.map", "dist/img/a.png"] {
+        write(ws, f, f.as_bytes());
+    }
+    let e = encode_settings(
+        r#"
+source:
+  - "dist/*.{js,css,html}"
+  - dist/img/**
+exclude: ["*.map", "*.{gif,bmp}"]
+strip_prefix: dist
+cache_control: {"**/*.html": no-cache, "**": "public, max-age=31536000, immutable"}
+metadata: {team: web, build: 42}
+"#,
+    );
+    let mut p = plugin(ws).azurite(az, &c);
+    for (k, v) in &e.env {
+        p = p.env(k, v.as_str());
+    }
+    p.run().assert_ok();
+    assert_eq!(names(az, &c), vec!["app.css", "app.js", "img/a.png", "index.html"]);
+    let (_, html) = fetch(az, &c, "index.html");
+    assert_eq!(html["cache_control"], "no-cache");
+    let (_, js) = fetch(az, &c, "app.js");
+    assert_eq!(js["cache_control"], "public, max-age=31536000, immutable");
+    assert_eq!(js["metadata"]["build"], "42");
+}
+
+/// The documents whose YAML examples users copy.
+fn documented_files() -> Vec<String> {
+    let mut files = vec!["README.md".to_string(), "docs.md".to_string()];
+    for dir in ["docs", "docs/examples"] {
+        let mut found: Vec<String> = std::fs::read_dir(repo_root().join(dir))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| format!("{dir}/{}", e.file_name().to_string_lossy()))
+            .filter(|f| f.ends_with(".md") || f.ends_with(".yml") || f.ends_with(".yaml"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    files
+}
+
+/// The step's environment: `${VAR}`s substituted, secrets filled with placeholders.
+fn step_env(e: &Encoded) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = e.env.iter().map(|(k, v)| (k.clone(), substitute(v))).collect();
+    for s in &e.secrets {
+        env.insert(s.clone(), secret_placeholder(s));
+    }
+    env
+}
+
+/// An upload example, as a dry run over a workspace holding a file for each `source` glob:
+/// each must be planned (unless `exclude` removes it).
+fn run_upload_example(at: &str, env: &BTreeMap<String, String>) {
+    use plugin_azure_storage::config::{parse_list, PathPattern};
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    let sources = parse_list(env.get("PLUGIN_SOURCE").map_or("", String::as_str)).unwrap();
+    let excludes: Vec<PathPattern> = parse_list(env.get("PLUGIN_EXCLUDE").map_or("", String::as_str))
+        .unwrap()
+        .iter()
+        .map(|e| PathPattern::new(e).unwrap())
+        .collect();
+    let files: Vec<String> = sources.iter().flat_map(|s| synthesize(s)).collect();
+    for f in &files {
+        write(ws, f, b"example");
+    }
+    let mut p = plugin(ws).set("dry_run", "true");
+    // A dry run of an upload sends nothing; should it ever try, it reaches no one.
+    p = p.env("HTTPS_PROXY", "http://127.0.0.1:9").env("HTTP_PROXY", "http://127.0.0.1:9");
+    for (k, v) in env {
+        p = p.env(k, v.as_str());
+    }
+    let out = p.set("dry_run", "true").run();
+    assert_eq!(out.code, 0, "{at}: the example fails as the engines pass it:\n{env:#?}\n{}", out.all());
+    for f in files.iter().filter(|f| !excludes.iter().any(|x| x.is_match(f))) {
+        assert!(out.all().contains(&format!("would upload {f} ")), "{at}: `{f}` not planned:\n{}", out.all());
+    }
+}
+
+/// A download example, for real against Azurite: a file is put under the example's `source`
+/// prefix; the example (its credentials and account replaced by Azurite's) fetches it.
+fn run_download_example(at: &str, env: &BTreeMap<String, String>) {
+    let az = Azurite::shared();
+    let c = container("docdownload");
+    let source = env.get("PLUGIN_SOURCE").cloned().unwrap_or_default();
+    let prefix: String = source.chars().take_while(|c| !"*?[{".contains(*c)).collect();
+    let seed = tempfile::tempdir().unwrap();
+    write(seed.path(), "myapp.tar.gz", b"artifact");
+    plugin(seed.path()).azurite(az, &c).set("source", "myapp.tar.gz").set("target", prefix.as_str()).run().assert_ok();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plugin(dir.path());
+    for (k, v) in env {
+        p = p.env(k, v.as_str());
+    }
+    for k in ["account_name", "sas_token", "connection_string", "tenant_id", "client_id", "federated_token"] {
+        p = p.unset(k);
+    }
+    let out = p.azurite(az, &c).run();
+    assert_eq!(out.code, 0, "{at}: the example fails as the engines pass it:\n{env:#?}\n{}", out.all());
+    let got = tree(dir.path());
+    let file = got.iter().find(|f| f.ends_with("myapp.tar.gz"));
+    let file = file.unwrap_or_else(|| panic!("{at}: nothing downloaded: {got:?}\n{}", out.all()));
+    assert_eq!(std::fs::read(dir.path().join(file)).unwrap(), b"artifact", "{at}");
+    let target = env.get("PLUGIN_TARGET").map_or("", String::as_str);
+    assert!(Path::new(file).starts_with(target), "{at}: `{file}` is not under `{target}`");
+}
+
+#[test]
+fn ci_encoding_every_documented_example_runs_as_the_engines_pass_it() {
+    let files = documented_files();
+    let args: Vec<&str> = std::iter::once("examples").chain(files.iter().map(String::as_str)).collect();
+    let found = python(&args, None);
+    let mut steps = 0;
+    let mut per_file: BTreeMap<String, usize> = BTreeMap::new();
+    for block in found.as_array().unwrap() {
+        let at = format!("{}:{}", block["file"].as_str().unwrap(), block["line"]);
+        assert!(block["error"].is_null(), "{at}: the YAML example does not parse: {}", block["error"]);
+        for step in block["steps"].as_array().unwrap() {
+            let env = step_env(&encoded(step));
+            match env.get("PLUGIN_ACTION").map(String::as_str) {
+                Some("download") => run_download_example(&at, &env),
+                _ => run_upload_example(&at, &env),
+            }
+            steps += 1;
+            *per_file.entry(block["file"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+    }
+    // The examples users copy are all checked (a parser that found nothing would pass).
+    for f in ["README.md", "docs.md", "docs/auth.md", "docs/examples/drone.yml", "docs/examples/woodpecker.yml"] {
+        assert!(per_file.get(f).copied().unwrap_or(0) > 0, "no plugin step found in {f}: {per_file:?}");
+    }
+    eprintln!("checked {steps} example steps: {per_file:?}");
 }
