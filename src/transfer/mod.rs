@@ -9,6 +9,7 @@
 
 pub mod checksum;
 pub mod download;
+pub mod outputs;
 pub mod plan;
 pub mod progress;
 pub mod report;
@@ -199,6 +200,7 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
         .map_err(|e| RunError::Other(format!("cannot write the manifest `{}`: {e}", path.display())))?;
         tracing::info!("manifest written to {}", path.display());
     }
+    outputs::write(&outputs::pairs(&cfg, &summary, &results, &*store)).map_err(RunError::Other)?;
     Ok(Outcome { results, summary })
 }
 

@@ -374,3 +374,91 @@ fn ci_encoding_every_documented_example_runs_as_the_engines_pass_it() {
     }
     eprintln!("checked {steps} example steps: {per_file:?}");
 }
+
+/// `KEY=VALUE` lines of an output file.
+fn outputs(path: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn ci_encoding_outputs_for_later_steps() {
+    let az = Azurite::shared();
+    let c = container("outputs");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    write(&ws, "dist/a.txt", b"hello");
+    write(&ws, "dist/b/c.txt", b"world!");
+    let gh = dir.path().join("github_output");
+    let drone = dir.path().join("drone_output");
+    std::fs::write(&gh, "earlier=kept\n").unwrap();
+    plugin(&ws)
+        .azurite(az, &c)
+        .set("source", "dist/**")
+        .set("strip_prefix", "dist")
+        .set("target", "org/repo//abc/")
+        .set("manifest", "out/manifest.json")
+        .env("GITHUB_OUTPUT", gh.to_str().unwrap())
+        .env("DRONE_OUTPUT", drone.to_str().unwrap())
+        .run()
+        .assert_ok();
+    let base = format!("{}/{c}", az.endpoint());
+    for f in [&gh, &drone] {
+        let o = outputs(f);
+        assert_eq!(o["transferred"], "2", "{o:?}");
+        assert_eq!(o["skipped"], "0");
+        assert_eq!(o["failed"], "0");
+        assert_eq!(o["bytes"], "11");
+        assert_eq!(o["url"], format!("{base}/org/repo/abc/"));
+        assert_eq!(o["manifest"], "out/manifest.json");
+    }
+    assert_eq!(outputs(&gh)["earlier"], "kept", "appended, not replaced");
+
+    // Again with overwrite: skip, and one file: `url` is that file's; no manifest key.
+    std::fs::remove_file(&gh).unwrap();
+    plugin(&ws)
+        .azurite(az, &c)
+        .set("source", "dist/a.txt")
+        .set("strip_prefix", "dist")
+        .set("target", "org/repo/abc")
+        .set("overwrite", "skip")
+        .env("GITHUB_OUTPUT", gh.to_str().unwrap())
+        .run()
+        .assert_ok();
+    let o = outputs(&gh);
+    assert_eq!((o["transferred"].as_str(), o["skipped"].as_str(), o["bytes"].as_str()), ("0", "1", "0"), "{o:?}");
+    assert_eq!(o["url"], format!("{base}/org/repo/abc/a.txt"));
+    assert!(!o.contains_key("manifest"));
+
+    // A download of a prefix names the prefix.
+    let dl = dir.path().join("dl");
+    std::fs::create_dir_all(&dl).unwrap();
+    std::fs::remove_file(&gh).unwrap();
+    plugin(&dl)
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "org/repo/abc/")
+        .env("GITHUB_OUTPUT", gh.to_str().unwrap())
+        .run()
+        .assert_ok();
+    let o = outputs(&gh);
+    assert_eq!((o["transferred"].as_str(), o["bytes"].as_str()), ("2", "11"), "{o:?}");
+    assert_eq!(o["url"], format!("{base}/org/repo/abc/"));
+}
+
+#[test]
+fn ci_encoding_an_unwritable_output_file_fails_the_run_by_name() {
+    let az = Azurite::shared();
+    let c = container("outputsbad");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    let missing = dir.path().join("no/such/dir/out");
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "a.txt")
+        .env("GITHUB_OUTPUT", missing.to_str().unwrap())
+        .run()
+        .assert_code(3)
+        .assert_contains("cannot append the outputs to")
+        .assert_contains("no/such/dir/out");
+}
