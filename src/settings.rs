@@ -82,7 +82,8 @@ const fn secret(name: &'static str, env_fallback: &'static [&'static str], help:
 
 pub const OVERWRITE_VALUES: &[&str] = &["true", "false", "skip", "changed"];
 pub const ACCESS_TIERS: &[&str] = &["Hot", "Cool", "Cold", "Archive"];
-pub const AUTH_MODES: &[&str] = &["auto", "federated", "managed_identity", "sas", "shared_key", "connection_string"];
+pub const AUTH_MODES: &[&str] =
+    &["auto", "access_token", "federated", "managed_identity", "sas", "shared_key", "connection_string"];
 
 /// All settings, in the order the reference documents them.
 pub const SETTINGS: &[Setting] = &[
@@ -121,7 +122,7 @@ pub const SETTINGS: &[Setting] = &[
     s("log_level", Kind::Enum(&["error", "warn", "info", "debug", "trace"]), Some("info"), "Log verbosity. No level ever prints a token, key or SAS."),
     s("log_format", Kind::Enum(&["text", "json"]), Some("text"), "`text` for people, `json` for log pipelines (one JSON object per line)."),
     s("progress_interval", Kind::Duration, Some("5s"), "How often a progress line is printed."),
-    s("auth", Kind::Enum(AUTH_MODES), Some("auto"), "Authentication mode. `auto` picks the first available: federated (a CI token plus `tenant_id` and `client_id`), SAS, account key, connection string, then managed identity (App Service's IDENTITY_ENDPOINT, or IMDS when it answers). Configured secrets win over a managed identity discovered on the machine; `auth: managed_identity` forces it."),
+    s("auth", Kind::Enum(AUTH_MODES), Some("auto"), "Authentication mode. `auto` picks the first available: a pre-minted `access_token`, federated (a CI token plus `tenant_id` and `client_id`), SAS, account key, connection string, then managed identity (App Service's IDENTITY_ENDPOINT, or IMDS when it answers). Configured secrets win over a managed identity discovered on the machine; `auth: managed_identity` forces it."),
     with_env("tenant_id", None, &["AZURE_TENANT_ID"], "Entra ID tenant of the app registration used for federated auth: the Directory (tenant) ID, or a verified domain."),
     with_env("client_id", None, &["AZURE_CLIENT_ID"], "Application (client) ID of the app registration (federated auth), or of a user-assigned managed identity."),
     secret("federated_token", &[], "The CI's OIDC token (a JWT), e.g. GitLab `id_tokens` or a Woodpecker/Drone secret; exchanged with Entra ID for a storage token. Checked (a JWT, not expired) before it is sent."),
@@ -129,6 +130,7 @@ pub const SETTINGS: &[Setting] = &[
     secret("oidc_token_id", &[], "Harness: the step's OIDC token, which Harness sets as PLUGIN_OIDC_TOKEN_ID."),
     s("audience", Kind::String, Some("api://AzureADTokenExchange"), "Audience asked of the GitHub/Forgejo Actions ID-token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL); must equal the federated credential's audience."),
     with_env("authority_host", Some("https://login.microsoftonline.com"), &["AZURE_AUTHORITY_HOST"], "Entra ID host for the token exchange: https://login.microsoftonline.us (Azure US Government), https://login.chinacloudapi.cn (Azure China)."),
+    secret("access_token", &["AZURE_ACCESS_TOKEN"], "A pre-minted Entra ID access token for Azure Storage (a JWT with audience https://storage.azure.com), used as the bearer as it is: e.g. the token Harness's `plugins/azure-oidc` step exports, or `az account get-access-token --resource https://storage.azure.com` in an earlier step. Checked before use (a JWT for storage, not expired); it cannot be refreshed, so it must outlive the transfer. The start line names its `oid` / `appid`."),
     secret("account_key", &["AZURE_STORAGE_KEY"], "Storage account key (Shared Key signing). For Azurite and teams not yet on federation."),
     secret("sas_token", &["AZURE_STORAGE_SAS_TOKEN"], "Shared access signature (query string, with or without the leading `?`)."),
     secret("connection_string", &["AZURE_STORAGE_CONNECTION_STRING"], "Storage connection string (account, key or SAS, endpoints); `UseDevelopmentStorage=true` for Azurite's defaults."),

@@ -6,6 +6,7 @@
 //!
 //! ## `auth: auto` order, and why it differs slightly from DESIGN.md §3
 //!
+//! 0. **A pre-minted access token** (`access_token`): the pipeline handed over the bearer itself.
 //! 1. **Federated** when a CI token source is present *and* `tenant_id` and `client_id`
 //!    are set (see [`federated`] for the sources). Its inputs are explicit, so it wins.
 //! 2. **SAS**, 3. **account key**, 4. **connection string** — explicit static secrets.
@@ -23,6 +24,7 @@
 //! Bearer tokens only travel over HTTPS: a bearer credential with an `http://` endpoint is
 //! refused before any request (Azure and Azurite both refuse it anyway).
 
+pub mod access_token;
 pub mod entra_errors;
 pub mod federated;
 pub mod jwt;
@@ -62,6 +64,8 @@ pub enum AuthError {
 /// Which keyless mode a bearer credential uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BearerKind {
+    /// A pre-minted token (`access_token`), used as it is.
+    AccessToken,
     Federated,
     ManagedIdentity,
 }
@@ -223,6 +227,14 @@ fn federated(cfg: &Config, src: AssertionSource) -> Result<Credential, AuthError
     Ok(Credential::Bearer(Arc::new(Bearer { kind: BearerKind::Federated, cache: TokenCache::new(Box::new(source)) })))
 }
 
+fn pre_minted(cfg: &Config, token: &Secret) -> Result<Credential, AuthError> {
+    require_https(cfg, "`access_token`")?;
+    let claims = access_token::check(token.expose(), &cfg.endpoint)
+        .map_err(|e| AuthError::Invalid(format!("`access_token` (PLUGIN_ACCESS_TOKEN, AZURE_ACCESS_TOKEN) {e}")))?;
+    let source = access_token::StaticToken::new(token.clone(), claims);
+    Ok(Credential::Bearer(Arc::new(Bearer { kind: BearerKind::AccessToken, cache: TokenCache::new(Box::new(source)) })))
+}
+
 fn managed_identity(cfg: &Config, endpoint: Endpoint) -> Result<Credential, AuthError> {
     require_https(cfg, "managed identity")?;
     let source = ManagedIdentitySource::new(endpoint, cfg.auth.client_id.clone(), token_client(cfg)?, token_retry(cfg));
@@ -279,13 +291,23 @@ pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
                 "`auth: connection_string` needs `connection_string` (PLUGIN_CONNECTION_STRING or AZURE_STORAGE_CONNECTION_STRING)".into(),
             )),
         },
+        AuthMode::AccessToken => match &a.access_token {
+            Some(t) => pre_minted(cfg, t),
+            None => Err(AuthError::Missing(
+                "`auth: access_token` needs `access_token` (PLUGIN_ACCESS_TOKEN or AZURE_ACCESS_TOKEN)".into(),
+            )),
+        },
         AuthMode::Federated => match assertion {
             Some(src) => federated(cfg, src),
             None => Err(AuthError::Missing(format!("`auth: federated` needs a CI OIDC token from one of: {FEDERATED_SOURCES}"))),
         },
         AuthMode::ManagedIdentity => managed_identity(cfg, mi_endpoint(a)),
         AuthMode::Auto => {
-            let mut notes: Vec<String> = Vec::new();
+            if let Some(t) = &a.access_token {
+                return pre_minted(cfg, t);
+            }
+            let mut notes: Vec<String> =
+                vec!["`access_token` (PLUGIN_ACCESS_TOKEN, AZURE_ACCESS_TOKEN): not set".into()];
             match assertion {
                 Some(src) if a.tenant_id.is_some() && a.client_id.is_some() => return federated(cfg, src),
                 Some(src) => notes.push(format!(

@@ -142,6 +142,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     Auto,
+    AccessToken,
     Federated,
     ManagedIdentity,
     Sas,
@@ -333,6 +334,7 @@ impl Config {
         let log_level = en("log_level").unwrap_or_else(|| "info".into());
         let auth_mode = match en("auth").as_deref() {
             Some("federated") => AuthMode::Federated,
+            Some("access_token") => AuthMode::AccessToken,
             Some("managed_identity") => AuthMode::ManagedIdentity,
             Some("sas") => AuthMode::Sas,
             Some("shared_key") => AuthMode::SharedKey,

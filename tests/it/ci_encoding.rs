@@ -462,3 +462,61 @@ fn ci_encoding_an_unwritable_output_file_fails_the_run_by_name() {
         .assert_contains("cannot append the outputs to")
         .assert_contains("no/such/dir/out");
 }
+
+/// An Entra-shaped storage token that the OAuth Azurite accepts (it checks iss/aud/nbf/exp).
+fn storage_token(aud: &str, exp_in: i64) -> String {
+    jwt(serde_json::json!({
+        "iss": "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/",
+        "aud": aud, "iat": now(), "nbf": now() - 60, "exp": now() + exp_in,
+        "appid": "11111111-2222-3333-4444-555555555555", "oid": "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+        "tid": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    }))
+}
+
+#[test]
+fn ci_encoding_a_pre_minted_access_token_is_the_bearer_and_never_printed() {
+    let az = oauth_azurite();
+    let c = container("accesstoken");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"token-auth");
+    let token = storage_token("https://storage.azure.com", 3600);
+    let sig = token.rsplit('.').next().unwrap().to_string();
+    let base = |p: Plugin| {
+        p.set("endpoint", az.endpoint())
+            .set("container", c.as_str())
+            .set("create_container", "true")
+            .set("source", "a.txt")
+            .set("log_level", "trace")
+            .env("SSL_CERT_FILE", az.cert.as_ref().unwrap().to_str().unwrap())
+    };
+    // PLUGIN_ACCESS_TOKEN, then AZURE_ACCESS_TOKEN (the fallback).
+    for (var, target) in [("PLUGIN_ACCESS_TOKEN", "one"), ("AZURE_ACCESS_TOKEN", "two")] {
+        let out = base(plugin(dir.path())).set("target", target).env(var, token.as_str()).run();
+        out.assert_ok().assert_contains(
+            "auth: access token (oid aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee, appid 11111111-2222-3333-4444-555555555555",
+        );
+        assert!(!out.all().contains(&token) && !out.all().contains(&sig), "the token appears in the output");
+    }
+    let mut got = list(az, &c);
+    got.sort();
+    assert_eq!(got, vec!["one/a.txt", "two/a.txt"]);
+
+    // Refused before the network, naming the setting: expired, wrong audience, not a JWT.
+    for (bad, why) in [
+        (storage_token("https://storage.azure.com", -120), "expired at"),
+        (storage_token("https://management.azure.com", 3600), "not a token for Azure Storage"),
+        ("secret-opaque-value".to_string(), "is not a JWT"),
+    ] {
+        let out = base(plugin(dir.path())).set("access_token", bad.as_str()).set("target", "never").run();
+        out.assert_code(2).assert_contains("`access_token` (PLUGIN_ACCESS_TOKEN)").assert_contains(why);
+        assert!(!out.all().contains(&bad), "the token appears in the output");
+    }
+    assert!(!list(az, &c).iter().any(|n| n.starts_with("never/")));
+    // A bearer token never travels over plain HTTP.
+    base(plugin(dir.path()))
+        .set("endpoint", Azurite::shared().endpoint())
+        .set("access_token", token.as_str())
+        .run()
+        .assert_code(3)
+        .assert_contains("only over HTTPS");
+}
