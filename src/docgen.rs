@@ -120,10 +120,14 @@ fn woodpecker_example() -> String {
       source: dist/**/*.tar.gz
       strip_prefix: dist
       target: ${{CI_REPO}}/${{CI_COMMIT_SHA}}
-      tenant_id: 00000000-0000-0000-0000-000000000000
-      client_id: 11111111-1111-1111-1111-111111111111
-      federated_token:
-        from_secret: ci_oidc_token
+    # Keyless on the Kubernetes backend with Azure Workload Identity (the agent needs
+    # WOODPECKER_BACKEND_K8S_POD_LABELS_ALLOW_FROM_STEP=true). Woodpecker mints no OIDC
+    # token; on an agent VM with a managed identity, no backend_options are needed.
+    backend_options:
+      kubernetes:
+        serviceAccountName: ci-artifacts
+        labels:
+          azure.workload.identity/use: "true"
 "#
     )
 }
@@ -279,8 +283,9 @@ pub fn woodpecker_docs_md() -> String {
     o.push_str(concat!(
         "Moves build artifacts between the workspace and Azure Blob Storage or Azure Files:\n",
         "upload with globs, `exclude` and `strip_prefix`, or download a prefix or glob back.\n",
-        "Keyless: the pipeline's OIDC token is exchanged for a short-lived Entra ID token (account\n",
-        "keys, SAS and connection strings work too). Parallel, chunked transfers; every request body\n",
+        "Keyless: on Woodpecker, Kubernetes workload identity or a managed identity on the agent\n",
+        "(Woodpecker mints no OIDC token); where the CI mints one, it is exchanged for a short-lived\n",
+        "Entra ID token (account keys, SAS and connection strings work too). Parallel, chunked transfers; every request body\n",
         "carries a CRC-64, every file's SHA-256 is stored with it and verified on download, and a\n",
         "file only appears under its final name once verified. One small static binary in a\n",
         "`FROM scratch` image: pin it by digest.\n\n",

@@ -4,7 +4,7 @@
 //! by the HTTP layer to every attempt of every request, so a retried request is re-signed
 //! with a fresh date (Shared Key) or carries the cache's current token (bearer).
 //!
-//! ## `auth: auto` order, and why it differs slightly from DESIGN.md §3
+//! ## `auth: auto` order, and why managed identity comes last
 //!
 //! 0. **A pre-minted access token** (`access_token`): the pipeline handed over the bearer itself.
 //! 1. **Federated** when a CI token source is present *and* `tenant_id` and `client_id`
@@ -14,7 +14,7 @@
 //!    friends), else IMDS if a one-second probe finds it (at `AZURE_POD_IDENTITY_AUTHORITY_HOST`
 //!    when set, which is how the tests point it at a loopback fake).
 //!
-//! DESIGN.md puts managed identity before the static secrets. Here it comes after them:
+//! Managed identity comes after the static secrets (the original design had it second):
 //! managed identity is *discovered* from the machine, not configured by the pipeline, so
 //! a runner that happens to live on an Azure VM must not silently switch a pipeline that
 //! configured `account_key` to the VM's identity (with different permissions, and a

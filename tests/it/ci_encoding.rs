@@ -68,6 +68,7 @@ fn secret_placeholder(var: &str) -> String {
         "PLUGIN_SAS_TOKEN" => "sv=2024-08-04&ss=b&srt=co&sp=rwl&se=2099-01-01T00:00:00Z&sig=placeholder".into(),
         "PLUGIN_ACCOUNT_KEY" => DEV_KEY.into(),
         "PLUGIN_CONNECTION_STRING" => "UseDevelopmentStorage=true".into(),
+        "PLUGIN_ACCESS_TOKEN" => storage_token("https://storage.azure.com", 3600),
         _ => jwt(serde_json::json!({
             "iss": "https://ci.example", "sub": "repo:org/repo", "aud": "api://AzureADTokenExchange",
             "exp": now() + 3600, "nbf": now() - 5,
@@ -284,8 +285,12 @@ fn documented_files() -> Vec<String> {
 /// The step's environment: `${VAR}`s substituted, secrets filled with placeholders.
 fn step_env(e: &Encoded) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = e.env.iter().map(|(k, v)| (k.clone(), substitute(v))).collect();
-    for s in &e.secrets {
-        env.insert(s.clone(), secret_placeholder(s));
+    // A Harness expression (`<+steps.x.output.outputVariables.Y>`) is resolved at run time,
+    // like a secret.
+    let runtime = env.iter().filter(|(_, v)| v.starts_with("<+") && v.ends_with('>')).map(|(k, _)| k.clone());
+    for s in e.secrets.iter().cloned().chain(runtime.collect::<Vec<_>>()) {
+        let v = secret_placeholder(&s);
+        env.insert(s, v);
     }
     env
 }
