@@ -176,10 +176,12 @@ const FEDERATED_SOURCES: &str = "`federated_token` (PLUGIN_FEDERATED_TOKEN), `fe
 
 /// The client for Entra, IMDS and the Actions endpoint (not the storage client).
 fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
         .timeout(cfg.timeout)
-        .user_agent(concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")));
+    crate::http::tls::configure(builder)
+        .map_err(AuthError::Network)?
         .build()
         .map_err(|e| AuthError::Network(format!("cannot build the HTTP client: {}", e.without_url())))
 }

@@ -525,3 +525,65 @@ fn ci_encoding_a_pre_minted_access_token_is_the_bearer_and_never_printed() {
         .assert_code(3)
         .assert_contains("only over HTTPS");
 }
+
+/// A self-signed certificate with `CA:TRUE`, as `openssl req -x509 ... -addext
+/// subjectAltName=IP:127.0.0.1` makes it (Microsoft's Azurite instructions), for `names`.
+fn ca_true_cert(dir: &Path, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let mut params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join("ca-cert.pem"), dir.join("ca-key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
+fn https_azurite(dir: &Path, names: &[&str]) -> Azurite {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = ca_true_cert(dir, names);
+    let args: Vec<String> =
+        vec!["--cert".into(), cert.display().to_string(), "--key".into(), key.display().to_string()];
+    Azurite::start(&args, "https", Some(cert))
+}
+
+#[test]
+fn ci_encoding_tls_a_ca_true_self_signed_certificate_in_the_bundle_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let az = https_azurite(&dir.path().join("good"), &["127.0.0.1"]);
+    let c = container("catrue");
+    write(dir.path(), "ws/a.txt", b"over tls");
+    let ws = dir.path().join("ws");
+    let bundle = az.cert.clone().unwrap();
+    let run = |bundle: &Path| {
+        plugin(&ws)
+            .azurite(&az, &c)
+            .set("source", "a.txt")
+            .set("retries", "3")
+            .set("log_level", "debug")
+            .env("SSL_CERT_FILE", bundle.to_str().unwrap())
+            .run()
+    };
+    run(&bundle).assert_ok();
+    assert_eq!(list(&az, &c), vec!["a.txt"]);
+
+    // Not in the bundle: refused, as a certificate error.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let (other_cert, _) = ca_true_cert(&other, &["127.0.0.1"]);
+    let out = run(&other_cert);
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.all().to_lowercase().contains("certificate"), "{}", out.all());
+
+    // In the bundle, but for another name: refused (the name is still checked).
+    let wrong = https_azurite(&dir.path().join("wrong"), &["storage.example.invalid"]);
+    let out = plugin(&ws)
+        .azurite(&wrong, &container("catruename"))
+        .set("source", "a.txt")
+        .set("retries", "0")
+        .env("SSL_CERT_FILE", wrong.cert.as_ref().unwrap().to_str().unwrap())
+        .run();
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(out.all().to_lowercase().contains("certificate"), "{}", out.all());
+}
