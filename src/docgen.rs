@@ -1,13 +1,14 @@
 //! Reference documents generated from the settings table (`settings::SETTINGS`), so that
 //! the code, `--help` and what users read cannot disagree:
 //!
-//! - `plugin.yaml`: the machine-readable schema, in the shape of the Drone plugin index's
-//!   `content.yaml` (title, author, tags, repo, image, description, example, and
-//!   `properties: {name: {type, defaultValue, description, secret, required}}`), plus
-//!   `format` (list, map, size, ...), `enum` and `env` (fallback variables) where they apply.
-//!   `type` stays within the index's vocabulary (`string`, `boolean`, `integer`): lists,
-//!   maps, sizes and durations arrive as strings and say so in `format`. A setting without a
-//!   documented default (unset or automatic) has no `defaultValue` rather than a fake `""`.
+//! - `plugin.yaml`: the Drone plugin index's `content.yaml`, valid against its schema
+//!   (drone/drone-plugin-index, plugin-validation/plugin-schema.json): only the index's
+//!   top-level keys (title, author, tags, logo, repo, image, license, readme, description,
+//!   example), `license` from its list, URLs for `image`, `repo` and `readme`, and
+//!   `properties: {name: {type, defaultValue, description, secret, required}}` with exactly
+//!   those five keys, `type` one of string, number, array, boolean, object. What the index
+//!   has no key for (accepted values, fallback variables) is in the description. A setting
+//!   without a documented default gets the empty value of its type (`""`, `[]`, `{}`).
 //! - `docs/settings.md`: the settings reference for people.
 //! - `docs.md`: the Woodpecker plugin index page (YAML front matter + settings table).
 //!
@@ -30,6 +31,8 @@ pub const AUTHOR: &str = "plugin-azure-storage authors";
 pub const TAGS: &[&str] = &["azure", "storage", "blob", "files", "artifacts", "upload", "download", "publish", "oidc"];
 /// One-line description (the crate's).
 pub const DESCRIPTION: &str = env!("CARGO_PKG_DESCRIPTION");
+/// `Cargo.toml`'s `Apache-2.0`, as the Drone plugin index names it.
+pub const INDEX_LICENSE: &str = "Apache License 2.0";
 /// The digest placeholder used in examples; the release pipeline prints the real one.
 pub const DIGEST_PLACEHOLDER: &str = "sha256:<digest>";
 
@@ -48,35 +51,48 @@ fn q(s: &str) -> String {
     serde_json::to_string(s).expect("a string serialises")
 }
 
-/// `type` in the Drone plugin index's vocabulary.
-fn index_type(kind: Kind) -> &'static str {
+/// `type` in the Drone plugin index's vocabulary (string, number, array, boolean, object):
+/// what a user writes in `settings:` (a YAML list for a list, a map for a map).
+pub fn index_type(kind: Kind) -> &'static str {
     match kind {
         Kind::Bool => "boolean",
-        Kind::Integer => "integer",
-        _ => "string",
+        Kind::Integer => "number",
+        Kind::List => "array",
+        Kind::Map => "object",
+        Kind::String | Kind::Enum(_) | Kind::StringOrMap | Kind::Size | Kind::Duration => "string",
     }
 }
 
-/// The finer shape of a string-typed value, when there is one.
-fn format(kind: Kind) -> Option<&'static str> {
-    match kind {
-        Kind::List => Some("list"),
-        Kind::Map => Some("map"),
-        Kind::StringOrMap => Some("string-or-map"),
-        Kind::Size => Some("size"),
-        Kind::Duration => Some("duration"),
-        Kind::String | Kind::Bool | Kind::Integer | Kind::Enum(_) => None,
+/// `defaultValue` as a YAML value of the index type; without a documented default, the
+/// empty value of that type.
+fn yaml_default(st: &Setting) -> String {
+    match (st.kind, st.default) {
+        (Kind::Bool, Some(d @ ("true" | "false"))) => d.to_string(),
+        (Kind::Bool, _) => "false".to_string(),
+        (Kind::Integer, Some(d)) if d.parse::<i64>().is_ok() => d.to_string(),
+        (Kind::List, None) => "[]".to_string(),
+        (Kind::Map, None) => "{}".to_string(),
+        (_, d) => q(d.unwrap_or("")),
     }
 }
 
-/// `defaultValue` as a typed YAML scalar.
-fn yaml_default(st: &Setting) -> Option<String> {
-    let d = st.default?;
-    Some(match st.kind {
-        Kind::Bool if d == "true" || d == "false" => d.to_string(),
-        Kind::Integer if d.parse::<i64>().is_ok() => d.to_string(),
-        _ => q(d),
-    })
+/// The property description in `plugin.yaml`: the help, then what the index has no key for.
+pub fn index_description(st: &Setting) -> String {
+    let mut d = st.help.to_string();
+    if let Kind::Enum(values) = st.kind {
+        d.push_str(&format!(" One of: {}.", values.join(", ")));
+    }
+    if !st.env_fallback.is_empty() {
+        d.push_str(&format!(" Also read from {} when unset.", st.env_fallback.join(" or ")));
+    }
+    d
+}
+
+/// The logo's file name (the index keeps logos in its public/logos folder; the file is in docs/).
+pub const LOGO: &str = "azure-storage.svg";
+/// The logo's URL, for the Woodpecker index page (`icon`).
+pub fn logo_url() -> String {
+    format!("{}/main/docs/{LOGO}", REPO_URL.replace("https://github.com/", "https://raw.githubusercontent.com/"))
 }
 
 fn yaml_list(items: &[&str]) -> String {
@@ -139,13 +155,14 @@ pub fn plugin_yaml() -> String {
     let mut o = String::new();
     o.push_str("# Generated from src/settings.rs (SETTINGS); do not edit: change the table there, then run\n");
     o.push_str(&format!("#   {REGENERATE}\n"));
-    o.push_str("# Shape: the Drone plugin index's content.yaml (`properties`), plus `format`, `enum` and `env`.\n");
+    o.push_str("# Shape: the Drone plugin index's content.yaml, valid against its plugin-schema.json.\n");
     o.push_str(&format!("title: {}\n", q(TITLE)));
     o.push_str(&format!("author: {}\n", q(AUTHOR)));
     o.push_str(&format!("tags: {}\n", yaml_list(TAGS)));
+    o.push_str(&format!("logo: {}\n", q(LOGO)));
     o.push_str(&format!("repo: {}\n", q(REPO_URL)));
-    o.push_str(&format!("image: {}\n", q(IMAGE)));
-    o.push_str(&format!("license: {}\n", q(env!("CARGO_PKG_LICENSE"))));
+    o.push_str(&format!("image: {}\n", q(&format!("https://{IMAGE}"))));
+    o.push_str(&format!("license: {}\n", q(INDEX_LICENSE)));
     o.push_str(&format!("readme: {}\n", q(&format!("{REPO_URL}/blob/main/README.md"))));
     o.push_str(&format!("description: {}\n", q(DESCRIPTION)));
     o.push_str("example: |\n");
@@ -154,21 +171,10 @@ pub fn plugin_yaml() -> String {
     for st in SETTINGS {
         o.push_str(&format!("  {}:\n", st.name));
         o.push_str(&format!("    type: {}\n", index_type(st.kind)));
-        if let Some(f) = format(st.kind) {
-            o.push_str(&format!("    format: {f}\n"));
-        }
-        if let Kind::Enum(values) = st.kind {
-            o.push_str(&format!("    enum: {}\n", yaml_list(values)));
-        }
-        if let Some(d) = yaml_default(st) {
-            o.push_str(&format!("    defaultValue: {d}\n"));
-        }
-        o.push_str(&format!("    description: {}\n", q(st.help)));
+        o.push_str(&format!("    defaultValue: {}\n", yaml_default(st)));
+        o.push_str(&format!("    description: {}\n", q(&index_description(st))));
         o.push_str(&format!("    secret: {}\n", st.secret));
         o.push_str(&format!("    required: {}\n", st.required));
-        if !st.env_fallback.is_empty() {
-            o.push_str(&format!("    env: {}\n", yaml_list(st.env_fallback)));
-        }
     }
     o
 }
@@ -276,6 +282,7 @@ pub fn woodpecker_docs_md() -> String {
     o.push_str(&format!("tags: {}\n", yaml_list(TAGS)));
     o.push_str(&format!("containerImage: {}\n", q(IMAGE)));
     o.push_str(&format!("containerImageUrl: {}\n", q(&format!("https://{IMAGE}"))));
+    o.push_str(&format!("icon: {}\n", q(&logo_url())));
     o.push_str(&format!("url: {}\n", q(REPO_URL)));
     o.push_str("---\n\n");
     o.push_str(GENERATED_MD);
@@ -358,11 +365,12 @@ mod tests {
         };
         assert!(section("account_key").contains("secret: true"));
         assert!(section("source").contains("required: true"));
-        assert!(section("overwrite").contains(r#"enum: ["true", "false", "skip", "changed"]"#));
+        assert!(section("overwrite").contains("One of: true, false, skip, changed."));
         assert!(section("dry_run").contains("defaultValue: false\n"), "{}", section("dry_run"));
-        assert!(section("concurrency").contains("type: integer"));
-        assert!(section("max_memory").contains("format: size"));
-        assert!(!section("container").contains("defaultValue"));
+        assert!(section("concurrency").contains("type: number"));
+        assert!(section("source").contains("type: array\ndefaultValue: []\n"), "{}", section("source"));
+        assert!(section("metadata").contains("type: object\ndefaultValue: {}\n"));
+        assert!(section("container").contains("defaultValue: \"\"\n"));
     }
 
     #[test]
