@@ -43,8 +43,22 @@ pub const REGENERATE: &str = "UPDATE_DOCS=1 cargo test --test it docs";
 pub type Render = fn() -> String;
 
 /// Every generated document: path relative to the repository root, and its renderer.
-pub const DOCUMENTS: &[(&str, Render)] =
-    &[("plugin.yaml", plugin_yaml), ("docs/settings.md", settings_markdown), ("docs.md", woodpecker_docs_md)];
+pub const DOCUMENTS: &[(&str, Render)] = &[
+    ("plugin.yaml", plugin_yaml),
+    ("docs/settings.md", settings_markdown),
+    ("docs.md", woodpecker_docs_md),
+    ("action.yml", action_yml),
+];
+
+/// The outputs a run appends to `GITHUB_OUTPUT` / `DRONE_OUTPUT` (transfer/outputs.rs).
+pub const OUTPUTS: &[(&str, &str)] = &[
+    ("transferred", "Files transferred (or that a dry run would transfer)."),
+    ("skipped", "Files skipped (existing, unchanged, or links not followed)."),
+    ("failed", "Files that failed."),
+    ("bytes", "Bytes transferred."),
+    ("url", "The file's URL when one file was moved, else the URL of the target prefix (upload) or source prefix (download). Never carries a SAS."),
+    ("manifest", "The manifest's path, when `manifest` is set."),
+];
 
 /// A YAML double-quoted scalar (JSON string syntax is a subset of it).
 fn q(s: &str) -> String {
@@ -320,6 +334,42 @@ pub fn woodpecker_docs_md() -> String {
     );
     o
 }
+
+/// `action.yml`: a GitHub / Forgejo Actions docker action running the image. Every setting is
+/// an input of the same name; the runner passes it as `INPUT_<NAME>`, which the plugin reads
+/// when `PLUGIN_<NAME>` is absent.
+pub fn action_yml() -> String {
+    let mut o = String::new();
+    o.push_str("# Generated from src/settings.rs (SETTINGS); do not edit: change the table there, then run\n");
+    o.push_str(&format!("#   {REGENERATE}\n"));
+    o.push_str("# A docker action: the runner mounts the workspace, passes each input as INPUT_<NAME> and,\n");
+    o.push_str("# with `permissions: id-token: write`, ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN (keyless auth).\n");
+    o.push_str("# Releases pin `runs.image` to the image's digest.\n");
+    o.push_str(&format!("name: {}\n", q(TITLE)));
+    o.push_str(&format!("description: {}\n", q(ACTION_DESCRIPTION)));
+    o.push_str(&format!("author: {}\n", q(AUTHOR)));
+    o.push_str("branding:\n  icon: \"upload-cloud\"\n  color: \"blue\"\n");
+    o.push_str("inputs:\n");
+    for st in SETTINGS {
+        o.push_str(&format!("  {}:\n", st.name));
+        o.push_str(&format!("    description: {}\n", q(&index_description(st))));
+        o.push_str(&format!("    required: {}\n", st.required));
+        if let Some(d) = st.default {
+            o.push_str(&format!("    default: {}\n", q(d)));
+        }
+    }
+    o.push_str("outputs:\n");
+    for (name, what) in OUTPUTS {
+        o.push_str(&format!("  {name}:\n    description: {}\n", q(what)));
+    }
+    o.push_str("runs:\n  using: \"docker\"\n");
+    o.push_str(&format!("  image: {}\n", q(&format!("docker://{IMAGE}:{}", env!("CARGO_PKG_VERSION")))));
+    o
+}
+
+/// The action's one-line description (GitHub's marketplace allows 125 characters).
+pub const ACTION_DESCRIPTION: &str =
+    "Upload or download build artifacts to Azure Blob Storage or Azure Files: keyless (OIDC), parallel, verified";
 
 fn article(word: &str) -> &'static str {
     if word.starts_with(['a', 'e', 'i', 'o', 'u']) {

@@ -146,6 +146,12 @@ pub fn env_name(name: &str) -> String {
     format!("PLUGIN_{}", name.to_ascii_uppercase())
 }
 
+/// The variable a GitHub/Forgejo Action input arrives in: `INPUT_<NAME>` (accepted when
+/// `PLUGIN_<NAME>` is absent).
+pub fn input_env_name(name: &str) -> String {
+    format!("INPUT_{}", name.to_ascii_uppercase())
+}
+
 /// Levenshtein distance, for "did you mean".
 fn distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();

@@ -258,11 +258,14 @@ impl RawSettings {
         RawSettings { env }
     }
 
-    /// The value of a setting: `PLUGIN_<NAME>`, then its documented fallbacks. Empty counts as unset.
+    /// The value of a setting: `PLUGIN_<NAME>`, then `INPUT_<NAME>` (a GitHub/Forgejo
+    /// Action's input, see action.yml), then its documented fallbacks. Empty counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
         let primary = self.env.get(&settings::env_name(name)).map(|s| s.as_str());
+        let input = self.env.get(&settings::input_env_name(name)).map(|s| s.as_str());
         let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
-        std::iter::once(primary)
+        [primary, input]
+            .into_iter()
             .chain(fallbacks.iter().map(|f| self.env.get(*f).map(|s| s.as_str())))
             .flatten()
             .find(|v| !v.trim().is_empty())

@@ -65,6 +65,7 @@ pub fn jwt(claims: serde_json::Value) -> String {
 /// What a test puts in a `from_secret` variable: a value of the shape the setting accepts.
 fn secret_placeholder(var: &str) -> String {
     match var {
+        _ if var.starts_with("INPUT_") => secret_placeholder(&var.replacen("INPUT_", "PLUGIN_", 1)),
         "PLUGIN_SAS_TOKEN" => "sv=2024-08-04&ss=b&srt=co&sp=rwl&se=2099-01-01T00:00:00Z&sig=placeholder".into(),
         "PLUGIN_ACCOUNT_KEY" => DEV_KEY.into(),
         "PLUGIN_CONNECTION_STRING" => "UseDevelopmentStorage=true".into(),
@@ -76,16 +77,18 @@ fn secret_placeholder(var: &str) -> String {
     }
 }
 
-/// `${VAR}` as the engines substitute them before the step runs.
+/// `${VAR}` (Drone, Woodpecker) and `${{ expr }}` (Actions) as the engines substitute them
+/// before the step runs.
 fn substitute(v: &str) -> String {
     let mut out = String::new();
     let mut rest = v;
     while let Some(i) = rest.find("${") {
         out.push_str(&rest[..i]);
-        let Some(end) = rest[i..].find('}') else { break };
-        let var = &rest[i + 2..i + end];
-        out.push_str(if var.ends_with("REPO") || var.ends_with("REPOSITORY") { "org/repo" } else { "abc123" });
-        rest = &rest[i + end + 1..];
+        let close = if rest[i..].starts_with("${{") { "}}" } else { "}" };
+        let Some(end) = rest[i..].find(close) else { break };
+        let var = rest[i + 2..i + end].trim_matches(|c: char| c == '{' || c.is_whitespace()).to_ascii_lowercase();
+        out.push_str(if var.ends_with("repo") || var.ends_with("repository") { "org/repo" } else { "abc123" });
+        rest = &rest[i + end + close.len()..];
     }
     out.push_str(rest);
     out
@@ -284,11 +287,16 @@ fn documented_files() -> Vec<String> {
 
 /// The step's environment: `${VAR}`s substituted, secrets filled with placeholders.
 fn step_env(e: &Encoded) -> BTreeMap<String, String> {
+    // A Harness expression (`<+steps.x.output.outputVariables.Y>`) or an Actions secret
+    // (`${{ secrets.X }}`) is resolved at run time, like a secret.
+    let runtime: Vec<String> = e
+        .env
+        .iter()
+        .filter(|(_, v)| (v.starts_with("<+") && v.ends_with('>')) || v.contains("secrets."))
+        .map(|(k, _)| k.clone())
+        .collect();
     let mut env: BTreeMap<String, String> = e.env.iter().map(|(k, v)| (k.clone(), substitute(v))).collect();
-    // A Harness expression (`<+steps.x.output.outputVariables.Y>`) is resolved at run time,
-    // like a secret.
-    let runtime = env.iter().filter(|(_, v)| v.starts_with("<+") && v.ends_with('>')).map(|(k, _)| k.clone());
-    for s in e.secrets.iter().cloned().chain(runtime.collect::<Vec<_>>()) {
+    for s in e.secrets.iter().cloned().chain(runtime) {
         let v = secret_placeholder(&s);
         env.insert(s, v);
     }
@@ -301,12 +309,14 @@ fn run_upload_example(at: &str, env: &BTreeMap<String, String>) {
     use plugin_azure_storage::config::{parse_list, PathPattern};
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path();
-    let sources = parse_list(env.get("PLUGIN_SOURCE").map_or("", String::as_str)).unwrap();
-    let excludes: Vec<PathPattern> = parse_list(env.get("PLUGIN_EXCLUDE").map_or("", String::as_str))
-        .unwrap()
-        .iter()
-        .map(|e| PathPattern::new(e).unwrap())
-        .collect();
+    // A setting as the plugin reads it: PLUGIN_<NAME>, else the action input INPUT_<NAME>.
+    let get = |name: &str| {
+        let up = name.to_ascii_uppercase();
+        env.get(&format!("PLUGIN_{up}")).or(env.get(&format!("INPUT_{up}"))).map_or("", String::as_str)
+    };
+    let sources = parse_list(get("source")).unwrap();
+    let excludes: Vec<PathPattern> =
+        parse_list(get("exclude")).unwrap().iter().map(|e| PathPattern::new(e).unwrap()).collect();
     let files: Vec<String> = sources.iter().flat_map(|s| synthesize(s)).collect();
     for f in &files {
         write(ws, f, b"example");
@@ -374,7 +384,14 @@ fn ci_encoding_every_documented_example_runs_as_the_engines_pass_it() {
         }
     }
     // The examples users copy are all checked (a parser that found nothing would pass).
-    for f in ["README.md", "docs.md", "docs/auth.md", "docs/examples/drone.yml", "docs/examples/woodpecker.yml"] {
+    for f in [
+        "README.md",
+        "docs.md",
+        "docs/auth.md",
+        "docs/examples/drone.yml",
+        "docs/examples/woodpecker.yml",
+        "docs/examples/github-actions.yml",
+    ] {
         assert!(per_file.get(f).copied().unwrap_or(0) > 0, "no plugin step found in {f}: {per_file:?}");
     }
     eprintln!("checked {steps} example steps: {per_file:?}");
@@ -418,6 +435,10 @@ fn ci_encoding_outputs_for_later_steps() {
         assert_eq!(o["manifest"], "out/manifest.json");
     }
     assert_eq!(outputs(&gh)["earlier"], "kept", "appended, not replaced");
+    for k in outputs(&drone).keys() {
+        let documented = plugin_azure_storage::docgen::OUTPUTS.iter().any(|(n, _)| n == k);
+        assert!(documented, "output `{k}` is not declared in action.yml / docgen::OUTPUTS");
+    }
 
     // Again with overwrite: skip, and one file: `url` is that file's; no manifest key.
     std::fs::remove_file(&gh).unwrap();
@@ -586,4 +607,29 @@ fn ci_encoding_tls_a_ca_true_self_signed_certificate_in_the_bundle_is_accepted()
         .run();
     assert_eq!(out.code, 3, "{}", out.all());
     assert!(out.all().to_lowercase().contains("certificate"), "{}", out.all());
+}
+
+#[test]
+fn ci_encoding_action_inputs_are_settings_when_plugin_vars_are_absent() {
+    // GitHub runs the docker action with each input as INPUT_<NAME> (action.yml).
+    let az = Azurite::shared();
+    let c = container("inputs");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "dist/a.txt", b"a");
+    write(dir.path(), "dist/b.txt", b"b");
+    plugin(dir.path())
+        .env("INPUT_ENDPOINT", az.endpoint())
+        .env("INPUT_ACCOUNT_KEY", DEV_KEY)
+        .env("INPUT_CONTAINER", c.as_str())
+        .env("INPUT_CREATE_CONTAINER", "true")
+        .env("INPUT_SOURCE", "dist/*.txt")
+        .env("INPUT_STRIP_PREFIX", "dist")
+        .env("INPUT_TARGET", "ignored")
+        .set("target", "from-plugin") // PLUGIN_<NAME> wins over INPUT_<NAME>
+        .env("INPUT_EXCLUDE", "") // an input left empty is unset
+        .run()
+        .assert_ok();
+    let mut got = list(az, &c);
+    got.sort();
+    assert_eq!(got, vec!["from-plugin/a.txt", "from-plugin/b.txt"]);
 }

@@ -287,3 +287,30 @@ fn docs_dockerfile_local_builds_the_same_final_stage_as_dockerfile() {
         .collect();
     assert_eq!(from_source, final_stage("Dockerfile.local"), "Dockerfile.local drifted from Dockerfile's final stage");
 }
+
+#[test]
+fn docs_action_yml_inputs_and_outputs_agree_with_the_settings_table() {
+    let a = parse_yaml("action.yml", false);
+    assert_eq!(a["runs"]["using"], "docker");
+    assert!(a["runs"]["image"].as_str().unwrap().starts_with(&format!("docker://{}", docgen::IMAGE)));
+    assert!(a["description"].as_str().unwrap().len() <= 125, "GitHub's marketplace limit");
+    let inputs = a["inputs"].as_object().expect("inputs");
+    let mut names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+    let mut want: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+    names.sort();
+    want.sort();
+    assert_eq!(names, want, "action.yml inputs differ from SETTINGS");
+    for st in SETTINGS {
+        let i = &inputs[st.name];
+        assert!(i["description"].as_str().unwrap().starts_with(st.help), "{}", st.name);
+        assert_eq!(i["required"], st.required, "{}", st.name);
+        // Inputs are strings; a default is the setting's, as text.
+        assert_eq!(i.get("default").and_then(|d| d.as_str()), st.default, "{}", st.name);
+    }
+    let outputs: Vec<&str> = a["outputs"].as_object().expect("outputs").keys().map(String::as_str).collect();
+    let mut documented: Vec<&str> = docgen::OUTPUTS.iter().map(|(k, _)| *k).collect();
+    let mut outputs = outputs;
+    outputs.sort();
+    documented.sort();
+    assert_eq!(outputs, documented);
+}

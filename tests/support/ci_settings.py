@@ -66,15 +66,25 @@ def blocks(path):
     return out
 
 
+def action_inputs(with_):
+    """A GitHub/Forgejo Actions step's `with:`: every input as INPUT_<NAME>, as text."""
+    env = {"INPUT_" + str(k).upper(): scalar(v) for k, v in with_.items()}
+    return {"env": env, "secrets": []}
+
+
 def steps(node, found):
-    """Every mapping with a `settings:` mapping whose image (if any) is this plugin."""
+    """Every mapping with a `settings:` mapping whose image (if any) is this plugin, and
+    every Actions step that `uses:` this plugin's action (its `with:`)."""
     if isinstance(node, dict):
         s = node.get("settings")
         image = str(node.get("image", "plugin-azure-storage"))
         if isinstance(s, dict) and "plugin-azure-storage" in image:
-            found.append(s)
+            found.append(encode(s))
+        w = node.get("with")
+        if isinstance(w, dict) and "plugin-azure-storage" in str(node.get("uses", "")):
+            found.append(action_inputs(w))
         for v in node.values():
-            if v is not s:
+            if v is not s and v is not w:
                 steps(v, found)
     elif isinstance(node, list):
         for v in node:
@@ -90,7 +100,7 @@ def examples(paths):
                 found = []
                 for doc in yaml.safe_load_all(text):
                     steps(doc, found)
-                entry["steps"] = [encode(s) for s in found]
+                entry["steps"] = found
             except yaml.YAMLError as e:
                 entry["error"] = str(e)
             out.append(entry)
