@@ -235,7 +235,9 @@ pub fn settings_markdown() -> String {
     o.push_str(concat!(
         "Each setting is a key under the step's `settings:` (Drone, Woodpecker), which the CI passes\n",
         "to the container as the environment variable `PLUGIN_<NAME>` (upper case). Any CI that runs\n",
-        "a container step can set those variables itself (`docker run -e PLUGIN_SOURCE=...`).\n",
+        "a container step can set those variables itself (`docker run -e PLUGIN_SOURCE=...`). As a\n",
+        "GitHub/Forgejo docker action (`action.yml`), each setting is an input of the same name, which\n",
+        "the runner passes as `INPUT_<NAME>`: read when `PLUGIN_<NAME>` is absent.\n",
         "`plugin.yaml` holds the same table, machine-readable.\n\n",
         "Value forms:\n\n",
         "- **boolean**: `true` or `false`.\n",

@@ -185,7 +185,8 @@ pub fn help_text() -> String {
         "plugin-azure-storage ",
         env!("CARGO_PKG_VERSION"),
         "\nMoves build artifacts between the workspace and Azure Blob Storage / Azure Files.\n\n",
-        "Settings arrive as environment variables PLUGIN_<NAME> (Drone/Woodpecker `settings:`).\n",
+        "Settings arrive as environment variables PLUGIN_<NAME> (Drone/Woodpecker `settings:`),\n",
+        "or INPUT_<NAME> (GitHub/Forgejo Actions inputs, action.yml) when PLUGIN_<NAME> is absent.\n",
         "Lists: comma-joined (a YAML list arrives so; commas inside {...} never split) or a JSON array. Maps: JSON. Sizes: 8MiB, 4M, 1048576. Durations: 30s, 2m, 500ms.\n\n",
         "Exit codes: 0 every file done; 1 one or more files failed; 2 invalid settings; 3 authentication or service error before any transfer.\n\n"
     ));
