@@ -1,13 +1,14 @@
 //! Reference documents generated from the settings table (`settings::SETTINGS`), so that
 //! the code, `--help` and what users read cannot disagree:
 //!
-//! - `plugin.yaml`: the machine-readable schema, in the shape of the Drone plugin index's
-//!   `content.yaml` (title, author, tags, repo, image, description, example, and
-//!   `properties: {name: {type, defaultValue, description, secret, required}}`), plus
-//!   `format` (list, map, size, ...), `enum` and `env` (fallback variables) where they apply.
-//!   `type` stays within the index's vocabulary (`string`, `boolean`, `integer`): lists,
-//!   maps, sizes and durations arrive as strings and say so in `format`. A setting without a
-//!   documented default (unset or automatic) has no `defaultValue` rather than a fake `""`.
+//! - `plugin.yaml`: the Drone plugin index's `content.yaml`, valid against its schema
+//!   (drone/drone-plugin-index, plugin-validation/plugin-schema.json): only the index's
+//!   top-level keys (title, author, tags, logo, repo, image, license, readme, description,
+//!   example), `license` from its list, URLs for `image`, `repo` and `readme`, and
+//!   `properties: {name: {type, defaultValue, description, secret, required}}` with exactly
+//!   those five keys, `type` one of string, number, array, boolean, object. What the index
+//!   has no key for (accepted values, fallback variables) is in the description. A setting
+//!   without a documented default gets the empty value of its type (`""`, `[]`, `{}`).
 //! - `docs/settings.md`: the settings reference for people.
 //! - `docs.md`: the Woodpecker plugin index page (YAML front matter + settings table).
 //!
@@ -30,6 +31,8 @@ pub const AUTHOR: &str = "plugin-azure-storage authors";
 pub const TAGS: &[&str] = &["azure", "storage", "blob", "files", "artifacts", "upload", "download", "publish", "oidc"];
 /// One-line description (the crate's).
 pub const DESCRIPTION: &str = env!("CARGO_PKG_DESCRIPTION");
+/// `Cargo.toml`'s `Apache-2.0`, as the Drone plugin index names it.
+pub const INDEX_LICENSE: &str = "Apache License 2.0";
 /// The digest placeholder used in examples; the release pipeline prints the real one.
 pub const DIGEST_PLACEHOLDER: &str = "sha256:<digest>";
 
@@ -40,43 +43,70 @@ pub const REGENERATE: &str = "UPDATE_DOCS=1 cargo test --test it docs";
 pub type Render = fn() -> String;
 
 /// Every generated document: path relative to the repository root, and its renderer.
-pub const DOCUMENTS: &[(&str, Render)] =
-    &[("plugin.yaml", plugin_yaml), ("docs/settings.md", settings_markdown), ("docs.md", woodpecker_docs_md)];
+pub const DOCUMENTS: &[(&str, Render)] = &[
+    ("plugin.yaml", plugin_yaml),
+    ("docs/settings.md", settings_markdown),
+    ("docs.md", woodpecker_docs_md),
+    ("action.yml", action_yml),
+];
+
+/// The outputs a run appends to `GITHUB_OUTPUT` / `DRONE_OUTPUT` (transfer/outputs.rs).
+pub const OUTPUTS: &[(&str, &str)] = &[
+    ("transferred", "Files transferred (or that a dry run would transfer)."),
+    ("skipped", "Files skipped (existing, unchanged, or links not followed)."),
+    ("failed", "Files that failed."),
+    ("bytes", "Bytes transferred."),
+    ("url", "The file's URL when one file was moved, else the URL of the target prefix (upload) or source prefix (download). Never carries a SAS."),
+    ("manifest", "The manifest's path, when `manifest` is set."),
+];
 
 /// A YAML double-quoted scalar (JSON string syntax is a subset of it).
 fn q(s: &str) -> String {
     serde_json::to_string(s).expect("a string serialises")
 }
 
-/// `type` in the Drone plugin index's vocabulary.
-fn index_type(kind: Kind) -> &'static str {
+/// `type` in the Drone plugin index's vocabulary (string, number, array, boolean, object):
+/// what a user writes in `settings:` (a YAML list for a list, a map for a map).
+pub fn index_type(kind: Kind) -> &'static str {
     match kind {
         Kind::Bool => "boolean",
-        Kind::Integer => "integer",
-        _ => "string",
+        Kind::Integer => "number",
+        Kind::List => "array",
+        Kind::Map => "object",
+        Kind::String | Kind::Enum(_) | Kind::StringOrMap | Kind::Size | Kind::Duration => "string",
     }
 }
 
-/// The finer shape of a string-typed value, when there is one.
-fn format(kind: Kind) -> Option<&'static str> {
-    match kind {
-        Kind::List => Some("list"),
-        Kind::Map => Some("map"),
-        Kind::StringOrMap => Some("string-or-map"),
-        Kind::Size => Some("size"),
-        Kind::Duration => Some("duration"),
-        Kind::String | Kind::Bool | Kind::Integer | Kind::Enum(_) => None,
+/// `defaultValue` as a YAML value of the index type; without a documented default, the
+/// empty value of that type.
+fn yaml_default(st: &Setting) -> String {
+    match (st.kind, st.default) {
+        (Kind::Bool, Some(d @ ("true" | "false"))) => d.to_string(),
+        (Kind::Bool, _) => "false".to_string(),
+        (Kind::Integer, Some(d)) if d.parse::<i64>().is_ok() => d.to_string(),
+        (Kind::List, None) => "[]".to_string(),
+        (Kind::Map, None) => "{}".to_string(),
+        (_, d) => q(d.unwrap_or("")),
     }
 }
 
-/// `defaultValue` as a typed YAML scalar.
-fn yaml_default(st: &Setting) -> Option<String> {
-    let d = st.default?;
-    Some(match st.kind {
-        Kind::Bool if d == "true" || d == "false" => d.to_string(),
-        Kind::Integer if d.parse::<i64>().is_ok() => d.to_string(),
-        _ => q(d),
-    })
+/// The property description in `plugin.yaml`: the help, then what the index has no key for.
+pub fn index_description(st: &Setting) -> String {
+    let mut d = st.help.to_string();
+    if let Kind::Enum(values) = st.kind {
+        d.push_str(&format!(" One of: {}.", values.join(", ")));
+    }
+    if !st.env_fallback.is_empty() {
+        d.push_str(&format!(" Also read from {} when unset.", st.env_fallback.join(" or ")));
+    }
+    d
+}
+
+/// The logo's file name (the index keeps logos in its public/logos folder; the file is in docs/).
+pub const LOGO: &str = "azure-storage.svg";
+/// The logo's URL, for the Woodpecker index page (`icon`).
+pub fn logo_url() -> String {
+    format!("{}/main/docs/{LOGO}", REPO_URL.replace("https://github.com/", "https://raw.githubusercontent.com/"))
 }
 
 fn yaml_list(items: &[&str]) -> String {
@@ -120,10 +150,14 @@ fn woodpecker_example() -> String {
       source: dist/**/*.tar.gz
       strip_prefix: dist
       target: ${{CI_REPO}}/${{CI_COMMIT_SHA}}
-      tenant_id: 00000000-0000-0000-0000-000000000000
-      client_id: 11111111-1111-1111-1111-111111111111
-      federated_token:
-        from_secret: ci_oidc_token
+    # Keyless on the Kubernetes backend with Azure Workload Identity (the agent needs
+    # WOODPECKER_BACKEND_K8S_POD_LABELS_ALLOW_FROM_STEP=true). Woodpecker mints no OIDC
+    # token; on an agent VM with a managed identity, no backend_options are needed.
+    backend_options:
+      kubernetes:
+        serviceAccountName: ci-artifacts
+        labels:
+          azure.workload.identity/use: "true"
 "#
     )
 }
@@ -135,13 +169,14 @@ pub fn plugin_yaml() -> String {
     let mut o = String::new();
     o.push_str("# Generated from src/settings.rs (SETTINGS); do not edit: change the table there, then run\n");
     o.push_str(&format!("#   {REGENERATE}\n"));
-    o.push_str("# Shape: the Drone plugin index's content.yaml (`properties`), plus `format`, `enum` and `env`.\n");
+    o.push_str("# Shape: the Drone plugin index's content.yaml, valid against its plugin-schema.json.\n");
     o.push_str(&format!("title: {}\n", q(TITLE)));
     o.push_str(&format!("author: {}\n", q(AUTHOR)));
     o.push_str(&format!("tags: {}\n", yaml_list(TAGS)));
+    o.push_str(&format!("logo: {}\n", q(LOGO)));
     o.push_str(&format!("repo: {}\n", q(REPO_URL)));
-    o.push_str(&format!("image: {}\n", q(IMAGE)));
-    o.push_str(&format!("license: {}\n", q(env!("CARGO_PKG_LICENSE"))));
+    o.push_str(&format!("image: {}\n", q(&format!("https://{IMAGE}"))));
+    o.push_str(&format!("license: {}\n", q(INDEX_LICENSE)));
     o.push_str(&format!("readme: {}\n", q(&format!("{REPO_URL}/blob/main/README.md"))));
     o.push_str(&format!("description: {}\n", q(DESCRIPTION)));
     o.push_str("example: |\n");
@@ -150,21 +185,10 @@ pub fn plugin_yaml() -> String {
     for st in SETTINGS {
         o.push_str(&format!("  {}:\n", st.name));
         o.push_str(&format!("    type: {}\n", index_type(st.kind)));
-        if let Some(f) = format(st.kind) {
-            o.push_str(&format!("    format: {f}\n"));
-        }
-        if let Kind::Enum(values) = st.kind {
-            o.push_str(&format!("    enum: {}\n", yaml_list(values)));
-        }
-        if let Some(d) = yaml_default(st) {
-            o.push_str(&format!("    defaultValue: {d}\n"));
-        }
-        o.push_str(&format!("    description: {}\n", q(st.help)));
+        o.push_str(&format!("    defaultValue: {}\n", yaml_default(st)));
+        o.push_str(&format!("    description: {}\n", q(&index_description(st))));
         o.push_str(&format!("    secret: {}\n", st.secret));
         o.push_str(&format!("    required: {}\n", st.required));
-        if !st.env_fallback.is_empty() {
-            o.push_str(&format!("    env: {}\n", yaml_list(st.env_fallback)));
-        }
     }
     o
 }
@@ -211,16 +235,29 @@ pub fn settings_markdown() -> String {
     o.push_str(concat!(
         "Each setting is a key under the step's `settings:` (Drone, Woodpecker), which the CI passes\n",
         "to the container as the environment variable `PLUGIN_<NAME>` (upper case). Any CI that runs\n",
-        "a container step can set those variables itself (`docker run -e PLUGIN_SOURCE=...`).\n",
+        "a container step can set those variables itself (`docker run -e PLUGIN_SOURCE=...`). As a\n",
+        "GitHub/Forgejo docker action (`action.yml`), each setting is an input of the same name, which\n",
+        "the runner passes as `INPUT_<NAME>`: read when `PLUGIN_<NAME>` is absent.\n",
         "`plugin.yaml` holds the same table, machine-readable.\n\n",
         "Value forms:\n\n",
         "- **boolean**: `true` or `false`.\n",
-        "- **list**: comma-joined (`a,b`) or a JSON array (`[\"a\",\"b\"]`); a YAML list in `settings:` arrives\n",
-        "  as one of these. A glob containing a comma (`*.{js,css}`) can only be given in the JSON or YAML\n",
-        "  list form.\n",
+        "- **list**: comma-joined (`a,b`) or a JSON array (`[\"a\",\"b\"]`). Drone and Woodpecker pass a\n",
+        "  YAML list of strings comma-joined (`[a, b]` arrives as `a,b`), so a comma inside `{...}`\n",
+        "  (`dist/*.{js,css}`) never splits an item; write `\\,` for a literal comma outside braces.\n",
         "- **map**: a JSON object (a YAML map in `settings:` arrives as JSON).\n",
-        "- **string or map**: one string for every file, or a map glob → value where the first\n",
-        "  matching glob, in written order, wins.\n",
+        "- **string or map**: one string for every file; or a map glob → value; or a list of one-entry\n",
+        "  maps. Drone and Woodpecker pass a YAML map as JSON with its keys **sorted**, so a map's\n",
+        "  written order is lost: in a map the **most specific glob wins**: the one with more literal\n",
+        "  characters (not counting `/` and wildcards; `{a,bc}` counts its shortest branch), then fewer\n",
+        "  wildcards (`*`, `**`, `?`, `[...]`, `{...}` one each), then fewer `**`, then the glob's text in\n",
+        "  byte order. A list (a YAML list of maps arrives as a JSON array, in written order) is\n",
+        "  tried top to bottom, and the first match wins. For example, with\n",
+        "  `cache_control: {\"**/*.html\": no-cache, \"**\": \"public, max-age=31536000, immutable\"}`,\n",
+        "  `index.html` and `a/b.html` get `no-cache` (5 literal characters beat 0) and `app.js` the\n",
+        "  long-lived value; with `{\"*.js\": A, \"vendor/**\": B}`, `vendor/x.js` gets `B` (6 beat 3);\n",
+        "  with `{\"*.js\": A, \"*.{js,mjs}\": B}`, `x.js` gets `A` (fewer wildcards). The same as a\n",
+        "  list, in the order you choose: `[{\"**/*.html\": \"no-cache\"}, {\"**\": \"public\"}]`; each entry\n",
+        "  holds exactly one glob (a map's keys would be sorted again).\n",
         "- **size**: bytes with an optional unit: `1048576`, `4M`, `8MiB`.\n",
         "- **duration**: `500ms`, `30s`, `2m`.\n\n",
         "Unknown `PLUGIN_*` variables are warned about, with the closest known name. Every invalid\n",
@@ -233,11 +270,19 @@ pub fn settings_markdown() -> String {
         "`cache_control`, `content_encoding`, `content_disposition`) must be one line of visible\n",
         "ASCII; only a `content_disposition` file name may be non-ASCII (it is encoded).\n\n",
         "Exit codes: `0` every file done (or skipped as asked); `1` one or more files failed (each is\n",
-        "listed) or the manifest could not be written (the summary is printed first); `2` invalid\n",
+        "listed), or the manifest or the outputs could not be written (the summary is printed first); `2` invalid\n",
         "settings; `3` nothing could be transferred: an error before any file (credentials, missing\n",
         "container, listing, planning), or a refusal that recurs for every file (wrong key, expired\n",
         "SAS, missing role, firewall, a redirect), which stops the run early; `130`/`143`\n",
         "interrupted (SIGINT/SIGTERM).\n\n",
+        "Outputs for later steps: when `DRONE_OUTPUT` (Drone, Harness) or `GITHUB_OUTPUT` (GitHub and\n",
+        "Forgejo Actions) names a file, the plugin appends `KEY=VALUE` lines to it once the run ends:\n",
+        "`transferred`, `skipped` and `failed` (file counts), `bytes` (bytes transferred), `url` (the\n",
+        "file's URL when the run moved one file, else the URL of the target prefix: `target` on\n",
+        "upload, the `source` prefix on download; never with a SAS) and `manifest` (when set). E.g.\n",
+        "`transferred=12`, `url=https://mystorage.blob.core.windows.net/artifacts/org/repo/abc123/`;\n",
+        "read them as `${{ steps.<id>.outputs.url }}` in Actions. A file that cannot be appended to\n",
+        "is named after the summary and the run exits `1` (the transfers stand as reported).\n\n",
         "| Setting | Type | Default | Description |\n",
         "|---|---|---|---|\n",
     ));
@@ -263,6 +308,7 @@ pub fn woodpecker_docs_md() -> String {
     o.push_str(&format!("tags: {}\n", yaml_list(TAGS)));
     o.push_str(&format!("containerImage: {}\n", q(IMAGE)));
     o.push_str(&format!("containerImageUrl: {}\n", q(&format!("https://{IMAGE}"))));
+    o.push_str(&format!("icon: {}\n", q(&logo_url())));
     o.push_str(&format!("url: {}\n", q(REPO_URL)));
     o.push_str("---\n\n");
     o.push_str(GENERATED_MD);
@@ -270,8 +316,9 @@ pub fn woodpecker_docs_md() -> String {
     o.push_str(concat!(
         "Moves build artifacts between the workspace and Azure Blob Storage or Azure Files:\n",
         "upload with globs, `exclude` and `strip_prefix`, or download a prefix or glob back.\n",
-        "Keyless: the pipeline's OIDC token is exchanged for a short-lived Entra ID token (account\n",
-        "keys, SAS and connection strings work too). Parallel, chunked transfers; every request body\n",
+        "Keyless: on Woodpecker, Kubernetes workload identity or a managed identity on the agent\n",
+        "(Woodpecker mints no OIDC token); where the CI mints one, it is exchanged for a short-lived\n",
+        "Entra ID token (account keys, SAS and connection strings work too). Parallel, chunked transfers; every request body\n",
         "carries a CRC-64, every file's SHA-256 is stored with it and verified on download, and a\n",
         "file only appears under its final name once verified. One small static binary in a\n",
         "`FROM scratch` image: pin it by digest.\n\n",
@@ -299,6 +346,42 @@ pub fn woodpecker_docs_md() -> String {
     );
     o
 }
+
+/// `action.yml`: a GitHub / Forgejo Actions docker action running the image. Every setting is
+/// an input of the same name; the runner passes it as `INPUT_<NAME>`, which the plugin reads
+/// when `PLUGIN_<NAME>` is absent.
+pub fn action_yml() -> String {
+    let mut o = String::new();
+    o.push_str("# Generated from src/settings.rs (SETTINGS); do not edit: change the table there, then run\n");
+    o.push_str(&format!("#   {REGENERATE}\n"));
+    o.push_str("# A docker action: the runner mounts the workspace, passes each input as INPUT_<NAME> and,\n");
+    o.push_str("# with `permissions: id-token: write`, ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN (keyless auth).\n");
+    o.push_str("# Releases pin `runs.image` to the image's digest.\n");
+    o.push_str(&format!("name: {}\n", q(TITLE)));
+    o.push_str(&format!("description: {}\n", q(ACTION_DESCRIPTION)));
+    o.push_str(&format!("author: {}\n", q(AUTHOR)));
+    o.push_str("branding:\n  icon: \"upload-cloud\"\n  color: \"blue\"\n");
+    o.push_str("inputs:\n");
+    for st in SETTINGS {
+        o.push_str(&format!("  {}:\n", st.name));
+        o.push_str(&format!("    description: {}\n", q(&index_description(st))));
+        o.push_str(&format!("    required: {}\n", st.required));
+        if let Some(d) = st.default {
+            o.push_str(&format!("    default: {}\n", q(d)));
+        }
+    }
+    o.push_str("outputs:\n");
+    for (name, what) in OUTPUTS {
+        o.push_str(&format!("  {name}:\n    description: {}\n", q(what)));
+    }
+    o.push_str("runs:\n  using: \"docker\"\n");
+    o.push_str(&format!("  image: {}\n", q(&format!("docker://{IMAGE}:{}", env!("CARGO_PKG_VERSION")))));
+    o
+}
+
+/// The action's one-line description (GitHub's marketplace allows 125 characters).
+pub const ACTION_DESCRIPTION: &str =
+    "Upload or download build artifacts to Azure Blob Storage or Azure Files: keyless (OIDC), parallel, verified";
 
 fn article(word: &str) -> &'static str {
     if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
@@ -344,11 +427,12 @@ mod tests {
         };
         assert!(section("account_key").contains("secret: true"));
         assert!(section("source").contains("required: true"));
-        assert!(section("overwrite").contains(r#"enum: ["true", "false", "skip", "changed"]"#));
+        assert!(section("overwrite").contains("One of: true, false, skip, changed."));
         assert!(section("dry_run").contains("defaultValue: false\n"), "{}", section("dry_run"));
-        assert!(section("concurrency").contains("type: integer"));
-        assert!(section("max_memory").contains("format: size"));
-        assert!(!section("container").contains("defaultValue"));
+        assert!(section("concurrency").contains("type: number"));
+        assert!(section("source").contains("type: array\ndefaultValue: []\n"), "{}", section("source"));
+        assert!(section("metadata").contains("type: object\ndefaultValue: {}\n"));
+        assert!(section("container").contains("defaultValue: \"\"\n"));
     }
 
     #[test]

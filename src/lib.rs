@@ -1,7 +1,7 @@
 //! plugin-azure-storage: a CI plugin that moves build artifacts between the workspace
 //! and Azure Blob Storage, with verified, parallel, chunked transfers.
 //!
-//! `main.rs` is thin; the library is split as DESIGN.md §5 lays out: settings and
+//! `main.rs` is thin; the library is split as docs/design.md describes: settings and
 //! config, auth, the HTTP layer, one module per storage service, and the transfer
 //! engine.
 

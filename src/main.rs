@@ -1,7 +1,7 @@
 //! Entry point: logging, settings, the run, and the exit code.
 //!
 //! Exit codes: 0 every file done (or skipped as asked); 1 one or more files failed or were
-//! not attempted, or the manifest could not be written (the summary is printed first);
+//! not attempted, or the manifest or the outputs could not be written (the summary is printed first);
 //! 2 invalid settings; 3 nothing could be transferred: an error before any file
 //! (credentials, missing container, listing, planning), or a refusal that would recur for
 //! every file (wrong key, expired SAS, missing role, firewall, a redirect) that stopped
@@ -114,8 +114,8 @@ fn main() -> ExitCode {
             } else if outcome.failed() > 0 {
                 tracing::error!("{} file(s) failed", outcome.failed());
             }
-            if let Some(m) = &outcome.manifest_error {
-                tracing::error!("{m}");
+            for e in &outcome.report_errors {
+                tracing::error!("{e}");
             }
             ExitCode::from(outcome.exit_code())
         }

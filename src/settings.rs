@@ -16,7 +16,8 @@ pub enum Kind {
     List,
     /// A JSON object.
     Map,
-    /// A string, or a JSON map glob → value (first match in written order wins).
+    /// A string, a JSON map glob → value (the most specific glob wins, never the key order),
+    /// or an ordered JSON list of one-entry maps (the first match wins).
     StringOrMap,
     /// A byte size: `8MiB`, `4M`, `1048576`.
     Size,
@@ -81,7 +82,8 @@ const fn secret(name: &'static str, env_fallback: &'static [&'static str], help:
 
 pub const OVERWRITE_VALUES: &[&str] = &["true", "false", "skip", "changed"];
 pub const ACCESS_TIERS: &[&str] = &["Hot", "Cool", "Cold", "Archive"];
-pub const AUTH_MODES: &[&str] = &["auto", "federated", "managed_identity", "sas", "shared_key", "connection_string"];
+pub const AUTH_MODES: &[&str] =
+    &["auto", "access_token", "federated", "managed_identity", "sas", "shared_key", "connection_string"];
 
 /// All settings, in the order the reference documents them.
 pub const SETTINGS: &[Setting] = &[
@@ -93,16 +95,16 @@ pub const SETTINGS: &[Setting] = &[
     s("container", Kind::String, None, "Blob container (with `service: blob`)."),
     s("share", Kind::String, None, "Azure Files share (with `service: file`). Files are written in ranges of at most 4 MiB under a temporary name and renamed into place; OAuth needs the Storage File Data Privileged Contributor role (docs/files.md)."),
     s("create_container", Kind::Bool, Some("false"), "Upload: create the container (or share) if it does not exist (otherwise a missing one is an error)."),
-    required(s("source", Kind::List, None, "Upload: local glob(s) relative to the workspace, `**` allowed; a directory means everything under it. Download: remote name(s), prefix(es) or glob(s). A glob with `{a,b}` must be passed as a JSON array. Required.")),
+    required(s("source", Kind::List, None, "Upload: local glob(s) relative to the workspace, `**` allowed; a directory means everything under it. Download: remote name(s), prefix(es) or glob(s). A YAML list arrives comma-joined; a comma inside `{...}` (`dist/*.{js,css}`) never splits. Required.")),
     s("target", Kind::String, Some(""), "Upload: remote path prefix the names are put under. Download: local directory (default: the working directory)."),
     s("strip_prefix", Kind::String, None, "Leading path removed from each name before `target` is prepended: a local path on upload, a remote prefix on download. Matches whole path components (`dist` strips `dist/a`, not `distx/a`)."),
-    s("exclude", Kind::List, None, "Glob(s) removed from the selection (matched against the same path as `source`)."),
+    s("exclude", Kind::List, None, "Glob(s) removed from the selection (matched against the same path as `source`); `{a,b}` alternations are kept whole, like in `source`."),
     s("allow_empty", Kind::Bool, Some("false"), "Succeed when `source` selects no file (by default an empty selection is an error)."),
     s("overwrite", Kind::Enum(OVERWRITE_VALUES), Some("true"), "When the destination exists: `true` replace it; `false` fail that file (conditional request, no race); `skip` leave it; `changed` transfer only when the SHA-256 differs."),
-    s("content_type", Kind::StringOrMap, None, "Content type: one string for all, or a JSON map glob → type (first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
-    s("cache_control", Kind::StringOrMap, None, "`Cache-Control` stored with each blob/file: a string or a JSON map glob → value."),
-    s("content_encoding", Kind::StringOrMap, None, "`Content-Encoding` stored with each blob/file: a string or a JSON map glob → value."),
-    s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string or a JSON map glob → value. A non-ASCII file name (`attachment; filename=\"é.txt\"`) is sent as RFC 6266/8187 `filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt`; other non-ASCII text is refused."),
+    s("content_type", Kind::StringOrMap, None, "Content type: one string for all, a map glob → type (the most specific glob wins) or a list of one-entry maps (the first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
+    s("cache_control", Kind::StringOrMap, None, "`Cache-Control` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),
+    s("content_encoding", Kind::StringOrMap, None, "`Content-Encoding` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),
+    s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins). A non-ASCII file name (`attachment; filename=\"é.txt\"`) is sent as RFC 6266/8187 `filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt`; other non-ASCII text is refused."),
     s("metadata", Kind::Map, None, "JSON map of extra metadata stored on every uploaded blob/file. Keys must be C# identifiers (ASCII letters, digits and `_`, not starting with a digit), distinct regardless of case; `sha256` is reserved. Value characters that are not visible ASCII (and `%`) are stored percent-encoded (`é` as `%C3%A9`)."),
     s("access_tier", Kind::Enum(ACCESS_TIERS), None, "Blob access tier set on upload (Blob only). Default: the account's default tier."),
     s("checksum", Kind::Enum(&["crc64", "md5"]), Some("crc64"), "Upload, Blob: the per-request checksum the service verifies. `crc64` (`x-ms-content-crc64`) costs the client least; `md5` (`Content-MD5`) costs the client an MD5 pass but Azurite far less (its uploads run several times faster). Azure Files always uses `Content-MD5`."),
@@ -120,14 +122,15 @@ pub const SETTINGS: &[Setting] = &[
     s("log_level", Kind::Enum(&["error", "warn", "info", "debug", "trace"]), Some("info"), "Log verbosity. No level ever prints a token, key or SAS."),
     s("log_format", Kind::Enum(&["text", "json"]), Some("text"), "`text` for people, `json` for log pipelines (one JSON object per line)."),
     s("progress_interval", Kind::Duration, Some("5s"), "How often a progress line is printed."),
-    s("auth", Kind::Enum(AUTH_MODES), Some("auto"), "Authentication mode. `auto` picks the first available: federated (a CI token plus `tenant_id` and `client_id`), SAS, account key, connection string, then managed identity (App Service's IDENTITY_ENDPOINT, or IMDS when it answers). Configured secrets win over a managed identity discovered on the machine; `auth: managed_identity` forces it."),
+    s("auth", Kind::Enum(AUTH_MODES), Some("auto"), "Authentication mode. `auto` picks the first available: a pre-minted `access_token`, federated (a CI token plus `tenant_id` and `client_id`), SAS, account key, connection string, then managed identity (App Service's IDENTITY_ENDPOINT, or IMDS when it answers). Configured secrets win over a managed identity discovered on the machine; `auth: managed_identity` forces it."),
     with_env("tenant_id", None, &["AZURE_TENANT_ID"], "Entra ID tenant of the app registration used for federated auth: the Directory (tenant) ID, or a verified domain."),
     with_env("client_id", None, &["AZURE_CLIENT_ID"], "Application (client) ID of the app registration (federated auth), or of a user-assigned managed identity."),
-    secret("federated_token", &[], "The CI's OIDC token (a JWT), e.g. GitLab `id_tokens` or a Woodpecker/Drone secret; exchanged with Entra ID for a storage token. Checked (a JWT, not expired) before it is sent."),
+    secret("federated_token", &[], "The CI's OIDC token (a JWT) as minted for this job, e.g. GitLab `id_tokens` or Buildkite's `oidc request-token`; exchanged with Entra ID for a storage token. Checked (a JWT, not expired) before it is sent. Not a stored secret: Woodpecker and Drone mint no OIDC token (use Kubernetes workload identity or a managed identity there)."),
     with_env("federated_token_file", None, &["AZURE_FEDERATED_TOKEN_FILE"], "File holding the CI's OIDC token (Azure Workload Identity on Kubernetes sets AZURE_FEDERATED_TOKEN_FILE); re-read at every exchange, since Kubernetes rotates it."),
-    secret("oidc_token_id", &[], "Harness: the step's OIDC token, which Harness sets as PLUGIN_OIDC_TOKEN_ID."),
+    secret("oidc_token_id", &[], "An OIDC token passed as PLUGIN_OIDC_TOKEN_ID. Harness sets that variable only for its own `plugins/azure-oidc` image: with this image, run that step for the storage scope and pass its AZURE_ACCESS_TOKEN output as `access_token` (docs/auth.md)."),
     s("audience", Kind::String, Some("api://AzureADTokenExchange"), "Audience asked of the GitHub/Forgejo Actions ID-token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL); must equal the federated credential's audience."),
     with_env("authority_host", Some("https://login.microsoftonline.com"), &["AZURE_AUTHORITY_HOST"], "Entra ID host for the token exchange: https://login.microsoftonline.us (Azure US Government), https://login.chinacloudapi.cn (Azure China)."),
+    secret("access_token", &["AZURE_ACCESS_TOKEN"], "A pre-minted Entra ID access token for Azure Storage (a JWT with audience https://storage.azure.com), used as the bearer as it is: e.g. the token Harness's `plugins/azure-oidc` step exports, or `az account get-access-token --resource https://storage.azure.com` in an earlier step. Checked before use (a JWT for storage, not expired); it cannot be refreshed, so it must outlive the transfer. The start line names its `oid` / `appid`."),
     secret("account_key", &["AZURE_STORAGE_KEY"], "Storage account key (Shared Key signing). For Azurite and teams not yet on federation."),
     secret("sas_token", &["AZURE_STORAGE_SAS_TOKEN"], "Shared access signature (query string, with or without the leading `?`)."),
     secret("connection_string", &["AZURE_STORAGE_CONNECTION_STRING"], "Storage connection string (account, key or SAS, endpoints); `UseDevelopmentStorage=true` for Azurite's defaults. Keys are case-insensitive and spaces around `=` and `;` are ignored, as in the Azure SDKs; `AccountName` is checked as `account_name`, `BlobEndpoint`/`FileEndpoint` as `endpoint`, `EndpointSuffix` as `endpoint_suffix`."),
@@ -141,6 +144,12 @@ pub fn find(name: &str) -> Option<&'static Setting> {
 /// Environment variable carrying `name`.
 pub fn env_name(name: &str) -> String {
     format!("PLUGIN_{}", name.to_ascii_uppercase())
+}
+
+/// The variable a GitHub/Forgejo Action input arrives in: `INPUT_<NAME>` (accepted when
+/// `PLUGIN_<NAME>` is absent).
+pub fn input_env_name(name: &str) -> String {
+    format!("INPUT_{}", name.to_ascii_uppercase())
 }
 
 /// Levenshtein distance, for "did you mean".
@@ -176,9 +185,10 @@ pub fn help_text() -> String {
         "plugin-azure-storage ",
         env!("CARGO_PKG_VERSION"),
         "\nMoves build artifacts between the workspace and Azure Blob Storage / Azure Files.\n\n",
-        "Settings arrive as environment variables PLUGIN_<NAME> (Drone/Woodpecker `settings:`).\n",
-        "Lists: comma-joined or a JSON array. Maps: JSON. Sizes: 8MiB, 4M, 1048576. Durations: 30s, 2m, 500ms.\n\n",
-        "Exit codes: 0 every file done; 1 one or more files failed, or the manifest could not be written; 2 invalid settings; 3 nothing could be transferred (authentication or service error before any transfer, or a refusal that recurs for every file, which stops the run early); 130/143 interrupted.\n\n"
+        "Settings arrive as environment variables PLUGIN_<NAME> (Drone/Woodpecker `settings:`),\n",
+        "or INPUT_<NAME> (GitHub/Forgejo Actions inputs, action.yml) when PLUGIN_<NAME> is absent.\n",
+        "Lists: comma-joined (a YAML list arrives so; commas inside {...} never split) or a JSON array. Maps: JSON. Sizes: 8MiB, 4M, 1048576. Durations: 30s, 2m, 500ms.\n\n",
+        "Exit codes: 0 every file done; 1 one or more files failed, or the manifest or the outputs could not be written; 2 invalid settings; 3 nothing could be transferred (authentication or service error before any transfer, or a refusal that recurs for every file, which stops the run early); 130/143 interrupted.\n\n"
     ));
     for st in SETTINGS {
         let mut line = format!("  {:<20} {}", st.name, st.kind.type_name());

@@ -1,10 +1,11 @@
 //! Workload identity federation: a CI's OIDC token exchanged for an Entra ID access token.
 //!
-//! The CI token comes from the first source present (DESIGN.md §3):
+//! The CI token comes from the first source present (docs/auth.md):
 //! 1. `federated_token` — the token itself, usually from a CI secret or variable;
 //! 2. `federated_token_file` / `AZURE_FEDERATED_TOKEN_FILE` — a file that Kubernetes
 //!    (Azure Workload Identity) rotates, so it is **re-read at every exchange**;
-//! 3. `oidc_token_id` — Harness puts the step's OIDC token in `PLUGIN_OIDC_TOKEN_ID`;
+//! 3. `oidc_token_id` — `PLUGIN_OIDC_TOKEN_ID`, which Harness sets only for its own
+//!    `plugins/azure-oidc` image (for this image, Harness users pass `access_token`);
 //! 4. GitHub / Forgejo Actions — `GET $ACTIONS_ID_TOKEN_REQUEST_URL&audience=<audience>`
 //!    with `Authorization: Bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`, JSON field `value`;
 //!    asked again at every exchange, since Actions tokens live minutes.
@@ -42,7 +43,7 @@ pub enum AssertionSource {
     Value { token: Secret, setting: &'static str },
     /// A token file, re-read at every exchange. `from` names the setting or variable.
     File { path: PathBuf, from: String },
-    /// The Actions ID-token endpoint (GitHub, Forgejo, Gitea).
+    /// The Actions ID-token endpoint (GitHub, Forgejo).
     Actions { url: String, request_token: Secret },
 }
 

@@ -4,8 +4,9 @@
 //! by the HTTP layer to every attempt of every request, so a retried request is re-signed
 //! with a fresh date (Shared Key) or carries the cache's current token (bearer).
 //!
-//! ## `auth: auto` order, and why it differs slightly from DESIGN.md §3
+//! ## `auth: auto` order, and why managed identity comes last
 //!
+//! 0. **A pre-minted access token** (`access_token`): the pipeline handed over the bearer itself.
 //! 1. **Federated** when a CI token source is present *and* `tenant_id` and `client_id`
 //!    are set (see [`federated`] for the sources). Its inputs are explicit, so it wins.
 //! 2. **SAS**, 3. **account key**, 4. **connection string** — explicit static secrets.
@@ -13,7 +14,7 @@
 //!    friends), else IMDS if a one-second probe finds it (at `AZURE_POD_IDENTITY_AUTHORITY_HOST`
 //!    when set, which is how the tests point it at a loopback fake).
 //!
-//! DESIGN.md puts managed identity before the static secrets. Here it comes after them:
+//! Managed identity comes after the static secrets (the original design had it second):
 //! managed identity is *discovered* from the machine, not configured by the pipeline, so
 //! a runner that happens to live on an Azure VM must not silently switch a pipeline that
 //! configured `account_key` to the VM's identity (with different permissions, and a
@@ -23,6 +24,7 @@
 //! Bearer tokens only travel over HTTPS: a bearer credential with an `http://` endpoint is
 //! refused before any request (Azure and Azurite both refuse it anyway).
 
+pub mod access_token;
 pub mod entra_errors;
 pub mod federated;
 pub mod jwt;
@@ -62,6 +64,8 @@ pub enum AuthError {
 /// Which keyless mode a bearer credential uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BearerKind {
+    /// A pre-minted token (`access_token`), used as it is.
+    AccessToken,
     Federated,
     ManagedIdentity,
 }
@@ -172,12 +176,14 @@ const FEDERATED_SOURCES: &str = "`federated_token` (PLUGIN_FEDERATED_TOKEN), `fe
 
 /// The client for Entra, IMDS and the Actions endpoint (not the storage client).
 fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
         .timeout(cfg.timeout)
         .user_agent(concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")))
         // Entra ID, IMDS and the Actions endpoint answer directly: a redirect is refused.
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    crate::http::tls::configure(builder)
+        .map_err(AuthError::Network)?
         .build()
         .map_err(|e| AuthError::Network(format!("cannot build the HTTP client: {}", e.without_url())))
 }
@@ -223,6 +229,14 @@ fn federated(cfg: &Config, src: AssertionSource) -> Result<Credential, AuthError
         token_retry(cfg),
     );
     Ok(Credential::Bearer(Arc::new(Bearer { kind: BearerKind::Federated, cache: TokenCache::new(Box::new(source)) })))
+}
+
+fn pre_minted(cfg: &Config, token: &Secret) -> Result<Credential, AuthError> {
+    require_https(cfg, "`access_token`")?;
+    let claims = access_token::check(token.expose(), &cfg.endpoint)
+        .map_err(|e| AuthError::Invalid(format!("`access_token` (PLUGIN_ACCESS_TOKEN, AZURE_ACCESS_TOKEN) {e}")))?;
+    let source = access_token::StaticToken::new(token.clone(), claims);
+    Ok(Credential::Bearer(Arc::new(Bearer { kind: BearerKind::AccessToken, cache: TokenCache::new(Box::new(source)) })))
 }
 
 fn managed_identity(cfg: &Config, endpoint: Endpoint) -> Result<Credential, AuthError> {
@@ -281,13 +295,23 @@ pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
                 "`auth: connection_string` needs `connection_string` (PLUGIN_CONNECTION_STRING or AZURE_STORAGE_CONNECTION_STRING)".into(),
             )),
         },
+        AuthMode::AccessToken => match &a.access_token {
+            Some(t) => pre_minted(cfg, t),
+            None => Err(AuthError::Missing(
+                "`auth: access_token` needs `access_token` (PLUGIN_ACCESS_TOKEN or AZURE_ACCESS_TOKEN)".into(),
+            )),
+        },
         AuthMode::Federated => match assertion {
             Some(src) => federated(cfg, src),
             None => Err(AuthError::Missing(format!("`auth: federated` needs a CI OIDC token from one of: {FEDERATED_SOURCES}"))),
         },
         AuthMode::ManagedIdentity => managed_identity(cfg, mi_endpoint(a)),
         AuthMode::Auto => {
-            let mut notes: Vec<String> = Vec::new();
+            if let Some(t) = &a.access_token {
+                return pre_minted(cfg, t);
+            }
+            let mut notes: Vec<String> =
+                vec!["`access_token` (PLUGIN_ACCESS_TOKEN, AZURE_ACCESS_TOKEN): not set".into()];
             match assertion {
                 Some(src) if a.tenant_id.is_some() && a.client_id.is_some() => return federated(cfg, src),
                 Some(src) => notes.push(format!(

@@ -17,6 +17,8 @@ pub struct AuthSettings {
     pub account_key: Option<Secret>,
     pub sas_token: Option<Secret>,
     pub connection_string: Option<Secret>,
+    /// A pre-minted Entra ID access token (`access_token`, `AZURE_ACCESS_TOKEN`), checked.
+    pub access_token: Option<Secret>,
     /// Entra tenant (GUID or domain) and application / managed identity client id.
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
@@ -227,6 +229,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         Some(Secret::new(v))
     };
     let federated_token = token_setting("federated_token", bad);
+    let access_token = parse_access_token(raw, mode, bad);
     let oidc_token_id = token_setting("oidc_token_id", bad);
 
     let federated_token_file = raw.get("federated_token_file").map(|p| {
@@ -333,6 +336,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         account_key: None,
         sas_token: None,
         connection_string: None,
+        access_token,
         tenant_id,
         client_id,
         federated_token,
@@ -344,6 +348,24 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         identity_endpoint,
         imds_host,
     }
+}
+
+/// `access_token`, checked (a JWT for storage, not expired) when it may be used.
+fn parse_access_token(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&str, String)) -> Option<Secret> {
+    let v = raw.get("access_token")?.trim().to_string();
+    if matches!(mode, AuthMode::Auto | AuthMode::AccessToken) {
+        // An account-scoped audience names the service URL.
+        let endpoint = raw.get("endpoint").map(str::to_string).unwrap_or_else(|| {
+            let service =
+                if raw.get("service").is_some_and(|s| s.trim().eq_ignore_ascii_case("file")) { "file" } else { "blob" };
+            let suffix = raw.get("endpoint_suffix").unwrap_or("core.windows.net");
+            format!("https://{}.{service}.{suffix}", raw.get("account_name").unwrap_or("").trim())
+        });
+        if let Err(e) = crate::auth::access_token::check(&v, endpoint.trim()) {
+            bad("access_token", e);
+        }
+    }
+    Some(Secret::new(v))
 }
 
 #[cfg(test)]

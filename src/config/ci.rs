@@ -17,7 +17,12 @@ pub fn provenance(raw: &RawSettings) -> Vec<(String, String)> {
             out.push((k.to_string(), v));
         }
     };
-    push("ci_repo", pick(&["CI_REPO", "DRONE_REPO", "GITHUB_REPOSITORY", "CI_PROJECT_PATH", "BUILDKITE_REPO"]));
+    // Buildkite: the pipeline (`org/pipeline` slugs), not BUILDKITE_REPO (a clone URL).
+    let buildkite = raw.var("BUILDKITE_PIPELINE_SLUG").map(|p| match raw.var("BUILDKITE_ORGANIZATION_SLUG") {
+        Some(o) => format!("{o}/{p}"),
+        None => p.to_string(),
+    });
+    push("ci_repo", pick(&["CI_REPO", "DRONE_REPO", "GITHUB_REPOSITORY", "CI_PROJECT_PATH"]).or(buildkite));
     push("ci_commit", pick(&["CI_COMMIT_SHA", "DRONE_COMMIT_SHA", "GITHUB_SHA", "BUILDKITE_COMMIT"]));
     push(
         "ci_build",
@@ -79,5 +84,18 @@ mod tests {
         ]);
         let p = provenance(&r);
         assert!(p.contains(&("ci_link".into(), "https://github.com/org/app/actions/runs/99".into())));
+    }
+
+    #[test]
+    fn buildkite_names_the_pipeline_not_the_clone_url() {
+        let r = raw(&[
+            ("BUILDKITE_REPO", "git@github.com:org/app.git"),
+            ("BUILDKITE_ORGANIZATION_SLUG", "acme"),
+            ("BUILDKITE_PIPELINE_SLUG", "app-release"),
+            ("BUILDKITE_BUILD_NUMBER", "12"),
+        ]);
+        assert_eq!(provenance(&r)[0], ("ci_repo".into(), "acme/app-release".into()));
+        let r = raw(&[("BUILDKITE_PIPELINE_SLUG", "app-release")]);
+        assert_eq!(provenance(&r)[0], ("ci_repo".into(), "app-release".into()));
     }
 }

@@ -13,6 +13,7 @@
 mod auth;
 mod ci;
 mod endpoint;
+mod rules;
 mod values;
 
 use std::collections::BTreeMap;
@@ -143,6 +144,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     Auto,
+    AccessToken,
     Federated,
     ManagedIdentity,
     Sas,
@@ -182,7 +184,8 @@ impl PathPattern {
     }
 }
 
-/// A per-file header value: one string for all, or first matching glob wins.
+/// A per-file header value: one string for all, or the first matching glob of a list
+/// (a JSON map is put in precedence order when parsed: see `rules`).
 #[derive(Debug, Clone)]
 pub enum ValueRule {
     Fixed(String),
@@ -257,11 +260,14 @@ impl RawSettings {
         RawSettings { env }
     }
 
-    /// The value of a setting: `PLUGIN_<NAME>`, then its documented fallbacks. Empty counts as unset.
+    /// The value of a setting: `PLUGIN_<NAME>`, then `INPUT_<NAME>` (a GitHub/Forgejo
+    /// Action's input, see action.yml), then its documented fallbacks. Empty counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
         let primary = self.env.get(&settings::env_name(name)).map(|s| s.as_str());
+        let input = self.env.get(&settings::input_env_name(name)).map(|s| s.as_str());
         let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
-        std::iter::once(primary)
+        [primary, input]
+            .into_iter()
             .chain(fallbacks.iter().map(|f| self.env.get(*f).map(|s| s.as_str())))
             .flatten()
             .find(|v| !v.trim().is_empty())
@@ -416,6 +422,7 @@ impl Config {
         let log_level = en("log_level").unwrap_or_else(|| "info".into());
         let auth_mode = match en("auth").as_deref() {
             Some("federated") => AuthMode::Federated,
+            Some("access_token") => AuthMode::AccessToken,
             Some("managed_identity") => AuthMode::ManagedIdentity,
             Some("sas") => AuthMode::Sas,
             Some("shared_key") => AuthMode::SharedKey,
@@ -493,27 +500,9 @@ impl Config {
             .filter(|s| !s.is_empty());
 
         let rule = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Option<ValueRule> {
-            let v = raw.get(name)?;
-            if v.trim_start().starts_with('{') {
-                match parse_map(v) {
-                    Ok(pairs) => {
-                        let mut rules = Vec::new();
-                        for (g, val) in pairs {
-                            match PathPattern::new(&g) {
-                                Ok(p) => rules.push((p, val)),
-                                Err(e) => bad(name, e),
-                            }
-                        }
-                        Some(ValueRule::ByPattern(rules))
-                    }
-                    Err(e) => {
-                        bad(name, e);
-                        None
-                    }
-                }
-            } else {
-                Some(ValueRule::Fixed(v.trim().to_string()))
-            }
+            let (rule, errs) = rules::parse_value_rule(raw.get(name)?);
+            errs.into_iter().for_each(|e| bad(name, e));
+            rule
         };
         let content_type = rule("content_type", &mut bad);
         let cache_control = rule("cache_control", &mut bad);

@@ -69,7 +69,9 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Parses a list: a JSON array of strings, or comma-joined values.
+/// Parses a list: a JSON array of strings, or comma-joined values (how Drone and Woodpecker
+/// pass a YAML list of scalars). A comma inside `{...}` (a glob alternation such as
+/// `*.{js,css}`) or escaped as `\,` never splits.
 pub fn parse_list(v: &str) -> Result<Vec<String>, String> {
     let t = v.trim();
     if t.starts_with('[') {
@@ -86,7 +88,29 @@ pub fn parse_list(v: &str) -> Result<Vec<String>, String> {
             .filter(|r| r.as_ref().map(|s| !s.trim().is_empty()).unwrap_or(true))
             .collect();
     }
-    Ok(t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    Ok(split_top_level_commas(t).into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
+/// Splits at the commas outside `{...}`; a backslash escapes the next character. Unbalanced
+/// braces leave the rest as one item (the glob check then reports it).
+fn split_top_level_commas(t: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start, mut escaped) = (0usize, 0usize, false);
+    for (i, c) in t.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                out.push(&t[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&t[start..]);
+    out
 }
 
 /// Parses a JSON map of string values, keeping the written order.
@@ -342,6 +366,16 @@ mod tests {
         assert_eq!(parse_list("a, b,,c").unwrap(), vec!["a", "b", "c"]);
         assert_eq!(parse_list(r#"["dist/{a,b}/*", "x"]"#).unwrap(), vec!["dist/{a,b}/*", "x"]);
         assert!(parse_list("[not json").is_err());
+    }
+
+    #[test]
+    fn commas_inside_braces_never_split() {
+        // `source: ["dist/*.{js,css}", "docs/**"]` as Drone and Woodpecker send it.
+        assert_eq!(parse_list("dist/*.{js,css},docs/**").unwrap(), vec!["dist/*.{js,css}", "docs/**"]);
+        assert_eq!(parse_list("a/{b,{c,d}}/*,e").unwrap(), vec!["a/{b,{c,d}}/*", "e"]);
+        assert_eq!(parse_list(r"a\,b,c").unwrap(), vec![r"a\,b", "c"]);
+        assert_eq!(parse_list("{a,b").unwrap(), vec!["{a,b"]);
+        assert_eq!(parse_list("a},b").unwrap(), vec!["a}", "b"]);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod retry;
 pub mod stop;
+pub mod tls;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -126,12 +127,13 @@ impl Http {
         ci_label: Option<&str>,
         pool: usize,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10).min(timeout))
             .pool_max_idle_per_host(pool.max(8))
             .tcp_nodelay(true)
             // Azure Storage never redirects: a 3xx is reported, never followed.
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none());
+        let client = tls::configure(builder)?
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", e.without_url()))?;
         let mut user_agent = concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")).to_string();

@@ -17,6 +17,7 @@ pub mod checksum;
 pub mod dirfd;
 pub mod download;
 pub mod localfs;
+pub mod outputs;
 pub mod plan;
 pub mod progress;
 pub mod report;
@@ -200,8 +201,9 @@ pub struct Outcome {
     pub summary: Summary,
     /// The run stopped early: what was refused, what to check, how many files were left.
     pub stopped: Option<String>,
-    /// The manifest could not be written (the transfers themselves are as reported).
-    pub manifest_error: Option<String>,
+    /// The manifest or the outputs file (`DRONE_OUTPUT` / `GITHUB_OUTPUT`) could not be
+    /// written; the transfers themselves are as reported.
+    pub report_errors: Vec<String>,
 }
 
 impl Outcome {
@@ -210,11 +212,11 @@ impl Outcome {
     }
 
     /// The exit code: 0 all done; 1 some file failed or was not attempted, or the manifest
-    /// could not be written; 3 the run stopped early with nothing transferred.
+    /// or the outputs could not be written; 3 the run stopped early with nothing transferred.
     pub fn exit_code(&self) -> u8 {
         if self.stopped.is_some() && self.summary.files_transferred == 0 {
             3
-        } else if self.failed() > 0 || self.summary.files_not_attempted > 0 || self.manifest_error.is_some() {
+        } else if self.failed() > 0 || self.summary.files_not_attempted > 0 || !self.report_errors.is_empty() {
             1
         } else {
             0
@@ -291,7 +293,7 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
         http.stats.retries.load(Ordering::Relaxed),
         cfg.dry_run,
     );
-    let mut manifest_error = None;
+    let mut report_errors = Vec::new();
     if let Some(path) = &cfg.manifest {
         match report::write_manifest(
             path,
@@ -303,15 +305,16 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
             &results,
         ) {
             Ok(()) => tracing::info!("manifest written to {}", path.display()),
-            Err(e) => {
-                manifest_error = Some(format!(
+            Err(e) => report_errors.push(format!(
                 "cannot write the manifest `{}` (`manifest`, PLUGIN_MANIFEST): {e}; the transfers above are as listed",
                 path.display()
-            ))
-            }
+            )),
         }
     }
-    Ok(Outcome { results, summary, stopped, manifest_error })
+    if let Err(e) = outputs::write(&outputs::pairs(&cfg, &summary, &results, &*store)) {
+        report_errors.push(e);
+    }
+    Ok(Outcome { results, summary, stopped, report_errors })
 }
 
 /// The one message of a run that stopped early: what was refused, by which auth mode,

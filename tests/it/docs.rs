@@ -64,7 +64,7 @@ print(json.dumps(yaml.safe_load(text)))
 fn docs_plugin_yaml_reads_back_as_the_settings_table() {
     let y = parse_yaml("plugin.yaml", false);
     assert_eq!(y["title"], docgen::TITLE);
-    assert_eq!(y["image"], docgen::IMAGE);
+    assert_eq!(y["image"], format!("https://{}", docgen::IMAGE));
     assert!(y["example"].as_str().unwrap().contains(&format!("image: {}@sha256:", docgen::IMAGE)));
     let props = y["properties"].as_object().expect("properties map");
     let names: Vec<&str> = props.keys().map(String::as_str).collect();
@@ -75,27 +75,181 @@ fn docs_plugin_yaml_reads_back_as_the_settings_table() {
     assert_eq!(a, b, "plugin.yaml properties differ from SETTINGS");
     for st in SETTINGS {
         let p = &props[st.name];
-        assert_eq!(p["description"], st.help, "{}", st.name);
+        let d = p["description"].as_str().unwrap();
+        assert!(d.starts_with(st.help), "{}", st.name);
         assert_eq!(p["secret"], st.secret, "{}", st.name);
         assert_eq!(p["required"], st.required, "{}", st.name);
-        let ty = match st.kind {
-            Kind::Bool => "boolean",
-            Kind::Integer => "integer",
-            _ => "string",
+        assert_eq!(p["type"], docgen::index_type(st.kind), "{}", st.name);
+        // A default reads back as the same value, typed; none reads back as the type's empty value.
+        let want = match (st.default, st.kind) {
+            (Some(d), Kind::Bool) => serde_json::json!(d == "true"),
+            (Some(d), Kind::Integer) => serde_json::json!(d.parse::<i64>().unwrap()),
+            (Some(d), _) => serde_json::json!(d),
+            (None, Kind::List) => serde_json::json!([]),
+            (None, Kind::Map) => serde_json::json!({}),
+            (None, Kind::Bool) => serde_json::json!(false),
+            (None, _) => serde_json::json!(""),
         };
-        assert_eq!(p["type"], ty, "{}", st.name);
-        // A default reads back as the same value, typed (YAML booleans and integers).
-        match (st.default, st.kind) {
-            (None, _) => assert!(p.get("defaultValue").is_none(), "{}", st.name),
-            (Some(d), Kind::Bool) => assert_eq!(p["defaultValue"], d == "true", "{}", st.name),
-            (Some(d), Kind::Integer) => assert_eq!(p["defaultValue"], d.parse::<i64>().unwrap(), "{}", st.name),
-            (Some(d), _) => assert_eq!(p["defaultValue"], d, "{}", st.name),
-        }
+        assert_eq!(p["defaultValue"], want, "{}", st.name);
         if let Kind::Enum(values) = st.kind {
-            assert_eq!(p["enum"], serde_json::json!(values), "{}", st.name);
+            assert!(d.contains(&format!("One of: {}.", values.join(", "))), "{}", st.name);
         }
-        assert_eq!(p.get("env").cloned().unwrap_or(serde_json::json!([])), serde_json::json!(st.env_fallback));
+        for v in st.env_fallback {
+            assert!(d.contains(v), "{}: {v}", st.name);
+        }
     }
+}
+
+/// The rules of the Drone plugin index's schema (drone/drone-plugin-index,
+/// plugin-validation/plugin-schema.json and example-schema.json), as its validator applies
+/// them to a `content.yaml`.
+fn drone_index_errors(y: &serde_json::Value) -> Vec<String> {
+    const TOP: &[&str] = &[
+        "title",
+        "author",
+        "tags",
+        "logo",
+        "repo",
+        "image",
+        "license",
+        "readme",
+        "description",
+        "example",
+        "properties",
+    ];
+    const LICENSES: &[&str] = &[
+        "None",
+        "Apache License 2.0",
+        "GNU General Public License v3.0",
+        "GNU Lesser General Public License v3.0",
+        "MIT License",
+        "BSD 2-Clause 'Simplified' License",
+        "BSD 3-Clause 'New' or 'Revised' License",
+        "Boost Software License 1.0",
+        "Creative Commons Zero v1.0 Universal",
+        "Eclipse Public License 2.0",
+        "GNU Affero General Public License v3.0",
+        "GNU General Public License v2.0",
+        "GNU Lesser General Public License v2.1",
+        "Mozilla Public License 2.0",
+        "The Unlicense",
+    ];
+    const TYPES: &[&str] = &["string", "number", "array", "boolean", "object"];
+    const PROP_KEYS: &[&str] = &["type", "defaultValue", "description", "secret", "required"];
+    let mut e = Vec::new();
+    let Some(top) = y.as_object() else { return vec!["not an object".into()] };
+    for k in top.keys().filter(|k| !TOP.contains(&k.as_str())) {
+        e.push(format!("must NOT have additional property `{k}`"));
+    }
+    for k in ["title", "author", "repo", "description"] {
+        if !top.get(k).is_some_and(|v| v.is_string()) {
+            e.push(format!("`{k}` is required and a string"));
+        }
+    }
+    // The index's URL pattern: http(s)://host.tld/...
+    let url = |s: &str| {
+        let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or("");
+        let host = rest.split('/').next().unwrap_or("");
+        let tld = host.rsplit('.').next().unwrap_or("");
+        host.contains('.') && (2..=4).contains(&tld.len()) && tld.chars().all(|c| c.is_ascii_lowercase())
+    };
+    for k in ["repo", "image", "readme"] {
+        match top.get(k).and_then(|v| v.as_str()) {
+            Some(v) if url(v) => {}
+            None if k != "repo" => {}
+            other => e.push(format!("`{k}` must be a URL, found {other:?}")),
+        }
+    }
+    match top.get("license").and_then(|v| v.as_str()) {
+        Some(l) if LICENSES.contains(&l) => {}
+        None => {}
+        other => e.push(format!("`license` must be one of the index's names, found {other:?}")),
+    }
+    if let Some(logo) = top.get("logo") {
+        let l = logo.as_str().unwrap_or("");
+        let (stem, ext) = l.rsplit_once('.').unwrap_or(("", ""));
+        let stem = stem.rsplit('/').next().unwrap_or("");
+        if stem.is_empty()
+            || !stem.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            || !["svg", "png"].contains(&ext)
+        {
+            e.push(format!("`logo` must be a .svg or .png file name, found {l:?}"));
+        }
+    }
+    if let Some(tags) = top.get("tags") {
+        let t = tags.as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>()).unwrap_or_default();
+        let mut u = t.clone();
+        u.sort();
+        u.dedup();
+        if t.is_empty() || u.len() != t.len() || t.len() != tags.as_array().map_or(0, |a| a.len()) {
+            e.push("`tags` must be a non-empty list of unique strings".into());
+        }
+    }
+    let props = top.get("properties").and_then(|p| p.as_object());
+    for (name, p) in props.into_iter().flatten() {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            e.push(format!("/properties/{name}: bad name"));
+        }
+        let Some(p) = p.as_object() else {
+            e.push(format!("/properties/{name} must be an object"));
+            continue;
+        };
+        for k in p.keys().filter(|k| !PROP_KEYS.contains(&k.as_str())) {
+            e.push(format!("/properties/{name} must NOT have additional property `{k}`"));
+        }
+        for k in PROP_KEYS.iter().filter(|k| !p.contains_key(**k)) {
+            e.push(format!("/properties/{name} must have required property `{k}`"));
+        }
+        if !p.get("type").and_then(|t| t.as_str()).is_some_and(|t| TYPES.contains(&t)) {
+            e.push(format!("/properties/{name}/type must be one of {TYPES:?}"));
+        }
+        if p.get("defaultValue").is_some_and(|d| d.is_null()) {
+            e.push(format!("/properties/{name}/defaultValue must not be null"));
+        }
+        if !p.get("description").is_some_and(|d| d.is_string()) {
+            e.push(format!("/properties/{name}/description must be a string"));
+        }
+        for k in ["secret", "required"] {
+            if !p.get(k).is_some_and(|v| v.is_boolean()) {
+                e.push(format!("/properties/{name}/{k} must be a boolean"));
+            }
+        }
+    }
+    if props.is_none_or(|p| p.is_empty()) {
+        e.push("`properties` must hold at least one property".into());
+    }
+    e
+}
+
+#[test]
+fn docs_plugin_yaml_validates_against_the_drone_plugin_index_schema() {
+    let y = parse_yaml("plugin.yaml", false);
+    let errors = drone_index_errors(&y);
+    assert!(errors.is_empty(), "plugin.yaml breaks the Drone plugin index schema:\n  {}", errors.join("\n  "));
+    // The rules bite: the file as it was before (extra keys, a short license, no URL).
+    let mut old = y.clone();
+    old["license"] = "Apache-2.0".into();
+    old["image"] = "ghcr.io/OWNER/plugin-azure-storage".into();
+    old["properties"]["source"]["format"] = "list".into();
+    old["properties"]["container"].as_object_mut().unwrap().remove("defaultValue");
+    old["properties"]["concurrency"]["type"] = "integer".into();
+    assert_eq!(drone_index_errors(&old).len(), 5, "{:?}", drone_index_errors(&old));
+    // The example is a Drone pipeline (the index's example-schema.json).
+    let ex: serde_json::Value = {
+        let py = tool(".cache/venv/bin/python", "PYBLOB_PYTHON", "python");
+        let out = Command::new(py)
+            .args(["-c", "import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.argv[1])))"])
+            .arg(y["example"].as_str().unwrap())
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert!(["pipeline", "secret", "signature", "template"].contains(&ex["kind"].as_str().unwrap_or("")));
+    assert!(ex["name"].is_string());
+    let steps = ex["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty() && steps.iter().all(|s| s["settings"].is_object() || s.get("settings").is_none()));
+    // The logo it names exists.
+    assert!(repo_root().join("docs").join(y["logo"].as_str().unwrap()).is_file());
 }
 
 #[test]
@@ -105,6 +259,8 @@ fn docs_woodpecker_front_matter_names_the_image() {
     assert_eq!(f["containerImage"], docgen::IMAGE);
     assert!(f["tags"].as_array().unwrap().iter().any(|t| t == "azure"));
     assert!(f["description"].as_str().unwrap().contains("Azure Blob Storage"));
+    assert_eq!(f["icon"], docgen::logo_url());
+    assert!(f["icon"].as_str().unwrap().ends_with(&format!("/docs/{}", docgen::LOGO)));
 }
 
 /// The instructions of a Dockerfile's last stage (from its last `FROM`), comments dropped and
@@ -130,4 +286,31 @@ fn docs_dockerfile_local_builds_the_same_final_stage_as_dockerfile() {
         })
         .collect();
     assert_eq!(from_source, final_stage("Dockerfile.local"), "Dockerfile.local drifted from Dockerfile's final stage");
+}
+
+#[test]
+fn docs_action_yml_inputs_and_outputs_agree_with_the_settings_table() {
+    let a = parse_yaml("action.yml", false);
+    assert_eq!(a["runs"]["using"], "docker");
+    assert!(a["runs"]["image"].as_str().unwrap().starts_with(&format!("docker://{}", docgen::IMAGE)));
+    assert!(a["description"].as_str().unwrap().len() <= 125, "GitHub's marketplace limit");
+    let inputs = a["inputs"].as_object().expect("inputs");
+    let mut names: Vec<&str> = inputs.keys().map(String::as_str).collect();
+    let mut want: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+    names.sort();
+    want.sort();
+    assert_eq!(names, want, "action.yml inputs differ from SETTINGS");
+    for st in SETTINGS {
+        let i = &inputs[st.name];
+        assert!(i["description"].as_str().unwrap().starts_with(st.help), "{}", st.name);
+        assert_eq!(i["required"], st.required, "{}", st.name);
+        // Inputs are strings; a default is the setting's, as text.
+        assert_eq!(i.get("default").and_then(|d| d.as_str()), st.default, "{}", st.name);
+    }
+    let outputs: Vec<&str> = a["outputs"].as_object().expect("outputs").keys().map(String::as_str).collect();
+    let mut documented: Vec<&str> = docgen::OUTPUTS.iter().map(|(k, _)| *k).collect();
+    let mut outputs = outputs;
+    outputs.sort();
+    documented.sort();
+    assert_eq!(outputs, documented);
 }
