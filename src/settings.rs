@@ -87,7 +87,7 @@ pub const AUTH_MODES: &[&str] =
 
 /// All settings, in the order the reference documents them.
 pub const SETTINGS: &[Setting] = &[
-    s("action", Kind::Enum(&["upload", "download"]), Some("upload"), "Direction of the transfer: `upload` (workspace to storage) or `download` (storage to workspace)."),
+    s("action", Kind::Enum(&["upload", "download", "sync"]), Some("upload"), "Direction of the transfer: `upload` (workspace to storage), `download` (storage to workspace) or `sync` (upload what changed, then delete what the selection lacks under `target`, guarded by `max_delete`; docs/sync.md)."),
     s("service", Kind::Enum(&["blob", "file"]), Some("blob"), "Storage service: `blob` (Blob container) or `file` (Azure Files share: same settings and checks; names are case-insensitive there, see docs/files.md)."),
     s("account_name", Kind::String, None, "Storage account name. The endpoint becomes `https://<account_name>.<service>.<endpoint_suffix>`. Required unless `endpoint` or `connection_string` gives the account."),
     s("endpoint", Kind::String, None, "Full service URL instead of `account_name` (Azurite, private endpoints, sovereign clouds), e.g. `http://127.0.0.1:10000/devstoreaccount1`: `http` or `https`, a host, no query (a SAS goes in `sas_token`), user info or fragment."),
@@ -116,7 +116,9 @@ pub const SETTINGS: &[Setting] = &[
     s("max_memory", Kind::Size, Some("32MiB"), "Upper bound of upload buffers in memory, whatever the file sizes (at least one block). Downloads stream to disk and use a few hundred KiB per request."),
     s("retries", Kind::Integer, Some("5"), "Retries of each request on 408/429/500/502/503/504, resets and timeouts (0-50)."),
     s("timeout", Kind::Duration, Some("60s"), "Per-request timeout (a body of N MiB gets N seconds more)."),
-    s("manifest", Kind::String, None, "Path of a JSON manifest to write: one entry per file (name, size, sha256, url, etag, status: `transferred`, `skipped`, `failed`, or `not_attempted` when the run stopped early)."),
+    s("max_delete", Kind::Integer, None, "Sync: the most blobs/files one run may delete. A sync that would delete more deletes nothing and fails (exit 1). Required when `target` is empty (a sync of the whole container or share). Default: no limit."),
+    s("compress", Kind::List, None, "Upload and sync: glob(s) of files gzipped while uploading (e.g. `[\"**/*.html\",\"**/*.css\",\"**/*.js\",\"**/*.svg\"]`), stored with `Content-Encoding: gzip`; the stored `sha256` and size are those of the compressed bytes, and the compression is deterministic, so `overwrite: changed` and sync skip unchanged files. A compressed file is held in memory (at most `max_memory`)."),
+    s("manifest", Kind::String, None, "Path of a JSON manifest to write: one entry per file (name, size, sha256, url, etag, status: `transferred`, `skipped`, `failed`, `deleted` (sync), or `not_attempted` when the run stopped early)."),
     s("dry_run", Kind::Bool, Some("false"), "Plan and print, transfer nothing. An upload dry run needs no credentials."),
     s("provenance", Kind::Bool, Some("true"), "Store metadata naming the CI run that wrote each file (`ci_repo`, `ci_commit`, `ci_build`, `ci_link`)."),
     s("log_level", Kind::Enum(&["error", "warn", "info", "debug", "trace"]), Some("info"), "Log verbosity. No level ever prints a token, key or SAS."),

@@ -93,6 +93,15 @@ impl fmt::Display for ConfigError {
 pub enum Action {
     Upload,
     Download,
+    /// Upload what changed, then delete what the selection lacks under `target`.
+    Sync,
+}
+
+impl Action {
+    /// Uploads from the workspace (`upload`, `sync`).
+    pub fn uploads(self) -> bool {
+        matches!(self, Action::Upload | Action::Sync)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,6 +228,10 @@ pub struct Config {
     pub excludes: Vec<PathPattern>,
     pub allow_empty: bool,
     pub overwrite: Overwrite,
+    /// Sync: the most items one run may delete (`None`: no limit).
+    pub max_delete: Option<u64>,
+    /// Files gzipped while uploading (`compress`).
+    pub compress: Vec<PathPattern>,
     pub content_type: Option<ValueRule>,
     pub cache_control: Option<ValueRule>,
     pub content_encoding: Option<ValueRule>,
@@ -395,6 +408,7 @@ impl Config {
 
         let action = match en("action").as_deref() {
             Some("download") => Action::Download,
+            Some("sync") => Action::Sync,
             _ => Action::Upload,
         };
         let service = match en("service").as_deref() {
@@ -472,7 +486,9 @@ impl Config {
             bad(
                 "source",
                 match action {
-                    Action::Upload => "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into(),
+                    Action::Upload | Action::Sync => {
+                        "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into()
+                    }
                     Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
                 },
             );
@@ -481,7 +497,7 @@ impl Config {
             if let Err(e) = Glob::new(s) {
                 bad("source", format!("`{s}` is not a valid glob: {}", e.kind()));
             }
-            if action == Action::Upload && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
+            if action.uploads() && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
                 bad(
                     "source",
                     format!("`{s}` points outside the workspace: use a path relative to the workspace, without `..`"),
@@ -560,7 +576,7 @@ impl Config {
         let block_size = size("block_size", 64 << 10, 4000 << 20, &mut bad);
         let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut bad).unwrap_or(32 << 20);
         // Upload blocks are held in memory; download ranges stream to disk.
-        if let (Some(b), Action::Upload) = (block_size, action) {
+        if let (Some(b), true) = (block_size, action.uploads()) {
             if max_memory < b {
                 bad("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));
             }
@@ -580,6 +596,32 @@ impl Config {
             }
         };
         let concurrency = int("concurrency", 1, 256, &mut bad) as usize;
+        let max_delete = raw.get("max_delete").is_some().then(|| int("max_delete", 0, u64::MAX, &mut bad));
+        if action == Action::Sync && target.trim_matches('/').is_empty() && max_delete.is_none() {
+            bad(
+                "target",
+                format!(
+                    "is empty: a sync of the whole {} deletes everything in it that the selection lacks; set `max_delete` ({}) to allow that, or name a `target` folder",
+                    if service == Service::File { "share" } else { "container" },
+                    settings::env_name("max_delete")
+                ),
+            );
+        }
+        // A sync uploads only what changed; another `overwrite` would contradict it.
+        if action == Action::Sync && raw.get("overwrite").is_some() && overwrite != Overwrite::Changed {
+            bad("overwrite", "does not apply to `action: sync`, which always uploads only what changed (`changed`)".into());
+        }
+        let overwrite = if action == Action::Sync { Overwrite::Changed } else { overwrite };
+        if max_delete.is_some() && action != Action::Sync {
+            tracing::warn!("`max_delete` applies to `action: sync` only; ignored");
+        }
+        let compress: Vec<PathPattern> = list("compress", &mut bad)
+            .iter()
+            .filter_map(|e| PathPattern::new(e).map_err(|m| bad("compress", m)).ok())
+            .collect();
+        if !compress.is_empty() && !action.uploads() {
+            bad("compress", "applies to `action: upload` and `action: sync` only".into());
+        }
         let retries = int("retries", 0, 50, &mut bad) as u32;
 
         let duration = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Duration {
@@ -627,7 +669,7 @@ impl Config {
                 // An invalid connection string was reported already.
                 if !found.given
                     && (cs.is_some() || connection_string.is_none())
-                    && (!dry_run || action == Action::Download)
+                    && (!dry_run || !action.uploads())
                 {
                     bad(
                         "account_name",
@@ -689,6 +731,8 @@ impl Config {
             excludes,
             allow_empty,
             overwrite,
+            max_delete,
+            compress,
             content_type,
             cache_control,
             content_encoding,

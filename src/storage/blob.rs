@@ -233,6 +233,18 @@ impl BlobStore {
         let resp = self.http.send(Self::with_props(req, props).body(body)).await?;
         Ok(Committed { etag: resp.header("etag").map(str::to_string) })
     }
+
+    /// [Delete Blob](https://learn.microsoft.com/rest/api/storageservices/delete-blob), with
+    /// its snapshots (`x-ms-delete-snapshots: include`: a blob with snapshots cannot be deleted
+    /// alone). A blob already gone (404) is not an error.
+    pub async fn delete_blob(&self, name: &str) -> Result<()> {
+        let req = Request::new(Method::DELETE, self.blob_url(name, &[])?).header("x-ms-delete-snapshots", "include");
+        match self.http.send(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_status(404) && !e.is_code("ContainerNotFound") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 #[async_trait]
@@ -323,6 +335,10 @@ impl Store for BlobStore {
     async fn commit(&self, name: &str, _size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
         let ids: Vec<String> = chunks.iter().map(Self::block_id).collect();
         self.put_block_list(name, &ids, props).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.delete_blob(name).await
     }
 }
 

@@ -366,6 +366,18 @@ impl FilesStore {
         }
     }
 
+    /// [Delete Directory](https://learn.microsoft.com/rest/api/storageservices/delete-directory):
+    /// `Ok(false)` when the directory is not empty (409 `DirectoryNotEmpty`) or already gone.
+    pub async fn delete_directory(&self, dir: &str) -> Result<bool> {
+        let req = self.req(Method::DELETE, self.path_url(dir, &[("restype", "directory")])?);
+        match self.http.send(req).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_status(409) && e.is_code("DirectoryNotEmpty") => Ok(false),
+            Err(e) if e.is_status(404) && !e.is_code("ShareNotFound") => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Removes a temporary file after a failure; a failure to remove it is only logged.
     async fn discard(&self, tmp: &str) {
         if let Err(e) = self.delete_file(tmp).await {
@@ -621,6 +633,14 @@ impl Store for FilesStore {
             self.discard(&tmp).await;
         }
         r
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.delete_file(name).await
+    }
+
+    async fn remove_dir_if_empty(&self, dir: &str) -> Result<bool> {
+        self.delete_directory(dir).await
     }
 
     async fn abandon(&self, name: &str) {

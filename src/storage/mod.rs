@@ -266,6 +266,13 @@ pub trait Store: Send + Sync {
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()>;
     /// Makes the chunks visible as the item, with its properties, atomically where the service allows.
     async fn commit(&self, name: &str, size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed>;
+    /// Deletes one item (sync). One that is already gone (404) counts as deleted.
+    async fn delete(&self, name: &str) -> Result<()>;
+    /// Removes the directory `dir` when it is empty (Files, after a sync deleted files in it);
+    /// `Ok(false)` when it is not empty or already gone. Blob has no directories: nothing to do.
+    async fn remove_dir_if_empty(&self, _dir: &str) -> Result<bool> {
+        Ok(false)
+    }
     /// A chunked upload begun with `begin_chunked` failed before `commit`: release what it
     /// holds (Files deletes its temporary file). Blob keeps its uncommitted blocks, which a
     /// re-run resumes from and the service discards after a week.

@@ -14,6 +14,7 @@
 //! are refused at planning, before any request ([`Engine::check_block_counts`]).
 
 pub mod checksum;
+pub mod compress;
 pub mod dirfd;
 pub mod download;
 pub mod localfs;
@@ -21,6 +22,7 @@ pub mod outputs;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod sync;
 pub mod upload;
 
 use std::collections::BTreeMap;
@@ -202,7 +204,8 @@ pub struct Outcome {
     /// The run stopped early: what was refused, what to check, how many files were left.
     pub stopped: Option<String>,
     /// The manifest or the outputs file (`DRONE_OUTPUT` / `GITHUB_OUTPUT`) could not be
-    /// written; the transfers themselves are as reported.
+    /// written (the transfers themselves are as reported), or a sync deleted nothing
+    /// because something failed or `max_delete` refused (see [`sync`]).
     pub report_errors: Vec<String>,
 }
 
@@ -228,12 +231,13 @@ fn action_word(a: Action) -> &'static str {
     match a {
         Action::Upload => "upload",
         Action::Download => "download",
+        Action::Sync => "sync",
     }
 }
 
 fn start_line(cfg: &Config, cred: &Credential) {
     let what = match cfg.action {
-        Action::Upload => {
+        Action::Upload | Action::Sync => {
             format!("{} → {}", cfg.sources.join(", "), if cfg.target.is_empty() { "/" } else { &cfg.target })
         }
         Action::Download => {
@@ -275,9 +279,16 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     };
     let engine = Arc::new(Engine::new(store.clone(), cfg.clone()).with_stop(http.stop.clone()));
 
+    // A sync whose deletes were refused (a failed upload or listing, `max_delete`): why.
+    let mut refused = None;
     let results = match cfg.action {
         Action::Upload => run_upload(&engine, &credential).await?,
         Action::Download => run_download(&engine, &credential).await?,
+        Action::Sync => {
+            let (results, why) = sync::run_sync(&engine, &credential).await?;
+            refused = why;
+            results
+        }
     };
     let mut results = results;
     results.sort_by(|a, b| a.name.cmp(&b.name));
@@ -314,6 +325,7 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     if let Err(e) = outputs::write(&outputs::pairs(&cfg, &summary, &results, &*store)) {
         report_errors.push(e);
     }
+    report_errors.extend(refused);
     Ok(Outcome { results, summary, stopped, report_errors })
 }
 
@@ -382,13 +394,15 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
 }
 
 /// The result of a queued file never started because the run had stopped.
-fn not_attempted(eng: &Engine, name: &str, local: &str, size: u64) -> FileResult {
+pub(crate) fn not_attempted(eng: &Engine, name: &str, local: &str, size: u64) -> FileResult {
     let mut r = FileResult::new(name, local, size, eng.store.url(name));
     r.status = Status::NotAttempted;
     r
 }
 
-async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
+/// Plans an upload (or a sync's uploads): the plan, the results of the files skipped or
+/// refused at planning, and the planned bytes.
+fn plan_for_upload(engine: &Engine) -> Result<(plan::UploadPlan, Vec<FileResult>, u64), RunError> {
     let cfg = &engine.cfg;
     let root =
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
@@ -419,6 +433,12 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
         r.reason = Some(s.reason.clone());
         results.push(r);
     }
+    Ok((plan, results, total))
+}
+
+async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
+    let cfg = &engine.cfg;
+    let (plan, mut results, total) = plan_for_upload(engine)?;
     if cfg.dry_run {
         for it in &plan.items {
             tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));

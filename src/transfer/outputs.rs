@@ -29,6 +29,9 @@ pub fn pairs(
         ("bytes", summary.bytes_transferred.to_string()),
         ("url", url(cfg, results, store)),
     ];
+    if cfg.action == Action::Sync {
+        out.push(("deleted", summary.files_deleted.to_string()));
+    }
     if let Some(m) = &cfg.manifest {
         out.push(("manifest", m.display().to_string()));
     }
@@ -41,7 +44,7 @@ fn url(cfg: &Config, results: &[FileResult], store: &dyn Store) -> String {
         return one.url.clone();
     }
     let prefix = match cfg.action {
-        Action::Upload => cfg.target.clone(),
+        Action::Upload | Action::Sync => cfg.target.clone(),
         // One source: its literal part (up to the first wildcard); several: the container.
         Action::Download => match cfg.sources.as_slice() {
             [one] => one.chars().take_while(|c| !"*?[{".contains(*c)).collect(),

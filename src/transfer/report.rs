@@ -19,6 +19,8 @@ pub enum Status {
     /// Never started: the run stopped early on a refusal that would have failed it too.
     #[serde(rename = "not_attempted")]
     NotAttempted,
+    /// Deleted by a sync (remote only: the selection lacked it); in a dry run, would be.
+    Deleted,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +72,8 @@ pub struct Summary {
     pub files_failed: u64,
     /// Files never started because the run stopped early (see `http::stop`).
     pub files_not_attempted: u64,
+    /// Deleted by a sync (in a dry run: would be).
+    pub files_deleted: u64,
     pub bytes_transferred: u64,
     pub bytes_skipped: u64,
     pub seconds: f64,
@@ -97,6 +101,7 @@ impl Summary {
             files_skipped: count(Status::Skipped),
             files_failed: count(Status::Failed),
             files_not_attempted: count(Status::NotAttempted),
+            files_deleted: count(Status::Deleted),
             bytes_transferred: bt,
             bytes_skipped: bytes(Status::Skipped),
             seconds: elapsed.as_secs_f64(),
@@ -120,6 +125,10 @@ impl Summary {
         ));
         out.push_str(&format!("{:<16}{:>8}  {:>12}\n", "skipped", self.files_skipped, human_bytes(self.bytes_skipped)));
         out.push_str(&format!("{:<16}{:>8}\n", "failed", self.files_failed));
+        if self.files_deleted > 0 || self.action == "sync" {
+            let verb = if self.dry_run { "would delete" } else { "deleted" };
+            out.push_str(&format!("{:<16}{:>8}\n", verb, self.files_deleted));
+        }
         if self.files_not_attempted > 0 {
             out.push_str(&format!("{:<16}{:>8}\n", "not attempted", self.files_not_attempted));
         }

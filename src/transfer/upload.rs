@@ -64,8 +64,15 @@ pub fn same_content(remote: &RemoteItem, local: &Digests) -> bool {
 }
 
 pub async fn upload_one(eng: Arc<Engine>, item: UploadItem) -> FileResult {
+    upload_known(eng, item, None).await
+}
+
+/// [`upload_one`] when a listing already said what is stored under the name (sync):
+/// `known` is `Some(None)` when nothing is, `Some(Some(item))` when `item` is. No lookup
+/// is made then, unless the listing carries no checksum (Files) and the sizes could match.
+pub async fn upload_known(eng: Arc<Engine>, item: UploadItem, known: Option<Option<RemoteItem>>) -> FileResult {
     let mut res = FileResult::new(&item.name, &item.rel, item.size, eng.store.url(&item.name));
-    if let Err(e) = upload_inner(&eng, &item, &mut res).await {
+    if let Err(e) = upload_inner(&eng, &item, &mut res, known).await {
         res.status = Status::Failed;
         res.reason = Some(e);
         tracing::error!("failed: {} → {}: {}", item.rel, item.name, res.reason.as_deref().unwrap_or(""));
@@ -76,8 +83,33 @@ pub async fn upload_one(eng: Arc<Engine>, item: UploadItem) -> FileResult {
     res
 }
 
-async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult) -> Result<(), String> {
-    let store = &eng.store;
+/// What is stored under the item's name: from the listing when there was one, else one
+/// lookup when `look`. A listed item without any checksum (Files listings carry none) is
+/// looked up when its size could be that of the bytes to store.
+async fn destination(
+    eng: &Engine,
+    item: &UploadItem,
+    known: Option<Option<RemoteItem>>,
+    look: bool,
+    compressed: bool,
+) -> Result<Option<RemoteItem>, String> {
+    let lookup = || async { eng.with_request(eng.store.properties(&item.name)).await.map_err(|e| e.to_string()) };
+    match known {
+        None if look => lookup().await,
+        None | Some(None) => Ok(None),
+        Some(Some(r)) if r.sha256.is_none() && r.content_md5.is_none() && (compressed || r.size == item.size) => {
+            lookup().await
+        }
+        Some(Some(r)) => Ok(Some(r)),
+    }
+}
+
+async fn upload_inner(
+    eng: &Arc<Engine>,
+    item: &UploadItem,
+    res: &mut FileResult,
+    known: Option<Option<RemoteItem>>,
+) -> Result<(), String> {
     let mut props = props_for(eng, &item.rel);
     let block = eng.block_size_for(item.size);
     let chunked = item.size > block;
@@ -90,8 +122,11 @@ async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult
         Overwrite::False => chunked,
         Overwrite::True => false,
     };
-    let existing =
-        if look { eng.with_request(store.properties(&item.name)).await.map_err(|e| e.to_string())? } else { None };
+    let compressed = eng.cfg.compress.iter().any(|p| p.is_match(&item.rel));
+    let existing = destination(eng, item, known, look, compressed).await?;
+    if compressed {
+        return upload_compressed(eng, item, res, existing, props).await;
+    }
     if let Some(remote) = existing {
         match eng.cfg.overwrite {
             Overwrite::Skip => return skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)"),
@@ -205,6 +240,107 @@ async fn upload_small(
     };
     eng.progress.counters.add_bytes(size);
     Ok((digests, etag, 0))
+}
+
+/// A file in `compress`: read whole, gzipped (deterministically, see [`super::compress`]),
+/// compared with the stored copy by the compressed bytes' size and SHA-256, then stored with
+/// `Content-Encoding: gzip` in one request or in blocks from memory.
+async fn upload_compressed(
+    eng: &Arc<Engine>,
+    item: &UploadItem,
+    res: &mut FileResult,
+    existing: Option<RemoteItem>,
+    mut props: UploadProps,
+) -> Result<(), String> {
+    if item.size > eng.memory_total {
+        return Err(format!(
+            "is {}, more than `max_memory` ({}): a file in `compress` is held in memory whole; raise `max_memory` (PLUGIN_MAX_MEMORY) or leave it out of `compress` (PLUGIN_COMPRESS)",
+            crate::config::human_bytes(item.size),
+            crate::config::human_bytes(eng.memory_total)
+        ));
+    }
+    let _mem = eng.memory_for(item.size.saturating_mul(2)).await;
+    let it = item.clone();
+    let with_md5 = eng.cfg.content_md5;
+    let (data, digests) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+        let gz = super::compress::gzip(&read_whole(&it)?);
+        let mut h = FileHasher::new(with_md5);
+        h.update(&gz);
+        Ok((Bytes::from(gz), h.finish()))
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if let Some(remote) = existing {
+        match eng.cfg.overwrite {
+            Overwrite::Skip => return skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)"),
+            Overwrite::False => return Err("already exists (overwrite: false)".into()),
+            Overwrite::Changed if same_content(&remote, &digests) => {
+                return skip(eng, res, item.size, Some(digests.sha256), "unchanged (overwrite: changed)")
+            }
+            Overwrite::Changed | Overwrite::True => {}
+        }
+    }
+    props.content_encoding = Some("gzip".into());
+    props.metadata.push(("sha256".into(), digests.sha256.clone()));
+    let (store, len) = (&eng.store, data.len() as u64);
+    let block = eng.block_size_for(len);
+    let kind = store.body_checksum(eng.cfg.checksum);
+    let written = if len <= block {
+        eng.with_request(store.put_whole(&item.name, data.clone(), BodySum::of(kind, &data), &props)).await
+    } else {
+        props.content_md5 = digests.md5;
+        put_from_memory(eng, &item.name, &data, block, &props).await
+    };
+    res.etag = match written {
+        Ok(c) => c.etag,
+        Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
+        Err(e) => return Err(commit_error(e)),
+    };
+    eng.progress.counters.add_bytes(item.size);
+    res.sha256 = Some(digests.sha256);
+    res.status = Status::Transferred;
+    Ok(())
+}
+
+/// Stores bytes held in memory in chunks of `block` (in parallel under the request budget),
+/// then commits them; a failed chunk abandons the upload.
+async fn put_from_memory(
+    eng: &Arc<Engine>,
+    name: &str,
+    data: &Bytes,
+    block: u64,
+    props: &UploadProps,
+) -> Result<crate::storage::Committed, StorageError> {
+    use futures::{StreamExt, TryStreamExt};
+    let store = &eng.store;
+    let len = data.len() as u64;
+    let present = eng.with_request(store.begin_chunked(name, len, props)).await?;
+    let kind = store.body_checksum(eng.cfg.checksum);
+    let chunks: Vec<Chunk> = (0..len.div_ceil(block))
+        .map(|i| {
+            let (offset, l) = (i * block, block.min(len - i * block));
+            Chunk { offset, len: l, sum: BodySum::of(kind, &data[offset as usize..(offset + l) as usize]) }
+        })
+        .collect();
+    let sent = futures::stream::iter(chunks.iter().copied())
+        .map(|c| {
+            let body = data.slice(c.offset as usize..(c.offset + c.len) as usize);
+            let present = &present;
+            async move {
+                if present.contains(&store.chunk_key(&c)) {
+                    return Ok(());
+                }
+                eng.with_request(store.put_chunk(name, c, body)).await
+            }
+        })
+        .buffer_unordered(eng.cfg.concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await;
+    if let Err(e) = sent {
+        eng.with_request(store.abandon(name)).await;
+        return Err(e);
+    }
+    eng.with_request(store.commit(name, len, &chunks, props)).await
 }
 
 type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);

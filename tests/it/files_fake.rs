@@ -227,6 +227,25 @@ impl FilesFake {
         v
     }
 
+    /// Every directory path in a share, sorted.
+    pub fn dirs(&self, share: &str) -> Vec<String> {
+        let shares = self.state.shares.lock().unwrap();
+        let mut v: Vec<String> = shares
+            .get(share)
+            .map(|s| {
+                s.nodes
+                    .values()
+                    .filter_map(|n| match n {
+                        Node::Dir { path } if !path.is_empty() => Some(path.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// Puts a file in place directly, creating its directories (no request, no checks).
     pub fn plant(&self, share: &str, path: &str, data: &[u8], metadata: &[(&str, &str)]) {
         let mut shares = self.state.shares.lock().unwrap();
@@ -474,6 +493,7 @@ fn classify(method: &Method, q: &BTreeMap<String, String>, headers: &HeaderMap) 
         ("GET", None, None) => "Get File",
         ("HEAD", None, None) => "Get File Properties",
         ("DELETE", None, None) => "Delete File",
+        ("DELETE", Some("directory"), None) => "Delete Directory",
         _ => "unsupported",
     }
 }
@@ -966,6 +986,19 @@ fn serve(
             }
             _ => error(404, "ResourceNotFound", "The specified resource does not exist."),
         },
+        "Delete Directory" => {
+            let prefix = format!("{key}/");
+            match share.nodes.get(&key) {
+                Some(Node::Dir { .. }) if share.nodes.keys().any(|k| k.starts_with(&prefix)) => {
+                    error(409, "DirectoryNotEmpty", "The specified directory is not empty.")
+                }
+                Some(Node::Dir { .. }) => {
+                    share.nodes.remove(&key);
+                    empty(202)
+                }
+                _ => error(404, "ResourceNotFound", "The specified resource does not exist."),
+            }
+        }
         _ => error(400, "UnsupportedHttpVerb", &format!("{method} with this query is not supported by the fake")),
     }
 }

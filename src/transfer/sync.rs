@@ -1,0 +1,322 @@
+//! `action: sync`: make the remote tree under `target` equal the selection.
+//!
+//! 1. Plan the upload as `upload` does, and list everything under `target` — with
+//!    metadata (List Blobs `include=metadata`), so an unchanged file (same size, same
+//!    `sha256`) is skipped with no request beyond the listing. Files listings carry no
+//!    metadata: a listed file whose size matches gets one Get File Properties.
+//! 2. [`merge`] the two, both sorted by name (Files: case-insensitively, as the service
+//!    compares names): O(n log n), no per-name scans. `target` owns whole path components:
+//!    `target: a` lists `a/`, never `ab/`; nothing outside it is ever deleted.
+//! 3. `max_delete`: more deletes than that and the sync is refused before anything is
+//!    uploaded (a wrong `target` or `strip_prefix` then uploads no second tree either).
+//! 4. Upload what changed ([`super::upload::upload_known`], `overwrite: changed`).
+//! 5. Only when every upload succeeded, the listing completed and the run was not
+//!    stopped: delete what the selection lacks (Delete Blob / Delete File, in parallel
+//!    under the request budget), then, on Files, remove the directories that emptied
+//!    (deepest first; "not empty" is fine). Any failure before: nothing is deleted, the
+//!    run exits 1 and says why.
+
+use std::cmp::Ordering as Cmp;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::plan::UploadItem;
+use super::progress::Progress;
+use super::report::{FileResult, Status};
+use super::{not_attempted, upload, Engine, RunError};
+use crate::auth::Credential;
+use crate::config::{human_bytes, LogFormat, Service};
+use crate::storage::{RemoteItem, StorageError};
+
+/// The remote prefix a sync owns: `target` with one trailing `/` (whole path components),
+/// or `""` (the whole container or share).
+pub fn owned_prefix(target: &str) -> String {
+    let t = target.trim_matches('/');
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!("{t}/")
+    }
+}
+
+/// What a sync does (`T`: a planned file).
+#[derive(Debug)]
+pub struct SyncPlan<T = UploadItem> {
+    /// Every planned file, with what the listing holds under its name (`None`: nothing).
+    pub uploads: Vec<(T, Option<RemoteItem>)>,
+    /// Listed items under the owned prefix that the selection lacks, sorted by name.
+    pub deletes: Vec<RemoteItem>,
+}
+
+/// Sorted merge of the planned files and the listing. Listed names outside `prefix` are
+/// ignored (never deleted). `fold_case`: names compare case-insensitively (Azure Files).
+pub fn merge<T>(
+    items: Vec<T>,
+    name: impl Fn(&T) -> &str,
+    mut listed: Vec<RemoteItem>,
+    prefix: &str,
+    fold_case: bool,
+) -> SyncPlan<T> {
+    let key = |n: &str| if fold_case { n.to_lowercase() } else { n.to_string() };
+    let mut items: Vec<(String, T)> = items.into_iter().map(|i| (key(name(&i)), i)).collect();
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    listed.retain(|r| r.name.starts_with(prefix) && r.name.len() > prefix.len());
+    let mut listed: Vec<(String, RemoteItem)> = listed.drain(..).map(|r| (key(&r.name), r)).collect();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    listed.dedup_by(|a, b| a.0 == b.0);
+
+    let mut plan = SyncPlan { uploads: Vec::with_capacity(items.len()), deletes: Vec::new() };
+    let mut remote = listed.into_iter().peekable();
+    for (k, item) in items {
+        let mut found = None;
+        while let Some((rk, _)) = remote.peek() {
+            match rk.cmp(&k) {
+                Cmp::Less => plan.deletes.extend(remote.next().map(|(_, r)| r)),
+                Cmp::Equal => {
+                    found = remote.next().map(|(_, r)| r);
+                    break;
+                }
+                Cmp::Greater => break,
+            }
+        }
+        plan.uploads.push((item, found));
+    }
+    plan.deletes.extend(remote.map(|(_, r)| r));
+    plan
+}
+
+/// The directories (strictly under `prefix`) that held `names`, deepest first.
+pub fn emptied_dirs<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &str) -> Vec<String> {
+    let mut dirs = BTreeSet::new();
+    for n in names {
+        let mut d = n;
+        while let Some((parent, _)) = d.rsplit_once('/') {
+            if parent.len() < prefix.len() || format!("{parent}/") == prefix {
+                break;
+            }
+            dirs.insert(parent.to_string());
+            d = parent;
+        }
+    }
+    let mut dirs: Vec<String> = dirs.into_iter().collect();
+    dirs.sort_by(|a, b| b.matches('/').count().cmp(&a.matches('/').count()).then_with(|| a.cmp(b)));
+    dirs
+}
+
+fn unattempted(eng: &Engine, items: &[(UploadItem, Option<RemoteItem>)], why: &str) -> Vec<FileResult> {
+    items
+        .iter()
+        .map(|(it, _)| {
+            let mut r = not_attempted(eng, &it.name, &it.rel, it.size);
+            r.reason = Some(why.to_string());
+            r
+        })
+        .collect()
+}
+
+/// Runs a sync: the per-file results (uploads and deletes) and, when nothing was deleted
+/// because of a failure or the guard, why.
+pub async fn run_sync(
+    engine: &Arc<Engine>,
+    credential: &Credential,
+) -> Result<(Vec<FileResult>, Option<String>), RunError> {
+    let cfg = &engine.cfg;
+    let (plan, mut results, total) = super::plan_for_upload(engine)?;
+    let prefix = owned_prefix(&cfg.target);
+    let shown = if prefix.is_empty() { format!("the whole {}", cfg.container_word()) } else { format!("`{prefix}`") };
+    if matches!(credential, Credential::None) {
+        if cfg.dry_run {
+            for it in &plan.items {
+                tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
+            }
+            tracing::info!("dry run without credentials: cannot list {shown}, so the deletes are not known");
+            return Ok((results, None));
+        }
+        return Err(crate::auth::AuthError::Missing("no credentials".into()).into());
+    }
+    if !cfg.dry_run {
+        engine.store.ensure_container(cfg.create_container).await?;
+    }
+    engine.stop.arm();
+    let listed = match engine.store.list(&prefix).await {
+        Ok(l) => l,
+        Err(e) if e.http().is_some_and(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound")) => {
+            return Err(StorageError::NoContainer { what: cfg.container_word(), name: cfg.container.clone(), hint: "" }
+                .into())
+        }
+        Err(e) => {
+            let why = format!("the listing of {shown} failed, so nothing was uploaded or deleted: {e}");
+            let items: Vec<_> = plan.items.into_iter().map(|i| (i, None)).collect();
+            results.extend(unattempted(engine, &items, "not attempted: the listing failed"));
+            return Ok((results, Some(why)));
+        }
+    };
+    let sync = merge(plan.items, |i| i.name.as_str(), listed, &prefix, cfg.service == Service::File);
+    let deletes = sync.deletes.len() as u64;
+    tracing::info!(
+        "planned {} file(s), {}; {} listed under {shown} the selection lacks",
+        sync.uploads.len(),
+        human_bytes(total),
+        deletes
+    );
+    if let Some(max) = cfg.max_delete.filter(|m| deletes > *m) {
+        let why = format!(
+            "the sync would delete {deletes} file(s) under {shown}, more than `max_delete` (PLUGIN_MAX_DELETE) allows ({max}): nothing was uploaded or deleted; check `target`, `source` and `strip_prefix`, or raise `max_delete`"
+        );
+        results.extend(unattempted(engine, &sync.uploads, "not attempted: `max_delete` refused the sync"));
+        return Ok((results, Some(why)));
+    }
+    if cfg.dry_run {
+        for (it, _) in &sync.uploads {
+            tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
+            let mut r = FileResult::new(&it.name, &it.rel, it.size, engine.store.url(&it.name));
+            r.status = Status::Transferred;
+            r.reason = Some("dry run".into());
+            results.push(r);
+        }
+        for d in &sync.deletes {
+            tracing::info!("would delete {}", d.name);
+            results.push(deleted(engine, d, "dry run"));
+        }
+        return Ok((results, None));
+    }
+    results.extend(upload_all(engine, sync.uploads, total).await);
+    let failed = results.iter().filter(|r| matches!(r.status, Status::Failed | Status::NotAttempted)).count();
+    if failed > 0 || engine.stop.is_stopped() {
+        let why = format!(
+            "{failed} file(s) failed or were not uploaded, so none of the {deletes} file(s) under {shown} the selection lacks was deleted"
+        );
+        return Ok((results, Some(why)));
+    }
+    results.extend(delete_all(engine, sync.deletes, &prefix).await);
+    Ok((results, None))
+}
+
+fn deleted(eng: &Engine, r: &RemoteItem, reason: &str) -> FileResult {
+    let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
+    res.status = Status::Deleted;
+    res.sha256 = r.sha256.clone();
+    res.etag = r.etag.clone();
+    if !reason.is_empty() {
+        res.reason = Some(reason.to_string());
+    }
+    res
+}
+
+async fn upload_all(engine: &Arc<Engine>, uploads: Vec<(UploadItem, Option<RemoteItem>)>, total: u64) -> Vec<FileResult> {
+    let cfg = &engine.cfg;
+    let c = &engine.progress.counters;
+    c.files_total.store(uploads.len() as u64, Ordering::Relaxed);
+    c.bytes_total.store(total, Ordering::Relaxed);
+    let ticker =
+        engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
+    let done: Vec<FileResult> = futures::stream::iter(uploads)
+        .map(|(item, remote)| {
+            let eng = engine.clone();
+            tokio::spawn(async move {
+                if eng.stop.is_stopped() {
+                    return not_attempted(&eng, &item.name, &item.rel, item.size);
+                }
+                upload::upload_known(eng, item, Some(remote)).await
+            })
+        })
+        .buffer_unordered(cfg.concurrency)
+        .map(|r| r.unwrap_or_else(|e| panicked(e.to_string())))
+        .collect()
+        .await;
+    ticker.stop();
+    done
+}
+
+fn panicked(e: String) -> FileResult {
+    let mut r = FileResult::new("", "", 0, String::new());
+    r.reason = Some(format!("internal error: {e}"));
+    r
+}
+
+/// Deletes every listed item the selection lacks; then, on Files, removes the
+/// directories that emptied (deepest first; one still holding anything stays).
+async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, prefix: &str) -> Vec<FileResult> {
+    let done: Vec<FileResult> = futures::stream::iter(deletes)
+        .map(|r| {
+            let eng = engine.clone();
+            async move {
+                if eng.stop.is_stopped() {
+                    return not_attempted(&eng, &r.name, "", r.size);
+                }
+                match eng.with_request(eng.store.delete(&r.name)).await {
+                    Ok(()) => {
+                        tracing::info!("deleted {}", r.name);
+                        deleted(&eng, &r, "")
+                    }
+                    Err(e) => {
+                        tracing::error!("failed: delete {}: {e}", r.name);
+                        let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
+                        res.reason = Some(format!("delete failed: {e}"));
+                        res
+                    }
+                }
+            }
+        })
+        .buffer_unordered(engine.cfg.concurrency)
+        .collect()
+        .await;
+    if engine.cfg.service == Service::File {
+        let gone = done.iter().filter(|r| r.status == Status::Deleted).map(|r| r.name.as_str());
+        for dir in emptied_dirs(gone, prefix) {
+            match engine.with_request(engine.store.remove_dir_if_empty(&dir)).await {
+                Ok(true) => tracing::info!("removed the emptied directory {dir}"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("could not remove the directory {dir}: {e}"),
+            }
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(name: &str) -> RemoteItem {
+        RemoteItem { name: name.into(), size: 1, ..RemoteItem::default() }
+    }
+
+    #[test]
+    fn the_target_owns_whole_path_components() {
+        assert_eq!(owned_prefix("a"), "a/");
+        assert_eq!(owned_prefix("/a/b/"), "a/b/");
+        assert_eq!(owned_prefix(""), "");
+        assert_eq!(owned_prefix("/"), "");
+        let none: Vec<&str> = vec![];
+        let plan = merge(none, |n| n, vec![remote("a/x"), remote("ab/y"), remote("a"), remote("a/")], "a/", false);
+        let names: Vec<&str> = plan.deletes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["a/x"], "`ab/y`, `a` and the folder marker `a/` are not the sync's");
+    }
+
+    #[test]
+    fn merge_pairs_listed_copies_and_deletes_what_the_selection_lacks() {
+        let local = vec!["t/b", "t/d é", "t/a b", "t/z"];
+        let listed = ["t/c", "t/a b", "t/zz", "t/b", "t/0", "t/d é"].map(remote).to_vec();
+        let plan = merge(local, |n| n, listed, "t/", false);
+        let ups: Vec<(&str, bool)> = plan.uploads.iter().map(|(n, r)| (*n, r.is_some())).collect();
+        assert_eq!(ups, [("t/a b", true), ("t/b", true), ("t/d é", true), ("t/z", false)]);
+        let dels: Vec<&str> = plan.deletes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(dels, ["t/0", "t/c", "t/zz"]);
+        // Azure Files compares names without case: `T/B.txt` is the stored `t/b.TXT`, kept.
+        let plan = merge(vec!["t/B.txt"], |n| n, vec![remote("t/b.TXT")], "t/", true);
+        assert!(plan.deletes.is_empty() && plan.uploads[0].1.is_some());
+        let plan = merge(vec!["t/B.txt"], |n| n, vec![remote("t/b.TXT")], "t/", false);
+        assert_eq!(plan.deletes.len(), 1);
+    }
+
+    #[test]
+    fn emptied_dirs_are_deepest_first_and_stay_under_the_target() {
+        let d = emptied_dirs(["t/a/b/c.txt", "t/a/d.txt", "t/e/f.txt", "t/top.txt"], "t/");
+        assert_eq!(d, ["t/a/b", "t/a", "t/e"]);
+        assert_eq!(emptied_dirs(["a/b.txt", "c.txt"], ""), ["a"]);
+    }
+}
