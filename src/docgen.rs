@@ -57,6 +57,7 @@ pub const OUTPUTS: &[(&str, &str)] = &[
     ("failed", "Files that failed."),
     ("bytes", "Bytes transferred."),
     ("url", "The file's URL when one file was moved, else the URL of the target prefix (upload) or source prefix (download). Never carries a SAS."),
+    ("deleted", "Sync: files deleted (or that a dry run would delete)."),
     ("manifest", "The manifest's path, when `manifest` is set."),
 ];
 

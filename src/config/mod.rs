@@ -609,7 +609,10 @@ impl Config {
         }
         // A sync uploads only what changed; another `overwrite` would contradict it.
         if action == Action::Sync && raw.get("overwrite").is_some() && overwrite != Overwrite::Changed {
-            bad("overwrite", "does not apply to `action: sync`, which always uploads only what changed (`changed`)".into());
+            bad(
+                "overwrite",
+                "does not apply to `action: sync`, which always uploads only what changed (`changed`)".into(),
+            );
         }
         let overwrite = if action == Action::Sync { Overwrite::Changed } else { overwrite };
         if max_delete.is_some() && action != Action::Sync {
@@ -667,10 +670,7 @@ impl Config {
             Some(u) => endpoint::url_text(&u),
             None => {
                 // An invalid connection string was reported already.
-                if !found.given
-                    && (cs.is_some() || connection_string.is_none())
-                    && (!dry_run || !action.uploads())
-                {
+                if !found.given && (cs.is_some() || connection_string.is_none()) && (!dry_run || !action.uploads()) {
                     bad(
                         "account_name",
                         "is required: set `account_name`, or `endpoint`, or `connection_string`".into(),

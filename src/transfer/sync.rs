@@ -144,8 +144,9 @@ pub async fn run_sync(
     let listed = match engine.store.list(&prefix).await {
         Ok(l) => l,
         Err(e) if e.http().is_some_and(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound")) => {
-            return Err(StorageError::NoContainer { what: cfg.container_word(), name: cfg.container.clone(), hint: "" }
-                .into())
+            return Err(
+                StorageError::NoContainer { what: cfg.container_word(), name: cfg.container.clone(), hint: "" }.into()
+            )
         }
         Err(e) => {
             let why = format!("the listing of {shown} failed, so nothing was uploaded or deleted: {e}");
@@ -206,7 +207,11 @@ fn deleted(eng: &Engine, r: &RemoteItem, reason: &str) -> FileResult {
     res
 }
 
-async fn upload_all(engine: &Arc<Engine>, uploads: Vec<(UploadItem, Option<RemoteItem>)>, total: u64) -> Vec<FileResult> {
+async fn upload_all(
+    engine: &Arc<Engine>,
+    uploads: Vec<(UploadItem, Option<RemoteItem>)>,
+    total: u64,
+) -> Vec<FileResult> {
     let cfg = &engine.cfg;
     let c = &engine.progress.counters;
     c.files_total.store(uploads.len() as u64, Ordering::Relaxed);

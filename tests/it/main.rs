@@ -20,3 +20,4 @@ mod hostile_upload;
 mod image;
 mod output;
 mod settings;
+mod sync;
