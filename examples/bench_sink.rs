@@ -3,10 +3,11 @@
 //! Azurite spends most of an upload recomputing CRC-64s in JavaScript, so on Azurite the
 //! wall time mostly measures the server. This sink does the least a Blob service must
 //! do — Put Blob, Put Block, Put Block List, Get Block List, Get Blob (ranges), Get Blob
-//! Properties, List Blobs, Create / Get Container — keeping bodies in memory (no copies
+//! Properties, List Blobs, Delete Blob, Create / Get Container — keeping bodies in memory (no copies
 //! beyond assembling a committed block list), checking no auth and computing no
 //! checksum, so that the *client's* cost becomes visible. It is a benchmark fixture,
-//! not an emulator: anything it does not know is logged to stderr and answered 400.
+//! not an emulator: anything it does not know is logged to stderr and answered 400. Each
+//! blob's Last-Modified is the time it was written, which sync tools compare with local mtimes.
 //!
 //! With `--discard`, upload bodies are read frame by frame and dropped (only their lengths
 //! are kept), so an upload benchmark measures the client and the loopback, not the sink
@@ -38,6 +39,12 @@ struct Blob {
     content_md5: Option<String>,
     metadata: Vec<(String, String)>,
     etag: u64,
+    /// When it was written: sync tools (azcopy) compare it with the local file's mtime.
+    modified: Option<std::time::SystemTime>,
+}
+
+fn last_modified(b: &Blob) -> String {
+    httpdate::fmt_http_date(b.modified.unwrap_or(std::time::UNIX_EPOCH))
 }
 
 #[derive(Default)]
@@ -85,7 +92,7 @@ fn xml_escape(s: &str) -> String {
 fn props_headers(r: &mut Response<Full<Bytes>>, b: &Blob) {
     let h = r.headers_mut();
     h.insert("etag", format!("\"0x{:x}\"", b.etag).parse().unwrap());
-    h.insert("last-modified", "Mon, 23 Nov 2026 00:00:00 GMT".parse().unwrap());
+    h.insert("last-modified", last_modified(b).parse().unwrap());
     h.insert("x-ms-blob-type", "BlockBlob".parse().unwrap());
     h.insert("accept-ranges", "bytes".parse().unwrap());
     h.insert(
@@ -234,12 +241,13 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                 }
                 let b = &st.blobs[&(container.clone(), n.clone())];
                 xml.push_str(&format!(
-                    "<Blob><Name>{}</Name><Properties><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-MD5>{}</Content-MD5><Etag>0x{:x}</Etag><BlobType>BlockBlob</BlobType><Last-Modified>Mon, 23 Nov 2026 00:00:00 GMT</Last-Modified></Properties><Metadata>",
+                    "<Blob><Name>{}</Name><Properties><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-MD5>{}</Content-MD5><Etag>0x{:x}</Etag><BlobType>BlockBlob</BlobType><Last-Modified>{}</Last-Modified></Properties><Metadata>",
                     xml_escape(n),
                     b.len,
                     xml_escape(b.content_type.as_deref().unwrap_or("application/octet-stream")),
                     b.content_md5.as_deref().unwrap_or(""),
-                    b.etag
+                    b.etag,
+                    last_modified(b)
                 ));
                 for (k, v) in &b.metadata {
                     xml.push_str(&format!("<{k}>{}</{k}>", xml_escape(v)));
@@ -270,6 +278,7 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                     content_md5: put_md5.or(body_md5),
                     metadata: meta,
                     etag: st.etag,
+                    modified: Some(std::time::SystemTime::now()),
                 };
                 st.blobs.insert(key.clone(), b);
                 st.blocks.remove(&key);
@@ -313,6 +322,7 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                         content_md5: put_md5,
                         metadata: meta,
                         etag: st.etag,
+                        modified: Some(std::time::SystemTime::now()),
                     };
                     st.blobs.insert(key, b);
                     resp(StatusCode::CREATED, "")
@@ -335,6 +345,10 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                 error(StatusCode::NOT_FOUND, "BlobNotFound")
             }
         }
+        (&Method::DELETE, false, _, "") => match st.blobs.remove(&key) {
+            Some(_) => resp(StatusCode::ACCEPTED, ""),
+            None => error(StatusCode::NOT_FOUND, "BlobNotFound"),
+        },
         (&Method::HEAD, false, _, "") => match st.blobs.get(&key) {
             Some(b) => {
                 let mut r = resp(StatusCode::OK, Bytes::new());

@@ -84,7 +84,7 @@ pub async fn upload_known(eng: Arc<Engine>, item: UploadItem, known: Option<Opti
 }
 
 /// What is stored under the item's name: from the listing when there was one, else one
-/// lookup when `look`. A listed item without any checksum (Files listings carry none) is
+/// lookup when `look`. A listed Azure Files file (Files listings carry no metadata) is
 /// looked up when its size could be that of the bytes to store.
 async fn destination(
     eng: &Engine,
@@ -97,7 +97,13 @@ async fn destination(
     match known {
         None if look => lookup().await,
         None | Some(None) => Ok(None),
-        Some(Some(r)) if r.sha256.is_none() && r.content_md5.is_none() && (compressed || r.size == item.size) => {
+        // Only Files listings lack metadata; a listed blob without a checksum has none to get.
+        Some(Some(r))
+            if eng.cfg.service == crate::config::Service::File
+                && r.sha256.is_none()
+                && r.content_md5.is_none()
+                && (compressed || r.size == item.size) =>
+        {
             lookup().await
         }
         Some(Some(r)) => Ok(Some(r)),
