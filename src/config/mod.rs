@@ -596,7 +596,7 @@ impl Config {
             }
         };
         let concurrency = int("concurrency", 1, 256, &mut bad) as usize;
-        let max_delete = raw.get("max_delete").is_some().then(|| int("max_delete", 0, u64::MAX, &mut bad));
+        let max_delete = raw.get("max_delete").is_some().then(|| int("max_delete", 0, 1_000_000_000, &mut bad));
         if action == Action::Sync && target.trim_matches('/').is_empty() && max_delete.is_none() {
             bad(
                 "target",

@@ -368,7 +368,7 @@ fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: 
                 cfg.account
             ),
             Credential::Sas(_) => format!(
-                "check that `sas_token` ({}) is for account `{}`, has not expired (`se`), is already valid (`st`), and grants what this run needs (upload: `c`,`w`; download: `r`,`l`)",
+                "check that `sas_token` ({}) is for account `{}`, has not expired (`se`), is already valid (`st`), and grants what this run needs (upload: `c`,`w`; download: `r`,`l`; sync: `c`,`w`,`l`,`d`)",
                 env("sas_token"),
                 cfg.account
             ),

@@ -155,6 +155,9 @@ pub async fn run_sync(
             return Ok((results, Some(why)));
         }
     };
+    // A source that matched nothing (a build step that produced no output) would have its
+    // remote copies deleted: the deletes are refused unless `allow_empty` says so.
+    let unmatched = if cfg.allow_empty { vec![] } else { plan.unmatched };
     let sync = merge(plan.items, |i| i.name.as_str(), listed, &prefix, cfg.service == Service::File);
     let deletes = sync.deletes.len() as u64;
     tracing::info!(
@@ -189,6 +192,13 @@ pub async fn run_sync(
     if failed > 0 || engine.stop.is_stopped() {
         let why = format!(
             "{failed} file(s) failed or were not uploaded, so none of the {deletes} file(s) under {shown} the selection lacks was deleted"
+        );
+        return Ok((results, Some(why)));
+    }
+    if !unmatched.is_empty() && deletes > 0 {
+        let why = format!(
+            "{} matched no file, so none of the {deletes} file(s) under {shown} the selection lacks was deleted; set `allow_empty: true` (PLUGIN_ALLOW_EMPTY) to delete them anyway",
+            unmatched.iter().map(|s| format!("source `{s}`")).collect::<Vec<_>>().join(", ")
         );
         return Ok((results, Some(why)));
     }

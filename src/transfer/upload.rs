@@ -137,12 +137,14 @@ async fn upload_inner(
         match eng.cfg.overwrite {
             Overwrite::Skip => return skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)"),
             Overwrite::False => return Err("already exists (overwrite: false)".into()),
-            Overwrite::Changed => {
-                // Hashed only when there is something to compare with.
+            // Hashed only when there is something to compare with: the sizes agree (MD5 only
+            // when the stored copy has no `sha256`).
+            Overwrite::Changed if remote.size == item.size => {
                 let it = item.clone();
+                let md5 = remote.sha256.is_none();
                 let local = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
                     let f = it.root.open_planned(&it.rel, &it.state)?;
-                    hash_read(&f.file, true).map_err(|e| format!("cannot read: {e}"))
+                    hash_read(&f.file, md5).map_err(|e| format!("cannot read: {e}"))
                 })
                 .await
                 .map_err(|e| e.to_string())??;
@@ -150,6 +152,7 @@ async fn upload_inner(
                     return skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
                 }
             }
+            Overwrite::Changed => {}
             Overwrite::True => {}
         }
     }

@@ -171,6 +171,10 @@ fn max_delete_refuses_a_sync_that_would_delete_more() {
     let out = sync(dir.path(), az, &c, "t").set("max_delete", "3").set("dry_run", "true").run();
     out.assert_ok().assert_contains("would upload site/new.txt → t/new.txt").assert_contains("would delete t/2.txt");
     assert_eq!(names(az, &c), ["t/1.txt", "t/2.txt", "t/3.txt"]);
+    // A source that matched nothing (say, a build that produced no assets): no deletes.
+    let out = sync(dir.path(), az, &c, "t").set("max_delete", "3").set("source", "site/**,assets/**").run();
+    out.assert_code(1).assert_contains("source `assets/**` matched no file, so none of the 3 file(s)");
+    assert_eq!(names(az, &c), ["t/1.txt", "t/2.txt", "t/3.txt", "t/new.txt"], "uploaded, nothing deleted");
     sync(dir.path(), az, &c, "t").set("max_delete", "3").run().assert_ok();
     assert_eq!(names(az, &c), ["t/new.txt"]);
 }
