@@ -81,6 +81,12 @@ fn sync_uploads_what_changed_and_deletes_only_what_the_target_lacks() {
     out.assert_ok().assert_contains("unchanged");
     let ops: Vec<String> = proxy.records().iter().map(|r| r.req.op()).filter(|o| o != "CreateContainer").collect();
     assert_eq!(ops, ["ListBlobs"], "{}", proxy.log());
+
+    // Changed with the same size: the hash tells, and it is uploaded.
+    write(ws, "site/a b.txt", b"SPACES");
+    let out = sync(ws, az, &c, "t").run();
+    out.assert_ok();
+    assert_eq!(fetch(az, &c, "t/a b.txt").0, b"SPACES", "{}", out.all());
 }
 
 #[test]
