@@ -55,6 +55,12 @@ pub fn give(data: Bytes) {
     }
 }
 
+/// Bytes the pool holds now.
+#[cfg(test)]
+fn held() -> u64 {
+    POOL.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.capacity() as u64).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +79,15 @@ mod tests {
         let other = shared.clone();
         give(shared);
         drop(other);
+        // The limit holds: of four 512 KiB buffers given back under a 1 MiB limit, the pool
+        // keeps what fits (the one `again` above is still out) and drops the rest.
+        let four: Vec<Vec<u8>> = (0..4).map(|_| take_zeroed(512 << 10)).collect();
+        for b in four {
+            give(Bytes::from(b));
+        }
+        assert!(held() <= 1 << 20, "the pool holds {} bytes, over its 1 MiB limit", held());
+        assert!(held() >= 512 << 10, "the pool kept nothing");
+        drop(again);
         set_limit(32 << 20);
     }
 }
