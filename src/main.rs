@@ -16,11 +16,16 @@ use plugin_azure_storage::transfer::{self, download};
 fn init_logging(level: &str, format: LogFormat) {
     // Our own crate at the chosen level; dependencies never below `warn`, so no HTTP
     // library can log a header (Authorization) even at `trace`.
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,plugin_azure_storage={level}"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let ours = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
+    let filter = Targets::new().with_default(LevelFilter::WARN).with_target("plugin_azure_storage", ours);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
+        LogFormat::Text => registry.with(fmt.with_ansi(false)).init(),
     }
 }
 
