@@ -18,4 +18,5 @@ mod hostile_settings;
 mod hostile_upload;
 mod image;
 mod output;
+mod release;
 mod settings;
