@@ -151,7 +151,7 @@ fn lock_packages() -> BTreeMap<Crate, String> {
 
 /// Listed by cargo-auditable but not compiled: `cargo metadata` unifies wiremock's (a
 /// dev-dependency) hyper features, turning on hyper's h2, and activates reqwest's optional
-/// quinn through the weak feature `quinn?/rustls-ring`. Everything extra must hang below these.
+/// quinn through the weak feature `quinn?/ring`. Everything extra must hang below these.
 const LISTED_NOT_COMPILED: [&str; 2] = ["h2", "quinn"];
 
 #[test]
