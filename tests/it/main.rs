@@ -19,4 +19,5 @@ mod hostile_settings;
 mod hostile_upload;
 mod image;
 mod output;
+mod release;
 mod settings;
