@@ -10,6 +10,7 @@ pub mod buffers;
 pub mod config;
 pub mod docgen;
 pub mod http;
+pub mod jwt;
 pub mod settings;
 pub mod storage;
 pub mod transfer;

@@ -26,15 +26,13 @@ use crate::config::Secret;
 use crate::http::RetryPolicy;
 
 use super::entra_errors::{self, EntraFailure};
-use super::jwt::{self, Claims};
 use super::token::{AccessToken, TokenSource};
 use super::AuthError;
+use crate::jwt::{self, check_assertion, Claims};
 
 /// Scope requested from Entra: Azure Storage (the same in every cloud).
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
-pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 
 /// Where the CI's OIDC token comes from.
 #[derive(Debug, Clone)]
@@ -85,21 +83,6 @@ pub fn read_token_file(path: &std::path::Path, label: &str) -> Result<Secret, Au
         Ok(_) => Err(AuthError::Assertion(format!("{label} is empty"))),
         Err(e) => Err(AuthError::Assertion(format!("cannot read {label}: {e}"))),
     }
-}
-
-/// Checks a CI token before it is sent anywhere: a JWT, not expired. Returns its claims,
-/// or what is wrong as a predicate ("is not a JWT: …", "has expired: …") for the caller
-/// to put after the name of the setting the token came from.
-pub fn check_assertion(token: &str) -> Result<Claims, String> {
-    let claims = jwt::decode(token).map_err(|e| e.to_string())?;
-    let now = jwt::now_secs();
-    if claims.expired_at(now) {
-        return Err(format!(
-            "has expired: exp {}; CI OIDC tokens live minutes, so pass one minted for this run (a token file or the Actions endpoint is re-read when needed)",
-            jwt::time_and_distance(claims.exp.unwrap_or(0), now)
-        ));
-    }
-    Ok(claims)
 }
 
 /// `GET {url}&audience=…` on the Actions ID-token endpoint → JSON `value`.
@@ -358,7 +341,7 @@ mod tests {
             "tenant-1".into(),
             "client-1".into(),
             server.uri(),
-            DEFAULT_AUDIENCE.into(),
+            "api://AzureADTokenExchange".into(),
             src,
             reqwest::Client::new(),
             policy(),

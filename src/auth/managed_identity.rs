@@ -32,7 +32,6 @@ use super::federated::seconds;
 use super::token::{AccessToken, TokenSource};
 use super::AuthError;
 
-pub const IMDS_DEFAULT_HOST: &str = "http://169.254.169.254";
 pub const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
 pub const STORAGE_RESOURCE: &str = "https://storage.azure.com";
 
@@ -323,6 +322,6 @@ mod tests {
     }
 
     fn jwt_now() -> i64 {
-        super::super::jwt::now_secs()
+        crate::jwt::now_secs()
     }
 }

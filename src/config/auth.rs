@@ -50,6 +50,10 @@ pub struct ConnectionString {
     pub endpoint_suffix: Option<String>,
 }
 
+/// The IMDS base URL when `AZURE_POD_IDENTITY_AUTHORITY_HOST` does not override it (not a
+/// setting: the platform's address, as every Azure SDK has it).
+pub const IMDS_DEFAULT_HOST: &str = "http://169.254.169.254";
+
 /// Azurite's well-known development account key (public, documented by Microsoft).
 pub const DEVSTORE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
@@ -202,7 +206,7 @@ fn is_loopback_url(u: &url::Url) -> bool {
 /// The CI token is checked only when it may be used (`auth: auto` or `federated`): a
 /// malformed or expired token is reported here, naming its setting, before any exchange.
 pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&str, String)) -> AuthSettings {
-    use crate::auth::federated::{check_assertion, DEFAULT_AUDIENCE, DEFAULT_AUTHORITY};
+    use crate::jwt::check_assertion;
     let uses_token = matches!(mode, AuthMode::Auto | AuthMode::Federated);
 
     let tenant_id = raw.get("tenant_id").map(|t| t.trim().to_string());
@@ -268,11 +272,9 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         _ => None,
     };
 
-    let audience = raw.get("audience").map(|a| a.trim().to_string()).unwrap_or_else(|| DEFAULT_AUDIENCE.to_string());
-    let authority_host = raw
-        .get("authority_host")
-        .map(|a| a.trim().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string());
+    let audience = raw.get_or_default("audience").unwrap_or_default().trim().to_string();
+    let authority_host =
+        raw.get_or_default("authority_host").unwrap_or_default().trim().trim_end_matches('/').to_string();
     let from = raw.from_note("authority_host");
     match super::endpoint::http_url(&authority_host) {
         Ok(u) if u.scheme() == "https" || is_loopback_url(&u) => {
@@ -293,8 +295,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
     };
     let imds_override =
         raw.var("AZURE_POD_IDENTITY_AUTHORITY_HOST").map(|h| h.trim().trim_end_matches('/').to_string());
-    let imds_host =
-        imds_override.clone().unwrap_or_else(|| crate::auth::managed_identity::IMDS_DEFAULT_HOST.to_string());
+    let imds_host = imds_override.clone().unwrap_or_else(|| IMDS_DEFAULT_HOST.to_string());
 
     // The platform's endpoints are checked when they may be used: a runner's environment
     // may carry them for a pipeline that never looks at them.
@@ -358,10 +359,10 @@ fn parse_access_token(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&st
         let endpoint = raw.get("endpoint").map(str::to_string).unwrap_or_else(|| {
             let service =
                 if raw.get("service").is_some_and(|s| s.trim().eq_ignore_ascii_case("file")) { "file" } else { "blob" };
-            let suffix = raw.get("endpoint_suffix").unwrap_or("core.windows.net");
+            let suffix = raw.get_or_default("endpoint_suffix").unwrap_or_default();
             format!("https://{}.{service}.{suffix}", raw.get("account_name").unwrap_or("").trim())
         });
-        if let Err(e) = crate::auth::access_token::check(&v, endpoint.trim()) {
+        if let Err(e) = crate::jwt::check_access_token(&v, endpoint.trim()) {
             bad("access_token", e);
         }
     }

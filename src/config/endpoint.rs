@@ -6,6 +6,7 @@
 
 use super::auth::{account_from_endpoint, ConnectionString};
 use super::{RawSettings, Service};
+use crate::settings;
 
 /// What every service-URL error says is accepted.
 pub(super) const ACCEPTED: &str = "an http:// or https:// URL with a host and no query, e.g. https://myaccount.blob.core.windows.net or http://127.0.0.1:10000/devstoreaccount1";
@@ -139,7 +140,7 @@ pub(super) fn resolve(
     let suffix = suffix_setting
         .map(str::to_ascii_lowercase)
         .or_else(|| cs.and_then(|c| c.endpoint_suffix.clone()))
-        .unwrap_or_else(|| "core.windows.net".into());
+        .unwrap_or_else(|| settings::find("endpoint_suffix").and_then(|s| s.default).unwrap_or_default().into());
     let account_setting = raw.get("account_name").map(|s| s.trim().to_string());
     let account_ok = match &account_setting {
         Some(a) => check_account_name(a).map_err(|e| bad("account_name", e)).is_ok(),

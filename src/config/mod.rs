@@ -25,7 +25,7 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 
 use crate::settings::{self, Kind, SETTINGS};
 
-pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY};
+pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY, IMDS_DEFAULT_HOST};
 pub use ci::provenance;
 pub use endpoint::shown as shown_url;
 pub use values::{
@@ -271,6 +271,12 @@ impl RawSettings {
             .chain(fallbacks.iter().map(|f| self.env.get(*f).map(|s| s.as_str())))
             .flatten()
             .find(|v| !v.trim().is_empty())
+    }
+
+    /// The value of a setting, else its documented default (the settings table is the
+    /// only place a default is written).
+    pub fn get_or_default(&self, name: &str) -> Option<&str> {
+        self.get(name).or_else(|| settings::find(name).and_then(|s| s.default))
     }
 
     /// The variable that gave `name` its value, when it is not `PLUGIN_<NAME>`.
