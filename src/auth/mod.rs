@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use crate::config::{AuthMode, AuthSettings, Config, ConnectionString, Secret};
 use crate::http::authorize::{Authorize, AuthorizeError, TokenUsed};
-use crate::http::RetryPolicy;
+use crate::http::{RetryPolicy, Verdict};
 pub use entra_errors::EntraFailure;
 use federated::{AssertionSource, FederatedSource};
 use managed_identity::{Endpoint, ManagedIdentitySource};
@@ -190,6 +190,19 @@ impl Authorize for Credential {
             Credential::Sas(sas) => Some(sas.expose()),
             _ => None,
         }
+    }
+}
+
+/// A token request's transport failure: retried, unless it would recur on every attempt
+/// (an unbuildable request, a TLS refusal); `fail` words that error.
+pub(crate) fn transport_failure<T>(
+    e: &reqwest::Error,
+    fail: impl FnOnce(String) -> AuthError,
+) -> Verdict<T, AuthError, String> {
+    let d = crate::http::describe_transport(e);
+    match crate::http::retry::transport_retryable(e) {
+        true => Verdict::Retry { error: d, hint: None },
+        false => Verdict::Fail(fail(format!("{d} (not retried)"))),
     }
 }
 

@@ -54,6 +54,31 @@ impl<E> GaveUp<E, E> {
     }
 }
 
+/// A token endpoint's answer, read whole (Entra ID, IMDS, the Actions endpoint: small
+/// JSON bodies; an unreadable body reads as empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// The server's `Retry-After`.
+    pub hint: Option<Duration>,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    /// Sends a plain (non-storage) request and reads its answer.
+    pub async fn fetch(rb: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let hint = server_hint(resp.headers());
+        let body = resp.bytes().await.unwrap_or_default();
+        Ok(Answer { status, hint, body })
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
 /// How a loop logs and counts.
 pub struct Loop<'a> {
     pub policy: &'a RetryPolicy,
