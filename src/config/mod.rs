@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
+use crate::settings::choices::Choice;
 use crate::settings::{self, Kind, SETTINGS};
+pub use crate::settings::{AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Verify};
 
 pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY, IMDS_DEFAULT_HOST};
 pub use ci::provenance;
@@ -87,69 +89,6 @@ impl fmt::Display for ConfigError {
         }
         Ok(())
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Upload,
-    Download,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Blob,
-    File,
-}
-
-impl Service {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Service::Blob => "blob",
-            Service::File => "file",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Overwrite {
-    True,
-    False,
-    Skip,
-    Changed,
-}
-
-/// The transactional checksum every Blob request body carries (`checksum`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Checksum {
-    /// `x-ms-content-crc64` (CRC-64/NVME): cheap on the client (SIMD).
-    #[default]
-    Crc64,
-    /// `Content-MD5`: slower on the client, but Azurite verifies it ~4× cheaper than a CRC-64.
-    Md5,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verify {
-    Required,
-    Size,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMode {
-    Auto,
-    AccessToken,
-    Federated,
-    ManagedIdentity,
-    Sas,
-    SharedKey,
-    ConnectionString,
 }
 
 /// Matches a path against a pattern the way `.gitignore` does: a pattern without `/`
@@ -381,6 +320,13 @@ fn checked_header_rule(name: &str, rule: ValueRule, bad: &mut dyn FnMut(&str, St
     }
 }
 
+/// An enum setting's value, else (absent or invalid: [`Config::from_raw`] reports it) its
+/// documented default; a test keeps every default valid.
+pub fn choice<T: Choice>(raw: &RawSettings, name: &str) -> T {
+    let default = || settings::find(name).and_then(|s| s.default).and_then(T::parse);
+    raw.get(name).and_then(T::parse).or_else(default).unwrap_or(T::ALL[0])
+}
+
 impl Config {
     /// Reads and validates every setting. Collects all problems before failing.
     pub fn from_raw(raw: &RawSettings) -> Result<Config, ConfigError> {
@@ -397,51 +343,17 @@ impl Config {
                 }
             }
         }
-        let en = |name: &str| raw.get(name).map(|v| v.trim().to_ascii_lowercase());
-
-        let action = match en("action").as_deref() {
-            Some("download") => Action::Download,
-            _ => Action::Upload,
-        };
-        let service = match en("service").as_deref() {
-            Some("file") => Service::File,
-            _ => Service::Blob,
-        };
-        let overwrite = match en("overwrite").as_deref() {
-            Some("false") => Overwrite::False,
-            Some("skip") => Overwrite::Skip,
-            Some("changed") => Overwrite::Changed,
-            _ => Overwrite::True,
-        };
-        let checksum = match en("checksum").as_deref() {
-            Some("md5") => Checksum::Md5,
-            _ => Checksum::Crc64,
-        };
-        let verify = match en("verify").as_deref() {
-            Some("size") => Verify::Size,
-            _ => Verify::Required,
-        };
-        let log_format = match en("log_format").as_deref() {
-            Some("json") => LogFormat::Json,
-            _ => LogFormat::Text,
-        };
-        let log_level = en("log_level").unwrap_or_else(|| "info".into());
-        let auth_mode = match en("auth").as_deref() {
-            Some("federated") => AuthMode::Federated,
-            Some("access_token") => AuthMode::AccessToken,
-            Some("managed_identity") => AuthMode::ManagedIdentity,
-            Some("sas") => AuthMode::Sas,
-            Some("shared_key") => AuthMode::SharedKey,
-            Some("connection_string") => AuthMode::ConnectionString,
-            _ => AuthMode::Auto,
-        };
-        let access_tier = raw.get("access_tier").map(|v| {
-            settings::ACCESS_TIERS
-                .iter()
-                .find(|t| t.eq_ignore_ascii_case(v.trim()))
-                .map(|t| t.to_string())
-                .unwrap_or_default()
-        });
+        let action: Action = choice(raw, "action");
+        let service: Service = choice(raw, "service");
+        let overwrite: Overwrite = choice(raw, "overwrite");
+        let checksum: Checksum = choice(raw, "checksum");
+        let verify: Verify = choice(raw, "verify");
+        let log_format: LogFormat = choice(raw, "log_format");
+        let log_level = choice::<LogLevel>(raw, "log_level").as_str().to_string();
+        let auth_mode: AuthMode = choice(raw, "auth");
+        let access_tier = raw
+            .get("access_tier")
+            .map(|v| AccessTier::parse(v).map(AccessTier::as_str).unwrap_or_default().to_string());
         if access_tier.is_some() && service == Service::File {
             bad("access_tier", "applies to Blob only (`service: blob`)".into());
         }
@@ -739,6 +651,23 @@ mod tests {
 
     pub(super) fn base() -> Vec<(&'static str, &'static str)> {
         vec![("PLUGIN_ACCOUNT_NAME", "mystorage"), ("PLUGIN_CONTAINER", "artifacts"), ("PLUGIN_SOURCE", "dist/**")]
+    }
+
+    /// A documented default reads as its kind says (config takes defaults from here only).
+    #[test]
+    fn every_default_is_a_value_of_its_kind() {
+        for st in SETTINGS {
+            let Some(d) = st.default else { continue };
+            let ok = match st.kind {
+                Kind::Enum(values) => values.contains(&d),
+                Kind::Bool => matches!(d, "true" | "false"),
+                Kind::Integer => d.parse::<u64>().is_ok(),
+                Kind::Size => parse_size(d).is_ok(),
+                Kind::Duration => parse_duration(d).is_ok(),
+                _ => true,
+            };
+            assert!(ok, "`{}`: default `{d}` is not a {}", st.name, st.kind.type_name());
+        }
     }
 
     #[test]
