@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::endpoint::shown;
 use super::values::parse_bool;
-use super::{AuthMode, RawSettings, Secret};
+use super::{AuthMode, Problems, RawSettings, Secret};
 use crate::settings;
 
 /// Credentials and identity settings, before a mode is chosen (see `auth::resolve`).
@@ -202,10 +202,33 @@ fn is_loopback_url(u: &url::Url) -> bool {
     }
 }
 
+/// The static secrets `sas_token` and `account_key`, checked (the mode is resolved in
+/// `auth::resolve`; these are the network-free checks).
+pub(super) fn static_secrets(raw: &RawSettings, bad: &mut Problems) -> (Option<Secret>, Option<Secret>) {
+    let sas_token = raw.get("sas_token").map(|s| Secret::new(s.trim().trim_start_matches('?')));
+    if let Some(s) = &sas_token {
+        let from = raw.from_note("sas_token");
+        if !s.expose().contains("sig=") {
+            bad.push("sas_token", format!("is not a SAS: it has no `sig=` parameter{from}"));
+        } else if let Some(why) = super::values::not_a_query(s.expose()) {
+            bad.push("sas_token", format!("{why}{from}"));
+        }
+    }
+    let account_key = raw.get("account_key").map(|s| Secret::new(s.trim()));
+    if let Some(k) = &account_key {
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD.decode(k.expose()).is_err() {
+            let from = raw.from_note("account_key");
+            bad.push("account_key", format!("is not base64 (copy the key from the portal's Access keys page){from}"));
+        }
+    }
+    (sas_token, account_key)
+}
+
 /// The keyless-auth settings (federated and managed identity), checked without the network.
 /// The CI token is checked only when it may be used (`auth: auto` or `federated`): a
 /// malformed or expired token is reported here, naming its setting, before any exchange.
-pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&str, String)) -> AuthSettings {
+pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problems) -> AuthSettings {
     use crate::jwt::check_assertion;
     let uses_token = matches!(mode, AuthMode::Auto | AuthMode::Federated);
 
@@ -213,21 +236,21 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
     if let Some(t) = &tenant_id {
         let domain_like = t.contains('.') && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
         if !is_guid(t) && !domain_like {
-            bad("tenant_id", format!("`{t}` is not a tenant: use the Directory (tenant) ID, a GUID such as 00000000-0000-0000-0000-000000000000, or a verified domain such as contoso.onmicrosoft.com"));
+            bad.push("tenant_id", format!("`{t}` is not a tenant: use the Directory (tenant) ID, a GUID such as 00000000-0000-0000-0000-000000000000, or a verified domain such as contoso.onmicrosoft.com"));
         }
     }
     let client_id = raw.get("client_id").map(|t| t.trim().to_string());
     if let Some(c) = &client_id {
         if !is_guid(c) {
-            bad("client_id", format!("`{c}` is not a client id: use the Application (client) ID, a GUID such as 11111111-1111-1111-1111-111111111111"));
+            bad.push("client_id", format!("`{c}` is not a client id: use the Application (client) ID, a GUID such as 11111111-1111-1111-1111-111111111111"));
         }
     }
 
-    let token_setting = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Option<Secret> {
+    let token_setting = |name: &str, bad: &mut Problems| -> Option<Secret> {
         let v = raw.get(name)?.trim().to_string();
         if uses_token {
             if let Err(e) = check_assertion(&v) {
-                bad(name, e);
+                bad.push(name, e);
             }
         }
         Some(Secret::new(v))
@@ -254,14 +277,19 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
         if will_use && federated_token.is_none() {
             match std::fs::read_to_string(&path) {
                 Ok(t) if t.trim().is_empty() => {
-                    bad("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
+                    bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
                 }
                 Ok(t) => {
                     if let Err(e) = check_assertion(t.trim()) {
-                        bad("federated_token_file", format!("the token in `{}` (from {from}) {e}", path.display()));
+                        bad.push(
+                            "federated_token_file",
+                            format!("the token in `{}` (from {from}) {e}", path.display()),
+                        );
                     }
                 }
-                Err(e) => bad("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display())),
+                Err(e) => {
+                    bad.push("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display()))
+                }
             }
         }
         (path, from)
@@ -279,14 +307,14 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
     match super::endpoint::http_url(&authority_host) {
         Ok(u) if u.scheme() == "https" || is_loopback_url(&u) => {
             if u.query().is_some() || (u.path() != "/" && !u.path().is_empty()) {
-                bad("authority_host", format!("`{}`{from} must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)", shown(&authority_host)));
+                bad.push("authority_host", format!("`{}`{from} must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)", shown(&authority_host)));
             }
         }
-        Ok(_) => bad(
+        Ok(_) => bad.push(
             "authority_host",
             format!("`{}`{from} must be an https:// URL (the CI token is sent there)", shown(&authority_host)),
         ),
-        Err(e) => bad("authority_host", format!("{e}{from}")),
+        Err(e) => bad.push("authority_host", format!("{e}{from}")),
     }
 
     let identity_endpoint = match (raw.var("IDENTITY_ENDPOINT"), raw.var("IDENTITY_HEADER")) {
@@ -305,17 +333,17 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
     if may_use_mi {
         if let Some((e, _)) = &identity_endpoint {
             if let Err(m) = super::endpoint::http_url(e) {
-                bad("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
+                bad.push("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
             }
         }
         if let Some(h) = &imds_override {
             match super::endpoint::service_url(h) {
                 Ok(u) if u.path() == "/" => {}
-                Ok(_) => bad(
+                Ok(_) => bad.push(
                     "AZURE_POD_IDENTITY_AUTHORITY_HOST",
                     format!("`{}` must be a bare host URL such as http://169.254.169.254 (no path)", shown(h)),
                 ),
-                Err(m) => bad("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
+                Err(m) => bad.push("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
             }
         }
     }
@@ -327,7 +355,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
             && oidc_token_id.is_none()
         {
             if let Err(m) = super::endpoint::http_url(u) {
-                bad("ACTIONS_ID_TOKEN_REQUEST_URL", m);
+                bad.push("ACTIONS_ID_TOKEN_REQUEST_URL", m);
             }
         }
     }
@@ -352,7 +380,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
 }
 
 /// `access_token`, checked (a JWT for storage, not expired) when it may be used.
-fn parse_access_token(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&str, String)) -> Option<Secret> {
+fn parse_access_token(raw: &RawSettings, mode: AuthMode, bad: &mut Problems) -> Option<Secret> {
     let v = raw.get("access_token")?.trim().to_string();
     if matches!(mode, AuthMode::Auto | AuthMode::AccessToken) {
         // An account-scoped audience names the service URL.
@@ -363,7 +391,7 @@ fn parse_access_token(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&st
             format!("https://{}.{service}.{suffix}", raw.get("account_name").unwrap_or("").trim())
         });
         if let Err(e) = crate::jwt::check_access_token(&v, endpoint.trim()) {
-            bad("access_token", e);
+            bad.push("access_token", e);
         }
     }
     Some(Secret::new(v))
