@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::endpoint::shown;
 use super::values::parse_bool;
 use super::{AuthMode, Problems, RawSettings, Secret};
+use crate::jwt::check_assertion;
 use crate::settings;
 
 /// Credentials and identity settings, before a mode is chosen (see `auth::resolve`).
@@ -229,7 +230,6 @@ pub(super) fn static_secrets(raw: &RawSettings, bad: &mut Problems) -> (Option<S
 /// The CI token is checked only when it may be used (`auth: auto` or `federated`): a
 /// malformed or expired token is reported here, naming its setting, before any exchange.
 pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problems) -> AuthSettings {
-    use crate::jwt::check_assertion;
     let uses_token = matches!(mode, AuthMode::Auto | AuthMode::Federated);
 
     let tenant_id = raw.get("tenant_id").map(|t| t.trim().to_string());
@@ -259,41 +259,8 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
     let access_token = parse_access_token(raw, mode, bad);
     let oidc_token_id = token_setting("oidc_token_id", bad);
 
-    let federated_token_file = raw.get("federated_token_file").map(|p| {
-        let from = if raw.var(&settings::env_name("federated_token_file")).is_some() {
-            "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string()
-        } else {
-            "AZURE_FEDERATED_TOKEN_FILE".to_string()
-        };
-        let path = PathBuf::from(p.trim());
-        // Checked now (it is re-read at every exchange) when it is the source that will be
-        // used. Under `auto` that needs tenant and client too: a runner pod may carry
-        // AZURE_FEDERATED_TOKEN_FILE for a pipeline that uses an account key.
-        let will_use = match mode {
-            AuthMode::Federated => true,
-            AuthMode::Auto => tenant_id.is_some() && client_id.is_some(),
-            _ => false,
-        };
-        if will_use && federated_token.is_none() {
-            match std::fs::read_to_string(&path) {
-                Ok(t) if t.trim().is_empty() => {
-                    bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
-                }
-                Ok(t) => {
-                    if let Err(e) = check_assertion(t.trim()) {
-                        bad.push(
-                            "federated_token_file",
-                            format!("the token in `{}` (from {from}) {e}", path.display()),
-                        );
-                    }
-                }
-                Err(e) => {
-                    bad.push("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display()))
-                }
-            }
-        }
-        (path, from)
-    });
+    let federates = tenant_id.is_some() && client_id.is_some();
+    let federated_token_file = token_file(raw, mode, federates, federated_token.is_none(), bad);
 
     let actions = match (raw.var("ACTIONS_ID_TOKEN_REQUEST_URL"), raw.var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")) {
         (Some(u), Some(t)) => Some((u.trim().to_string(), Secret::new(t.trim()))),
@@ -301,21 +268,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
     };
 
     let audience = raw.get_or_default("audience").unwrap_or_default().trim().to_string();
-    let authority_host =
-        raw.get_or_default("authority_host").unwrap_or_default().trim().trim_end_matches('/').to_string();
-    let from = raw.from_note("authority_host");
-    match super::endpoint::http_url(&authority_host) {
-        Ok(u) if u.scheme() == "https" || is_loopback_url(&u) => {
-            if u.query().is_some() || (u.path() != "/" && !u.path().is_empty()) {
-                bad.push("authority_host", format!("`{}`{from} must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)", shown(&authority_host)));
-            }
-        }
-        Ok(_) => bad.push(
-            "authority_host",
-            format!("`{}`{from} must be an https:// URL (the CI token is sent there)", shown(&authority_host)),
-        ),
-        Err(e) => bad.push("authority_host", format!("{e}{from}")),
-    }
+    let authority_host = authority_host(raw, bad);
 
     let identity_endpoint = match (raw.var("IDENTITY_ENDPOINT"), raw.var("IDENTITY_HEADER")) {
         (Some(e), Some(h)) => Some((e.trim().to_string(), Secret::new(h.trim()))),
@@ -328,7 +281,6 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
     // The platform's endpoints are checked when they may be used: a runner's environment
     // may carry them for a pipeline that never looks at them.
     let static_secret = ["sas_token", "account_key", "connection_string"].iter().any(|n| raw.get(n).is_some());
-    let federates = tenant_id.is_some() && client_id.is_some();
     let may_use_mi = mode == AuthMode::ManagedIdentity || (mode == AuthMode::Auto && !static_secret && !federates);
     if may_use_mi {
         if let Some((e, _)) = &identity_endpoint {
@@ -377,6 +329,73 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
         identity_endpoint,
         imds_host,
     }
+}
+
+/// `federated_token_file` and what named it, the token in it checked now (it is re-read
+/// at every exchange) when it is the source that will be used: `federates` says tenant and
+/// client are set, `no_token` that no `federated_token` comes first.
+fn token_file(
+    raw: &RawSettings,
+    mode: AuthMode,
+    federates: bool,
+    no_token: bool,
+    bad: &mut Problems,
+) -> Option<(PathBuf, String)> {
+    raw.get("federated_token_file").map(|p| {
+        let from = if raw.var(&settings::env_name("federated_token_file")).is_some() {
+            "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string()
+        } else {
+            "AZURE_FEDERATED_TOKEN_FILE".to_string()
+        };
+        let path = PathBuf::from(p.trim());
+        // Checked now (it is re-read at every exchange) when it is the source that will be
+        // used. Under `auto` that needs tenant and client too: a runner pod may carry
+        // AZURE_FEDERATED_TOKEN_FILE for a pipeline that uses an account key.
+        let will_use = match mode {
+            AuthMode::Federated => no_token,
+            AuthMode::Auto => federates && no_token,
+            _ => false,
+        };
+        if will_use {
+            match std::fs::read_to_string(&path) {
+                Ok(t) if t.trim().is_empty() => {
+                    bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
+                }
+                Ok(t) => {
+                    if let Err(e) = check_assertion(t.trim()) {
+                        bad.push(
+                            "federated_token_file",
+                            format!("the token in `{}` (from {from}) {e}", path.display()),
+                        );
+                    }
+                }
+                Err(e) => {
+                    bad.push("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display()))
+                }
+            }
+        }
+        (path, from)
+    })
+}
+
+/// `authority_host` (the settings table's default when unset): an https:// bare host URL.
+fn authority_host(raw: &RawSettings, bad: &mut Problems) -> String {
+    let authority_host =
+        raw.get_or_default("authority_host").unwrap_or_default().trim().trim_end_matches('/').to_string();
+    let from = raw.from_note("authority_host");
+    match super::endpoint::http_url(&authority_host) {
+        Ok(u) if u.scheme() == "https" || is_loopback_url(&u) => {
+            if u.query().is_some() || (u.path() != "/" && !u.path().is_empty()) {
+                bad.push("authority_host", format!("`{}`{from} must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)", shown(&authority_host)));
+            }
+        }
+        Ok(_) => bad.push(
+            "authority_host",
+            format!("`{}`{from} must be an https:// URL (the CI token is sent there)", shown(&authority_host)),
+        ),
+        Err(e) => bad.push("authority_host", format!("{e}{from}")),
+    }
+    authority_host
 }
 
 /// `access_token`, checked (a JWT for storage, not expired) when it may be used.
