@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-static LIMIT: AtomicU64 = AtomicU64::new(32 << 20);
+/// Set by the engine (`max_memory`, whose default is the settings table's) before any
+/// buffer comes back; until then nothing is kept.
+static LIMIT: AtomicU64 = AtomicU64::new(0);
 /// Buffers smaller than this are not worth keeping.
 const MIN_KEEP: usize = 64 << 10;
 
@@ -67,6 +69,7 @@ mod tests {
 
     #[test]
     fn buffers_come_back_and_the_pool_respects_its_limit() {
+        let before = LIMIT.load(Ordering::Relaxed);
         set_limit(1 << 20);
         let b = take_zeroed(512 << 10);
         let ptr = b.as_ptr();
@@ -88,6 +91,6 @@ mod tests {
         assert!(held() <= 1 << 20, "the pool holds {} bytes, over its 1 MiB limit", held());
         assert!(held() >= 512 << 10, "the pool kept nothing");
         drop(again);
-        set_limit(32 << 20);
+        set_limit(before);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use plugin_azure_storage::config::{Config, LogFormat, RawSettings};
+use plugin_azure_storage::config::{self, Config, LogFormat, LogLevel, RawSettings};
 use plugin_azure_storage::settings;
 use plugin_azure_storage::transfer::{self, download};
 
@@ -60,17 +60,9 @@ fn main() -> ExitCode {
 
     let raw = RawSettings::from_env();
     // Logging first (leniently), so that warnings about the settings themselves show.
-    let level = raw
-        .get("log_level")
-        .map(|l| l.trim().to_ascii_lowercase())
-        .filter(|l| ["error", "warn", "info", "debug", "trace"].contains(&l.as_str()))
-        .unwrap_or_else(|| "info".into());
-    let format = if raw.get("log_format").map(|f| f.trim().eq_ignore_ascii_case("json")).unwrap_or(false) {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    };
-    init_logging(&level, format);
+    let level: LogLevel = config::choice(&raw, "log_level");
+    let format: LogFormat = config::choice(&raw, "log_format");
+    init_logging(level.as_str(), format);
     for unknown in raw.unknown() {
         tracing::warn!("{unknown}");
     }

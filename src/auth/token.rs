@@ -71,6 +71,11 @@ impl AccessToken {
         AccessToken { token, expires_at, obtained_at: SystemTime::now(), serial: 0 }
     }
 
+    /// Tells tokens apart without comparing secrets (see [`TokenCache::invalidate`]).
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
     pub fn secret(&self) -> &Secret {
         &self.token
     }
@@ -203,8 +208,13 @@ impl TokenCache {
 
     /// Drops `used` if it is still the cached token (storage refused it).
     pub fn invalidate(&self, used: &AccessToken) {
+        self.invalidate_serial(used.serial);
+    }
+
+    /// Drops the token with this [`AccessToken::serial`] if it is still the cached one.
+    pub fn invalidate_serial(&self, serial: u64) {
         let mut st = self.state.lock().expect("token state");
-        if st.token.as_ref().map(|t| t.serial) == Some(used.serial) {
+        if st.token.as_ref().map(|t| t.serial) == Some(serial) {
             st.token = None;
             tracing::debug!("access token refused by storage: dropped, the next request fetches a new one");
         }

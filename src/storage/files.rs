@@ -75,7 +75,6 @@ use tokio::sync::OnceCell;
 
 use super::blob::{encode_path, list_page_size};
 use super::{listed_name, same_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
-use crate::auth::Credential;
 use crate::config::Checksum;
 use crate::http::{BodySink, Http, Request};
 use crate::transfer::checksum::BodySum;
@@ -345,9 +344,9 @@ impl FilesStore {
     pub async fn rename_file(&self, from: &str, to: &str, replace: bool) -> Result<Committed> {
         let mut source = self.path_url(from, &[])?.to_string();
         // The source is authorized on its own: a SAS travels with it.
-        if let Credential::Sas(sas) = self.http.credential() {
+        if let Some(sas) = self.http.credential().source_query() {
             source.push('?');
-            source.push_str(sas.expose());
+            source.push_str(sas);
         }
         let req = self
             .req(Method::PUT, self.path_url(to, &[("comp", "rename")])?)
