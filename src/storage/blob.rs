@@ -18,7 +18,7 @@ use super::{
     listed_name, quoted_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps,
 };
 use crate::http::{BodySink, Http, Request};
-use crate::transfer::checksum::{crc64, crc64_header, BodySum};
+use super::checksum::{crc64, crc64_header, BodySum};
 
 /// Characters left as-is in a path segment.
 /// Azure allows 50,000 blocks per blob (Put Block List).

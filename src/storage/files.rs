@@ -78,7 +78,7 @@ use super::{listed_name, same_etag, walk_xml, Chunk, Committed, RemoteItem, Resu
 use crate::auth::Credential;
 use crate::config::Checksum;
 use crate::http::{BodySink, Http, Request};
-use crate::transfer::checksum::BodySum;
+use super::checksum::BodySum;
 
 /// Largest Put Range body the service accepts.
 pub const MAX_RANGE: u64 = 4 << 20;

@@ -6,6 +6,7 @@
 //! documented sequence) and link the Microsoft docs page.
 
 pub mod blob;
+pub mod checksum;
 pub mod files;
 
 use std::collections::HashSet;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 
 use crate::config::Checksum;
 use crate::http::{BodySink, HttpError};
-use crate::transfer::checksum::BodySum;
+pub use checksum::BodySum;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -23,7 +23,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
-use super::checksum::{hash_read, BodySum, Digests, FileHasher};
+use super::checksum::{hash_read, Digests, FileHasher};
+use crate::storage::BodySum;
 use super::plan::UploadItem;
 use super::report::{FileResult, Status};
 use super::Engine;
