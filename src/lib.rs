@@ -5,6 +5,7 @@
 //! config, auth, the HTTP layer, one module per storage service, and the transfer
 //! engine.
 
+pub mod app;
 pub mod auth;
 pub mod buffers;
 pub mod config;

@@ -443,7 +443,7 @@ async fn download_inner(
         return Ok(());
     }
 
-    if remote.access_tier.as_deref() == Some("Archive") {
+    if remote.is_archived() {
         return Err("is in the Archive tier: rehydrate it to Hot or Cool before downloading".into());
     }
     let expect = if let Some(sha) = &remote.sha256 {

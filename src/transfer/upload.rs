@@ -24,11 +24,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
 use super::checksum::{hash_read, Digests, FileHasher};
-use crate::storage::BodySum;
 use super::plan::UploadItem;
 use super::report::{FileResult, Status};
 use super::Engine;
 use crate::config::Overwrite;
+use crate::storage::BodySum;
 use crate::storage::{Chunk, RemoteItem, StorageError, UploadProps};
 
 /// Properties for a file, from the settings and its extension.
@@ -136,16 +136,13 @@ fn skip(eng: &Engine, res: &mut FileResult, size: u64, sha: Option<String>, why:
 }
 
 /// Maps a conditional-write refusal to words; other errors keep their full detail.
-fn commit_error(e: StorageError) -> String {
-    match e.http() {
-        Some(h) if h.is_status(409) && (h.is_code("BlobAlreadyExists") || h.is_code("ResourceAlreadyExists")) => {
+fn commit_error(eng: &Engine, e: StorageError) -> String {
+    match &e {
+        StorageError::AlreadyExists(h) => {
             format!("already exists (overwrite: false) [x-ms-client-request-id {}]", h.client_request_id)
         }
-        Some(h) if h.is_status(404) && h.is_code("ContainerNotFound") => {
-            "the container does not exist (create it, or set `create_container: true`)".into()
-        }
-        Some(h) if h.is_status(404) && h.is_code("ShareNotFound") => {
-            "the share does not exist (create it, or set `create_container: true`)".into()
+        StorageError::ContainerNotFound(_) => {
+            format!("the {} does not exist (create it, or set `create_container: true`)", eng.cfg.container_word())
         }
         _ => e.to_string(),
     }
@@ -154,8 +151,7 @@ fn commit_error(e: StorageError) -> String {
 /// After a conditional write was retried and got 409, the first attempt may have
 /// succeeded: it did when the stored blob holds our hash.
 async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageError) -> bool {
-    let retried = e.http().map(|h| h.attempts > 1 && h.is_status(409)).unwrap_or(false);
-    if !retried {
+    if !e.is_retried_conflict() {
         return false;
     }
     matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.sha256.as_deref() == Some(sha256))
@@ -202,7 +198,7 @@ async fn upload_small(
     let etag = match put {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
-        Err(e) => return Err(commit_error(e)),
+        Err(e) => return Err(commit_error(eng, e)),
     };
     eng.progress.counters.add_bytes(size);
     Ok((digests, etag, 0))
@@ -347,7 +343,7 @@ async fn upload_chunked(
     let etag = match commit {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
-        Err(e) => return Err(commit_error(e)),
+        Err(e) => return Err(commit_error(eng, e)),
     };
     Ok((digests, etag, resumed))
 }
