@@ -162,6 +162,19 @@ fn still_in_place(target: &Target, parent: &Parent) -> Result<(), String> {
     }
 }
 
+/// Tests only: take the named fallback, as on a system without `O_TMPFILE`.
+#[cfg(test)]
+static FORCE_NAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether unnamed temporary files can be tried: Linux, with `/proc` mounted.
+fn unnamed_files() -> bool {
+    #[cfg(test)]
+    if FORCE_NAMED.load(Ordering::Relaxed) {
+        return false;
+    }
+    cfg!(target_os = "linux") && Path::new("/proc/self/fd").is_dir()
+}
+
 /// Where a download is written until it is verified.
 ///
 /// Preferably an *unnamed* file (`O_TMPFILE`) in the destination's directory, linked
@@ -187,8 +200,10 @@ impl TempFile {
         TempFile { file: Arc::new(file), dir: dir.clone(), named, base: base.into() }
     }
 
+    /// An unnamed file on Linux where the filesystem allows it, else a named one
+    /// (always on other systems: `O_TMPFILE` and `/proc/self/fd` are Linux's).
     fn create(dir: &Arc<OwnedFd>, base: &str) -> std::io::Result<Self> {
-        if Path::new("/proc/self/fd").is_dir() {
+        if unnamed_files() {
             match dirfd::tmpfile_in(dir) {
                 Ok(f) => return Ok(Self::new(f, dir, None, base)),
                 // Not supported by this filesystem or kernel: fall back to a named file.
@@ -661,6 +676,27 @@ mod tests {
         // And the path check notices the directory is no longer where it was.
         let e = still_in_place(&target, &parent).unwrap_err();
         assert!(e.contains("is a symbolic link") && e.contains("was replaced"), "{e}");
+    }
+
+    /// What a system without `O_TMPFILE` (macOS) does: `create` takes the named fallback,
+    /// which a verified download is renamed from (or linked from, without replace).
+    #[test]
+    fn without_unnamed_files_create_falls_back_to_a_named_file() {
+        let root = tempfile::tempdir().unwrap();
+        let target = Target::open_in(root.path(), root.path().to_path_buf()).unwrap();
+        let parent = open_parents(&target, "f.bin").unwrap();
+        FORCE_NAMED.store(true, Ordering::SeqCst);
+        let made = (TempFile::create(&parent.fd, "f.bin"), TempFile::create(&parent.fd, "g.bin"));
+        FORCE_NAMED.store(false, Ordering::SeqCst);
+        let (t, u) = (made.0.unwrap(), made.1.unwrap());
+        assert!(t.named.is_some() && u.named.is_some());
+        t.file.write_all_at(b"data", 0).unwrap();
+        t.persist(true).unwrap();
+        u.file.write_all_at(b"more", 0).unwrap();
+        u.persist(false).unwrap();
+        assert_eq!(names_in(root.path()), vec!["f.bin", "g.bin"]);
+        assert_eq!(std::fs::read(root.path().join("f.bin")).unwrap(), b"data");
+        assert_eq!(std::fs::read(root.path().join("g.bin")).unwrap(), b"more");
     }
 
     #[test]
