@@ -75,6 +75,34 @@ fn unregister(id: u64) {
     TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
 }
 
+/// Why the download `target` could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open `target` (PLUGIN_TARGET) `{}`: {source}", path.display())]
+pub struct TargetError {
+    path: PathBuf,
+    source: dirfd::BeneathError,
+}
+
+/// Why a destination's directory could not be reached, or is not where it was found.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("cannot create `{}`: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("`{}` is a symbolic link: refusing to write through it", .0.display())]
+    Symlink(PathBuf),
+    #[error("`{}` exists and is not a directory", .0.display())]
+    NotADir(PathBuf),
+    #[error("cannot open `{}`: {source}", path.display())]
+    Open { path: PathBuf, source: std::io::Error },
+    /// Found again from the target, the directory is another one.
+    #[error("it is another directory now")]
+    Another,
+    #[error("`{}` was replaced while the file was downloaded ({why}); not written", path.display())]
+    Replaced { path: PathBuf, why: Box<DirError> },
+    #[error("cannot check `{}`: {source}", path.display())]
+    Check { path: PathBuf, source: std::io::Error },
+}
+
 /// The download target, opened once: every destination is resolved from this descriptor
 /// down, one component at a time, never following a link (see [`dirfd`]).
 pub struct Target {
@@ -86,9 +114,11 @@ impl Target {
     /// Opens (creating it as needed) the target `path`, never through a symbolic link
     /// inside `workspace` ([`dirfd::open_beneath`]): a workspace that holds `dist -> /etc`
     /// cannot turn `target: dist` into a write to `/etc`.
-    pub fn open_in(workspace: &std::path::Path, path: PathBuf) -> Result<Self, String> {
-        let fd = dirfd::open_beneath(workspace, &path, true)
-            .map_err(|e| format!("cannot open `target` (PLUGIN_TARGET) `{}`: {e}", path.display()))?;
+    pub fn open_in(workspace: &std::path::Path, path: PathBuf) -> Result<Self, TargetError> {
+        let fd = match dirfd::open_beneath(workspace, &path, true) {
+            Ok(fd) => fd,
+            Err(source) => return Err(TargetError { path, source }),
+        };
         Ok(Target { path, fd: Arc::new(fd) })
     }
 }
@@ -104,7 +134,7 @@ struct Parent {
 
 /// Opens (creating as needed) the parent directories of `rel` from the target down,
 /// refusing a symbolic link or a non-directory on the way.
-fn open_parents(target: &Target, rel: &str) -> Result<Parent, String> {
+fn open_parents(target: &Target, rel: &str) -> Result<Parent, DirError> {
     let mut fd = target.fd.clone();
     let mut path = target.path.clone();
     let parts: Vec<String> = rel.split('/').map(str::to_string).collect();
@@ -115,7 +145,7 @@ fn open_parents(target: &Target, rel: &str) -> Result<Parent, String> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match dirfd::mkdir_at(&fd, part) {
                     Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                        return Err(format!("cannot create `{}`: {e}", path.display()))
+                        return Err(DirError::Create { path, source: e })
                     }
                     _ => {}
                 }
@@ -129,13 +159,11 @@ fn open_parents(target: &Target, rel: &str) -> Result<Parent, String> {
 }
 
 /// Why `name` in `dir` could not be opened as a directory, in words.
-fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> String {
+fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> DirError {
     match dirfd::stat_at(dir, name) {
-        Ok(st) if dirfd::is_symlink(&st) => {
-            format!("`{}` is a symbolic link: refusing to write through it", path.display())
-        }
-        Ok(st) if !dirfd::is_dir(&st) => format!("`{}` exists and is not a directory", path.display()),
-        _ => format!("cannot open `{}`: {e}", path.display()),
+        Ok(st) if dirfd::is_symlink(&st) => DirError::Symlink(path.to_path_buf()),
+        Ok(st) if !dirfd::is_dir(&st) => DirError::NotADir(path.to_path_buf()),
+        _ => DirError::Open { path: path.to_path_buf(), source: e },
     }
 }
 
@@ -144,10 +172,8 @@ fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> String 
 /// the very directory that is open. A directory swapped for a link or another directory
 /// while the file was downloaded fails the file, so it is neither written where the
 /// name no longer leads nor reported under a path that now means something else.
-fn still_in_place(target: &Target, parent: &Parent) -> Result<(), String> {
-    let replaced = |why: String| {
-        format!("`{}` was replaced while the file was downloaded ({why}); not written", parent.path.display())
-    };
+fn still_in_place(target: &Target, parent: &Parent) -> Result<(), DirError> {
+    let replaced = |why: DirError| DirError::Replaced { path: parent.path.clone(), why: Box::new(why) };
     let mut fd = target.fd.clone();
     let mut path = target.path.clone();
     for part in &parent.parts {
@@ -157,8 +183,8 @@ fn still_in_place(target: &Target, parent: &Parent) -> Result<(), String> {
     let (now, then) = (dirfd::identity(&*fd), dirfd::identity(&*parent.fd));
     match (now, then) {
         (Ok(a), Ok(b)) if a == b => Ok(()),
-        (Ok(_), Ok(_)) => Err(replaced("it is another directory now".into())),
-        (Err(e), _) | (_, Err(e)) => Err(format!("cannot check `{}`: {e}", parent.path.display())),
+        (Ok(_), Ok(_)) => Err(replaced(DirError::Another)),
+        (Err(e), _) | (_, Err(e)) => Err(DirError::Check { path: parent.path.clone(), source: e }),
     }
 }
 
@@ -355,6 +381,12 @@ impl Failure {
             Failure::Changed(m) => format!("{m}, again after it was read anew; not written"),
             Failure::Other(m) => m,
         }
+    }
+}
+
+impl From<DirError> for Failure {
+    fn from(e: DirError) -> Self {
+        Failure::Other(e.to_string())
     }
 }
 
@@ -674,7 +706,7 @@ mod tests {
         assert_eq!(names_in(&root.path().join("moved")), vec!["app.bin"]);
         assert_eq!(std::fs::read(root.path().join("moved/app.bin")).unwrap(), b"data");
         // And the path check notices the directory is no longer where it was.
-        let e = still_in_place(&target, &parent).unwrap_err();
+        let e = still_in_place(&target, &parent).unwrap_err().to_string();
         assert!(e.contains("is a symbolic link") && e.contains("was replaced"), "{e}");
     }
 
@@ -708,10 +740,10 @@ mod tests {
         assert!(root.path().join("a/b/c").is_dir());
         still_in_place(&target, &p).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("a/link")).unwrap();
-        let e = open_parents(&target, "a/link/x/f.txt").err().unwrap();
+        let e = open_parents(&target, "a/link/x/f.txt").err().unwrap().to_string();
         assert!(e.contains("is a symbolic link"), "{e}");
         std::fs::write(root.path().join("a/file"), b"").unwrap();
-        let e = open_parents(&target, "a/file/f.txt").err().unwrap();
+        let e = open_parents(&target, "a/file/f.txt").err().unwrap().to_string();
         assert!(e.contains("exists and is not a directory"), "{e}");
         assert!(names_in(outside.path()).is_empty());
     }

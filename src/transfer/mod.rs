@@ -62,6 +62,8 @@ pub enum RunError {
     Plan(#[from] PlanError),
     #[error("{0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Target(#[from] download::TargetError),
     #[error("{0}")]
     Other(String),
 }
@@ -538,7 +540,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
     }
     let workspace =
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
-    let target = download::Target::open_in(&workspace, target).map_err(RunError::Other)?;
+    let target = download::Target::open_in(&workspace, target)?;
     let c = &engine.progress.counters;
     c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
