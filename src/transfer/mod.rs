@@ -64,6 +64,8 @@ pub enum RunError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Target(#[from] download::TargetError),
+    #[error(transparent)]
+    Glob(#[from] plan::GlobError),
     #[error("{0}")]
     Other(String),
 }
@@ -305,7 +307,7 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
         }
     }
     if let Err(e) = outputs::write(&outputs::pairs(&cfg, &summary, &results, &*store)) {
-        report_errors.push(e);
+        report_errors.push(e.to_string());
     }
     Ok(Outcome { results, summary, stopped, report_errors })
 }
@@ -447,27 +449,12 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
     Ok(results)
 }
 
-async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
+/// Lists what the `source` selectors name: one listing per distinct prefix (a prefix
+/// covered by a shorter one is not listed again), filtered by the selectors.
+async fn list_selected(engine: &Arc<Engine>) -> Result<BTreeMap<String, crate::storage::RemoteItem>, RunError> {
     let cfg = &engine.cfg;
-    let target = if cfg.target.is_empty() { PathBuf::from(".") } else { PathBuf::from(&cfg.target) };
-    if let Ok(m) = std::fs::metadata(&target) {
-        if !m.is_dir() {
-            return Err(PlanError::TargetNotDir(cfg.target.clone()).into());
-        }
-    }
-    if matches!(credential, Credential::None) {
-        tracing::info!(
-            "dry run without credentials: would list {} in {} `{}` and download into {}",
-            cfg.sources.join(", "),
-            cfg.container_word(),
-            cfg.container,
-            target.display()
-        );
-        return Ok(vec![]);
-    }
     let selectors: Vec<RemoteSelector> =
-        cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>().map_err(RunError::Other)?;
-    // One listing per distinct prefix; a prefix covered by a shorter one is not listed again.
+        cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>()?;
     let mut prefixes: Vec<String> = selectors.iter().map(|s| s.prefix.clone()).collect();
     prefixes.sort();
     prefixes.dedup();
@@ -496,6 +483,28 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
         }
         covered.push(p);
     }
+    Ok(listed)
+}
+
+async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
+    let cfg = &engine.cfg;
+    let target = if cfg.target.is_empty() { PathBuf::from(".") } else { PathBuf::from(&cfg.target) };
+    if let Ok(m) = std::fs::metadata(&target) {
+        if !m.is_dir() {
+            return Err(PlanError::TargetNotDir(cfg.target.clone()).into());
+        }
+    }
+    if matches!(credential, Credential::None) {
+        tracing::info!(
+            "dry run without credentials: would list {} in {} `{}` and download into {}",
+            cfg.sources.join(", "),
+            cfg.container_word(),
+            cfg.container,
+            target.display()
+        );
+        return Ok(vec![]);
+    }
+    let listed = list_selected(engine).await?;
     if listed.is_empty() && !cfg.allow_empty {
         return Err(PlanError::Empty(format!(
             " in {} `{}` (looked for {})",

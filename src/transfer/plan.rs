@@ -84,13 +84,21 @@ fn has_glob_meta(s: &str) -> bool {
     s.contains(['*', '?', '[', '{'])
 }
 
-fn glob_matcher(pattern: &str) -> Result<GlobMatcher, String> {
+/// A `source` pattern that is not a glob.
+#[derive(Debug, thiserror::Error)]
+#[error("`{pattern}` is not a valid glob: {kind}")]
+pub struct GlobError {
+    pattern: String,
+    kind: globset::ErrorKind,
+}
+
+fn glob_matcher(pattern: &str) -> Result<GlobMatcher, GlobError> {
     GlobBuilder::new(pattern)
         .literal_separator(true)
         .backslash_escape(true)
         .build()
         .map(|g| g.compile_matcher())
-        .map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))
+        .map_err(|e| GlobError { pattern: pattern.to_string(), kind: e.kind().clone() })
 }
 
 /// Removes `prefix` from `path` when it matches whole leading components.
@@ -186,7 +194,7 @@ impl Selection {
 fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Result<bool, PlanError> {
     let (base_rel, matcher) = if has_glob_meta(source) {
         let literal: Vec<&str> = source.split('/').take_while(|c| !has_glob_meta(c)).collect();
-        (literal.join("/"), Some(glob_matcher(source).map_err(PlanError::Walk)?))
+        (literal.join("/"), Some(glob_matcher(source).map_err(|e| PlanError::Walk(e.to_string()))?))
     } else {
         (source.to_string(), None)
     };
@@ -421,7 +429,7 @@ enum SelectorKind {
 }
 
 impl RemoteSelector {
-    pub fn new(source: &str) -> Result<Self, String> {
+    pub fn new(source: &str) -> Result<Self, GlobError> {
         let s = source.trim_start_matches('/');
         if has_glob_meta(s) {
             let cut = s.find(['*', '?', '[', '{']).unwrap_or(s.len());
