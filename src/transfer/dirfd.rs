@@ -78,7 +78,9 @@ pub fn identity(fd: &impl AsRawFd) -> io::Result<(u64, u64)> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open and `st` a valid place to write to.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok((st.st_dev, st.st_ino))
+    // `dev_t` is u64 on Linux and i32 on macOS; only compared for equality.
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.st_dev as u64, st.st_ino as u64))
 }
 
 pub fn is_dir(st: &libc::stat) -> bool {

@@ -371,6 +371,10 @@ enum Failure {
     Integrity(String),
     /// The item is no longer the version listed ([`crate::storage::StorageError::Changed`]).
     Changed(String),
+    /// A destination directory that cannot be reached, or moved while written.
+    Dir(DirError),
+    Storage(crate::storage::StorageError),
+    Task(tokio::task::JoinError),
     Other(String),
 }
 
@@ -379,6 +383,9 @@ impl Failure {
         match self {
             Failure::Integrity(m) => format!("{m} (twice; not written)"),
             Failure::Changed(m) => format!("{m}, again after it was read anew; not written"),
+            Failure::Dir(e) => e.to_string(),
+            Failure::Storage(e) => e.to_string(),
+            Failure::Task(e) => e.to_string(),
             Failure::Other(m) => m,
         }
     }
@@ -386,7 +393,13 @@ impl Failure {
 
 impl From<DirError> for Failure {
     fn from(e: DirError) -> Self {
-        Failure::Other(e.to_string())
+        Failure::Dir(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for Failure {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Failure::Task(e)
     }
 }
 
@@ -426,7 +439,7 @@ async fn prepare(
 ) -> Result<(Arc<Parent>, String, Dest), Failure> {
     let parent = {
         let (t, r) = (target.clone(), rel.to_string());
-        Arc::new(tokio::task::spawn_blocking(move || open_parents(&t, &r)).await.map_err(|e| e.to_string())??)
+        Arc::new(tokio::task::spawn_blocking(move || open_parents(&t, &r)).await??)
     };
     let base = rel.rsplit('/').next().unwrap_or(rel).to_string();
     let dest = parent.path.join(&base);
@@ -444,8 +457,7 @@ async fn prepare(
             Overwrite::Changed => {
                 let (p, b) = (parent.clone(), base.clone());
                 let local = tokio::task::spawn_blocking(move || hash_local(&p.fd, &b))
-                    .await
-                    .map_err(|e| e.to_string())?
+                    .await?
                     .map_err(|e| format!("cannot read the local file: {e}"))?;
                 if same_content(remote, &local) {
                     res.sha256 = Some(local.sha256);
@@ -475,7 +487,7 @@ async fn download_inner(
         fetched = eng
             .with_request(eng.store.properties(&listed.name))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(Failure::Storage)?
             .ok_or("disappeared after it was listed")?;
         res.size = fetched.size;
         &fetched
@@ -580,13 +592,7 @@ async fn fetch_ranges(
                 let got = eng
                     .with_request(eng.store.get_range(&name, etag.as_deref(), offset, len, &write))
                     .await
-                    .map_err(|e| {
-                        if e.is_changed() {
-                            Failure::Changed(e.to_string())
-                        } else {
-                            Failure::Other(e.to_string())
-                        }
-                    })?;
+                    .map_err(|e| if e.is_changed() { Failure::Changed(e.to_string()) } else { Failure::Storage(e) })?;
                 if got != len {
                     return Err(Failure::Integrity(format!(
                         "range at {offset}: expected {len} bytes, received {got} (truncated or changed)"
@@ -611,8 +617,7 @@ async fn fetch_ranges(
     }
     drop(ranges);
     let got = hasher
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .map_err(|e| format!("cannot read back the downloaded data: {e}"))?
         .ok_or("internal error: a range was never reported to the hasher")?;
     Ok((got, counted))
