@@ -9,9 +9,10 @@
 
 use std::process::ExitCode;
 
+use plugin_azure_storage::app;
 use plugin_azure_storage::config::{self, Config, LogFormat, LogLevel, RawSettings};
 use plugin_azure_storage::settings;
-use plugin_azure_storage::transfer::{self, download};
+use plugin_azure_storage::transfer::download;
 
 fn init_logging(level: &str, format: LogFormat) {
     // Our own crate at the chosen level; dependencies never below `warn`, so no HTTP
@@ -85,7 +86,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         tokio::select! {
-            r = transfer::run(cfg) => Ok(r),
+            r = app::run(cfg) => Ok(r),
             sig = interrupted() => Err(sig),
         }
     });

@@ -14,11 +14,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde::Deserialize;
 
+use super::checksum::{crc64, crc64_header, BodySum};
 use super::{
     listed_name, quoted_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps,
 };
 use crate::http::{BodySink, Http, Request};
-use crate::transfer::checksum::{crc64, crc64_header, BodySum};
 
 /// Characters left as-is in a path segment.
 /// Azure allows 50,000 blocks per blob (Put Block List).
@@ -237,6 +237,12 @@ impl BlobStore {
 
 #[async_trait]
 impl Store for BlobStore {
+    fn info(&self) -> super::StoreInfo {
+        super::StoreInfo {
+            label: "Blob Storage",
+            roles: "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
+        }
+    }
     fn describe(&self) -> String {
         format!("blob container `{}`", self.container)
     }

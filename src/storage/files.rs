@@ -74,10 +74,10 @@ use reqwest::Method;
 use tokio::sync::OnceCell;
 
 use super::blob::{encode_path, list_page_size};
+use super::checksum::BodySum;
 use super::{listed_name, same_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::config::Checksum;
 use crate::http::{BodySink, Http, Request};
-use crate::transfer::checksum::BodySum;
 
 /// Largest Put Range body the service accepts.
 pub const MAX_RANGE: u64 = 4 << 20;
@@ -488,6 +488,23 @@ pub struct ListPage {
 
 #[async_trait]
 impl Store for FilesStore {
+    fn info(&self) -> super::StoreInfo {
+        super::StoreInfo {
+            label: "Azure Files",
+            roles: "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
+        }
+    }
+    fn check_name(&self, name: &str) -> std::result::Result<(), super::NameError> {
+        super::names::check_remote_name(name)?;
+        check_file_name(name).map_err(super::NameError::from)
+    }
+    /// Azure Files names are case-insensitive (case-preserving).
+    fn name_key<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        std::borrow::Cow::Owned(name.to_lowercase())
+    }
+    fn file_or_directory(&self) -> bool {
+        true
+    }
     fn describe(&self) -> String {
         format!("file share `{}`", self.share)
     }
