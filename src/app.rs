@@ -12,7 +12,12 @@ use crate::http::{Http, RetryPolicy};
 use crate::storage::blob::BlobStore;
 use crate::storage::files::FilesStore;
 use crate::storage::Store;
-use crate::transfer::{self, Outcome, RunError, Wiring};
+use crate::transfer::{self, Wiring};
+
+/// What `main` needs of the engine: the outcome and its exit code, the run's error, and the
+/// cleanup of partial downloads on SIGTERM/SIGINT.
+pub use crate::transfer::download::remove_temp_files;
+pub use crate::transfer::{Outcome, RunError};
 
 /// Resolves the credential, builds the HTTP client and the store, and runs the transfer.
 pub async fn run(cfg: Config) -> Result<Outcome, RunError> {

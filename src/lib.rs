@@ -6,15 +6,15 @@
 //! engine.
 
 pub mod app;
-pub mod auth;
-pub mod buffers;
+pub(crate) mod auth;
+pub(crate) mod buffers;
 pub mod config;
 pub mod docgen;
-pub mod http;
-pub mod jwt;
+pub(crate) mod http;
+pub(crate) mod jwt;
 pub mod settings;
-pub mod storage;
-pub mod transfer;
+pub(crate) mod storage;
+pub(crate) mod transfer;
 
 /// The module graph follows the layer table of docs/design.md (and so has no cycle).
 #[cfg(test)]

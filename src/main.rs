@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use plugin_azure_storage::app;
 use plugin_azure_storage::config::{self, Config, LogFormat, LogLevel, RawSettings};
 use plugin_azure_storage::settings;
-use plugin_azure_storage::transfer::download;
 
 fn init_logging(level: &str, format: LogFormat) {
     // Our own crate at the chosen level; dependencies never below `warn`, so no HTTP
@@ -37,6 +36,8 @@ fn init_logging(level: &str, format: LogFormat) {
 /// to the OS when freed, so RSS follows the memory budget.
 fn bound_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called first thing in `main`,
+    // before any other thread exists, with options and values glibc documents.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
     });
     match result {
         Err(code) => {
-            let removed = download::remove_temp_files();
+            let removed = app::remove_temp_files();
             tracing::error!(
                 "interrupted: stopped; {removed} partial download(s) discarded, nothing left under a final name"
             );

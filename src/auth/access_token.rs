@@ -13,8 +13,8 @@ use crate::config::Secret;
 
 use super::token::{AccessToken, TokenSource};
 use super::AuthError;
+pub use crate::jwt::check_access_token as check;
 use crate::jwt::{self, Claims};
-pub use crate::jwt::{check_access_token as check, STORAGE_AUDIENCE};
 
 /// The identity a token names, for the start line: `oid` and `appid` (or `azp`).
 pub fn identity(claims: &Claims) -> String {
@@ -66,6 +66,7 @@ impl TokenSource for StaticToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::STORAGE_AUDIENCE;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
 

@@ -32,7 +32,6 @@ pub mod shared_key;
 pub mod token;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::{AuthMode, AuthSettings, Config, ConnectionString, Secret};
 use crate::http::authorize::{Authorize, AuthorizeError, TokenUsed};
@@ -146,13 +145,6 @@ impl Credential {
         }
         Ok(None)
     }
-
-    /// Storage refused `used`: drop it so the next request fetches a new one.
-    pub fn invalidate(&self, used: &AccessToken) {
-        if let Credential::Bearer(b) = self {
-            b.cache.invalidate(used);
-        }
-    }
 }
 
 /// How the HTTP layer uses a credential (it knows no credential type).
@@ -167,10 +159,6 @@ impl Authorize for Credential {
         if let Credential::Bearer(b) = self {
             b.cache.invalidate_serial(used.0);
         }
-    }
-
-    fn describe(&self) -> String {
-        Credential::describe(self)
     }
 
     fn is_bearer(&self) -> bool {
@@ -228,7 +216,7 @@ const FEDERATED_SOURCES: &str = "`federated_token` (PLUGIN_FEDERATED_TOKEN), `fe
 /// The client for Entra, IMDS and the Actions endpoint (not the storage client).
 fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
     let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
+        .connect_timeout(crate::http::CONNECT_TIMEOUT.min(cfg.timeout))
         .timeout(cfg.timeout)
         .user_agent(concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")))
         // Entra ID, IMDS and the Actions endpoint answer directly: a redirect is refused.
@@ -239,8 +227,12 @@ fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
         .map_err(|e| AuthError::Network(format!("cannot build the HTTP client: {}", e.without_url())))
 }
 
+/// Token requests are retried at most this often, whatever `retries` says: a step should
+/// learn soon that Entra or IMDS is refusing, and each answer is already explained.
+const MAX_TOKEN_RETRIES: u32 = 5;
+
 fn token_retry(cfg: &Config) -> RetryPolicy {
-    RetryPolicy { max_retries: cfg.retries.min(5), ..RetryPolicy::default() }
+    RetryPolicy { max_retries: cfg.retries.min(MAX_TOKEN_RETRIES), ..RetryPolicy::default() }
 }
 
 fn require_https(cfg: &Config, what: &str) -> Result<(), AuthError> {
@@ -420,6 +412,7 @@ pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
 
     struct Minting(Arc<AtomicU64>);
 

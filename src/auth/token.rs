@@ -105,7 +105,6 @@ struct State {
     /// The last failed refresh, replayed to callers for `FAILURE_MEMORY`.
     failure: Option<(Instant, AuthError)>,
     serial: u64,
-    fetches: u64,
 }
 
 /// One token shared by every request of the run.
@@ -119,18 +118,13 @@ impl TokenCache {
     pub fn new(source: Box<dyn TokenSource>) -> Arc<Self> {
         Arc::new(TokenCache {
             source,
-            state: Mutex::new(State { token: None, failure: None, serial: 0, fetches: 0 }),
+            state: Mutex::new(State { token: None, failure: None, serial: 0 }),
             refresh: tokio::sync::Mutex::new(()),
         })
     }
 
     pub fn identity(&self) -> String {
         self.source.identity()
-    }
-
-    /// How many tokens were fetched so far (for the summary at debug level and tests).
-    pub fn fetches(&self) -> u64 {
-        self.state.lock().expect("token state").fetches
     }
 
     fn current(&self) -> (Option<AccessToken>, Option<AuthError>) {
@@ -186,7 +180,6 @@ impl TokenCache {
             Ok(mut t) => {
                 let mut st = self.state.lock().expect("token state");
                 st.serial += 1;
-                st.fetches += 1;
                 t.serial = st.serial;
                 st.token = Some(t.clone());
                 st.failure = None;
@@ -204,11 +197,6 @@ impl TokenCache {
                 Err(e)
             }
         }
-    }
-
-    /// Drops `used` if it is still the cached token (storage refused it).
-    pub fn invalidate(&self, used: &AccessToken) {
-        self.invalidate_serial(used.serial);
     }
 
     /// Drops the token with this [`AccessToken::serial`] if it is still the cached one.
@@ -294,11 +282,11 @@ mod tests {
     async fn invalidate_refreshes_once_and_only_the_used_token() {
         let (c, calls) = cache(Duration::from_secs(3600), false, Duration::ZERO);
         let first = c.get().await.unwrap();
-        c.invalidate(&first);
+        c.invalidate_serial(first.serial());
         let second = c.get().await.unwrap();
         assert_eq!(second.secret().expose(), "token-2");
         // A late refusal of the old token must not drop the new one.
-        c.invalidate(&first);
+        c.invalidate_serial(first.serial());
         assert_eq!(c.get().await.unwrap().secret().expose(), "token-2");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }

@@ -23,9 +23,6 @@ pub trait Authorize: Send + Sync {
     /// Storage refused the token `used`: drop it, so the next attempt fetches a new one.
     fn refused(&self, used: TokenUsed);
 
-    /// The mode and identity, for messages (never a secret).
-    fn describe(&self) -> String;
-
     /// Whether requests carry an OAuth bearer token.
     fn is_bearer(&self) -> bool;
 

@@ -34,6 +34,13 @@ pub use stop::{Stop, StopReason};
 pub const API_VERSION: &str = "2025-11-05";
 
 /// A request, kept whole so that every attempt can rebuild it.
+/// How long a TCP (and TLS) connection may take to open, at most (the storage client and
+/// the token client alike; a shorter `timeout` wins).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle connections kept per host, at least: enough for the default concurrency's bursts.
+const MIN_IDLE_CONNECTIONS: usize = 8;
+
 /// The header Azure Storage puts on every response it sends (the service's request id).
 const AZURE_REQUEST_ID: &str = "x-ms-request-id";
 
@@ -129,8 +136,8 @@ impl Http {
         pool: usize,
     ) -> Result<Self, String> {
         let builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10).min(timeout))
-            .pool_max_idle_per_host(pool.max(8))
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .pool_max_idle_per_host(pool.max(MIN_IDLE_CONNECTIONS))
             .tcp_nodelay(true)
             // Azure Storage never redirects: a 3xx is reported, never followed.
             .redirect(reqwest::redirect::Policy::none());
@@ -256,12 +263,7 @@ impl Http {
         }
         tracing::debug!(error = %e, "request failed");
         if stop::fatal_for_all(resp.status, e.code.as_deref()) {
-            self.stop.trip(StopReason {
-                status: resp.status,
-                code: e.code.clone(),
-                location: None,
-                error: e.to_string(),
-            });
+            self.stop.trip(StopReason { status: resp.status, code: e.code.clone(), error: e.to_string() });
         }
         Verdict::Fail(e)
     }
@@ -285,7 +287,7 @@ impl Http {
             client_request_id,
             attempts: attempt,
         };
-        self.stop.trip(StopReason { status: resp.status, code: None, location: None, error: e.to_string() });
+        self.stop.trip(StopReason { status: resp.status, code: None, error: e.to_string() });
         e
     }
 
@@ -309,14 +311,14 @@ impl Http {
             attempts: attempt,
         };
         tracing::debug!(error = %e, "request redirected");
-        self.stop.trip(StopReason { status: resp.status, code: None, location, error: e.to_string() });
+        self.stop.trip(StopReason { status: resp.status, code: None, error: e.to_string() });
         e
     }
 
     /// One attempt: nothing when the run has stopped, else the request built afresh
     /// (date, ids, authorization) and sent, its answer read whole or streamed.
     async fn attempt(&self, req: &Request, sink: Option<BodySink<'_>>) -> Tried {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = client_request_id();
         let started = Instant::now();
         if let Some(r) = self.stop.reason() {
             return Tried { id, started, token: None, result: Err(Attempt::NotSent(r.clone())) };
@@ -342,7 +344,10 @@ impl Http {
             "x-ms-date",
             HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())).expect("date"),
         );
-        h.insert("x-ms-client-request-id", HeaderValue::from_str(client_request_id).expect("uuid"));
+        h.insert(
+            "x-ms-client-request-id",
+            HeaderValue::from_str(client_request_id).expect("a request id is hex and dashes"),
+        );
         h.insert(
             reqwest::header::USER_AGENT,
             HeaderValue::from_str(&self.user_agent).unwrap_or(HeaderValue::from_static("plugin-azure-storage")),
@@ -386,6 +391,17 @@ fn error(req: &Request, client_request_id: String, attempts: u32, message: Strin
         client_request_id,
         attempts,
     }
+}
+
+/// A fresh `x-ms-client-request-id`: 122 random bits in the UUID v4 layout that Azure's
+/// logs show. It needs to be unique, not unguessable, so `fastrand` (already used for
+/// jitter) serves instead of the `uuid` crate and its `getrandom` path.
+fn client_request_id() -> String {
+    const VERSION: u128 = 0xf << 76; // the 13th hex digit: 4, a random UUID
+    const VARIANT: u128 = 0xc << 60; // the top bits of the 17th: 10, RFC 4122
+    let v = (fastrand::u128(..) & !VERSION & !VARIANT) | (0x4 << 76) | (0x8 << 60);
+    let h = format!("{v:032x}");
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
 }
 
 /// The error of a request not sent because the run had stopped.
@@ -478,9 +494,6 @@ mod tests {
             Ok(None)
         }
         fn refused(&self, _: TokenUsed) {}
-        fn describe(&self) -> String {
-            "none".into()
-        }
         fn is_bearer(&self) -> bool {
             false
         }
@@ -489,6 +502,18 @@ mod tests {
     fn client() -> Http {
         let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
         Http::new(Anonymous, retry, Duration::from_secs(5), None, 4).unwrap()
+    }
+
+    #[test]
+    fn client_request_ids_are_random_uuid_v4() {
+        let ids: std::collections::BTreeSet<String> = (0..1000).map(|_| client_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{id}");
+            assert!(parts[2].starts_with('4') && matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
+            assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{id}");
+        }
     }
 
     #[tokio::test]

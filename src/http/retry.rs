@@ -1,7 +1,11 @@
 //! The retry policy: which failures are retried, and how long to wait.
 //!
 //! Retried: 408, 429, 500, 502, 503, 504 and transport failures (connect, reset,
-//! timeout, truncated body), only for idempotent requests. Never retried: a request
+//! timeout, truncated body). Every request the plugin sends is idempotent or has its
+//! effect checked when its retry is refused: Put Blob/Block/Block List and Put Range
+//! rewrite the same bytes; a conditional write (`If-None-Match: *`) that gets 409 on a
+//! retry is compared with what is stored (`our_write_landed`); a Files Rename retried
+//! after it landed finds the source gone and the destination ours. Never retried: a request
 //! that could not be built (an invalid URL, a scheme other than http/https), a redirect,
 //! and a TLS failure (an untrusted certificate, a handshake refused): each would fail the
 //! same way every time ([`transport_retryable`]). Also retried: a 400 whose
@@ -150,14 +154,18 @@ impl RetryPolicy {
         Self::retryable_status(status) || (status == 400 && matches!(code, Some("Crc64Mismatch" | "Md5Mismatch")))
     }
 
+    /// The longest wait a server's `Retry-After` may ask for: a bogus or hostile header
+    /// must not stall a CI step for hours.
+    pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(120);
+
     /// Wait before retry number `retry` (1-based), given the server's hint.
     pub fn delay(&self, retry: u32, server_hint: Option<Duration>) -> Duration {
         let exp = self.base.saturating_mul(1u32 << retry.min(16));
         let ceiling = exp.min(self.cap);
         let jitter = ceiling.mul_f64(fastrand::f64());
         match server_hint {
-            // Honour the server, bounded so a bogus header cannot stall a CI step for hours.
-            Some(h) => h.min(Duration::from_secs(120)).max(jitter / 4),
+            // Honour the server, within MAX_SERVER_WAIT.
+            Some(h) => h.min(Self::MAX_SERVER_WAIT).max(jitter / 4),
             None => jitter.max(Duration::from_millis(10)),
         }
     }

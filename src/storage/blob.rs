@@ -64,6 +64,10 @@ impl BlobStore {
         super::request_url(self.base.as_ref(), &self.endpoint, &path, query)
     }
 
+    /// A block's id: base64 of its offset, length and wire checksum (48 hex digits, so
+    /// every id of a blob has one length, as Put Block List requires). Deterministic: a
+    /// re-run of a failed upload computes the same ids, finds them in Get Block List and
+    /// sends only the blocks that are missing or differ.
     fn block_id(chunk: &Chunk) -> String {
         B64.encode(format!("{:016x}{:016x}{:016x}", chunk.offset, chunk.len, chunk.sum.id_bits()))
     }
@@ -243,20 +247,12 @@ impl Store for BlobStore {
             roles: "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
         }
     }
-    fn describe(&self) -> String {
-        format!("blob container `{}`", self.container)
-    }
-
     fn url(&self, name: &str) -> String {
         format!("{}/{}/{}", self.endpoint, encode_path(&self.container), encode_path(name))
     }
 
     fn max_chunk(&self) -> u64 {
         4000 << 20
-    }
-
-    fn max_single_put(&self) -> u64 {
-        5000 << 20
     }
 
     fn max_chunks(&self) -> Option<u64> {

@@ -15,7 +15,8 @@
 //! 2. Create File (temporary name) with `x-ms-content-length`, the content headers and
 //!    the metadata (`sha256` included when it is known up front — single-request files);
 //! 3. Put Range (`x-ms-write: update`) per chunk of at most 4 MiB, each with a
-//!    transactional `Content-MD5` computed here;
+//!    transactional `Content-MD5` (the engine computes it once, in its hasher stage, as
+//!    `Store::body_checksum` asks);
 //! 4. chunked files only: Set File Metadata (with `sha256`, now known) and, when the
 //!    whole-file MD5 was computed (`content_md5: true`), Set File Properties (content
 //!    headers again — the call clears the ones it is not given — plus `x-ms-content-md5`).
@@ -505,19 +506,11 @@ impl Store for FilesStore {
     fn file_or_directory(&self) -> bool {
         true
     }
-    fn describe(&self) -> String {
-        format!("file share `{}`", self.share)
-    }
-
     fn url(&self, name: &str) -> String {
         format!("{}/{}/{}", self.endpoint, encode_path(&self.share), encode_path(name))
     }
 
     fn max_chunk(&self) -> u64 {
-        MAX_RANGE
-    }
-
-    fn max_single_put(&self) -> u64 {
         MAX_RANGE
     }
 

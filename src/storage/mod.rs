@@ -271,14 +271,10 @@ pub struct Committed {
 
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// e.g. `blob container `artifacts``.
-    fn describe(&self) -> String;
     /// Public URL of an item (never with a SAS).
     fn url(&self, name: &str) -> String;
     /// Largest chunk a single request may carry.
     fn max_chunk(&self) -> u64;
-    /// Largest file sent in one request instead of chunks.
-    fn max_single_put(&self) -> u64;
     /// What messages say about this store.
     fn info(&self) -> StoreInfo;
     /// Why the service would refuse (or silently alter) `name`, if it would.

@@ -19,13 +19,16 @@ impl From<&str> for NameError {
     }
 }
 
+/// The longest blob name Azure accepts, in bytes ([naming rules](https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata#blob-names)).
+pub const MAX_BLOB_NAME: usize = 1024;
+
 /// Why Azure would refuse (or silently alter) a blob name, if it would.
 pub fn check_remote_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::from("the name is empty"));
     }
-    if name.len() > 1024 {
-        return Err(NameError::from(format!("the name is {} bytes long; Azure allows 1024", name.len())));
+    if name.len() > MAX_BLOB_NAME {
+        return Err(NameError::from(format!("the name is {} bytes long; Azure allows {MAX_BLOB_NAME}", name.len())));
     }
     if name.chars().any(|c| c.is_control()) {
         return Err(NameError::from("the name contains a control character"));

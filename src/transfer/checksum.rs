@@ -51,11 +51,6 @@ impl FileHasher {
     }
 }
 
-/// Hashes a whole local file.
-pub fn hash_file(path: &std::path::Path, with_md5: bool) -> std::io::Result<Digests> {
-    hash_read(std::fs::File::open(path)?, with_md5)
-}
-
 /// Hashes everything `f` yields (an upload's `overwrite: changed` check).
 pub fn hash_read(mut f: impl std::io::Read, with_md5: bool) -> std::io::Result<Digests> {
     let mut h = FileHasher::new(with_md5);

@@ -142,10 +142,6 @@ impl Root {
         &self.path
     }
 
-    pub fn follows_links(&self) -> bool {
-        self.follow
-    }
-
     /// Checks that `rel` (a `/`-separated path under the root) resolves without a link
     /// (or, when following, without leaving the workspace). The last component may be a
     /// file or a directory. For planning.

@@ -243,6 +243,9 @@ async fn upload_small(
 
 type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
 
+/// Room in the reader → sender channel (see `read_blocks`).
+const CHUNK_QUEUE: usize = 1024;
+
 /// Reads the planned file block after block, each after taking its memory (stage 1 of a
 /// chunked upload), and checks at the end that it neither grew nor changed.
 fn read_blocks(
@@ -295,7 +298,10 @@ fn spawn_readers(
     // itself); per-request checksums are the store's business (CRC-64 or Content-MD5).
     let with_md5 = eng.cfg.content_md5;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
-    let (tx, rx) = mpsc::channel::<ChunkMsg>(1024);
+    // Blocks wait here only as long as their memory permit allows (`max_memory` bounds
+    // them), so the channel's length never binds: it only has to exceed the most blocks
+    // any budget admits at once.
+    let (tx, rx) = mpsc::channel::<ChunkMsg>(CHUNK_QUEUE);
     let it = item.clone();
     let eng2 = eng.clone();
     let handle = tokio::runtime::Handle::current();
