@@ -143,7 +143,7 @@ pub async fn run_sync(
     engine.stop.arm();
     let listed = match engine.store.list(&prefix).await {
         Ok(l) => l,
-        Err(e) if e.http().is_some_and(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound")) => {
+        Err(e) if e.is_container_not_found() => {
             return Err(
                 StorageError::NoContainer { what: cfg.container_word(), name: cfg.container.clone(), hint: "" }.into()
             )

@@ -23,12 +23,54 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
-use super::checksum::{hash_read, BodySum, Digests, FileHasher};
+use super::checksum::{hash_read, Digests, FileHasher};
+use super::localfs::{LocalError, PlannedFile};
 use super::plan::UploadItem;
 use super::report::{FileResult, Status};
 use super::Engine;
 use crate::config::Overwrite;
+use crate::storage::BodySum;
 use crate::storage::{Chunk, RemoteItem, StorageError, UploadProps};
+
+/// Why one file's upload failed: its text is the file's `reason` in the summary and the
+/// manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Not the planned file any more, or it changed while it was read.
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("cannot read at offset {offset}: {source}")]
+    ReadAt { offset: u64, source: std::io::Error },
+    #[error("{0}")]
+    Probe(#[source] std::io::Error),
+    /// The file's length is not the planned one (`detail`); nothing was committed.
+    #[error("changed size while being uploaded ({detail}); not {outcome}")]
+    Resized { detail: String, outcome: &'static str },
+    /// `overwrite: false` and the destination exists (seen before sending anything).
+    #[error("already exists (overwrite: false)")]
+    Exists,
+    /// `overwrite: false` and the conditional write found the destination there.
+    #[error("already exists (overwrite: false) [x-ms-client-request-id {0}]")]
+    ExistsAtCommit(String),
+    #[error("the {0} does not exist (create it, or set `create_container: true`)")]
+    NoContainer(&'static str),
+    #[error("block at offset {offset}: {source}")]
+    Block { offset: u64, source: StorageError },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A reading or hashing stage ended early because the other one failed.
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// A file in `compress` is held in memory whole: it must fit in `max_memory`.
+    #[error("is {size}, more than `max_memory` ({max}): a file in `compress` is held in memory whole; raise `max_memory` (PLUGIN_MAX_MEMORY) or leave it out of `compress` (PLUGIN_COMPRESS)")]
+    TooLargeToCompress { size: String, max: String },
+}
+
+type Result<T, E = UploadError> = std::result::Result<T, E>;
 
 /// Properties for a file, from the settings and its extension.
 pub fn props_for(eng: &Engine, rel: &str) -> UploadProps {
@@ -74,8 +116,8 @@ pub async fn upload_known(eng: Arc<Engine>, item: UploadItem, known: Option<Opti
     let mut res = FileResult::new(&item.name, &item.rel, item.size, eng.store.url(&item.name));
     if let Err(e) = upload_inner(&eng, &item, &mut res, known).await {
         res.status = Status::Failed;
-        res.reason = Some(e);
-        tracing::error!("failed: {} → {}: {}", item.rel, item.name, res.reason.as_deref().unwrap_or(""));
+        res.reason = Some(e.to_string());
+        tracing::error!("failed: {} → {}: {e}", item.rel, item.name);
     } else {
         tracing::debug!(name = %item.name, status = ?res.status, "file done");
     }
@@ -92,8 +134,8 @@ async fn destination(
     known: Option<Option<RemoteItem>>,
     look: bool,
     compressed: bool,
-) -> Result<Option<RemoteItem>, String> {
-    let lookup = || async { eng.with_request(eng.store.properties(&item.name)).await.map_err(|e| e.to_string()) };
+) -> Result<Option<RemoteItem>> {
+    let lookup = || async { Ok(eng.with_request(eng.store.properties(&item.name)).await?) };
     match known {
         None if look => lookup().await,
         None | Some(None) => Ok(None),
@@ -115,7 +157,7 @@ async fn upload_inner(
     item: &UploadItem,
     res: &mut FileResult,
     known: Option<Option<RemoteItem>>,
-) -> Result<(), String> {
+) -> Result<()> {
     let mut props = props_for(eng, &item.rel);
     let block = eng.block_size_for(item.size);
     let chunked = item.size > block;
@@ -135,21 +177,24 @@ async fn upload_inner(
     }
     if let Some(remote) = existing {
         match eng.cfg.overwrite {
-            Overwrite::Skip => return skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)"),
-            Overwrite::False => return Err("already exists (overwrite: false)".into()),
+            Overwrite::Skip => {
+                skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)");
+                return Ok(());
+            }
+            Overwrite::False => return Err(UploadError::Exists),
             // Hashed only when there is something to compare with: the sizes agree (MD5 only
             // when the stored copy has no `sha256`).
             Overwrite::Changed if remote.size == item.size => {
                 let it = item.clone();
                 let md5 = remote.sha256.is_none();
-                let local = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
+                let local = tokio::task::spawn_blocking(move || -> Result<Digests> {
                     let f = it.root.open_planned(&it.rel, &it.state)?;
-                    hash_read(&f.file, md5).map_err(|e| format!("cannot read: {e}"))
+                    hash_read(&f.file, md5).map_err(UploadError::Read)
                 })
-                .await
-                .map_err(|e| e.to_string())??;
+                .await??;
                 if same_content(&remote, &local) {
-                    return skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
+                    skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
+                    return Ok(());
                 }
             }
             Overwrite::Changed => {}
@@ -169,36 +214,27 @@ async fn upload_inner(
     Ok(())
 }
 
-fn skip(eng: &Engine, res: &mut FileResult, size: u64, sha: Option<String>, why: &str) -> Result<(), String> {
+fn skip(eng: &Engine, res: &mut FileResult, size: u64, sha: Option<String>, why: &str) {
     res.status = Status::Skipped;
     res.reason = Some(why.to_string());
     res.sha256 = sha;
     eng.progress.counters.add_bytes(size);
     tracing::info!("skipped: {} ({why})", res.name);
-    Ok(())
 }
 
 /// Maps a conditional-write refusal to words; other errors keep their full detail.
-fn commit_error(e: StorageError) -> String {
-    match e.http() {
-        Some(h) if h.is_status(409) && (h.is_code("BlobAlreadyExists") || h.is_code("ResourceAlreadyExists")) => {
-            format!("already exists (overwrite: false) [x-ms-client-request-id {}]", h.client_request_id)
-        }
-        Some(h) if h.is_status(404) && h.is_code("ContainerNotFound") => {
-            "the container does not exist (create it, or set `create_container: true`)".into()
-        }
-        Some(h) if h.is_status(404) && h.is_code("ShareNotFound") => {
-            "the share does not exist (create it, or set `create_container: true`)".into()
-        }
-        _ => e.to_string(),
+fn commit_error(eng: &Engine, e: StorageError) -> UploadError {
+    match &e {
+        StorageError::AlreadyExists(h) => UploadError::ExistsAtCommit(h.client_request_id.clone()),
+        StorageError::ContainerNotFound(_) => UploadError::NoContainer(eng.cfg.container_word()),
+        _ => UploadError::Storage(e),
     }
 }
 
 /// After a conditional write was retried and got 409, the first attempt may have
 /// succeeded: it did when the stored blob holds our hash.
 async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageError) -> bool {
-    let retried = e.http().map(|h| h.attempts > 1 && h.is_status(409)).unwrap_or(false);
-    if !retried {
+    if !e.is_retried_conflict() {
         return false;
     }
     matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.sha256.as_deref() == Some(sha256))
@@ -206,17 +242,20 @@ async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageErr
 
 /// Reads a small file whole, opened safely (see [`super::localfs`]), and checks that it
 /// did not change while it was read.
-fn read_whole(item: &UploadItem) -> Result<Vec<u8>, String> {
+fn read_whole(item: &UploadItem) -> Result<Vec<u8>> {
     let expected = item.size;
     let f = item.root.open_planned(&item.rel, &item.state)?;
     let mut buf = Vec::with_capacity(expected as usize + 1);
-    (&f.file).take(expected + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+    (&f.file).take(expected + 1).read_to_end(&mut buf).map_err(UploadError::Read)?;
     if buf.len() as u64 != expected {
-        return Err(format!(
-            "changed size while being uploaded (planned {expected} bytes, read {}{}); not uploaded",
-            buf.len(),
-            if buf.len() as u64 > expected { "+" } else { "" }
-        ));
+        return Err(UploadError::Resized {
+            detail: format!(
+                "planned {expected} bytes, read {}{}",
+                buf.len(),
+                if buf.len() as u64 > expected { "+" } else { "" }
+            ),
+            outcome: "uploaded",
+        });
     }
     f.check_unchanged()?;
     Ok(buf)
@@ -226,26 +265,25 @@ async fn upload_small(
     eng: &Arc<Engine>,
     item: &UploadItem,
     props: &mut UploadProps,
-) -> Result<(Digests, Option<String>, u64), String> {
+) -> Result<(Digests, Option<String>, u64)> {
     let _mem = eng.memory_for(item.size).await;
     let it = item.clone();
     let size = item.size;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
-    let (data, digests, sum) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+    let (data, digests, sum) = tokio::task::spawn_blocking(move || -> Result<_> {
         let buf = read_whole(&it)?;
         let mut h = FileHasher::new(false);
         h.update(&buf);
         let sum = BodySum::of(kind, &buf);
         Ok((Bytes::from(buf), h.finish(), sum))
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await??;
     props.metadata.push(("sha256".into(), digests.sha256.clone()));
     let put = eng.with_request(eng.store.put_whole(&item.name, data, sum, props)).await;
     let etag = match put {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
-        Err(e) => return Err(commit_error(e)),
+        Err(e) => return Err(commit_error(eng, e)),
     };
     eng.progress.counters.add_bytes(size);
     Ok((digests, etag, 0))
@@ -260,31 +298,33 @@ async fn upload_compressed(
     res: &mut FileResult,
     existing: Option<RemoteItem>,
     mut props: UploadProps,
-) -> Result<(), String> {
+) -> Result<()> {
     if item.size > eng.memory_total {
-        return Err(format!(
-            "is {}, more than `max_memory` ({}): a file in `compress` is held in memory whole; raise `max_memory` (PLUGIN_MAX_MEMORY) or leave it out of `compress` (PLUGIN_COMPRESS)",
-            crate::config::human_bytes(item.size),
-            crate::config::human_bytes(eng.memory_total)
-        ));
+        return Err(UploadError::TooLargeToCompress {
+            size: crate::config::human_bytes(item.size),
+            max: crate::config::human_bytes(eng.memory_total),
+        });
     }
     let _mem = eng.memory_for(item.size.saturating_mul(2)).await;
     let it = item.clone();
     let with_md5 = eng.cfg.content_md5;
-    let (data, digests) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+    let (data, digests) = tokio::task::spawn_blocking(move || -> Result<_> {
         let gz = super::compress::gzip(&read_whole(&it)?);
         let mut h = FileHasher::new(with_md5);
         h.update(&gz);
         Ok((Bytes::from(gz), h.finish()))
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await??;
     if let Some(remote) = existing {
         match eng.cfg.overwrite {
-            Overwrite::Skip => return skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)"),
-            Overwrite::False => return Err("already exists (overwrite: false)".into()),
+            Overwrite::Skip => {
+                skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)");
+                return Ok(());
+            }
+            Overwrite::False => return Err(UploadError::Exists),
             Overwrite::Changed if same_content(&remote, &digests) => {
-                return skip(eng, res, item.size, Some(digests.sha256), "unchanged (overwrite: changed)")
+                skip(eng, res, item.size, Some(digests.sha256), "unchanged (overwrite: changed)");
+                return Ok(());
             }
             Overwrite::Changed | Overwrite::True => {}
         }
@@ -303,7 +343,7 @@ async fn upload_compressed(
     res.etag = match written {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
-        Err(e) => return Err(commit_error(e)),
+        Err(e) => return Err(commit_error(eng, e)),
     };
     eng.progress.counters.add_bytes(item.size);
     res.sha256 = Some(digests.sha256);
@@ -319,7 +359,7 @@ async fn put_from_memory(
     data: &Bytes,
     block: u64,
     props: &UploadProps,
-) -> Result<crate::storage::Committed, StorageError> {
+) -> std::result::Result<crate::storage::Committed, StorageError> {
     use futures::{StreamExt, TryStreamExt};
     let store = &eng.store;
     let len = data.len() as u64;
@@ -354,22 +394,66 @@ async fn put_from_memory(
 
 type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
 
-async fn upload_chunked(
+/// Room in the reader → sender channel (see `read_blocks`).
+const CHUNK_QUEUE: usize = 1024;
+
+/// Reads the planned file block after block, each after taking its memory (stage 1 of a
+/// chunked upload), and checks at the end that it neither grew nor changed.
+fn read_blocks(
+    opened: &PlannedFile,
+    size: u64,
+    block: u64,
+    eng: &Engine,
+    handle: &tokio::runtime::Handle,
+    out: &std::sync::mpsc::SyncSender<(u64, Vec<u8>, OwnedSemaphorePermit)>,
+) -> Result<()> {
+    let mut f = &opened.file;
+    let mut offset = 0u64;
+    while offset < size {
+        let len = block.min(size - offset);
+        let permit = handle.block_on(eng.memory_for(len));
+        let mut buf = crate::buffers::take_zeroed(len as usize);
+        f.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                UploadError::Resized {
+                    detail: format!("planned {size} bytes, file ended before"),
+                    outcome: "committed",
+                }
+            } else {
+                UploadError::ReadAt { offset, source: e }
+            }
+        })?;
+        if out.send((offset, buf, permit)).is_err() {
+            return Err(UploadError::Cancelled);
+        }
+        offset += len;
+    }
+    let mut probe = [0u8; 1];
+    if f.read(&mut probe).map_err(UploadError::Probe)? > 0 {
+        return Err(UploadError::Resized {
+            detail: format!("grew past the planned {size} bytes"),
+            outcome: "committed",
+        });
+    }
+    Ok(opened.check_unchanged()?)
+}
+
+/// Starts the reading and hashing stages of a chunked upload; blocks come out of the
+/// returned channel, and the returned future ends with the whole-file digests.
+fn spawn_readers(
     eng: &Arc<Engine>,
     item: &UploadItem,
-    props: &mut UploadProps,
     block: u64,
-) -> Result<(Digests, Option<String>, u64), String> {
-    let store = eng.store.clone();
-    let present =
-        eng.with_request(store.begin_chunked(&item.name, item.size, props)).await.map_err(|e| e.to_string())?;
+) -> (mpsc::Receiver<ChunkMsg>, impl std::future::Future<Output = Result<Digests>>) {
     // The whole-file MD5 is stored for Blob and Files alike (Files never computes one
     // itself); per-request checksums are the store's business (CRC-64 or Content-MD5).
     let with_md5 = eng.cfg.content_md5;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
-    let (tx, mut rx) = mpsc::channel::<ChunkMsg>(1024);
+    // Blocks wait here only as long as their memory permit allows (`max_memory` bounds
+    // them), so the channel's length never binds: it only has to exceed the most blocks
+    // any budget admits at once.
+    let (tx, rx) = mpsc::channel::<ChunkMsg>(CHUNK_QUEUE);
     let it = item.clone();
-    let size = item.size;
     let eng2 = eng.clone();
     let handle = tokio::runtime::Handle::current();
     // Stage 1 reads blocks; stage 2 hashes them in order and computes each block's
@@ -378,58 +462,45 @@ async fn upload_chunked(
     // back to the pool after its request), and the small channel between them bounds
     // what waits, on top of the memory budget taken before each read.
     let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(1);
-    let read = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let read = tokio::task::spawn_blocking(move || -> Result<()> {
         let opened = it.root.open_planned(&it.rel, &it.state)?;
-        let mut f = &opened.file;
-        let mut offset = 0u64;
-        while offset < size {
-            let len = block.min(size - offset);
-            let permit = handle.block_on(eng2.memory_for(len));
-            let mut buf = crate::buffers::take_zeroed(len as usize);
-            f.read_exact(&mut buf).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    format!(
-                        "changed size while being uploaded (planned {size} bytes, file ended before); not committed"
-                    )
-                } else {
-                    format!("cannot read at offset {offset}: {e}")
-                }
-            })?;
-            if read_tx.send((offset, buf, permit)).is_err() {
-                return Err("cancelled".into());
-            }
-            offset += len;
-        }
-        let mut probe = [0u8; 1];
-        if f.read(&mut probe).map_err(|e| e.to_string())? > 0 {
-            return Err(format!(
-                "changed size while being uploaded (grew past the planned {size} bytes); not committed"
-            ));
-        }
-        opened.check_unchanged()
+        read_blocks(&opened, it.size, block, &eng2, &handle, &read_tx)
     });
-    let hash = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
+    let hash = tokio::task::spawn_blocking(move || -> Result<Digests> {
         let mut h = FileHasher::new(with_md5);
         for (offset, buf, permit) in read_rx {
             h.update(&buf);
             let chunk = Chunk { offset, len: buf.len() as u64, sum: BodySum::of(kind, &buf) };
             if tx.blocking_send((chunk, Bytes::from(buf), permit)).is_err() {
-                return Err("cancelled".into());
+                return Err(UploadError::Cancelled);
             }
         }
         Ok(h.finish())
     });
     // The reader's error (a short or grown file) is the one that explains a failure.
     let reader = async move {
-        let r = read.await.map_err(|e| e.to_string()).and_then(|r| r);
-        let h = hash.await.map_err(|e| e.to_string()).and_then(|r| r);
+        let r = read.await.map_err(UploadError::from).and_then(|r| r);
+        let h = hash.await.map_err(UploadError::from).and_then(|r| r);
         r.and(h)
     };
+    (rx, reader)
+}
+
+async fn upload_chunked(
+    eng: &Arc<Engine>,
+    item: &UploadItem,
+    props: &mut UploadProps,
+    block: u64,
+) -> Result<(Digests, Option<String>, u64)> {
+    let store = eng.store.clone();
+    let present = eng.with_request(store.begin_chunked(&item.name, item.size, props)).await?;
+    let size = item.size;
+    let (mut rx, reader) = spawn_readers(eng, item, block);
 
     let mut chunks: Vec<Chunk> = Vec::with_capacity(size.div_ceil(block) as usize);
-    let mut puts: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut puts: JoinSet<Result<()>> = JoinSet::new();
     let mut resumed = 0u64;
-    let mut failure: Option<String> = None;
+    let mut failure: Option<UploadError> = None;
     let mut receiving = true;
     while receiving || !puts.is_empty() {
         tokio::select! {
@@ -448,7 +519,7 @@ async fn upload_chunked(
                         let r = eng.with_request(store.put_chunk(&name, chunk, data.clone())).await;
                         crate::buffers::give(data);
                         drop(permit);
-                        r.map_err(|e| format!("block at offset {}: {e}", chunk.offset))?;
+                        r.map_err(|source| UploadError::Block { offset: chunk.offset, source })?;
                         eng.progress.counters.add_bytes(chunk.len);
                         Ok(())
                     });
@@ -456,8 +527,7 @@ async fn upload_chunked(
                 None => receiving = false,
             },
             Some(done) = puts.join_next(), if !puts.is_empty() => {
-                let r = done.map_err(|e| e.to_string()).and_then(|r| r);
-                if let Err(e) = r {
+                if let Err(e) = done.map_err(UploadError::from).and_then(|r| r) {
                     failure = Some(e);
                     break;
                 }
@@ -491,7 +561,7 @@ async fn upload_chunked(
     let etag = match commit {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
-        Err(e) => return Err(commit_error(e)),
+        Err(e) => return Err(commit_error(eng, e)),
     };
     Ok((digests, etag, resumed))
 }

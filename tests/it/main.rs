@@ -19,5 +19,6 @@ mod hostile_settings;
 mod hostile_upload;
 mod image;
 mod output;
+mod release;
 mod settings;
 mod sync;
