@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod buffers;
+pub mod cache;
 pub mod config;
 pub mod docgen;
 pub mod http;

@@ -11,6 +11,7 @@
 //! all are re-exported here, so every item keeps its `crate::config::` path.
 
 mod auth;
+pub mod cache;
 mod ci;
 mod endpoint;
 mod rules;
@@ -93,6 +94,17 @@ impl fmt::Display for ConfigError {
 pub enum Action {
     Upload,
     Download,
+    /// `cache_save`: the `source` directories as one tar+zstd archive (src/cache).
+    CacheSave,
+    /// `cache_restore`: the archive of `cache_key` (or `restore_keys`) back into the workspace.
+    CacheRestore,
+}
+
+impl Action {
+    /// One of the cache modes.
+    pub fn is_cache(&self) -> bool {
+        matches!(self, Action::CacheSave | Action::CacheRestore)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +255,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `User-Agent` suffix naming the CI run, e.g. `woodpecker; org/repo#42`.
     pub ci_label: Option<String>,
+    /// `cache_key`, `restore_keys`, `compression_level`, `fail_on_miss` (cache modes).
+    pub cache: cache::CacheSettings,
 }
 
 /// Raw settings: the process environment, read by setting name.
@@ -395,6 +409,8 @@ impl Config {
 
         let action = match en("action").as_deref() {
             Some("download") => Action::Download,
+            Some("cache_save") => Action::CacheSave,
+            Some("cache_restore") => Action::CacheRestore,
             _ => Action::Upload,
         };
         let service = match en("service").as_deref() {
@@ -474,6 +490,9 @@ impl Config {
                 match action {
                     Action::Upload => "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into(),
                     Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
+                    Action::CacheSave | Action::CacheRestore => {
+                        "is required: the workspace directories to cache, e.g. `.cargo/registry`".into()
+                    }
                 },
             );
         }
@@ -481,7 +500,9 @@ impl Config {
             if let Err(e) = Glob::new(s) {
                 bad("source", format!("`{s}` is not a valid glob: {}", e.kind()));
             }
-            if action == Action::Upload && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
+            if (action == Action::Upload || action.is_cache())
+                && (s.starts_with('/') || s.split('/').any(|c| c == ".."))
+            {
                 bad(
                     "source",
                     format!("`{s}` points outside the workspace: use a path relative to the workspace, without `..`"),
@@ -560,7 +581,7 @@ impl Config {
         let block_size = size("block_size", 64 << 10, 4000 << 20, &mut bad);
         let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut bad).unwrap_or(32 << 20);
         // Upload blocks are held in memory; download ranges stream to disk.
-        if let (Some(b), Action::Upload) = (block_size, action) {
+        if let (Some(b), Action::Upload | Action::CacheSave) = (block_size, action) {
             if max_memory < b {
                 bad("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));
             }
@@ -672,6 +693,7 @@ impl Config {
         }
 
         let keyless = parse_keyless(raw, auth_mode, &mut bad);
+        let cache = cache::parse(raw, action.is_cache(), &mut bad);
 
         if !errs.is_empty() {
             return Err(ConfigError(errs));
@@ -711,6 +733,7 @@ impl Config {
             progress_interval,
             auth: AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, ..keyless },
             ci_label: ci_label(raw),
+            cache,
         })
     }
 

@@ -21,6 +21,7 @@ pub mod outputs;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod stream;
 pub mod upload;
 
 use std::collections::BTreeMap;
@@ -228,6 +229,8 @@ fn action_word(a: Action) -> &'static str {
     match a {
         Action::Upload => "upload",
         Action::Download => "download",
+        Action::CacheSave => "cache save",
+        Action::CacheRestore => "cache restore",
     }
 }
 
@@ -238,6 +241,9 @@ fn start_line(cfg: &Config, cred: &Credential) {
         }
         Action::Download => {
             format!("{} → {}", cfg.sources.join(", "), if cfg.target.is_empty() { "." } else { &cfg.target })
+        }
+        Action::CacheSave | Action::CacheRestore => {
+            format!("{} ↔ {}", cfg.sources.join(", "), if cfg.target.is_empty() { "/" } else { &cfg.target })
         }
     };
     tracing::info!(
@@ -275,9 +281,15 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     };
     let engine = Arc::new(Engine::new(store.clone(), cfg.clone()).with_stop(http.stop.clone()));
 
+    let mut cache_outputs = Vec::new();
     let results = match cfg.action {
         Action::Upload => run_upload(&engine, &credential).await?,
         Action::Download => run_download(&engine, &credential).await?,
+        Action::CacheSave | Action::CacheRestore => {
+            let (results, outputs) = crate::cache::run(&engine, &credential).await?;
+            cache_outputs = outputs;
+            results
+        }
     };
     let mut results = results;
     results.sort_by(|a, b| a.name.cmp(&b.name));
@@ -311,7 +323,9 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
             )),
         }
     }
-    if let Err(e) = outputs::write(&outputs::pairs(&cfg, &summary, &results, &*store)) {
+    let mut pairs = outputs::pairs(&cfg, &summary, &results, &*store);
+    pairs.extend(cache_outputs);
+    if let Err(e) = outputs::write(&pairs) {
         report_errors.push(e);
     }
     Ok(Outcome { results, summary, stopped, report_errors })

@@ -207,7 +207,8 @@ async fn upload_small(
     Ok((digests, etag, 0))
 }
 
-type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
+/// A block ready to send: its chunk (offset, length, checksum), bytes and memory permit.
+pub(crate) type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
 
 async fn upload_chunked(
     eng: &Arc<Engine>,
@@ -222,7 +223,7 @@ async fn upload_chunked(
     // itself); per-request checksums are the store's business (CRC-64 or Content-MD5).
     let with_md5 = eng.cfg.content_md5;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
-    let (tx, mut rx) = mpsc::channel::<ChunkMsg>(1024);
+    let (tx, rx) = mpsc::channel::<ChunkMsg>(1024);
     let it = item.clone();
     let size = item.size;
     let eng2 = eng.clone();
@@ -281,51 +282,15 @@ async fn upload_chunked(
         r.and(h)
     };
 
-    let mut chunks: Vec<Chunk> = Vec::with_capacity(size.div_ceil(block) as usize);
-    let mut puts: JoinSet<Result<(), String>> = JoinSet::new();
-    let mut resumed = 0u64;
-    let mut failure: Option<String> = None;
-    let mut receiving = true;
-    while receiving || !puts.is_empty() {
-        tokio::select! {
-            msg = rx.recv(), if receiving => match msg {
-                Some((chunk, data, permit)) => {
-                    chunks.push(chunk);
-                    if present.contains(&store.chunk_key(&chunk)) {
-                        resumed += chunk.len;
-                        eng.progress.counters.add_bytes(chunk.len);
-                        crate::buffers::give(data);
-                        drop(permit);
-                        continue;
-                    }
-                    let (eng, store, name) = (eng.clone(), store.clone(), item.name.clone());
-                    puts.spawn(async move {
-                        let r = eng.with_request(store.put_chunk(&name, chunk, data.clone())).await;
-                        crate::buffers::give(data);
-                        drop(permit);
-                        r.map_err(|e| format!("block at offset {}: {e}", chunk.offset))?;
-                        eng.progress.counters.add_bytes(chunk.len);
-                        Ok(())
-                    });
-                }
-                None => receiving = false,
-            },
-            Some(done) = puts.join_next(), if !puts.is_empty() => {
-                let r = done.map_err(|e| e.to_string()).and_then(|r| r);
-                if let Err(e) = r {
-                    failure = Some(e);
-                    break;
-                }
-            }
+    let sent = send_chunks(eng, &item.name, &present, rx, size.div_ceil(block) as usize).await;
+    let (chunks, resumed) = match sent {
+        Ok(done) => done,
+        Err(f) => {
+            let _ = reader.await;
+            eng.with_request(store.abandon(&item.name)).await;
+            return Err(f);
         }
-    }
-    if let Some(f) = failure {
-        drop(rx);
-        puts.abort_all();
-        let _ = reader.await;
-        eng.with_request(store.abandon(&item.name)).await;
-        return Err(f);
-    }
+    };
     let digests = match reader.await {
         Ok(d) => d,
         Err(e) => {
@@ -349,4 +314,57 @@ async fn upload_chunked(
         Err(e) => return Err(commit_error(e)),
     };
     Ok((digests, etag, resumed))
+}
+
+/// Sends the blocks arriving on `rx` (in order), each under a request permit, skipping those
+/// an earlier run staged (`present`), until the channel closes: the chunked Put Block path
+/// of a file, and of a stream of unknown length (a cache archive). Returns the chunks in
+/// order and the bytes resumed. On the first failure the remaining requests are aborted and
+/// `rx` dropped, so the producer stops at its next send.
+pub(crate) async fn send_chunks(
+    eng: &Arc<Engine>,
+    name: &str,
+    present: &std::collections::HashSet<String>,
+    mut rx: mpsc::Receiver<ChunkMsg>,
+    expected: usize,
+) -> Result<(Vec<Chunk>, u64), String> {
+    let store = eng.store.clone();
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(expected);
+    let mut puts: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut resumed = 0u64;
+    let mut receiving = true;
+    while receiving || !puts.is_empty() {
+        tokio::select! {
+            msg = rx.recv(), if receiving => match msg {
+                Some((chunk, data, permit)) => {
+                    chunks.push(chunk);
+                    if present.contains(&store.chunk_key(&chunk)) {
+                        resumed += chunk.len;
+                        eng.progress.counters.add_bytes(chunk.len);
+                        crate::buffers::give(data);
+                        drop(permit);
+                        continue;
+                    }
+                    let (eng, store, name) = (eng.clone(), store.clone(), name.to_string());
+                    puts.spawn(async move {
+                        let r = eng.with_request(store.put_chunk(&name, chunk, data.clone())).await;
+                        crate::buffers::give(data);
+                        drop(permit);
+                        r.map_err(|e| format!("block at offset {}: {e}", chunk.offset))?;
+                        eng.progress.counters.add_bytes(chunk.len);
+                        Ok(())
+                    });
+                }
+                None => receiving = false,
+            },
+            Some(done) = puts.join_next(), if !puts.is_empty() => {
+                if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r) {
+                    drop(rx);
+                    puts.abort_all();
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok((chunks, resumed))
 }
