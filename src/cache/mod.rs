@@ -201,7 +201,18 @@ async fn find(eng: &Arc<Engine>, root: &Root, name: &str) -> Result<Option<(Remo
         let prefix =
             tokio::task::block_in_place(|| key::render(parts, root, "restore_keys")).map_err(RunError::Other)?;
         let full = join_remote(&cfg.target, &prefix);
-        let listed = eng.with_request(eng.store.list(&full)).await?;
+        let listed = match eng.with_request(eng.store.list(&full)).await {
+            Ok(l) => l,
+            Err(e) if e.http().is_some_and(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound")) => {
+                tracing::warn!(
+                    "the {} `{}` does not exist (yet): nothing to restore",
+                    cfg.container_word(),
+                    cfg.container
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut matches: Vec<RemoteItem> = listed.into_iter().filter(|i| i.name.ends_with(SUFFIX)).collect();
         if matches.is_empty() {
             tracing::info!("restore key `{prefix}`: no match");

@@ -322,3 +322,39 @@ fn cache_key_templates_are_checked_before_any_request() {
         .run();
     out.assert_code(2).assert_contains("cache_key").assert_contains("is required with `action: cache_save`");
 }
+
+#[test]
+fn cache_restore_from_azure_files_and_save_there_is_refused_before_any_request() {
+    use crate::files_fake::{account_key, FilesFake};
+    let fake = FilesFake::start();
+    fake.create_share("caches");
+    let files = |ws: &Path| {
+        plugin(ws)
+            .set("service", "file")
+            .set("share", "caches")
+            .set("endpoint", fake.endpoint())
+            .set("account_key", account_key())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    let archive = hostile_archive(&[
+        m("cache/d", tar::EntryType::Directory, "", b""),
+        m("cache/d/a.txt", tar::EntryType::Regular, "", &bytes(300_000, 3)),
+        m("cache/l", tar::EntryType::Symlink, "d/a.txt", b""),
+    ]);
+    write(&seed, "k.tar.zst", &archive);
+    // An ordinary upload stores it with its `sha256`, as a save would.
+    files(&seed).set("source", "k.tar.zst").set("target", "caches").run().assert_ok();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let restore = files(&ws).set("action", "cache_restore").set("source", "cache").set("target", "caches");
+    // Small ranges: several parallel ranged GETs, delivered in order.
+    restore.set("cache_key", "k").set("block_size", "64KiB").run().assert_ok().assert_contains("cache `k` restored");
+    assert_eq!(tree(&ws), vec!["cache/d/a.txt", "cache/l"]);
+    assert_eq!(std::fs::read(ws.join("cache/d/a.txt")).unwrap(), bytes(300_000, 3));
+    assert_eq!(std::fs::read_link(ws.join("cache/l")).unwrap(), Path::new("d/a.txt"));
+
+    let out = files(&ws).set("action", "cache_save").set("source", "cache").set("cache_key", "k2").run();
+    out.assert_code(2).assert_contains("`cache_save` to Azure Files is not supported yet");
+    assert_eq!(fake.files("caches").len(), 1, "nothing written");
+}
