@@ -13,6 +13,9 @@ use std::path::Path;
 
 use crate::transfer::localfs::Root;
 
+/// zstd's job size with several workers (its minimum is 512 KiB).
+const JOB_SIZE: u32 = 1 << 20;
+
 /// What was archived.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -91,6 +94,9 @@ pub fn write_archive<W: Write>(root: &Root, sources: &[String], level: i32, out:
     let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     if threads > 1 {
         enc.multithread(threads).map_err(io)?;
+        // zstd's default job is 4 windows (8 MiB at level 3) per worker, in and out: small
+        // jobs keep the compressor's memory near that of the blocks in flight.
+        enc.set_parameter(zstd::stream::raw::CParameter::JobSize(JOB_SIZE)).map_err(io)?;
     }
     let mut tar = tar::Builder::new(enc);
     let mut counts = Counts::default();
