@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-static LIMIT: AtomicU64 = AtomicU64::new(32 << 20);
+/// Set by the engine (`max_memory`, whose default is the settings table's) before any
+/// buffer comes back; until then nothing is kept.
+static LIMIT: AtomicU64 = AtomicU64::new(0);
 /// Buffers smaller than this are not worth keeping.
 const MIN_KEEP: usize = 64 << 10;
 
@@ -55,12 +57,19 @@ pub fn give(data: Bytes) {
     }
 }
 
+/// Bytes the pool holds now.
+#[cfg(test)]
+fn held() -> u64 {
+    POOL.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|b| b.capacity() as u64).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn buffers_come_back_and_the_pool_respects_its_limit() {
+        let before = LIMIT.load(Ordering::Relaxed);
         set_limit(1 << 20);
         let b = take_zeroed(512 << 10);
         let ptr = b.as_ptr();
@@ -73,6 +82,15 @@ mod tests {
         let other = shared.clone();
         give(shared);
         drop(other);
-        set_limit(32 << 20);
+        // The limit holds: of four 512 KiB buffers given back under a 1 MiB limit, the pool
+        // keeps what fits (the one `again` above is still out) and drops the rest.
+        let four: Vec<Vec<u8>> = (0..4).map(|_| take_zeroed(512 << 10)).collect();
+        for b in four {
+            give(Bytes::from(b));
+        }
+        assert!(held() <= 1 << 20, "the pool holds {} bytes, over its 1 MiB limit", held());
+        assert!(held() >= 512 << 10, "the pool kept nothing");
+        drop(again);
+        set_limit(before);
     }
 }

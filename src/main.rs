@@ -9,18 +9,23 @@
 
 use std::process::ExitCode;
 
-use plugin_azure_storage::config::{Config, LogFormat, RawSettings};
+use plugin_azure_storage::app;
+use plugin_azure_storage::config::{self, Config, LogFormat, LogLevel, RawSettings};
 use plugin_azure_storage::settings;
-use plugin_azure_storage::transfer::{self, download};
 
 fn init_logging(level: &str, format: LogFormat) {
     // Our own crate at the chosen level; dependencies never below `warn`, so no HTTP
     // library can log a header (Authorization) even at `trace`.
-    let filter = tracing_subscriber::EnvFilter::new(format!("warn,plugin_azure_storage={level}"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let ours = level.parse::<LevelFilter>().unwrap_or(LevelFilter::INFO);
+    let filter = Targets::new().with_default(LevelFilter::WARN).with_target("plugin_azure_storage", ours);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
+        LogFormat::Text => registry.with(fmt.with_ansi(false)).init(),
     }
 }
 
@@ -31,6 +36,8 @@ fn init_logging(level: &str, format: LogFormat) {
 /// to the OS when freed, so RSS follows the memory budget.
 fn bound_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; it is called first thing in `main`,
+    // before any other thread exists, with options and values glibc documents.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
@@ -55,17 +62,9 @@ fn main() -> ExitCode {
 
     let raw = RawSettings::from_env();
     // Logging first (leniently), so that warnings about the settings themselves show.
-    let level = raw
-        .get("log_level")
-        .map(|l| l.trim().to_ascii_lowercase())
-        .filter(|l| ["error", "warn", "info", "debug", "trace"].contains(&l.as_str()))
-        .unwrap_or_else(|| "info".into());
-    let format = if raw.get("log_format").map(|f| f.trim().eq_ignore_ascii_case("json")).unwrap_or(false) {
-        LogFormat::Json
-    } else {
-        LogFormat::Text
-    };
-    init_logging(&level, format);
+    let level: LogLevel = config::choice(&raw, "log_level");
+    let format: LogFormat = config::choice(&raw, "log_format");
+    init_logging(level.as_str(), format);
     for unknown in raw.unknown() {
         tracing::warn!("{unknown}");
     }
@@ -88,13 +87,13 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         tokio::select! {
-            r = transfer::run(cfg) => Ok(r),
+            r = app::run(cfg) => Ok(r),
             sig = interrupted() => Err(sig),
         }
     });
     match result {
         Err(code) => {
-            let removed = download::remove_temp_files();
+            let removed = app::remove_temp_files();
             tracing::error!(
                 "interrupted: stopped; {removed} partial download(s) discarded, nothing left under a final name"
             );

@@ -6,6 +6,10 @@
 //! the redaction of secrets, and the drift check against `plugin.yaml` and
 //! `docs/settings.md`. `config/` turns the raw values into a validated `Config`.
 
+pub mod choices;
+
+pub use choices::{AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Verify};
+
 /// The shape of a setting's value, as documented to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -80,15 +84,10 @@ const fn secret(name: &'static str, env_fallback: &'static [&'static str], help:
     Setting { name, kind: Kind::String, default: None, required: false, secret: true, env_fallback, help }
 }
 
-pub const OVERWRITE_VALUES: &[&str] = &["true", "false", "skip", "changed"];
-pub const ACCESS_TIERS: &[&str] = &["Hot", "Cool", "Cold", "Archive"];
-pub const AUTH_MODES: &[&str] =
-    &["auto", "access_token", "federated", "managed_identity", "sas", "shared_key", "connection_string"];
-
 /// All settings, in the order the reference documents them.
 pub const SETTINGS: &[Setting] = &[
-    s("action", Kind::Enum(&["upload", "download", "cache_save", "cache_restore"]), Some("upload"), "Direction of the transfer: `upload` (workspace to storage) or `download` (storage to workspace); `cache_save` / `cache_restore` save the `source` directories as one tar+zstd archive `<target>/<cache_key>.tar.zst` and restore it (docs/cache.md)."),
-    s("service", Kind::Enum(&["blob", "file"]), Some("blob"), "Storage service: `blob` (Blob container) or `file` (Azure Files share: same settings and checks; names are case-insensitive there, see docs/files.md)."),
+    s("action", Kind::Enum(Action::NAMES), Some("upload"), "Direction of the transfer: `upload` (workspace to storage) or `download` (storage to workspace); `cache_save` / `cache_restore` save the `source` directories as one tar+zstd archive `<target>/<cache_key>.tar.zst` and restore it (docs/cache.md)."),
+    s("service", Kind::Enum(Service::NAMES), Some("blob"), "Storage service: `blob` (Blob container) or `file` (Azure Files share: same settings and checks; names are case-insensitive there, see docs/files.md)."),
     s("account_name", Kind::String, None, "Storage account name. The endpoint becomes `https://<account_name>.<service>.<endpoint_suffix>`. Required unless `endpoint` or `connection_string` gives the account."),
     s("endpoint", Kind::String, None, "Full service URL instead of `account_name` (Azurite, private endpoints, sovereign clouds), e.g. `http://127.0.0.1:10000/devstoreaccount1`: `http` or `https`, a host, no query (a SAS goes in `sas_token`), user info or fragment."),
     s("endpoint_suffix", Kind::String, Some("core.windows.net"), "DNS suffix of the storage endpoints (`core.chinacloudapi.cn`, `core.usgovcloudapi.net`, ...): dot-separated labels of letters, digits and hyphens."),
@@ -104,16 +103,16 @@ pub const SETTINGS: &[Setting] = &[
     s("compression_level", Kind::Integer, Some("3"), "`cache_save`: zstd level (1-19), compressed on all cores."),
     s("fail_on_miss", Kind::Bool, Some("false"), "`cache_restore`: exit 1 when no archive matches (by default a miss is reported and the step succeeds)."),
     s("allow_empty", Kind::Bool, Some("false"), "Succeed when `source` selects no file (by default an empty selection is an error)."),
-    s("overwrite", Kind::Enum(OVERWRITE_VALUES), Some("true"), "When the destination exists: `true` replace it (`cache_save`: only when set explicitly; by default an existing cache key is not written again); `false` fail that file (conditional request, no race); `skip` leave it; `changed` transfer only when the SHA-256 differs."),
+    s("overwrite", Kind::Enum(Overwrite::NAMES), Some("true"), "When the destination exists: `true` replace it (`cache_save`: only when set explicitly; by default an existing cache key is not written again); `false` fail that file (conditional request, no race); `skip` leave it; `changed` transfer only when the SHA-256 differs."),
     s("content_type", Kind::StringOrMap, None, "Content type: one string for all, a map glob → type (the most specific glob wins) or a list of one-entry maps (the first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
     s("cache_control", Kind::StringOrMap, None, "`Cache-Control` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),
     s("content_encoding", Kind::StringOrMap, None, "`Content-Encoding` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),
     s("content_disposition", Kind::StringOrMap, None, "`Content-Disposition` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins). A non-ASCII file name (`attachment; filename=\"é.txt\"`) is sent as RFC 6266/8187 `filename=\"_.txt\"; filename*=UTF-8''%C3%A9.txt`; other non-ASCII text is refused."),
     s("metadata", Kind::Map, None, "JSON map of extra metadata stored on every uploaded blob/file. Keys must be C# identifiers (ASCII letters, digits and `_`, not starting with a digit), distinct regardless of case; `sha256` is reserved. Value characters that are not visible ASCII (and `%`) are stored percent-encoded (`é` as `%C3%A9`)."),
-    s("access_tier", Kind::Enum(ACCESS_TIERS), None, "Blob access tier set on upload (Blob only). Default: the account's default tier."),
-    s("checksum", Kind::Enum(&["crc64", "md5"]), Some("crc64"), "Upload, Blob: the per-request checksum the service verifies. `crc64` (`x-ms-content-crc64`) costs the client least; `md5` (`Content-MD5`) costs the client an MD5 pass but Azurite far less (its uploads run several times faster). Azure Files always uses `Content-MD5`."),
+    s("access_tier", Kind::Enum(AccessTier::NAMES), None, "Blob access tier set on upload (Blob only). Default: the account's default tier."),
+    s("checksum", Kind::Enum(Checksum::NAMES), Some("crc64"), "Upload, Blob: the per-request checksum the service verifies. `crc64` (`x-ms-content-crc64`) costs the client least; `md5` (`Content-MD5`) costs the client an MD5 pass but Azurite far less (its uploads run several times faster). Azure Files always uses `Content-MD5`."),
     s("content_md5", Kind::Bool, Some("false"), "Upload: also compute and store the whole-file Content-MD5 of files sent in blocks (files sent in one request get it from the service anyway). Costs an MD5 pass; SHA-256 is always stored as metadata `sha256`."),
-    s("verify", Kind::Enum(&["required", "size"]), Some("required"), "Download: `required` fails a file that has neither a `sha256` metadata nor a Content-MD5 to check against; `size` accepts such files after checking their length (with a warning)."),
+    s("verify", Kind::Enum(Verify::NAMES), Some("required"), "Download: `required` fails a file that has neither a `sha256` metadata nor a Content-MD5 to check against; `size` accepts such files after checking their length (with a warning)."),
     s("follow_symlinks", Kind::Bool, Some("false"), "Upload: follow symbolic links whose target stays inside the workspace (a link leading out of it is skipped with a warning that names it). By default every link is reported and skipped. Either way nothing outside the workspace is ever read."),
     s("block_size", Kind::Size, None, "Upload block / download range size. Default: 4MiB blocks (raised to size/50000 for huge files; files up to this size go in a single request) and 8MiB ranges (streamed to disk, not held in memory)."),
     s("concurrency", Kind::Integer, Some("16"), "Requests in flight at once, shared by all files and blocks (1-256)."),
@@ -123,10 +122,10 @@ pub const SETTINGS: &[Setting] = &[
     s("manifest", Kind::String, None, "Path of a JSON manifest to write: one entry per file (name, size, sha256, url, etag, status: `transferred`, `skipped`, `failed`, or `not_attempted` when the run stopped early)."),
     s("dry_run", Kind::Bool, Some("false"), "Plan and print, transfer nothing. An upload dry run needs no credentials."),
     s("provenance", Kind::Bool, Some("true"), "Store metadata naming the CI run that wrote each file (`ci_repo`, `ci_commit`, `ci_build`, `ci_link`)."),
-    s("log_level", Kind::Enum(&["error", "warn", "info", "debug", "trace"]), Some("info"), "Log verbosity. No level ever prints a token, key or SAS."),
-    s("log_format", Kind::Enum(&["text", "json"]), Some("text"), "`text` for people, `json` for log pipelines (one JSON object per line)."),
+    s("log_level", Kind::Enum(LogLevel::NAMES), Some("info"), "Log verbosity. No level ever prints a token, key or SAS."),
+    s("log_format", Kind::Enum(LogFormat::NAMES), Some("text"), "`text` for people, `json` for log pipelines (one JSON object per line)."),
     s("progress_interval", Kind::Duration, Some("5s"), "How often a progress line is printed."),
-    s("auth", Kind::Enum(AUTH_MODES), Some("auto"), "Authentication mode. `auto` picks the first available: a pre-minted `access_token`, federated (a CI token plus `tenant_id` and `client_id`), SAS, account key, connection string, then managed identity (App Service's IDENTITY_ENDPOINT, or IMDS when it answers). Configured secrets win over a managed identity discovered on the machine; `auth: managed_identity` forces it."),
+    s("auth", Kind::Enum(AuthMode::NAMES), Some("auto"), "Authentication mode. `auto` picks the first available: a pre-minted `access_token`, federated (a CI token plus `tenant_id` and `client_id`), SAS, account key, connection string, then managed identity (App Service's IDENTITY_ENDPOINT, or IMDS when it answers). Configured secrets win over a managed identity discovered on the machine; `auth: managed_identity` forces it."),
     with_env("tenant_id", None, &["AZURE_TENANT_ID"], "Entra ID tenant of the app registration used for federated auth: the Directory (tenant) ID, or a verified domain."),
     with_env("client_id", None, &["AZURE_CLIENT_ID"], "Application (client) ID of the app registration (federated auth), or of a user-assigned managed identity."),
     secret("federated_token", &[], "The CI's OIDC token (a JWT) as minted for this job, e.g. GitLab `id_tokens` or Buildkite's `oidc request-token`; exchanged with Entra ID for a storage token. Checked (a JWT, not expired) before it is sent. Not a stored secret: Woodpecker and Drone mint no OIDC token (use Kubernetes workload identity or a managed identity there)."),

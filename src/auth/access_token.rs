@@ -11,42 +11,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::Secret;
 
-use super::jwt::{self, Claims};
 use super::token::{AccessToken, TokenSource};
 use super::AuthError;
-
-/// The audience of a token minted for `https://storage.azure.com/.default`.
-pub const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
-
-/// Checks a pre-minted token; `endpoint` is the storage service URL (an account-scoped
-/// audience such as `https://acct.blob.core.windows.net` is accepted for it).
-pub fn check(token: &str, endpoint: &str) -> Result<Claims, String> {
-    const MINT: &str = "mint it for the scope https://storage.azure.com/.default (e.g. `az account get-access-token --resource https://storage.azure.com --query accessToken -o tsv`)";
-    let claims = jwt::decode(token).map_err(|e| format!("{e}: it must be an Entra ID access token (a JWT); {MINT}"))?;
-    let origin = url::Url::parse(endpoint).ok().map(|u| u.origin().ascii_serialization());
-    let for_storage = claims.aud.iter().any(|a| {
-        let a = a.trim_end_matches('/');
-        a.eq_ignore_ascii_case(STORAGE_AUDIENCE) || origin.as_deref().is_some_and(|o| a.eq_ignore_ascii_case(o))
-    });
-    if !for_storage {
-        let aud = if claims.aud.is_empty() { "(missing)".to_string() } else { claims.aud.join(", ") };
-        return Err(format!(
-            "is not a token for Azure Storage: its audience (`aud`) is {aud}, not {STORAGE_AUDIENCE}; {MINT}"
-        ));
-    }
-    let now = jwt::now_secs();
-    match claims.exp {
-        None => return Err(format!("has no expiry (`exp`): it is not an Entra ID access token; {MINT}")),
-        Some(exp) if exp <= now => {
-            return Err(format!(
-                "expired at {}: a pre-minted token cannot be refreshed; mint it in the same job, just before this step, or use federated auth",
-                jwt::time_and_distance(exp, now)
-            ))
-        }
-        Some(_) => {}
-    }
-    Ok(claims)
-}
+pub use crate::jwt::check_access_token as check;
+use crate::jwt::{self, Claims};
 
 /// The identity a token names, for the start line: `oid` and `appid` (or `azp`).
 pub fn identity(claims: &Claims) -> String {
@@ -98,6 +66,7 @@ impl TokenSource for StaticToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwt::STORAGE_AUDIENCE;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
 

@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use super::jwt::{self, Claims};
+use crate::jwt::{self, Claims};
 
 /// What Entra said, plus the context to explain it.
 #[derive(Debug, Clone)]

@@ -23,18 +23,17 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use crate::config::Secret;
-use crate::http::RetryPolicy;
+use crate::http::retry::{run, Answer, GaveUp, Loop};
+use crate::http::{RetryPolicy, Verdict};
 
 use super::entra_errors::{self, EntraFailure};
-use super::jwt::{self, Claims};
 use super::token::{AccessToken, TokenSource};
 use super::AuthError;
+use crate::jwt::{self, check_assertion, Claims};
 
 /// Scope requested from Entra: Azure Storage (the same in every cloud).
 pub const STORAGE_SCOPE: &str = "https://storage.azure.com/.default";
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-pub const DEFAULT_AUDIENCE: &str = "api://AzureADTokenExchange";
-pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 
 /// Where the CI's OIDC token comes from.
 #[derive(Debug, Clone)]
@@ -87,21 +86,6 @@ pub fn read_token_file(path: &std::path::Path, label: &str) -> Result<Secret, Au
     }
 }
 
-/// Checks a CI token before it is sent anywhere: a JWT, not expired. Returns its claims,
-/// or what is wrong as a predicate ("is not a JWT: …", "has expired: …") for the caller
-/// to put after the name of the setting the token came from.
-pub fn check_assertion(token: &str) -> Result<Claims, String> {
-    let claims = jwt::decode(token).map_err(|e| e.to_string())?;
-    let now = jwt::now_secs();
-    if claims.expired_at(now) {
-        return Err(format!(
-            "has expired: exp {}; CI OIDC tokens live minutes, so pass one minted for this run (a token file or the Actions endpoint is re-read when needed)",
-            jwt::time_and_distance(claims.exp.unwrap_or(0), now)
-        ));
-    }
-    Ok(claims)
-}
-
 /// `GET {url}&audience=…` on the Actions ID-token endpoint → JSON `value`.
 async fn actions_token(
     client: &reqwest::Client,
@@ -113,59 +97,56 @@ async fn actions_token(
     let mut u =
         url::Url::parse(url).map_err(|_| AuthError::Assertion("ACTIONS_ID_TOKEN_REQUEST_URL is not a URL".into()))?;
     u.query_pairs_mut().append_pair("audience", audience);
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", request_token.expose()))
-            .map_err(|_| AuthError::Assertion("ACTIONS_ID_TOKEN_REQUEST_TOKEN is not a valid header value".into()))?;
-        auth.set_sensitive(true);
-        let sent = client
-            .get(u.clone())
-            .header(reqwest::header::AUTHORIZATION, auth)
-            .header(reqwest::header::ACCEPT, "application/json; api-version=2.0")
-            .send()
-            .await;
-        let failure = match sent {
-            Ok(resp) if resp.status().is_success() => {
-                #[derive(serde::Deserialize)]
-                struct Body {
-                    value: Option<String>,
-                }
-                let bytes = resp.bytes().await.unwrap_or_default();
-                let body: Body = serde_json::from_slice(&bytes).map_err(|_| {
-                    AuthError::Assertion(
-                        "the Actions ID-token endpoint answered something that is not JSON with a `value`".into(),
-                    )
-                })?;
-                return match body.value {
-                    Some(v) if !v.trim().is_empty() => Ok(Secret::new(v.trim())),
-                    _ => Err(AuthError::Assertion("the Actions ID-token endpoint returned no `value`".into())),
-                };
-            }
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                if !RetryPolicy::retryable_status(status) {
-                    return Err(AuthError::Assertion(format!(
-                        "the Actions ID-token endpoint answered HTTP {status}; the job needs `permissions: id-token: write` (GitHub) or `enable-openid-connect: true` (Forgejo), and the request token must be the current job's"
-                    )));
-                }
-                format!("HTTP {status}")
-            }
-            Err(e) if !crate::http::retry::transport_retryable(&e) => {
-                return Err(AuthError::Network(format!(
-                    "the Actions ID-token endpoint: {} (not retried)",
-                    crate::http::describe_transport(&e)
-                )))
-            }
-            Err(e) => crate::http::describe_transport(&e),
-        };
-        if attempt > retry.max_retries {
-            return Err(AuthError::Network(format!(
-                "the Actions ID-token endpoint failed after {attempt} attempts: {failure}"
-            )));
+    let mut auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", request_token.expose()))
+        .map_err(|_| AuthError::Assertion("ACTIONS_ID_TOKEN_REQUEST_TOKEN is not a valid header value".into()))?;
+    auth.set_sensitive(true);
+    let what = "the Actions ID-token endpoint";
+    let lp = Loop { policy: retry, what: Some(what), retries: None };
+    let send = |_| {
+        Answer::fetch(
+            client
+                .get(u.clone())
+                .header(reqwest::header::AUTHORIZATION, auth.clone())
+                .header(reqwest::header::ACCEPT, "application/json; api-version=2.0"),
+        )
+    };
+    match run(&lp, |sent, _| actions_verdict(sent), send).await {
+        Ok(token) => Ok(token),
+        Err(GaveUp::Failed(e)) => Err(e),
+        Err(GaveUp::Exhausted { last, attempts }) => {
+            Err(AuthError::Network(format!("{what} failed after {attempts} attempts: {last}")))
         }
-        tokio::time::sleep(retry.delay(attempt, None)).await;
     }
+}
+
+/// What one answer of the Actions ID-token endpoint means.
+fn actions_verdict(sent: Result<Answer, reqwest::Error>) -> Verdict<Secret, AuthError, String> {
+    let a = match sent {
+        Ok(a) => a,
+        Err(e) => {
+            return super::transport_failure(&e, |d| AuthError::Network(format!("the Actions ID-token endpoint: {d}")))
+        }
+    };
+    if a.is_success() {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            value: Option<String>,
+        }
+        return match serde_json::from_slice::<Body>(&a.body) {
+            Ok(Body { value: Some(v) }) if !v.trim().is_empty() => Verdict::Done(Secret::new(v.trim())),
+            Ok(_) => Verdict::Fail(AuthError::Assertion("the Actions ID-token endpoint returned no `value`".into())),
+            Err(_) => Verdict::Fail(AuthError::Assertion(
+                "the Actions ID-token endpoint answered something that is not JSON with a `value`".into(),
+            )),
+        };
+    }
+    let status = a.status;
+    if !RetryPolicy::retryable_status(status) {
+        return Verdict::Fail(AuthError::Assertion(format!(
+            "the Actions ID-token endpoint answered HTTP {status}; the job needs `permissions: id-token: write` (GitHub) or `enable-openid-connect: true` (Forgejo), and the request token must be the current job's"
+        )));
+    }
+    Verdict::Retry { error: format!("HTTP {status}"), hint: a.hint }
 }
 
 /// Exchanges CI tokens for storage access tokens.
@@ -217,6 +198,61 @@ impl FederatedSource {
     }
 }
 
+impl FederatedSource {
+    /// What one answer of Entra ID's token endpoint means: a token, a refusal explained
+    /// ([`entra_errors`]), or a transient failure to retry.
+    fn exchange_verdict(
+        &self,
+        sent: Result<Answer, reqwest::Error>,
+        url: &str,
+        label: &str,
+        claims: &Claims,
+    ) -> Verdict<AccessToken, AuthError, String> {
+        let a = match sent {
+            Ok(a) => a,
+            Err(e) => {
+                return super::transport_failure(&e, |d| {
+                    AuthError::Network(format!("the Entra ID token exchange ({url}): {d}"))
+                })
+            }
+        };
+        let status = a.status;
+        if a.is_success() {
+            let Ok(r) = serde_json::from_slice::<TokenResponse>(&a.body) else {
+                return Verdict::Fail(AuthError::Network(format!(
+                    "Entra ID ({url}) answered {status} with no token JSON"
+                )));
+            };
+            let Some(token) = r.access_token.filter(|t| !t.is_empty()) else {
+                return Verdict::Fail(AuthError::Network(format!("Entra ID ({url}) answered without an access_token")));
+            };
+            let expires_in = r.expires_in.as_ref().and_then(seconds).unwrap_or(600).max(1);
+            tracing::debug!(
+                client_id = %self.client_id, subject = claims.sub.as_deref().unwrap_or(""),
+                expires_in, "Entra ID exchange succeeded"
+            );
+            let expires_at = super::token::expiry_in(SystemTime::now(), expires_in);
+            return Verdict::Done(AccessToken::new(Secret::new(token), expires_at));
+        }
+        if RetryPolicy::retryable_status(status) {
+            return Verdict::Retry { error: format!("HTTP {status}"), hint: a.hint };
+        }
+        let (error, codes, description, trace_id, correlation_id) = entra_errors::parse(status, &a.body);
+        Verdict::Fail(AuthError::Entra(Box::new(EntraFailure {
+            status,
+            error,
+            codes,
+            description,
+            trace_id,
+            correlation_id,
+            client_id: self.client_id.clone(),
+            tenant_id: self.tenant_id.clone(),
+            token_source: label.to_string(),
+            presented: Some(claims.clone()),
+        })))
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct TokenResponse {
     access_token: Option<String>,
@@ -245,73 +281,22 @@ impl TokenSource for FederatedSource {
             .finish();
         let body = Secret::new(body);
         let url = self.token_url();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let sent = self
-                .client
-                .post(&url)
-                .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .header(reqwest::header::ACCEPT, "application/json")
-                .body(body.expose().to_string())
-                .send()
-                .await;
-            let failure = match sent {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let hint = crate::http::retry::server_hint(resp.headers());
-                    let bytes = resp.bytes().await.unwrap_or_default();
-                    if (200..300).contains(&status) {
-                        let r: TokenResponse = serde_json::from_slice(&bytes).map_err(|_| {
-                            AuthError::Network(format!("Entra ID ({url}) answered {status} with no token JSON"))
-                        })?;
-                        let token = r.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
-                            AuthError::Network(format!("Entra ID ({url}) answered without an access_token"))
-                        })?;
-                        let expires_in = r.expires_in.as_ref().and_then(seconds).unwrap_or(600).max(1);
-                        tracing::debug!(
-                            client_id = %self.client_id, subject = claims.sub.as_deref().unwrap_or(""),
-                            expires_in, "Entra ID exchange succeeded"
-                        );
-                        return Ok(AccessToken::new(
-                            Secret::new(token),
-                            super::token::expiry_in(SystemTime::now(), expires_in),
-                        ));
-                    }
-                    if !RetryPolicy::retryable_status(status) {
-                        let (error, codes, description, trace_id, correlation_id) = entra_errors::parse(status, &bytes);
-                        return Err(AuthError::Entra(Box::new(EntraFailure {
-                            status,
-                            error,
-                            codes,
-                            description,
-                            trace_id,
-                            correlation_id,
-                            client_id: self.client_id.clone(),
-                            tenant_id: self.tenant_id.clone(),
-                            token_source: label,
-                            presented: Some(claims),
-                        })));
-                    }
-                    (format!("HTTP {status}"), hint)
-                }
-                Err(e) if !crate::http::retry::transport_retryable(&e) => {
-                    return Err(AuthError::Network(format!(
-                        "the Entra ID token exchange ({url}): {} (not retried)",
-                        crate::http::describe_transport(&e)
-                    )))
-                }
-                Err(e) => (crate::http::describe_transport(&e), None),
-            };
-            if attempt > self.retry.max_retries {
-                return Err(AuthError::Network(format!(
-                    "the Entra ID token exchange ({url}) failed after {attempt} attempts: {}",
-                    failure.0
-                )));
-            }
-            let wait = self.retry.delay(attempt, failure.1);
-            tracing::warn!("Entra ID token exchange: {}; retrying in {:.1}s", failure.0, wait.as_secs_f64());
-            tokio::time::sleep(wait).await;
+        let lp = Loop { policy: &self.retry, what: Some("Entra ID token exchange"), retries: None };
+        let send = |_| {
+            Answer::fetch(
+                self.client
+                    .post(&url)
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .body(body.expose().to_string()),
+            )
+        };
+        match run(&lp, |sent, _| self.exchange_verdict(sent, &url, &label, &claims), send).await {
+            Ok(token) => Ok(token),
+            Err(GaveUp::Failed(e)) => Err(e),
+            Err(GaveUp::Exhausted { last, attempts }) => Err(AuthError::Network(format!(
+                "the Entra ID token exchange ({url}) failed after {attempts} attempts: {last}"
+            ))),
         }
     }
 
@@ -358,7 +343,7 @@ mod tests {
             "tenant-1".into(),
             "client-1".into(),
             server.uri(),
-            DEFAULT_AUDIENCE.into(),
+            "api://AzureADTokenExchange".into(),
             src,
             reqwest::Client::new(),
             policy(),

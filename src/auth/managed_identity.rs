@@ -26,13 +26,13 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use crate::config::Secret;
-use crate::http::RetryPolicy;
+use crate::http::retry::{run, Answer, GaveUp, Loop};
+use crate::http::{RetryPolicy, Verdict};
 
 use super::federated::seconds;
 use super::token::{AccessToken, TokenSource};
 use super::AuthError;
 
-pub const IMDS_DEFAULT_HOST: &str = "http://169.254.169.254";
 pub const IMDS_PATH: &str = "/metadata/identity/oauth2/token";
 pub const STORAGE_RESOURCE: &str = "https://storage.azure.com";
 
@@ -96,6 +96,76 @@ impl ManagedIdentitySource {
     }
 }
 
+impl ManagedIdentitySource {
+    /// What one answer of the endpoint means. Retried, as Microsoft advises: 404 (identity
+    /// still being assigned), 410 (IMDS updating), 429, 5xx and transport failures.
+    fn verdict(
+        &self,
+        sent: Result<Answer, Option<reqwest::Error>>,
+        what: &str,
+    ) -> Verdict<AccessToken, AuthError, String> {
+        let a = match sent {
+            Ok(a) => a,
+            Err(Some(e)) => {
+                return super::transport_failure(&e, |d| AuthError::ManagedIdentity(format!("{what}: {d}")))
+            }
+            Err(None) => {
+                return Verdict::Fail(AuthError::ManagedIdentity(format!("{what}: the request cannot be repeated")))
+            }
+        };
+        let status = a.status;
+        if a.is_success() {
+            return match self.token(&a.body, status, what) {
+                Ok(t) => Verdict::Done(t),
+                Err(e) => Verdict::Fail(e),
+            };
+        }
+        let e: MiError = serde_json::from_slice(&a.body).unwrap_or_default();
+        let detail = [e.error, e.error_description, e.message]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        if matches!(status, 404 | 410 | 429) || status >= 500 {
+            return Verdict::Retry { error: format!("HTTP {status} {detail}").trim().to_string(), hint: a.hint };
+        }
+        let hint = if status == 400 && detail.to_ascii_lowercase().contains("identity not found") {
+            match &self.client_id {
+                Some(id) => format!("; no managed identity with client id {id} is assigned to this machine (`client_id` / AZURE_CLIENT_ID)"),
+                None => "; this machine has no system-assigned managed identity: assign one, or set `client_id` to a user-assigned identity's client id".to_string(),
+            }
+        } else {
+            String::new()
+        };
+        Verdict::Fail(AuthError::ManagedIdentity(format!(
+            "{what} refused the token request: HTTP {status} {detail}{hint}"
+        )))
+    }
+
+    /// The token of a successful answer.
+    fn token(&self, body: &[u8], status: u16, what: &str) -> Result<AccessToken, AuthError> {
+        let r: MiResponse = serde_json::from_slice(body)
+            .map_err(|_| AuthError::ManagedIdentity(format!("{what} answered {status} without token JSON")))?;
+        let token = r
+            .access_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| AuthError::ManagedIdentity(format!("{what} answered without an access_token")))?;
+        let now = SystemTime::now();
+        let expires_at = r
+            .expires_on
+            .as_ref()
+            .and_then(seconds)
+            .map(|on| super::token::expiry_at(now, on))
+            .or_else(|| r.expires_in.as_ref().and_then(seconds).map(|s| super::token::expiry_in(now, s)))
+            .unwrap_or(now + Duration::from_secs(600));
+        if let Some(id) = r.client_id.or_else(|| self.client_id.clone()) {
+            *self.seen_client_id.lock().expect("client id") = Some(id);
+        }
+        tracing::debug!("managed identity token from {what}");
+        Ok(AccessToken::new(Secret::new(token), expires_at))
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct MiResponse {
     access_token: Option<String>,
@@ -118,76 +188,20 @@ struct MiError {
 impl TokenSource for ManagedIdentitySource {
     async fn fetch(&self) -> Result<AccessToken, AuthError> {
         let what = self.endpoint.describe();
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let failure = match self.request()?.send().await {
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let hint = crate::http::retry::server_hint(resp.headers());
-                    let bytes = resp.bytes().await.unwrap_or_default();
-                    if (200..300).contains(&status) {
-                        let r: MiResponse = serde_json::from_slice(&bytes).map_err(|_| {
-                            AuthError::ManagedIdentity(format!("{what} answered {status} without token JSON"))
-                        })?;
-                        let token = r.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
-                            AuthError::ManagedIdentity(format!("{what} answered without an access_token"))
-                        })?;
-                        let now = SystemTime::now();
-                        let expires_at = r
-                            .expires_on
-                            .as_ref()
-                            .and_then(seconds)
-                            .map(|on| super::token::expiry_at(now, on))
-                            .or_else(|| {
-                                r.expires_in.as_ref().and_then(seconds).map(|s| super::token::expiry_in(now, s))
-                            })
-                            .unwrap_or(now + Duration::from_secs(600));
-                        if let Some(id) = r.client_id.or_else(|| self.client_id.clone()) {
-                            *self.seen_client_id.lock().expect("client id") = Some(id);
-                        }
-                        tracing::debug!("managed identity token from {what}");
-                        return Ok(AccessToken::new(Secret::new(token), expires_at));
-                    }
-                    let e: MiError = serde_json::from_slice(&bytes).unwrap_or_default();
-                    let detail = [e.error, e.error_description, e.message]
-                        .into_iter()
-                        .filter(|s| !s.is_empty())
-                        .collect::<Vec<_>>()
-                        .join(": ");
-                    let retryable = matches!(status, 404 | 410 | 429) || status >= 500;
-                    if !retryable {
-                        let hint = if status == 400 && detail.to_ascii_lowercase().contains("identity not found") {
-                            match &self.client_id {
-                                Some(id) => format!("; no managed identity with client id {id} is assigned to this machine (`client_id` / AZURE_CLIENT_ID)"),
-                                None => "; this machine has no system-assigned managed identity: assign one, or set `client_id` to a user-assigned identity's client id".to_string(),
-                            }
-                        } else {
-                            String::new()
-                        };
-                        return Err(AuthError::ManagedIdentity(format!(
-                            "{what} refused the token request: HTTP {status} {detail}{hint}"
-                        )));
-                    }
-                    (format!("HTTP {status} {detail}"), hint)
-                }
-                Err(e) if !crate::http::retry::transport_retryable(&e) => {
-                    return Err(AuthError::ManagedIdentity(format!(
-                        "{what}: {} (not retried)",
-                        crate::http::describe_transport(&e)
-                    )))
-                }
-                Err(e) => (crate::http::describe_transport(&e), None),
-            };
-            if attempt > self.retry.max_retries {
-                return Err(AuthError::ManagedIdentity(format!(
-                    "{what} gave no token after {attempt} attempts: {}",
-                    failure.0.trim()
-                )));
+        let lp = Loop { policy: &self.retry, what: Some("managed identity"), retries: None };
+        let request = self.request()?;
+        let send = |_| async {
+            match request.try_clone() {
+                Some(rb) => Answer::fetch(rb).await.map_err(Some),
+                None => Err(None),
             }
-            let wait = self.retry.delay(attempt, failure.1);
-            tracing::warn!("managed identity: {}; retrying in {:.1}s", failure.0.trim(), wait.as_secs_f64());
-            tokio::time::sleep(wait).await;
+        };
+        match run(&lp, |sent, _| self.verdict(sent, &what), send).await {
+            Ok(token) => Ok(token),
+            Err(GaveUp::Failed(e)) => Err(e),
+            Err(GaveUp::Exhausted { last, attempts }) => {
+                Err(AuthError::ManagedIdentity(format!("{what} gave no token after {attempts} attempts: {last}")))
+            }
         }
     }
 
@@ -323,6 +337,6 @@ mod tests {
     }
 
     fn jwt_now() -> i64 {
-        super::super::jwt::now_secs()
+        crate::jwt::now_secs()
     }
 }

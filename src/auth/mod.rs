@@ -27,16 +27,15 @@
 pub mod access_token;
 pub mod entra_errors;
 pub mod federated;
-pub mod jwt;
 pub mod managed_identity;
 pub mod shared_key;
 pub mod token;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::{AuthMode, AuthSettings, Config, ConnectionString, Secret};
-use crate::http::RetryPolicy;
+use crate::http::authorize::{Authorize, AuthorizeError, TokenUsed};
+use crate::http::{RetryPolicy, Verdict};
 pub use entra_errors::EntraFailure;
 use federated::{AssertionSource, FederatedSource};
 use managed_identity::{Endpoint, ManagedIdentitySource};
@@ -146,12 +145,52 @@ impl Credential {
         }
         Ok(None)
     }
+}
 
-    /// Storage refused `used`: drop it so the next request fetches a new one.
-    pub fn invalidate(&self, used: &AccessToken) {
+/// How the HTTP layer uses a credential (it knows no credential type).
+#[async_trait::async_trait]
+impl Authorize for Credential {
+    async fn authorize(&self, req: &mut reqwest::Request) -> Result<Option<TokenUsed>, AuthorizeError> {
+        let used = Credential::authorize(self, req).await?;
+        Ok(used.map(|t| TokenUsed(t.serial())))
+    }
+
+    fn refused(&self, used: TokenUsed) {
         if let Credential::Bearer(b) = self {
-            b.cache.invalidate(used);
+            b.cache.invalidate_serial(used.0);
         }
+    }
+
+    fn is_bearer(&self) -> bool {
+        Credential::is_bearer(self)
+    }
+
+    /// A bearer identity refused for lack of a data role: which roles to grant.
+    fn refusal_hint(&self, code: &str) -> Option<String> {
+        (self.is_bearer() && code == "AuthorizationPermissionMismatch").then(|| format!(
+            " — the identity ({}) has no data role here: grant it `Storage Blob Data Contributor` (Files: `Storage File Data Privileged Contributor`) on the storage account or container",
+            Credential::describe(self)
+        ))
+    }
+
+    fn source_query(&self) -> Option<&str> {
+        match self {
+            Credential::Sas(sas) => Some(sas.expose()),
+            _ => None,
+        }
+    }
+}
+
+/// A token request's transport failure: retried, unless it would recur on every attempt
+/// (an unbuildable request, a TLS refusal); `fail` words that error.
+pub(crate) fn transport_failure<T>(
+    e: &reqwest::Error,
+    fail: impl FnOnce(String) -> AuthError,
+) -> Verdict<T, AuthError, String> {
+    let d = crate::http::describe_transport(e);
+    match crate::http::retry::transport_retryable(e) {
+        true => Verdict::Retry { error: d, hint: None },
+        false => Verdict::Fail(fail(format!("{d} (not retried)"))),
     }
 }
 
@@ -177,7 +216,7 @@ const FEDERATED_SOURCES: &str = "`federated_token` (PLUGIN_FEDERATED_TOKEN), `fe
 /// The client for Entra, IMDS and the Actions endpoint (not the storage client).
 fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
     let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10).min(cfg.timeout))
+        .connect_timeout(crate::http::CONNECT_TIMEOUT.min(cfg.timeout))
         .timeout(cfg.timeout)
         .user_agent(concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")))
         // Entra ID, IMDS and the Actions endpoint answer directly: a redirect is refused.
@@ -188,8 +227,12 @@ fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
         .map_err(|e| AuthError::Network(format!("cannot build the HTTP client: {}", e.without_url())))
 }
 
+/// Token requests are retried at most this often, whatever `retries` says: a step should
+/// learn soon that Entra or IMDS is refusing, and each answer is already explained.
+const MAX_TOKEN_RETRIES: u32 = 5;
+
 fn token_retry(cfg: &Config) -> RetryPolicy {
-    RetryPolicy { max_retries: cfg.retries.min(5), ..RetryPolicy::default() }
+    RetryPolicy { max_retries: cfg.retries.min(MAX_TOKEN_RETRIES), ..RetryPolicy::default() }
 }
 
 fn require_https(cfg: &Config, what: &str) -> Result<(), AuthError> {
@@ -362,5 +405,52 @@ pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
                 notes.join("\n  - ")
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    struct Minting(Arc<AtomicU64>);
+
+    #[async_trait::async_trait]
+    impl token::TokenSource for Minting {
+        async fn fetch(&self) -> Result<AccessToken, AuthError> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            let token = Secret::new(format!("token-{n}"));
+            Ok(AccessToken::new(token, std::time::SystemTime::now() + Duration::from_secs(3600)))
+        }
+        fn identity(&self) -> String {
+            "test identity".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_refreshed_once_before_the_run_stops() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(
+                wiremock::ResponseTemplate::new(401).insert_header("x-ms-error-code", "InvalidAuthenticationInfo"),
+            )
+            .mount(&server)
+            .await;
+        let minted = Arc::new(AtomicU64::new(0));
+        let cache = TokenCache::new(Box::new(Minting(minted.clone())));
+        let bearer = Bearer { kind: BearerKind::Federated, cache };
+        let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
+        let http = crate::http::Http::new(Credential::Bearer(Arc::new(bearer)), retry, Duration::from_secs(5), None, 4)
+            .unwrap();
+        http.stop.arm();
+        let url: url::Url = format!("{}/acct/c/a", server.uri()).parse().unwrap();
+        let e = http.send(crate::http::Request::new(reqwest::Method::GET, url)).await.unwrap_err();
+        assert!(e.is_status(401), "{e}");
+        let seen = server.received_requests().await.unwrap();
+        assert_eq!(seen.len(), 2, "the refused token, then a fresh one");
+        assert_eq!(seen[1].headers.get("authorization").unwrap(), "Bearer token-2");
+        assert_eq!(minted.load(Ordering::SeqCst), 2);
+        assert_eq!(http.stop.reason().map(|r| r.status), Some(401), "a fresh token refused too: the run stops");
     }
 }

@@ -71,6 +71,11 @@ impl AccessToken {
         AccessToken { token, expires_at, obtained_at: SystemTime::now(), serial: 0 }
     }
 
+    /// Tells tokens apart without comparing secrets (see [`TokenCache::invalidate`]).
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
     pub fn secret(&self) -> &Secret {
         &self.token
     }
@@ -100,7 +105,6 @@ struct State {
     /// The last failed refresh, replayed to callers for `FAILURE_MEMORY`.
     failure: Option<(Instant, AuthError)>,
     serial: u64,
-    fetches: u64,
 }
 
 /// One token shared by every request of the run.
@@ -114,18 +118,13 @@ impl TokenCache {
     pub fn new(source: Box<dyn TokenSource>) -> Arc<Self> {
         Arc::new(TokenCache {
             source,
-            state: Mutex::new(State { token: None, failure: None, serial: 0, fetches: 0 }),
+            state: Mutex::new(State { token: None, failure: None, serial: 0 }),
             refresh: tokio::sync::Mutex::new(()),
         })
     }
 
     pub fn identity(&self) -> String {
         self.source.identity()
-    }
-
-    /// How many tokens were fetched so far (for the summary at debug level and tests).
-    pub fn fetches(&self) -> u64 {
-        self.state.lock().expect("token state").fetches
     }
 
     fn current(&self) -> (Option<AccessToken>, Option<AuthError>) {
@@ -181,7 +180,6 @@ impl TokenCache {
             Ok(mut t) => {
                 let mut st = self.state.lock().expect("token state");
                 st.serial += 1;
-                st.fetches += 1;
                 t.serial = st.serial;
                 st.token = Some(t.clone());
                 st.failure = None;
@@ -201,10 +199,10 @@ impl TokenCache {
         }
     }
 
-    /// Drops `used` if it is still the cached token (storage refused it).
-    pub fn invalidate(&self, used: &AccessToken) {
+    /// Drops the token with this [`AccessToken::serial`] if it is still the cached one.
+    pub fn invalidate_serial(&self, serial: u64) {
         let mut st = self.state.lock().expect("token state");
-        if st.token.as_ref().map(|t| t.serial) == Some(used.serial) {
+        if st.token.as_ref().map(|t| t.serial) == Some(serial) {
             st.token = None;
             tracing::debug!("access token refused by storage: dropped, the next request fetches a new one");
         }
@@ -284,11 +282,11 @@ mod tests {
     async fn invalidate_refreshes_once_and_only_the_used_token() {
         let (c, calls) = cache(Duration::from_secs(3600), false, Duration::ZERO);
         let first = c.get().await.unwrap();
-        c.invalidate(&first);
+        c.invalidate_serial(first.serial());
         let second = c.get().await.unwrap();
         assert_eq!(second.secret().expose(), "token-2");
         // A late refusal of the old token must not drop the new one.
-        c.invalidate(&first);
+        c.invalidate_serial(first.serial());
         assert_eq!(c.get().await.unwrap().secret().expose(), "token-2");
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use super::endpoint::shown;
 use super::values::parse_bool;
-use super::{AuthMode, RawSettings, Secret};
+use super::{AuthMode, Problems, RawSettings, Secret};
+use crate::jwt::check_assertion;
 use crate::settings;
 
 /// Credentials and identity settings, before a mode is chosen (see `auth::resolve`).
@@ -49,6 +50,10 @@ pub struct ConnectionString {
     pub protocol: Option<String>,
     pub endpoint_suffix: Option<String>,
 }
+
+/// The IMDS base URL when `AZURE_POD_IDENTITY_AUTHORITY_HOST` does not override it (not a
+/// setting: the platform's address, as every Azure SDK has it).
+pub const IMDS_DEFAULT_HOST: &str = "http://169.254.169.254";
 
 /// Azurite's well-known development account key (public, documented by Microsoft).
 pub const DEVSTORE_KEY: &str =
@@ -198,32 +203,54 @@ fn is_loopback_url(u: &url::Url) -> bool {
     }
 }
 
+/// The static secrets `sas_token` and `account_key`, checked (the mode is resolved in
+/// `auth::resolve`; these are the network-free checks).
+pub(super) fn static_secrets(raw: &RawSettings, bad: &mut Problems) -> (Option<Secret>, Option<Secret>) {
+    let sas_token = raw.get("sas_token").map(|s| Secret::new(s.trim().trim_start_matches('?')));
+    if let Some(s) = &sas_token {
+        let from = raw.from_note("sas_token");
+        if !s.expose().contains("sig=") {
+            bad.push("sas_token", format!("is not a SAS: it has no `sig=` parameter{from}"));
+        } else if let Some(why) = super::values::not_a_query(s.expose()) {
+            bad.push("sas_token", format!("{why}{from}"));
+        }
+    }
+    let account_key = raw.get("account_key").map(|s| Secret::new(s.trim()));
+    if let Some(k) = &account_key {
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD.decode(k.expose()).is_err() {
+            let from = raw.from_note("account_key");
+            bad.push("account_key", format!("is not base64 (copy the key from the portal's Access keys page){from}"));
+        }
+    }
+    (sas_token, account_key)
+}
+
 /// The keyless-auth settings (federated and managed identity), checked without the network.
 /// The CI token is checked only when it may be used (`auth: auto` or `federated`): a
 /// malformed or expired token is reported here, naming its setting, before any exchange.
-pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&str, String)) -> AuthSettings {
-    use crate::auth::federated::{check_assertion, DEFAULT_AUDIENCE, DEFAULT_AUTHORITY};
+pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problems) -> AuthSettings {
     let uses_token = matches!(mode, AuthMode::Auto | AuthMode::Federated);
 
     let tenant_id = raw.get("tenant_id").map(|t| t.trim().to_string());
     if let Some(t) = &tenant_id {
         let domain_like = t.contains('.') && t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
         if !is_guid(t) && !domain_like {
-            bad("tenant_id", format!("`{t}` is not a tenant: use the Directory (tenant) ID, a GUID such as 00000000-0000-0000-0000-000000000000, or a verified domain such as contoso.onmicrosoft.com"));
+            bad.push("tenant_id", format!("`{t}` is not a tenant: use the Directory (tenant) ID, a GUID such as 00000000-0000-0000-0000-000000000000, or a verified domain such as contoso.onmicrosoft.com"));
         }
     }
     let client_id = raw.get("client_id").map(|t| t.trim().to_string());
     if let Some(c) = &client_id {
         if !is_guid(c) {
-            bad("client_id", format!("`{c}` is not a client id: use the Application (client) ID, a GUID such as 11111111-1111-1111-1111-111111111111"));
+            bad.push("client_id", format!("`{c}` is not a client id: use the Application (client) ID, a GUID such as 11111111-1111-1111-1111-111111111111"));
         }
     }
 
-    let token_setting = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Option<Secret> {
+    let token_setting = |name: &str, bad: &mut Problems| -> Option<Secret> {
         let v = raw.get(name)?.trim().to_string();
         if uses_token {
             if let Err(e) = check_assertion(&v) {
-                bad(name, e);
+                bad.push(name, e);
             }
         }
         Some(Secret::new(v))
@@ -232,60 +259,16 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
     let access_token = parse_access_token(raw, mode, bad);
     let oidc_token_id = token_setting("oidc_token_id", bad);
 
-    let federated_token_file = raw.get("federated_token_file").map(|p| {
-        let from = if raw.var(&settings::env_name("federated_token_file")).is_some() {
-            "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string()
-        } else {
-            "AZURE_FEDERATED_TOKEN_FILE".to_string()
-        };
-        let path = PathBuf::from(p.trim());
-        // Checked now (it is re-read at every exchange) when it is the source that will be
-        // used. Under `auto` that needs tenant and client too: a runner pod may carry
-        // AZURE_FEDERATED_TOKEN_FILE for a pipeline that uses an account key.
-        let will_use = match mode {
-            AuthMode::Federated => true,
-            AuthMode::Auto => tenant_id.is_some() && client_id.is_some(),
-            _ => false,
-        };
-        if will_use && federated_token.is_none() {
-            match std::fs::read_to_string(&path) {
-                Ok(t) if t.trim().is_empty() => {
-                    bad("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
-                }
-                Ok(t) => {
-                    if let Err(e) = check_assertion(t.trim()) {
-                        bad("federated_token_file", format!("the token in `{}` (from {from}) {e}", path.display()));
-                    }
-                }
-                Err(e) => bad("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display())),
-            }
-        }
-        (path, from)
-    });
+    let federates = tenant_id.is_some() && client_id.is_some();
+    let federated_token_file = token_file(raw, mode, federates, federated_token.is_none(), bad);
 
     let actions = match (raw.var("ACTIONS_ID_TOKEN_REQUEST_URL"), raw.var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")) {
         (Some(u), Some(t)) => Some((u.trim().to_string(), Secret::new(t.trim()))),
         _ => None,
     };
 
-    let audience = raw.get("audience").map(|a| a.trim().to_string()).unwrap_or_else(|| DEFAULT_AUDIENCE.to_string());
-    let authority_host = raw
-        .get("authority_host")
-        .map(|a| a.trim().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string());
-    let from = raw.from_note("authority_host");
-    match super::endpoint::http_url(&authority_host) {
-        Ok(u) if u.scheme() == "https" || is_loopback_url(&u) => {
-            if u.query().is_some() || (u.path() != "/" && !u.path().is_empty()) {
-                bad("authority_host", format!("`{}`{from} must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)", shown(&authority_host)));
-            }
-        }
-        Ok(_) => bad(
-            "authority_host",
-            format!("`{}`{from} must be an https:// URL (the CI token is sent there)", shown(&authority_host)),
-        ),
-        Err(e) => bad("authority_host", format!("{e}{from}")),
-    }
+    let audience = raw.get_or_default("audience").unwrap_or_default().trim().to_string();
+    let authority_host = authority_host(raw, bad);
 
     let identity_endpoint = match (raw.var("IDENTITY_ENDPOINT"), raw.var("IDENTITY_HEADER")) {
         (Some(e), Some(h)) => Some((e.trim().to_string(), Secret::new(h.trim()))),
@@ -293,28 +276,26 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
     };
     let imds_override =
         raw.var("AZURE_POD_IDENTITY_AUTHORITY_HOST").map(|h| h.trim().trim_end_matches('/').to_string());
-    let imds_host =
-        imds_override.clone().unwrap_or_else(|| crate::auth::managed_identity::IMDS_DEFAULT_HOST.to_string());
+    let imds_host = imds_override.clone().unwrap_or_else(|| IMDS_DEFAULT_HOST.to_string());
 
     // The platform's endpoints are checked when they may be used: a runner's environment
     // may carry them for a pipeline that never looks at them.
     let static_secret = ["sas_token", "account_key", "connection_string"].iter().any(|n| raw.get(n).is_some());
-    let federates = tenant_id.is_some() && client_id.is_some();
     let may_use_mi = mode == AuthMode::ManagedIdentity || (mode == AuthMode::Auto && !static_secret && !federates);
     if may_use_mi {
         if let Some((e, _)) = &identity_endpoint {
             if let Err(m) = super::endpoint::http_url(e) {
-                bad("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
+                bad.push("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
             }
         }
         if let Some(h) = &imds_override {
             match super::endpoint::service_url(h) {
                 Ok(u) if u.path() == "/" => {}
-                Ok(_) => bad(
+                Ok(_) => bad.push(
                     "AZURE_POD_IDENTITY_AUTHORITY_HOST",
                     format!("`{}` must be a bare host URL such as http://169.254.169.254 (no path)", shown(h)),
                 ),
-                Err(m) => bad("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
+                Err(m) => bad.push("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
             }
         }
     }
@@ -326,7 +307,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
             && oidc_token_id.is_none()
         {
             if let Err(m) = super::endpoint::http_url(u) {
-                bad("ACTIONS_ID_TOKEN_REQUEST_URL", m);
+                bad.push("ACTIONS_ID_TOKEN_REQUEST_URL", m);
             }
         }
     }
@@ -350,19 +331,86 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnM
     }
 }
 
+/// `federated_token_file` and what named it, the token in it checked now (it is re-read
+/// at every exchange) when it is the source that will be used: `federates` says tenant and
+/// client are set, `no_token` that no `federated_token` comes first.
+fn token_file(
+    raw: &RawSettings,
+    mode: AuthMode,
+    federates: bool,
+    no_token: bool,
+    bad: &mut Problems,
+) -> Option<(PathBuf, String)> {
+    raw.get("federated_token_file").map(|p| {
+        let from = if raw.var(&settings::env_name("federated_token_file")).is_some() {
+            "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string()
+        } else {
+            "AZURE_FEDERATED_TOKEN_FILE".to_string()
+        };
+        let path = PathBuf::from(p.trim());
+        // Checked now (it is re-read at every exchange) when it is the source that will be
+        // used. Under `auto` that needs tenant and client too: a runner pod may carry
+        // AZURE_FEDERATED_TOKEN_FILE for a pipeline that uses an account key.
+        let will_use = match mode {
+            AuthMode::Federated => no_token,
+            AuthMode::Auto => federates && no_token,
+            _ => false,
+        };
+        if will_use {
+            match std::fs::read_to_string(&path) {
+                Ok(t) if t.trim().is_empty() => {
+                    bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
+                }
+                Ok(t) => {
+                    if let Err(e) = check_assertion(t.trim()) {
+                        bad.push(
+                            "federated_token_file",
+                            format!("the token in `{}` (from {from}) {e}", path.display()),
+                        );
+                    }
+                }
+                Err(e) => {
+                    bad.push("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display()))
+                }
+            }
+        }
+        (path, from)
+    })
+}
+
+/// `authority_host` (the settings table's default when unset): an https:// bare host URL.
+fn authority_host(raw: &RawSettings, bad: &mut Problems) -> String {
+    let authority_host =
+        raw.get_or_default("authority_host").unwrap_or_default().trim().trim_end_matches('/').to_string();
+    let from = raw.from_note("authority_host");
+    match super::endpoint::http_url(&authority_host) {
+        Ok(u) if u.scheme() == "https" || is_loopback_url(&u) => {
+            if u.query().is_some() || (u.path() != "/" && !u.path().is_empty()) {
+                bad.push("authority_host", format!("`{}`{from} must be a bare host URL such as https://login.microsoftonline.com (no path: the tenant is `tenant_id`)", shown(&authority_host)));
+            }
+        }
+        Ok(_) => bad.push(
+            "authority_host",
+            format!("`{}`{from} must be an https:// URL (the CI token is sent there)", shown(&authority_host)),
+        ),
+        Err(e) => bad.push("authority_host", format!("{e}{from}")),
+    }
+    authority_host
+}
+
 /// `access_token`, checked (a JWT for storage, not expired) when it may be used.
-fn parse_access_token(raw: &RawSettings, mode: AuthMode, bad: &mut dyn FnMut(&str, String)) -> Option<Secret> {
+fn parse_access_token(raw: &RawSettings, mode: AuthMode, bad: &mut Problems) -> Option<Secret> {
     let v = raw.get("access_token")?.trim().to_string();
     if matches!(mode, AuthMode::Auto | AuthMode::AccessToken) {
         // An account-scoped audience names the service URL.
         let endpoint = raw.get("endpoint").map(str::to_string).unwrap_or_else(|| {
             let service =
                 if raw.get("service").is_some_and(|s| s.trim().eq_ignore_ascii_case("file")) { "file" } else { "blob" };
-            let suffix = raw.get("endpoint_suffix").unwrap_or("core.windows.net");
+            let suffix = raw.get_or_default("endpoint_suffix").unwrap_or_default();
             format!("https://{}.{service}.{suffix}", raw.get("account_name").unwrap_or("").trim())
         });
-        if let Err(e) = crate::auth::access_token::check(&v, endpoint.trim()) {
-            bad("access_token", e);
+        if let Err(e) = crate::jwt::check_access_token(&v, endpoint.trim()) {
+            bad.push("access_token", e);
         }
     }
     Some(Secret::new(v))

@@ -110,7 +110,8 @@ pub fn parse_template(template: &str, raw: &RawSettings) -> Result<Vec<KeyPart>,
 }
 
 /// Reads the cache settings; errors go to `bad(setting, message)`.
-pub(super) fn parse(raw: &RawSettings, caching: bool, bad: &mut dyn FnMut(&str, String)) -> CacheSettings {
+pub(super) fn parse(raw: &RawSettings, caching: bool, problems: &mut super::Problems) -> CacheSettings {
+    let mut bad = |setting: &str, message: String| problems.push(setting, message);
     let mut out = CacheSettings { compression_level: 3, ..CacheSettings::default() };
     match raw.get("cache_key") {
         Some(k) => match parse_template(k.trim(), raw) {

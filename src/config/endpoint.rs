@@ -5,7 +5,8 @@
 //! rules, and [`shown`], which prints a rejected URL without what might be a secret.
 
 use super::auth::{account_from_endpoint, ConnectionString};
-use super::{RawSettings, Service};
+use super::{Problems, RawSettings, Service};
+use crate::settings;
 
 /// What every service-URL error says is accepted.
 pub(super) const ACCEPTED: &str = "an http:// or https:// URL with a host and no query, e.g. https://myaccount.blob.core.windows.net or http://127.0.0.1:10000/devstoreaccount1";
@@ -126,23 +127,23 @@ pub(super) fn resolve(
     raw: &RawSettings,
     cs: Option<&ConnectionString>,
     service: Service,
-    bad: &mut dyn FnMut(&str, String),
+    bad: &mut Problems,
 ) -> Resolved {
     let suffix_setting = raw.get("endpoint_suffix").map(str::trim);
     let mut suffix_ok = true;
     if let Some(s) = suffix_setting {
         if let Err(e) = check_dns_suffix(s) {
-            bad("endpoint_suffix", e + &raw.from_note("endpoint_suffix"));
+            bad.push("endpoint_suffix", e + &raw.from_note("endpoint_suffix"));
             suffix_ok = false;
         }
     }
     let suffix = suffix_setting
         .map(str::to_ascii_lowercase)
         .or_else(|| cs.and_then(|c| c.endpoint_suffix.clone()))
-        .unwrap_or_else(|| "core.windows.net".into());
+        .unwrap_or_else(|| settings::find("endpoint_suffix").and_then(|s| s.default).unwrap_or_default().into());
     let account_setting = raw.get("account_name").map(|s| s.trim().to_string());
     let account_ok = match &account_setting {
-        Some(a) => check_account_name(a).map_err(|e| bad("account_name", e)).is_ok(),
+        Some(a) => check_account_name(a).map_err(|e| bad.push("account_name", e)).is_ok(),
         None => true,
     };
     let cs_account = cs.and_then(|c| c.account_name.clone());
@@ -153,16 +154,16 @@ pub(super) fn resolve(
 
     let mut given = true;
     let endpoint = if let Some(e) = raw.get("endpoint") {
-        service_url(e).map_err(|m| bad("endpoint", m)).ok()
+        service_url(e).map_err(|m| bad.push("endpoint", m)).ok()
     } else if let Some(e) = cs_endpoint {
         // Already checked by the connection-string parser.
-        service_url(&e).map_err(|m| bad("connection_string", m)).ok()
+        service_url(&e).map_err(|m| bad.push("connection_string", m)).ok()
     } else if let Some(a) = account_setting.clone().or(cs_account.clone()) {
         let proto = cs.and_then(|c| c.protocol.clone()).unwrap_or_else(|| "https".into());
         let text = format!("{proto}://{a}.{}.{suffix}", service.as_str());
         if account_ok && suffix_ok {
             service_url(&text)
-                .map_err(|m| bad("endpoint_suffix", format!("gives the endpoint `{}`, which {m}", shown(&text))))
+                .map_err(|m| bad.push("endpoint_suffix", format!("gives the endpoint `{}`, which {m}", shown(&text))))
                 .ok()
         } else {
             None

@@ -24,9 +24,11 @@ use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
+use crate::settings::choices::Choice;
 use crate::settings::{self, Kind, SETTINGS};
+pub use crate::settings::{AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Verify};
 
-pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY};
+pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY, IMDS_DEFAULT_HOST};
 pub use ci::provenance;
 pub use endpoint::shown as shown_url;
 pub use values::{
@@ -73,6 +75,24 @@ impl fmt::Display for Invalid {
     }
 }
 
+/// The one collector every sub-parser reports to: all problems are gathered, in the order
+/// found, before [`Config::from_raw`] fails (and before any network call).
+#[derive(Debug, Default)]
+pub(crate) struct Problems(Vec<Invalid>);
+
+impl Problems {
+    pub(crate) fn push(&mut self, setting: &str, message: String) {
+        self.0.push(Invalid { setting: setting.to_string(), message });
+    }
+
+    fn into_result(self) -> Result<(), ConfigError> {
+        match self.0.is_empty() {
+            true => Ok(()),
+            false => Err(ConfigError(self.0)),
+        }
+    }
+}
+
 /// Every problem found in the settings.
 #[derive(Debug, thiserror::Error)]
 pub struct ConfigError(pub Vec<Invalid>);
@@ -88,80 +108,6 @@ impl fmt::Display for ConfigError {
         }
         Ok(())
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Upload,
-    Download,
-    /// `cache_save`: the `source` directories as one tar+zstd archive (src/cache).
-    CacheSave,
-    /// `cache_restore`: the archive of `cache_key` (or `restore_keys`) back into the workspace.
-    CacheRestore,
-}
-
-impl Action {
-    /// One of the cache modes.
-    pub fn is_cache(&self) -> bool {
-        matches!(self, Action::CacheSave | Action::CacheRestore)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Service {
-    Blob,
-    File,
-}
-
-impl Service {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Service::Blob => "blob",
-            Service::File => "file",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Overwrite {
-    True,
-    False,
-    Skip,
-    Changed,
-}
-
-/// The transactional checksum every Blob request body carries (`checksum`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Checksum {
-    /// `x-ms-content-crc64` (CRC-64/NVME): cheap on the client (SIMD).
-    #[default]
-    Crc64,
-    /// `Content-MD5`: slower on the client, but Azurite verifies it ~4× cheaper than a CRC-64.
-    Md5,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verify {
-    Required,
-    Size,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMode {
-    Auto,
-    AccessToken,
-    Federated,
-    ManagedIdentity,
-    Sas,
-    SharedKey,
-    ConnectionString,
 }
 
 /// Matches a path against a pattern the way `.gitignore` does: a pattern without `/`
@@ -287,6 +233,12 @@ impl RawSettings {
             .find(|v| !v.trim().is_empty())
     }
 
+    /// The value of a setting, else its documented default (the settings table is the
+    /// only place a default is written).
+    pub fn get_or_default(&self, name: &str) -> Option<&str> {
+        self.get(name).or_else(|| settings::find(name).and_then(|s| s.default))
+    }
+
     /// The variable that gave `name` its value, when it is not `PLUGIN_<NAME>`.
     pub fn fallback_source(&self, name: &str) -> Option<&'static str> {
         if self.env.get(&settings::env_name(name)).is_some_and(|v| !v.trim().is_empty()) {
@@ -363,14 +315,14 @@ impl fmt::Display for UnknownSetting {
 
 /// A header setting's values checked (and `content_disposition` encoded) by
 /// [`values::header_value`]; a refused value is reported, naming the glob it belongs to.
-fn checked_header_rule(name: &str, rule: ValueRule, bad: &mut dyn FnMut(&str, String)) -> ValueRule {
+fn checked_header_rule(name: &str, rule: ValueRule, bad: &mut Problems) -> ValueRule {
     let mut check = |glob: Option<&str>, v: String| match values::header_value(name, &v) {
         Ok(ok) => ok,
         Err(e) => {
             let shown: String = v.chars().flat_map(char::escape_debug).collect();
             match glob {
-                Some(g) => bad(name, format!("the value `{shown}` for `{g}` {e}")),
-                None => bad(name, format!("`{shown}` {e}")),
+                Some(g) => bad.push(name, format!("the value `{shown}` for `{g}` {e}")),
+                None => bad.push(name, format!("`{shown}` {e}")),
             }
             v
         }
@@ -389,79 +341,295 @@ fn checked_header_rule(name: &str, rule: ValueRule, bad: &mut dyn FnMut(&str, St
     }
 }
 
+/// An enum setting's value, else (absent or invalid: [`Config::from_raw`] reports it) its
+/// documented default; a test keeps every default valid.
+pub fn choice<T: Choice>(raw: &RawSettings, name: &str) -> T {
+    let default = || settings::find(name).and_then(|s| s.default).and_then(T::parse);
+    raw.get(name).and_then(T::parse).or_else(default).unwrap_or(T::ALL[0])
+}
+
+/// What is selected and how names are mapped: `source`, `exclude`, `target`, `strip_prefix`.
+struct Selection {
+    sources: Vec<String>,
+    excludes: Vec<PathPattern>,
+    target: String,
+    strip_prefix: Option<String>,
+}
+
+/// A list setting (empty when absent or invalid: reported).
+fn list(raw: &RawSettings, name: &str, bad: &mut Problems) -> Vec<String> {
+    match raw.get(name).map(parse_list) {
+        None => vec![],
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            bad.push(name, e);
+            vec![]
+        }
+    }
+}
+
+fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection {
+    let sources = list(raw, "source", bad);
+    if sources.is_empty() {
+        bad.push(
+            "source",
+            match action {
+                Action::Upload => "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into(),
+                Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
+                Action::CacheSave | Action::CacheRestore => {
+                    "is required: the workspace directories to cache, e.g. `.cargo/registry`".into()
+                }
+            },
+        );
+    }
+    for s in &sources {
+        if let Err(e) = Glob::new(s) {
+            bad.push("source", format!("`{s}` is not a valid glob: {}", e.kind()));
+        }
+        if (action == Action::Upload || action.is_cache()) && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
+            bad.push(
+                "source",
+                format!("`{s}` points outside the workspace: use a path relative to the workspace, without `..`"),
+            );
+        }
+    }
+    let excludes: Vec<PathPattern> = list(raw, "exclude", bad)
+        .iter()
+        .filter_map(|e| PathPattern::new(e).map_err(|m| bad.push("exclude", m)).ok())
+        .collect();
+
+    let target = raw.get("target").unwrap_or("").trim().to_string();
+    let strip_prefix = raw
+        .get("strip_prefix")
+        .map(|s| s.trim().trim_start_matches("./").trim_end_matches('/').to_string())
+        .filter(|s| !s.is_empty());
+    Selection { sources, excludes, target, strip_prefix }
+}
+
+/// Headers and metadata stored with each file.
+struct Headers {
+    content_type: Option<ValueRule>,
+    cache_control: Option<ValueRule>,
+    content_encoding: Option<ValueRule>,
+    content_disposition: Option<ValueRule>,
+    metadata: Vec<(String, String)>,
+}
+
+fn headers(raw: &RawSettings, provenance_on: bool, bad: &mut Problems) -> Headers {
+    let rule = |name: &str, bad: &mut Problems| -> Option<ValueRule> {
+        let (rule, errs) = rules::parse_value_rule(raw.get(name)?);
+        errs.into_iter().for_each(|e| bad.push(name, e));
+        rule
+    };
+    let content_type = rule("content_type", &mut *bad);
+    let cache_control = rule("cache_control", &mut *bad);
+    let content_encoding = rule("content_encoding", &mut *bad);
+    let content_disposition = rule("content_disposition", &mut *bad);
+    let [content_type, cache_control, content_encoding, content_disposition] = [
+        ("content_type", content_type),
+        ("cache_control", cache_control),
+        ("content_encoding", content_encoding),
+        ("content_disposition", content_disposition),
+    ]
+    .map(|(name, r)| r.map(|r| checked_header_rule(name, r, &mut *bad)));
+
+    let mut metadata = Vec::new();
+    if let Some(m) = raw.get("metadata") {
+        match parse_map(m) {
+            Ok(pairs) => {
+                for (k, v) in pairs {
+                    if !valid_metadata_name(&k) {
+                        bad.push("metadata", format!("`{}` is not a valid metadata name: a C# identifier (ASCII letters, digits and `_`, not starting with a digit)", k.escape_debug()));
+                    } else if metadata.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&k)) {
+                        bad.push("metadata", format!("`{k}` is given twice: metadata names are case-insensitive"));
+                    } else if k.eq_ignore_ascii_case("sha256") {
+                        bad.push("metadata", "`sha256` is reserved: the plugin stores the file's SHA-256 there".into());
+                    } else {
+                        metadata.push((k.to_ascii_lowercase(), header_safe(&v)));
+                    }
+                }
+            }
+            Err(e) => bad.push("metadata", e),
+        }
+    }
+    if provenance_on {
+        for (k, v) in provenance(raw) {
+            if !metadata.iter().any(|(n, _)| *n == k) {
+                metadata.push((k, header_safe(&v)));
+            }
+        }
+    }
+    Headers { content_type, cache_control, content_encoding, content_disposition, metadata }
+}
+
+/// Transfer tuning: block size, memory, concurrency, retries, timeouts.
+struct Tuning {
+    block_size: Option<u64>,
+    max_memory: u64,
+    concurrency: usize,
+    retries: u32,
+    timeout: Duration,
+    progress_interval: Duration,
+}
+
+/// A size setting's documented default.
+fn default_size(name: &str) -> u64 {
+    settings::find(name).and_then(|s| s.default).and_then(|d| parse_size(d).ok()).unwrap_or_default()
+}
+
+fn tuning(raw: &RawSettings, action: Action, bad: &mut Problems) -> Tuning {
+    let size = |name: &str, min: u64, max: u64, bad: &mut Problems| -> Option<u64> {
+        let v = raw.get(name)?;
+        match parse_size(v) {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            Ok(_) => {
+                bad.push(name, format!("`{v}` is out of range: {} to {}", human_bytes(min), human_bytes(max)));
+                None
+            }
+            Err(e) => {
+                bad.push(name, e);
+                None
+            }
+        }
+    };
+    let block_size = size("block_size", 64 << 10, 4000 << 20, &mut *bad);
+    let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut *bad).unwrap_or_else(|| default_size("max_memory"));
+    // Upload blocks are held in memory; download ranges stream to disk.
+    if let (Some(b), Action::Upload | Action::CacheSave) = (block_size, action) {
+        if max_memory < b {
+            bad.push("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));
+        }
+    }
+
+    let int = |name: &str, min: u64, max: u64, bad: &mut Problems| -> u64 {
+        let default: u64 = settings::find(name).and_then(|s| s.default).and_then(|d| d.parse().ok()).unwrap_or(min);
+        match raw.get(name) {
+            None => default,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => n,
+                _ => {
+                    bad.push(name, format!("`{v}` is not a whole number from {min} to {max}"));
+                    default
+                }
+            },
+        }
+    };
+    let concurrency = int("concurrency", 1, 256, &mut *bad) as usize;
+    let retries = int("retries", 0, 50, &mut *bad) as u32;
+
+    let duration = |name: &str, bad: &mut Problems| -> Duration {
+        let default = settings::find(name)
+            .and_then(|s| s.default)
+            .and_then(|d| parse_duration(d).ok())
+            .unwrap_or(Duration::from_secs(60));
+        match raw.get(name) {
+            None => default,
+            Some(v) => match parse_duration(v) {
+                Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(24 * 3600) => d,
+                Ok(_) => {
+                    bad.push(name, format!("`{v}` is out of range: 10ms to 24h"));
+                    default
+                }
+                Err(e) => {
+                    bad.push(name, e);
+                    default
+                }
+            },
+        }
+    };
+    let timeout = duration("timeout", &mut *bad);
+    let progress_interval = duration("progress_interval", &mut *bad);
+    Tuning { block_size, max_memory, concurrency, retries, timeout, progress_interval }
+}
+
+/// Where: the connection string, the endpoint, the account and the container (or share).
+struct Place {
+    connection_string: Option<Secret>,
+    endpoint: String,
+    account: String,
+    container: String,
+}
+
+fn place(raw: &RawSettings, service: Service, action: Action, dry_run: bool, bad: &mut Problems) -> Place {
+    // Endpoint, account and container.
+    let connection_string = raw.get("connection_string").map(Secret::new);
+    let cs = connection_string.as_ref().and_then(|c| match ConnectionString::parse_all(c.expose()) {
+        Ok(cs) => Some(cs),
+        Err(es) => {
+            let from = raw.from_note("connection_string");
+            for e in es {
+                bad.push("connection_string", format!("{e}{from}"));
+            }
+            None
+        }
+    });
+    let found = endpoint::resolve(raw, cs.as_ref(), service, &mut *bad);
+    let account = found.account;
+    let endpoint = match found.endpoint {
+        Some(u) => endpoint::url_text(&u),
+        None => {
+            // An invalid connection string was reported already.
+            if !found.given && (cs.is_some() || connection_string.is_none()) && (!dry_run || action == Action::Download)
+            {
+                bad.push(
+                    "account_name",
+                    "is required: set `account_name`, or `endpoint`, or `connection_string`".into(),
+                );
+            }
+            String::new()
+        }
+    };
+
+    let (container_key, other_key) = match service {
+        Service::Blob => ("container", "share"),
+        Service::File => ("share", "container"),
+    };
+    if raw.get(other_key).is_some() {
+        bad.push(other_key, format!("does not apply to `service: {}`: use `{container_key}`", service.as_str()));
+    }
+    let container = raw.get(container_key).map(|s| s.trim().to_string()).unwrap_or_default();
+    if container.is_empty() {
+        bad.push(container_key, format!("is required with `service: {}`", service.as_str()));
+    } else if let Err(e) = check_container_name(&container, container_key) {
+        bad.push(container_key, e);
+    }
+    Place { connection_string, endpoint, account, container }
+}
+
 impl Config {
     /// Reads and validates every setting. Collects all problems before failing.
     pub fn from_raw(raw: &RawSettings) -> Result<Config, ConfigError> {
-        let mut errs: Vec<Invalid> = Vec::new();
-        let mut bad = |setting: &str, message: String| {
-            errs.push(Invalid { setting: setting.to_string(), message });
-        };
+        let mut bad = Problems::default();
 
         // Enum-typed settings checked generically against the table.
         for st in SETTINGS {
             if let (Kind::Enum(values), Some(v)) = (st.kind, raw.get(st.name)) {
                 if !values.iter().any(|a| a.eq_ignore_ascii_case(v.trim())) {
-                    bad(st.name, format!("`{v}` is not one of: {}", values.join(", ")));
+                    bad.push(st.name, format!("`{v}` is not one of: {}", values.join(", ")));
                 }
             }
         }
-        let en = |name: &str| raw.get(name).map(|v| v.trim().to_ascii_lowercase());
-
-        let action = match en("action").as_deref() {
-            Some("download") => Action::Download,
-            Some("cache_save") => Action::CacheSave,
-            Some("cache_restore") => Action::CacheRestore,
-            _ => Action::Upload,
-        };
-        let service = match en("service").as_deref() {
-            Some("file") => Service::File,
-            _ => Service::Blob,
-        };
-        let overwrite = match en("overwrite").as_deref() {
-            Some("false") => Overwrite::False,
-            Some("skip") => Overwrite::Skip,
-            Some("changed") => Overwrite::Changed,
-            _ => Overwrite::True,
-        };
-        let checksum = match en("checksum").as_deref() {
-            Some("md5") => Checksum::Md5,
-            _ => Checksum::Crc64,
-        };
-        let verify = match en("verify").as_deref() {
-            Some("size") => Verify::Size,
-            _ => Verify::Required,
-        };
-        let log_format = match en("log_format").as_deref() {
-            Some("json") => LogFormat::Json,
-            _ => LogFormat::Text,
-        };
-        let log_level = en("log_level").unwrap_or_else(|| "info".into());
-        let auth_mode = match en("auth").as_deref() {
-            Some("federated") => AuthMode::Federated,
-            Some("access_token") => AuthMode::AccessToken,
-            Some("managed_identity") => AuthMode::ManagedIdentity,
-            Some("sas") => AuthMode::Sas,
-            Some("shared_key") => AuthMode::SharedKey,
-            Some("connection_string") => AuthMode::ConnectionString,
-            _ => AuthMode::Auto,
-        };
-        let access_tier = raw.get("access_tier").map(|v| {
-            settings::ACCESS_TIERS
-                .iter()
-                .find(|t| t.eq_ignore_ascii_case(v.trim()))
-                .map(|t| t.to_string())
-                .unwrap_or_default()
-        });
+        let action: Action = choice(raw, "action");
+        let service: Service = choice(raw, "service");
+        let overwrite: Overwrite = choice(raw, "overwrite");
+        let checksum: Checksum = choice(raw, "checksum");
+        let verify: Verify = choice(raw, "verify");
+        let log_format: LogFormat = choice(raw, "log_format");
+        let log_level = choice::<LogLevel>(raw, "log_level").as_str().to_string();
+        let auth_mode: AuthMode = choice(raw, "auth");
+        let access_tier = raw
+            .get("access_tier")
+            .map(|v| AccessTier::parse(v).map(AccessTier::as_str).unwrap_or_default().to_string());
         if access_tier.is_some() && service == Service::File {
-            bad("access_tier", "applies to Blob only (`service: blob`)".into());
+            bad.push("access_tier", "applies to Blob only (`service: blob`)".into());
         }
 
-        let boolean = |name: &str, bad: &mut dyn FnMut(&str, String)| -> bool {
+        let boolean = |name: &str, bad: &mut Problems| -> bool {
             let default = settings::find(name).and_then(|s| s.default).and_then(parse_bool).unwrap_or(false);
             match raw.get(name) {
                 None => default,
                 Some(v) => parse_bool(v).unwrap_or_else(|| {
-                    bad(name, format!("`{v}` is not a boolean (true or false)"));
+                    bad.push(name, format!("`{v}` is not a boolean (true or false)"));
                     default
                 }),
             }
@@ -473,231 +641,23 @@ impl Config {
         let dry_run = boolean("dry_run", &mut bad);
         let provenance_on = boolean("provenance", &mut bad);
 
-        let list = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Vec<String> {
-            match raw.get(name).map(parse_list) {
-                None => vec![],
-                Some(Ok(v)) => v,
-                Some(Err(e)) => {
-                    bad(name, e);
-                    vec![]
-                }
-            }
-        };
-        let sources = list("source", &mut bad);
-        if sources.is_empty() {
-            bad(
-                "source",
-                match action {
-                    Action::Upload => "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into(),
-                    Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
-                    Action::CacheSave | Action::CacheRestore => {
-                        "is required: the workspace directories to cache, e.g. `.cargo/registry`".into()
-                    }
-                },
-            );
-        }
-        for s in &sources {
-            if let Err(e) = Glob::new(s) {
-                bad("source", format!("`{s}` is not a valid glob: {}", e.kind()));
-            }
-            if (action == Action::Upload || action.is_cache())
-                && (s.starts_with('/') || s.split('/').any(|c| c == ".."))
-            {
-                bad(
-                    "source",
-                    format!("`{s}` points outside the workspace: use a path relative to the workspace, without `..`"),
-                );
-            }
-        }
-        let excludes: Vec<PathPattern> = list("exclude", &mut bad)
-            .iter()
-            .filter_map(|e| PathPattern::new(e).map_err(|m| bad("exclude", m)).ok())
-            .collect();
+        let Selection { sources, excludes, target, strip_prefix } = selection(raw, action, &mut bad);
 
-        let target = raw.get("target").unwrap_or("").trim().to_string();
-        let strip_prefix = raw
-            .get("strip_prefix")
-            .map(|s| s.trim().trim_start_matches("./").trim_end_matches('/').to_string())
-            .filter(|s| !s.is_empty());
+        let Headers { content_type, cache_control, content_encoding, content_disposition, metadata } =
+            headers(raw, provenance_on, &mut bad);
 
-        let rule = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Option<ValueRule> {
-            let (rule, errs) = rules::parse_value_rule(raw.get(name)?);
-            errs.into_iter().for_each(|e| bad(name, e));
-            rule
-        };
-        let content_type = rule("content_type", &mut bad);
-        let cache_control = rule("cache_control", &mut bad);
-        let content_encoding = rule("content_encoding", &mut bad);
-        let content_disposition = rule("content_disposition", &mut bad);
-        let [content_type, cache_control, content_encoding, content_disposition] = [
-            ("content_type", content_type),
-            ("cache_control", cache_control),
-            ("content_encoding", content_encoding),
-            ("content_disposition", content_disposition),
-        ]
-        .map(|(name, r)| r.map(|r| checked_header_rule(name, r, &mut bad)));
-
-        let mut metadata = Vec::new();
-        if let Some(m) = raw.get("metadata") {
-            match parse_map(m) {
-                Ok(pairs) => {
-                    for (k, v) in pairs {
-                        if !valid_metadata_name(&k) {
-                            bad("metadata", format!("`{}` is not a valid metadata name: a C# identifier (ASCII letters, digits and `_`, not starting with a digit)", k.escape_debug()));
-                        } else if metadata.iter().any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(&k)) {
-                            bad("metadata", format!("`{k}` is given twice: metadata names are case-insensitive"));
-                        } else if k.eq_ignore_ascii_case("sha256") {
-                            bad("metadata", "`sha256` is reserved: the plugin stores the file's SHA-256 there".into());
-                        } else {
-                            metadata.push((k.to_ascii_lowercase(), header_safe(&v)));
-                        }
-                    }
-                }
-                Err(e) => bad("metadata", e),
-            }
-        }
-        if provenance_on {
-            for (k, v) in provenance(raw) {
-                if !metadata.iter().any(|(n, _)| *n == k) {
-                    metadata.push((k, header_safe(&v)));
-                }
-            }
-        }
-
-        let size = |name: &str, min: u64, max: u64, bad: &mut dyn FnMut(&str, String)| -> Option<u64> {
-            let v = raw.get(name)?;
-            match parse_size(v) {
-                Ok(n) if (min..=max).contains(&n) => Some(n),
-                Ok(_) => {
-                    bad(name, format!("`{v}` is out of range: {} to {}", human_bytes(min), human_bytes(max)));
-                    None
-                }
-                Err(e) => {
-                    bad(name, e);
-                    None
-                }
-            }
-        };
-        let block_size = size("block_size", 64 << 10, 4000 << 20, &mut bad);
-        let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut bad).unwrap_or(32 << 20);
-        // Upload blocks are held in memory; download ranges stream to disk.
-        if let (Some(b), Action::Upload | Action::CacheSave) = (block_size, action) {
-            if max_memory < b {
-                bad("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));
-            }
-        }
-
-        let int = |name: &str, min: u64, max: u64, bad: &mut dyn FnMut(&str, String)| -> u64 {
-            let default: u64 = settings::find(name).and_then(|s| s.default).and_then(|d| d.parse().ok()).unwrap_or(min);
-            match raw.get(name) {
-                None => default,
-                Some(v) => match v.trim().parse::<u64>() {
-                    Ok(n) if (min..=max).contains(&n) => n,
-                    _ => {
-                        bad(name, format!("`{v}` is not a whole number from {min} to {max}"));
-                        default
-                    }
-                },
-            }
-        };
-        let concurrency = int("concurrency", 1, 256, &mut bad) as usize;
-        let retries = int("retries", 0, 50, &mut bad) as u32;
-
-        let duration = |name: &str, bad: &mut dyn FnMut(&str, String)| -> Duration {
-            let default = settings::find(name)
-                .and_then(|s| s.default)
-                .and_then(|d| parse_duration(d).ok())
-                .unwrap_or(Duration::from_secs(60));
-            match raw.get(name) {
-                None => default,
-                Some(v) => match parse_duration(v) {
-                    Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(24 * 3600) => d,
-                    Ok(_) => {
-                        bad(name, format!("`{v}` is out of range: 10ms to 24h"));
-                        default
-                    }
-                    Err(e) => {
-                        bad(name, e);
-                        default
-                    }
-                },
-            }
-        };
-        let timeout = duration("timeout", &mut bad);
-        let progress_interval = duration("progress_interval", &mut bad);
+        let Tuning { block_size, max_memory, concurrency, retries, timeout, progress_interval } =
+            tuning(raw, action, &mut bad);
 
         let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
 
-        // Endpoint, account and container.
-        let connection_string = raw.get("connection_string").map(Secret::new);
-        let cs = connection_string.as_ref().and_then(|c| match ConnectionString::parse_all(c.expose()) {
-            Ok(cs) => Some(cs),
-            Err(es) => {
-                let from = raw.from_note("connection_string");
-                for e in es {
-                    bad("connection_string", format!("{e}{from}"));
-                }
-                None
-            }
-        });
-        let found = endpoint::resolve(raw, cs.as_ref(), service, &mut bad);
-        let account = found.account;
-        let endpoint = match found.endpoint {
-            Some(u) => endpoint::url_text(&u),
-            None => {
-                // An invalid connection string was reported already.
-                if !found.given
-                    && (cs.is_some() || connection_string.is_none())
-                    && (!dry_run || action == Action::Download)
-                {
-                    bad(
-                        "account_name",
-                        "is required: set `account_name`, or `endpoint`, or `connection_string`".into(),
-                    );
-                }
-                String::new()
-            }
-        };
+        let Place { connection_string, endpoint, account, container } = place(raw, service, action, dry_run, &mut bad);
 
-        let (container_key, other_key) = match service {
-            Service::Blob => ("container", "share"),
-            Service::File => ("share", "container"),
-        };
-        if raw.get(other_key).is_some() {
-            bad(other_key, format!("does not apply to `service: {}`: use `{container_key}`", service.as_str()));
-        }
-        let container = raw.get(container_key).map(|s| s.trim().to_string()).unwrap_or_default();
-        if container.is_empty() {
-            bad(container_key, format!("is required with `service: {}`", service.as_str()));
-        } else if let Err(e) = check_container_name(&container, container_key) {
-            bad(container_key, e);
-        }
-
-        // Credentials (the mode is resolved in auth::resolve, with the network-free checks here).
-        let sas_token = raw.get("sas_token").map(|s| Secret::new(s.trim().trim_start_matches('?')));
-        if let Some(s) = &sas_token {
-            let from = raw.from_note("sas_token");
-            if !s.expose().contains("sig=") {
-                bad("sas_token", format!("is not a SAS: it has no `sig=` parameter{from}"));
-            } else if let Some(why) = values::not_a_query(s.expose()) {
-                bad("sas_token", format!("{why}{from}"));
-            }
-        }
-        let account_key = raw.get("account_key").map(|s| Secret::new(s.trim()));
-        if let Some(k) = &account_key {
-            use base64::Engine;
-            if base64::engine::general_purpose::STANDARD.decode(k.expose()).is_err() {
-                let from = raw.from_note("account_key");
-                bad("account_key", format!("is not base64 (copy the key from the portal's Access keys page){from}"));
-            }
-        }
-
+        let (sas_token, account_key) = auth::static_secrets(raw, &mut bad);
         let keyless = parse_keyless(raw, auth_mode, &mut bad);
         let cache = cache::parse(raw, action.is_cache(), &mut bad);
 
-        if !errs.is_empty() {
-            return Err(ConfigError(errs));
-        }
+        bad.into_result()?;
         Ok(Config {
             action,
             service,
@@ -756,6 +716,23 @@ mod tests {
 
     pub(super) fn base() -> Vec<(&'static str, &'static str)> {
         vec![("PLUGIN_ACCOUNT_NAME", "mystorage"), ("PLUGIN_CONTAINER", "artifacts"), ("PLUGIN_SOURCE", "dist/**")]
+    }
+
+    /// A documented default reads as its kind says (config takes defaults from here only).
+    #[test]
+    fn every_default_is_a_value_of_its_kind() {
+        for st in SETTINGS {
+            let Some(d) = st.default else { continue };
+            let ok = match st.kind {
+                Kind::Enum(values) => values.contains(&d),
+                Kind::Bool => matches!(d, "true" | "false"),
+                Kind::Integer => d.parse::<u64>().is_ok(),
+                Kind::Size => parse_size(d).is_ok(),
+                Kind::Duration => parse_duration(d).is_ok(),
+                _ => true,
+            };
+            assert!(ok, "`{}`: default `{d}` is not a {}", st.name, st.kind.type_name());
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! captive portal answered): a 3xx is a failure naming its `Location` without the query.
 //! A refusal that will recur for every request trips the run-wide [`Stop`] (`stop.rs`).
 
+pub mod authorize;
 pub mod error;
 pub mod retry;
 pub mod stop;
@@ -24,15 +25,22 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Method;
 
-use crate::auth::Credential;
+pub use authorize::{Authorize, AuthorizeError, TokenUsed};
 pub use error::HttpError;
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, Verdict};
 pub use stop::{Stop, StopReason};
 
 /// The REST API version sent on every request (Azurite 3.37 accepts up to 2026-06-06).
 pub const API_VERSION: &str = "2025-11-05";
 
 /// A request, kept whole so that every attempt can rebuild it.
+/// How long a TCP (and TLS) connection may take to open, at most (the storage client and
+/// the token client alike; a shorter `timeout` wins).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Idle connections kept per host, at least: enough for the default concurrency's bursts.
+const MIN_IDLE_CONNECTIONS: usize = 8;
+
 /// The header Azure Storage puts on every response it sends (the service's request id).
 const AZURE_REQUEST_ID: &str = "x-ms-request-id";
 
@@ -110,7 +118,7 @@ pub struct Stats {
 
 pub struct Http {
     client: reqwest::Client,
-    credential: Credential,
+    credential: Arc<dyn Authorize>,
     retry: RetryPolicy,
     timeout: Duration,
     user_agent: String,
@@ -121,15 +129,15 @@ pub struct Http {
 
 impl Http {
     pub fn new(
-        credential: Credential,
+        credential: impl Authorize + 'static,
         retry: RetryPolicy,
         timeout: Duration,
         ci_label: Option<&str>,
         pool: usize,
     ) -> Result<Self, String> {
         let builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10).min(timeout))
-            .pool_max_idle_per_host(pool.max(8))
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .pool_max_idle_per_host(pool.max(MIN_IDLE_CONNECTIONS))
             .tcp_nodelay(true)
             // Azure Storage never redirects: a 3xx is reported, never followed.
             .redirect(reqwest::redirect::Policy::none());
@@ -140,11 +148,19 @@ impl Http {
         if let Some(l) = ci_label {
             user_agent.push_str(&format!(" ({l})"));
         }
-        Ok(Http { client, credential, retry, timeout, user_agent, stats: Arc::default(), stop: Arc::default() })
+        Ok(Http {
+            client,
+            credential: Arc::new(credential),
+            retry,
+            timeout,
+            user_agent,
+            stats: Arc::default(),
+            stop: Arc::default(),
+        })
     }
 
-    pub fn credential(&self) -> &Credential {
-        &self.credential
+    pub fn credential(&self) -> &dyn Authorize {
+        &*self.credential
     }
 
     /// Sends a request, retrying retryable failures. Returns the response for a 2xx
@@ -169,127 +185,87 @@ impl Http {
     }
 
     async fn send_inner(&self, req: Request, sink: Option<BodySink<'_>>) -> Result<Response, HttpError> {
-        let mut attempt = 0u32;
         let mut refreshed = false;
-        loop {
-            attempt += 1;
-            let client_request_id = uuid::Uuid::new_v4().to_string();
-            if let Some(r) = self.stop.reason() {
-                return Err(not_sent(&req, r, client_request_id, attempt - 1));
-            }
-            let started = Instant::now();
-            let mut used_token = None;
-            let result = self.attempt(&req, sink, &client_request_id, &mut used_token).await;
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let lp = retry::Loop { policy: &self.retry, what: None, retries: Some(&self.stats.retries) };
+        let judge = |tried: Tried, attempt: u32| self.judge(&req, tried, attempt, &mut refreshed);
+        retry::run(&lp, judge, |_| self.attempt(&req, sink)).await.map_err(retry::GaveUp::into_error)
+    }
+
+    /// What one attempt came to: a response to return, an error, a retry, or (once) the
+    /// same request again with a fresh token.
+    fn judge(&self, req: &Request, tried: Tried, attempt: u32, refreshed: &mut bool) -> Verdict<Response, HttpError> {
+        let Tried { id, started, token, result } = tried;
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(Attempt::NotSent(r)) => return Verdict::Fail(not_sent(req, &r, id, attempt - 1)),
             // Failures on our side (no token, a local write) end the request: not retried here.
-            let local = |message: String| HttpError {
-                method: req.method.to_string(),
-                path: req.url.path().to_string(),
-                status: None,
-                code: None,
-                message,
-                request_id: None,
-                client_request_id: client_request_id.clone(),
-                attempts: attempt,
-            };
-            let result = match result {
-                Err(Attempt::Sink(e)) => return Err(local(format!("cannot write the received data: {e}"))),
-                Err(Attempt::Auth(e)) => return Err(local(format!("no access token: {e}"))),
-                Err(Attempt::Transport(e)) => Err(e),
-                Ok(r) => Ok(r),
-            };
-            if let (Ok(resp), Some(token)) = (&result, &used_token) {
-                let code = resp
-                    .header("x-ms-error-code")
-                    .map(str::to_string)
-                    .or_else(|| error::parse_error_body(&resp.body).0);
-                if !refreshed && token_refused(resp.status, code.as_deref()) {
-                    refreshed = true;
-                    tracing::info!(
-                        "storage refused the access token ({} {}): fetching a new one and sending the request again",
-                        resp.status,
-                        code.as_deref().unwrap_or("")
-                    );
-                    self.credential.invalidate(token);
-                    continue;
-                }
+            Err(Attempt::Sink(e)) => {
+                return Verdict::Fail(error(req, id, attempt, format!("cannot write the received data: {e}")))
             }
-            let budget_used = attempt - u32::from(refreshed);
-            let (err, hint) = match result {
-                Ok(resp) if resp.status < 300 && !resp.headers.contains_key(AZURE_REQUEST_ID) => {
-                    return Err(self.not_from_azure(&req, &resp, client_request_id, attempt));
-                }
-                Ok(resp) if resp.status < 300 => {
-                    tracing::debug!(
-                        method = %req.method, path = req.url.path(), status = resp.status,
-                        client_request_id, ms = started.elapsed().as_millis() as u64, "request"
-                    );
-                    return Ok(resp);
-                }
-                Ok(resp) if resp.status < 400 => return Err(self.redirected(&req, &resp, client_request_id, attempt)),
-                Ok(resp) => {
-                    let (code, message) = error::parse_error_body(&resp.body);
-                    let code =
-                        resp.header("x-ms-error-code").map(str::to_string).or(code).filter(|c| !c.trim().is_empty());
-                    let hint = retry::server_hint(&resp.headers);
-                    let retryable = RetryPolicy::retryable(resp.status, code.as_deref());
-                    let mut message = message.unwrap_or_default();
-                    if self.credential.is_bearer() && code.as_deref() == Some("AuthorizationPermissionMismatch") {
-                        message.push_str(&format!(
-                            " — the identity ({}) has no data role here: grant it `Storage Blob Data Contributor` (Files: `Storage File Data Privileged Contributor`) on the storage account or container",
-                            self.credential.describe()
-                        ));
-                    }
-                    let e = HttpError {
-                        method: req.method.to_string(),
-                        path: req.url.path().to_string(),
-                        status: Some(resp.status),
-                        code,
-                        message,
-                        request_id: resp.header("x-ms-request-id").map(str::to_string),
-                        client_request_id,
-                        attempts: attempt,
-                    };
-                    if !retryable {
-                        tracing::debug!(error = %e, "request failed");
-                        if stop::fatal_for_all(resp.status, e.code.as_deref()) {
-                            self.stop.trip(StopReason {
-                                status: resp.status,
-                                code: e.code.clone(),
-                                location: None,
-                                error: e.to_string(),
-                            });
-                        }
-                        return Err(e);
-                    }
-                    (e, hint)
-                }
-                Err(e) => {
-                    let err = HttpError {
-                        method: req.method.to_string(),
-                        path: req.url.path().to_string(),
-                        status: None,
-                        code: None,
-                        message: describe_transport(&e),
-                        request_id: None,
-                        client_request_id,
-                        attempts: attempt,
-                    };
-                    // An unbuildable request or a TLS refusal would fail the same way again.
-                    if !retry::transport_retryable(&e) {
-                        return Err(err);
-                    }
-                    (err, None)
-                }
-            };
-            if budget_used > self.retry.max_retries {
-                return Err(err);
+            Err(Attempt::Auth(e)) => return Verdict::Fail(error(req, id, attempt, format!("no access token: {e}"))),
+            Err(Attempt::Transport(e)) => {
+                let err = error(req, id, attempt, describe_transport(&e));
+                // An unbuildable request or a TLS refusal would fail the same way again.
+                return match retry::transport_retryable(&e) {
+                    true => Verdict::Retry { error: err, hint: None },
+                    false => Verdict::Fail(err),
+                };
             }
-            let wait = self.retry.delay(attempt, hint);
-            self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("retrying in {:.1}s: {err}", wait.as_secs_f64());
-            tokio::time::sleep(wait).await;
+        };
+        if let Some(token) = token {
+            let code =
+                resp.header("x-ms-error-code").map(str::to_string).or_else(|| error::parse_error_body(&resp.body).0);
+            if !*refreshed && token_refused(resp.status, code.as_deref()) {
+                *refreshed = true;
+                tracing::info!(
+                    "storage refused the access token ({} {}): fetching a new one and sending the request again",
+                    resp.status,
+                    code.as_deref().unwrap_or("")
+                );
+                self.credential.refused(token);
+                return Verdict::Again;
+            }
         }
+        match resp.status {
+            0..=299 if !resp.headers.contains_key(AZURE_REQUEST_ID) => {
+                Verdict::Fail(self.not_from_azure(req, &resp, id, attempt))
+            }
+            0..=299 => {
+                tracing::debug!(
+                    method = %req.method, path = req.url.path(), status = resp.status,
+                    client_request_id = id, ms = started.elapsed().as_millis() as u64, "request"
+                );
+                Verdict::Done(resp)
+            }
+            300..=399 => Verdict::Fail(self.redirected(req, &resp, id, attempt)),
+            _ => self.refused(req, &resp, id, attempt),
+        }
+    }
+
+    /// A 4xx/5xx: retried when worth it; otherwise the error, and the run stopped when
+    /// every request would be refused alike.
+    fn refused(&self, req: &Request, resp: &Response, id: String, attempt: u32) -> Verdict<Response, HttpError> {
+        let (code, message) = error::parse_error_body(&resp.body);
+        let code = resp.header("x-ms-error-code").map(str::to_string).or(code).filter(|c| !c.trim().is_empty());
+        let mut message = message.unwrap_or_default();
+        if let Some(hint) = code.as_deref().and_then(|c| self.credential.refusal_hint(c)) {
+            message.push_str(&hint);
+        }
+        let retryable = RetryPolicy::retryable(resp.status, code.as_deref());
+        let e = HttpError {
+            status: Some(resp.status),
+            code,
+            request_id: resp.header(AZURE_REQUEST_ID).map(str::to_string),
+            ..error(req, id, attempt, message)
+        };
+        if retryable {
+            return Verdict::Retry { error: e, hint: retry::server_hint(&resp.headers) };
+        }
+        tracing::debug!(error = %e, "request failed");
+        if stop::fatal_for_all(resp.status, e.code.as_deref()) {
+            self.stop.trip(StopReason { status: resp.status, code: e.code.clone(), error: e.to_string() });
+        }
+        Verdict::Fail(e)
     }
 
     /// A 2xx without `x-ms-request-id`, which Azure Storage puts on every response: a
@@ -311,7 +287,7 @@ impl Http {
             client_request_id,
             attempts: attempt,
         };
-        self.stop.trip(StopReason { status: resp.status, code: None, location: None, error: e.to_string() });
+        self.stop.trip(StopReason { status: resp.status, code: None, error: e.to_string() });
         e
     }
 
@@ -335,16 +311,30 @@ impl Http {
             attempts: attempt,
         };
         tracing::debug!(error = %e, "request redirected");
-        self.stop.trip(StopReason { status: resp.status, code: None, location, error: e.to_string() });
+        self.stop.trip(StopReason { status: resp.status, code: None, error: e.to_string() });
         e
     }
 
-    async fn attempt(
+    /// One attempt: nothing when the run has stopped, else the request built afresh
+    /// (date, ids, authorization) and sent, its answer read whole or streamed.
+    async fn attempt(&self, req: &Request, sink: Option<BodySink<'_>>) -> Tried {
+        let id = client_request_id();
+        let started = Instant::now();
+        if let Some(r) = self.stop.reason() {
+            return Tried { id, started, token: None, result: Err(Attempt::NotSent(r.clone())) };
+        }
+        let mut token = None;
+        let result = self.exchange(req, sink, &id, &mut token).await;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        Tried { id, started, token, result }
+    }
+
+    async fn exchange(
         &self,
         req: &Request,
         sink: Option<BodySink<'_>>,
         client_request_id: &str,
-        used_token: &mut Option<crate::auth::AccessToken>,
+        used_token: &mut Option<TokenUsed>,
     ) -> Result<Response, Attempt> {
         let mut r = reqwest::Request::new(req.method.clone(), req.url.clone());
         *r.headers_mut() = req.headers.clone();
@@ -354,7 +344,10 @@ impl Http {
             "x-ms-date",
             HeaderValue::from_str(&httpdate::fmt_http_date(std::time::SystemTime::now())).expect("date"),
         );
-        h.insert("x-ms-client-request-id", HeaderValue::from_str(client_request_id).expect("uuid"));
+        h.insert(
+            "x-ms-client-request-id",
+            HeaderValue::from_str(client_request_id).expect("a request id is hex and dashes"),
+        );
         h.insert(
             reqwest::header::USER_AGENT,
             HeaderValue::from_str(&self.user_agent).unwrap_or(HeaderValue::from_static("plugin-azure-storage")),
@@ -386,6 +379,31 @@ impl Http {
     }
 }
 
+/// An error about `req` without a response (status, code and request id to be filled in).
+fn error(req: &Request, client_request_id: String, attempts: u32, message: String) -> HttpError {
+    HttpError {
+        method: req.method.to_string(),
+        path: req.url.path().to_string(),
+        status: None,
+        code: None,
+        message,
+        request_id: None,
+        client_request_id,
+        attempts,
+    }
+}
+
+/// A fresh `x-ms-client-request-id`: 122 random bits in the UUID v4 layout that Azure's
+/// logs show. It needs to be unique, not unguessable, so `fastrand` (already used for
+/// jitter) serves instead of the `uuid` crate and its `getrandom` path.
+fn client_request_id() -> String {
+    const VERSION: u128 = 0xf << 76; // the 13th hex digit: 4, a random UUID
+    const VARIANT: u128 = 0xc << 60; // the top bits of the 17th: 10, RFC 4122
+    let v = (fastrand::u128(..) & !VERSION & !VARIANT) | (0x4 << 76) | (0x8 << 60);
+    let h = format!("{v:032x}");
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
 /// The error of a request not sent because the run had stopped.
 fn not_sent(req: &Request, r: &StopReason, client_request_id: String, attempts: u32) -> HttpError {
     HttpError {
@@ -404,12 +422,24 @@ fn not_sent(req: &Request, r: &StopReason, client_request_id: String, attempts: 
     }
 }
 
+/// One attempt, for [`Http::judge`].
+struct Tried {
+    /// Its `x-ms-client-request-id`.
+    id: String,
+    started: Instant,
+    /// The bearer token it carried.
+    token: Option<TokenUsed>,
+    result: Result<Response, Attempt>,
+}
+
 /// Why an attempt produced no response.
 enum Attempt {
+    /// The run had stopped: not sent.
+    NotSent(StopReason),
     Transport(reqwest::Error),
     /// No token could be had (Entra or IMDS refused, or is unreachable): not retried here,
     /// the token source has already retried what was transient.
-    Auth(crate::auth::AuthError),
+    Auth(AuthorizeError),
     /// The sink of a streamed body refused it (a local write failed): not retried.
     Sink(std::io::Error),
 }
@@ -455,9 +485,35 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// No credential: requests go out as they are.
+    struct Anonymous;
+
+    #[async_trait::async_trait]
+    impl Authorize for Anonymous {
+        async fn authorize(&self, _: &mut reqwest::Request) -> Result<Option<TokenUsed>, AuthorizeError> {
+            Ok(None)
+        }
+        fn refused(&self, _: TokenUsed) {}
+        fn is_bearer(&self) -> bool {
+            false
+        }
+    }
+
     fn client() -> Http {
         let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
-        Http::new(Credential::None, retry, Duration::from_secs(5), None, 4).unwrap()
+        Http::new(Anonymous, retry, Duration::from_secs(5), None, 4).unwrap()
+    }
+
+    #[test]
+    fn client_request_ids_are_random_uuid_v4() {
+        let ids: std::collections::BTreeSet<String> = (0..1000).map(|_| client_request_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let parts: Vec<&str> = id.split('-').collect();
+            assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{id}");
+            assert!(parts[2].starts_with('4') && matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
+            assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{id}");
+        }
     }
 
     #[tokio::test]
@@ -612,51 +668,12 @@ mod tests {
     #[tokio::test]
     async fn a_request_that_cannot_be_built_is_not_retried() {
         let retry = RetryPolicy { max_retries: 5, base: Duration::from_secs(2), cap: Duration::from_secs(2) };
-        let http = Http::new(Credential::None, retry, Duration::from_secs(5), None, 4).unwrap();
+        let http = Http::new(Anonymous, retry, Duration::from_secs(5), None, 4).unwrap();
         let started = Instant::now();
         let e = http.send(Request::new(Method::GET, "ftp://127.0.0.1:1/acct/c/a".parse().unwrap())).await.unwrap_err();
         assert_eq!(e.attempts, 1, "{e}");
         assert_eq!(http.stats.retries.load(Ordering::Relaxed), 0);
         assert!(started.elapsed() < Duration::from_secs(2), "no backoff was waited");
-    }
-
-    struct Minting(Arc<AtomicU64>);
-
-    #[async_trait::async_trait]
-    impl crate::auth::token::TokenSource for Minting {
-        async fn fetch(&self) -> Result<crate::auth::AccessToken, crate::auth::AuthError> {
-            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-            let token = crate::config::Secret::new(format!("token-{n}"));
-            Ok(crate::auth::AccessToken::new(token, std::time::SystemTime::now() + Duration::from_secs(3600)))
-        }
-        fn identity(&self) -> String {
-            "test identity".into()
-        }
-    }
-
-    #[tokio::test]
-    async fn a_refused_token_is_refreshed_once_before_the_run_stops() {
-        let server = wiremock::MockServer::start().await;
-        wiremock::Mock::given(wiremock::matchers::any())
-            .respond_with(
-                wiremock::ResponseTemplate::new(401).insert_header("x-ms-error-code", "InvalidAuthenticationInfo"),
-            )
-            .mount(&server)
-            .await;
-        let minted = Arc::new(AtomicU64::new(0));
-        let cache = crate::auth::token::TokenCache::new(Box::new(Minting(minted.clone())));
-        let bearer = crate::auth::Bearer { kind: crate::auth::BearerKind::Federated, cache };
-        let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
-        let http = Http::new(Credential::Bearer(Arc::new(bearer)), retry, Duration::from_secs(5), None, 4).unwrap();
-        http.stop.arm();
-        let url: url::Url = format!("{}/acct/c/a", server.uri()).parse().unwrap();
-        let e = http.send(Request::new(Method::GET, url)).await.unwrap_err();
-        assert!(e.is_status(401), "{e}");
-        let seen = server.received_requests().await.unwrap();
-        assert_eq!(seen.len(), 2, "the refused token, then a fresh one");
-        assert_eq!(seen[1].headers.get("authorization").unwrap(), "Bearer token-2");
-        assert_eq!(minted.load(Ordering::SeqCst), 2);
-        assert_eq!(http.stop.reason().map(|r| r.status), Some(401), "a fresh token refused too: the run stops");
     }
 
     #[test]

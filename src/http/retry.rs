@@ -1,7 +1,11 @@
 //! The retry policy: which failures are retried, and how long to wait.
 //!
 //! Retried: 408, 429, 500, 502, 503, 504 and transport failures (connect, reset,
-//! timeout, truncated body), only for idempotent requests. Never retried: a request
+//! timeout, truncated body). Every request the plugin sends is idempotent or has its
+//! effect checked when its retry is refused: Put Blob/Block/Block List and Put Range
+//! rewrite the same bytes; a conditional write (`If-None-Match: *`) that gets 409 on a
+//! retry is compared with what is stored (`our_write_landed`); a Files Rename retried
+//! after it landed finds the source gone and the destination ours. Never retried: a request
 //! that could not be built (an invalid URL, a scheme other than http/https), a redirect,
 //! and a TLS failure (an untrusted certificate, a handshake refused): each would fail the
 //! same way every time ([`transport_retryable`]). Also retried: a 400 whose
@@ -13,7 +17,118 @@
 //! exponential backoff (uniform in `[0, min(cap, base·2^n)]`), but never shorter than
 //! what the service asks for in `Retry-After` / `x-ms-retry-after-ms`.
 
+//!
+//! [`run`] is the one retry loop: storage requests (`Http::send`) and every token request
+//! (Entra ID, the Actions endpoint, managed identity) go through it, so the budget, the
+//! server's hint, the jittered wait and the log line are the same everywhere.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// What one attempt came to, as the caller's classifier reads it.
+#[derive(Debug)]
+pub enum Verdict<T, F, R = F> {
+    /// Finished: the value.
+    Done(T),
+    /// Finished: an error that another attempt would not change.
+    Fail(F),
+    /// Worth another attempt after the backoff (at least `hint`, the server's
+    /// `Retry-After`), while the budget lasts.
+    Retry { error: R, hint: Option<Duration> },
+    /// Send once more at once, outside the budget (a refused bearer token was dropped).
+    Again,
+}
+
+/// Why [`run`] gave up.
+#[derive(Debug)]
+pub enum GaveUp<F, R = F> {
+    /// The classifier said [`Verdict::Fail`].
+    Failed(F),
+    /// Every attempt of the budget was retryable; `last` is the last one's error.
+    Exhausted { last: R, attempts: u32 },
+}
+
+impl<E> GaveUp<E, E> {
+    /// The error, whichever way the loop ended (the error already names its attempts).
+    pub fn into_error(self) -> E {
+        match self {
+            GaveUp::Failed(e) | GaveUp::Exhausted { last: e, .. } => e,
+        }
+    }
+}
+
+/// A token endpoint's answer, read whole (Entra ID, IMDS, the Actions endpoint: small
+/// JSON bodies; an unreadable body reads as empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// The server's `Retry-After`.
+    pub hint: Option<Duration>,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    /// Sends a plain (non-storage) request and reads its answer.
+    pub async fn fetch(rb: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+        let resp = rb.send().await?;
+        let status = resp.status().as_u16();
+        let hint = server_hint(resp.headers());
+        let body = resp.bytes().await.unwrap_or_default();
+        Ok(Answer { status, hint, body })
+    }
+
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// How a loop logs and counts.
+pub struct Loop<'a> {
+    pub policy: &'a RetryPolicy,
+    /// What is retried, for the log line (`Entra ID token exchange`); `None` when the
+    /// error names it already (a storage request's method and path).
+    pub what: Option<&'a str>,
+    /// Counts every retry (the summary's retries).
+    pub retries: Option<&'a AtomicU64>,
+}
+
+/// Runs `op` (given the 1-based attempt number) until `classify` says done or failed, or
+/// the policy's retries are spent. A [`Verdict::Again`] does not count against the budget.
+pub async fn run<O, T, F, R, Op, Fut, C>(lp: &Loop<'_>, mut classify: C, mut op: Op) -> Result<T, GaveUp<F, R>>
+where
+    Op: FnMut(u32) -> Fut,
+    Fut: Future<Output = O>,
+    C: FnMut(O, u32) -> Verdict<T, F, R>,
+    R: std::fmt::Display,
+{
+    let mut attempt = 0u32;
+    let mut free = 0u32;
+    loop {
+        attempt += 1;
+        let (error, hint) = match classify(op(attempt).await, attempt) {
+            Verdict::Done(v) => return Ok(v),
+            Verdict::Fail(e) => return Err(GaveUp::Failed(e)),
+            Verdict::Again => {
+                free += 1;
+                continue;
+            }
+            Verdict::Retry { error, hint } => (error, hint),
+        };
+        if attempt - free > lp.policy.max_retries {
+            return Err(GaveUp::Exhausted { last: error, attempts: attempt });
+        }
+        let wait = lp.policy.delay(attempt, hint);
+        if let Some(r) = lp.retries {
+            r.fetch_add(1, Ordering::Relaxed);
+        }
+        match lp.what {
+            Some(what) => tracing::warn!("{what}: {error}; retrying in {:.1}s", wait.as_secs_f64()),
+            None => tracing::warn!("retrying in {:.1}s: {error}", wait.as_secs_f64()),
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -39,14 +154,18 @@ impl RetryPolicy {
         Self::retryable_status(status) || (status == 400 && matches!(code, Some("Crc64Mismatch" | "Md5Mismatch")))
     }
 
+    /// The longest wait a server's `Retry-After` may ask for: a bogus or hostile header
+    /// must not stall a CI step for hours.
+    pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(120);
+
     /// Wait before retry number `retry` (1-based), given the server's hint.
     pub fn delay(&self, retry: u32, server_hint: Option<Duration>) -> Duration {
         let exp = self.base.saturating_mul(1u32 << retry.min(16));
         let ceiling = exp.min(self.cap);
         let jitter = ceiling.mul_f64(fastrand::f64());
         match server_hint {
-            // Honour the server, bounded so a bogus header cannot stall a CI step for hours.
-            Some(h) => h.min(Duration::from_secs(120)).max(jitter / 4),
+            // Honour the server, within MAX_SERVER_WAIT.
+            Some(h) => h.min(Self::MAX_SERVER_WAIT).max(jitter / 4),
             None => jitter.max(Duration::from_millis(10)),
         }
     }
@@ -100,6 +219,33 @@ pub fn server_hint(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[tokio::test]
+    async fn the_loop_counts_its_budget_and_a_free_attempt_does_not() {
+        let policy = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(2) };
+        let retries = AtomicU64::new(0);
+        let lp = Loop { policy: &policy, what: Some("test"), retries: Some(&retries) };
+        let got: Result<(), GaveUp<String>> = run(
+            &lp,
+            |n: u32, _| if n == 1 { Verdict::Again } else { Verdict::Retry { error: format!("e{n}"), hint: None } },
+            |n| async move { n },
+        )
+        .await;
+        match got {
+            Err(GaveUp::Exhausted { last, attempts }) => assert_eq!((last.as_str(), attempts), ("e4", 4)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(retries.load(Ordering::Relaxed), 2, "the free attempt is not a retry");
+        let got: Result<u32, GaveUp<String>> = run(
+            &lp,
+            |n: u32, _| if n < 3 { Verdict::Retry { error: "busy".into(), hint: None } } else { Verdict::Done(n) },
+            |n| async move { n },
+        )
+        .await;
+        assert_eq!(got.unwrap(), 3);
+        let got: Result<(), GaveUp<&str>> = run(&lp, |_: u32, _| Verdict::Fail("no"), |n| async move { n }).await;
+        assert!(matches!(got, Err(GaveUp::Failed("no"))));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -19,8 +19,6 @@ use std::sync::OnceLock;
 pub struct StopReason {
     pub status: u16,
     pub code: Option<String>,
-    /// For a redirect: where to, without query, fragment or user info.
-    pub location: Option<String>,
     /// The failed request in full (method, path, status, code, request ids).
     pub error: String,
 }
@@ -120,7 +118,7 @@ mod tests {
 
     #[test]
     fn a_stop_trips_only_when_armed_and_keeps_the_first_reason() {
-        let r = |status| StopReason { status, code: None, location: None, error: format!("{status}") };
+        let r = |status| StopReason { status, code: None, error: format!("{status}") };
         let s = Stop::default();
         s.trip(r(401));
         assert!(!s.is_stopped(), "not armed: the container check may tolerate a 403");

@@ -14,11 +14,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde::Deserialize;
 
+use super::checksum::{crc64, crc64_header, BodySum};
 use super::{
     listed_name, quoted_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps,
 };
 use crate::http::{BodySink, Http, Request};
-use crate::transfer::checksum::{crc64, crc64_header, BodySum};
 
 /// Characters left as-is in a path segment.
 /// Azure allows 50,000 blocks per blob (Put Block List).
@@ -64,6 +64,10 @@ impl BlobStore {
         super::request_url(self.base.as_ref(), &self.endpoint, &path, query)
     }
 
+    /// A block's id: base64 of its offset, length and wire checksum (48 hex digits, so
+    /// every id of a blob has one length, as Put Block List requires). Deterministic: a
+    /// re-run of a failed upload computes the same ids, finds them in Get Block List and
+    /// sends only the blocks that are missing or differ.
     fn block_id(chunk: &Chunk) -> String {
         B64.encode(format!("{:016x}{:016x}{:016x}", chunk.offset, chunk.len, chunk.sum.id_bits()))
     }
@@ -238,20 +242,18 @@ impl BlobStore {
 
 #[async_trait]
 impl Store for BlobStore {
-    fn describe(&self) -> String {
-        format!("blob container `{}`", self.container)
+    fn info(&self) -> super::StoreInfo {
+        super::StoreInfo {
+            label: "Blob Storage",
+            roles: "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
+        }
     }
-
     fn url(&self, name: &str) -> String {
         format!("{}/{}/{}", self.endpoint, encode_path(&self.container), encode_path(name))
     }
 
     fn max_chunk(&self) -> u64 {
         4000 << 20
-    }
-
-    fn max_single_put(&self) -> u64 {
-        5000 << 20
     }
 
     fn max_chunks(&self) -> Option<u64> {

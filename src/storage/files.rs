@@ -15,7 +15,8 @@
 //! 2. Create File (temporary name) with `x-ms-content-length`, the content headers and
 //!    the metadata (`sha256` included when it is known up front — single-request files);
 //! 3. Put Range (`x-ms-write: update`) per chunk of at most 4 MiB, each with a
-//!    transactional `Content-MD5` computed here;
+//!    transactional `Content-MD5` (the engine computes it once, in its hasher stage, as
+//!    `Store::body_checksum` asks);
 //! 4. chunked files only: Set File Metadata (with `sha256`, now known) and, when the
 //!    whole-file MD5 was computed (`content_md5: true`), Set File Properties (content
 //!    headers again — the call clears the ones it is not given — plus `x-ms-content-md5`).
@@ -74,11 +75,10 @@ use reqwest::Method;
 use tokio::sync::OnceCell;
 
 use super::blob::{encode_path, list_page_size};
+use super::checksum::BodySum;
 use super::{listed_name, same_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
-use crate::auth::Credential;
 use crate::config::Checksum;
 use crate::http::{BodySink, Http, Request};
-use crate::transfer::checksum::BodySum;
 
 /// Largest Put Range body the service accepts.
 pub const MAX_RANGE: u64 = 4 << 20;
@@ -345,9 +345,9 @@ impl FilesStore {
     pub async fn rename_file(&self, from: &str, to: &str, replace: bool) -> Result<Committed> {
         let mut source = self.path_url(from, &[])?.to_string();
         // The source is authorized on its own: a SAS travels with it.
-        if let Credential::Sas(sas) = self.http.credential() {
+        if let Some(sas) = self.http.credential().source_query() {
             source.push('?');
-            source.push_str(sas.expose());
+            source.push_str(sas);
         }
         let req = self
             .req(Method::PUT, self.path_url(to, &[("comp", "rename")])?)
@@ -490,19 +490,28 @@ pub struct ListPage {
 
 #[async_trait]
 impl Store for FilesStore {
-    fn describe(&self) -> String {
-        format!("file share `{}`", self.share)
+    fn info(&self) -> super::StoreInfo {
+        super::StoreInfo {
+            label: "Azure Files",
+            roles: "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
+        }
     }
-
+    fn check_name(&self, name: &str) -> std::result::Result<(), super::NameError> {
+        super::names::check_remote_name(name)?;
+        check_file_name(name).map_err(super::NameError::from)
+    }
+    /// Azure Files names are case-insensitive (case-preserving).
+    fn name_key<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
+        std::borrow::Cow::Owned(name.to_lowercase())
+    }
+    fn file_or_directory(&self) -> bool {
+        true
+    }
     fn url(&self, name: &str) -> String {
         format!("{}/{}/{}", self.endpoint, encode_path(&self.share), encode_path(name))
     }
 
     fn max_chunk(&self) -> u64 {
-        MAX_RANGE
-    }
-
-    fn max_single_put(&self) -> u64 {
         MAX_RANGE
     }
 

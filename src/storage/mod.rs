@@ -6,8 +6,11 @@
 //! documented sequence) and link the Microsoft docs page.
 
 pub mod blob;
+pub mod checksum;
 pub mod files;
+pub mod names;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 use async_trait::async_trait;
@@ -15,12 +18,20 @@ use bytes::Bytes;
 
 use crate::config::Checksum;
 use crate::http::{BodySink, HttpError};
-use crate::transfer::checksum::BodySum;
+pub use checksum::BodySum;
+pub use names::NameError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error(transparent)]
     Http(Box<HttpError>),
+    /// 409 to a conditional write: the destination exists (Blob `BlobAlreadyExists`,
+    /// Files `ResourceAlreadyExists`).
+    #[error(transparent)]
+    AlreadyExists(Box<HttpError>),
+    /// 404: the container or share itself is missing (`ContainerNotFound`, `ShareNotFound`).
+    #[error(transparent)]
+    ContainerNotFound(Box<HttpError>),
     #[error("the {what} `{name}` does not exist{hint}")]
     NoContainer { what: &'static str, name: String, hint: &'static str },
     #[error("unexpected response from {op}: {detail}")]
@@ -34,18 +45,38 @@ pub enum StorageError {
     BadEndpoint(String),
 }
 
+/// Service error codes become typed variants here, so the engine never matches a code.
 impl From<HttpError> for StorageError {
     fn from(e: HttpError) -> Self {
-        StorageError::Http(Box::new(e))
+        if e.is_status(409) && (e.is_code("BlobAlreadyExists") || e.is_code("ResourceAlreadyExists")) {
+            StorageError::AlreadyExists(Box::new(e))
+        } else if e.is_status(404) && (e.is_code("ContainerNotFound") || e.is_code("ShareNotFound")) {
+            StorageError::ContainerNotFound(Box::new(e))
+        } else {
+            StorageError::Http(Box::new(e))
+        }
     }
 }
 
 impl StorageError {
     pub fn http(&self) -> Option<&HttpError> {
         match self {
-            StorageError::Http(h) => Some(h),
+            StorageError::Http(h) | StorageError::AlreadyExists(h) | StorageError::ContainerNotFound(h) => Some(h),
             _ => None,
         }
+    }
+    /// A conditional write found the destination there.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, StorageError::AlreadyExists(_))
+    }
+    /// The container or share does not exist.
+    pub fn is_container_not_found(&self) -> bool {
+        matches!(self, StorageError::ContainerNotFound(_))
+    }
+    /// A request that was sent more than once and finally got 409: its first attempt may
+    /// have been the write that made the destination exist.
+    pub fn is_retried_conflict(&self) -> bool {
+        self.http().map(|h| h.attempts > 1 && h.is_status(409)).unwrap_or(false)
     }
     pub fn is_status(&self, s: u16) -> bool {
         self.http().map(|h| h.is_status(s)).unwrap_or(false)
@@ -192,6 +223,23 @@ pub struct RemoteItem {
     pub last_modified: Option<std::time::SystemTime>,
 }
 
+impl RemoteItem {
+    /// In a tier that cannot be read until rehydrated (Blob `Archive`).
+    pub fn is_archived(&self) -> bool {
+        self.access_tier.as_deref() == Some("Archive")
+    }
+}
+
+/// What messages say about a store: set by the store, so the engine never asks which
+/// service it talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreInfo {
+    /// The service in messages, e.g. `Azure Files`.
+    pub label: &'static str,
+    /// The data roles an identity needs (upload and download), for a refusal's hint.
+    pub roles: &'static str,
+}
+
 /// Properties written with an upload.
 #[derive(Debug, Clone, Default)]
 pub struct UploadProps {
@@ -225,14 +273,24 @@ pub struct Committed {
 
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// e.g. `blob container `artifacts``.
-    fn describe(&self) -> String;
     /// Public URL of an item (never with a SAS).
     fn url(&self, name: &str) -> String;
     /// Largest chunk a single request may carry.
     fn max_chunk(&self) -> u64;
-    /// Largest file sent in one request instead of chunks.
-    fn max_single_put(&self) -> u64;
+    /// What messages say about this store.
+    fn info(&self) -> StoreInfo;
+    /// Why the service would refuse (or silently alter) `name`, if it would.
+    fn check_name(&self, name: &str) -> std::result::Result<(), NameError> {
+        names::check_remote_name(name)
+    }
+    /// The key under which two names are the same item (Azure Files folds case).
+    fn name_key<'a>(&self, name: &'a str) -> Cow<'a, str> {
+        Cow::Borrowed(name)
+    }
+    /// Whether a path cannot be both a file and the directory of another (Azure Files).
+    fn file_or_directory(&self) -> bool {
+        false
+    }
     /// Most chunks one item may be made of (`None`: no limit).
     fn max_chunks(&self) -> Option<u64> {
         None

@@ -78,7 +78,9 @@ pub fn identity(fd: &impl AsRawFd) -> io::Result<(u64, u64)> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is open and `st` a valid place to write to.
     check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
-    Ok((st.st_dev, st.st_ino))
+    // `dev_t` is u64 on Linux and i32 on macOS; only compared for equality.
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.st_dev as u64, st.st_ino as u64))
 }
 
 pub fn is_dir(st: &libc::stat) -> bool {
@@ -94,10 +96,17 @@ pub fn is_file(st: &libc::stat) -> bool {
 }
 
 /// An unnamed file (`O_TMPFILE`) in `dir`, readable and writable, mode 0666 less the umask.
+/// Linux only: elsewhere this fails with `Unsupported` and the caller uses a named file.
+#[cfg(target_os = "linux")]
 pub fn tmpfile_in(dir: &OwnedFd) -> io::Result<File> {
     let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
     // SAFETY: `dir` is open and the path a static C string.
     owned(unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, 0o666 as libc::c_uint) }).map(File::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn tmpfile_in(_dir: &OwnedFd) -> io::Result<File> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "unnamed temporary files (O_TMPFILE) are Linux only"))
 }
 
 /// Creates `name` in `dir`, failing if anything (a link included) is there.
@@ -118,12 +127,19 @@ pub fn open_file_at(dir: &OwnedFd, name: &str) -> io::Result<File> {
 
 /// Gives the open (possibly unnamed) `file` the name `name` in `dir` (`EEXIST` if taken),
 /// through its `/proc/self/fd` link, which names the open file itself and resolves no path.
+/// Linux only (elsewhere `Unsupported`): only an unnamed [`tmpfile_in`] file needs it.
+#[cfg(target_os = "linux")]
 pub fn link_at(file: &File, dir: &OwnedFd, name: &str) -> io::Result<()> {
     let from = cstr(format!("/proc/self/fd/{}", file.as_raw_fd()).as_bytes())?;
     let to = cstr(name.as_bytes())?;
     // SAFETY: both strings are valid and outlive the call; `dir` is open.
     check(unsafe { libc::linkat(libc::AT_FDCWD, from.as_ptr(), dir.as_raw_fd(), to.as_ptr(), libc::AT_SYMLINK_FOLLOW) })
         .map(drop)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn link_at(_file: &File, _dir: &OwnedFd, _name: &str) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "linking an open file by descriptor needs Linux's /proc/self/fd"))
 }
 
 /// Links the file named `from` in `dir` under `to` as well (`EEXIST` if taken).

@@ -75,6 +75,34 @@ fn unregister(id: u64) {
     TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
 }
 
+/// Why the download `target` could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open `target` (PLUGIN_TARGET) `{}`: {source}", path.display())]
+pub struct TargetError {
+    path: PathBuf,
+    source: dirfd::BeneathError,
+}
+
+/// Why a destination's directory could not be reached, or is not where it was found.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("cannot create `{}`: {source}", path.display())]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("`{}` is a symbolic link: refusing to write through it", .0.display())]
+    Symlink(PathBuf),
+    #[error("`{}` exists and is not a directory", .0.display())]
+    NotADir(PathBuf),
+    #[error("cannot open `{}`: {source}", path.display())]
+    Open { path: PathBuf, source: std::io::Error },
+    /// Found again from the target, the directory is another one.
+    #[error("it is another directory now")]
+    Another,
+    #[error("`{}` was replaced while the file was downloaded ({why}); not written", path.display())]
+    Replaced { path: PathBuf, why: Box<DirError> },
+    #[error("cannot check `{}`: {source}", path.display())]
+    Check { path: PathBuf, source: std::io::Error },
+}
+
 /// The download target, opened once: every destination is resolved from this descriptor
 /// down, one component at a time, never following a link (see [`dirfd`]).
 pub struct Target {
@@ -86,9 +114,11 @@ impl Target {
     /// Opens (creating it as needed) the target `path`, never through a symbolic link
     /// inside `workspace` ([`dirfd::open_beneath`]): a workspace that holds `dist -> /etc`
     /// cannot turn `target: dist` into a write to `/etc`.
-    pub fn open_in(workspace: &std::path::Path, path: PathBuf) -> Result<Self, String> {
-        let fd = dirfd::open_beneath(workspace, &path, true)
-            .map_err(|e| format!("cannot open `target` (PLUGIN_TARGET) `{}`: {e}", path.display()))?;
+    pub fn open_in(workspace: &std::path::Path, path: PathBuf) -> Result<Self, TargetError> {
+        let fd = match dirfd::open_beneath(workspace, &path, true) {
+            Ok(fd) => fd,
+            Err(source) => return Err(TargetError { path, source }),
+        };
         Ok(Target { path, fd: Arc::new(fd) })
     }
 }
@@ -104,7 +134,7 @@ struct Parent {
 
 /// Opens (creating as needed) the parent directories of `rel` from the target down,
 /// refusing a symbolic link or a non-directory on the way.
-fn open_parents(target: &Target, rel: &str) -> Result<Parent, String> {
+fn open_parents(target: &Target, rel: &str) -> Result<Parent, DirError> {
     let mut fd = target.fd.clone();
     let mut path = target.path.clone();
     let parts: Vec<String> = rel.split('/').map(str::to_string).collect();
@@ -115,7 +145,7 @@ fn open_parents(target: &Target, rel: &str) -> Result<Parent, String> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 match dirfd::mkdir_at(&fd, part) {
                     Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                        return Err(format!("cannot create `{}`: {e}", path.display()))
+                        return Err(DirError::Create { path, source: e })
                     }
                     _ => {}
                 }
@@ -129,13 +159,11 @@ fn open_parents(target: &Target, rel: &str) -> Result<Parent, String> {
 }
 
 /// Why `name` in `dir` could not be opened as a directory, in words.
-fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> String {
+fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> DirError {
     match dirfd::stat_at(dir, name) {
-        Ok(st) if dirfd::is_symlink(&st) => {
-            format!("`{}` is a symbolic link: refusing to write through it", path.display())
-        }
-        Ok(st) if !dirfd::is_dir(&st) => format!("`{}` exists and is not a directory", path.display()),
-        _ => format!("cannot open `{}`: {e}", path.display()),
+        Ok(st) if dirfd::is_symlink(&st) => DirError::Symlink(path.to_path_buf()),
+        Ok(st) if !dirfd::is_dir(&st) => DirError::NotADir(path.to_path_buf()),
+        _ => DirError::Open { path: path.to_path_buf(), source: e },
     }
 }
 
@@ -144,10 +172,8 @@ fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> String 
 /// the very directory that is open. A directory swapped for a link or another directory
 /// while the file was downloaded fails the file, so it is neither written where the
 /// name no longer leads nor reported under a path that now means something else.
-fn still_in_place(target: &Target, parent: &Parent) -> Result<(), String> {
-    let replaced = |why: String| {
-        format!("`{}` was replaced while the file was downloaded ({why}); not written", parent.path.display())
-    };
+fn still_in_place(target: &Target, parent: &Parent) -> Result<(), DirError> {
+    let replaced = |why: DirError| DirError::Replaced { path: parent.path.clone(), why: Box::new(why) };
     let mut fd = target.fd.clone();
     let mut path = target.path.clone();
     for part in &parent.parts {
@@ -157,9 +183,22 @@ fn still_in_place(target: &Target, parent: &Parent) -> Result<(), String> {
     let (now, then) = (dirfd::identity(&*fd), dirfd::identity(&*parent.fd));
     match (now, then) {
         (Ok(a), Ok(b)) if a == b => Ok(()),
-        (Ok(_), Ok(_)) => Err(replaced("it is another directory now".into())),
-        (Err(e), _) | (_, Err(e)) => Err(format!("cannot check `{}`: {e}", parent.path.display())),
+        (Ok(_), Ok(_)) => Err(replaced(DirError::Another)),
+        (Err(e), _) | (_, Err(e)) => Err(DirError::Check { path: parent.path.clone(), source: e }),
     }
+}
+
+/// Tests only: take the named fallback, as on a system without `O_TMPFILE`.
+#[cfg(test)]
+static FORCE_NAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether unnamed temporary files can be tried: Linux, with `/proc` mounted.
+fn unnamed_files() -> bool {
+    #[cfg(test)]
+    if FORCE_NAMED.load(Ordering::Relaxed) {
+        return false;
+    }
+    cfg!(target_os = "linux") && Path::new("/proc/self/fd").is_dir()
 }
 
 /// Where a download is written until it is verified.
@@ -187,8 +226,10 @@ impl TempFile {
         TempFile { file: Arc::new(file), dir: dir.clone(), named, base: base.into() }
     }
 
+    /// An unnamed file on Linux where the filesystem allows it, else a named one
+    /// (always on other systems: `O_TMPFILE` and `/proc/self/fd` are Linux's).
     fn create(dir: &Arc<OwnedFd>, base: &str) -> std::io::Result<Self> {
-        if Path::new("/proc/self/fd").is_dir() {
+        if unnamed_files() {
             match dirfd::tmpfile_in(dir) {
                 Ok(f) => return Ok(Self::new(f, dir, None, base)),
                 // Not supported by this filesystem or kernel: fall back to a named file.
@@ -330,6 +371,10 @@ enum Failure {
     Integrity(String),
     /// The item is no longer the version listed ([`crate::storage::StorageError::Changed`]).
     Changed(String),
+    /// A destination directory that cannot be reached, or moved while written.
+    Dir(DirError),
+    Storage(crate::storage::StorageError),
+    Task(tokio::task::JoinError),
     Other(String),
 }
 
@@ -338,8 +383,23 @@ impl Failure {
         match self {
             Failure::Integrity(m) => format!("{m} (twice; not written)"),
             Failure::Changed(m) => format!("{m}, again after it was read anew; not written"),
+            Failure::Dir(e) => e.to_string(),
+            Failure::Storage(e) => e.to_string(),
+            Failure::Task(e) => e.to_string(),
             Failure::Other(m) => m,
         }
+    }
+}
+
+impl From<DirError> for Failure {
+    fn from(e: DirError) -> Self {
+        Failure::Dir(e)
+    }
+}
+
+impl From<tokio::task::JoinError> for Failure {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Failure::Task(e)
     }
 }
 
@@ -379,7 +439,7 @@ async fn prepare(
 ) -> Result<(Arc<Parent>, String, Dest), Failure> {
     let parent = {
         let (t, r) = (target.clone(), rel.to_string());
-        Arc::new(tokio::task::spawn_blocking(move || open_parents(&t, &r)).await.map_err(|e| e.to_string())??)
+        Arc::new(tokio::task::spawn_blocking(move || open_parents(&t, &r)).await??)
     };
     let base = rel.rsplit('/').next().unwrap_or(rel).to_string();
     let dest = parent.path.join(&base);
@@ -397,8 +457,7 @@ async fn prepare(
             Overwrite::Changed => {
                 let (p, b) = (parent.clone(), base.clone());
                 let local = tokio::task::spawn_blocking(move || hash_local(&p.fd, &b))
-                    .await
-                    .map_err(|e| e.to_string())?
+                    .await?
                     .map_err(|e| format!("cannot read the local file: {e}"))?;
                 if same_content(remote, &local) {
                     res.sha256 = Some(local.sha256);
@@ -428,7 +487,7 @@ async fn download_inner(
         fetched = eng
             .with_request(eng.store.properties(&listed.name))
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(Failure::Storage)?
             .ok_or("disappeared after it was listed")?;
         res.size = fetched.size;
         &fetched
@@ -443,7 +502,7 @@ async fn download_inner(
         return Ok(());
     }
 
-    if remote.access_tier.as_deref() == Some("Archive") {
+    if remote.is_archived() {
         return Err("is in the Archive tier: rehydrate it to Hot or Cool before downloading".into());
     }
     let expect = if let Some(sha) = &remote.sha256 {
@@ -533,13 +592,7 @@ async fn fetch_ranges(
                 let got = eng
                     .with_request(eng.store.get_range(&name, etag.as_deref(), offset, len, &write))
                     .await
-                    .map_err(|e| {
-                        if e.is_changed() {
-                            Failure::Changed(e.to_string())
-                        } else {
-                            Failure::Other(e.to_string())
-                        }
-                    })?;
+                    .map_err(|e| if e.is_changed() { Failure::Changed(e.to_string()) } else { Failure::Storage(e) })?;
                 if got != len {
                     return Err(Failure::Integrity(format!(
                         "range at {offset}: expected {len} bytes, received {got} (truncated or changed)"
@@ -564,8 +617,7 @@ async fn fetch_ranges(
     }
     drop(ranges);
     let got = hasher
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .map_err(|e| format!("cannot read back the downloaded data: {e}"))?
         .ok_or("internal error: a range was never reported to the hasher")?;
     Ok((got, counted))
@@ -659,8 +711,29 @@ mod tests {
         assert_eq!(names_in(&root.path().join("moved")), vec!["app.bin"]);
         assert_eq!(std::fs::read(root.path().join("moved/app.bin")).unwrap(), b"data");
         // And the path check notices the directory is no longer where it was.
-        let e = still_in_place(&target, &parent).unwrap_err();
+        let e = still_in_place(&target, &parent).unwrap_err().to_string();
         assert!(e.contains("is a symbolic link") && e.contains("was replaced"), "{e}");
+    }
+
+    /// What a system without `O_TMPFILE` (macOS) does: `create` takes the named fallback,
+    /// which a verified download is renamed from (or linked from, without replace).
+    #[test]
+    fn without_unnamed_files_create_falls_back_to_a_named_file() {
+        let root = tempfile::tempdir().unwrap();
+        let target = Target::open_in(root.path(), root.path().to_path_buf()).unwrap();
+        let parent = open_parents(&target, "f.bin").unwrap();
+        FORCE_NAMED.store(true, Ordering::SeqCst);
+        let made = (TempFile::create(&parent.fd, "f.bin"), TempFile::create(&parent.fd, "g.bin"));
+        FORCE_NAMED.store(false, Ordering::SeqCst);
+        let (t, u) = (made.0.unwrap(), made.1.unwrap());
+        assert!(t.named.is_some() && u.named.is_some());
+        t.file.write_all_at(b"data", 0).unwrap();
+        t.persist(true).unwrap();
+        u.file.write_all_at(b"more", 0).unwrap();
+        u.persist(false).unwrap();
+        assert_eq!(names_in(root.path()), vec!["f.bin", "g.bin"]);
+        assert_eq!(std::fs::read(root.path().join("f.bin")).unwrap(), b"data");
+        assert_eq!(std::fs::read(root.path().join("g.bin")).unwrap(), b"more");
     }
 
     #[test]
@@ -672,10 +745,10 @@ mod tests {
         assert!(root.path().join("a/b/c").is_dir());
         still_in_place(&target, &p).unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("a/link")).unwrap();
-        let e = open_parents(&target, "a/link/x/f.txt").err().unwrap();
+        let e = open_parents(&target, "a/link/x/f.txt").err().unwrap().to_string();
         assert!(e.contains("is a symbolic link"), "{e}");
         std::fs::write(root.path().join("a/file"), b"").unwrap();
-        let e = open_parents(&target, "a/file/f.txt").err().unwrap();
+        let e = open_parents(&target, "a/file/f.txt").err().unwrap().to_string();
         assert!(e.contains("exists and is not a directory"), "{e}");
         assert!(names_in(outside.path()).is_empty());
     }

@@ -44,6 +44,27 @@ pub enum ResolveError {
     Io(#[from] io::Error),
 }
 
+/// Why a planned file cannot be read as planned (the upload of it fails, nothing is sent
+/// or committed).
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("cannot read: {0}")]
+    Io(#[source] io::Error),
+    #[error("cannot read: `{0}` is now a symbolic link (it was not when planned); not uploaded")]
+    NowSymlink(String),
+    #[error("cannot read: {0}; not uploaded")]
+    Refused(#[source] ResolveError),
+    #[error("is no longer a regular file (replaced since it was planned); not uploaded")]
+    NotAFile,
+    #[error("was replaced by another file since it was planned (device or inode differ); not uploaded")]
+    Replaced,
+    #[error("changed size since it was planned (planned {planned} bytes, now {now}); not uploaded")]
+    Resized { planned: u64, now: u64 },
+    /// Size, mtime or ctime differ after the last read from before the first.
+    #[error("file changed as we read it ({0}); not committed")]
+    ChangedWhileRead(String),
+}
+
 /// The workspace root, opened once; every read below it starts from this descriptor.
 pub struct Root {
     fd: OwnedFd,
@@ -90,8 +111,8 @@ pub struct PlannedFile {
 impl PlannedFile {
     /// After the last read: the file still has the size, mtime and ctime it had before
     /// the first one, else it changed while it was read and what was read may be a mix.
-    pub fn check_unchanged(&self) -> Result<(), String> {
-        let now = FileState::of(&self.file.metadata().map_err(|e| format!("cannot read: {e}"))?);
+    pub fn check_unchanged(&self) -> Result<(), LocalError> {
+        let now = FileState::of(&self.file.metadata().map_err(LocalError::Io)?);
         if now == self.before {
             return Ok(());
         }
@@ -102,7 +123,7 @@ impl PlannedFile {
         } else {
             "its status changed (ctime)".to_string()
         };
-        Err(format!("file changed as we read it ({what}); not committed"))
+        Err(LocalError::ChangedWhileRead(what))
     }
 }
 
@@ -119,10 +140,6 @@ impl Root {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn follows_links(&self) -> bool {
-        self.follow
     }
 
     /// Checks that `rel` (a `/`-separated path under the root) resolves without a link
@@ -146,29 +163,22 @@ impl Root {
 
     /// Opens a planned file: safely resolved, and still the same file (device, inode)
     /// with the planned size; the returned [`PlannedFile`] remembers its state.
-    pub fn open_planned(&self, rel: &str, planned: &FileState) -> Result<PlannedFile, String> {
+    pub fn open_planned(&self, rel: &str, planned: &FileState) -> Result<PlannedFile, LocalError> {
         let file = self.open_file(rel).map_err(|e| match e {
-            ResolveError::Io(e) => format!("cannot read: {e}"),
-            ResolveError::Symlink(at) => {
-                format!("cannot read: `{at}` is now a symbolic link (it was not when planned); not uploaded")
-            }
-            e => format!("cannot read: {e}; not uploaded"),
+            ResolveError::Io(e) => LocalError::Io(e),
+            ResolveError::Symlink(at) => LocalError::NowSymlink(at),
+            e => LocalError::Refused(e),
         })?;
-        let m = file.metadata().map_err(|e| format!("cannot read: {e}"))?;
+        let m = file.metadata().map_err(LocalError::Io)?;
         if !m.is_file() {
-            return Err("is no longer a regular file (replaced since it was planned); not uploaded".into());
+            return Err(LocalError::NotAFile);
         }
         let now = FileState::of(&m);
         if (now.dev, now.ino) != (planned.dev, planned.ino) {
-            return Err(
-                "was replaced by another file since it was planned (device or inode differ); not uploaded".into()
-            );
+            return Err(LocalError::Replaced);
         }
         if now.size != planned.size {
-            return Err(format!(
-                "changed size since it was planned (planned {} bytes, now {}); not uploaded",
-                planned.size, now.size
-            ));
+            return Err(LocalError::Resized { planned: planned.size, now: now.size });
         }
         Ok(PlannedFile { file, before: now })
     }
@@ -506,16 +516,16 @@ mod tests {
         // Rewritten in place with the same size, after the open.
         use std::io::Write;
         std::fs::OpenOptions::new().write(true).open(&p).unwrap().write_all(b"INSIDE").unwrap();
-        assert!(f.check_unchanged().unwrap_err().contains("changed as we read it"));
+        assert!(matches!(f.check_unchanged(), Err(LocalError::ChangedWhileRead(_))));
         // Another file with the same size renamed over it.
         let planned = FileState::of(&std::fs::symlink_metadata(&p).unwrap());
         std::fs::write(ws.join("other"), b"123456").unwrap();
         std::fs::rename(ws.join("other"), &p).unwrap();
-        assert!(r.open_planned("real/sub/f.txt", &planned).unwrap_err().contains("replaced by another file"));
+        assert!(matches!(r.open_planned("real/sub/f.txt", &planned), Err(LocalError::Replaced)));
         // A link to a file of the same size outside.
         std::fs::remove_file(&p).unwrap();
         symlink(out.join("secret"), &p).unwrap();
-        assert!(r.open_planned("real/sub/f.txt", &planned).unwrap_err().contains("is now a symbolic link"));
+        assert!(r.open_planned("real/sub/f.txt", &planned).unwrap_err().to_string().contains("is now a symbolic link"));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! Files a blob could not hold in 50,000 blocks of the largest block this run may use
 //! are refused at planning, before any request ([`Engine::check_block_counts`]).
 
+pub mod cache;
 pub mod checksum;
 pub mod dirfd;
 pub mod download;
@@ -34,11 +35,9 @@ use std::time::Instant;
 use futures::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::auth::{self, AuthError, Credential};
-use crate::config::{human_bytes, Action, Config, LogFormat, Service};
-use crate::http::{Http, RetryPolicy, Stop, StopReason};
-use crate::storage::blob::BlobStore;
-use crate::storage::files::FilesStore;
+use crate::auth::{AuthError, Credential};
+use crate::config::{human_bytes, Action, Config, LogFormat};
+use crate::http::{Http, Stop, StopReason};
 use crate::storage::{StorageError, Store};
 use plan::{PlanError, RemoteSelector};
 use progress::Progress;
@@ -65,6 +64,10 @@ pub enum RunError {
     Plan(#[from] PlanError),
     #[error("{0}")]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Target(#[from] download::TargetError),
+    #[error(transparent)]
+    Glob(#[from] plan::GlobError),
     #[error("{0}")]
     Other(String),
 }
@@ -234,7 +237,7 @@ fn action_word(a: Action) -> &'static str {
     }
 }
 
-fn start_line(cfg: &Config, cred: &Credential) {
+pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
     let what = match cfg.action {
         Action::Upload => {
             format!("{} → {}", cfg.sources.join(", "), if cfg.target.is_empty() { "/" } else { &cfg.target })
@@ -260,25 +263,18 @@ fn start_line(cfg: &Config, cred: &Credential) {
     );
 }
 
-pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
-    let started = Instant::now();
-    let cfg = Arc::new(cfg);
-    let credential = auth::resolve(&cfg).await?;
-    // The first token is fetched before anything else, so a refused exchange is reported
-    // once, in full, and the start line can name the identity. An upload dry run needs no token.
-    if !(cfg.dry_run && cfg.action == Action::Upload) {
-        credential.prefetch().await?;
-    }
-    start_line(&cfg, &credential);
-    let retry = RetryPolicy { max_retries: cfg.retries, ..RetryPolicy::default() };
-    let http = Arc::new(
-        Http::new(credential.clone(), retry, cfg.timeout, cfg.ci_label.as_deref(), cfg.concurrency)
-            .map_err(RunError::Other)?,
-    );
-    let store: Arc<dyn Store> = match cfg.service {
-        Service::Blob => Arc::new(BlobStore::new(http.clone(), &cfg.endpoint, &cfg.container)),
-        Service::File => Arc::new(FilesStore::new(http.clone(), &cfg.endpoint, &cfg.container)),
-    };
+/// What the engine is handed: built in one place (`crate::app`), so the engine never
+/// matches on the service or builds a client.
+pub struct Wiring {
+    pub credential: Credential,
+    pub http: Arc<Http>,
+    pub store: Arc<dyn Store>,
+}
+
+/// Runs the transfer the settings ask for, against the store in `wiring`; `started` is
+/// when the run began (the summary's elapsed time).
+pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<Outcome, RunError> {
+    let Wiring { credential, http, store } = wiring;
     let engine = Arc::new(Engine::new(store.clone(), cfg.clone()).with_stop(http.stop.clone()));
 
     let mut cache_outputs = Vec::new();
@@ -286,7 +282,7 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
         Action::Upload => run_upload(&engine, &credential).await?,
         Action::Download => run_download(&engine, &credential).await?,
         Action::CacheSave | Action::CacheRestore => {
-            let (results, outputs) = crate::cache::run(&engine, &credential).await?;
+            let (results, outputs) = crate::transfer::cache::run(&engine, &credential).await?;
             cache_outputs = outputs;
             results
         }
@@ -295,7 +291,7 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     results.sort_by(|a, b| a.name.cmp(&b.name));
     let stopped = http.stop.reason().map(|r| {
         let left = results.iter().filter(|f| f.status == Status::NotAttempted).count();
-        stop_message(&cfg, &credential, r, left)
+        stop_message(&cfg, &credential, store.info().roles, r, left)
     });
     let summary = Summary::from_results(
         action_word(cfg.action),
@@ -326,19 +322,15 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
     let mut pairs = outputs::pairs(&cfg, &summary, &results, &*store);
     pairs.extend(cache_outputs);
     if let Err(e) = outputs::write(&pairs) {
-        report_errors.push(e);
+        report_errors.push(e.to_string());
     }
     Ok(Outcome { results, summary, stopped, report_errors })
 }
 
 /// The one message of a run that stopped early: what was refused, by which auth mode,
 /// what to check, and how many files were left.
-fn stop_message(cfg: &Config, cred: &Credential, r: &StopReason, not_attempted: usize) -> String {
+fn stop_message(cfg: &Config, cred: &Credential, role: &str, r: &StopReason, not_attempted: usize) -> String {
     let env = crate::settings::env_name;
-    let role = match cfg.service {
-        Service::Blob => "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
-        Service::File => "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
-    };
     let network = "the account refuses this runner: its firewall or private endpoint does not allow the runner's IP, or a SAS is limited to other IPs or protocols (`sip`, `spr`)";
     let check = match (r.status, r.code.as_deref()) {
         (300..=399, _) => format!(
@@ -406,7 +398,7 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
     let cfg = &engine.cfg;
     let root =
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
-    let plan = tokio::task::block_in_place(|| plan::plan_upload(cfg, &root))?;
+    let plan = tokio::task::block_in_place(|| plan::plan_upload(cfg, &*engine.store, &root))?;
     for s in &plan.unmatched {
         tracing::warn!("source `{s}` matched no file");
     }
@@ -472,6 +464,43 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
     Ok(results)
 }
 
+/// Lists what the `source` selectors name: one listing per distinct prefix (a prefix
+/// covered by a shorter one is not listed again), filtered by the selectors.
+async fn list_selected(engine: &Arc<Engine>) -> Result<BTreeMap<String, crate::storage::RemoteItem>, RunError> {
+    let cfg = &engine.cfg;
+    let selectors: Vec<RemoteSelector> =
+        cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>()?;
+    let mut prefixes: Vec<String> = selectors.iter().map(|s| s.prefix.clone()).collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let mut listed: BTreeMap<String, crate::storage::RemoteItem> = BTreeMap::new();
+    let mut covered: Vec<String> = Vec::new();
+    for p in prefixes {
+        if covered.iter().any(|c| p.starts_with(c.as_str())) {
+            continue;
+        }
+        let items = match engine.store.list(&p).await {
+            Ok(items) => items,
+            Err(e) if e.is_container_not_found() => {
+                return Err(StorageError::NoContainer {
+                    what: cfg.container_word(),
+                    name: cfg.container.clone(),
+                    hint: "",
+                }
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for it in items {
+            if selectors.iter().any(|s| s.matches(&it.name)) {
+                listed.insert(it.name.clone(), it);
+            }
+        }
+        covered.push(p);
+    }
+    Ok(listed)
+}
+
 async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
     let cfg = &engine.cfg;
     let target = if cfg.target.is_empty() { PathBuf::from(".") } else { PathBuf::from(&cfg.target) };
@@ -490,39 +519,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
         );
         return Ok(vec![]);
     }
-    let selectors: Vec<RemoteSelector> =
-        cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>().map_err(RunError::Other)?;
-    // One listing per distinct prefix; a prefix covered by a shorter one is not listed again.
-    let mut prefixes: Vec<String> = selectors.iter().map(|s| s.prefix.clone()).collect();
-    prefixes.sort();
-    prefixes.dedup();
-    let mut listed: BTreeMap<String, crate::storage::RemoteItem> = BTreeMap::new();
-    let mut covered: Vec<String> = Vec::new();
-    for p in prefixes {
-        if covered.iter().any(|c| p.starts_with(c.as_str())) {
-            continue;
-        }
-        let items = match engine.store.list(&p).await {
-            Ok(items) => items,
-            Err(e)
-                if e.http().map(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound")).unwrap_or(false) =>
-            {
-                return Err(StorageError::NoContainer {
-                    what: cfg.container_word(),
-                    name: cfg.container.clone(),
-                    hint: "",
-                }
-                .into())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        for it in items {
-            if selectors.iter().any(|s| s.matches(&it.name)) {
-                listed.insert(it.name.clone(), it);
-            }
-        }
-        covered.push(p);
-    }
+    let listed = list_selected(engine).await?;
     if listed.is_empty() && !cfg.allow_empty {
         return Err(PlanError::Empty(format!(
             " in {} `{}` (looked for {})",
@@ -567,7 +564,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
     }
     let workspace =
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
-    let target = download::Target::open_in(&workspace, target).map_err(RunError::Other)?;
+    let target = download::Target::open_in(&workspace, target)?;
     let c = &engine.progress.counters;
     c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);

@@ -56,10 +56,18 @@ fn url(cfg: &Config, results: &[FileResult], store: &dyn Store) -> String {
     store.url(&path)
 }
 
+/// An output file that could not be appended to (reported like an unwritable manifest).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot append the outputs to `{}`: {source}", path.display())]
+pub struct OutputsError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
 /// Appends the pairs to every output file named in the environment. A value holding a line
 /// break (possible only in a manifest path) is left out with a warning rather than written
 /// as a broken line.
-pub fn write(pairs: &[(&'static str, String)]) -> Result<(), String> {
+pub fn write(pairs: &[(&'static str, String)]) -> Result<(), OutputsError> {
     let mut files: Vec<PathBuf> = Vec::new();
     for var in OUTPUT_VARS {
         if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()).map(PathBuf::from) {
@@ -77,7 +85,7 @@ pub fn write(pairs: &[(&'static str, String)]) -> Result<(), String> {
         text.push_str(&format!("{k}={v}\n"));
     }
     for f in &files {
-        append(f, &text).map_err(|e| format!("cannot append the outputs to `{}`: {e}", f.display()))?;
+        append(f, &text).map_err(|source| OutputsError { path: f.clone(), source })?;
         tracing::debug!("outputs appended to {}", f.display());
     }
     Ok(())

@@ -28,9 +28,8 @@ use globset::{GlobBuilder, GlobMatcher};
 
 use super::localfs::{escape_name, FileState, ResolveError, Root};
 
-use crate::config::{Config, PathPattern, Service};
-use crate::storage::files::check_file_name;
-use crate::storage::RemoteItem;
+use crate::config::{Config, PathPattern};
+use crate::storage::{RemoteItem, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -85,13 +84,21 @@ fn has_glob_meta(s: &str) -> bool {
     s.contains(['*', '?', '[', '{'])
 }
 
-fn glob_matcher(pattern: &str) -> Result<GlobMatcher, String> {
+/// A `source` pattern that is not a glob.
+#[derive(Debug, thiserror::Error)]
+#[error("`{pattern}` is not a valid glob: {kind}")]
+pub struct GlobError {
+    pattern: String,
+    kind: globset::ErrorKind,
+}
+
+fn glob_matcher(pattern: &str) -> Result<GlobMatcher, GlobError> {
     GlobBuilder::new(pattern)
         .literal_separator(true)
         .backslash_escape(true)
         .build()
         .map(|g| g.compile_matcher())
-        .map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))
+        .map_err(|e| GlobError { pattern: pattern.to_string(), kind: e.kind().clone() })
 }
 
 /// Removes `prefix` from `path` when it matches whole leading components.
@@ -113,32 +120,6 @@ pub fn strip_components<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
 /// `target` + name, with `/` separators and no empty components.
 pub fn join_remote(target: &str, name: &str) -> String {
     target.split('/').chain(name.split('/')).filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/")
-}
-
-/// Why Azure would refuse (or silently alter) a blob name, if it would.
-pub fn check_remote_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name.len() > 1024 {
-        return Err(format!("the name is {} bytes long; Azure allows 1024", name.len()));
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return Err("the name contains a control character".into());
-    }
-    if name.contains('\\') {
-        return Err("the name contains a backslash".into());
-    }
-    if name.split('/').any(|c| c == "." || c == "..") {
-        return Err("the name has a `.` or `..` component".into());
-    }
-    if name.ends_with('.') {
-        return Err("the name ends with `.`, which Azure strips".into());
-    }
-    if name.split('/').count() > 254 {
-        return Err("the name has more than 254 path segments".into());
-    }
-    Ok(())
 }
 
 fn excluded(rel: &str, excludes: &[PathPattern]) -> bool {
@@ -213,7 +194,7 @@ impl Selection {
 fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Result<bool, PlanError> {
     let (base_rel, matcher) = if has_glob_meta(source) {
         let literal: Vec<&str> = source.split('/').take_while(|c| !has_glob_meta(c)).collect();
-        (literal.join("/"), Some(glob_matcher(source).map_err(PlanError::Walk)?))
+        (literal.join("/"), Some(glob_matcher(source).map_err(|e| PlanError::Walk(e.to_string()))?))
     } else {
         (source.to_string(), None)
     };
@@ -309,8 +290,9 @@ fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Re
     Ok(sel.len() > before)
 }
 
-/// Expands the sources under `root` (the workspace).
-pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
+/// Expands the sources under `root` (the workspace); `store` says which names it refuses
+/// and which ones collide.
+pub fn plan_upload(cfg: &Config, store: &dyn Store, root: &Path) -> Result<UploadPlan, PlanError> {
     let ws = Arc::new(
         Root::open(root, cfg.follow_symlinks).map_err(|e| PlanError::Walk(format!("{}: {e}", root.display())))?,
     );
@@ -325,17 +307,14 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
     let Selection { found, skipped, refused } = sel;
     plan.refused = refused.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect();
     plan.skipped = skipped.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect();
-    // Azure Files names are case-insensitive (case-preserving), and a path cannot be both a
-    // file and a directory there: both are collisions for `service: file`.
-    let files = cfg.service == Service::File;
-    let key = |name: &str| if files { name.to_lowercase() } else { name.to_string() };
+    // Names the store folds together (Azure Files ignores case) collide, and so, where a
+    // path cannot be both a file and a directory (Azure Files), does a file with a directory.
+    let key = |name: &str| store.name_key(name).into_owned();
     let mut by_name: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
     let mut bad = Vec::new();
     for item in found.values() {
         by_name.entry(key(&item.name)).or_default().push((item.name.as_str(), item.rel.as_str()));
-        let check =
-            check_remote_name(&item.name).and_then(|_| if files { check_file_name(&item.name) } else { Ok(()) });
-        if let Err(e) = check {
+        if let Err(e) = store.check_name(&item.name) {
             bad.push(format!("  {} → `{}`: {e}", item.rel, item.name));
         }
     }
@@ -346,18 +325,20 @@ pub fn plan_upload(cfg: &Config, root: &Path) -> Result<UploadPlan, PlanError> {
             let names: BTreeSet<&str> = items.iter().map(|(n, _)| *n).collect();
             let rels: Vec<&str> = items.iter().map(|(_, r)| *r).collect();
             let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-            let why = if names.len() > 1 { " (Azure Files names ignore case)" } else { "" };
+            let why =
+                if names.len() > 1 { format!(" ({} names ignore case)", store.info().label) } else { String::new() };
             format!("  {}{why} ← {}", names.join(" = "), rels.join(", "))
         })
         .collect();
-    if files {
+    if store.file_or_directory() {
         for (k, items) in &by_name {
             let under = format!("{k}/");
             if let Some((other, _)) = by_name.range(under.clone()..).next().filter(|(o, _)| o.starts_with(&under)) {
                 let other = by_name[other][0].0;
                 collisions.push(format!(
-                    "  `{}` is a file but also the directory of `{other}` (Azure Files cannot hold both)",
-                    items[0].0
+                    "  `{}` is a file but also the directory of `{other}` ({} cannot hold both)",
+                    items[0].0,
+                    store.info().label
                 ));
             }
         }
@@ -448,7 +429,7 @@ enum SelectorKind {
 }
 
 impl RemoteSelector {
-    pub fn new(source: &str) -> Result<Self, String> {
+    pub fn new(source: &str) -> Result<Self, GlobError> {
         let s = source.trim_start_matches('/');
         if has_glob_meta(s) {
             let cut = s.find(['*', '?', '[', '{']).unwrap_or(s.len());
@@ -529,6 +510,7 @@ pub fn plan_download(cfg: &Config, listed: Vec<RemoteItem>) -> Result<DownloadPl
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::names::check_remote_name;
 
     #[test]
     fn strip_prefix_matches_whole_components() {
@@ -592,6 +574,7 @@ mod tests {
 #[cfg(test)]
 mod props {
     use super::*;
+    use crate::storage::names::check_remote_name;
     use proptest::prelude::*;
     use std::path::Component;
 

@@ -20,10 +20,11 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::checksum::{hex, BodySum};
+use super::checksum::hex;
 use super::upload::ChunkMsg;
 use super::Engine;
 use crate::config::Checksum;
+use crate::storage::checksum::BodySum;
 use crate::storage::{Chunk, RemoteItem};
 
 /// A `Write` that cuts a stream into blocks for [`super::upload::send_chunks`].

@@ -23,12 +23,51 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
-use super::checksum::{hash_read, BodySum, Digests, FileHasher};
+use super::checksum::{hash_read, Digests, FileHasher};
+use super::localfs::{LocalError, PlannedFile};
 use super::plan::UploadItem;
 use super::report::{FileResult, Status};
 use super::Engine;
 use crate::config::Overwrite;
+use crate::storage::BodySum;
 use crate::storage::{Chunk, RemoteItem, StorageError, UploadProps};
+
+/// Why one file's upload failed: its text is the file's `reason` in the summary and the
+/// manifest.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Not the planned file any more, or it changed while it was read.
+    #[error(transparent)]
+    Local(#[from] LocalError),
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error("cannot read at offset {offset}: {source}")]
+    ReadAt { offset: u64, source: std::io::Error },
+    #[error("{0}")]
+    Probe(#[source] std::io::Error),
+    /// The file's length is not the planned one (`detail`); nothing was committed.
+    #[error("changed size while being uploaded ({detail}); not {outcome}")]
+    Resized { detail: String, outcome: &'static str },
+    /// `overwrite: false` and the destination exists (seen before sending anything).
+    #[error("already exists (overwrite: false)")]
+    Exists,
+    /// `overwrite: false` and the conditional write found the destination there.
+    #[error("already exists (overwrite: false) [x-ms-client-request-id {0}]")]
+    ExistsAtCommit(String),
+    #[error("the {0} does not exist (create it, or set `create_container: true`)")]
+    NoContainer(&'static str),
+    #[error("block at offset {offset}: {source}")]
+    Block { offset: u64, source: StorageError },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A reading or hashing stage ended early because the other one failed.
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+type Result<T, E = UploadError> = std::result::Result<T, E>;
 
 /// Properties for a file, from the settings and its extension.
 pub fn props_for(eng: &Engine, rel: &str) -> UploadProps {
@@ -67,8 +106,8 @@ pub async fn upload_one(eng: Arc<Engine>, item: UploadItem) -> FileResult {
     let mut res = FileResult::new(&item.name, &item.rel, item.size, eng.store.url(&item.name));
     if let Err(e) = upload_inner(&eng, &item, &mut res).await {
         res.status = Status::Failed;
-        res.reason = Some(e);
-        tracing::error!("failed: {} → {}: {}", item.rel, item.name, res.reason.as_deref().unwrap_or(""));
+        res.reason = Some(e.to_string());
+        tracing::error!("failed: {} → {}: {e}", item.rel, item.name);
     } else {
         tracing::debug!(name = %item.name, status = ?res.status, "file done");
     }
@@ -76,7 +115,7 @@ pub async fn upload_one(eng: Arc<Engine>, item: UploadItem) -> FileResult {
     res
 }
 
-async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult) -> Result<(), String> {
+async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult) -> Result<()> {
     let store = &eng.store;
     let mut props = props_for(eng, &item.rel);
     let block = eng.block_size_for(item.size);
@@ -90,23 +129,25 @@ async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult
         Overwrite::False => chunked,
         Overwrite::True => false,
     };
-    let existing =
-        if look { eng.with_request(store.properties(&item.name)).await.map_err(|e| e.to_string())? } else { None };
+    let existing = if look { eng.with_request(store.properties(&item.name)).await? } else { None };
     if let Some(remote) = existing {
         match eng.cfg.overwrite {
-            Overwrite::Skip => return skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)"),
-            Overwrite::False => return Err("already exists (overwrite: false)".into()),
+            Overwrite::Skip => {
+                skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)");
+                return Ok(());
+            }
+            Overwrite::False => return Err(UploadError::Exists),
             Overwrite::Changed => {
                 // Hashed only when there is something to compare with.
                 let it = item.clone();
-                let local = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
+                let local = tokio::task::spawn_blocking(move || -> Result<Digests> {
                     let f = it.root.open_planned(&it.rel, &it.state)?;
-                    hash_read(&f.file, true).map_err(|e| format!("cannot read: {e}"))
+                    hash_read(&f.file, true).map_err(UploadError::Read)
                 })
-                .await
-                .map_err(|e| e.to_string())??;
+                .await??;
                 if same_content(&remote, &local) {
-                    return skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
+                    skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
+                    return Ok(());
                 }
             }
             Overwrite::True => {}
@@ -125,36 +166,27 @@ async fn upload_inner(eng: &Arc<Engine>, item: &UploadItem, res: &mut FileResult
     Ok(())
 }
 
-fn skip(eng: &Engine, res: &mut FileResult, size: u64, sha: Option<String>, why: &str) -> Result<(), String> {
+fn skip(eng: &Engine, res: &mut FileResult, size: u64, sha: Option<String>, why: &str) {
     res.status = Status::Skipped;
     res.reason = Some(why.to_string());
     res.sha256 = sha;
     eng.progress.counters.add_bytes(size);
     tracing::info!("skipped: {} ({why})", res.name);
-    Ok(())
 }
 
 /// Maps a conditional-write refusal to words; other errors keep their full detail.
-fn commit_error(e: StorageError) -> String {
-    match e.http() {
-        Some(h) if h.is_status(409) && (h.is_code("BlobAlreadyExists") || h.is_code("ResourceAlreadyExists")) => {
-            format!("already exists (overwrite: false) [x-ms-client-request-id {}]", h.client_request_id)
-        }
-        Some(h) if h.is_status(404) && h.is_code("ContainerNotFound") => {
-            "the container does not exist (create it, or set `create_container: true`)".into()
-        }
-        Some(h) if h.is_status(404) && h.is_code("ShareNotFound") => {
-            "the share does not exist (create it, or set `create_container: true`)".into()
-        }
-        _ => e.to_string(),
+fn commit_error(eng: &Engine, e: StorageError) -> UploadError {
+    match &e {
+        StorageError::AlreadyExists(h) => UploadError::ExistsAtCommit(h.client_request_id.clone()),
+        StorageError::ContainerNotFound(_) => UploadError::NoContainer(eng.cfg.container_word()),
+        _ => UploadError::Storage(e),
     }
 }
 
 /// After a conditional write was retried and got 409, the first attempt may have
 /// succeeded: it did when the stored blob holds our hash.
 async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageError) -> bool {
-    let retried = e.http().map(|h| h.attempts > 1 && h.is_status(409)).unwrap_or(false);
-    if !retried {
+    if !e.is_retried_conflict() {
         return false;
     }
     matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.sha256.as_deref() == Some(sha256))
@@ -162,17 +194,20 @@ async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageErr
 
 /// Reads a small file whole, opened safely (see [`super::localfs`]), and checks that it
 /// did not change while it was read.
-fn read_whole(item: &UploadItem) -> Result<Vec<u8>, String> {
+fn read_whole(item: &UploadItem) -> Result<Vec<u8>> {
     let expected = item.size;
     let f = item.root.open_planned(&item.rel, &item.state)?;
     let mut buf = Vec::with_capacity(expected as usize + 1);
-    (&f.file).take(expected + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read: {e}"))?;
+    (&f.file).take(expected + 1).read_to_end(&mut buf).map_err(UploadError::Read)?;
     if buf.len() as u64 != expected {
-        return Err(format!(
-            "changed size while being uploaded (planned {expected} bytes, read {}{}); not uploaded",
-            buf.len(),
-            if buf.len() as u64 > expected { "+" } else { "" }
-        ));
+        return Err(UploadError::Resized {
+            detail: format!(
+                "planned {expected} bytes, read {}{}",
+                buf.len(),
+                if buf.len() as u64 > expected { "+" } else { "" }
+            ),
+            outcome: "uploaded",
+        });
     }
     f.check_unchanged()?;
     Ok(buf)
@@ -182,26 +217,25 @@ async fn upload_small(
     eng: &Arc<Engine>,
     item: &UploadItem,
     props: &mut UploadProps,
-) -> Result<(Digests, Option<String>, u64), String> {
+) -> Result<(Digests, Option<String>, u64)> {
     let _mem = eng.memory_for(item.size).await;
     let it = item.clone();
     let size = item.size;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
-    let (data, digests, sum) = tokio::task::spawn_blocking(move || -> Result<_, String> {
+    let (data, digests, sum) = tokio::task::spawn_blocking(move || -> Result<_> {
         let buf = read_whole(&it)?;
         let mut h = FileHasher::new(false);
         h.update(&buf);
         let sum = BodySum::of(kind, &buf);
         Ok((Bytes::from(buf), h.finish(), sum))
     })
-    .await
-    .map_err(|e| e.to_string())??;
+    .await??;
     props.metadata.push(("sha256".into(), digests.sha256.clone()));
     let put = eng.with_request(eng.store.put_whole(&item.name, data, sum, props)).await;
     let etag = match put {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
-        Err(e) => return Err(commit_error(e)),
+        Err(e) => return Err(commit_error(eng, e)),
     };
     eng.progress.counters.add_bytes(size);
     Ok((digests, etag, 0))
@@ -210,22 +244,66 @@ async fn upload_small(
 /// A block ready to send: its chunk (offset, length, checksum), bytes and memory permit.
 pub(crate) type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
 
-async fn upload_chunked(
+/// Room in the reader → sender channel (see `read_blocks`).
+const CHUNK_QUEUE: usize = 1024;
+
+/// Reads the planned file block after block, each after taking its memory (stage 1 of a
+/// chunked upload), and checks at the end that it neither grew nor changed.
+fn read_blocks(
+    opened: &PlannedFile,
+    size: u64,
+    block: u64,
+    eng: &Engine,
+    handle: &tokio::runtime::Handle,
+    out: &std::sync::mpsc::SyncSender<(u64, Vec<u8>, OwnedSemaphorePermit)>,
+) -> Result<()> {
+    let mut f = &opened.file;
+    let mut offset = 0u64;
+    while offset < size {
+        let len = block.min(size - offset);
+        let permit = handle.block_on(eng.memory_for(len));
+        let mut buf = crate::buffers::take_zeroed(len as usize);
+        f.read_exact(&mut buf).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                UploadError::Resized {
+                    detail: format!("planned {size} bytes, file ended before"),
+                    outcome: "committed",
+                }
+            } else {
+                UploadError::ReadAt { offset, source: e }
+            }
+        })?;
+        if out.send((offset, buf, permit)).is_err() {
+            return Err(UploadError::Cancelled);
+        }
+        offset += len;
+    }
+    let mut probe = [0u8; 1];
+    if f.read(&mut probe).map_err(UploadError::Probe)? > 0 {
+        return Err(UploadError::Resized {
+            detail: format!("grew past the planned {size} bytes"),
+            outcome: "committed",
+        });
+    }
+    Ok(opened.check_unchanged()?)
+}
+
+/// Starts the reading and hashing stages of a chunked upload; blocks come out of the
+/// returned channel, and the returned future ends with the whole-file digests.
+fn spawn_readers(
     eng: &Arc<Engine>,
     item: &UploadItem,
-    props: &mut UploadProps,
     block: u64,
-) -> Result<(Digests, Option<String>, u64), String> {
-    let store = eng.store.clone();
-    let present =
-        eng.with_request(store.begin_chunked(&item.name, item.size, props)).await.map_err(|e| e.to_string())?;
+) -> (mpsc::Receiver<ChunkMsg>, impl std::future::Future<Output = Result<Digests>>) {
     // The whole-file MD5 is stored for Blob and Files alike (Files never computes one
     // itself); per-request checksums are the store's business (CRC-64 or Content-MD5).
     let with_md5 = eng.cfg.content_md5;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
-    let (tx, rx) = mpsc::channel::<ChunkMsg>(1024);
+    // Blocks wait here only as long as their memory permit allows (`max_memory` bounds
+    // them), so the channel's length never binds: it only has to exceed the most blocks
+    // any budget admits at once.
+    let (tx, rx) = mpsc::channel::<ChunkMsg>(CHUNK_QUEUE);
     let it = item.clone();
-    let size = item.size;
     let eng2 = eng.clone();
     let handle = tokio::runtime::Handle::current();
     // Stage 1 reads blocks; stage 2 hashes them in order and computes each block's
@@ -234,53 +312,40 @@ async fn upload_chunked(
     // back to the pool after its request), and the small channel between them bounds
     // what waits, on top of the memory budget taken before each read.
     let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(1);
-    let read = tokio::task::spawn_blocking(move || -> Result<(), String> {
+    let read = tokio::task::spawn_blocking(move || -> Result<()> {
         let opened = it.root.open_planned(&it.rel, &it.state)?;
-        let mut f = &opened.file;
-        let mut offset = 0u64;
-        while offset < size {
-            let len = block.min(size - offset);
-            let permit = handle.block_on(eng2.memory_for(len));
-            let mut buf = crate::buffers::take_zeroed(len as usize);
-            f.read_exact(&mut buf).map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    format!(
-                        "changed size while being uploaded (planned {size} bytes, file ended before); not committed"
-                    )
-                } else {
-                    format!("cannot read at offset {offset}: {e}")
-                }
-            })?;
-            if read_tx.send((offset, buf, permit)).is_err() {
-                return Err("cancelled".into());
-            }
-            offset += len;
-        }
-        let mut probe = [0u8; 1];
-        if f.read(&mut probe).map_err(|e| e.to_string())? > 0 {
-            return Err(format!(
-                "changed size while being uploaded (grew past the planned {size} bytes); not committed"
-            ));
-        }
-        opened.check_unchanged()
+        read_blocks(&opened, it.size, block, &eng2, &handle, &read_tx)
     });
-    let hash = tokio::task::spawn_blocking(move || -> Result<Digests, String> {
+    let hash = tokio::task::spawn_blocking(move || -> Result<Digests> {
         let mut h = FileHasher::new(with_md5);
         for (offset, buf, permit) in read_rx {
             h.update(&buf);
             let chunk = Chunk { offset, len: buf.len() as u64, sum: BodySum::of(kind, &buf) };
             if tx.blocking_send((chunk, Bytes::from(buf), permit)).is_err() {
-                return Err("cancelled".into());
+                return Err(UploadError::Cancelled);
             }
         }
         Ok(h.finish())
     });
     // The reader's error (a short or grown file) is the one that explains a failure.
     let reader = async move {
-        let r = read.await.map_err(|e| e.to_string()).and_then(|r| r);
-        let h = hash.await.map_err(|e| e.to_string()).and_then(|r| r);
+        let r = read.await.map_err(UploadError::from).and_then(|r| r);
+        let h = hash.await.map_err(UploadError::from).and_then(|r| r);
         r.and(h)
     };
+    (rx, reader)
+}
+
+async fn upload_chunked(
+    eng: &Arc<Engine>,
+    item: &UploadItem,
+    props: &mut UploadProps,
+    block: u64,
+) -> Result<(Digests, Option<String>, u64)> {
+    let store = eng.store.clone();
+    let present = eng.with_request(store.begin_chunked(&item.name, item.size, props)).await?;
+    let size = item.size;
+    let (rx, reader) = spawn_readers(eng, item, block);
 
     let sent = send_chunks(eng, &item.name, &present, rx, size.div_ceil(block) as usize).await;
     let (chunks, resumed) = match sent {
@@ -311,7 +376,7 @@ async fn upload_chunked(
     let etag = match commit {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
-        Err(e) => return Err(commit_error(e)),
+        Err(e) => return Err(commit_error(eng, e)),
     };
     Ok((digests, etag, resumed))
 }
@@ -327,10 +392,10 @@ pub(crate) async fn send_chunks(
     present: &std::collections::HashSet<String>,
     mut rx: mpsc::Receiver<ChunkMsg>,
     expected: usize,
-) -> Result<(Vec<Chunk>, u64), String> {
+) -> Result<(Vec<Chunk>, u64)> {
     let store = eng.store.clone();
     let mut chunks: Vec<Chunk> = Vec::with_capacity(expected);
-    let mut puts: JoinSet<Result<(), String>> = JoinSet::new();
+    let mut puts: JoinSet<Result<()>> = JoinSet::new();
     let mut resumed = 0u64;
     let mut receiving = true;
     while receiving || !puts.is_empty() {
@@ -350,7 +415,7 @@ pub(crate) async fn send_chunks(
                         let r = eng.with_request(store.put_chunk(&name, chunk, data.clone())).await;
                         crate::buffers::give(data);
                         drop(permit);
-                        r.map_err(|e| format!("block at offset {}: {e}", chunk.offset))?;
+                        r.map_err(|source| UploadError::Block { offset: chunk.offset, source })?;
                         eng.progress.counters.add_bytes(chunk.len);
                         Ok(())
                     });
@@ -358,7 +423,7 @@ pub(crate) async fn send_chunks(
                 None => receiving = false,
             },
             Some(done) = puts.join_next(), if !puts.is_empty() => {
-                if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r) {
+                if let Err(e) = done.map_err(UploadError::from).and_then(|r| r) {
                     drop(rx);
                     puts.abort_all();
                     return Err(e);

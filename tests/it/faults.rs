@@ -542,11 +542,11 @@ fn sigkill_mid_download_leaves_nothing_at_all() {
     plugin(src.path()).azurite(az, &c).set("source", "big.bin").set("block_size", "64KiB").run().assert_ok();
     let proxy = FaultProxy::start(az, vec![Rule::new("hang", op("GetBlob"), Times::From(3), Fault::Hold(Gate::new()))]);
     let ws = tempfile::tempdir().unwrap();
-    if !tmpfile_supported(ws.path()) {
-        eprintln!(
-            "SKIPPED: the filesystem under {} has no O_TMPFILE; the named fallback is covered by SIGTERM",
-            ws.path().display()
-        );
+    let what = format!(
+        "the filesystem under {} has no O_TMPFILE (the named fallback is covered by the SIGTERM test)",
+        ws.path().display()
+    );
+    if !prerequisite(tmpfile_supported(ws.path()), &what) {
         return;
     }
     let out_dir = ws.path().join("out");

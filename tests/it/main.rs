@@ -20,4 +20,5 @@ mod hostile_settings;
 mod hostile_upload;
 mod image;
 mod output;
+mod release;
 mod settings;

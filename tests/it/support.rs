@@ -18,6 +18,18 @@ use std::time::{Duration, Instant};
 pub const DEV_ACCOUNT: &str = "devstoreaccount1";
 pub const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// A prerequisite a test cannot run without, checked at run time (where `#[ignore]` cannot
+/// decide: a filesystem feature, say). Under `CI=true` a missing one fails the test;
+/// elsewhere the test prints `SKIPPED: …` with the reason and returns early.
+pub fn prerequisite(present: bool, what: &str) -> bool {
+    if present {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "missing under CI=true: {what}");
+    eprintln!("SKIPPED: {what}");
+    false
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

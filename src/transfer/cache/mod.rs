@@ -26,7 +26,7 @@ use crate::auth::{AuthError, Credential};
 use crate::config::{human_bytes, Action};
 use crate::storage::{RemoteItem, UploadProps};
 use crate::transfer::localfs::Root;
-use crate::transfer::plan::{check_remote_name, join_remote};
+use crate::transfer::plan::join_remote;
 use crate::transfer::report::{FileResult, Status};
 use crate::transfer::stream::{self, BlockSink, ChannelReader, StreamError};
 use crate::transfer::upload::send_chunks;
@@ -47,7 +47,7 @@ pub async fn run(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<File
         tokio::task::block_in_place(|| key::render(&cfg.cache.key, &root, "cache_key")).map_err(RunError::Other)?;
     key::check(&key, "cache_key").map_err(RunError::Other)?;
     let name = join_remote(&cfg.target, &format!("{key}{SUFFIX}"));
-    check_remote_name(&name).map_err(|e| RunError::Other(format!("the cache blob name `{name}`: {e}")))?;
+    eng.store.check_name(&name).map_err(|e| RunError::Other(format!("the cache blob name `{name}`: {e}")))?;
     let save = cfg.action == Action::CacheSave;
     if cfg.dry_run {
         tracing::info!(
@@ -166,7 +166,7 @@ async fn save_stream(
         let (sha, len) = sink.finish().map_err(|e| format!("cannot write the archive: {e}"))?;
         Ok::<_, String>((sha, len, counts))
     });
-    let sent = send_chunks(eng, name, &present, rx, 16).await;
+    let sent = send_chunks(eng, name, &present, rx, 16).await.map_err(|e| e.to_string());
     let made = producer.await.map_err(|e| e.to_string()).and_then(|r| r);
     let (chunks, (sha, len, counts)) = match (sent, made) {
         (Ok((chunks, _)), Ok(made)) => (chunks, made),

@@ -6,6 +6,8 @@
 //! engineer needs (`iss`, `sub`, `aud`, `exp`) when Entra refuses the exchange.
 //! Nothing in this module ever returns or prints the token, its header or its
 //! signature: [`Claims`] holds only the decoded claim values.
+//!
+//! A leaf: config checks tokens with it before any network call, auth explains them.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -150,6 +152,54 @@ pub fn httpdate_utc(t: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, (secs % 3600) / 60, secs % 60)
+}
+
+/// Checks a CI token before it is sent anywhere: a JWT, not expired. Returns its claims,
+/// or what is wrong as a predicate ("is not a JWT: …", "has expired: …") for the caller
+/// to put after the name of the setting the token came from.
+pub fn check_assertion(token: &str) -> Result<Claims, String> {
+    let claims = decode(token).map_err(|e| e.to_string())?;
+    let now = now_secs();
+    if claims.expired_at(now) {
+        return Err(format!(
+            "has expired: exp {}; CI OIDC tokens live minutes, so pass one minted for this run (a token file or the Actions endpoint is re-read when needed)",
+            time_and_distance(claims.exp.unwrap_or(0), now)
+        ));
+    }
+    Ok(claims)
+}
+
+/// The audience of a token minted for `https://storage.azure.com/.default`.
+pub const STORAGE_AUDIENCE: &str = "https://storage.azure.com";
+
+/// Checks a pre-minted token; `endpoint` is the storage service URL (an account-scoped
+/// audience such as `https://acct.blob.core.windows.net` is accepted for it).
+pub fn check_access_token(token: &str, endpoint: &str) -> Result<Claims, String> {
+    const MINT: &str = "mint it for the scope https://storage.azure.com/.default (e.g. `az account get-access-token --resource https://storage.azure.com --query accessToken -o tsv`)";
+    let claims = decode(token).map_err(|e| format!("{e}: it must be an Entra ID access token (a JWT); {MINT}"))?;
+    let origin = url::Url::parse(endpoint).ok().map(|u| u.origin().ascii_serialization());
+    let for_storage = claims.aud.iter().any(|a| {
+        let a = a.trim_end_matches('/');
+        a.eq_ignore_ascii_case(STORAGE_AUDIENCE) || origin.as_deref().is_some_and(|o| a.eq_ignore_ascii_case(o))
+    });
+    if !for_storage {
+        let aud = if claims.aud.is_empty() { "(missing)".to_string() } else { claims.aud.join(", ") };
+        return Err(format!(
+            "is not a token for Azure Storage: its audience (`aud`) is {aud}, not {STORAGE_AUDIENCE}; {MINT}"
+        ));
+    }
+    let now = now_secs();
+    match claims.exp {
+        None => return Err(format!("has no expiry (`exp`): it is not an Entra ID access token; {MINT}")),
+        Some(exp) if exp <= now => {
+            return Err(format!(
+                "expired at {}: a pre-minted token cannot be refreshed; mint it in the same job, just before this step, or use federated auth",
+                time_and_distance(exp, now)
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(claims)
 }
 
 /// Builds a JWT with a placeholder signature from claims (unit tests only).

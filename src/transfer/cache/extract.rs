@@ -273,7 +273,7 @@ pub fn restore(
         .map(|s| s.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect())
         .collect();
     let ws_fd = dirfd::open_dir(ws).map_err(|e| format!("cannot open the workspace: {e}"))?;
-    let stage_name = format!(".plugin-azure-storage-cache-{}", uuid::Uuid::new_v4().simple());
+    let stage_name = format!(".plugin-azure-storage-cache-{:032x}", fastrand::u128(..));
     dirfd::mkdir_at(&ws_fd, &stage_name).map_err(|e| format!("cannot create the staging directory: {e}"))?;
     let result = (|| {
         let stage =
