@@ -59,6 +59,8 @@ pub const OUTPUTS: &[(&str, &str)] = &[
     ("url", "The file's URL when one file was moved, else the URL of the target prefix (upload) or source prefix (download). Never carries a SAS."),
     ("deleted", "Sync: files deleted (or that a dry run would delete)."),
     ("manifest", "The manifest's path, when `manifest` is set."),
+    ("cache_hit", "`cache_restore`: `true` when the exact `cache_key` was restored, else `false` (a `restore_keys` match or a miss)."),
+    ("cache_key", "Cache modes: the key saved, or the key restored (empty on a miss)."),
 ];
 
 /// A YAML double-quoted scalar (JSON string syntax is a subset of it).
@@ -280,7 +282,8 @@ pub fn settings_markdown() -> String {
         "Forgejo Actions) names a file, the plugin appends `KEY=VALUE` lines to it once the run ends:\n",
         "`transferred`, `skipped` and `failed` (file counts), `bytes` (bytes transferred), `url` (the\n",
         "file's URL when the run moved one file, else the URL of the target prefix: `target` on\n",
-        "upload, the `source` prefix on download; never with a SAS) and `manifest` (when set). E.g.\n",
+        "upload, the `source` prefix on download; never with a SAS) and `manifest` (when set); the\n",
+        "cache modes add `cache_hit` (`true` when the exact key was restored) and `cache_key`. E.g.\n",
         "`transferred=12`, `url=https://mystorage.blob.core.windows.net/artifacts/org/repo/abc123/`;\n",
         "read them as `${{ steps.<id>.outputs.url }}` in Actions. A file that cannot be appended to\n",
         "is named after the summary and the run exits `1` (the transfers stand as reported).\n\n",

@@ -86,7 +86,7 @@ const fn secret(name: &'static str, env_fallback: &'static [&'static str], help:
 
 /// All settings, in the order the reference documents them.
 pub const SETTINGS: &[Setting] = &[
-    s("action", Kind::Enum(Action::NAMES), Some("upload"), "Direction of the transfer: `upload` (workspace to storage), `download` (storage to workspace) or `sync` (upload what changed, then delete what the selection lacks under `target`, guarded by `max_delete`; docs/sync.md)."),
+    s("action", Kind::Enum(Action::NAMES), Some("upload"), "Direction of the transfer: `upload` (workspace to storage), `download` (storage to workspace), `sync` (upload what changed, then delete what the selection lacks under `target`, guarded by `max_delete`; docs/sync.md); `cache_save` / `cache_restore` save the `source` directories as one tar+zstd archive `<target>/<cache_key>.tar.zst` and restore it (docs/cache.md)."),
     s("service", Kind::Enum(Service::NAMES), Some("blob"), "Storage service: `blob` (Blob container) or `file` (Azure Files share: same settings and checks; names are case-insensitive there, see docs/files.md)."),
     s("account_name", Kind::String, None, "Storage account name. The endpoint becomes `https://<account_name>.<service>.<endpoint_suffix>`. Required unless `endpoint` or `connection_string` gives the account."),
     s("endpoint", Kind::String, None, "Full service URL instead of `account_name` (Azurite, private endpoints, sovereign clouds), e.g. `http://127.0.0.1:10000/devstoreaccount1`: `http` or `https`, a host, no query (a SAS goes in `sas_token`), user info or fragment."),
@@ -98,8 +98,12 @@ pub const SETTINGS: &[Setting] = &[
     s("target", Kind::String, Some(""), "Upload: remote path prefix the names are put under. Download: local directory (default: the working directory)."),
     s("strip_prefix", Kind::String, None, "Leading path removed from each name before `target` is prepended: a local path on upload, a remote prefix on download. Matches whole path components (`dist` strips `dist/a`, not `distx/a`)."),
     s("exclude", Kind::List, None, "Glob(s) removed from the selection (matched against the same path as `source`); `{a,b}` alternations are kept whole, like in `source`."),
+    s("cache_key", Kind::String, None, "Cache modes: the archive's key, a template: `{{ checksum \"FILE\" }}` (SHA-256 hex of a workspace file; several allowed), `{{ env \"VAR\" }}`, `{{ arch }}`, `{{ os }}`, `{{ branch }}` (from the CI's variables), e.g. `cargo-{{ os }}-{{ checksum \"Cargo.lock\" }}`. Stored as `<target>/<key>.tar.zst`. Required with `action: cache_save` / `cache_restore`."),
+    s("restore_keys", Kind::List, None, "`cache_restore`: key prefixes (templates like `cache_key`) tried in order when `cache_key` itself is not stored; the newest archive (Last-Modified) under the first prefix with any match is restored."),
+    s("compression_level", Kind::Integer, Some("3"), "`cache_save`: zstd level (1-19), compressed on all cores."),
+    s("fail_on_miss", Kind::Bool, Some("false"), "`cache_restore`: exit 1 when no archive matches (by default a miss is reported and the step succeeds)."),
     s("allow_empty", Kind::Bool, Some("false"), "Succeed when `source` selects no file (by default an empty selection is an error)."),
-    s("overwrite", Kind::Enum(Overwrite::NAMES), Some("true"), "When the destination exists: `true` replace it; `false` fail that file (conditional request, no race); `skip` leave it; `changed` transfer only when the SHA-256 differs."),
+    s("overwrite", Kind::Enum(Overwrite::NAMES), Some("true"), "When the destination exists: `true` replace it (`cache_save`: only when set explicitly; by default an existing cache key is not written again); `false` fail that file (conditional request, no race); `skip` leave it; `changed` transfer only when the SHA-256 differs."),
     s("content_type", Kind::StringOrMap, None, "Content type: one string for all, a map glob → type (the most specific glob wins) or a list of one-entry maps (the first match wins). Otherwise guessed from the extension, else `application/octet-stream`."),
     s("cache_control", Kind::StringOrMap, None, "`Cache-Control` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),
     s("content_encoding", Kind::StringOrMap, None, "`Content-Encoding` stored with each blob/file: a string, a map glob → value (the most specific glob wins) or a list of one-entry maps (the first match wins)."),

@@ -11,6 +11,7 @@
 //! all are re-exported here, so every item keeps its `crate::config::` path.
 
 mod auth;
+pub mod cache;
 mod ci;
 mod endpoint;
 mod rules;
@@ -204,6 +205,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `User-Agent` suffix naming the CI run, e.g. `woodpecker; org/repo#42`.
     pub ci_label: Option<String>,
+    /// `cache_key`, `restore_keys`, `compression_level`, `fail_on_miss` (cache modes).
+    pub cache: cache::CacheSettings,
 }
 
 /// Raw settings: the process environment, read by setting name.
@@ -379,6 +382,9 @@ fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection
                     "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into()
                 }
                 Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
+                Action::CacheSave | Action::CacheRestore => {
+                    "is required: the workspace directories to cache, e.g. `.cargo/registry`".into()
+                }
             },
         );
     }
@@ -386,7 +392,7 @@ fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection
         if let Err(e) = Glob::new(s) {
             bad.push("source", format!("`{s}` is not a valid glob: {}", e.kind()));
         }
-        if action.uploads() && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
+        if (action.uploads() || action.is_cache()) && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
             bad.push(
                 "source",
                 format!("`{s}` points outside the workspace: use a path relative to the workspace, without `..`"),
@@ -548,7 +554,7 @@ fn tuning(raw: &RawSettings, action: Action, bad: &mut Problems) -> Tuning {
     let block_size = size("block_size", 64 << 10, 4000 << 20, &mut *bad);
     let max_memory = size("max_memory", 1 << 20, 64 << 30, &mut *bad).unwrap_or_else(|| default_size("max_memory"));
     // Upload blocks are held in memory; download ranges stream to disk.
-    if let (Some(b), true) = (block_size, action.uploads()) {
+    if let (Some(b), Action::Upload | Action::Sync | Action::CacheSave) = (block_size, action) {
         if max_memory < b {
             bad.push("max_memory", format!("must hold at least one block (`block_size` is {})", human_bytes(b)));
         }
@@ -709,6 +715,7 @@ impl Config {
 
         let (sas_token, account_key) = auth::static_secrets(raw, &mut bad);
         let keyless = parse_keyless(raw, auth_mode, &mut bad);
+        let cache = cache::parse(raw, action.is_cache(), &mut bad);
 
         bad.into_result()?;
         Ok(Config {
@@ -748,6 +755,7 @@ impl Config {
             progress_interval,
             auth: AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, ..keyless },
             ci_label: ci_label(raw),
+            cache,
         })
     }
 

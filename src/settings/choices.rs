@@ -44,13 +44,27 @@ pub trait Choice: Copy + 'static {
 
 choices! {
     /// Direction of the transfer (`action`).
-    pub enum Action { Upload = "upload", Download = "download", Sync = "sync" }
+    pub enum Action {
+        Upload = "upload",
+        Download = "download",
+        /// The `source` directories as one tar+zstd archive (src/transfer/cache).
+        CacheSave = "cache_save",
+        /// The archive of `cache_key` (or `restore_keys`) back into the workspace.
+        CacheRestore = "cache_restore",
+        /// Upload what changed, then delete what the selection lacks under `target`.
+        Sync = "sync",
+    }
 }
 
 impl Action {
     /// Uploads from the workspace (`upload`, `sync`).
     pub fn uploads(self) -> bool {
         matches!(self, Action::Upload | Action::Sync)
+    }
+
+    /// One of the cache modes.
+    pub fn is_cache(&self) -> bool {
+        matches!(self, Action::CacheSave | Action::CacheRestore)
     }
 }
 

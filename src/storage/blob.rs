@@ -128,6 +128,7 @@ impl BlobStore {
             content_md5: resp.header("content-md5").map(str::to_string),
             sha256: resp.header("x-ms-meta-sha256").map(|s| s.to_ascii_lowercase()),
             access_tier: resp.header("x-ms-access-tier").map(str::to_string),
+            last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
         }))
     }
 
@@ -371,6 +372,7 @@ pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)
                 "Content-MD5" => cur.item.content_md5 = Some(v.trim().to_string()).filter(|s| !s.is_empty()),
                 "Etag" => cur.item.etag = Some(v.trim().to_string()),
                 "AccessTier" => cur.item.access_tier = Some(v.trim().to_string()),
+                "Last-Modified" => cur.item.last_modified = httpdate::parse_http_date(v.trim()).ok(),
                 _ => {}
             },
             ["EnumerationResults", "Blobs", "Blob", "Metadata", key] if key.eq_ignore_ascii_case("sha256") => {

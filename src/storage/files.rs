@@ -406,6 +406,7 @@ impl FilesStore {
             content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(str::to_string),
             sha256: resp.header("x-ms-meta-sha256").map(|s| s.to_ascii_lowercase()),
             access_tier: None,
+            last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
         }))
     }
 

@@ -219,6 +219,8 @@ pub struct RemoteItem {
     pub sha256: Option<String>,
     /// Blob access tier (an `Archive` blob cannot be read).
     pub access_tier: Option<String>,
+    /// Last-Modified, when the listing or the properties carry it (cache `restore_keys`).
+    pub last_modified: Option<std::time::SystemTime>,
 }
 
 impl RemoteItem {

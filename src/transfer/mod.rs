@@ -13,6 +13,7 @@
 //! Files a blob could not hold in 50,000 blocks of the largest block this run may use
 //! are refused at planning, before any request ([`Engine::check_block_counts`]).
 
+pub mod cache;
 pub mod checksum;
 pub mod compress;
 pub mod dirfd;
@@ -22,6 +23,7 @@ pub mod outputs;
 pub mod plan;
 pub mod progress;
 pub mod report;
+pub mod stream;
 pub mod sync;
 pub mod upload;
 
@@ -234,6 +236,8 @@ fn action_word(a: Action) -> &'static str {
         Action::Upload => "upload",
         Action::Download => "download",
         Action::Sync => "sync",
+        Action::CacheSave => "cache save",
+        Action::CacheRestore => "cache restore",
     }
 }
 
@@ -244,6 +248,9 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         }
         Action::Download => {
             format!("{} → {}", cfg.sources.join(", "), if cfg.target.is_empty() { "." } else { &cfg.target })
+        }
+        Action::CacheSave | Action::CacheRestore => {
+            format!("{} ↔ {}", cfg.sources.join(", "), if cfg.target.is_empty() { "/" } else { &cfg.target })
         }
     };
     tracing::info!(
@@ -276,12 +283,18 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
 
     // A sync whose deletes were refused (a failed upload or listing, `max_delete`): why.
     let mut refused = None;
+    let mut cache_outputs = Vec::new();
     let results = match cfg.action {
         Action::Upload => run_upload(&engine, &credential).await?,
         Action::Download => run_download(&engine, &credential).await?,
         Action::Sync => {
             let (results, why) = sync::run_sync(&engine, &credential).await?;
             refused = why;
+            results
+        }
+        Action::CacheSave | Action::CacheRestore => {
+            let (results, outputs) = crate::transfer::cache::run(&engine, &credential).await?;
+            cache_outputs = outputs;
             results
         }
     };
@@ -317,7 +330,9 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
             )),
         }
     }
-    if let Err(e) = outputs::write(&outputs::pairs(&cfg, &summary, &results, &*store)) {
+    let mut pairs = outputs::pairs(&cfg, &summary, &results, &*store);
+    pairs.extend(cache_outputs);
+    if let Err(e) = outputs::write(&pairs) {
         report_errors.push(e.to_string());
     }
     report_errors.extend(refused);

@@ -44,7 +44,7 @@ fn url(cfg: &Config, results: &[FileResult], store: &dyn Store) -> String {
         return one.url.clone();
     }
     let prefix = match cfg.action {
-        Action::Upload | Action::Sync => cfg.target.clone(),
+        Action::Upload | Action::Sync | Action::CacheSave | Action::CacheRestore => cfg.target.clone(),
         // One source: its literal part (up to the first wildcard); several: the container.
         Action::Download => match cfg.sources.as_slice() {
             [one] => one.chars().take_while(|c| !"*?[{".contains(*c)).collect(),

@@ -392,7 +392,8 @@ async fn put_from_memory(
     eng.with_request(store.commit(name, len, &chunks, props)).await
 }
 
-type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
+/// A block ready to send: its chunk (offset, length, checksum), bytes and memory permit.
+pub(crate) type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
 
 /// Room in the reader → sender channel (see `read_blocks`).
 const CHUNK_QUEUE: usize = 1024;
@@ -495,52 +496,17 @@ async fn upload_chunked(
     let store = eng.store.clone();
     let present = eng.with_request(store.begin_chunked(&item.name, item.size, props)).await?;
     let size = item.size;
-    let (mut rx, reader) = spawn_readers(eng, item, block);
+    let (rx, reader) = spawn_readers(eng, item, block);
 
-    let mut chunks: Vec<Chunk> = Vec::with_capacity(size.div_ceil(block) as usize);
-    let mut puts: JoinSet<Result<()>> = JoinSet::new();
-    let mut resumed = 0u64;
-    let mut failure: Option<UploadError> = None;
-    let mut receiving = true;
-    while receiving || !puts.is_empty() {
-        tokio::select! {
-            msg = rx.recv(), if receiving => match msg {
-                Some((chunk, data, permit)) => {
-                    chunks.push(chunk);
-                    if present.contains(&store.chunk_key(&chunk)) {
-                        resumed += chunk.len;
-                        eng.progress.counters.add_bytes(chunk.len);
-                        crate::buffers::give(data);
-                        drop(permit);
-                        continue;
-                    }
-                    let (eng, store, name) = (eng.clone(), store.clone(), item.name.clone());
-                    puts.spawn(async move {
-                        let r = eng.with_request(store.put_chunk(&name, chunk, data.clone())).await;
-                        crate::buffers::give(data);
-                        drop(permit);
-                        r.map_err(|source| UploadError::Block { offset: chunk.offset, source })?;
-                        eng.progress.counters.add_bytes(chunk.len);
-                        Ok(())
-                    });
-                }
-                None => receiving = false,
-            },
-            Some(done) = puts.join_next(), if !puts.is_empty() => {
-                if let Err(e) = done.map_err(UploadError::from).and_then(|r| r) {
-                    failure = Some(e);
-                    break;
-                }
-            }
+    let sent = send_chunks(eng, &item.name, &present, rx, size.div_ceil(block) as usize).await;
+    let (chunks, resumed) = match sent {
+        Ok(done) => done,
+        Err(f) => {
+            let _ = reader.await;
+            eng.with_request(store.abandon(&item.name)).await;
+            return Err(f);
         }
-    }
-    if let Some(f) = failure {
-        drop(rx);
-        puts.abort_all();
-        let _ = reader.await;
-        eng.with_request(store.abandon(&item.name)).await;
-        return Err(f);
-    }
+    };
     let digests = match reader.await {
         Ok(d) => d,
         Err(e) => {
@@ -564,4 +530,57 @@ async fn upload_chunked(
         Err(e) => return Err(commit_error(eng, e)),
     };
     Ok((digests, etag, resumed))
+}
+
+/// Sends the blocks arriving on `rx` (in order), each under a request permit, skipping those
+/// an earlier run staged (`present`), until the channel closes: the chunked Put Block path
+/// of a file, and of a stream of unknown length (a cache archive). Returns the chunks in
+/// order and the bytes resumed. On the first failure the remaining requests are aborted and
+/// `rx` dropped, so the producer stops at its next send.
+pub(crate) async fn send_chunks(
+    eng: &Arc<Engine>,
+    name: &str,
+    present: &std::collections::HashSet<String>,
+    mut rx: mpsc::Receiver<ChunkMsg>,
+    expected: usize,
+) -> Result<(Vec<Chunk>, u64)> {
+    let store = eng.store.clone();
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(expected);
+    let mut puts: JoinSet<Result<()>> = JoinSet::new();
+    let mut resumed = 0u64;
+    let mut receiving = true;
+    while receiving || !puts.is_empty() {
+        tokio::select! {
+            msg = rx.recv(), if receiving => match msg {
+                Some((chunk, data, permit)) => {
+                    chunks.push(chunk);
+                    if present.contains(&store.chunk_key(&chunk)) {
+                        resumed += chunk.len;
+                        eng.progress.counters.add_bytes(chunk.len);
+                        crate::buffers::give(data);
+                        drop(permit);
+                        continue;
+                    }
+                    let (eng, store, name) = (eng.clone(), store.clone(), name.to_string());
+                    puts.spawn(async move {
+                        let r = eng.with_request(store.put_chunk(&name, chunk, data.clone())).await;
+                        crate::buffers::give(data);
+                        drop(permit);
+                        r.map_err(|source| UploadError::Block { offset: chunk.offset, source })?;
+                        eng.progress.counters.add_bytes(chunk.len);
+                        Ok(())
+                    });
+                }
+                None => receiving = false,
+            },
+            Some(done) = puts.join_next(), if !puts.is_empty() => {
+                if let Err(e) = done.map_err(UploadError::from).and_then(|r| r) {
+                    drop(rx);
+                    puts.abort_all();
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok((chunks, resumed))
 }

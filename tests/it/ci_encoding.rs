@@ -363,6 +363,41 @@ fn run_download_example(at: &str, env: &BTreeMap<String, String>) {
     assert!(Path::new(file).starts_with(target), "{at}: `{file}` is not under `{target}`");
 }
 
+/// A cache example, for real against Azurite: the files its key hashes and (for a save)
+/// its `source` directories are made; a save must save (or find its key saved), a restore
+/// must restore or report a miss, both with exit 0.
+fn run_cache_example(at: &str, env: &BTreeMap<String, String>) {
+    let az = Azurite::shared();
+    let c = &container("doccache");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    let keys = [env.get("PLUGIN_CACHE_KEY"), env.get("PLUGIN_RESTORE_KEYS")];
+    for text in keys.into_iter().flatten() {
+        for part in text.split("checksum \"").skip(1) {
+            let file = part.split('"').next().unwrap();
+            write(ws, file, b"lock file");
+        }
+    }
+    let save = env.get("PLUGIN_ACTION").map(String::as_str) == Some("cache_save");
+    if save {
+        let sources = plugin_azure_storage::config::parse_list(&env["PLUGIN_SOURCE"]).unwrap();
+        for s in sources {
+            write(ws, &format!("{s}/example.txt"), b"cached");
+        }
+    }
+    let mut p = plugin(ws).env("CI_COMMIT_BRANCH", "main").env("DRONE_BRANCH", "main");
+    for (k, v) in env {
+        p = p.env(k, v.as_str());
+    }
+    for k in ["account_name", "sas_token", "connection_string", "tenant_id", "client_id", "federated_token"] {
+        p = p.unset(k);
+    }
+    let out = p.azurite(az, c).run();
+    assert_eq!(out.code, 0, "{at}: the example fails as the engines pass it:\n{env:#?}\n{}", out.all());
+    let want: &[&str] = if save { &["saved", "not saved again"] } else { &["restored", "cache miss"] };
+    assert!(want.iter().any(|w| out.all().contains(w)), "{at}: neither of {want:?}:\n{}", out.all());
+}
+
 #[test]
 fn ci_encoding_every_documented_example_runs_as_the_engines_pass_it() {
     let files = documented_files();
@@ -377,6 +412,7 @@ fn ci_encoding_every_documented_example_runs_as_the_engines_pass_it() {
             let env = step_env(&encoded(step));
             match env.get("PLUGIN_ACTION").map(String::as_str) {
                 Some("download") => run_download_example(&at, &env),
+                Some("cache_save" | "cache_restore") => run_cache_example(&at, &env),
                 _ => run_upload_example(&at, &env),
             }
             steps += 1;

@@ -7,6 +7,7 @@ mod auth;
 mod bench_harness;
 mod blob_download;
 mod blob_upload;
+mod cache;
 mod ci_encoding;
 mod docs;
 mod fault_proxy;

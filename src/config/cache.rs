@@ -1,0 +1,206 @@
+//! Cache settings (`action: cache_save` / `cache_restore`): the key template, the
+//! `restore_keys` fallbacks, the compression level and `fail_on_miss`.
+//!
+//! A template is parsed here, before any network call: `{{ env "VAR" }}`, `{{ arch }}`,
+//! `{{ os }}` and `{{ branch }}` are resolved from the environment at once (a variable that
+//! is not set is a settings error); `{{ checksum "FILE" }}` stays a part for the cache
+//! module to hash from the workspace.
+
+use super::RawSettings;
+
+/// One piece of a parsed key template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    Text(String),
+    /// SHA-256 (hex) of this workspace file, computed when the key is rendered.
+    Checksum(String),
+}
+
+/// The validated cache settings.
+#[derive(Debug, Clone, Default)]
+pub struct CacheSettings {
+    pub key: Vec<KeyPart>,
+    pub restore_keys: Vec<Vec<KeyPart>>,
+    pub compression_level: i32,
+    pub fail_on_miss: bool,
+    /// `overwrite` was set to `true` explicitly (a cache key is not written again otherwise).
+    pub overwrite_explicit: bool,
+}
+
+/// The branch of the run, from the CI's own variables.
+pub fn branch(raw: &RawSettings) -> Option<String> {
+    [
+        "CI_COMMIT_SOURCE_BRANCH",
+        "CI_COMMIT_BRANCH",
+        "DRONE_SOURCE_BRANCH",
+        "DRONE_BRANCH",
+        "GITHUB_HEAD_REF",
+        "GITHUB_REF_NAME",
+        "CI_COMMIT_REF_NAME",
+        "BUILDKITE_BRANCH",
+    ]
+    .iter()
+    .find_map(|v| raw.var(v))
+    .map(str::to_string)
+}
+
+/// Parses a key template; `Err` says what is wrong and what is accepted.
+pub fn parse_template(template: &str, raw: &RawSettings) -> Result<Vec<KeyPart>, String> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        text.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| format!("`{template}`: a `{{{{` without its `}}}}`"))?;
+        let expr = after[..end].trim();
+        rest = &after[end + 2..];
+        let (func, arg) = match expr.split_once(char::is_whitespace) {
+            Some((f, a)) => (f, Some(a.trim())),
+            None => (expr, None),
+        };
+        let quoted = |a: Option<&str>| -> Result<String, String> {
+            a.and_then(|a| a.strip_prefix('"')?.strip_suffix('"'))
+                .filter(|a| !a.is_empty() && !a.contains('"'))
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    format!(
+                        "`{{{{ {expr} }}}}`: `{func}` takes one quoted argument, e.g. `{{{{ {func} \"{}\" }}}}`",
+                        if func == "env" { "VAR" } else { "Cargo.lock" }
+                    )
+                })
+        };
+        match func {
+            "checksum" => {
+                let file = quoted(arg)?;
+                if file.starts_with('/') || file.split('/').any(|c| c == "..") {
+                    return Err(format!("`{{{{ {expr} }}}}`: the file must be inside the workspace (relative, without `..`)"));
+                }
+                if !text.is_empty() {
+                    parts.push(KeyPart::Text(std::mem::take(&mut text)));
+                }
+                parts.push(KeyPart::Checksum(file));
+            }
+            "env" => {
+                let var = quoted(arg)?;
+                let v = raw.var(&var).ok_or_else(|| format!("`{{{{ {expr} }}}}`: the variable `{var}` is not set"))?;
+                text.push_str(v);
+            }
+            "arch" | "os" | "branch" if arg.is_some() => return Err(format!("`{{{{ {expr} }}}}`: `{func}` takes no argument")),
+            "arch" => text.push_str(std::env::consts::ARCH),
+            "os" => text.push_str(std::env::consts::OS),
+            "branch" => text.push_str(&branch(raw).ok_or_else(|| {
+                "`{{ branch }}`: no branch variable is set (CI_COMMIT_BRANCH, DRONE_BRANCH, GITHUB_REF_NAME, ...)".to_string()
+            })?),
+            _ => {
+                return Err(format!(
+                    "`{{{{ {expr} }}}}` is not a template function: use `checksum \"FILE\"`, `env \"VAR\"`, `arch`, `os` or `branch`"
+                ))
+            }
+        }
+    }
+    if rest.contains("}}") {
+        return Err(format!("`{template}`: a `}}}}` without its `{{{{`"));
+    }
+    text.push_str(rest);
+    if !text.is_empty() {
+        parts.push(KeyPart::Text(text));
+    }
+    Ok(parts)
+}
+
+/// Reads the cache settings; errors go to `bad(setting, message)`.
+pub(super) fn parse(raw: &RawSettings, caching: bool, problems: &mut super::Problems) -> CacheSettings {
+    let mut bad = |setting: &str, message: String| problems.push(setting, message);
+    let mut out = CacheSettings { compression_level: 3, ..CacheSettings::default() };
+    match raw.get("cache_key") {
+        Some(k) => match parse_template(k.trim(), raw) {
+            Ok(parts) => out.key = parts,
+            Err(e) => bad("cache_key", e),
+        },
+        None if caching => bad(
+            "cache_key",
+            "is required with `action: cache_save` / `cache_restore`, e.g. `cargo-{{ checksum \"Cargo.lock\" }}`"
+                .into(),
+        ),
+        None => {}
+    }
+    if let Some(list) = raw.get("restore_keys") {
+        match super::parse_list(list) {
+            Ok(keys) => {
+                for k in keys {
+                    match parse_template(k.trim(), raw) {
+                        Ok(p) => out.restore_keys.push(p),
+                        Err(e) => bad("restore_keys", e),
+                    }
+                }
+            }
+            Err(e) => bad("restore_keys", e),
+        }
+    }
+    if let Some(v) = raw.get("compression_level") {
+        match v.trim().parse::<i32>() {
+            Ok(n) if (1..=19).contains(&n) => out.compression_level = n,
+            _ => bad("compression_level", format!("`{v}` is not a whole number from 1 to 19")),
+        }
+    }
+    match raw.get("fail_on_miss").map(|v| (v, super::parse_bool(v))) {
+        Some((_, Some(b))) => out.fail_on_miss = b,
+        Some((v, None)) => bad("fail_on_miss", format!("`{v}` is not a boolean (true or false)")),
+        None => {}
+    }
+    let lower = |n: &str| raw.get(n).map(|v| v.trim().to_ascii_lowercase());
+    if lower("action").as_deref() == Some("cache_save") && lower("service").as_deref() == Some("file") {
+        bad(
+            "action",
+            "`cache_save` to Azure Files is not supported yet (a file's length must be known before its first byte): save the cache to Blob (`service: blob`); `cache_restore` works with both".into(),
+        );
+    }
+    out.overwrite_explicit = raw.get("overwrite").map(|v| v.trim().eq_ignore_ascii_case("true")).unwrap_or(false);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn raw(vars: &[(&str, &str)]) -> RawSettings {
+        RawSettings::from_map(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>())
+    }
+
+    #[test]
+    fn templates_resolve_env_arch_os_branch_and_keep_checksums() {
+        let r = raw(&[("RUST_V", "1.85"), ("DRONE_BRANCH", "main")]);
+        let p = parse_template(
+            r#"cargo-{{ os }}-{{arch}}-{{ env "RUST_V" }}-{{ branch }}-{{ checksum "Cargo.lock" }}{{ checksum "a/b" }}"#,
+            &r,
+        )
+        .unwrap();
+        let head = format!("cargo-{}-{}-1.85-main-", std::env::consts::OS, std::env::consts::ARCH);
+        assert_eq!(
+            p,
+            vec![KeyPart::Text(head), KeyPart::Checksum("Cargo.lock".into()), KeyPart::Checksum("a/b".into())]
+        );
+        assert_eq!(parse_template("plain", &r).unwrap(), vec![KeyPart::Text("plain".into())]);
+    }
+
+    #[test]
+    fn bad_templates_say_what_is_accepted() {
+        let r = raw(&[]);
+        for (t, want) in [
+            ("a-{{ os", "without its `}}`"),
+            ("a-}}", "without its `{{`"),
+            ("{{ nope }}", "is not a template function"),
+            ("{{ env \"MISSING\" }}", "`MISSING` is not set"),
+            ("{{ checksum Cargo.lock }}", "one quoted argument"),
+            ("{{ checksum \"../x\" }}", "inside the workspace"),
+            ("{{ checksum \"/etc/passwd\" }}", "inside the workspace"),
+            ("{{ os \"x\" }}", "takes no argument"),
+            ("{{ branch }}", "no branch variable"),
+        ] {
+            let e = parse_template(t, &r).unwrap_err();
+            assert!(e.contains(want), "{t}: {e}");
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Cache mode: `action: cache_save` / `cache_restore` (docs/cache.md).
+//!
+//! Save: the `source` directories become one tar+zstd archive streamed into
+//! `<target>/<key>.tar.zst` through the chunked upload path (no temporary file, memory
+//! within `max_memory`, the archive's SHA-256 stored as metadata `sha256`); an existing
+//! key is not written again unless `overwrite: true` is set explicitly (and the commit is
+//! conditional, so two runs saving one key at once never replace each other's archive).
+//!
+//! Restore: the exact key, else the newest archive (Last-Modified) under the first
+//! `restore_keys` prefix with any match; downloaded in parallel ranges fed in order into
+//! zstd and tar, extracted safely and moved into place only once verified
+//! ([`extract`]). A miss is not an error unless `fail_on_miss`.
+//!
+//! Outputs: `cache_hit` (`true` only when the exact key was restored, so a later
+//! `cache_save` can be skipped) and `cache_key` (the key restored, empty on a miss).
+
+pub mod archive;
+pub mod extract;
+pub mod key;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::auth::{AuthError, Credential};
+use crate::config::{human_bytes, Action};
+use crate::storage::{RemoteItem, UploadProps};
+use crate::transfer::localfs::Root;
+use crate::transfer::plan::join_remote;
+use crate::transfer::report::{FileResult, Status};
+use crate::transfer::stream::{self, BlockSink, ChannelReader, StreamError};
+use crate::transfer::upload::send_chunks;
+use crate::transfer::{Engine, RunError};
+
+/// Suffix of every cache archive.
+pub const SUFFIX: &str = ".tar.zst";
+
+type Outputs = Vec<(&'static str, String)>;
+
+/// Runs `cache_save` or `cache_restore`: the results for the summary and the outputs.
+pub async fn run(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<FileResult>, Outputs), RunError> {
+    let cfg = &eng.cfg;
+    let workspace =
+        std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
+    let root = Root::open(&workspace, false).map_err(|e| RunError::Other(format!("cannot open the workspace: {e}")))?;
+    let key =
+        tokio::task::block_in_place(|| key::render(&cfg.cache.key, &root, "cache_key")).map_err(RunError::Other)?;
+    key::check(&key, "cache_key").map_err(RunError::Other)?;
+    let name = join_remote(&cfg.target, &format!("{key}{SUFFIX}"));
+    eng.store.check_name(&name).map_err(|e| RunError::Other(format!("the cache blob name `{name}`: {e}")))?;
+    let save = cfg.action == Action::CacheSave;
+    if cfg.dry_run {
+        tracing::info!(
+            "would {} {} {} `{name}`",
+            if save { "save" } else { "restore" },
+            cfg.sources.join(", "),
+            if save { "into" } else { "from" }
+        );
+        let mut r = FileResult::new(&name, &cfg.sources.join(","), 0, eng.store.url(&name));
+        r.status = Status::Skipped;
+        r.reason = Some("dry run".into());
+        return Ok((vec![r], vec![]));
+    }
+    if matches!(credential, Credential::None) {
+        return Err(AuthError::Missing("no credentials".into()).into());
+    }
+    if save {
+        save_cache(eng, root, &key, &name).await
+    } else {
+        restore_cache(eng, &workspace, &root, &key, &name).await
+    }
+}
+
+async fn save_cache(
+    eng: &Arc<Engine>,
+    root: Root,
+    key: &str,
+    name: &str,
+) -> Result<(Vec<FileResult>, Outputs), RunError> {
+    let cfg = &eng.cfg;
+    let local = cfg.sources.join(",");
+    let mut res = FileResult::new(name, &local, 0, eng.store.url(name));
+    let mut present = Vec::new();
+    for s in &cfg.sources {
+        let s = s.trim_start_matches("./").trim_end_matches('/').to_string();
+        match root.probe(&s) {
+            Ok(()) => present.push(s),
+            Err(e) => tracing::warn!("source `{s}` not cached: {e}"),
+        }
+    }
+    let outputs = vec![("cache_key", key.to_string())];
+    if present.is_empty() {
+        tracing::warn!("nothing to cache: no `source` directory exists");
+        res.status = Status::Skipped;
+        res.reason = Some("nothing to cache".into());
+        return Ok((vec![res], outputs));
+    }
+    eng.store.ensure_container(cfg.create_container).await?;
+    if !cfg.cache.overwrite_explicit {
+        if let Some(existing) = eng.with_request(eng.store.properties(name)).await? {
+            tracing::info!("cache `{key}` exists: not saved again (set `overwrite: true` to replace it)");
+            res.status = Status::Skipped;
+            res.size = existing.size;
+            res.sha256 = existing.sha256;
+            res.reason = Some("exists".into());
+            return Ok((vec![res], outputs));
+        }
+    }
+    let mut props = UploadProps {
+        content_type: "application/zstd".into(),
+        metadata: cfg.metadata.clone(),
+        access_tier: cfg.access_tier.clone(),
+        if_none_match: !cfg.cache.overwrite_explicit,
+        ..UploadProps::default()
+    };
+    eng.stop.arm();
+    match save_stream(eng, root, present, name, &mut props).await {
+        Ok((sha, size, counts)) => {
+            tracing::info!(
+                "cache `{key}` saved: {} file(s), {} dir(s), {} link(s), {} → {} compressed",
+                counts.files,
+                counts.dirs,
+                counts.links,
+                human_bytes(counts.bytes),
+                human_bytes(size)
+            );
+            res.status = Status::Transferred;
+            res.size = size;
+            res.sha256 = Some(sha);
+        }
+        Err(SaveError::Exists) => {
+            tracing::info!("cache `{key}` was saved meanwhile by another run: not saved again");
+            res.status = Status::Skipped;
+            res.reason = Some("exists".into());
+        }
+        Err(SaveError::Failed(e)) => {
+            tracing::error!("failed: cache `{key}` not saved: {e}");
+            res.reason = Some(e);
+        }
+    }
+    Ok((vec![res], outputs))
+}
+
+enum SaveError {
+    Exists,
+    Failed(String),
+}
+
+/// Streams the archive of `sources` into `name`: a producer thread (tar + zstd into a
+/// [`BlockSink`]) feeding the chunked Put Block path, then one commit.
+async fn save_stream(
+    eng: &Arc<Engine>,
+    root: Root,
+    sources: Vec<String>,
+    name: &str,
+    props: &mut UploadProps,
+) -> Result<(String, u64, archive::Counts), SaveError> {
+    let store = eng.store.clone();
+    let present =
+        eng.with_request(store.begin_chunked(name, 0, props)).await.map_err(|e| SaveError::Failed(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(2);
+    let (eng2, handle, level) = (eng.clone(), tokio::runtime::Handle::current(), eng.cfg.cache.compression_level);
+    let producer = tokio::task::spawn_blocking(move || {
+        let sink = BlockSink::new(eng2, tx, handle);
+        let (counts, sink) = archive::write_archive(&root, &sources, level, sink)?;
+        let (sha, len) = sink.finish().map_err(|e| format!("cannot write the archive: {e}"))?;
+        Ok::<_, String>((sha, len, counts))
+    });
+    let sent = send_chunks(eng, name, &present, rx, 16).await.map_err(|e| e.to_string());
+    let made = producer.await.map_err(|e| e.to_string()).and_then(|r| r);
+    let (chunks, (sha, len, counts)) = match (sent, made) {
+        (Ok((chunks, _)), Ok(made)) => (chunks, made),
+        // The producer's error explains a cancelled upload; else the upload's.
+        (_, Err(e)) | (Err(e), Ok(_)) => {
+            eng.with_request(store.abandon(name)).await;
+            return Err(SaveError::Failed(e));
+        }
+    };
+    props.metadata.push(("sha256".into(), sha.clone()));
+    match eng.with_request(store.commit(name, len, &chunks, props)).await {
+        Ok(_) => Ok((sha, len, counts)),
+        Err(e) if e.is_status(409) || e.is_status(412) => {
+            // A retried conditional commit may have been ours.
+            match eng.with_request(store.properties(name)).await {
+                Ok(Some(r)) if r.sha256.as_deref() == Some(sha.as_str()) => Ok((sha, len, counts)),
+                _ => Err(SaveError::Exists),
+            }
+        }
+        Err(e) => Err(SaveError::Failed(e.to_string())),
+    }
+}
+
+/// The archive to restore: the exact key, else the newest match of the first
+/// `restore_keys` prefix with any. Returns the item and whether it is the exact key.
+async fn find(eng: &Arc<Engine>, root: &Root, name: &str) -> Result<Option<(RemoteItem, bool)>, RunError> {
+    let cfg = &eng.cfg;
+    if let Some(item) = eng.with_request(eng.store.properties(name)).await? {
+        return Ok(Some((item, true)));
+    }
+    for parts in &cfg.cache.restore_keys {
+        let prefix =
+            tokio::task::block_in_place(|| key::render(parts, root, "restore_keys")).map_err(RunError::Other)?;
+        let full = join_remote(&cfg.target, &prefix);
+        let listed = match eng.with_request(eng.store.list(&full)).await {
+            Ok(l) => l,
+            Err(e) if e.http().is_some_and(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound")) => {
+                tracing::warn!(
+                    "the {} `{}` does not exist (yet): nothing to restore",
+                    cfg.container_word(),
+                    cfg.container
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut matches: Vec<RemoteItem> = listed.into_iter().filter(|i| i.name.ends_with(SUFFIX)).collect();
+        if matches.is_empty() {
+            tracing::info!("restore key `{prefix}`: no match");
+            continue;
+        }
+        for m in matches.iter_mut().filter(|m| m.last_modified.is_none()) {
+            if let Some(p) = eng.with_request(eng.store.properties(&m.name)).await? {
+                *m = p;
+            }
+        }
+        matches.sort_by(|a, b| (a.last_modified, &a.name).cmp(&(b.last_modified, &b.name)));
+        if let Some(newest) = matches.pop() {
+            let item = match newest.sha256 {
+                Some(_) => newest,
+                None => eng.with_request(eng.store.properties(&newest.name)).await?.unwrap_or(newest),
+            };
+            return Ok(Some((item, false)));
+        }
+    }
+    Ok(None)
+}
+
+/// The key of a cache blob name (`<target>/<key>.tar.zst`).
+fn key_of(target: &str, name: &str) -> String {
+    let prefix = join_remote(target, "");
+    let rest = if prefix.is_empty() { name } else { name.strip_prefix(&format!("{prefix}/")).unwrap_or(name) };
+    rest.strip_suffix(SUFFIX).unwrap_or(rest).to_string()
+}
+
+async fn restore_cache(
+    eng: &Arc<Engine>,
+    workspace: &std::path::Path,
+    root: &Root,
+    key: &str,
+    name: &str,
+) -> Result<(Vec<FileResult>, Outputs), RunError> {
+    let cfg = &eng.cfg;
+    let Some((item, exact)) = find(eng, root, name).await? else {
+        let tried: Vec<String> = std::iter::once(key.to_string())
+            .chain(
+                cfg.cache
+                    .restore_keys
+                    .iter()
+                    .filter_map(|p| key::render(p, root, "restore_keys").ok().map(|k| format!("{k}*"))),
+            )
+            .collect();
+        let mut res = FileResult::new(name, &cfg.sources.join(","), 0, eng.store.url(name));
+        if cfg.cache.fail_on_miss {
+            tracing::error!("cache miss: no archive for `{}` (fail_on_miss: true)", tried.join("`, `"));
+            res.reason = Some("cache miss (fail_on_miss: true)".into());
+        } else {
+            tracing::info!("cache miss: no archive for `{}`; nothing restored", tried.join("`, `"));
+            res.status = Status::Skipped;
+            res.reason = Some("cache miss".into());
+        }
+        return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
+    };
+    let restored_key = key_of(&cfg.target, &item.name);
+    let mut res = FileResult::new(&item.name, &cfg.sources.join(","), item.size, eng.store.url(&item.name));
+    let outputs = vec![("cache_hit", exact.to_string()), ("cache_key", restored_key.clone())];
+    let Some(want) = item.sha256.clone() else {
+        let why = "has no `sha256` metadata to verify it against: not restored (save it again with this plugin)";
+        tracing::error!("failed: cache `{restored_key}` {why}");
+        res.reason = Some(why.into());
+        return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
+    };
+    eng.stop.arm();
+    let (tx, rx) = mpsc::channel(1);
+    let (ws, sources) = (workspace.to_path_buf(), cfg.sources.clone());
+    let want2 = want.clone();
+    let extract = tokio::task::spawn_blocking(move || extract::restore(&ws, &sources, ChannelReader::new(rx), &want2));
+    let download = stream::download_ordered(eng, &item, tx).await;
+    let extracted = extract.await.map_err(|e| e.to_string()).and_then(|r| r);
+    let outcome = match (download, extracted) {
+        (Ok(()), Ok(done)) | (Err(StreamError::ReaderGone), Ok(done)) => Ok(done),
+        (Err(StreamError::Failed(e)), _) => Err(format!("download failed: {e}; nothing restored")),
+        (_, Err(e)) => Err(e),
+    };
+    match outcome {
+        Ok(done) => {
+            tracing::info!(
+                "cache `{restored_key}` restored{}: {} entries, {} from {} compressed",
+                if exact { "" } else { " (a restore_keys match)" },
+                done.entries,
+                human_bytes(done.bytes),
+                human_bytes(item.size)
+            );
+            res.status = Status::Transferred;
+            res.sha256 = Some(want);
+            Ok((vec![res], outputs))
+        }
+        Err(e) => {
+            tracing::error!("failed: cache `{restored_key}` not restored: {e}");
+            res.reason = Some(e);
+            Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_back_from_blob_names() {
+        assert_eq!(key_of("", "cargo-abc.tar.zst"), "cargo-abc");
+        assert_eq!(key_of("caches/", "caches/cargo-abc.tar.zst"), "cargo-abc");
+        assert_eq!(key_of("/a/b", "a/b/k/x.tar.zst"), "k/x");
+    }
+}
