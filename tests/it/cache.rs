@@ -415,6 +415,35 @@ fn cache_save_to_azure_files_grows_the_file_and_round_trips() {
     assert_eq!(replaced.metadata.get("sha256"), Some(&sha256_hex(&replaced.data)));
 }
 
+/// Two runs saving one key on Azure Files: the other run's archive lands just before this
+/// run's Rename File; the rename (replace-if-exists false) is refused, the other archive
+/// stays, this run reports it as saved meanwhile and leaves no temporary file.
+#[test]
+fn cache_save_to_azure_files_never_replaces_an_archive_saved_meanwhile() {
+    use crate::files_fake::{account_key, FilesFake};
+    let fake = FilesFake::start();
+    fake.create_share("share");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    seed(&ws);
+    let path = format!("caches/{}.tar.zst", key_of(&ws));
+    fake.race_on_rename("share", &path, b"the other run's archive");
+    let out = plugin(&ws)
+        .set("service", "file")
+        .set("share", "share")
+        .set("endpoint", fake.endpoint())
+        .set("account_key", account_key())
+        .set("action", "cache_save")
+        .set("source", ".cargo/registry,target")
+        .set("target", "caches")
+        .set("cache_key", r#"cargo-{{ checksum "Cargo.lock" }}"#)
+        .set("block_size", "64KiB")
+        .run();
+    out.assert_ok().assert_contains("was saved meanwhile by another run");
+    assert_eq!(fake.file("share", &path).unwrap().data, b"the other run's archive");
+    assert_eq!(fake.files("share"), vec![path]);
+}
+
 /// A cache save over a slow link prints progress lines: bytes so far, no total or ETA
 /// (the archive's length is not known while it is written).
 #[test]
