@@ -149,13 +149,6 @@ pub(super) fn parse(raw: &RawSettings, caching: bool, problems: &mut super::Prob
         Some((v, None)) => bad("fail_on_miss", format!("`{v}` is not a boolean (true or false)")),
         None => {}
     }
-    let lower = |n: &str| raw.get(n).map(|v| v.trim().to_ascii_lowercase());
-    if lower("action").as_deref() == Some("cache_save") && lower("service").as_deref() == Some("file") {
-        bad(
-            "action",
-            "`cache_save` to Azure Files is not supported yet (a file's length must be known before its first byte): save the cache to Blob (`service: blob`); `cache_restore` works with both".into(),
-        );
-    }
     out.overwrite_explicit = raw.get("overwrite").map(|v| v.trim().eq_ignore_ascii_case("true")).unwrap_or(false);
     out
 }

@@ -27,6 +27,11 @@
 //!    `ResourceAlreadyExists` if the name exists at that instant, so `overwrite: false`
 //!    is race-free (the engine's pre-check of large files only saves sending bytes).
 //!
+//! A stream of unknown length (the cache archive, `begin_chunked` with size 0) starts
+//! as an empty file; before a Put Range that would pass its end, Set File Properties
+//! grows it (`x-ms-content-length`, doubling, at least 8 MiB, the content headers
+//! repeated), and the commit sets the exact length before the metadata and the rename.
+//!
 //! A failed upload deletes its temporary file (best effort; a killed run can leave one
 //! behind, recognisable by its name). Listings skip names of that shape, so a download
 //! never picks up another run's upload in flight. The run tag is random per run, so two
@@ -84,6 +89,11 @@ use crate::http::{BodySink, Http, Request};
 pub const MAX_RANGE: u64 = 4 << 20;
 /// Directory listings in flight at once while walking a tree.
 const LIST_CONCURRENCY: usize = 8;
+/// Smallest step a streamed upload's file grows by (it doubles beyond), keeping the
+/// Set File Properties calls few: about log2(size / 8 MiB) of them.
+const GROW_MIN: u64 = 8 << 20;
+/// Largest file Azure Files holds (4 TiB).
+const MAX_FILE: u64 = 4 << 40;
 /// Marker in temporary upload names (shared with the engine's local temp files).
 const TEMP_MARK: &str = ".azpart-";
 
@@ -168,6 +178,16 @@ pub struct FilesStore {
     run_tag: String,
     /// Directories created (or found) in this run.
     dirs: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
+    /// Streamed uploads of unknown length (begun with size 0), by temporary name: the
+    /// file's current length, grown before a Put Range would pass it.
+    growing: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Growing>>>>,
+}
+
+/// A streamed upload's temporary file: its length now and the content headers that Set
+/// File Properties must repeat (it clears the ones it is not given).
+struct Growing {
+    len: u64,
+    props: UploadProps,
 }
 
 impl FilesStore {
@@ -181,6 +201,7 @@ impl FilesStore {
             intent,
             run_tag: format!("{:08x}", fastrand::u32(..)),
             dirs: Mutex::new(HashMap::new()),
+            growing: Mutex::new(HashMap::new()),
         }
     }
 
@@ -325,10 +346,35 @@ impl FilesStore {
     }
 
     /// [Set File Properties](https://learn.microsoft.com/rest/api/storageservices/set-file-properties):
-    /// the content headers and the whole-file `x-ms-content-md5` (the length is left alone).
-    pub async fn set_file_properties(&self, name: &str, props: &UploadProps) -> Result<()> {
-        let req = self.req(Method::PUT, self.path_url(name, &[("comp", "properties")])?);
+    /// the content headers and the whole-file `x-ms-content-md5`, and with `length` the
+    /// file's new length (`x-ms-content-length`; else the length is left alone).
+    pub async fn set_file_properties(&self, name: &str, props: &UploadProps, length: Option<u64>) -> Result<()> {
+        let mut req = self.req(Method::PUT, self.path_url(name, &[("comp", "properties")])?);
+        if let Some(len) = length {
+            req = req.header("x-ms-content-length", len.to_string());
+        }
         self.http.send(Self::content_headers(req, props)).await?;
+        Ok(())
+    }
+
+    /// The growth state of a streamed upload's temporary file, if `tmp` is one.
+    fn growing(&self, tmp: &str) -> Option<Arc<tokio::sync::Mutex<Growing>>> {
+        self.growing.lock().ok()?.get(tmp).cloned()
+    }
+
+    fn forget_growing(&self, tmp: &str) -> Option<Arc<tokio::sync::Mutex<Growing>>> {
+        self.growing.lock().ok()?.remove(tmp)
+    }
+
+    /// Grows a streamed upload's file (doubling, at least [`GROW_MIN`]) so that `end` fits.
+    async fn grow_to(&self, tmp: &str, end: u64) -> Result<()> {
+        let Some(g) = self.growing(tmp) else { return Ok(()) };
+        let mut g = g.lock().await;
+        if end > g.len {
+            let len = end.max(g.len.saturating_mul(2).clamp(GROW_MIN, MAX_FILE));
+            self.set_file_properties(tmp, &g.props, Some(len)).await?;
+            g.len = len;
+        }
         Ok(())
     }
 
@@ -614,9 +660,19 @@ impl Store for FilesStore {
         r
     }
 
+    /// `size` 0 is a stream of unknown length (the cache archive): the file starts empty
+    /// and [`FilesStore::grow_to`] grows it before a range would pass its end; `commit`
+    /// then sets the exact length.
     async fn begin_chunked(&self, name: &str, size: u64, props: &UploadProps) -> Result<HashSet<String>> {
         self.ensure_parents(name).await?;
-        self.create_file(&self.temp_name(name), size, props).await?;
+        let tmp = self.temp_name(name);
+        self.create_file(&tmp, size, props).await?;
+        if size == 0 {
+            let g = Growing { len: 0, props: props.clone() };
+            if let Ok(mut m) = self.growing.lock() {
+                m.insert(tmp, Arc::new(tokio::sync::Mutex::new(g)));
+            }
+        }
         Ok(HashSet::new())
     }
 
@@ -626,14 +682,18 @@ impl Store for FilesStore {
 
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()> {
         let md5 = body_md5(chunk.sum, &data);
-        self.put_range(&self.temp_name(name), chunk.offset, data, md5).await
+        let tmp = self.temp_name(name);
+        self.grow_to(&tmp, chunk.offset + chunk.len).await?;
+        self.put_range(&tmp, chunk.offset, data, md5).await
     }
 
-    async fn commit(&self, name: &str, _size: u64, _chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
+    async fn commit(&self, name: &str, size: u64, _chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
         let tmp = self.temp_name(name);
+        // A streamed upload gets its exact length now (the content headers repeated).
+        let exact = self.forget_growing(&tmp).map(|_| size);
         let r = async {
-            if props.content_md5.is_some() {
-                self.set_file_properties(&tmp, props).await?;
+            if props.content_md5.is_some() || exact.is_some() {
+                self.set_file_properties(&tmp, props, exact).await?;
             }
             self.set_file_metadata(&tmp, &props.metadata).await?;
             self.finish(&tmp, name, props).await
@@ -654,7 +714,9 @@ impl Store for FilesStore {
     }
 
     async fn abandon(&self, name: &str) {
-        self.discard(&self.temp_name(name)).await;
+        let tmp = self.temp_name(name);
+        self.forget_growing(&tmp);
+        self.discard(&tmp).await;
     }
 }
 

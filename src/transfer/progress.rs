@@ -44,6 +44,10 @@ impl Snapshot {
     }
 
     pub fn line(&self) -> String {
+        if self.bytes_total == 0 && self.files_total == 0 {
+            // A stream of unknown length (a cache save): bytes so far, no total, no ETA.
+            return format!("{} so far, {}/s", human_bytes(self.bytes_done), human_bytes(self.rate() as u64));
+        }
         let pct = if self.bytes_total > 0 { self.bytes_done as f64 * 100.0 / self.bytes_total as f64 } else { 100.0 };
         let rate = self.rate();
         let eta = if rate > 0.0 && self.bytes_total > self.bytes_done {
@@ -178,6 +182,18 @@ impl Ticker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_line_of_an_unknown_total_has_no_eta() {
+        let s = Snapshot {
+            files_done: 0,
+            files_total: 0,
+            bytes_done: 3 << 20,
+            bytes_total: 0,
+            elapsed: Duration::from_secs(3),
+        };
+        assert_eq!(s.line(), "3.0 MiB so far, 1.0 MiB/s");
+    }
 
     #[test]
     fn progress_line_has_rate_and_eta() {

@@ -324,7 +324,7 @@ fn cache_key_templates_are_checked_before_any_request() {
 }
 
 #[test]
-fn cache_restore_from_azure_files_and_save_there_is_refused_before_any_request() {
+fn cache_restore_from_azure_files_of_an_uploaded_archive() {
     use crate::files_fake::{account_key, FilesFake};
     let fake = FilesFake::start();
     fake.create_share("caches");
@@ -353,8 +353,116 @@ fn cache_restore_from_azure_files_and_save_there_is_refused_before_any_request()
     assert_eq!(tree(&ws), vec!["cache/d/a.txt", "cache/l"]);
     assert_eq!(std::fs::read(ws.join("cache/d/a.txt")).unwrap(), bytes(300_000, 3));
     assert_eq!(std::fs::read_link(ws.join("cache/l")).unwrap(), Path::new("d/a.txt"));
+}
 
-    let out = files(&ws).set("action", "cache_save").set("source", "cache").set("cache_key", "k2").run();
-    out.assert_code(2).assert_contains("`cache_save` to Azure Files is not supported yet");
-    assert_eq!(fake.files("caches").len(), 1, "nothing written");
+/// `cache_save` to Azure Files: the file is created empty under a temporary name, grown
+/// by Set File Properties before a range would pass its end (the fake refuses ranges
+/// outside the current length), cut to the archive's exact length, renamed into place;
+/// then restored. An existing key is not written again unless `overwrite: true`.
+#[test]
+fn cache_save_to_azure_files_grows_the_file_and_round_trips() {
+    use crate::files_fake::{account_key, FilesFake};
+    let fake = FilesFake::start();
+    fake.create_share("share");
+    let files = |ws: &Path, action: &str| {
+        plugin(ws)
+            .set("service", "file")
+            .set("share", "share")
+            .set("endpoint", fake.endpoint())
+            .set("account_key", account_key())
+            .set("action", action)
+            .set("source", ".cargo/registry,target")
+            .set("target", "caches")
+            .set("cache_key", r#"cargo-{{ checksum "Cargo.lock" }}"#)
+            .set("block_size", "64KiB")
+            .set("max_memory", "1MiB")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    seed(&ws);
+    let key = key_of(&ws);
+    let path = format!("caches/{key}.tar.zst");
+    fake.clear_log();
+    files(&ws, "cache_save").run().assert_ok().assert_contains(&format!("cache `{key}` saved"));
+    let stored = fake.file("share", &path).expect("the archive is stored under its final name");
+    assert!(stored.data.len() > 4 * 64 * 1024, "a multi-range archive: {} bytes", stored.data.len());
+    assert_eq!(stored.metadata.get("sha256"), Some(&sha256_hex(&stored.data)), "exact length: the hash covers it all");
+    assert_eq!(stored.content_type.as_deref(), Some("application/zstd"), "resizes kept the content headers");
+    // One grow (8 MiB covers this archive) and the exact length at the end.
+    assert_eq!(fake.count("Set File Properties"), 2, "{:?}", fake.log());
+    assert!(fake.count("Put Range") >= 5);
+    assert_eq!(fake.files("share"), vec![path.clone()], "no temporary file left");
+
+    let back = dir.path().join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    write(&back, "Cargo.lock", b"lock v1");
+    files(&back, "cache_restore").run().assert_ok().assert_contains(&format!("cache `{key}` restored"));
+    assert_eq!(tree(&back), tree(&ws));
+    let big = ".cargo/registry/big.crate";
+    assert_eq!(std::fs::read(back.join(big)).unwrap(), std::fs::read(ws.join(big)).unwrap());
+    assert_eq!(std::fs::read_link(back.join("target/latest")).unwrap(), Path::new("debug/app"));
+
+    // The key exists: not written again, not even its bytes sent.
+    write(&ws, big, &bytes(200_000, 9));
+    fake.clear_log();
+    files(&ws, "cache_save").run().assert_ok().assert_contains("exists: not saved again");
+    assert_eq!(fake.count("Put Range"), 0);
+    assert_eq!(fake.file("share", &path).unwrap().data, stored.data);
+    // `overwrite: true` replaces it.
+    files(&ws, "cache_save").set("overwrite", "true").run().assert_ok().assert_contains("saved");
+    let replaced = fake.file("share", &path).unwrap();
+    assert_ne!(replaced.data, stored.data);
+    assert_eq!(replaced.metadata.get("sha256"), Some(&sha256_hex(&replaced.data)));
+}
+
+/// Two runs saving one key on Azure Files: the other run's archive lands just before this
+/// run's Rename File; the rename (replace-if-exists false) is refused, the other archive
+/// stays, this run reports it as saved meanwhile and leaves no temporary file.
+#[test]
+fn cache_save_to_azure_files_never_replaces_an_archive_saved_meanwhile() {
+    use crate::files_fake::{account_key, FilesFake};
+    let fake = FilesFake::start();
+    fake.create_share("share");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    seed(&ws);
+    let path = format!("caches/{}.tar.zst", key_of(&ws));
+    fake.race_on_rename("share", &path, b"the other run's archive");
+    let out = plugin(&ws)
+        .set("service", "file")
+        .set("share", "share")
+        .set("endpoint", fake.endpoint())
+        .set("account_key", account_key())
+        .set("action", "cache_save")
+        .set("source", ".cargo/registry,target")
+        .set("target", "caches")
+        .set("cache_key", r#"cargo-{{ checksum "Cargo.lock" }}"#)
+        .set("block_size", "64KiB")
+        .run();
+    out.assert_ok().assert_contains("was saved meanwhile by another run");
+    assert_eq!(fake.file("share", &path).unwrap().data, b"the other run's archive");
+    assert_eq!(fake.files("share"), vec![path]);
+}
+
+/// A cache save over a slow link prints progress lines: bytes so far, no total or ETA
+/// (the archive's length is not known while it is written).
+#[test]
+fn a_slow_cache_save_prints_progress_lines_without_an_eta() {
+    let az = Azurite::shared();
+    let c = container("cacheprogress");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    seed(&ws);
+    // About 1 MiB through 512 KiB/s: two seconds, many 100 ms ticks.
+    let port = throttled_proxy(az.port, 512 << 10);
+    let out = cache(&ws, az, &c, "cache_save")
+        .set("endpoint", format!("{}://127.0.0.1:{port}/{DEV_ACCOUNT}", az.scheme))
+        .set("block_size", "64KiB")
+        .set("progress_interval", "100ms")
+        .set("log_format", "text")
+        .run();
+    out.assert_ok().assert_contains("progress: ").assert_contains(" so far, ");
+    let lines: Vec<&str> = out.stderr.lines().filter(|l| l.contains("progress: ")).collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| !l.contains("ETA")), "{lines:?}");
 }

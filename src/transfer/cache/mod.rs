@@ -23,10 +23,11 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, Credential};
-use crate::config::{human_bytes, Action};
+use crate::config::{human_bytes, Action, LogFormat};
 use crate::storage::{RemoteItem, UploadProps};
 use crate::transfer::localfs::Root;
 use crate::transfer::plan::join_remote;
+use crate::transfer::progress::Progress;
 use crate::transfer::report::{FileResult, Status};
 use crate::transfer::stream::{self, BlockSink, ChannelReader, StreamError};
 use crate::transfer::upload::send_chunks;
@@ -64,11 +65,17 @@ pub async fn run(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<File
     if matches!(credential, Credential::None) {
         return Err(AuthError::Missing("no credentials".into()).into());
     }
-    if save {
+    // Progress lines as for uploads and downloads: bytes sent (save: total unknown,
+    // no ETA) or received (restore: the archive's size is the total).
+    let sink = Progress::default_sink(cfg.log_format == LogFormat::Json);
+    let ticker = eng.progress.spawn_ticker(cfg.progress_interval, sink);
+    let r = if save {
         save_cache(eng, root, &key, &name).await
     } else {
         restore_cache(eng, &workspace, &root, &key, &name).await
-    }
+    };
+    ticker.stop();
+    r
 }
 
 async fn save_cache(
@@ -280,6 +287,9 @@ async fn restore_cache(
         return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
     };
     eng.stop.arm();
+    let c = &eng.progress.counters;
+    c.files_total.store(1, std::sync::atomic::Ordering::Relaxed);
+    c.bytes_total.store(item.size, std::sync::atomic::Ordering::Relaxed);
     let (tx, rx) = mpsc::channel(1);
     let (ws, sources) = (workspace.to_path_buf(), cfg.sources.clone());
     let want2 = want.clone();
