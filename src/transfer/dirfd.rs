@@ -20,11 +20,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// One path component (or a path, for [`open_dir`]) as a C string; a NUL is refused.
-fn cstr(name: &[u8]) -> io::Result<CString> {
+/// The syscall wrappers of the transfer modules (here, `localfs`, `cache::extract`) share
+/// this, [`check`] and [`owned`].
+pub(crate) fn cstr(name: &[u8]) -> io::Result<CString> {
     CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name contains a NUL byte"))
 }
 
-fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+/// A syscall's result: `Err(errno)` when it is negative.
+pub(crate) fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -33,7 +36,7 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Takes ownership of a descriptor a successful call returned.
-fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+pub(crate) fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
     let fd = check(fd)?;
     // SAFETY: `fd` was just returned by a successful open and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -144,16 +147,34 @@ pub fn link_at(_file: &File, _dir: &OwnedFd, _name: &str) -> io::Result<()> {
 
 /// Links the file named `from` in `dir` under `to` as well (`EEXIST` if taken).
 pub fn link_name_at(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
+    link_between(dir, from, dir, to)
+}
+
+/// Links `from` in `from_dir` as `to` in `to_dir` (`EEXIST` if taken); a link is linked
+/// itself, never followed (flags 0).
+pub fn link_between(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str) -> io::Result<()> {
     let (f, t) = (cstr(from.as_bytes())?, cstr(to.as_bytes())?);
-    // SAFETY: both strings are valid and outlive the call; `dir` is open.
-    check(unsafe { libc::linkat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr(), 0) }).map(drop)
+    // SAFETY: both strings are valid and outlive the call; both descriptors are open.
+    check(unsafe { libc::linkat(from_dir.as_raw_fd(), f.as_ptr(), to_dir.as_raw_fd(), t.as_ptr(), 0) }).map(drop)
 }
 
 /// Renames `from` to `to`, both in `dir`, replacing what `to` names (a link itself, not its target).
 pub fn rename_at(dir: &OwnedFd, from: &str, to: &str) -> io::Result<()> {
+    rename_between(dir, from, dir, to)
+}
+
+/// Renames `from` in `from_dir` to `to` in `to_dir`, replacing what `to` names.
+pub fn rename_between(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str) -> io::Result<()> {
     let (f, t) = (cstr(from.as_bytes())?, cstr(to.as_bytes())?);
+    // SAFETY: both strings are valid and outlive the call; both descriptors are open.
+    check(unsafe { libc::renameat(from_dir.as_raw_fd(), f.as_ptr(), to_dir.as_raw_fd(), t.as_ptr()) }).map(drop)
+}
+
+/// Creates in `dir` a symbolic link `name` whose text is `target` (never resolved here).
+pub fn symlink_at(target: &str, dir: &OwnedFd, name: &str) -> io::Result<()> {
+    let (t, n) = (cstr(target.as_bytes())?, cstr(name.as_bytes())?);
     // SAFETY: both strings are valid and outlive the call; `dir` is open.
-    check(unsafe { libc::renameat(dir.as_raw_fd(), f.as_ptr(), dir.as_raw_fd(), t.as_ptr()) }).map(drop)
+    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), n.as_ptr()) }).map(drop)
 }
 
 /// Removes the file `name` from `dir`.

@@ -18,13 +18,15 @@
 //! read and after the last one (tar's "file changed as we read it").
 
 use std::collections::VecDeque;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use super::dirfd::{cstr, owned};
 
 /// Links followed in one resolution before it counts as a loop (Linux's limit).
 const MAX_LINKS: usize = 40;
@@ -131,7 +133,7 @@ impl Root {
     /// Opens the workspace root (a trusted path: the step's working directory).
     pub fn open(path: &Path, follow: bool) -> io::Result<Root> {
         let path = path.canonicalize()?;
-        let c = cstring(path.as_os_str().as_bytes())?;
+        let c = cstr(path.as_os_str().as_bytes())?;
         // SAFETY: `c` is a NUL-terminated path that outlives the call; a non-negative
         // result is a new descriptor nobody else owns.
         let fd = unsafe { libc::open(c.as_ptr(), dir_flags() | libc::O_CLOEXEC) };
@@ -207,7 +209,7 @@ impl Root {
         const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
         const RESOLVE_NO_SYMLINKS: u64 = 0x04;
         const RESOLVE_BENEATH: u64 = 0x08;
-        let c = cstring(rel.as_bytes()).ok()?;
+        let c = cstr(rel.as_bytes()).ok()?;
         let mut flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
         let mut resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
         if !self.follow {
@@ -356,27 +358,15 @@ fn dir_flags() -> libc::c_int {
     f
 }
 
-fn cstring(b: &[u8]) -> io::Result<CString> {
-    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path contains a NUL byte"))
-}
-
-fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by open/openat/openat2 and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn openat(dir: BorrowedFd<'_>, name: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
-    let c = cstring(name)?;
+    let c = cstr(name)?;
     // SAFETY: `dir` is an open descriptor and `c` a NUL-terminated name, both valid for the call.
     let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC) };
     owned(fd)
 }
 
 fn lstat_is_link(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
-    let c = cstring(name)?;
+    let c = cstr(name)?;
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `dir` is open, `c` NUL-terminated, `st` points to writable memory for one `stat`.
     let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
@@ -389,7 +379,7 @@ fn lstat_is_link(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
 }
 
 fn readlinkat(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OsString> {
-    let c = cstring(name)?;
+    let c = cstr(name)?;
     let mut buf = vec![0u8; 4096];
     loop {
         // SAFETY: `dir` is open, `c` NUL-terminated, and `buf` is writable for `buf.len()` bytes.

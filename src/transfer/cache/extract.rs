@@ -12,10 +12,9 @@
 //! into place (an existing one is replaced). On any failure the staging directory is
 //! removed and the workspace is as it was.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
@@ -30,37 +29,6 @@ type DirMeta = (Vec<String>, u32, u64);
 pub struct Restored {
     pub entries: u64,
     pub bytes: u64,
-}
-
-fn c(name: &str) -> io::Result<CString> {
-    CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a name"))
-}
-
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn symlink_at(target: &str, dir: &OwnedFd, name: &str) -> io::Result<()> {
-    let (t, n) = (c(target)?, c(name)?);
-    // SAFETY: both strings are valid NUL-terminated C strings and `dir` an open descriptor,
-    // all outliving the call.
-    check(unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), n.as_ptr()) })
-}
-
-fn link_between(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str) -> io::Result<()> {
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: as in `symlink_at`; flags 0: a link is linked itself, never followed.
-    check(unsafe { libc::linkat(from_dir.as_raw_fd(), f.as_ptr(), to_dir.as_raw_fd(), t.as_ptr(), 0) })
-}
-
-fn rename_between(from_dir: &OwnedFd, from: &str, to_dir: &OwnedFd, to: &str) -> io::Result<()> {
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: as in `symlink_at`.
-    check(unsafe { libc::renameat(from_dir.as_raw_fd(), f.as_ptr(), to_dir.as_raw_fd(), t.as_ptr()) })
 }
 
 /// A member's name as components, checked: relative, no `..`, UTF-8, under a source.
@@ -189,7 +157,7 @@ fn unpack<R: Read>(reader: R, stage: &OwnedFd, sources: &[Vec<String>]) -> Resul
                         ));
                     }
                     let dir = walk(stage, parent, true).map_err(at)?;
-                    symlink_at(target, &dir, name).map_err(at)?;
+                    dirfd::symlink_at(target, &dir, name).map_err(at)?;
                 }
                 tar::EntryType::Link => {
                     let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
@@ -199,7 +167,7 @@ fn unpack<R: Read>(reader: R, stage: &OwnedFd, sources: &[Vec<String>]) -> Resul
                     let (tparent, tname) = split(&to);
                     let from_dir = walk(stage, tparent, false).map_err(at)?;
                     let dir = walk(stage, parent, true).map_err(at)?;
-                    link_between(&from_dir, tname, &dir, name).map_err(at)?;
+                    dirfd::link_between(&from_dir, tname, &dir, name).map_err(at)?;
                 }
                 tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                     return Err(format!("`{shown}` is a device or FIFO: refused"));
@@ -248,11 +216,11 @@ fn move_into_place(ws: &Path, ws_fd: &OwnedFd, stage: &OwnedFd, sources: &[Vec<S
         let old = format!(".old-{i}");
         let had = dirfd::stat_at(&to, name).is_ok();
         if had {
-            rename_between(&to, name, stage, &old).map_err(at)?;
+            dirfd::rename_between(&to, name, stage, &old).map_err(at)?;
         }
-        if let Err(e) = rename_between(&from, name, &to, name) {
+        if let Err(e) = dirfd::rename_between(&from, name, &to, name) {
             if had {
-                let _ = rename_between(stage, &old, &to, name);
+                let _ = dirfd::rename_between(stage, &old, &to, name);
             }
             return Err(at(e));
         }
