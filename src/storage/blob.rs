@@ -165,14 +165,10 @@ impl BlobStore {
         len: u64,
         sink: BodySink<'_>,
     ) -> Result<u64> {
-        let mut req = Request::new(Method::GET, self.blob_url(name, &[])?);
-        if len > 0 {
-            req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
-        }
+        let mut req = super::ranged(Request::new(Method::GET, self.blob_url(name, &[])?), offset, len);
         if let Some(e) = etag {
             req = req.header("if-match", quoted_etag(e));
         }
-        req.expect_bytes = len;
         match self.http.send_streamed(req, sink).await {
             Ok(resp) => Ok(resp.streamed),
             Err(e) if e.is_status(412) => Err(StorageError::Changed {

@@ -469,11 +469,7 @@ impl FilesStore {
         len: u64,
         sink: BodySink<'_>,
     ) -> Result<u64> {
-        let mut req = self.req(Method::GET, self.path_url(name, &[])?);
-        if len > 0 {
-            req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
-        }
-        req.expect_bytes = len;
+        let req = super::ranged(self.req(Method::GET, self.path_url(name, &[])?), offset, len);
         let resp = self.http.send_streamed(req, sink).await?;
         if let (Some(want), Some(got)) = (etag, resp.header("etag")) {
             if !same_etag(want, got) {

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::config::Checksum;
-use crate::http::{BodySink, HttpError};
+use crate::http::{BodySink, HttpError, Request};
 pub use checksum::BodySum;
 pub use names::NameError;
 
@@ -89,6 +89,16 @@ impl StorageError {
 
 /// Whether two ETags name the same version: compared without the quotes that headers
 /// carry and listings may not.
+/// A read of `len` bytes from `offset` (`x-ms-range`, the same for Get Blob and Get File;
+/// `len` 0 reads the whole item), with the timeout scaled to the bytes expected.
+pub(crate) fn ranged(mut req: Request, offset: u64, len: u64) -> Request {
+    if len > 0 {
+        req = req.header("x-ms-range", format!("bytes={}-{}", offset, offset + len - 1));
+    }
+    req.expect_bytes = len;
+    req
+}
+
 pub fn same_etag(a: &str, b: &str) -> bool {
     a.trim().trim_matches('"') == b.trim().trim_matches('"')
 }
