@@ -176,29 +176,23 @@ async fn upload_inner(
         return upload_compressed(eng, item, res, existing, props).await;
     }
     if let Some(remote) = existing {
-        match eng.cfg.overwrite {
-            Overwrite::Skip => {
-                skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)");
+        if let Some(done) = settle_existing(eng, res, item.size, &remote) {
+            return done;
+        }
+        // Hashed only when there is something to compare with: the sizes agree (MD5 only
+        // when the stored copy has no `sha256`).
+        if matches!(eng.cfg.overwrite, Overwrite::Changed) && remote.size == item.size {
+            let it = item.clone();
+            let md5 = remote.sha256.is_none();
+            let local = tokio::task::spawn_blocking(move || -> Result<Digests> {
+                let f = it.root.open_planned(&it.rel, &it.state)?;
+                hash_read(&f.file, md5).map_err(UploadError::Read)
+            })
+            .await??;
+            if same_content(&remote, &local) {
+                skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
                 return Ok(());
             }
-            Overwrite::False => return Err(UploadError::Exists),
-            // Hashed only when there is something to compare with: the sizes agree (MD5 only
-            // when the stored copy has no `sha256`).
-            Overwrite::Changed if remote.size == item.size => {
-                let it = item.clone();
-                let md5 = remote.sha256.is_none();
-                let local = tokio::task::spawn_blocking(move || -> Result<Digests> {
-                    let f = it.root.open_planned(&it.rel, &it.state)?;
-                    hash_read(&f.file, md5).map_err(UploadError::Read)
-                })
-                .await??;
-                if same_content(&remote, &local) {
-                    skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
-                    return Ok(());
-                }
-            }
-            Overwrite::Changed => {}
-            Overwrite::True => {}
         }
     }
 
@@ -212,6 +206,20 @@ async fn upload_inner(
     res.resumed_bytes = resumed;
     res.status = Status::Transferred;
     Ok(())
+}
+
+/// What `overwrite` makes of a destination that exists, before any content is compared:
+/// `Some` ends the file (`skip`: skipped; `false`: refused), `None` goes on (`changed`
+/// compares the content next, each caller in its own way; `true` replaces).
+fn settle_existing(eng: &Engine, res: &mut FileResult, size: u64, remote: &RemoteItem) -> Option<Result<()>> {
+    match eng.cfg.overwrite {
+        Overwrite::Skip => {
+            skip(eng, res, size, remote.sha256.clone(), "exists (overwrite: skip)");
+            Some(Ok(()))
+        }
+        Overwrite::False => Some(Err(UploadError::Exists)),
+        Overwrite::Changed | Overwrite::True => None,
+    }
 }
 
 fn skip(eng: &Engine, res: &mut FileResult, size: u64, sha: Option<String>, why: &str) {
@@ -316,17 +324,12 @@ async fn upload_compressed(
     })
     .await??;
     if let Some(remote) = existing {
-        match eng.cfg.overwrite {
-            Overwrite::Skip => {
-                skip(eng, res, item.size, remote.sha256, "exists (overwrite: skip)");
-                return Ok(());
-            }
-            Overwrite::False => return Err(UploadError::Exists),
-            Overwrite::Changed if same_content(&remote, &digests) => {
-                skip(eng, res, item.size, Some(digests.sha256), "unchanged (overwrite: changed)");
-                return Ok(());
-            }
-            Overwrite::Changed | Overwrite::True => {}
+        if let Some(done) = settle_existing(eng, res, item.size, &remote) {
+            return done;
+        }
+        if matches!(eng.cfg.overwrite, Overwrite::Changed) && same_content(&remote, &digests) {
+            skip(eng, res, item.size, Some(digests.sha256), "unchanged (overwrite: changed)");
+            return Ok(());
         }
     }
     props.content_encoding = Some("gzip".into());
