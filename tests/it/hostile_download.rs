@@ -4,10 +4,10 @@
 //! the ranged GET on a [`Gate`] until the test has made its change.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::fault_proxy::*;
+use crate::faults::{finish, spawn};
 use crate::files_fake::{account_key, FilesFake};
 use crate::support::*;
 
@@ -29,19 +29,6 @@ fn download_via(proxy: &FaultProxy, dir: &Path, c: &str) -> Plugin {
         .set("block_size", "64KiB")
         .set("concurrency", "1")
         .set("timeout", "60s")
-}
-
-fn spawn(p: &Plugin) -> Child {
-    p.command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the plugin")
-}
-
-fn finish(child: Child) -> Out {
-    let out = child.wait_with_output().expect("wait for the plugin");
-    Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// Every entry under `root` (directories and links included), relative, sorted.

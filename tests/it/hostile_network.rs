@@ -12,14 +12,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::fault_proxy::*;
+use crate::faults::{finish, spawn};
 use crate::support::*;
 
 /// A key of the right shape that is not the account's.
@@ -37,20 +36,6 @@ fn existing_container(tag: &str) -> String {
     write(dir.path(), "seed.txt", b"seed");
     plugin(dir.path()).azurite(Azurite::shared(), &c).set("source", "seed.txt").set("target", "seed").run().assert_ok();
     c
-}
-
-fn spawn(p: &Plugin) -> Child {
-    p.command().stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the plugin")
-}
-
-/// Waits for a spawned run; a death by signal N reads as exit code 128+N.
-fn finish(child: Child) -> Out {
-    let out = child.wait_with_output().expect("wait for the plugin");
-    Out {
-        code: out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0)),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 /// A loopback HTTP server that answers 200 to anything and counts the connections it got.
