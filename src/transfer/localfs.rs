@@ -12,7 +12,7 @@
 //! (`readlinkat`) and its target resolved the same way: `..` above the root, or an absolute
 //! target outside it, is an escape (rsync's "safe links").
 //!
-//! [`FileState`] is what planning saw (device, inode, size, mtime, ctime);
+//! [`FileId`] is what planning keeps (device, inode, size; the times are taken at open):
 //! [`Root::open_planned`] refuses a file whose device, inode or size differ (it was
 //! swapped), and [`PlannedFile::check_unchanged`] compares the open file before the first
 //! read and after the last one (tar's "file changed as we read it").
@@ -81,9 +81,24 @@ impl std::fmt::Debug for Root {
     }
 }
 
-/// What planning saw of a file, and what is compared when it is read.
+/// What planning keeps of a file: which file it is (device, inode) and its size. The file
+/// opened later must be this one ([`Root::open_planned`]); its times are taken at open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FileState {
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+}
+
+impl FileId {
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        FileId { dev: m.dev(), ino: m.ino(), size: m.size() }
+    }
+}
+
+/// A file's state at open, compared after the last read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct FileState {
     pub dev: u64,
     pub ino: u64,
     pub size: u64,
@@ -165,7 +180,7 @@ impl Root {
 
     /// Opens a planned file: safely resolved, and still the same file (device, inode)
     /// with the planned size; the returned [`PlannedFile`] remembers its state.
-    pub fn open_planned(&self, rel: &str, planned: &FileState) -> Result<PlannedFile, LocalError> {
+    pub fn open_planned(&self, rel: &str, planned: &FileId) -> Result<PlannedFile, LocalError> {
         let file = self.open_file(rel).map_err(|e| match e {
             ResolveError::Io(e) => LocalError::Io(e),
             ResolveError::Symlink(at) => LocalError::NowSymlink(at),
@@ -500,7 +515,7 @@ mod tests {
         // An old mtime, so that the rewrite below changes it whatever the clock's granularity.
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
         std::fs::File::options().write(true).open(&p).unwrap().set_modified(old).unwrap();
-        let planned = FileState::of(&std::fs::symlink_metadata(&p).unwrap());
+        let planned = FileId::of(&std::fs::symlink_metadata(&p).unwrap());
         let f = r.open_planned("real/sub/f.txt", &planned).unwrap();
         assert!(f.check_unchanged().is_ok());
         // Rewritten in place with the same size, after the open.
@@ -508,7 +523,7 @@ mod tests {
         std::fs::OpenOptions::new().write(true).open(&p).unwrap().write_all(b"INSIDE").unwrap();
         assert!(matches!(f.check_unchanged(), Err(LocalError::ChangedWhileRead(_))));
         // Another file with the same size renamed over it.
-        let planned = FileState::of(&std::fs::symlink_metadata(&p).unwrap());
+        let planned = FileId::of(&std::fs::symlink_metadata(&p).unwrap());
         std::fs::write(ws.join("other"), b"123456").unwrap();
         std::fs::rename(ws.join("other"), &p).unwrap();
         assert!(matches!(r.open_planned("real/sub/f.txt", &planned), Err(LocalError::Replaced)));

@@ -419,9 +419,9 @@ fn plan_for_upload(engine: &Engine) -> Result<(plan::UploadPlan, Vec<FileResult>
     for s in &plan.skipped {
         tracing::warn!("skipped {}: {}", s.rel, s.reason);
     }
-    let total: u64 = plan.items.iter().map(|i| i.size).sum();
-    tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
-    engine.check_block_counts(plan.items.iter().map(|i| (i.rel.as_str(), i.size)))?;
+    let total = plan.files.total_bytes();
+    tracing::info!("planned {} file(s), {}", plan.files.len(), human_bytes(total));
+    engine.check_block_counts(plan.files.sizes())?;
     let mut results: Vec<FileResult> = plan
         .skipped
         .iter()
@@ -446,7 +446,7 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
     let cfg = &engine.cfg;
     let (plan, mut results, total) = plan_for_upload(engine)?;
     if cfg.dry_run {
-        for it in &plan.items {
+        for it in plan.files.iter() {
             tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
             let mut r = FileResult::new(&it.name, &it.rel, it.size, engine.store.url(&it.name));
             r.status = Status::Transferred;
@@ -461,11 +461,11 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
     engine.store.ensure_container(cfg.create_container).await?;
     engine.stop.arm();
     let c = &engine.progress.counters;
-    c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
+    c.files_total.store(plan.files.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    let done: Vec<FileResult> = futures::stream::iter(plan.items)
+    let done: Vec<FileResult> = futures::stream::iter(plan.files.iter())
         .map(|item| {
             let eng = engine.clone();
             tokio::spawn(async move {

@@ -10,7 +10,10 @@
 //! names equal but for case, a path that is both a file and a directory, and the
 //! characters and lengths Files refuses). A file whose name is not valid UTF-8 is refused
 //! on its own (a failed file naming it, bytes escaped), never merged with another.
-//! Each planned file carries what was seen of it ([`FileState`]) for the checks at read time.
+//! Each planned file carries what was seen of it ([`FileId`]) for the checks at read time.
+//! The planned files are kept compactly ([`PlannedFiles`]: their paths in one buffer, 24
+//! bytes besides), and each becomes an [`UploadItem`] only when it is sent, so a plan of
+//! a million files costs about 45 MB, not a kilobyte per file.
 //!
 //! Download: filter the listing by `source`, map names to local paths under `target`,
 //! and refuse any name that could escape it (`..`, absolute, backslash, NUL, control
@@ -26,7 +29,7 @@ use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use super::localfs::{escape_name, FileState, ResolveError, Root};
+use super::localfs::{escape_name, FileId, ResolveError, Root};
 
 use crate::config::{Config, PathPattern};
 use crate::storage::{RemoteItem, Store};
@@ -61,7 +64,7 @@ pub struct UploadItem {
     pub name: String,
     pub size: u64,
     /// What planning saw: the file opened later must be this one (device, inode, size).
-    pub state: FileState,
+    pub state: FileId,
 }
 
 #[derive(Debug, Clone)]
@@ -70,14 +73,127 @@ pub struct Skipped {
     pub reason: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UploadPlan {
-    pub items: Vec<UploadItem>,
+    pub files: PlannedFiles,
     pub skipped: Vec<Skipped>,
     /// Files selected but refused (a name that is not UTF-8): each a failed file.
     pub refused: Vec<Skipped>,
     /// Sources that matched nothing (warned about).
     pub unmatched: Vec<String>,
+}
+
+/// The files an upload plans, kept compactly: every workspace-relative path in one
+/// buffer, and per file its size, inode, device (an index into a small table) and where
+/// its path is: 24 bytes besides the path. Names are derived when a file is sent
+/// ([`PlannedFiles::iter`]), never stored: `target` + the path with `strip_prefix` cut.
+pub struct PlannedFiles {
+    root: Arc<Root>,
+    text: String,
+    entries: Vec<Entry>,
+    devs: Vec<u64>,
+    target: String,
+    strip_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    size: u64,
+    ino: u64,
+    start: u32,
+    len: u16,
+    dev: u16,
+}
+
+impl std::fmt::Debug for PlannedFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedFiles").field("files", &self.entries.len()).finish()
+    }
+}
+
+impl PlannedFiles {
+    fn new(root: Arc<Root>, cfg: &Config) -> Self {
+        PlannedFiles {
+            root,
+            text: String::new(),
+            entries: Vec::new(),
+            devs: Vec::new(),
+            target: cfg.target.clone(),
+            strip_prefix: cfg.strip_prefix.clone(),
+        }
+    }
+
+    /// Adds a file; an error (the one-line reason) when it cannot be held: a path over
+    /// 65,535 bytes (no store takes a name that long), or over 4 GiB of paths in all.
+    fn push(&mut self, rel: &str, id: FileId) -> Result<(), String> {
+        let len = u16::try_from(rel.len()).map_err(|_| "the path is longer than 65,535 bytes".to_string())?;
+        let start = u32::try_from(self.text.len())
+            .ok()
+            .filter(|s| s.checked_add(u32::from(len)).is_some())
+            .ok_or("more than 4 GiB of path names selected")?;
+        let dev = match self.devs.iter().position(|d| *d == id.dev) {
+            Some(i) => i,
+            None => {
+                self.devs.push(id.dev);
+                self.devs.len() - 1
+            }
+        };
+        let dev = u16::try_from(dev).map_err(|_| "files on more than 65,536 devices selected".to_string())?;
+        self.text.push_str(rel);
+        self.entries.push(Entry { size: id.size, ino: id.ino, start, len, dev });
+        Ok(())
+    }
+
+    fn rel_of(&self, e: &Entry) -> &str {
+        &self.text[e.start as usize..e.start as usize + e.len as usize]
+    }
+
+    /// Sorts by path and drops the files two sources both selected.
+    fn sort_dedup(&mut self) {
+        let mut entries = std::mem::take(&mut self.entries);
+        entries.sort_unstable_by(|a, b| self.rel_of(a).cmp(self.rel_of(b)));
+        entries.dedup_by(|a, b| self.rel_of(a) == self.rel_of(b));
+        entries.shrink_to_fit();
+        self.entries = entries;
+        self.text.shrink_to_fit();
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.entries.iter().map(|e| e.size).sum()
+    }
+
+    /// Each file's workspace-relative path and size, in plan order (sorted by path).
+    pub fn sizes(&self) -> impl Iterator<Item = (&str, u64)> + '_ {
+        self.entries.iter().map(|e| (self.rel_of(e), e.size))
+    }
+
+    /// The part of `rel` its remote name keeps (`strip_prefix` cut).
+    fn stripped<'a>(&self, rel: &'a str) -> &'a str {
+        strip_components(rel, self.strip_prefix.as_deref())
+    }
+
+    fn name_of(&self, rel: &str) -> String {
+        join_remote(&self.target, self.stripped(rel))
+    }
+
+    fn item(&self, e: &Entry) -> UploadItem {
+        let rel = self.rel_of(e);
+        let state = FileId { dev: self.devs[e.dev as usize], ino: e.ino, size: e.size };
+        UploadItem { root: self.root.clone(), rel: rel.to_string(), name: self.name_of(rel), size: e.size, state }
+    }
+
+    /// The planned files in plan order (sorted by path), each made whole when asked for.
+    pub fn iter(&self) -> impl Iterator<Item = UploadItem> + '_ {
+        self.entries.iter().map(|e| self.item(e))
+    }
 }
 
 fn has_glob_meta(s: &str) -> bool {
@@ -158,9 +274,8 @@ fn rel_of(root: &Path, p: &Path) -> Option<(String, Option<String>)> {
 const LINK_SKIPPED: &str = "symbolic link (set `follow_symlinks: true` to follow links)";
 
 /// What the sources selected so far.
-#[derive(Default)]
 struct Selection {
-    found: BTreeMap<String, UploadItem>,
+    found: PlannedFiles,
     skipped: BTreeMap<String, String>,
     /// Files that cannot be uploaded under their name (per-file failures).
     refused: BTreeMap<String, String>,
@@ -278,14 +393,13 @@ fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Re
             );
             continue;
         }
-        let state = match entry.metadata() {
-            Ok(m) => FileState::of(&m),
+        let id = match entry.metadata() {
+            Ok(m) => FileId::of(&m),
             Err(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
         };
-        let stripped = strip_components(&rel, cfg.strip_prefix.as_deref());
-        let name = join_remote(&cfg.target, stripped);
-        let item = UploadItem { root: ws.clone(), rel: rel.clone(), name, size: state.size, state };
-        sel.found.insert(rel, item);
+        if let Err(why) = sel.found.push(&rel, id) {
+            sel.refused.insert(rel, format!("refused: {why}"));
+        }
     }
     Ok(sel.len() > before)
 }
@@ -296,61 +410,25 @@ pub fn plan_upload(cfg: &Config, store: &dyn Store, root: &Path) -> Result<Uploa
     let ws = Arc::new(
         Root::open(root, cfg.follow_symlinks).map_err(|e| PlanError::Walk(format!("{}: {e}", root.display())))?,
     );
-    let mut plan = UploadPlan::default();
-    let mut sel = Selection::default();
+    let mut unmatched = Vec::new();
+    let mut sel =
+        Selection { found: PlannedFiles::new(ws.clone(), cfg), skipped: BTreeMap::new(), refused: BTreeMap::new() };
     for source in &cfg.sources {
         let source = source.trim_start_matches("./").trim_end_matches('/');
         if !select(cfg, &ws, source, &mut sel)? {
-            plan.unmatched.push(source.to_string());
+            unmatched.push(source.to_string());
         }
     }
-    let Selection { found, skipped, refused } = sel;
-    plan.refused = refused.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect();
-    plan.skipped = skipped.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect();
-    // Names the store folds together (Azure Files ignores case) collide, and so, where a
-    // path cannot be both a file and a directory (Azure Files), does a file with a directory.
-    let key = |name: &str| store.name_key(name).into_owned();
-    let mut by_name: BTreeMap<String, Vec<(&str, &str)>> = BTreeMap::new();
-    let mut bad = Vec::new();
-    for item in found.values() {
-        by_name.entry(key(&item.name)).or_default().push((item.name.as_str(), item.rel.as_str()));
-        if let Err(e) = store.check_name(&item.name) {
-            bad.push(format!("  {} → `{}`: {e}", item.rel, item.name));
-        }
-    }
-    let mut collisions: Vec<String> = by_name
-        .iter()
-        .filter(|(_, items)| items.len() > 1)
-        .map(|(_, items)| {
-            let names: BTreeSet<&str> = items.iter().map(|(n, _)| *n).collect();
-            let rels: Vec<&str> = items.iter().map(|(_, r)| *r).collect();
-            let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
-            let why =
-                if names.len() > 1 { format!(" ({} names ignore case)", store.info().label) } else { String::new() };
-            format!("  {}{why} ← {}", names.join(" = "), rels.join(", "))
-        })
-        .collect();
-    if store.file_or_directory() {
-        for (k, items) in &by_name {
-            let under = format!("{k}/");
-            if let Some((other, _)) = by_name.range(under.clone()..).next().filter(|(o, _)| o.starts_with(&under)) {
-                let other = by_name[other][0].0;
-                collisions.push(format!(
-                    "  `{}` is a file but also the directory of `{other}` ({} cannot hold both)",
-                    items[0].0,
-                    store.info().label
-                ));
-            }
-        }
-    }
-    if !collisions.is_empty() {
-        return Err(PlanError::Collisions(collisions));
-    }
-    if !bad.is_empty() {
-        return Err(PlanError::BadNames(bad));
-    }
-    plan.items = found.into_values().collect();
-    if plan.items.is_empty() && plan.refused.is_empty() && !cfg.allow_empty {
+    let Selection { found: mut files, skipped, refused } = sel;
+    files.sort_dedup();
+    let plan = UploadPlan {
+        refused: refused.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect(),
+        skipped: skipped.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect(),
+        unmatched,
+        files,
+    };
+    check_names(&plan.files, store)?;
+    if plan.files.is_empty() && plan.refused.is_empty() && !cfg.allow_empty {
         let detail = if plan.skipped.is_empty() {
             format!(" (looked for {})", cfg.sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
         } else {
@@ -365,6 +443,62 @@ pub fn plan_upload(cfg: &Config, store: &dyn Store, root: &Path) -> Result<Uploa
         return Err(PlanError::Empty(detail));
     }
     Ok(plan)
+}
+
+/// Refuses names the store would refuse, and names it folds together (Azure Files
+/// ignores case) or, where a path cannot be both a file and a directory (Azure Files),
+/// a file with a directory. One sort of the files' indices by name key, no copies: every
+/// name is `target` + its stripped path, so comparing the keys of the stripped paths
+/// orders the names (the store's key folds each character on its own).
+fn check_names(files: &PlannedFiles, store: &dyn Store) -> Result<(), PlanError> {
+    let stripped = |i: u32| files.stripped(files.rel_of(&files.entries[i as usize]));
+    let key = |i: u32| store.name_key(stripped(i));
+    let mut bad = Vec::new();
+    for (rel, _) in files.sizes() {
+        let name = files.name_of(rel);
+        if let Err(e) = store.check_name(&name) {
+            bad.push(format!("  {rel} → `{name}`: {e}"));
+        }
+    }
+    let mut order: Vec<u32> = (0..files.len() as u32).collect();
+    order.sort_by(|a, b| key(*a).cmp(&key(*b))); // stable: each group stays in path order
+    let groups: Vec<&[u32]> = order.chunk_by(|a, b| key(*a) == key(*b)).collect();
+    let rel = |i: u32| files.rel_of(&files.entries[i as usize]);
+    let name = |i: u32| files.name_of(rel(i));
+    let mut collisions: Vec<String> = groups
+        .iter()
+        .filter(|g| g.len() > 1)
+        .map(|g| {
+            let names: BTreeSet<String> = g.iter().map(|i| name(*i)).collect();
+            let rels: Vec<&str> = g.iter().map(|i| rel(*i)).collect();
+            let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            let why =
+                if names.len() > 1 { format!(" ({} names ignore case)", store.info().label) } else { String::new() };
+            format!("  {}{why} ← {}", names.join(" = "), rels.join(", "))
+        })
+        .collect();
+    if store.file_or_directory() {
+        for (n, g) in groups.iter().enumerate() {
+            let under = format!("{}/", key(g[0]));
+            // The first group whose key is at or after `k/` tells whether any is under it.
+            let at = n + 1 + groups[n + 1..].partition_point(|o| *key(o[0]) < *under);
+            if let Some(o) = groups.get(at).filter(|o| key(o[0]).starts_with(&under)) {
+                collisions.push(format!(
+                    "  `{}` is a file but also the directory of `{}` ({} cannot hold both)",
+                    name(g[0]),
+                    name(o[0]),
+                    store.info().label
+                ));
+            }
+        }
+    }
+    if !collisions.is_empty() {
+        return Err(PlanError::Collisions(collisions));
+    }
+    if !bad.is_empty() {
+        return Err(PlanError::BadNames(bad));
+    }
+    Ok(())
 }
 
 /// Why a remote name cannot become a local path under the target, if it cannot.
@@ -726,6 +860,105 @@ mod props {
                 prop_assert!(!remote.split('/').any(|c| c == ".." || c == "."));
                 prop_assert!(remote.len() <= 1024);
             }
+        }
+    }
+
+    fn upload_config(pairs: &[(&str, &str)]) -> Config {
+        let files = pairs.contains(&("PLUGIN_SERVICE", "file"));
+        let mut all = vec![
+            ("PLUGIN_ACCOUNT_NAME", "acct"),
+            (if files { "PLUGIN_SHARE" } else { "PLUGIN_CONTAINER" }, "artifacts"),
+        ];
+        all.extend_from_slice(pairs);
+        let raw =
+            crate::config::RawSettings::from_map(all.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        Config::from_raw(&raw).expect("a valid config")
+    }
+
+    fn store(files: bool) -> Box<dyn Store> {
+        let retry = crate::http::retry::RetryPolicy::default();
+        let http = Arc::new(
+            crate::http::Http::new(crate::auth::Credential::None, retry, std::time::Duration::from_secs(1), None, 1)
+                .unwrap(),
+        );
+        if files {
+            Box::new(crate::storage::files::FilesStore::new(http, "http://127.0.0.1:9/acct", "share"))
+        } else {
+            Box::new(crate::storage::blob::BlobStore::new(http, "http://127.0.0.1:9/acct", "artifacts"))
+        }
+    }
+
+    fn workspace(files: &[&str]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for f in files {
+            let p = t.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f.as_bytes()).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn a_planned_file_costs_24_bytes_besides_its_path() {
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        let t = workspace(&["dist/b.txt", "dist/a b.txt", "dist/sub/c.txt", "other.txt"]);
+        let root = Root::open(t.path(), false).unwrap();
+        let cfg = upload_config(&[("PLUGIN_SOURCE", "dist,dist/sub/c.txt,other.txt"), ("PLUGIN_TARGET", "t")]);
+        let mut files = PlannedFiles::new(Arc::new(root), &cfg);
+        let m = std::fs::metadata(t.path().join("other.txt")).unwrap();
+        files.push("other.txt", FileId::of(&m)).unwrap();
+        // The path buffer holds the paths and nothing else.
+        assert_eq!(files.text, "other.txt");
+        let long = "x".repeat(70_000);
+        assert!(files.push(&long, FileId::of(&m)).unwrap_err().contains("65,535 bytes"));
+        assert_eq!(files.len(), 1);
+    }
+
+    #[test]
+    fn an_upload_plan_is_sorted_deduplicated_and_names_are_derived() {
+        let t = workspace(&["dist/b.txt", "dist/a b.txt", "dist/sub/c.txt", "other.txt"]);
+        let cfg = upload_config(&[
+            ("PLUGIN_SOURCE", "dist,dist/sub/c.txt,other.txt"),
+            ("PLUGIN_TARGET", "/t//x/"),
+            ("PLUGIN_STRIP_PREFIX", "dist"),
+        ]);
+        let plan = plan_upload(&cfg, &*store(false), t.path()).unwrap();
+        let got: Vec<(String, String, u64)> = plan.files.iter().map(|i| (i.rel, i.name, i.size)).collect();
+        assert_eq!(
+            got,
+            [
+                ("dist/a b.txt".into(), "t/x/a b.txt".into(), 12),
+                ("dist/b.txt".into(), "t/x/b.txt".into(), 10),
+                ("dist/sub/c.txt".into(), "t/x/sub/c.txt".into(), 14),
+                ("other.txt".into(), "t/x/other.txt".into(), 9),
+            ]
+        );
+        assert_eq!(plan.files.total_bytes(), 45);
+        let item = plan.files.iter().next().unwrap();
+        let m = std::fs::metadata(t.path().join("dist/a b.txt")).unwrap();
+        assert_eq!(item.state, FileId::of(&m));
+    }
+
+    #[test]
+    fn names_that_collide_once_stripped_or_folded_are_refused_naming_them() {
+        let t = workspace(&["p/x.txt", "x.txt", "A.txt", "a.txt", "d", "D/e.txt"]);
+        let cfg = upload_config(&[("PLUGIN_SOURCE", "p,x.txt"), ("PLUGIN_STRIP_PREFIX", "p")]);
+        match plan_upload(&cfg, &*store(false), t.path()) {
+            Err(PlanError::Collisions(c)) => assert_eq!(c, ["  `x.txt` ← p/x.txt, x.txt"]),
+            other => panic!("{other:?}"),
+        }
+        // Blob names are case-sensitive: A.txt and a.txt are two blobs.
+        let cfg = upload_config(&[("PLUGIN_SOURCE", "A.txt,a.txt,d,D")]);
+        assert_eq!(plan_upload(&cfg, &*store(false), t.path()).unwrap().files.len(), 4);
+        // Azure Files folds case, and cannot hold `d` as a file and as the directory of `D/e.txt`.
+        let cfg = upload_config(&[("PLUGIN_SOURCE", "A.txt,a.txt,d,D"), ("PLUGIN_SERVICE", "file")]);
+        match plan_upload(&cfg, &*store(true), t.path()) {
+            Err(PlanError::Collisions(c)) => {
+                assert_eq!(c[0], "  `A.txt` = `a.txt` (Azure Files names ignore case) ← A.txt, a.txt");
+                assert!(c[1].starts_with("  `d` is a file but also the directory of `D/e.txt`"), "{c:?}");
+                assert_eq!(c.len(), 2);
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -129,7 +129,7 @@ pub async fn run_sync(
     let shown = if prefix.is_empty() { format!("the whole {}", cfg.container_word()) } else { format!("`{prefix}`") };
     if matches!(credential, Credential::None) {
         if cfg.dry_run {
-            for it in &plan.items {
+            for it in plan.files.iter() {
                 tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
             }
             tracing::info!("dry run without credentials: cannot list {shown}, so the deletes are not known");
@@ -150,7 +150,7 @@ pub async fn run_sync(
         }
         Err(e) => {
             let why = format!("the listing of {shown} failed, so nothing was uploaded or deleted: {e}");
-            let items: Vec<_> = plan.items.into_iter().map(|i| (i, None)).collect();
+            let items: Vec<_> = plan.files.iter().map(|i| (i, None)).collect();
             results.extend(unattempted(engine, &items, "not attempted: the listing failed"));
             return Ok((results, Some(why)));
         }
@@ -158,7 +158,7 @@ pub async fn run_sync(
     // A source that matched nothing (a build step that produced no output) would have its
     // remote copies deleted: the deletes are refused unless `allow_empty` says so.
     let unmatched = if cfg.allow_empty { vec![] } else { plan.unmatched };
-    let sync = merge(plan.items, |i| i.name.as_str(), listed, &prefix, cfg.service == Service::File);
+    let sync = merge(plan.files.iter().collect(), |i| i.name.as_str(), listed, &prefix, cfg.service == Service::File);
     let deletes = sync.deletes.len() as u64;
     tracing::info!(
         "planned {} file(s), {}; {} listed under {shown} the selection lacks",
