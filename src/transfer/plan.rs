@@ -462,11 +462,10 @@ fn check_names(files: &PlannedFiles, store: &dyn Store) -> Result<(), PlanError>
     }
     let mut order: Vec<u32> = (0..files.len() as u32).collect();
     order.sort_by(|a, b| key(*a).cmp(&key(*b))); // stable: each group stays in path order
-    let groups: Vec<&[u32]> = order.chunk_by(|a, b| key(*a) == key(*b)).collect();
     let rel = |i: u32| files.rel_of(&files.entries[i as usize]);
     let name = |i: u32| files.name_of(rel(i));
-    let mut collisions: Vec<String> = groups
-        .iter()
+    let mut collisions: Vec<String> = order
+        .chunk_by(|a, b| key(*a) == key(*b))
         .filter(|g| g.len() > 1)
         .map(|g| {
             let names: BTreeSet<String> = g.iter().map(|i| name(*i)).collect();
@@ -478,15 +477,15 @@ fn check_names(files: &PlannedFiles, store: &dyn Store) -> Result<(), PlanError>
         })
         .collect();
     if store.file_or_directory() {
-        for (n, g) in groups.iter().enumerate() {
+        for g in order.chunk_by(|a, b| key(*a) == key(*b)) {
             let under = format!("{}/", key(g[0]));
-            // The first group whose key is at or after `k/` tells whether any is under it.
-            let at = n + 1 + groups[n + 1..].partition_point(|o| *key(o[0]) < *under);
-            if let Some(o) = groups.get(at).filter(|o| key(o[0]).starts_with(&under)) {
+            // The first name whose key is at or after `k/` tells whether any is under it.
+            let at = order.partition_point(|o| *key(*o) < *under);
+            if let Some(o) = order.get(at).filter(|o| key(**o).starts_with(&under)) {
                 collisions.push(format!(
                     "  `{}` is a file but also the directory of `{}` ({} cannot hold both)",
                     name(g[0]),
-                    name(o[0]),
+                    name(*o),
                     store.info().label
                 ));
             }
