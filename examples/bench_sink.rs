@@ -15,13 +15,17 @@
 //! `BodyDiscarded`). The benchmark uses it for upload runs and the storing mode for
 //! download runs, which must serve back what was stored.
 //!
+//! `GET /_bench/mark?tag=T` re-arms the `first request at <unix time>` line (logged once
+//! after start-up, and once after each mark), for time-to-first-request per run.
+//!
 //! Usage: `cargo run --release --example bench_sink -- [PORT] [--discard]` (PORT 0 = any);
 //! it prints `listening on http://127.0.0.1:PORT` and serves path-style URLs
 //! `/<account>/<container>/<blob>`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -50,7 +54,9 @@ fn last_modified(b: &Blob) -> String {
 #[derive(Default)]
 struct State {
     containers: HashMap<String, ()>,
-    blobs: HashMap<(String, String), Blob>,
+    /// Sorted by (container, name), so that a List Blobs page costs O(log n + page) and a
+    /// million blobs list in linear time, not quadratic.
+    blobs: BTreeMap<(String, String), Blob>,
     /// Uncommitted blocks per blob.
     blocks: HashMap<(String, String), HashMap<String, (u64, Bytes)>>,
     etag: u64,
@@ -136,15 +142,72 @@ fn block_ids(xml: &str) -> Vec<String> {
     ids
 }
 
+type Page<'a> = Vec<(String, Option<&'a Blob>)>;
+
+/// One List Blobs page: up to `max + 1` entries (one more than fit tells that there are more)
+/// after `marker`, in name order, each a blob or (with a delimiter) a folded `BlobPrefix`
+/// (None). A walk of the sorted map from the first candidate name: O(log n + page), and a
+/// folded prefix skips all its names at once.
+fn list_page<'a>(
+    blobs: &'a BTreeMap<(String, String), Blob>,
+    container: &str,
+    prefix: &str,
+    marker: &str,
+    delimiter: &str,
+    max: usize,
+) -> Page<'a> {
+    let key = |n: &str| (container.to_string(), n.to_string());
+    let mut from: Bound<(String, String)> =
+        if marker >= prefix { Excluded(key(marker)) } else { Included(key(prefix)) };
+    let mut entries: Page<'a> = Vec::new();
+    'walk: loop {
+        for ((c, n), b) in blobs.range((from.clone(), Unbounded)) {
+            if c != container || !n.starts_with(prefix) || entries.len() > max {
+                break 'walk;
+            }
+            let rest = &n[prefix.len()..];
+            match (!delimiter.is_empty()).then(|| rest.find(delimiter)).flatten() {
+                Some(i) => {
+                    let p = format!("{prefix}{}", &rest[..i + delimiter.len()]);
+                    // Resume after every name below this prefix.
+                    from = Excluded(key(&format!("{p}\u{10ffff}")));
+                    entries.push((p, None));
+                    continue 'walk;
+                }
+                None => entries.push((n.clone(), Some(b))),
+            }
+        }
+        break;
+    }
+    entries
+}
+
 static DISCARD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-static FIRST: std::sync::Once = std::sync::Once::new();
+/// Whether the next request is the first since start-up or since the last mark.
+static FIRST: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// `GET /_bench/mark?tag=T` (answered 200, not a Blob request): logs `mark T` and arms the
+/// first-request report again, so a server shared by several timed runs reports each run's
+/// first request (the harness marks just before it starts a tool).
+fn mark(req: &Request<Incoming>) -> Option<Response<Full<Bytes>>> {
+    if req.uri().path() != "/_bench/mark" {
+        return None;
+    }
+    let tag = query(req.uri().query()).remove("tag").unwrap_or_default();
+    eprintln!("bench-sink: mark {tag}");
+    FIRST.store(true, std::sync::atomic::Ordering::SeqCst);
+    Some(resp(StatusCode::OK, ""))
+}
 
 async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(r) = mark(&req) {
+        return Ok(r);
+    }
     // The benchmark measures how soon a client's first request arrives after it starts.
-    FIRST.call_once(|| {
+    if FIRST.load(std::sync::atomic::Ordering::Relaxed) && FIRST.swap(false, std::sync::atomic::Ordering::SeqCst) {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         eprintln!("bench-sink: first request at {:.6}", t.as_secs_f64());
-    });
+    }
     let q = query(req.uri().query());
     let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
     let mut parts = path.trim_start_matches('/').splitn(3, '/');
@@ -210,36 +273,15 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
             let max: usize = q.get("maxresults").and_then(|m| m.parse().ok()).unwrap_or(5000);
             let marker = q.get("marker").cloned().unwrap_or_default();
             let delimiter = q.get("delimiter").cloned().unwrap_or_default();
-            let mut names: Vec<&String> = st
-                .blobs
-                .keys()
-                .filter(|(c, n)| *c == container && n.starts_with(&prefix) && n.as_str() > marker.as_str())
-                .map(|(_, n)| n)
-                .collect();
-            names.sort();
-            // With a delimiter, names below the next delimiter fold into one BlobPrefix.
-            let mut entries: Vec<(String, bool)> = Vec::new();
-            for n in names {
-                let rest = &n[prefix.len()..];
-                match (!delimiter.is_empty()).then(|| rest.find(delimiter.as_str())).flatten() {
-                    Some(i) => {
-                        let p = format!("{prefix}{}", &rest[..i + delimiter.len()]);
-                        if entries.last().map(|(l, _)| l != &p).unwrap_or(true) {
-                            entries.push((p, true));
-                        }
-                    }
-                    None => entries.push((n.clone(), false)),
-                }
-            }
+            let mut entries = list_page(&st.blobs, &container, &prefix, &marker, &delimiter, max);
             let more = entries.len() > max;
             entries.truncate(max);
             let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><EnumerationResults><Blobs>");
-            for (n, is_prefix) in &entries {
-                if *is_prefix {
+            for (n, blob) in &entries {
+                let Some(b) = blob else {
                     xml.push_str(&format!("<BlobPrefix><Name>{}</Name></BlobPrefix>", xml_escape(n)));
                     continue;
-                }
-                let b = &st.blobs[&(container.clone(), n.clone())];
+                };
                 xml.push_str(&format!(
                     "<Blob><Name>{}</Name><Properties><Content-Length>{}</Content-Length><Content-Type>{}</Content-Type><Content-MD5>{}</Content-MD5><Etag>0x{:x}</Etag><BlobType>BlockBlob</BlobType><Last-Modified>{}</Last-Modified></Properties><Metadata>",
                     xml_escape(n),
@@ -257,8 +299,8 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
             xml.push_str("</Blobs><NextMarker>");
             if more {
                 // The marker is the last name returned; a folded prefix resumes after all its names.
-                let last = &entries.last().unwrap().0;
-                let m = if entries.last().unwrap().1 { format!("{last}\u{10ffff}") } else { last.clone() };
+                let (last, blob) = entries.last().unwrap();
+                let m = if blob.is_none() { format!("{last}\u{10ffff}") } else { last.clone() };
                 xml.push_str(&xml_escape(&m));
             }
             xml.push_str("</NextMarker></EnumerationResults>");

@@ -2,7 +2,11 @@
 //! tool runs with a stdin that stays open for its whole run — azcopy busy-loops on a
 //! closed one, which once made its CPU look six times worse than it is — and the tool
 //! order rotates per repetition. The self-test carries its own negative control (the
-//! same probe with a closed stdin must report EOF), so it can fail.
+//! same probe with a closed stdin must report EOF), so it can fail. It also checks the
+//! scale scenarios' promises: their data recipe is deterministic and their download check
+//! catches a changed byte, a renamed and a missing file; time to first request is read
+//! per run (after each mark), and, when the release sink is built from the current source,
+//! the live sink re-arms its first-request report on a mark and pages List Blobs right.
 
 use std::process::Command;
 
@@ -22,5 +26,7 @@ fn bench_harness_holds_every_tools_stdin_open_and_rotates_the_order() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "self-test failed:\n{text}");
     assert!(text.contains("under timed(): stdin open; control with a closed stdin: eof"), "{text}");
+    assert!(text.contains("scale data: deterministic; its digest catches a changed byte"), "{text}");
+    assert!(text.contains("first request per mark: checked on a log text"), "{text}");
     assert!(text.contains("self-test: ok"), "{text}");
 }
