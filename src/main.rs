@@ -103,10 +103,10 @@ fn main() -> ExitCode {
             if json {
                 tracing::info!(summary = %serde_json::to_string(&outcome.summary).unwrap_or_default(), "summary");
             } else if !matches!(level.as_str(), "error" | "warn") {
-                eprintln!("{}", outcome.summary.table(&outcome.results));
+                eprintln!("{}", outcome.summary.table(&outcome.failures));
             } else if outcome.failed() > 0 {
                 // Quiet levels still list what failed.
-                tracing::error!("{}", outcome.summary.table(&outcome.results));
+                tracing::error!("{}", outcome.summary.table(&outcome.failures));
             }
             if let Some(stop) = &outcome.stopped {
                 tracing::error!("{stop}");

@@ -43,7 +43,7 @@ use crate::http::{Http, Stop, StopReason};
 use crate::storage::{StorageError, Store};
 use plan::{PlanError, RemoteSelector};
 use progress::Progress;
-use report::{FileResult, Status, Summary};
+use report::{FileResult, Report, Status, Summary};
 
 /// Default block / range size: large enough for throughput, small enough that the
 /// default memory budget keeps a dozen requests in flight.
@@ -203,7 +203,9 @@ fn thousands(n: u64) -> String {
 
 /// Everything a run produced.
 pub struct Outcome {
-    pub results: Vec<FileResult>,
+    /// The files that failed (the summary table lists them); the other results were
+    /// counted into `summary` and, with `manifest`, written to it.
+    pub failures: Vec<FileResult>,
     pub summary: Summary,
     /// The run stopped early: what was refused, what to check, how many files were left.
     pub stopped: Option<String>,
@@ -284,29 +286,22 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     // A sync whose deletes were refused (a failed upload or listing, `max_delete`): why.
     let mut refused = None;
     let mut cache_outputs = Vec::new();
-    let results = match cfg.action {
-        Action::Upload => run_upload(&engine, &credential).await?,
-        Action::Download => run_download(&engine, &credential).await?,
-        Action::Sync => {
-            let (results, why) = sync::run_sync(&engine, &credential).await?;
-            refused = why;
-            results
-        }
+    let mut report = Report::new(cfg.manifest.is_some());
+    match cfg.action {
+        Action::Upload => run_upload(&engine, &credential, &mut report).await?,
+        Action::Download => run_download(&engine, &credential, &mut report).await?,
+        Action::Sync => refused = sync::run_sync(&engine, &credential, &mut report).await?,
         Action::CacheSave | Action::CacheRestore => {
-            let (results, outputs) = crate::transfer::cache::run(&engine, &credential).await?;
-            cache_outputs = outputs;
-            results
+            cache_outputs = crate::transfer::cache::run(&engine, &credential, &mut report).await?;
         }
-    };
-    let mut results = results;
-    results.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     let stopped = http.stop.reason().map(|r| {
-        let left = results.iter().filter(|f| f.status == Status::NotAttempted).count();
+        let left = report.tally().files(Status::NotAttempted) as usize;
         stop_message(&cfg, &credential, store.info().roles, r, left)
     });
-    let summary = Summary::from_results(
+    let summary = Summary::from_tally(
         action_word(cfg.action),
-        &results,
+        report.tally(),
         started.elapsed(),
         http.stats.requests.load(Ordering::Relaxed),
         http.stats.retries.load(Ordering::Relaxed),
@@ -321,7 +316,7 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
             &cfg.account,
             &cfg.container,
             &summary,
-            &results,
+            &mut report,
         ) {
             Ok(()) => tracing::info!("manifest written to {}", path.display()),
             Err(e) => report_errors.push(format!(
@@ -330,13 +325,13 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
             )),
         }
     }
-    let mut pairs = outputs::pairs(&cfg, &summary, &results, &*store);
+    let mut pairs = outputs::pairs(&cfg, &summary, report.single_url(), &*store);
     pairs.extend(cache_outputs);
     if let Err(e) = outputs::write(&pairs) {
         report_errors.push(e.to_string());
     }
     report_errors.extend(refused);
-    Ok(Outcome { results, summary, stopped, report_errors })
+    Ok(Outcome { failures: report.into_failures(), summary, stopped, report_errors })
 }
 
 /// The one message of a run that stopped early: what was refused, by which auth mode,
@@ -406,9 +401,9 @@ pub(crate) fn not_attempted(eng: &Engine, name: &str, local: &str, size: u64) ->
     r
 }
 
-/// Plans an upload (or a sync's uploads): the plan, the results of the files skipped or
-/// refused at planning, and the planned bytes.
-fn plan_for_upload(engine: &Engine) -> Result<(plan::UploadPlan, Vec<FileResult>, u64), RunError> {
+/// Plans an upload (or a sync's uploads): the plan and the planned bytes; the files
+/// skipped or refused at planning are recorded in `report`.
+fn plan_for_upload(engine: &Engine, report: &mut Report) -> Result<(plan::UploadPlan, u64), RunError> {
     let cfg = &engine.cfg;
     let root =
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
@@ -422,38 +417,39 @@ fn plan_for_upload(engine: &Engine) -> Result<(plan::UploadPlan, Vec<FileResult>
     let total = plan.files.total_bytes();
     tracing::info!("planned {} file(s), {}", plan.files.len(), human_bytes(total));
     engine.check_block_counts(plan.files.sizes())?;
-    let mut results: Vec<FileResult> = plan
-        .skipped
-        .iter()
-        .map(|s| {
-            let mut r = FileResult::new("", &s.rel, 0, String::new());
-            r.status = Status::Skipped;
-            r.reason = Some(s.reason.clone());
-            r
-        })
-        .collect();
+    for s in &plan.skipped {
+        let mut r = FileResult::new("", &s.rel, 0, String::new());
+        r.status = Status::Skipped;
+        r.reason = Some(s.reason.clone());
+        report.push(r);
+    }
     // Refused at planning (a name that cannot be stored as is): failed files.
     for s in &plan.refused {
         tracing::error!("failed: {}: {}", s.rel, s.reason);
         let mut r = FileResult::new("", &s.rel, 0, String::new());
         r.reason = Some(s.reason.clone());
-        results.push(r);
+        report.push(r);
     }
-    Ok((plan, results, total))
+    Ok((plan, total))
 }
 
-async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
+/// The result of a planned upload in a dry run.
+pub(crate) fn would_upload(eng: &Engine, it: &plan::UploadItem) -> FileResult {
+    tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
+    let mut r = FileResult::new(&it.name, &it.rel, it.size, eng.store.url(&it.name));
+    r.status = Status::Transferred;
+    r.reason = Some("dry run".into());
+    r
+}
+
+async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut Report) -> Result<(), RunError> {
     let cfg = &engine.cfg;
-    let (plan, mut results, total) = plan_for_upload(engine)?;
+    let (plan, total) = plan_for_upload(engine, report)?;
     if cfg.dry_run {
         for it in plan.files.iter() {
-            tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
-            let mut r = FileResult::new(&it.name, &it.rel, it.size, engine.store.url(&it.name));
-            r.status = Status::Transferred;
-            r.reason = Some("dry run".into());
-            results.push(r);
+            report.push(would_upload(engine, &it));
         }
-        return Ok(results);
+        return Ok(());
     }
     if matches!(credential, Credential::None) {
         return Err(AuthError::Missing("no credentials".into()).into());
@@ -465,23 +461,26 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec
     c.bytes_total.store(total, Ordering::Relaxed);
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    let done: Vec<FileResult> = futures::stream::iter(plan.files.iter())
-        .map(|item| {
+    let first = report.reserve(plan.files.len());
+    futures::stream::iter(plan.files.iter().enumerate())
+        .map(|(i, item)| {
             let eng = engine.clone();
             tokio::spawn(async move {
                 if eng.stop.is_stopped() {
-                    return not_attempted(&eng, &item.name, &item.rel, item.size);
+                    return (i, not_attempted(&eng, &item.name, &item.rel, item.size));
                 }
-                upload::upload_one(eng, item).await
+                (i, upload::upload_one(eng, item).await)
             })
         })
         .buffer_unordered(cfg.concurrency)
-        .map(|r| r.expect("upload task panicked"))
-        .collect()
+        .for_each(|r| {
+            let (i, r) = r.expect("upload task panicked");
+            report.record(first + i, r);
+            std::future::ready(())
+        })
         .await;
     ticker.stop();
-    results.extend(done);
-    Ok(results)
+    Ok(())
 }
 
 /// Lists what the `source` selectors name: one listing per distinct prefix (a prefix
@@ -521,7 +520,7 @@ async fn list_selected(engine: &Arc<Engine>) -> Result<BTreeMap<String, crate::s
     Ok(listed)
 }
 
-async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<Vec<FileResult>, RunError> {
+async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mut Report) -> Result<(), RunError> {
     let cfg = &engine.cfg;
     let target = if cfg.target.is_empty() { PathBuf::from(".") } else { PathBuf::from(&cfg.target) };
     if let Ok(m) = std::fs::metadata(&target) {
@@ -537,7 +536,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
             cfg.container,
             target.display()
         );
-        return Ok(vec![]);
+        return Ok(());
     }
     let listed = list_selected(engine).await?;
     if listed.is_empty() && !cfg.allow_empty {
@@ -552,16 +551,12 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
     let plan = plan::plan_download(cfg, listed.into_values().collect())?;
     let total: u64 = plan.items.iter().map(|i| i.remote.size).sum();
     tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
-    let mut results: Vec<FileResult> = plan
-        .refused
-        .iter()
-        .map(|(name, why)| {
-            tracing::error!("refused: {}: {why}", name.escape_debug());
-            let mut r = FileResult::new(name, "", 0, engine.store.url(name));
-            r.reason = Some(why.clone());
-            r
-        })
-        .collect();
+    for (name, why) in &plan.refused {
+        tracing::error!("refused: {}: {why}", name.escape_debug());
+        let mut r = FileResult::new(name, "", 0, engine.store.url(name));
+        r.reason = Some(why.clone());
+        report.push(r);
+    }
     if cfg.dry_run {
         for it in &plan.items {
             tracing::info!(
@@ -578,9 +573,9 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
             );
             r.status = Status::Transferred;
             r.reason = Some("dry run".into());
-            results.push(r);
+            report.push(r);
         }
-        return Ok(results);
+        return Ok(());
     }
     let workspace =
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
@@ -592,24 +587,27 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential) -> Result<V
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
     let target = Arc::new(target);
     engine.stop.arm();
-    let done: Vec<FileResult> = futures::stream::iter(plan.items)
-        .map(|item| {
+    let first = report.reserve(plan.items.len());
+    futures::stream::iter(plan.items.into_iter().enumerate())
+        .map(|(i, item)| {
             let (eng, target) = (engine.clone(), target.clone());
             tokio::spawn(async move {
                 if eng.stop.is_stopped() {
                     let local = target.path.join(&item.rel).to_string_lossy().into_owned();
-                    return not_attempted(&eng, &item.remote.name, &local, item.remote.size);
+                    return (i, not_attempted(&eng, &item.remote.name, &local, item.remote.size));
                 }
-                download::download_one(eng, item, target).await
+                (i, download::download_one(eng, item, target).await)
             })
         })
         .buffer_unordered(cfg.concurrency)
-        .map(|r| r.expect("download task panicked"))
-        .collect()
+        .for_each(|r| {
+            let (i, r) = r.expect("download task panicked");
+            report.record(first + i, r);
+            std::future::ready(())
+        })
         .await;
     ticker.stop();
-    results.extend(done);
-    Ok(results)
+    Ok(())
 }
 
 #[cfg(test)]

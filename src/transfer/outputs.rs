@@ -10,16 +10,17 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Action, Config};
 use crate::storage::Store;
-use crate::transfer::report::{FileResult, Summary};
+use crate::transfer::report::Summary;
 
 /// The variables naming an output file, in the order they are written.
 pub const OUTPUT_VARS: &[&str] = &["DRONE_OUTPUT", "GITHUB_OUTPUT"];
 
-/// The `KEY=VALUE` pairs of a finished run.
+/// The `KEY=VALUE` pairs of a finished run; `single_url`: the URL of the one file with a
+/// remote name, when the run had exactly one ([`Report::single_url`](super::report::Report::single_url)).
 pub fn pairs(
     cfg: &Config,
     summary: &Summary,
-    results: &[FileResult],
+    single_url: Option<&str>,
     store: &dyn Store,
 ) -> Vec<(&'static str, String)> {
     let mut out = vec![
@@ -27,7 +28,7 @@ pub fn pairs(
         ("skipped", summary.files_skipped.to_string()),
         ("failed", summary.files_failed.to_string()),
         ("bytes", summary.bytes_transferred.to_string()),
-        ("url", url(cfg, results, store)),
+        ("url", url(cfg, single_url, store)),
     ];
     if cfg.action == Action::Sync {
         out.push(("deleted", summary.files_deleted.to_string()));
@@ -38,10 +39,9 @@ pub fn pairs(
     out
 }
 
-fn url(cfg: &Config, results: &[FileResult], store: &dyn Store) -> String {
-    let named: Vec<&FileResult> = results.iter().filter(|r| !r.name.is_empty()).collect();
-    if let [one] = named.as_slice() {
-        return one.url.clone();
+fn url(cfg: &Config, single_url: Option<&str>, store: &dyn Store) -> String {
+    if let Some(one) = single_url {
+        return one.to_string();
     }
     let prefix = match cfg.action {
         Action::Upload | Action::Sync | Action::CacheSave | Action::CacheRestore => cfg.target.clone(),

@@ -25,7 +25,7 @@ use futures::StreamExt;
 
 use super::plan::UploadItem;
 use super::progress::Progress;
-use super::report::{FileResult, Status};
+use super::report::{FileResult, Report, Status};
 use super::{not_attempted, upload, Engine, RunError};
 use crate::auth::Credential;
 use crate::config::{human_bytes, LogFormat, Service};
@@ -106,25 +106,23 @@ pub fn emptied_dirs<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &str) 
     dirs
 }
 
-fn unattempted(eng: &Engine, items: &[(UploadItem, Option<RemoteItem>)], why: &str) -> Vec<FileResult> {
-    items
-        .iter()
-        .map(|(it, _)| {
-            let mut r = not_attempted(eng, &it.name, &it.rel, it.size);
-            r.reason = Some(why.to_string());
-            r
-        })
-        .collect()
+fn unattempted<'a>(eng: &Engine, items: impl Iterator<Item = &'a UploadItem>, why: &str, report: &mut Report) {
+    for it in items {
+        let mut r = not_attempted(eng, &it.name, &it.rel, it.size);
+        r.reason = Some(why.to_string());
+        report.push(r);
+    }
 }
 
-/// Runs a sync: the per-file results (uploads and deletes) and, when nothing was deleted
-/// because of a failure or the guard, why.
+/// Runs a sync, recording the per-file results (uploads and deletes) in `report`; when
+/// nothing was deleted because of a failure or the guard, returns why.
 pub async fn run_sync(
     engine: &Arc<Engine>,
     credential: &Credential,
-) -> Result<(Vec<FileResult>, Option<String>), RunError> {
+    report: &mut Report,
+) -> Result<Option<String>, RunError> {
     let cfg = &engine.cfg;
-    let (plan, mut results, total) = super::plan_for_upload(engine)?;
+    let (plan, total) = super::plan_for_upload(engine, report)?;
     let prefix = owned_prefix(&cfg.target);
     let shown = if prefix.is_empty() { format!("the whole {}", cfg.container_word()) } else { format!("`{prefix}`") };
     if matches!(credential, Credential::None) {
@@ -133,7 +131,7 @@ pub async fn run_sync(
                 tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
             }
             tracing::info!("dry run without credentials: cannot list {shown}, so the deletes are not known");
-            return Ok((results, None));
+            return Ok(None);
         }
         return Err(crate::auth::AuthError::Missing("no credentials".into()).into());
     }
@@ -150,9 +148,9 @@ pub async fn run_sync(
         }
         Err(e) => {
             let why = format!("the listing of {shown} failed, so nothing was uploaded or deleted: {e}");
-            let items: Vec<_> = plan.files.iter().map(|i| (i, None)).collect();
-            results.extend(unattempted(engine, &items, "not attempted: the listing failed"));
-            return Ok((results, Some(why)));
+            let items: Vec<_> = plan.files.iter().collect();
+            unattempted(engine, items.iter(), "not attempted: the listing failed", report);
+            return Ok(Some(why));
         }
     };
     // A source that matched nothing (a build step that produced no output) would have its
@@ -170,45 +168,44 @@ pub async fn run_sync(
         let why = format!(
             "the sync would delete {deletes} file(s) under {shown}, more than `max_delete` (PLUGIN_MAX_DELETE) allows ({max}): nothing was uploaded or deleted; check `target`, `source` and `strip_prefix`, or raise `max_delete`"
         );
-        results.extend(unattempted(engine, &sync.uploads, "not attempted: `max_delete` refused the sync"));
-        return Ok((results, Some(why)));
+        let items = sync.uploads.iter().map(|(it, _)| it);
+        unattempted(engine, items, "not attempted: `max_delete` refused the sync", report);
+        return Ok(Some(why));
     }
     if cfg.dry_run {
         for (it, _) in &sync.uploads {
-            tracing::info!("would upload {} → {} ({})", it.rel, it.name, human_bytes(it.size));
-            let mut r = FileResult::new(&it.name, &it.rel, it.size, engine.store.url(&it.name));
-            r.status = Status::Transferred;
-            r.reason = Some("dry run".into());
-            results.push(r);
+            report.push(super::would_upload(engine, it));
         }
         for d in &sync.deletes {
             tracing::info!("would delete {}", d.name);
-            results.push(deleted(engine, d, "dry run"));
+            report.push(deleted(engine, d, "dry run"));
         }
-        return Ok((results, None));
+        return Ok(None);
     }
     let c = &engine.progress.counters;
     c.files_total.store(sync.uploads.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
-    let (same, uploads) = split_unchanged(engine, sync.uploads).await;
-    results.extend(same);
-    results.extend(upload_all(engine, uploads).await);
-    let failed = results.iter().filter(|r| matches!(r.status, Status::Failed | Status::NotAttempted)).count();
+    // Each planned file's slot, in the merge's (name) order, whichever way it goes next.
+    let first = report.reserve(sync.uploads.len());
+    let uploads = sync.uploads.into_iter().enumerate().map(|(i, (it, r))| (first + i, it, r)).collect();
+    let uploads = split_unchanged(engine, uploads, report).await;
+    upload_all(engine, uploads, report).await;
+    let failed = report.tally().files(Status::Failed) + report.tally().files(Status::NotAttempted);
     if failed > 0 || engine.stop.is_stopped() {
         let why = format!(
             "{failed} file(s) failed or were not uploaded, so none of the {deletes} file(s) under {shown} the selection lacks was deleted"
         );
-        return Ok((results, Some(why)));
+        return Ok(Some(why));
     }
     if !unmatched.is_empty() && deletes > 0 {
         let why = format!(
             "{} matched no file, so none of the {deletes} file(s) under {shown} the selection lacks was deleted; set `allow_empty: true` (PLUGIN_ALLOW_EMPTY) to delete them anyway",
             unmatched.iter().map(|s| format!("source `{s}`")).collect::<Vec<_>>().join(", ")
         );
-        return Ok((results, Some(why)));
+        return Ok(Some(why));
     }
-    results.extend(delete_all(engine, sync.deletes, &prefix).await);
-    Ok((results, None))
+    delete_all(engine, sync.deletes, &prefix, report).await;
+    Ok(None)
 }
 
 fn deleted(eng: &Engine, r: &RemoteItem, reason: &str) -> FileResult {
@@ -222,17 +219,18 @@ fn deleted(eng: &Engine, r: &RemoteItem, reason: &str) -> FileResult {
     res
 }
 
-type Pending = Vec<(UploadItem, Option<RemoteItem>)>;
+/// Planned uploads with their report slots and listed copies.
+type Pending = Vec<(usize, UploadItem, Option<RemoteItem>)>;
 
 /// Takes out the files whose listed copy holds the same bytes (same size and `sha256`),
 /// hashed in a few batches on blocking threads rather than one task per file: for an
 /// unchanged tree of 10,000 small files the thread hand-offs cost more than the hashing.
 /// Files in `compress` (compared by their gzip bytes), files listed without a `sha256`
 /// (Files) and any file that cannot be read here go to [`upload::upload_known`], which
-/// decides and reports them.
-async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending) -> (Vec<FileResult>, Pending) {
+/// decides and reports them. The unchanged files are recorded in `report`; the rest is returned.
+async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending, report: &mut Report) -> Pending {
     let cfg = &engine.cfg;
-    let (candidates, mut rest): (Pending, Pending) = uploads.into_iter().partition(|(it, r)| {
+    let (candidates, mut rest): (Pending, Pending) = uploads.into_iter().partition(|(_, it, r)| {
         r.as_ref().is_some_and(|r| r.size == it.size && r.sha256.is_some())
             && !cfg.compress.iter().any(|p| p.is_match(&it.rel))
     });
@@ -245,29 +243,28 @@ async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending) -> (Vec<FileRes
         batches.push(tokio::task::spawn_blocking(move || {
             batch
                 .into_iter()
-                .map(|(it, r)| {
+                .map(|(slot, it, r)| {
                     let same = it
                         .root
                         .open_planned(&it.rel, &it.state)
                         .ok()
                         .and_then(|f| super::checksum::hash_read(&f.file, false).ok())
                         .filter(|d| r.as_ref().is_some_and(|r| upload::same_content(r, d)));
-                    (it, r, same.map(|d| d.sha256))
+                    (slot, it, r, same.map(|d| d.sha256))
                 })
                 .collect::<Vec<_>>()
         }));
     }
-    let mut same = Vec::new();
     for b in batches {
         let done = match b.await {
             Ok(done) => done,
             // Its files are then neither skipped nor uploaded: a failure, so nothing is deleted.
             Err(e) => {
-                same.push(panicked(e.to_string()));
+                report.push(panicked(e.to_string()));
                 continue;
             }
         };
-        for (it, r, sha) in done {
+        for (slot, it, r, sha) in done {
             match sha {
                 Some(sha) => {
                     tracing::info!("skipped: {} (unchanged (overwrite: changed))", it.name);
@@ -277,35 +274,41 @@ async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending) -> (Vec<FileRes
                     res.sha256 = Some(sha);
                     engine.progress.counters.add_bytes(it.size);
                     engine.progress.counters.file_done();
-                    same.push(res);
+                    report.record(slot, res);
                 }
-                None => rest.push((it, r)),
+                None => rest.push((slot, it, r)),
             }
         }
     }
-    (same, rest)
+    rest
 }
 
-async fn upload_all(engine: &Arc<Engine>, uploads: Pending) -> Vec<FileResult> {
+async fn upload_all(engine: &Arc<Engine>, uploads: Pending, report: &mut Report) {
     let cfg = &engine.cfg;
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    let done: Vec<FileResult> = futures::stream::iter(uploads)
-        .map(|(item, remote)| {
+    futures::stream::iter(uploads)
+        .map(|(slot, item, remote)| {
             let eng = engine.clone();
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if eng.stop.is_stopped() {
                     return not_attempted(&eng, &item.name, &item.rel, item.size);
                 }
                 upload::upload_known(eng, item, Some(remote)).await
-            })
+            });
+            async move { (slot, task.await) }
         })
         .buffer_unordered(cfg.concurrency)
-        .map(|r| r.unwrap_or_else(|e| panicked(e.to_string())))
-        .collect()
+        .for_each(|(slot, r)| {
+            // A panicked task has no result of its own: a failure in a slot of its own.
+            match r {
+                Ok(r) => report.record(slot, r),
+                Err(e) => report.push(panicked(e.to_string())),
+            }
+            std::future::ready(())
+        })
         .await;
     ticker.stop();
-    done
 }
 
 fn panicked(e: String) -> FileResult {
@@ -315,35 +318,44 @@ fn panicked(e: String) -> FileResult {
 }
 
 /// Deletes every listed item the selection lacks; then, on Files, removes the
-/// directories that emptied (deepest first; one still holding anything stays).
-async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, prefix: &str) -> Vec<FileResult> {
-    let done: Vec<FileResult> = futures::stream::iter(deletes)
-        .map(|r| {
+/// directories that emptied (deepest first; one still holding anything stays). The
+/// results are recorded in `report`, in the order of `deletes` (sorted by name).
+async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, prefix: &str, report: &mut Report) {
+    let first = report.reserve(deletes.len());
+    // Only Azure Files needs the names of what was deleted (its emptied directories).
+    let mut gone = Vec::new();
+    futures::stream::iter(deletes.into_iter().enumerate())
+        .map(|(i, r)| {
             let eng = engine.clone();
             async move {
                 if eng.stop.is_stopped() {
-                    return not_attempted(&eng, &r.name, "", r.size);
+                    return (i, not_attempted(&eng, &r.name, "", r.size));
                 }
                 match eng.with_request(eng.store.delete(&r.name)).await {
                     Ok(()) => {
                         tracing::info!("deleted {}", r.name);
-                        deleted(&eng, &r, "")
+                        (i, deleted(&eng, &r, ""))
                     }
                     Err(e) => {
                         tracing::error!("failed: delete {}: {e}", r.name);
                         let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
                         res.reason = Some(format!("delete failed: {e}"));
-                        res
+                        (i, res)
                     }
                 }
             }
         })
         .buffer_unordered(engine.cfg.concurrency)
-        .collect()
+        .for_each(|(i, r)| {
+            if engine.cfg.service == Service::File && r.status == Status::Deleted {
+                gone.push(r.name.clone());
+            }
+            report.record(first + i, r);
+            std::future::ready(())
+        })
         .await;
     if engine.cfg.service == Service::File {
-        let gone = done.iter().filter(|r| r.status == Status::Deleted).map(|r| r.name.as_str());
-        for dir in emptied_dirs(gone, prefix) {
+        for dir in emptied_dirs(gone.iter().map(String::as_str), prefix) {
             match engine.with_request(engine.store.remove_dir_if_empty(&dir)).await {
                 Ok(true) => tracing::info!("removed the emptied directory {dir}"),
                 Ok(false) => {}
@@ -351,7 +363,6 @@ async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, prefix: &str
             }
         }
     }
-    done
 }
 
 #[cfg(test)]

@@ -46,6 +46,86 @@ fn start_line_progress_summary_and_manifest() {
     assert_eq!(fetch(az, &c, "rel/f0.bin").1["metadata"]["sha256"], f0["sha256"]);
 }
 
+/// The manifest lists files in plan order (here: by workspace path, downloads by path
+/// under `target`), not in the order eight concurrent transfers finished; its entries are
+/// spooled to an unnamed file in TMPDIR that leaves nothing there, and a TMPDIR that does
+/// not exist falls back to the working directory, leaving nothing there either.
+#[test]
+fn manifest_files_come_in_plan_order_and_the_spool_leaves_nothing_behind() {
+    let az = Azurite::shared();
+    let c = container("manifestorder");
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // Sizes that finish out of order: the largest first in plan order.
+    let rels: Vec<String> = (0..24).map(|i| format!("dist/d{}/f{i:02}.bin", i % 3)).collect();
+    for (i, rel) in rels.iter().enumerate() {
+        write(dir.path(), rel, &bytes(if i % 5 == 0 { 300_000 } else { 100 + i }, i as u64));
+    }
+    let run = |p: Plugin| p.set("concurrency", "8").set("block_size", "64KiB").run();
+    let out = run(plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "dist/**")
+        .set("manifest", "m.json")
+        .env("TMPDIR", tmp.path().to_str().unwrap()));
+    out.assert_ok();
+    let locals = |m: &str, key: &str| -> Vec<String> {
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join(m)).unwrap()).unwrap();
+        m["files"].as_array().unwrap().iter().map(|f| f[key].as_str().unwrap().to_string()).collect()
+    };
+    let mut sorted = rels.clone();
+    sorted.sort();
+    assert_eq!(locals("m.json", "local"), sorted);
+    assert_eq!(tree(tmp.path()), Vec::<String>::new(), "the spool left a file in TMPDIR");
+
+    let out = run(plugin(dir.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "dist/**")
+        .set("strip_prefix", "dist")
+        .set("target", "out")
+        .set("manifest", "dl.json")
+        .env("TMPDIR", dir.path().join("no-such-dir").to_str().unwrap()));
+    out.assert_ok();
+    assert_eq!(locals("dl.json", "name"), sorted, "remote names, in the order of their paths under `target`");
+    let left: Vec<String> =
+        tree(dir.path()).into_iter().filter(|p| !p.starts_with("dist/") && !p.starts_with("out/")).collect();
+    assert_eq!(left, ["dl.json", "m.json"], "only the manifests are left in the working directory");
+}
+
+/// A manifest that cannot be written (its directory is a file) with a failed file among
+/// the transferred ones: the summary and the failure are printed as ever, the manifest
+/// error last, exit 1; nothing is left behind, neither in the workspace nor in TMPDIR.
+#[test]
+fn an_unwritable_manifest_leaves_the_summary_the_failures_and_no_spool() {
+    let az = Azurite::shared();
+    let c = container("manifestfail");
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..6 {
+        write(dir.path(), &format!("f{i}.txt"), format!("file {i}").as_bytes());
+    }
+    write(dir.path(), "blocker", b"a file where the manifest's directory should be");
+    plugin(dir.path()).azurite(az, &c).set("source", "f3.txt").run().assert_ok();
+    let out = plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "f*.txt")
+        .set("overwrite", "false")
+        .set("manifest", "blocker/m.json")
+        .env("TMPDIR", tmp.path().to_str().unwrap())
+        .run();
+    out.assert_code(1)
+        .assert_contains("transferred            5")
+        .assert_contains("failed                 1")
+        .assert_contains("1 failed:\n  ✗ f3.txt → f3.txt: ")
+        .assert_contains("cannot write the manifest `blocker/m.json` (`manifest`, PLUGIN_MANIFEST): ")
+        .assert_contains("the transfers above are as listed");
+    assert_eq!(list(az, &c).len(), 6, "the transfers stand");
+    assert_eq!(tree(tmp.path()), Vec::<String>::new(), "the spool left a file in TMPDIR");
+    let mut want: Vec<String> = (0..6).map(|i| format!("f{i}.txt")).collect();
+    want.insert(0, "blocker".into());
+    assert_eq!(tree(dir.path()), want, "nothing else in the workspace");
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let az = Azurite::shared();

@@ -28,7 +28,7 @@ use crate::storage::{RemoteItem, UploadProps};
 use crate::transfer::localfs::Root;
 use crate::transfer::plan::join_remote;
 use crate::transfer::progress::Progress;
-use crate::transfer::report::{FileResult, Status};
+use crate::transfer::report::{FileResult, Report, Status};
 use crate::transfer::stream::{self, BlockSink, ChannelReader, StreamError};
 use crate::transfer::upload::send_chunks;
 use crate::transfer::{Engine, RunError};
@@ -38,8 +38,17 @@ pub const SUFFIX: &str = ".tar.zst";
 
 type Outputs = Vec<(&'static str, String)>;
 
-/// Runs `cache_save` or `cache_restore`: the results for the summary and the outputs.
-pub async fn run(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<FileResult>, Outputs), RunError> {
+/// Runs `cache_save` or `cache_restore`: its result (the archive) is recorded in `report`;
+/// returns the outputs.
+pub async fn run(eng: &Arc<Engine>, credential: &Credential, report: &mut Report) -> Result<Outputs, RunError> {
+    let (results, outputs) = run_cache(eng, credential).await?;
+    for r in results {
+        report.push(r);
+    }
+    Ok(outputs)
+}
+
+async fn run_cache(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<FileResult>, Outputs), RunError> {
     let cfg = &eng.cfg;
     let workspace =
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
