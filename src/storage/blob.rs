@@ -15,8 +15,10 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::checksum::{crc64, crc64_header, BodySum};
+use super::digest::{Md5, Sha256};
 use super::{
-    listed_name, quoted_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps,
+    is_archive_tier, listed_name, quoted_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store,
+    UploadProps,
 };
 use crate::http::{BodySink, Http, Request};
 
@@ -124,10 +126,10 @@ impl BlobStore {
         Ok(Some(RemoteItem {
             name: name.to_string(),
             size,
-            etag: resp.header("etag").map(str::to_string),
-            content_md5: resp.header("content-md5").map(str::to_string),
-            sha256: resp.header("x-ms-meta-sha256").map(|s| s.to_ascii_lowercase()),
-            access_tier: resp.header("x-ms-access-tier").map(str::to_string),
+            etag: resp.header("etag").map(Into::into),
+            content_md5: resp.header("content-md5").map(Md5::parse),
+            sha256: resp.header("x-ms-meta-sha256").map(|s| Sha256::parse(&s.to_ascii_lowercase())),
+            archived: resp.header("x-ms-access-tier").is_some_and(is_archive_tier),
             last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
         }))
     }
@@ -365,14 +367,14 @@ pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)
                 "Content-Length" => {
                     cur.size = Some(v.trim().parse().map_err(|_| bad(format!("Content-Length `{}`", v.trim())))?)
                 }
-                "Content-MD5" => cur.item.content_md5 = Some(v.trim().to_string()).filter(|s| !s.is_empty()),
-                "Etag" => cur.item.etag = Some(v.trim().to_string()),
-                "AccessTier" => cur.item.access_tier = Some(v.trim().to_string()),
+                "Content-MD5" => cur.item.content_md5 = Some(v.trim()).filter(|s| !s.is_empty()).map(Md5::parse),
+                "Etag" => cur.item.etag = Some(v.trim().into()),
+                "AccessTier" => cur.item.archived = is_archive_tier(v.trim()),
                 "Last-Modified" => cur.item.last_modified = httpdate::parse_http_date(v.trim()).ok(),
                 _ => {}
             },
             ["EnumerationResults", "Blobs", "Blob", "Metadata", key] if key.eq_ignore_ascii_case("sha256") => {
-                cur.item.sha256 = Some(v.trim().to_ascii_lowercase())
+                cur.item.sha256 = Some(Sha256::parse(&v.trim().to_ascii_lowercase()))
             }
             ["EnumerationResults", "Blobs", "Blob"] => {
                 let BlobEntry { mut item, name, size } = std::mem::take(&mut cur);
@@ -451,8 +453,9 @@ mod tests {
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].name, "p/a.txt");
         assert_eq!(items[0].size, 5);
-        assert_eq!(items[0].sha256.as_deref(), Some("abcd"));
-        assert_eq!(items[0].content_md5.as_deref(), Some("XUFAKrxLKna5cZ2REBfFkg=="));
+        assert_eq!(items[0].sha256_string().as_deref(), Some("abcd"));
+        assert_eq!(items[0].content_md5.as_ref().map(ToString::to_string).as_deref(), Some("XUFAKrxLKna5cZ2REBfFkg=="));
+        assert!(!items[0].is_archived());
         assert_eq!(items[1].name, "p/\0bad");
         assert_eq!(items[1].content_md5, None);
         let (items, next) =
@@ -569,7 +572,7 @@ mod props {
             for (it, (name, size, sha)) in items.iter().zip(&blobs) {
                 prop_assert_eq!(&it.name, name);
                 prop_assert_eq!(it.size, *size);
-                prop_assert_eq!(&it.sha256, sha);
+                prop_assert_eq!(&it.sha256_string(), sha);
             }
         }
     }

@@ -448,10 +448,10 @@ impl FilesStore {
         Ok(Some(RemoteItem {
             name: name.to_string(),
             size,
-            etag: resp.header("etag").map(str::to_string),
-            content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(str::to_string),
-            sha256: resp.header("x-ms-meta-sha256").map(|s| s.to_ascii_lowercase()),
-            access_tier: None,
+            etag: resp.header("etag").map(Into::into),
+            content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(super::digest::Md5::parse),
+            sha256: resp.header("x-ms-meta-sha256").map(|s| super::digest::Sha256::parse(&s.to_ascii_lowercase())),
+            archived: false,
             last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
         }))
     }
@@ -605,7 +605,12 @@ impl Store for FilesStore {
                     tracing::debug!("not listed: {}: an upload in flight", join(&dir, &name));
                     continue;
                 }
-                out.push(RemoteItem { name: join(&dir, &name), size, etag, ..RemoteItem::default() });
+                out.push(RemoteItem {
+                    name: join(&dir, &name),
+                    size,
+                    etag: etag.map(String::into_boxed_str),
+                    ..RemoteItem::default()
+                });
             }
             for d in dirs {
                 if d.is_empty() || d == "." || d == ".." || d.contains(['/', '\\', '\0']) {
@@ -725,7 +730,9 @@ impl FilesStore {
             Err(e) if e.http().is_some_and(|h| h.attempts > 1) && e.is_status(404) => {
                 let want = props.metadata.iter().find(|(k, _)| k == "sha256").map(|(_, v)| v.as_str());
                 match self.get_file_properties(name).await? {
-                    Some(r) if want.is_some() && r.sha256.as_deref() == want => Ok(Committed { etag: r.etag }),
+                    Some(r) if want.is_some_and(|w| r.sha256_string().as_deref() == Some(w)) => {
+                        Ok(Committed { etag: r.etag_string() })
+                    }
                     _ => Err(e),
                 }
             }

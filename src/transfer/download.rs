@@ -6,7 +6,11 @@
 //! in memory, so memory stays at the HTTP read buffers whatever the range size. A hasher
 //! thread follows behind, reading each completed stretch back from the page cache in
 //! file order ([`hash_in_order`]), so SHA-256 runs on one core while the other serves
-//! the network, and the file's hash is of the bytes as they landed.
+//! the network, and the file's hash is of the bytes as they landed. A file that fits in
+//! one range is hashed frame by frame as it is written instead ([`fetch_single`]): for
+//! small files the hand-offs to a hasher thread and back cost more than the hashing, and
+//! a small file is handled without leaving the runtime thread (its directories are opened
+//! in place too).
 //!
 //! The file appears under its final name only after its SHA-256 (metadata `sha256`) or
 //! Content-MD5 matched; until then it is an unnamed file ([`TempFile`]), which nothing,
@@ -326,14 +330,13 @@ fn hash_local(dir: &OwnedFd, base: &str) -> std::io::Result<Digests> {
     }
 }
 
-pub async fn download_one(eng: Arc<Engine>, item: DownloadItem, target: Arc<Target>) -> FileResult {
-    let local = target.path.join(&item.rel);
+pub async fn download_one(eng: Arc<Engine>, mut item: DownloadItem, target: Arc<Target>) -> FileResult {
+    let local = target.path.join(item.rel());
     let name = item.remote.name.clone();
     let mut res = FileResult::new(&name, &local.to_string_lossy(), item.remote.size, eng.store.url(&name));
-    let mut remote = item.remote;
     let (mut healed, mut refreshed) = (false, false);
     let outcome = loop {
-        match download_inner(&eng, &remote, &item.rel, &target, &mut res).await {
+        match download_inner(&eng, &item.remote, item.rel(), &target, &mut res).await {
             Err(Failure::Integrity(why)) if !healed => {
                 healed = true;
                 tracing::warn!("{name}: {why}; downloading it again");
@@ -346,7 +349,8 @@ pub async fn download_one(eng: Arc<Engine>, item: DownloadItem, target: Arc<Targ
                 match eng.with_request(eng.store.properties(&name)).await {
                     Ok(Some(now)) => {
                         res.size = now.size;
-                        remote = now;
+                        // The properties of the same name, which the local path is part of.
+                        item.remote = RemoteItem { name: std::mem::take(&mut item.remote.name), ..now };
                     }
                     Ok(None) => break Err(Failure::Other(format!("{why}, then was deleted; not written"))),
                     Err(e) => break Err(Failure::Other(format!("{why}; reading it again failed: {e}"))),
@@ -358,7 +362,7 @@ pub async fn download_one(eng: Arc<Engine>, item: DownloadItem, target: Arc<Targ
     if let Err(e) = outcome {
         res.status = Status::Failed;
         res.reason = Some(e.into_message());
-        tracing::error!("failed: {} → {}: {}", name, item.rel, res.reason.as_deref().unwrap_or(""));
+        tracing::error!("failed: {} → {}: {}", name, item.rel(), res.reason.as_deref().unwrap_or(""));
     }
     eng.progress.counters.file_done();
     res
@@ -416,8 +420,8 @@ impl From<&str> for Failure {
 }
 
 enum Expect {
-    Sha256(String),
-    Md5(String),
+    Sha256(crate::storage::digest::Sha256),
+    Md5(crate::storage::digest::Md5),
     SizeOnly,
 }
 
@@ -437,10 +441,9 @@ async fn prepare(
     target: &Arc<Target>,
     res: &mut FileResult,
 ) -> Result<(Arc<Parent>, String, Dest), Failure> {
-    let parent = {
-        let (t, r) = (target.clone(), rel.to_string());
-        Arc::new(tokio::task::spawn_blocking(move || open_parents(&t, &r)).await??)
-    };
+    // A few `openat` calls (a `mkdir` the first time), like the check before the link:
+    // done in place, since a hand-off to a blocking thread and back costs more.
+    let parent = Arc::new(open_parents(target, rel)?);
     let base = rel.rsplit('/').next().unwrap_or(rel).to_string();
     let dest = parent.path.join(&base);
     let size = remote.size;
@@ -495,7 +498,7 @@ async fn download_inner(
         listed
     };
     // Every read is pinned to this version: its checksum is the one verified below.
-    res.etag = remote.etag.clone();
+    res.etag = remote.etag_string();
     let size = remote.size;
     let (parent, base, dest) = prepare(eng, remote, rel, target, res).await?;
     if let Dest::Skipped = dest {
@@ -529,10 +532,10 @@ async fn download_inner(
         return Err(integrity(format!("received {} bytes, expected {size}", got.len)));
     }
     match &expect {
-        Expect::Sha256(want) if !want.eq_ignore_ascii_case(&got.sha256) => {
+        Expect::Sha256(want) if !want.is_hex(&got.sha256) => {
             return Err(integrity(format!("SHA-256 mismatch: stored {want}, received {}", got.sha256)))
         }
-        Expect::Md5(want) if got.md5_base64().as_deref() != Some(want.as_str()) => {
+        Expect::Md5(want) if got.md5.is_none() || want.bytes() != got.md5 => {
             return Err(integrity(format!(
                 "Content-MD5 mismatch: stored {want}, received {}",
                 got.md5_base64().unwrap_or_default()
@@ -564,6 +567,9 @@ async fn fetch_ranges(
 ) -> Result<(Digests, u64), Failure> {
     let size = remote.size;
     let range = eng.range_size();
+    if size <= range {
+        return fetch_single(eng, remote, &file, with_md5).await;
+    }
     let n = size.div_ceil(range);
     let window = eng.cfg.concurrency.max(1);
     let name = remote.name.clone();
@@ -621,6 +627,66 @@ async fn fetch_ranges(
         .map_err(|e| format!("cannot read back the downloaded data: {e}"))?
         .ok_or("internal error: a range was never reported to the hasher")?;
     Ok((got, counted))
+}
+
+/// A file that fits in one range: one GET (pinned to its ETag), each frame written at its
+/// place and hashed as it arrives, on the runtime thread. A hasher thread reading the bytes
+/// back (as for larger files) would cost two hand-offs between threads per file, more than
+/// hashing a range's worth of frames in place. A retried attempt starts again at 0, and the
+/// hash with it; should the frames ever not follow each other, the file is read back instead.
+async fn fetch_single(
+    eng: &Arc<Engine>,
+    remote: &RemoteItem,
+    file: &File,
+    with_md5: bool,
+) -> Result<(Digests, u64), Failure> {
+    let len = remote.size;
+    if len == 0 {
+        return Ok((FileHasher::new(with_md5).finish(), 0));
+    }
+    // (the hasher, whether the frames ever skipped or went back other than to 0)
+    let state = Mutex::new((FileHasher::new(with_md5), false));
+    let write = |pos: u64, data: &[u8]| -> std::io::Result<()> {
+        let keep = &data[..len.saturating_sub(pos).min(data.len() as u64) as usize];
+        file.write_all_at(keep, pos)?;
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        if pos == 0 && st.0.len > 0 {
+            *st = (FileHasher::new(with_md5), st.1);
+        }
+        if pos == st.0.len {
+            st.0.update(keep);
+        } else {
+            st.1 = true;
+        }
+        Ok(())
+    };
+    let got = eng
+        .with_request(eng.store.get_range(&remote.name, remote.etag.as_deref(), 0, len, &write))
+        .await
+        .map_err(|e| if e.is_changed() { Failure::Changed(e.to_string()) } else { Failure::Storage(e) })?;
+    if got != len {
+        return Err(Failure::Integrity(format!(
+            "range at 0: expected {len} bytes, received {got} (truncated or changed)"
+        )));
+    }
+    eng.progress.counters.add_bytes(len);
+    let (h, skipped) = state.into_inner().unwrap_or_else(|p| p.into_inner());
+    if !skipped && h.len == len {
+        return Ok((h.finish(), len));
+    }
+    let mut h = FileHasher::new(with_md5);
+    let mut buf = vec![0u8; HASH_READ.min(len as usize)];
+    let mut at = 0u64;
+    while at < len {
+        let k = buf.len().min((len - at) as usize);
+        if let Err(e) = file.read_exact_at(&mut buf[..k], at) {
+            eng.progress.counters.bytes_done.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+            return Err(format!("cannot read back the downloaded data: {e}").into());
+        }
+        h.update(&buf[..k]);
+        at += k as u64;
+    }
+    Ok((h.finish(), len))
 }
 
 fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) {

@@ -27,7 +27,6 @@ pub mod stream;
 pub mod sync;
 pub mod upload;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -484,21 +483,22 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut 
 }
 
 /// Lists what the `source` selectors name: one listing per distinct prefix (a prefix
-/// covered by a shorter one is not listed again), filtered by the selectors.
-async fn list_selected(engine: &Arc<Engine>) -> Result<BTreeMap<String, crate::storage::RemoteItem>, RunError> {
+/// covered by a shorter one is not listed again), filtered by the selectors; sorted by
+/// name, each name once (the last listed), held once (no map keyed by a copy of it).
+async fn list_selected(engine: &Arc<Engine>) -> Result<Vec<crate::storage::RemoteItem>, RunError> {
     let cfg = &engine.cfg;
     let selectors: Vec<RemoteSelector> =
         cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>()?;
     let mut prefixes: Vec<String> = selectors.iter().map(|s| s.prefix.clone()).collect();
     prefixes.sort();
     prefixes.dedup();
-    let mut listed: BTreeMap<String, crate::storage::RemoteItem> = BTreeMap::new();
+    let mut listed: Vec<crate::storage::RemoteItem> = Vec::new();
     let mut covered: Vec<String> = Vec::new();
     for p in prefixes {
         if covered.iter().any(|c| p.starts_with(c.as_str())) {
             continue;
         }
-        let items = match engine.store.list(&p).await {
+        let mut items = match engine.store.list(&p).await {
             Ok(items) => items,
             Err(e) if e.is_container_not_found() => {
                 return Err(StorageError::NoContainer {
@@ -510,13 +510,24 @@ async fn list_selected(engine: &Arc<Engine>) -> Result<BTreeMap<String, crate::s
             }
             Err(e) => return Err(e.into()),
         };
-        for it in items {
-            if selectors.iter().any(|s| s.matches(&it.name)) {
-                listed.insert(it.name.clone(), it);
-            }
+        items.retain(|it| selectors.iter().any(|s| s.matches(&it.name)));
+        if listed.is_empty() {
+            listed = items;
+        } else {
+            listed.append(&mut items);
         }
         covered.push(p);
     }
+    // Stable: of two equal names the later listed follows, and is the one kept.
+    listed.sort_by(|a, b| a.name.cmp(&b.name));
+    listed.dedup_by(|later, earlier| {
+        let same = later.name == earlier.name;
+        if same {
+            std::mem::swap(later, earlier);
+        }
+        same
+    });
+    listed.shrink_to_fit();
     Ok(listed)
 }
 
@@ -548,8 +559,8 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         ))
         .into());
     }
-    let plan = plan::plan_download(cfg, listed.into_values().collect())?;
-    let total: u64 = plan.items.iter().map(|i| i.remote.size).sum();
+    let plan = plan::plan_download(cfg, listed)?;
+    let total: u64 = plan.items.iter().map(|i| i.size).sum();
     tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
     for (name, why) in &plan.refused {
         tracing::error!("refused: {}: {why}", name.escape_debug());
@@ -559,18 +570,9 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
     }
     if cfg.dry_run {
         for it in &plan.items {
-            tracing::info!(
-                "would download {} → {} ({})",
-                it.remote.name,
-                target.join(&it.rel).display(),
-                human_bytes(it.remote.size)
-            );
-            let mut r = FileResult::new(
-                &it.remote.name,
-                &target.join(&it.rel).to_string_lossy(),
-                it.remote.size,
-                engine.store.url(&it.remote.name),
-            );
+            let local = target.join(plan.rel(it));
+            tracing::info!("would download {} → {} ({})", it.name, local.display(), human_bytes(it.size));
+            let mut r = FileResult::new(&it.name, &local.to_string_lossy(), it.size, engine.store.url(&it.name));
             r.status = Status::Transferred;
             r.reason = Some("dry run".into());
             report.push(r);
@@ -587,25 +589,35 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
     let target = Arc::new(target);
     engine.stop.arm();
-    let first = report.reserve(plan.items.len());
-    futures::stream::iter(plan.items.into_iter().enumerate())
-        .map(|(i, item)| {
-            let (eng, target) = (engine.clone(), target.clone());
-            tokio::spawn(async move {
-                if eng.stop.is_stopped() {
-                    let local = target.path.join(&item.rel).to_string_lossy().into_owned();
-                    return (i, not_attempted(&eng, &item.remote.name, &local, item.remote.size));
-                }
-                (i, download::download_one(eng, item, target).await)
+    // Files are started from a task on the runtime, not from the thread that waits for the
+    // run: each spawn then lands in a worker's own queue instead of waking one, and each
+    // file's end wakes no other thread either (two context switches per file, measured).
+    // The report goes with the task and comes back with it.
+    let (eng, concurrency) = (engine.clone(), cfg.concurrency);
+    let mut owned = std::mem::take(report);
+    let first = owned.reserve(plan.items.len());
+    let driver = tokio::spawn(async move {
+        futures::stream::iter(plan.into_items().enumerate())
+            .map(|(i, item)| {
+                let (eng, target) = (eng.clone(), target.clone());
+                tokio::spawn(async move {
+                    if eng.stop.is_stopped() {
+                        let local = target.path.join(item.rel()).to_string_lossy().into_owned();
+                        return (i, not_attempted(&eng, &item.remote.name, &local, item.remote.size));
+                    }
+                    (i, download::download_one(eng, item, target).await)
+                })
             })
-        })
-        .buffer_unordered(cfg.concurrency)
-        .for_each(|r| {
-            let (i, r) = r.expect("download task panicked");
-            report.record(first + i, r);
-            std::future::ready(())
-        })
-        .await;
+            .buffer_unordered(concurrency)
+            .for_each(|r| {
+                let (i, r) = r.expect("download task panicked");
+                owned.record(first + i, r);
+                std::future::ready(())
+            })
+            .await;
+        owned
+    });
+    *report = driver.await.expect("download task panicked");
     ticker.stop();
     Ok(())
 }

@@ -531,18 +531,46 @@ pub fn check_local_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// One planned download: the item and where below the target it goes.
 #[derive(Debug, Clone)]
 pub struct DownloadItem {
     pub remote: RemoteItem,
+    /// Where the local path begins in the name: it is always the name's tail (see
+    /// [`strip_components`]), so it is not held as a string of its own.
+    rel_at: usize,
+}
+
+impl DownloadItem {
     /// Path relative to the target directory (`/` separators, checked safe).
-    pub rel: String,
+    pub fn rel(&self) -> &str {
+        &self.remote.name[self.rel_at..]
+    }
 }
 
 #[derive(Debug, Default)]
 pub struct DownloadPlan {
-    pub items: Vec<DownloadItem>,
+    /// The items to download, in the order of their local paths (see [`Self::rel`]).
+    /// Kept as listed, with no second copy of any name: 100,000 of them are held at once.
+    pub items: Vec<RemoteItem>,
     /// Names refused, with the reason: reported as failures.
     pub refused: Vec<(String, String)>,
+    strip_prefix: Option<String>,
+}
+
+impl DownloadPlan {
+    /// Where `item` goes, relative to the target directory (`/` separators, checked safe).
+    pub fn rel<'a>(&self, item: &'a RemoteItem) -> &'a str {
+        strip_components(&item.name, self.strip_prefix.as_deref())
+    }
+
+    /// The planned items, each with its local path.
+    pub fn into_items(self) -> impl Iterator<Item = DownloadItem> {
+        let strip = self.strip_prefix;
+        self.items.into_iter().map(move |remote| {
+            let rel_at = remote.name.len() - strip_components(&remote.name, strip.as_deref()).len();
+            DownloadItem { remote, rel_at }
+        })
+    }
 }
 
 /// A download source: the listing prefix to ask for and how to filter its results.
@@ -588,56 +616,57 @@ impl RemoteSelector {
 /// Two names mapping to one local path are an error (naming them all) rather than a
 /// per-file failure: whichever is written, the other would be lost, and which one is
 /// meant only the pipeline's author can say.
-pub fn plan_download(cfg: &Config, listed: Vec<RemoteItem>) -> Result<DownloadPlan, PlanError> {
-    let mut plan = DownloadPlan::default();
-    let mut seen: BTreeMap<String, Vec<RemoteItem>> = BTreeMap::new();
-    for item in listed {
+pub fn plan_download(cfg: &Config, mut listed: Vec<RemoteItem>) -> Result<DownloadPlan, PlanError> {
+    let strip = cfg.strip_prefix.clone();
+    let rel = |item: &RemoteItem| -> usize { item.name.len() - strip_components(&item.name, strip.as_deref()).len() };
+    let mut refused = Vec::new();
+    listed.retain(|item| {
         if item.name.ends_with('/') && item.size == 0 {
-            continue; // a directory marker (hierarchical namespace / tools that create them)
+            return false; // a directory marker (hierarchical namespace / tools that create them)
         }
-        let rel = strip_components(&item.name, cfg.strip_prefix.as_deref()).to_string();
-        match check_local_name(&rel) {
-            Ok(()) => seen.entry(rel).or_default().push(item),
+        match check_local_name(&item.name[rel(item)..]) {
+            Ok(()) => true,
             Err(e) => {
-                plan.refused.push((item.name.clone(), format!("refused: {e}; nothing is written outside `target`")))
+                refused.push((item.name.clone(), format!("refused: {e}; nothing is written outside `target`")));
+                false
             }
         }
-    }
-    let collisions: Vec<String> = seen
-        .iter()
-        .filter(|(_, items)| items.len() > 1)
-        .map(|(rel, items)| {
+    });
+    // In place, by local path (then name): the plan is the listing itself, reordered.
+    listed.sort_unstable_by(|a, b| a.name[rel(a)..].cmp(&b.name[rel(b)..]).then_with(|| a.name.cmp(&b.name)));
+    let collisions: Vec<String> = listed
+        .chunk_by(|a, b| a.name[rel(a)..] == b.name[rel(b)..])
+        .filter(|items| items.len() > 1)
+        .map(|items| {
             let names: Vec<String> = items.iter().map(|i| format!("`{}`", i.name)).collect();
-            format!("  {rel} ← {}", names.join(", "))
+            format!("  {} ← {}", &items[0].name[rel(&items[0])..], names.join(", "))
         })
         .collect();
     if !collisions.is_empty() {
         return Err(PlanError::DownloadCollisions(collisions));
     }
     // A name that is also a directory of another name cannot be both on disk. In sorted
-    // order the names under `rel/` follow `rel/` directly, so the first key at or after
+    // order the names under `rel/` follow `rel/` directly, so the first path at or after
     // it tells (a binary search, not a scan of every name).
-    let mut clashes = Vec::new();
-    for rel in seen.keys() {
-        let under = format!("{rel}/");
-        if seen
-            .range::<str, _>((std::ops::Bound::Included(under.as_str()), std::ops::Bound::Unbounded))
-            .next()
-            .is_some_and(|(k, _)| k.starts_with(&under))
-        {
-            clashes.push(rel.clone());
+    let mut clash = vec![false; listed.len()];
+    let mut under = String::new();
+    for (i, item) in listed.iter().enumerate() {
+        under.clear();
+        under.push_str(&item.name[rel(item)..]);
+        under.push('/');
+        let at = listed.partition_point(|x| x.name[rel(x)..] < *under);
+        if listed.get(at).is_some_and(|x| x.name[rel(x)..].starts_with(&under)) {
+            clash[i] = true;
+            let why = format!("`{}` is both a file and a directory of other names", &item.name[rel(item)..]);
+            refused.push((item.name.clone(), why));
         }
     }
-    for rel in clashes {
-        for item in seen.remove(&rel).unwrap_or_default() {
-            plan.refused.push((item.name.clone(), format!("`{rel}` is both a file and a directory of other names")));
-        }
-    }
-    plan.items = seen
-        .into_iter()
-        .flat_map(|(rel, items)| items.into_iter().map(move |remote| DownloadItem { remote, rel: rel.clone() }))
-        .collect();
-    Ok(plan)
+    let mut i = 0;
+    listed.retain(|_| {
+        i += 1;
+        !clash[i - 1]
+    });
+    Ok(DownloadPlan { items: listed, refused, strip_prefix: strip })
 }
 
 #[cfg(test)]
@@ -787,7 +816,7 @@ mod props {
         let plan = plan_download(&config(""), items(&["a", "a/b", "a/b/c", "a.txt", "ab/c"])).unwrap();
         let refused: Vec<&str> = plan.refused.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(refused, vec!["a", "a/b"]);
-        let planned: Vec<&str> = plan.items.iter().map(|i| i.rel.as_str()).collect();
+        let planned: Vec<&str> = plan.items.iter().map(|i| plan.rel(i)).collect();
         assert_eq!(planned, vec!["a.txt", "a/b/c", "ab/c"]);
     }
 
@@ -839,14 +868,15 @@ mod props {
             };
             prop_assert!(plan.items.len() + plan.refused.len() <= names.len());
             let mut rels = std::collections::HashSet::new();
-            for it in &plan.items {
-                prop_assert!(stays_under(Path::new("/target"), &it.rel), "{:?} → {:?} escapes", it.remote.name, it.rel);
-                prop_assert!(rels.insert(it.rel.clone()), "two items on {:?}", it.rel);
+            let items: Vec<DownloadItem> = plan.into_items().collect();
+            for it in &items {
+                prop_assert!(stays_under(Path::new("/target"), it.rel()), "{:?} → {:?} escapes", it.remote.name, it.rel());
+                prop_assert!(rels.insert(it.rel().to_string()), "two items on {:?}", it.rel());
             }
             // No planned file is also a directory of another planned file.
-            for it in &plan.items {
-                let under = format!("{}/", it.rel);
-                prop_assert!(!plan.items.iter().any(|o| o.rel.starts_with(&under)));
+            for it in &items {
+                let under = format!("{}/", it.rel());
+                prop_assert!(!items.iter().any(|o| o.rel().starts_with(&under)));
             }
         }
 

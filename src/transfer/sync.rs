@@ -211,8 +211,8 @@ pub async fn run_sync(
 fn deleted(eng: &Engine, r: &RemoteItem, reason: &str) -> FileResult {
     let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
     res.status = Status::Deleted;
-    res.sha256 = r.sha256.clone();
-    res.etag = r.etag.clone();
+    res.sha256 = r.sha256_string();
+    res.etag = r.etag_string();
     if !reason.is_empty() {
         res.reason = Some(reason.to_string());
     }

@@ -97,10 +97,10 @@ pub fn same_content(remote: &RemoteItem, local: &Digests) -> bool {
         return false;
     }
     if let Some(sha) = &remote.sha256 {
-        return sha.eq_ignore_ascii_case(&local.sha256);
+        return sha.is_hex(&local.sha256);
     }
-    match (&remote.content_md5, local.md5_base64()) {
-        (Some(r), Some(l)) => *r == l,
+    match (&remote.content_md5, local.md5) {
+        (Some(r), Some(l)) => r.bytes() == Some(l),
         _ => false,
     }
 }
@@ -214,7 +214,7 @@ async fn upload_inner(
 fn settle_existing(eng: &Engine, res: &mut FileResult, size: u64, remote: &RemoteItem) -> Option<Result<()>> {
     match eng.cfg.overwrite {
         Overwrite::Skip => {
-            skip(eng, res, size, remote.sha256.clone(), "exists (overwrite: skip)");
+            skip(eng, res, size, remote.sha256_string(), "exists (overwrite: skip)");
             Some(Ok(()))
         }
         Overwrite::False => Some(Err(UploadError::Exists)),
@@ -245,7 +245,7 @@ async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageErr
     if !e.is_retried_conflict() {
         return false;
     }
-    matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.sha256.as_deref() == Some(sha256))
+    matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.sha256_string().as_deref() == Some(sha256))
 }
 
 /// Reads a small file whole, opened safely (see [`super::localfs`]), and checks that it

@@ -117,7 +117,7 @@ async fn save_cache(
             tracing::info!("cache `{key}` exists: not saved again (set `overwrite: true` to replace it)");
             res.status = Status::Skipped;
             res.size = existing.size;
-            res.sha256 = existing.sha256;
+            res.sha256 = existing.sha256_string();
             res.reason = Some("exists".into());
             return Ok((vec![res], outputs));
         }
@@ -198,7 +198,7 @@ async fn save_stream(
         Err(e) if e.is_status(409) || e.is_status(412) => {
             // A retried conditional commit may have been ours.
             match eng.with_request(store.properties(name)).await {
-                Ok(Some(r)) if r.sha256.as_deref() == Some(sha.as_str()) => Ok((sha, len, counts)),
+                Ok(Some(r)) if r.sha256_string().as_deref() == Some(sha.as_str()) => Ok((sha, len, counts)),
                 _ => Err(SaveError::Exists),
             }
         }
@@ -289,7 +289,7 @@ async fn restore_cache(
     let restored_key = key_of(&cfg.target, &item.name);
     let mut res = FileResult::new(&item.name, &cfg.sources.join(","), item.size, eng.store.url(&item.name));
     let outputs = vec![("cache_hit", exact.to_string()), ("cache_key", restored_key.clone())];
-    let Some(want) = item.sha256.clone() else {
+    let Some(want) = item.sha256_string() else {
         let why = "has no `sha256` metadata to verify it against: not restored (save it again with this plugin)";
         tracing::error!("failed: cache `{restored_key}` {why}");
         res.reason = Some(why.into());
