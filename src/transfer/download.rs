@@ -595,15 +595,7 @@ async fn fetch_ranges(
                     let keep = len.saturating_sub(pos).min(data.len() as u64) as usize;
                     file.write_all_at(&data[..keep], offset + pos)
                 };
-                let got = eng
-                    .with_request(eng.store.get_range(&name, etag.as_deref(), offset, len, &write))
-                    .await
-                    .map_err(|e| if e.is_changed() { Failure::Changed(e.to_string()) } else { Failure::Storage(e) })?;
-                if got != len {
-                    return Err(Failure::Integrity(format!(
-                        "range at {offset}: expected {len} bytes, received {got} (truncated or changed)"
-                    )));
-                }
+                get_range(&eng, &name, etag.as_deref(), offset, len, &write).await?;
                 let _ = done.send((offset, len));
                 eng.progress.counters.add_bytes(len);
                 Ok::<_, Failure>(len)
@@ -660,15 +652,7 @@ async fn fetch_single(
         }
         Ok(())
     };
-    let got = eng
-        .with_request(eng.store.get_range(&remote.name, remote.etag.as_deref(), 0, len, &write))
-        .await
-        .map_err(|e| if e.is_changed() { Failure::Changed(e.to_string()) } else { Failure::Storage(e) })?;
-    if got != len {
-        return Err(Failure::Integrity(format!(
-            "range at 0: expected {len} bytes, received {got} (truncated or changed)"
-        )));
-    }
+    get_range(eng, &remote.name, remote.etag.as_deref(), 0, len, &write).await?;
     eng.progress.counters.add_bytes(len);
     let (h, skipped) = state.into_inner().unwrap_or_else(|p| p.into_inner());
     if !skipped && h.len == len {
@@ -676,15 +660,9 @@ async fn fetch_single(
     }
     let mut h = FileHasher::new(with_md5);
     let mut buf = vec![0u8; HASH_READ.min(len as usize)];
-    let mut at = 0u64;
-    while at < len {
-        let k = buf.len().min((len - at) as usize);
-        if let Err(e) = file.read_exact_at(&mut buf[..k], at) {
-            eng.progress.counters.bytes_done.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
-            return Err(format!("cannot read back the downloaded data: {e}").into());
-        }
-        h.update(&buf[..k]);
-        at += k as u64;
+    if let Err(e) = hash_back(file, &mut h, &mut buf, 0, len) {
+        eng.progress.counters.bytes_done.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
+        return Err(format!("cannot read back the downloaded data: {e}").into());
     }
     Ok((h.finish(), len))
 }
@@ -715,16 +693,48 @@ fn hash_in_order(
         let Ok((offset, len)) = done.recv() else { return Ok(None) };
         ready.insert(offset, len);
         while let Some(len) = ready.remove(&next) {
-            let end = next + len;
-            while next < end {
-                let k = buf.len().min((end - next) as usize);
-                file.read_exact_at(&mut buf[..k], next)?;
-                h.update(&buf[..k]);
-                next += k as u64;
-            }
+            hash_back(file, &mut h, &mut buf, next, next + len)?;
+            next += len;
         }
     }
     Ok(Some(h.finish()))
+}
+
+/// Hashes bytes `from..to` of `file` back from the page cache, `buf` at a time.
+fn hash_back(file: &File, h: &mut FileHasher, buf: &mut [u8], from: u64, to: u64) -> std::io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let k = buf.len().min((to - at) as usize);
+        file.read_exact_at(&mut buf[..k], at)?;
+        h.update(&buf[..k]);
+        at += k as u64;
+    }
+    Ok(())
+}
+
+/// One ranged GET of `name` (pinned to `etag`) through `write`: the bytes received must be
+/// the `len` asked for (more or fewer is an integrity failure, retried once by the caller).
+async fn get_range(
+    eng: &Engine,
+    name: &str,
+    etag: Option<&str>,
+    offset: u64,
+    len: u64,
+    write: crate::http::BodySink<'_>,
+) -> Result<(), Failure> {
+    let got = eng.with_request(eng.store.get_range(name, etag, offset, len, write)).await.map_err(|e| {
+        if e.is_changed() {
+            Failure::Changed(e.to_string())
+        } else {
+            Failure::Storage(e)
+        }
+    })?;
+    if got != len {
+        return Err(Failure::Integrity(format!(
+            "range at {offset}: expected {len} bytes, received {got} (truncated or changed)"
+        )));
+    }
+    Ok(())
 }
 
 /// Read-back piece for hashing: small enough to stay in the L2 cache between the copy and the hash.
