@@ -4,8 +4,9 @@
 //! wall time mostly measures the server. This sink does the least a Blob service must
 //! do — Put Blob, Put Block, Put Block List, Get Block List, Get Blob (ranges), Get Blob
 //! Properties, List Blobs, Delete Blob, Create / Get Container — keeping bodies in memory (no copies
-//! beyond assembling a committed block list), checking no auth and computing no
-//! checksum, so that the *client's* cost becomes visible. It is a benchmark fixture,
+//! beyond assembling a committed block list), checking no auth and verifying no
+//! checksum (it only stores the MD5 of a one-request blob, as Azure does), so that the
+//! *client's* cost becomes visible. It is a benchmark fixture,
 //! not an emulator: anything it does not know is logged to stderr and answered 400. Each
 //! blob's Last-Modified is the time it was written, which sync tools compare with local mtimes.
 //!
@@ -251,6 +252,16 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
             Err(_) => return Ok(error(StatusCode::BAD_REQUEST, "BodyReadFailed")),
         }
     };
+    // Like Azure, a blob written by one Put Blob without a Content-MD5 gets the MD5 of its
+    // body (Put Block List stores only what `x-ms-blob-content-md5` says). Download
+    // benchmarks rely on it: the peers check a stored MD5 only when there is one. Computed
+    // only for stored bodies, outside the lock; the discarding (upload) sink computes none.
+    let put_blob = method == Method::PUT && comp.is_empty() && restype.is_empty() && !blob.is_empty();
+    let service_md5 = (put_blob && !discard && put_md5.is_none() && body_md5.is_none()).then(|| {
+        use base64::Engine as _;
+        use md5::Digest as _;
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&body))
+    });
     let key = (container.clone(), blob.clone());
     let mut st = state.lock().unwrap();
     let r = match (&method, blob.is_empty(), restype, comp) {
@@ -317,7 +328,7 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                     data: body,
                     len: body_len,
                     content_type,
-                    content_md5: put_md5.or(body_md5),
+                    content_md5: put_md5.or(body_md5).or(service_md5),
                     metadata: meta,
                     etag: st.etag,
                     modified: Some(std::time::SystemTime::now()),

@@ -6,7 +6,8 @@
 //! scale scenarios' promises: their data recipe is deterministic and their download check
 //! catches a changed byte, a renamed and a missing file; time to first request is read
 //! per run (after each mark), and, when the release sink is built from the current source,
-//! the live sink re-arms its first-request report on a mark and pages List Blobs right.
+//! the live sink re-arms its first-request report on a mark, pages List Blobs right and,
+//! as Azure does, stores the MD5 of a one-request blob (which the peers check on download).
 
 use std::process::Command;
 
