@@ -233,6 +233,12 @@ pub fn strip_components<'a>(path: &'a str, prefix: Option<&str>) -> &'a str {
     }
 }
 
+/// Where the local path begins in `name` with `prefix` stripped: it is always the name's
+/// tail, so a download keeps this offset rather than a copy of the path.
+fn rel_offset(name: &str, prefix: Option<&str>) -> usize {
+    name.len() - strip_components(name, prefix).len()
+}
+
 /// `target` + name, with `/` separators and no empty components.
 pub fn join_remote(target: &str, name: &str) -> String {
     target.split('/').chain(name.split('/')).filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/")
@@ -566,10 +572,9 @@ impl DownloadPlan {
     /// The planned items, each with its local path.
     pub fn into_items(self) -> impl Iterator<Item = DownloadItem> {
         let strip = self.strip_prefix;
-        self.items.into_iter().map(move |remote| {
-            let rel_at = remote.name.len() - strip_components(&remote.name, strip.as_deref()).len();
-            DownloadItem { remote, rel_at }
-        })
+        self.items
+            .into_iter()
+            .map(move |remote| DownloadItem { rel_at: rel_offset(&remote.name, strip.as_deref()), remote })
     }
 }
 
@@ -618,7 +623,7 @@ impl RemoteSelector {
 /// meant only the pipeline's author can say.
 pub fn plan_download(cfg: &Config, mut listed: Vec<RemoteItem>) -> Result<DownloadPlan, PlanError> {
     let strip = cfg.strip_prefix.clone();
-    let rel = |item: &RemoteItem| -> usize { item.name.len() - strip_components(&item.name, strip.as_deref()).len() };
+    let rel = |item: &RemoteItem| rel_offset(&item.name, strip.as_deref());
     let mut refused = Vec::new();
     listed.retain(|item| {
         if item.name.ends_with('/') && item.size == 0 {
