@@ -300,11 +300,8 @@ async fn upload_all(engine: &Arc<Engine>, uploads: Pending, report: &mut Report)
         })
         .buffer_unordered(cfg.concurrency)
         .for_each(|(slot, r)| {
-            // A panicked task has no result of its own: a failure in a slot of its own.
-            match r {
-                Ok(r) => report.record(slot, r),
-                Err(e) => report.push(panicked(e.to_string())),
-            }
+            // A panicked task's file is a failure, in its own slot.
+            report.record(slot, r.unwrap_or_else(|e| panicked(e.to_string())));
             std::future::ready(())
         })
         .await;
