@@ -730,9 +730,7 @@ impl FilesStore {
             Err(e) if e.http().is_some_and(|h| h.attempts > 1) && e.is_status(404) => {
                 let want = props.metadata.iter().find(|(k, _)| k == "sha256").map(|(_, v)| v.as_str());
                 match self.get_file_properties(name).await? {
-                    Some(r) if want.is_some_and(|w| r.sha256_string().as_deref() == Some(w)) => {
-                        Ok(Committed { etag: r.etag_string() })
-                    }
+                    Some(r) if want.is_some_and(|w| r.has_sha256(w)) => Ok(Committed { etag: r.etag_string() }),
                     _ => Err(e),
                 }
             }

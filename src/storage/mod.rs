@@ -252,6 +252,12 @@ impl RemoteItem {
     pub fn sha256_string(&self) -> Option<String> {
         self.sha256.as_ref().map(ToString::to_string)
     }
+
+    /// Whether the stored `sha256` is `hex` (a write of ours, found after a retried
+    /// request), compared as bytes rather than through a string of the stored value.
+    pub fn has_sha256(&self, hex: &str) -> bool {
+        self.sha256.as_ref().is_some_and(|s| s.is_hex(hex))
+    }
 }
 
 /// Whether `tier` (as `x-ms-access-tier` or a listing's `AccessTier` says it) is Archive.

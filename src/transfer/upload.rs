@@ -245,7 +245,7 @@ async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageErr
     if !e.is_retried_conflict() {
         return false;
     }
-    matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.sha256_string().as_deref() == Some(sha256))
+    matches!(eng.with_request(eng.store.properties(name)).await, Ok(Some(r)) if r.has_sha256(sha256))
 }
 
 /// Reads a small file whole, opened safely (see [`super::localfs`]), and checks that it

@@ -198,7 +198,7 @@ async fn save_stream(
         Err(e) if e.is_status(409) || e.is_status(412) => {
             // A retried conditional commit may have been ours.
             match eng.with_request(store.properties(name)).await {
-                Ok(Some(r)) if r.sha256_string().as_deref() == Some(sha.as_str()) => Ok((sha, len, counts)),
+                Ok(Some(r)) if r.has_sha256(&sha) => Ok((sha, len, counts)),
                 _ => Err(SaveError::Exists),
             }
         }
