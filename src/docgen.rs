@@ -244,9 +244,11 @@ pub fn settings_markdown() -> String {
         "`plugin.yaml` holds the same table, machine-readable.\n\n",
         "Value forms:\n\n",
         "- **boolean**: `true` or `false`.\n",
-        "- **list**: comma-joined (`a,b`) or a JSON array (`[\"a\",\"b\"]`). Drone and Woodpecker pass a\n",
-        "  YAML list of strings comma-joined (`[a, b]` arrives as `a,b`), so a comma inside `{...}`\n",
-        "  (`dist/*.{js,css}`) never splits an item; write `\\,` for a literal comma outside braces.\n",
+        "- **list**: comma-joined (`a,b`), one item per line (a YAML block `source: |`, the usual form\n",
+        "  of an Actions input; blank lines and the space around an item are ignored), or a JSON array\n",
+        "  (`[\"a\",\"b\"]`). Drone and Woodpecker pass a YAML list of strings comma-joined (`[a, b]`\n",
+        "  arrives as `a,b`), so a comma inside `{...}` (`dist/*.{js,css}`) never splits an item; write\n",
+        "  `\\,` for a literal comma outside braces. A line break is never part of an item.\n",
         "- **map**: a JSON object (a YAML map in `settings:` arrives as JSON).\n",
         "- **string or map**: one string for every file; or a map glob → value; or a list of one-entry\n",
         "  maps. Drone and Woodpecker pass a YAML map as JSON with its keys **sorted**, so a map's\n",
@@ -353,7 +355,8 @@ pub fn woodpecker_docs_md() -> String {
 
 /// `action.yml`: a GitHub / Forgejo Actions docker action running the image. Every setting is
 /// an input of the same name; the runner passes it as `INPUT_<NAME>`, which the plugin reads
-/// when `PLUGIN_<NAME>` is absent.
+/// when `PLUGIN_<NAME>` is absent, empty when the step's `with:` leaves it out. No input
+/// declares a `default:` (see [`action_input_description`]).
 pub fn action_yml() -> String {
     let mut o = String::new();
     o.push_str("# Generated from src/settings.rs (SETTINGS); do not edit: change the table there, then run\n");
@@ -366,13 +369,14 @@ pub fn action_yml() -> String {
     o.push_str(&format!("author: {}\n", q(AUTHOR)));
     o.push_str("branding:\n  icon: \"upload-cloud\"\n  color: \"blue\"\n");
     o.push_str("inputs:\n");
+    // No input has a `default:`: a runner sets INPUT_<NAME> for every input that has one, so
+    // a default would read as a setting the user gave (a sync "given" `overwrite`, a cache
+    // key rewritten, AZURE_AUTHORITY_HOST hidden). The binary owns the defaults; the
+    // description states them.
     for st in SETTINGS {
         o.push_str(&format!("  {}:\n", st.name));
-        o.push_str(&format!("    description: {}\n", q(&index_description(st))));
+        o.push_str(&format!("    description: {}\n", q(&action_input_description(st))));
         o.push_str(&format!("    required: {}\n", st.required));
-        if let Some(d) = st.default {
-            o.push_str(&format!("    default: {}\n", q(d)));
-        }
     }
     o.push_str("outputs:\n");
     for (name, what) in OUTPUTS {
@@ -381,6 +385,17 @@ pub fn action_yml() -> String {
     o.push_str("runs:\n  using: \"docker\"\n");
     o.push_str(&format!("  image: {}\n", q(&format!("docker://{IMAGE}:{}", env!("CARGO_PKG_VERSION")))));
     o
+}
+
+/// An action input's description: the index description, then the default the binary
+/// applies when the input is left empty (action.yml declares no `default:`).
+pub fn action_input_description(st: &Setting) -> String {
+    let mut d = index_description(st);
+    match st.default {
+        Some("") | None => {}
+        Some(v) => d.push_str(&format!(" Default: `{v}`.")),
+    }
+    d
 }
 
 /// The action's one-line description (GitHub's marketplace allows 125 characters).

@@ -389,6 +389,10 @@ fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection
         );
     }
     for s in &sources {
+        if let Some(why) = emptied_path(s, "to select everything, write `**`") {
+            bad.push("source", why);
+            continue;
+        }
         if let Err(e) = Glob::new(s) {
             bad.push("source", format!("`{s}` is not a valid glob: {}", e.kind()));
         }
@@ -405,11 +409,36 @@ fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection
         .collect();
 
     let target = raw.get("target").unwrap_or("").trim().to_string();
+    if action.uploads() || action.is_cache() {
+        if let Some(why) = emptied_path(&target, "to put the files at the top, leave `target` out") {
+            bad.push("target", why);
+        }
+    }
     let strip_prefix = raw
         .get("strip_prefix")
         .map(|s| s.trim().trim_start_matches("./").trim_end_matches('/').to_string())
         .filter(|s| !s.is_empty());
     Selection { sources, excludes, target, strip_prefix }
+}
+
+/// Why a `source` or remote `target` looks like the result of an empty substitution
+/// (`${CI_REPO}/${CI_COMMIT_SHA}` where the engine knows neither variable arrives as `/`),
+/// or `None`: a path made only of `/`, or with an empty component (`/x`, `a//b`; one
+/// trailing `/` is fine). Taken as written, `//` would download the whole container and
+/// `a//b` would quietly become `a/b`; the whole container is chosen with `**` only.
+/// `whole` says how to ask for what the slashes stood for.
+fn emptied_path(p: &str, whole: &str) -> Option<String> {
+    let body = p.strip_suffix('/').unwrap_or(p);
+    if p.is_empty() || !body.split('/').any(str::is_empty) {
+        return None;
+    }
+    const HINT: &str = "was a variable in it unset or empty? (Drone substitutes DRONE_* variables, not Woodpecker's CI_*)";
+    let shown: String = p.chars().flat_map(char::escape_debug).collect();
+    Some(if body.trim_matches('/').is_empty() {
+        format!("`{shown}` is only slashes: {HINT}; {whole}")
+    } else {
+        format!("`{shown}` has an empty path component (a leading `/` or a `//`): {HINT}")
+    })
 }
 
 /// Headers and metadata stored with each file.
@@ -948,6 +977,33 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.metadata, vec![("note".to_string(), "%C3%A9 100%25%0D%0A".to_string())]);
+    }
+
+    #[test]
+    fn a_source_or_target_an_empty_substitution_emptied_is_refused() {
+        for (extra, setting, want) in [
+            (vec![("PLUGIN_ACTION", "download"), ("PLUGIN_SOURCE", "/")], "source", "is only slashes"),
+            (vec![("PLUGIN_ACTION", "download"), ("PLUGIN_SOURCE", "//")], "source", "write `**`"),
+            (vec![("PLUGIN_ACTION", "download"), ("PLUGIN_SOURCE", "/abc123")], "source", "empty path component"),
+            (vec![("PLUGIN_ACTION", "download"), ("PLUGIN_SOURCE", "org//dist/")], "source", "empty path component"),
+            (vec![("PLUGIN_SOURCE", "dist//**")], "source", "empty path component"),
+            (vec![("PLUGIN_TARGET", "/")], "target", "leave `target` out"),
+            (vec![("PLUGIN_TARGET", "org/repo//abc/")], "target", "empty path component"),
+            (vec![("PLUGIN_ACTION", "sync"), ("PLUGIN_TARGET", "//")], "target", "is only slashes"),
+        ] {
+            let e = Config::from_raw(&raw(&[base(), extra.clone()].concat())).unwrap_err();
+            let hit = e.0.iter().find(|i| i.setting == setting).unwrap_or_else(|| panic!("{extra:?}: {e}"));
+            assert!(hit.message.contains(want) && hit.message.contains("DRONE_*"), "{extra:?}: {e}");
+        }
+        for (action, source, target) in
+            [("download", "**", ""), ("download", "org/repo/", "out/"), ("upload", "./dist/**", "org/repo/abc/")]
+        {
+            let p = [base(), vec![("PLUGIN_ACTION", action), ("PLUGIN_SOURCE", source), ("PLUGIN_TARGET", target)]];
+            assert!(Config::from_raw(&raw(&p.concat())).is_ok(), "{action} {source} {target}");
+        }
+        // A download's target is a local directory: an absolute path is its own business.
+        let p = [base(), vec![("PLUGIN_ACTION", "download"), ("PLUGIN_TARGET", "/tmp/out")]];
+        assert!(Config::from_raw(&raw(&p.concat())).is_ok());
     }
 
     #[test]

@@ -69,9 +69,11 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
-/// Parses a list: a JSON array of strings, or comma-joined values (how Drone and Woodpecker
-/// pass a YAML list of scalars). A comma inside `{...}` (a glob alternation such as
-/// `*.{js,css}`) or escaped as `\,` never splits.
+/// Parses a list: a JSON array of strings; or items one per line (a YAML block scalar,
+/// `source: |`, the Actions idiom), each line comma-joined values too (how Drone and
+/// Woodpecker pass a YAML list of scalars). A comma inside `{...}` (a glob alternation such
+/// as `*.{js,css}`) or escaped as `\,` never splits; blank lines and the space around an
+/// item are dropped. A line break is never part of an item: a JSON item holding one is refused.
 pub fn parse_list(v: &str) -> Result<Vec<String>, String> {
     let t = v.trim();
     if t.starts_with('[') {
@@ -80,6 +82,10 @@ pub fn parse_list(v: &str) -> Result<Vec<String>, String> {
         return items
             .into_iter()
             .map(|i| match i {
+                serde_json::Value::String(s) if s.contains(['\n', '\r']) => Err(format!(
+                    "the item `{}` holds a line break: give one item per array entry",
+                    s.escape_debug()
+                )),
                 serde_json::Value::String(s) => Ok(s),
                 serde_json::Value::Number(n) => Ok(n.to_string()),
                 serde_json::Value::Bool(b) => Ok(b.to_string()),
@@ -88,7 +94,11 @@ pub fn parse_list(v: &str) -> Result<Vec<String>, String> {
             .filter(|r| r.as_ref().map(|s| !s.trim().is_empty()).unwrap_or(true))
             .collect();
     }
-    Ok(split_top_level_commas(t).into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    Ok(t.split(['\n', '\r'])
+        .flat_map(split_top_level_commas)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 /// Splits at the commas outside `{...}`; a backslash escapes the next character. Unbalanced
@@ -366,6 +376,21 @@ mod tests {
         assert_eq!(parse_list("a, b,,c").unwrap(), vec!["a", "b", "c"]);
         assert_eq!(parse_list(r#"["dist/{a,b}/*", "x"]"#).unwrap(), vec!["dist/{a,b}/*", "x"]);
         assert!(parse_list("[not json").is_err());
+    }
+
+    #[test]
+    fn lists_one_item_per_line() {
+        // `source: |` under Actions (INPUT_SOURCE) or Drone/Woodpecker: one glob per line.
+        assert_eq!(parse_list("dist/*.tar.gz\ndocs/**\n").unwrap(), vec!["dist/*.tar.gz", "docs/**"]);
+        assert_eq!(parse_list("\n  a \r\n\n\t b\t\n  \n").unwrap(), vec!["a", "b"]);
+        // Each line keeps the comma rule.
+        assert_eq!(parse_list("dist/*.{js,css}\nc,d").unwrap(), vec!["dist/*.{js,css}", "c", "d"]);
+        // A JSON array may span lines; an item never holds a line break.
+        assert_eq!(parse_list("[\n  \"a\",\n  \" b \"\n]").unwrap(), vec!["a", " b "]);
+        assert!(parse_list(r#"["a\nb"]"#).unwrap_err().contains("line break"));
+        for v in ["a\nb", "a\r\nb,c", "a\rb", "a\n[x]\ny"] {
+            assert!(parse_list(v).unwrap().iter().all(|i| !i.contains(['\n', '\r'])), "{v:?}");
+        }
     }
 
     #[test]

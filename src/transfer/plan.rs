@@ -953,7 +953,7 @@ mod props {
         let t = workspace(&["dist/b.txt", "dist/a b.txt", "dist/sub/c.txt", "other.txt"]);
         let cfg = upload_config(&[
             ("PLUGIN_SOURCE", "dist,dist/sub/c.txt,other.txt"),
-            ("PLUGIN_TARGET", "/t//x/"),
+            ("PLUGIN_TARGET", "t/x/"),
             ("PLUGIN_STRIP_PREFIX", "dist"),
         ]);
         let plan = plan_upload(&cfg, &*store(false), t.path()).unwrap();

@@ -25,7 +25,7 @@ fn globs_exclude_strip_prefix_and_target_map_names() {
         .set("source", "dist/**")
         .set("exclude", "*.map,node_modules")
         .set("strip_prefix", "dist/")
-        .set("target", "org/repo//abc123/")
+        .set("target", "org/repo/abc123/")
         .run()
         .assert_ok();
     assert_eq!(names(az, &c), vec!["org/repo/abc123/app.tar.gz", "org/repo/abc123/js/app.js"]);

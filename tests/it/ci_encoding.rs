@@ -454,7 +454,7 @@ fn ci_encoding_outputs_for_later_steps() {
         .azurite(az, &c)
         .set("source", "dist/**")
         .set("strip_prefix", "dist")
-        .set("target", "org/repo//abc/")
+        .set("target", "org/repo/abc/")
         .set("manifest", "out/manifest.json")
         .env("GITHUB_OUTPUT", gh.to_str().unwrap())
         .env("DRONE_OUTPUT", drone.to_str().unwrap())
@@ -671,4 +671,87 @@ fn ci_encoding_action_inputs_are_settings_when_plugin_vars_are_absent() {
     let mut got = list(az, &c);
     got.sort();
     assert_eq!(got, vec!["from-plugin/a.txt", "from-plugin/b.txt"]);
+}
+
+/// The environment a GitHub/Forgejo runner gives the docker action for a step's `with:`
+/// (YAML): `INPUT_<NAME>` for every input action.yml declares, the `with:` value, else the
+/// input's `default:`, else empty (tests/support/ci_settings.py `runner`).
+fn runner_env(with: &str) -> BTreeMap<String, String> {
+    let v = python(&["runner", repo_root().join("action.yml").to_str().unwrap()], Some(with));
+    encoded(&v).env
+}
+
+/// A step's `with:` pointing at Azurite with the development key.
+fn azurite_with(az: &Azurite, c: &str, rest: &str) -> String {
+    format!(
+        "endpoint: {}\naccount_key: {DEV_KEY}\ncontainer: {c}\ncreate_container: true\n{rest}",
+        az.endpoint()
+    )
+}
+
+fn run_as_action(ws: &Path, with: &str) -> Out {
+    let mut p = plugin(ws);
+    for (k, v) in runner_env(with) {
+        p = p.env(&k, v);
+    }
+    p.run()
+}
+
+#[test]
+fn ci_encoding_action_sync_through_the_runner_env_is_a_sync() {
+    // A runner sets INPUT_OVERWRITE when action.yml gives `overwrite` a default: a sync
+    // then stopped with "overwrite does not apply to sync", set by nobody.
+    let az = Azurite::shared();
+    let c = container("actsync");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "site/index.html", b"<h1>");
+    write(dir.path(), "site/a/b.css", b"b{}");
+    let with = azurite_with(az, &c, "action: sync\nsource: site/**\nstrip_prefix: site\ntarget: web\n");
+    run_as_action(dir.path(), &with).assert_ok().assert_lacks("does not apply");
+    std::fs::remove_file(dir.path().join("site/a/b.css")).unwrap();
+    run_as_action(dir.path(), &with).assert_ok();
+    assert_eq!(names(az, &c), vec!["web/index.html"]);
+}
+
+#[test]
+fn ci_encoding_action_cache_save_twice_does_not_rewrite_the_key() {
+    // A runner-set INPUT_OVERWRITE=true made every cache_save rewrite an existing key.
+    let az = Azurite::shared();
+    let c = container("actcache");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "deps/lib.a", b"v1");
+    let with = azurite_with(az, &c, "action: cache_save\nsource: deps\ntarget: caches\ncache_key: deps-1\n");
+    run_as_action(dir.path(), &with).assert_ok();
+    let etag = fetch(az, &c, "caches/deps-1.tar.zst").1["etag"].clone();
+    write(dir.path(), "deps/lib.b", b"v2");
+    run_as_action(dir.path(), &with).assert_ok().assert_contains("cache `deps-1` exists: not saved again");
+    assert_eq!(fetch(az, &c, "caches/deps-1.tar.zst").1["etag"], etag, "an existing key was rewritten");
+}
+
+#[test]
+fn ci_encoding_multi_line_lists_are_one_item_per_line_on_every_engine() {
+    // `source: |` (one glob per line) through the action, with blank lines and indentation,
+    // and the same block under Drone/Woodpecker's `settings:` (a string passed as is).
+    let az = Azurite::shared();
+    let c = container("multiline");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["dist/app.js", "dist/app.js.map", "dist/css/site.css", "docs/guide.md", "other.txt"] {
+        write(dir.path(), f, f.as_bytes());
+    }
+    let with = azurite_with(
+        az,
+        &c,
+        "source: |\n  dist/**\n\n    docs/*.md  \nexclude: |\n  *.map\n\ntarget: build\n",
+    );
+    run_as_action(dir.path(), &with).assert_ok();
+    assert_eq!(names(az, &c), vec!["build/dist/app.js", "build/dist/css/site.css", "build/docs/guide.md"]);
+
+    let enc = encode_settings("source: |\n  build/dist/app.js\n  build/docs/**\ntarget: out\n");
+    assert_eq!(enc.env["PLUGIN_SOURCE"], "build/dist/app.js\nbuild/docs/**\n", "the engines pass a block as is");
+    let mut down = plugin(dir.path()).azurite(az, &c).set("action", "download");
+    for (k, v) in &enc.env {
+        down = down.env(k, v.clone());
+    }
+    down.run().assert_ok();
+    assert_eq!(tree(&dir.path().join("out")), vec!["build/dist/app.js", "build/docs/guide.md"]);
 }

@@ -604,7 +604,7 @@ fn hostile_names_in_a_listing_are_refused_and_never_fetched() {
     let root = tempfile::tempdir().unwrap();
     let ws = root.path().join("ws");
     std::fs::create_dir(&ws).unwrap();
-    let out = via(&proxy, &ws, &c).set("action", "download").set("source", "/").set("target", "out").run();
+    let out = via(&proxy, &ws, &c).set("action", "download").set("source", "**").set("target", "out").run();
     assert!(proxy.fired("inject") >= 1);
     out.assert_code(1).assert_contains(&format!("{} failed", hostile.len()));
     for (_, why) in &hostile {

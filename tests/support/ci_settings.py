@@ -11,6 +11,8 @@ engine/compiler/encoder/encoder.go. Both:
 Usage:
   ci_settings.py encode            reads one settings mapping as YAML on stdin
   ci_settings.py examples FILE...  every plugin step found in FILEs' YAML (Markdown: ```yaml blocks)
+  ci_settings.py runner ACTION     reads a step's `with:` as YAML on stdin; prints the INPUT_*
+                                   variables a GitHub/Forgejo runner sets for a docker action
 Prints JSON. A secret is reported by name in `secrets` (its value is the test's to choose).
 """
 
@@ -72,6 +74,20 @@ def action_inputs(with_):
     return {"env": env, "secrets": []}
 
 
+def runner_env(action_path, with_):
+    """What a runner (actions/runner ContainerActionHandler, nektos/act) sets for a docker
+    action: INPUT_<NAME> for EVERY input action.yml declares: the `with:` value, else the
+    input's `default:`, else empty. `with:` keys it does not declare are passed too."""
+    action = yaml.safe_load(open(action_path, encoding="utf-8"))
+    env = {}
+    for name, spec in (action.get("inputs") or {}).items():
+        default = (spec or {}).get("default", "")
+        env["INPUT_" + str(name).upper().replace(" ", "_")] = scalar(with_.get(name, default))
+    for name, v in with_.items():
+        env.setdefault("INPUT_" + str(name).upper().replace(" ", "_"), scalar(v))
+    return {"env": env, "secrets": []}
+
+
 def steps(node, found):
     """Every mapping with a `settings:` mapping whose image (if any) is this plugin, and
     every Actions step that `uses:` this plugin's action (its `with:`)."""
@@ -110,5 +126,7 @@ def examples(paths):
 if __name__ == "__main__":
     if sys.argv[1] == "encode":
         print(json.dumps(encode(yaml.safe_load(sys.stdin.read()) or {})))
+    elif sys.argv[1] == "runner":
+        print(json.dumps(runner_env(sys.argv[2], yaml.safe_load(sys.stdin.read()) or {})))
     else:
         print(json.dumps(examples(sys.argv[2:])))
