@@ -152,7 +152,7 @@ pub(super) fn resolve(
         Service::File => c.file_endpoint.clone(),
     });
 
-    let mut given = true;
+    let (mut given, mut built) = (true, false);
     let endpoint = if let Some(e) = raw.get("endpoint") {
         service_url(e).map_err(|m| bad.push("endpoint", m)).ok()
     } else if let Some(e) = cs_endpoint {
@@ -161,6 +161,7 @@ pub(super) fn resolve(
     } else if let Some(a) = account_setting.clone().or(cs_account.clone()) {
         let proto = cs.and_then(|c| c.protocol.clone()).unwrap_or_else(|| "https".into());
         let text = format!("{proto}://{a}.{}.{suffix}", service.as_str());
+        built = true;
         if account_ok && suffix_ok {
             service_url(&text)
                 .map_err(|m| bad.push("endpoint_suffix", format!("gives the endpoint `{}`, which {m}", shown(&text))))
@@ -172,11 +173,41 @@ pub(super) fn resolve(
         given = false;
         None
     };
-    let account = account_setting
-        .or(cs_account)
-        .or_else(|| endpoint.as_ref().and_then(|u| account_from_endpoint(u.as_str())))
-        .unwrap_or_default();
+    // Shared Key signs with the account name, so it must be the one the URL reaches: a
+    // given endpoint's own account is used, and one named otherwise is refused.
+    let named = account_setting.clone().map(|a| ("account_name", a)).or(cs_account.map(|a| ("connection_string", a)));
+    let in_url = endpoint.as_ref().filter(|_| !built).and_then(endpoint_account);
+    let account = match (named, in_url) {
+        (Some((setting, a)), Some(e)) if a != e => {
+            let url = endpoint.as_ref().map(url_text).unwrap_or_default();
+            bad.push(
+                setting,
+                format!(
+                    "names the account `{a}`, but the endpoint `{}` is the account `{e}`: Shared Key would sign for the wrong account and every request be refused; leave the account name out (the endpoint names it) or make them agree",
+                    shown(&url)
+                ),
+            );
+            a
+        }
+        (Some((_, a)), _) => a,
+        (None, Some(e)) => e,
+        (None, None) => endpoint.as_ref().and_then(|u| account_from_endpoint(u.as_str())).unwrap_or_default(),
+    };
     Resolved { endpoint, account, given }
+}
+
+/// The storage account a service URL reaches: the first path segment when it has one
+/// (the emulator form, `http://127.0.0.1:10000/devstoreaccount1`, `http://azurite:10000/acct`),
+/// else the first label of a `<account>.<service>.<suffix>` host (`acct.blob.core.windows.net`,
+/// `acct.privatelink.file.core.usgovcloudapi.net`); `None` for any other host (a custom domain).
+pub(super) fn endpoint_account(u: &url::Url) -> Option<String> {
+    if let Some(seg) = u.path_segments().and_then(|mut s| s.find(|s| !s.is_empty())) {
+        return Some(seg.to_string());
+    }
+    let host = u.host_str()?;
+    let labels: Vec<&str> = host.split('.').collect();
+    let service_at = labels.iter().position(|l| matches!(*l, "blob" | "file" | "dfs" | "queue" | "table"))?;
+    (service_at >= 1 && labels.len() > service_at + 1).then(|| labels[0].to_string())
 }
 
 /// What [`resolve`] found.
@@ -233,6 +264,23 @@ mod tests {
         assert_eq!(shown("https://h.net/p"), "https://h.net/p");
         assert_eq!(shown("u:pw@h"), "***@h");
         assert_eq!(shown("a\nb"), "a\\nb");
+    }
+
+    #[test]
+    fn the_account_a_service_url_reaches() {
+        for (url, want) in [
+            ("http://127.0.0.1:10000/devstoreaccount1", Some("devstoreaccount1")),
+            ("http://azurite:10000/devstoreaccount1", Some("devstoreaccount1")),
+            ("http://localhost:10000/acct2/", Some("acct2")),
+            ("https://acct.blob.core.windows.net", Some("acct")),
+            ("https://acct.privatelink.file.core.usgovcloudapi.net/", Some("acct")),
+            ("https://acct.dfs.core.chinacloudapi.cn", Some("acct")),
+            ("https://files.example.com", None),
+            ("https://blob.example.com", None),
+            ("http://127.0.0.1:10000", None),
+        ] {
+            assert_eq!(endpoint_account(&service_url(url).unwrap()).as_deref(), want, "{url}");
+        }
     }
 
     #[test]

@@ -261,58 +261,103 @@ impl RawSettings {
         self.env.get(name).map(|s| s.as_str()).filter(|s| !s.is_empty())
     }
 
-    /// `PLUGIN_*` variables that name no setting: misspelt ones with the closest known
-    /// name, and ones that name a setting in another case (`PLUGIN_Source`), which are
-    /// ignored, since settings are read from `PLUGIN_<UPPER CASE>` only (what Drone and
-    /// Woodpecker set), and named with the variable that would be read.
+    /// `PLUGIN_*` and `INPUT_*` variables the plugin does not read: misspelt ones with the
+    /// closest known name; ones that name a setting in another case (`PLUGIN_Source`,
+    /// `input_source`), which are ignored, since settings are read from upper-case names
+    /// only (what Drone, Woodpecker and the Actions runners set), named with the variable
+    /// that would be read; and an `INPUT_<NAME>` set to another value than `PLUGIN_<NAME>`,
+    /// which wins.
     pub fn unknown(&self) -> Vec<UnknownSetting> {
-        self.env
-            .keys()
-            .filter(|k| k.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("PLUGIN_")))
-            .filter_map(|var| {
-                let name = var[7..].to_ascii_lowercase();
-                match settings::find(&name) {
-                    Some(st) if *var == settings::env_name(st.name) => None,
-                    Some(st) => Some(UnknownSetting { var: var.clone(), suggestion: Some(st.name), case_only: true }),
-                    None => Some(UnknownSetting {
-                        var: var.clone(),
-                        suggestion: settings::closest(&name),
-                        case_only: false,
-                    }),
+        let mut out: Vec<UnknownSetting> = self.env.keys().filter_map(|var| unread_var(var)).collect();
+        for st in SETTINGS {
+            let (plugin, input) = (settings::env_name(st.name), settings::input_env_name(st.name));
+            if let (Some(p), Some(i)) = (self.var(&plugin), self.var(&input)) {
+                if p.trim() != i.trim() {
+                    out.push(UnknownSetting { var: input, suggestion: Some(st.name), why: Unread::Shadowed });
                 }
-            })
-            .collect()
+            }
+        }
+        out
     }
 }
 
-/// A `PLUGIN_*` variable the plugin does not read (see [`RawSettings::unknown`]);
-/// `Display` is the warning.
+/// The setting prefixes read: `PLUGIN_` (Drone, Woodpecker, `docker run -e`) and `INPUT_`
+/// (a GitHub/Forgejo docker action's inputs).
+const PREFIXES: [&str; 2] = ["PLUGIN_", "INPUT_"];
+
+/// Why `var`, which starts with a setting prefix in any case, is not read; `None` when it is
+/// a setting's own variable (or carries no setting prefix).
+fn unread_var(var: &str) -> Option<UnknownSetting> {
+    let prefix = PREFIXES.iter().find(|p| var.get(..p.len()).is_some_and(|v| v.eq_ignore_ascii_case(p)))?;
+    let name = var[prefix.len()..].to_ascii_lowercase();
+    let own = |n: &str| if *prefix == "PLUGIN_" { settings::env_name(n) } else { settings::input_env_name(n) };
+    Some(match settings::find(&name) {
+        Some(st) if var == own(st.name) => return None,
+        Some(st) => UnknownSetting { var: var.to_string(), suggestion: Some(st.name), why: Unread::OtherCase },
+        None => UnknownSetting { var: var.to_string(), suggestion: settings::closest(&name), why: Unread::Unknown },
+    })
+}
+
+/// Why a variable is not read (see [`RawSettings::unknown`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unread {
+    /// No setting has this name.
+    Unknown,
+    /// It names `suggestion` in another case.
+    OtherCase,
+    /// `INPUT_<NAME>` differs from `PLUGIN_<NAME>`, which is read instead.
+    Shadowed,
+}
+
+/// A `PLUGIN_*` or `INPUT_*` variable the plugin does not read (see
+/// [`RawSettings::unknown`]); `Display` is the warning, which never shows a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownSetting {
     /// The variable as it is set, e.g. `PLUGIN_Source`.
     pub var: String,
-    /// The setting meant: the same name in another case, or the closest spelling.
+    /// The setting meant: the same name in another case, the closest spelling, or the one
+    /// both variables set.
     pub suggestion: Option<&'static str>,
-    /// The variable names `suggestion` but in another case.
-    pub case_only: bool,
+    pub why: Unread,
+}
+
+impl UnknownSetting {
+    /// `PLUGIN_` or `INPUT_`, as the variable starts.
+    fn prefix(&self) -> &'static str {
+        PREFIXES.iter().find(|p| self.var.get(..p.len()).is_some_and(|v| v.eq_ignore_ascii_case(p))).unwrap_or(&"")
+    }
+
+    /// The variable of `setting` read under this variable's prefix.
+    fn read_var(&self, setting: &str) -> String {
+        match self.prefix() {
+            "INPUT_" => settings::input_env_name(setting),
+            _ => settings::env_name(setting),
+        }
+    }
 }
 
 impl fmt::Display for UnknownSetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let var: String = self.var.chars().flat_map(char::escape_debug).collect();
-        match (self.suggestion, self.case_only) {
-            (Some(s), true) => write!(
+        let name = self.var.get(self.prefix().len()..).unwrap_or_default().to_ascii_lowercase();
+        let name: String = name.chars().flat_map(char::escape_debug).collect();
+        match (self.suggestion, self.why) {
+            (Some(s), Unread::Shadowed) => write!(
                 f,
-                "`{var}` is ignored: settings are read from upper-case PLUGIN_<NAME> variables only; did you mean `{s}` ({})?",
+                "`{s}` is set by both {} and {var}, to different values: {} wins, {var} is ignored",
+                settings::env_name(s),
                 settings::env_name(s)
             ),
-            (Some(s), false) => write!(
+            (Some(s), Unread::OtherCase) => write!(
                 f,
-                "unknown setting `{}` ({var}): did you mean `{s}` ({})?",
-                var[7..].to_ascii_lowercase(),
-                settings::env_name(s)
+                "`{var}` is ignored: settings are read from upper-case {}<NAME> variables only; did you mean `{s}` ({})?",
+                self.prefix(),
+                self.read_var(s)
             ),
-            (None, _) => write!(f, "unknown setting `{}` ({var}): ignored", var[7..].to_ascii_lowercase()),
+            (Some(s), _) => {
+                write!(f, "unknown setting `{name}` ({var}): did you mean `{s}` ({})?", self.read_var(s))
+            }
+            (None, _) => write!(f, "unknown setting `{name}` ({var}): ignored"),
         }
     }
 }
@@ -432,7 +477,8 @@ fn emptied_path(p: &str, whole: &str) -> Option<String> {
     if p.is_empty() || !body.split('/').any(str::is_empty) {
         return None;
     }
-    const HINT: &str = "was a variable in it unset or empty? (Drone substitutes DRONE_* variables, not Woodpecker's CI_*)";
+    const HINT: &str =
+        "was a variable in it unset or empty? (Drone substitutes DRONE_* variables, not Woodpecker's CI_*)";
     let shown: String = p.chars().flat_map(char::escape_debug).collect();
     Some(if body.trim_matches('/').is_empty() {
         format!("`{shown}` is only slashes: {HINT}; {whole}")
@@ -929,6 +975,44 @@ mod tests {
     }
 
     #[test]
+    fn the_account_is_the_one_the_endpoint_reaches_and_a_different_name_is_refused() {
+        let azurite = "http://127.0.0.1:10000/devstoreaccount1";
+        for (extra, want) in [
+            (vec![("PLUGIN_ENDPOINT", azurite)], "devstoreaccount1"),
+            (vec![("PLUGIN_ENDPOINT", "http://azurite:10000/devstoreaccount1")], "devstoreaccount1"),
+            (vec![("PLUGIN_ENDPOINT", azurite), ("PLUGIN_ACCOUNT_NAME", "devstoreaccount1")], "devstoreaccount1"),
+            (vec![("PLUGIN_ENDPOINT", "https://files.example.com"), ("PLUGIN_ACCOUNT_NAME", "acct1")], "acct1"),
+            (vec![("PLUGIN_ACCOUNT_NAME", "acct1")], "acct1"),
+        ] {
+            let mut p = vec![("PLUGIN_CONTAINER", "artifacts"), ("PLUGIN_SOURCE", "x")];
+            p.extend(extra.iter().copied());
+            assert_eq!(Config::from_raw(&raw(&p)).map(|c| c.account).unwrap(), want, "{extra:?}");
+        }
+        for (extra, setting) in [
+            (vec![("PLUGIN_ENDPOINT", azurite), ("PLUGIN_ACCOUNT_NAME", "mystorage")], "account_name"),
+            (
+                vec![("PLUGIN_ENDPOINT", "https://prod1.blob.core.windows.net"), ("PLUGIN_ACCOUNT_NAME", "mystorage")],
+                "account_name",
+            ),
+            (
+                vec![
+                    ("PLUGIN_ENDPOINT", azurite),
+                    ("PLUGIN_CONNECTION_STRING", "AccountName=mystorage;AccountKey=a2V5"),
+                ],
+                "connection_string",
+            ),
+        ] {
+            let mut p = vec![("PLUGIN_CONTAINER", "artifacts"), ("PLUGIN_SOURCE", "x")];
+            p.extend(extra.iter().copied());
+            let e = Config::from_raw(&raw(&p)).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!(e.0[0].setting, setting, "{e}");
+            assert!(e.0[0].message.contains("names the account `mystorage`, but the endpoint"), "{e}");
+            assert!(!e.to_string().contains("a2V5"), "{e}");
+        }
+    }
+
+    #[test]
     fn header_values_are_ascii_or_refused_and_a_unicode_file_name_is_encoded() {
         let c = Config::from_raw(&raw(&[
             ("PLUGIN_ACCOUNT_NAME", "acct1"),
@@ -1023,12 +1107,58 @@ mod tests {
     }
 
     #[test]
+    fn action_inputs_are_checked_like_plugin_variables() {
+        let r = raw(&[
+            ("INPUT_SOURSE", "x"),
+            ("input_target", "y"),
+            ("Input_Exclude", "z"),
+            ("INPUT_CONTAINER", "artifacts"),
+            ("INPUT_WHATEVER_ELSE_ENTIRELY", "1"),
+        ]);
+        let u: Vec<String> = r.unknown().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            u,
+            vec![
+                "unknown setting `sourse` (INPUT_SOURSE): did you mean `source` (INPUT_SOURCE)?",
+                "unknown setting `whatever_else_entirely` (INPUT_WHATEVER_ELSE_ENTIRELY): ignored",
+                "`Input_Exclude` is ignored: settings are read from upper-case INPUT_<NAME> variables only; did you mean `exclude` (INPUT_EXCLUDE)?",
+                "`input_target` is ignored: settings are read from upper-case INPUT_<NAME> variables only; did you mean `target` (INPUT_TARGET)?",
+            ]
+        );
+        // Not read: `source` is still missing.
+        assert_eq!(Config::from_raw(&r).unwrap_err().0[0].setting, "source");
+    }
+
+    #[test]
+    fn plugin_and_input_set_differently_say_which_wins_without_the_values() {
+        let r = raw(&[
+            ("PLUGIN_TARGET", "from-plugin"),
+            ("INPUT_TARGET", "from-input"),
+            ("PLUGIN_SOURCE", "same"),
+            ("INPUT_SOURCE", " same "),
+            ("PLUGIN_ACCOUNT_KEY", "c2VjcmV0LWtleQ=="),
+            ("INPUT_ACCOUNT_KEY", "b3RoZXIta2V5"),
+            ("PLUGIN_EXCLUDE", "x"),
+            ("INPUT_EXCLUDE", ""),
+        ]);
+        let u: Vec<String> = r.unknown().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            u,
+            vec![
+                "`target` is set by both PLUGIN_TARGET and INPUT_TARGET, to different values: PLUGIN_TARGET wins, INPUT_TARGET is ignored",
+                "`account_key` is set by both PLUGIN_ACCOUNT_KEY and INPUT_ACCOUNT_KEY, to different values: PLUGIN_ACCOUNT_KEY wins, INPUT_ACCOUNT_KEY is ignored",
+            ]
+        );
+        assert_eq!(r.get("target"), Some("from-plugin"));
+    }
+
+    #[test]
     fn a_setting_in_another_case_is_named_and_not_read() {
         for var in ["PLUGIN_Source", "plugin_source", "Plugin_SOURCE"] {
             let r = raw(&[(var, "dist/**"), ("PLUGIN_CONTAINER", "artifacts"), ("PLUGIN_ACCOUNT_NAME", "acct1")]);
             let u = r.unknown();
             assert_eq!(u.len(), 1, "{var}: {u:?}");
-            assert!(u[0].case_only);
+            assert_eq!(u[0].why, Unread::OtherCase);
             let text = u[0].to_string();
             assert!(text.contains(&format!("`{var}` is ignored")), "{text}");
             assert!(text.contains("did you mean `source` (PLUGIN_SOURCE)?"), "{text}");

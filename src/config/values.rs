@@ -82,10 +82,9 @@ pub fn parse_list(v: &str) -> Result<Vec<String>, String> {
         return items
             .into_iter()
             .map(|i| match i {
-                serde_json::Value::String(s) if s.contains(['\n', '\r']) => Err(format!(
-                    "the item `{}` holds a line break: give one item per array entry",
-                    s.escape_debug()
-                )),
+                serde_json::Value::String(s) if s.contains(['\n', '\r']) => {
+                    Err(format!("the item `{}` holds a line break: give one item per array entry", s.escape_debug()))
+                }
                 serde_json::Value::String(s) => Ok(s),
                 serde_json::Value::Number(n) => Ok(n.to_string()),
                 serde_json::Value::Bool(b) => Ok(b.to_string()),

@@ -683,10 +683,7 @@ fn runner_env(with: &str) -> BTreeMap<String, String> {
 
 /// A step's `with:` pointing at Azurite with the development key.
 fn azurite_with(az: &Azurite, c: &str, rest: &str) -> String {
-    format!(
-        "endpoint: {}\naccount_key: {DEV_KEY}\ncontainer: {c}\ncreate_container: true\n{rest}",
-        az.endpoint()
-    )
+    format!("endpoint: {}\naccount_key: {DEV_KEY}\ncontainer: {c}\ncreate_container: true\n{rest}", az.endpoint())
 }
 
 fn run_as_action(ws: &Path, with: &str) -> Out {
@@ -738,11 +735,7 @@ fn ci_encoding_multi_line_lists_are_one_item_per_line_on_every_engine() {
     for f in ["dist/app.js", "dist/app.js.map", "dist/css/site.css", "docs/guide.md", "other.txt"] {
         write(dir.path(), f, f.as_bytes());
     }
-    let with = azurite_with(
-        az,
-        &c,
-        "source: |\n  dist/**\n\n    docs/*.md  \nexclude: |\n  *.map\n\ntarget: build\n",
-    );
+    let with = azurite_with(az, &c, "source: |\n  dist/**\n\n    docs/*.md  \nexclude: |\n  *.map\n\ntarget: build\n");
     run_as_action(dir.path(), &with).assert_ok();
     assert_eq!(names(az, &c), vec!["build/dist/app.js", "build/dist/css/site.css", "build/docs/guide.md"]);
 

@@ -189,3 +189,108 @@ fn malformed_globs_maps_lists_numbers_and_durations_are_each_named() {
     out.assert_contains("`source` (PLUGIN_SOURCE): list items must be strings")
         .assert_contains("`max_memory` (PLUGIN_MAX_MEMORY): must hold at least one block");
 }
+
+#[test]
+fn a_source_or_target_an_empty_substitution_emptied_is_refused_and_nothing_moves() {
+    // `source: ${CI_REPO}/${CI_COMMIT_SHA}` under Drone (which substitutes DRONE_* only)
+    // arrives as `/`: taken as written it downloaded the whole container with exit 0.
+    let az = Azurite::shared();
+    let c = container("emptied");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "dist/a.txt", b"a");
+    plugin(dir.path()).azurite(az, &c).set("source", "dist/**").set("target", "org/repo/abc").run().assert_ok();
+    plugin(dir.path()).azurite(az, &c).set("source", "dist/**").set("target", "other").run().assert_ok();
+    for source in ["/", "//", "/abc", "org//abc/", "org/repo//"] {
+        let out = plugin(dir.path())
+            .azurite(az, &c)
+            .set("action", "download")
+            .set("source", source)
+            .set("target", "out")
+            .run();
+        out.assert_code(2).assert_contains("`source` (PLUGIN_SOURCE)").assert_contains("unset or empty?");
+        assert!(!dir.path().join("out").exists(), "{source}: something was downloaded");
+    }
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "//")
+        .set("target", "out")
+        .run()
+        .assert_contains("is only slashes")
+        .assert_contains("to select everything, write `**`");
+    // The whole container, asked for explicitly.
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "**")
+        .set("target", "out")
+        .run()
+        .assert_ok();
+    assert_eq!(tree(&dir.path().join("out")), vec!["org/repo/abc/dist/a.txt", "other/dist/a.txt"]);
+
+    // An upload's target the same way: nothing is written.
+    for (action, target) in [("upload", "/"), ("upload", "org//abc"), ("sync", "/abc123")] {
+        let c2 = container("emptiedup");
+        let out = plugin(dir.path())
+            .azurite(az, &c2)
+            .set("action", action)
+            .set("source", "dist/**")
+            .set("target", target)
+            .run();
+        out.assert_code(2).assert_contains("`target` (PLUGIN_TARGET)").assert_contains("unset or empty?");
+        assert!(pyblob(az, &["list", &c2]).is_err() || list(az, &c2).is_empty(), "{action} {target}: written");
+    }
+}
+
+#[test]
+fn account_name_naming_another_account_than_the_endpoint_is_refused_naming_both() {
+    // Shared Key signed with `account_name` while the URL reached the endpoint's account:
+    // every file got 403 and the hint blamed the key.
+    let out = refused_before_any_connection(&[
+        ("account_name", "mystorage"),
+        ("source", "a.txt"),
+        ("retries", "0"),
+        ("timeout", "2s"),
+    ]);
+    out.assert_contains(
+        "`account_name` (PLUGIN_ACCOUNT_NAME): names the account `mystorage`, but the endpoint `http://127.0.0.1:",
+    )
+    .assert_contains("/devstoreaccount1` is the account `devstoreaccount1`");
+    // The same name is fine, and the start line names the account used.
+    let az = Azurite::shared();
+    let c = container("acctagree");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("account_name", "devstoreaccount1")
+        .set("source", "a.txt")
+        .run()
+        .assert_ok()
+        .assert_contains("account `devstoreaccount1`");
+}
+
+#[test]
+fn action_inputs_misspelt_lower_case_or_shadowed_are_warned_about() {
+    let az = Azurite::shared();
+    let c = container("inputwarn");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    let out = plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "a.txt")
+        .set("target", "from-plugin")
+        .env("INPUT_TARGET", "from-input")
+        .env("INPUT_STRIP_PREFX", "dist")
+        .env("input_overwrite", "false")
+        .env("INPUT_ACCOUNT_KEY", "b3RoZXIta2V5LW5ldmVyLXNob3du")
+        .run();
+    out.assert_ok()
+        .assert_contains("unknown setting `strip_prefx` (INPUT_STRIP_PREFX): did you mean `strip_prefix` (INPUT_STRIP_PREFIX)?")
+        .assert_contains("`input_overwrite` is ignored: settings are read from upper-case INPUT_<NAME> variables only; did you mean `overwrite` (INPUT_OVERWRITE)?")
+        .assert_contains("`target` is set by both PLUGIN_TARGET and INPUT_TARGET, to different values: PLUGIN_TARGET wins")
+        .assert_contains("`account_key` is set by both PLUGIN_ACCOUNT_KEY and INPUT_ACCOUNT_KEY")
+        .assert_lacks("b3RoZXIta2V5LW5ldmVyLXNob3du")
+        .assert_lacks("from-input");
+    assert_eq!(list(az, &c), vec!["from-plugin/a.txt"]);
+}
