@@ -318,3 +318,85 @@ fn docs_action_yml_inputs_and_outputs_agree_with_the_settings_table() {
     documented.sort();
     assert_eq!(outputs, documented);
 }
+
+/// The Markdown and YAML users copy from: README.md, docs/*.md, docs/examples/*.
+fn user_docs() -> Vec<(String, String)> {
+    let mut paths = vec![repo_root().join("README.md")];
+    for dir in ["docs", "docs/examples"] {
+        let mut found: Vec<_> = std::fs::read_dir(repo_root().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md" || e == "yml" || e == "yaml"))
+            .collect();
+        found.sort();
+        paths.extend(found);
+    }
+    paths
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(repo_root()).unwrap().display().to_string();
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn docs_examples_name_only_real_plugin_variables_and_the_engines_own_ones() {
+    // A `PLUGIN_*` variable of the pipeline's own (GitLab's `PLUGIN_IMAGE`) lands in the
+    // plugin's settings namespace: every upper-case one the docs write must be a setting.
+    let mut bad = Vec::new();
+    for (path, text) in user_docs() {
+        for (i, _) in text.match_indices("PLUGIN_") {
+            if i > 0 && text[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let name: String = text[i + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            // `PLUGIN_<NAME>`, `PLUGIN_*`, and the other-case warning's own example.
+            if name.is_empty() || name.chars().any(|c| c.is_ascii_lowercase()) {
+                continue;
+            }
+            if plugin_azure_storage::settings::find(&name.to_ascii_lowercase()).is_none() {
+                bad.push(format!("{path}: PLUGIN_{name}"));
+            }
+        }
+    }
+    // Misspellings shown on purpose, as the warning prints them.
+    bad.retain(|b| !b.ends_with("PLUGIN_STRIP_PREFX"));
+    assert!(bad.is_empty(), "PLUGIN_ variables that are no setting:\n  {}", bad.join("\n  "));
+
+    // The README's Drone snippets use the names Drone substitutes (DRONE_*, not CI_*: an
+    // unset `${CI_REPO}/${CI_COMMIT_SHA}` arrives as `/`).
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let drone = readme.split("\n**Drone**\n").nth(1).expect("a Drone section");
+    let drone = drone.split("\n**").next().unwrap();
+    let yaml: Vec<&str> = drone.split("```yaml\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert!(yaml.len() >= 2 && yaml.iter().all(|b| b.contains("${DRONE_REPO}")), "{drone}");
+    for block in yaml {
+        assert!(!block.contains("${CI_"), "the README's Drone section uses Woodpecker's CI_* names:\n{block}");
+    }
+
+    // DRONE_OUTPUT is Harness's (lite-engine); drone-runner-docker sets no outputs file.
+    for (path, text) in user_docs() {
+        assert!(!text.contains("`DRONE_OUTPUT` (Drone"), "{path} says Drone sets DRONE_OUTPUT");
+    }
+    let settings = docgen::settings_markdown();
+    assert!(settings.contains("`DRONE_OUTPUT` (set by Harness CI"), "docs/settings.md names who sets DRONE_OUTPUT");
+}
+
+#[test]
+fn docs_every_docker_run_rm_example_says_podman_loses_the_exit_code() {
+    // Through podman's Docker API `docker run --rm` reports 0 whatever the plugin returned.
+    let mut missing = Vec::new();
+    for path in ["README.md", "docs/auth.md", "docs/examples/github-actions.yml"] {
+        let text = std::fs::read_to_string(repo_root().join(path)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, _) in lines.iter().enumerate().filter(|(_, l)| l.contains("docker run --rm")) {
+            // The note sits in the few lines before it (a YAML comment) or after its block.
+            let near = lines[n.saturating_sub(4)..(n + 14).min(lines.len())].join("\n");
+            if !near.contains("#18889") {
+                missing.push(format!("{path}:{}", n + 1));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "`docker run --rm` without the podman exit-code note: {missing:?}");
+}
