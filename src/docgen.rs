@@ -466,6 +466,15 @@ mod tests {
     }
 
     #[test]
+    fn action_inputs_state_defaults_but_declare_none() {
+        // A runner passes a declared default as INPUT_<NAME>, as if the step had set it.
+        let a = action_yml();
+        assert!(!a.lines().any(|l| l.trim_start().starts_with("default:")), "{a}");
+        let overwrite = SETTINGS.iter().find(|s| s.name == "overwrite").unwrap();
+        assert!(action_input_description(overwrite).ends_with("Default: `true`."));
+    }
+
+    #[test]
     fn markdown_cells_never_break_the_table() {
         assert_eq!(cell("a|b\nc"), "a\\|b c");
         for line in settings_markdown().lines().filter(|l| l.starts_with("| `")) {

@@ -183,7 +183,8 @@ pub(super) fn resolve(
             bad.push(
                 setting,
                 format!(
-                    "names the account `{a}`, but the endpoint `{}` is the account `{e}`: Shared Key would sign for the wrong account and every request be refused; leave the account name out (the endpoint names it) or make them agree",
+                    "names the account `{a}`{}, but the endpoint `{}` is the account `{e}`: Shared Key would sign for the wrong account and every request be refused; leave the account name out (the endpoint names it) or make them agree",
+                    raw.from_note(setting),
                     shown(&url)
                 ),
             );

@@ -1007,7 +1007,11 @@ mod tests {
             let e = Config::from_raw(&raw(&p)).unwrap_err();
             assert_eq!(e.0.len(), 1, "{e}");
             assert_eq!(e.0[0].setting, setting, "{e}");
-            assert!(e.0[0].message.contains("names the account `mystorage`, but the endpoint"), "{e}");
+            assert!(e.0[0].message.contains("names the account `mystorage`"), "{e}");
+            assert!(e.0[0].message.contains("but the endpoint `http"), "{e}");
+            if extra.iter().any(|(k, _)| k.starts_with("AZURE_")) {
+                assert!(e.0[0].message.contains("(from AZURE_STORAGE_CONNECTION_STRING)"), "{e}");
+            }
             assert!(!e.to_string().contains("a2V5"), "{e}");
         }
     }
