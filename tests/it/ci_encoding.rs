@@ -748,3 +748,23 @@ fn ci_encoding_multi_line_lists_are_one_item_per_line_on_every_engine() {
     down.run().assert_ok();
     assert_eq!(tree(&dir.path().join("out")), vec!["build/dist/app.js", "build/docs/guide.md"]);
 }
+
+#[test]
+fn ci_encoding_action_inputs_left_out_leave_the_environment_fallbacks_in_charge() {
+    // With `default:` in action.yml, a runner's INPUT_AUTHORITY_HOST (the public cloud) hid
+    // AZURE_AUTHORITY_HOST (a sovereign cloud's, set by the workflow). Every setting with an
+    // environment fallback must read that fallback when the step's `with:` leaves it out.
+    use plugin_azure_storage::config::RawSettings;
+    use plugin_azure_storage::settings::SETTINGS;
+    let mut env = runner_env("container: artifacts\nsource: dist/**\n");
+    for st in SETTINGS {
+        for var in st.env_fallback {
+            env.insert(var.to_string(), format!("from-{var}"));
+        }
+    }
+    let raw = RawSettings::from_map(env);
+    for st in SETTINGS.iter().filter(|s| !s.env_fallback.is_empty()) {
+        assert_eq!(raw.get(st.name), Some(format!("from-{}", st.env_fallback[0]).as_str()), "{}", st.name);
+    }
+    assert!(raw.unknown().is_empty(), "{:?}", raw.unknown());
+}
