@@ -433,15 +433,18 @@ fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection
             },
         );
     }
+    let local = action.uploads() || action.is_cache();
     for s in &sources {
-        if let Some(why) = emptied_path(s, "to select everything, write `**`") {
+        // A local absolute path (`/etc/passwd`) is refused below as outside the workspace.
+        let absolute = local && s.strip_prefix('/').is_some_and(|r| !r.is_empty() && emptied_path(r, "").is_none());
+        if let Some(why) = emptied_path(s, "to select everything, write `**`").filter(|_| !absolute) {
             bad.push("source", why);
             continue;
         }
         if let Err(e) = Glob::new(s) {
             bad.push("source", format!("`{s}` is not a valid glob: {}", e.kind()));
         }
-        if (action.uploads() || action.is_cache()) && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
+        if local && (s.starts_with('/') || s.split('/').any(|c| c == "..")) {
             bad.push(
                 "source",
                 format!("`{s}` points outside the workspace: use a path relative to the workspace, without `..`"),
@@ -1075,6 +1078,8 @@ mod tests {
             (vec![("PLUGIN_ACTION", "download"), ("PLUGIN_SOURCE", "/abc123")], "source", "empty path component"),
             (vec![("PLUGIN_ACTION", "download"), ("PLUGIN_SOURCE", "org//dist/")], "source", "empty path component"),
             (vec![("PLUGIN_SOURCE", "dist//**")], "source", "empty path component"),
+            (vec![("PLUGIN_SOURCE", "/")], "source", "is only slashes"),
+            (vec![("PLUGIN_SOURCE", "/a//b")], "source", "empty path component"),
             (vec![("PLUGIN_TARGET", "/")], "target", "leave `target` out"),
             (vec![("PLUGIN_TARGET", "org/repo//abc/")], "target", "empty path component"),
             (vec![("PLUGIN_ACTION", "sync"), ("PLUGIN_TARGET", "//")], "target", "is only slashes"),
@@ -1089,6 +1094,10 @@ mod tests {
             let p = [base(), vec![("PLUGIN_ACTION", action), ("PLUGIN_SOURCE", source), ("PLUGIN_TARGET", target)]];
             assert!(Config::from_raw(&raw(&p.concat())).is_ok(), "{action} {source} {target}");
         }
+        // An upload's absolute source is outside the workspace, as before.
+        let e = Config::from_raw(&raw(&[base(), vec![("PLUGIN_SOURCE", "/etc/passwd")]].concat())).unwrap_err();
+        assert!(e.to_string().contains("`/etc/passwd` points outside the workspace"), "{e}");
+        assert_eq!(e.0.len(), 1, "{e}");
         // A download's target is a local directory: an absolute path is its own business.
         let p = [base(), vec![("PLUGIN_ACTION", "download"), ("PLUGIN_TARGET", "/tmp/out")]];
         assert!(Config::from_raw(&raw(&p.concat())).is_ok());
