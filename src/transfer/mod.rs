@@ -420,6 +420,9 @@ fn plan_for_upload(engine: &Engine, report: &mut Report) -> Result<(plan::Upload
     for s in &plan.skipped {
         tracing::warn!("skipped {}: {}", s.rel, s.reason);
     }
+    if let Some(line) = plan.hidden.line() {
+        tracing::info!("{line}");
+    }
     let total = plan.files.total_bytes();
     tracing::info!("planned {} file(s), {}", plan.files.len(), human_bytes(total));
     engine.check_block_counts(plan.files.sizes())?;
