@@ -25,8 +25,11 @@ fn pull_request_name(event: &str) -> bool {
     event.starts_with("pull_request")
 }
 
+/// Which values of an event variable are pull-request events.
+type IsPullRequest = fn(&str) -> bool;
+
 /// Each CI's event variable, and which of its values are pull-request events.
-const EVENTS: &[(&str, fn(&str) -> bool)] = &[
+const EVENTS: &[(&str, IsPullRequest)] = &[
     // Woodpecker.
     ("CI_PIPELINE_EVENT", pull_request_name),
     // Drone, and Harness CI (which sets Drone's variables).
