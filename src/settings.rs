@@ -8,7 +8,9 @@
 
 pub mod choices;
 
-pub use choices::{AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Verify};
+pub use choices::{
+    AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Tier, TrustMode, Verify,
+};
 
 /// The shape of a setting's value, as documented to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +116,7 @@ pub const SETTINGS: &[Setting] = &[
     s("content_md5", Kind::Bool, Some("false"), "Upload: also compute and store the whole-file Content-MD5 of files sent in blocks (files sent in one request get it from the service anyway). Costs an MD5 pass; SHA-256 is always stored as metadata `sha256`."),
     s("verify", Kind::Enum(Verify::NAMES), Some("required"), "Download: `required` fails a file that has neither a `sha256` metadata nor a Content-MD5 to check against; `size` accepts such files after checking their length (with a warning)."),
     s("follow_symlinks", Kind::Bool, Some("false"), "Upload: follow symbolic links whose target stays inside the workspace (a link leading out of it is skipped with a warning that names it). By default every link is reported and skipped. Either way nothing outside the workspace is ever read."),
+    s("include_hidden", Kind::Bool, Some("false"), "Upload, sync, cache_save: also select hidden entries (names beginning with `.`). By default a wildcard or a directory `source` leaves them out (the shell's and upload-artifact v4's rule; `.git/config` holds the job token) unless a pattern segment beginning with `.` names them (`.github/**`, `**/.env`; `.git` only literally), and sync never deletes a remote name with a hidden component. `cache_save` archives a named directory whole (`node_modules/.bin`) except `.git`, and `source: .` without its hidden top-level entries. One info line counts what was left out (docs/trust.md)."),
     s("block_size", Kind::Size, None, "Upload block / download range size. Default: 4MiB blocks (raised to size/50000 for huge files; files up to this size go in a single request) and 8MiB ranges (streamed to disk, not held in memory)."),
     s("concurrency", Kind::Integer, Some("16"), "Requests in flight at once, shared by all files and blocks (1-256)."),
     s("max_memory", Kind::Size, Some("32MiB"), "Upper bound of upload buffers in memory, whatever the file sizes (at least one block). Downloads stream to disk and use a few hundred KiB per request."),
@@ -123,7 +126,8 @@ pub const SETTINGS: &[Setting] = &[
     s("compress", Kind::List, None, "Upload and sync: glob(s) of files gzipped while uploading (e.g. `[\"**/*.html\",\"**/*.css\",\"**/*.js\",\"**/*.svg\"]`), stored with `Content-Encoding: gzip`; the stored `sha256` and size are those of the compressed bytes, and the compression is deterministic, so `overwrite: changed` and sync skip unchanged files. A compressed file is held in memory (at most `max_memory`)."),
     s("manifest", Kind::String, None, "Path of a JSON manifest to write: one entry per file (name, size, sha256, url, etag, status: `transferred`, `skipped`, `failed`, `deleted` (sync), or `not_attempted` when the run stopped early). Files are listed in plan order, whichever finished first: those skipped or refused at planning, then the planned files by local path (upload: path in the workspace; download: path under `target`; sync: by remote name, then the deletes by name). Entries are spooled to an unnamed temporary file (in `TMPDIR`, else the working directory) as files finish, so memory does not grow with the file count; the manifest is written under a temporary name and renamed into place."),
     s("dry_run", Kind::Bool, Some("false"), "Plan and print, transfer nothing. An upload dry run needs no credentials."),
-    s("provenance", Kind::Bool, Some("true"), "Store metadata naming the CI run that wrote each file (`ci_repo`, `ci_commit`, `ci_build`, `ci_link`)."),
+    s("provenance", Kind::Bool, Some("true"), "Store metadata naming the CI run that wrote each file (`ci_repo`, `ci_commit`, `ci_build`, `ci_link`) and its trust (`ci_trust`: `trusted` or `untrusted`, docs/trust.md)."),
+    s("trust", Kind::Enum(TrustMode::NAMES), Some("auto"), "The trust of the run (docs/trust.md). `auto`: `untrusted` on a pull-request event (Woodpecker `CI_PIPELINE_EVENT` `pull_request*`, Drone and Harness `DRONE_BUILD_EVENT=pull_request`, GitHub/Forgejo `GITHUB_EVENT_NAME` `pull_request*` or `merge_group`, GitLab `CI_PIPELINE_SOURCE` `merge_request_event` / `external_pull_request_event`, Buildkite `BUILDKITE_PULL_REQUEST` other than `false`), else `trusted`. `trusted` / `untrusted` force it (forcing `trusted` on a pull-request event warns, naming the event). The start line names the tier and why; uploads record it as metadata `ci_trust` (with `provenance`)."),
     s("log_level", Kind::Enum(LogLevel::NAMES), Some("info"), "Log verbosity. No level ever prints a token, key or SAS."),
     s("log_format", Kind::Enum(LogFormat::NAMES), Some("text"), "`text` for people, `json` for log pipelines (one JSON object per line)."),
     s("progress_interval", Kind::Duration, Some("5s"), "How often a progress line is printed."),

@@ -26,10 +26,12 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 
 use crate::settings::choices::Choice;
 use crate::settings::{self, Kind, SETTINGS};
-pub use crate::settings::{AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Verify};
+pub use crate::settings::{
+    AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Tier, TrustMode, Verify,
+};
 
 pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY, IMDS_DEFAULT_HOST};
-pub use ci::provenance;
+pub use ci::{provenance, Trust};
 pub use endpoint::shown as shown_url;
 pub use values::{
     header_safe, human_bytes, parse_bool, parse_duration, parse_list, parse_map, parse_size, valid_metadata_name,
@@ -192,6 +194,8 @@ pub struct Config {
     pub verify: Verify,
     pub checksum: Checksum,
     pub follow_symlinks: bool,
+    /// Select hidden entries (names beginning with `.`) that no pattern names.
+    pub include_hidden: bool,
     pub block_size: Option<u64>,
     pub concurrency: usize,
     pub max_memory: u64,
@@ -205,6 +209,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `User-Agent` suffix naming the CI run, e.g. `woodpecker; org/repo#42`.
     pub ci_label: Option<String>,
+    /// The trust of the run (`trust` and the CI's event variables).
+    pub trust: Trust,
     /// `cache_key`, `restore_keys`, `compression_level`, `fail_on_miss` (cache modes).
     pub cache: cache::CacheSettings,
 }
@@ -499,7 +505,8 @@ struct Headers {
     metadata: Vec<(String, String)>,
 }
 
-fn headers(raw: &RawSettings, provenance_on: bool, bad: &mut Problems) -> Headers {
+/// `provenance_of`: the run's trust when provenance metadata is stored (`provenance: true`).
+fn headers(raw: &RawSettings, provenance_of: Option<&Trust>, bad: &mut Problems) -> Headers {
     let rule = |name: &str, bad: &mut Problems| -> Option<ValueRule> {
         let (rule, errs) = rules::parse_value_rule(raw.get(name)?);
         errs.into_iter().for_each(|e| bad.push(name, e));
@@ -528,6 +535,11 @@ fn headers(raw: &RawSettings, provenance_on: bool, bad: &mut Problems) -> Header
                         bad.push("metadata", format!("`{k}` is given twice: metadata names are case-insensitive"));
                     } else if k.eq_ignore_ascii_case("sha256") {
                         bad.push("metadata", "`sha256` is reserved: the plugin stores the file's SHA-256 there".into());
+                    } else if k.eq_ignore_ascii_case("ci_trust") {
+                        bad.push(
+                            "metadata",
+                            "`ci_trust` is reserved: the plugin stores the run's trust there (docs/trust.md)".into(),
+                        );
                     } else {
                         metadata.push((k.to_ascii_lowercase(), header_safe(&v)));
                     }
@@ -536,12 +548,13 @@ fn headers(raw: &RawSettings, provenance_on: bool, bad: &mut Problems) -> Header
             Err(e) => bad.push("metadata", e),
         }
     }
-    if provenance_on {
+    if let Some(trust) = provenance_of {
         for (k, v) in provenance(raw) {
             if !metadata.iter().any(|(n, _)| *n == k) {
                 metadata.push((k, header_safe(&v)));
             }
         }
+        metadata.push(("ci_trust".into(), trust.tier.as_str().into()));
     }
     Headers { content_type, cache_control, content_encoding, content_disposition, metadata }
 }
@@ -774,13 +787,15 @@ impl Config {
         let allow_empty = boolean("allow_empty", &mut bad);
         let content_md5 = boolean("content_md5", &mut bad);
         let follow_symlinks = boolean("follow_symlinks", &mut bad);
+        let include_hidden = boolean("include_hidden", &mut bad);
         let dry_run = boolean("dry_run", &mut bad);
         let provenance_on = boolean("provenance", &mut bad);
 
         let Selection { sources, excludes, target, strip_prefix } = selection(raw, action, &mut bad);
 
+        let trust = ci::trust(raw, choice(raw, "trust"));
         let Headers { content_type, cache_control, content_encoding, content_disposition, metadata } =
-            headers(raw, provenance_on, &mut bad);
+            headers(raw, provenance_on.then_some(&trust), &mut bad);
 
         let Tuning { block_size, max_memory, concurrency, retries, timeout, progress_interval } =
             tuning(raw, action, &mut bad);
@@ -821,6 +836,7 @@ impl Config {
             verify,
             checksum,
             follow_symlinks,
+            include_hidden,
             block_size,
             concurrency,
             max_memory,
@@ -833,6 +849,7 @@ impl Config {
             progress_interval,
             auth: AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, ..keyless },
             ci_label: ci_label(raw),
+            trust,
             cache,
         })
     }

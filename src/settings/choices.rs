@@ -125,6 +125,17 @@ choices! {
     }
 }
 
+choices! {
+    /// How the run's trust is decided (`trust`): from the CI's event variables, or forced.
+    pub enum TrustMode { Auto = "auto", Trusted = "trusted", Untrusted = "untrusted" }
+}
+
+choices! {
+    /// The trust of a run (docs/trust.md): `untrusted` on a pull-request event (code anyone
+    /// may have written), `trusted` otherwise.
+    pub enum Tier { Trusted = "trusted", Untrusted = "untrusted" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

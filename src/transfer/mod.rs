@@ -255,7 +255,7 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         }
     };
     tracing::info!(
-        "plugin-azure-storage {}: {}{} {} account `{}` {} `{}` ({}), auth: {}",
+        "plugin-azure-storage {}: {}{} {} account `{}` {} `{}` ({}), auth: {}, trust: {} ({})",
         env!("CARGO_PKG_VERSION"),
         if cfg.dry_run { "dry run: " } else { "" },
         action_word(cfg.action),
@@ -264,8 +264,15 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         cfg.container_word(),
         cfg.container,
         cfg.endpoint,
-        cred.describe()
+        cred.describe(),
+        cfg.trust.tier.as_str(),
+        cfg.trust.why
     );
+    if let Some(event) = &cfg.trust.forced_over {
+        tracing::warn!(
+            "`trust: trusted` is forced on a pull-request event ({event}): this run counts as trusted although it runs the pull request's code (docs/trust.md)"
+        );
+    }
 }
 
 /// What the engine is handed: built in one place (`crate::app`), so the engine never
@@ -412,6 +419,9 @@ fn plan_for_upload(engine: &Engine, report: &mut Report) -> Result<(plan::Upload
     }
     for s in &plan.skipped {
         tracing::warn!("skipped {}: {}", s.rel, s.reason);
+    }
+    if let Some(line) = plan.hidden.line() {
+        tracing::info!("{line}");
     }
     let total = plan.files.total_bytes();
     tracing::info!("planned {} file(s), {}", plan.files.len(), human_bytes(total));

@@ -10,6 +10,9 @@
 //! names equal but for case, a path that is both a file and a directory, and the
 //! characters and lengths Files refuses). A file whose name is not valid UTF-8 is refused
 //! on its own (a failed file naming it, bytes escaped), never merged with another.
+//! Hidden entries (names beginning with `.`) stay home unless a pattern names them
+//! ([`Hidden`]: shell and upload-artifact v4 rules; `.git` only when named literally) or
+//! `include_hidden` is set; a hidden directory left out is pruned, never read.
 //! Each planned file carries what was seen of it ([`FileId`]) for the checks at read time.
 //! The planned files are kept compactly ([`PlannedFiles`]: their paths in one buffer, 24
 //! bytes besides), and each becomes an [`UploadItem`] only when it is sent, so a plan of
@@ -81,6 +84,122 @@ pub struct UploadPlan {
     pub refused: Vec<Skipped>,
     /// Sources that matched nothing (warned about).
     pub unmatched: Vec<String>,
+    /// Hidden entries the sources' walks left out (one info line).
+    pub hidden: HiddenCount,
+}
+
+/// The hidden entries left out (a directory counts once: it is not read), for the info
+/// line; two sources walking one tree count each entry once.
+#[derive(Debug, Default)]
+pub struct HiddenCount(BTreeSet<String>);
+
+impl HiddenCount {
+    fn add(&mut self, rel: &str) {
+        self.0.insert(rel.to_string());
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The info line (`None` when nothing was left out).
+    pub fn line(&self) -> Option<String> {
+        let n = self.count();
+        (n > 0).then(|| {
+            let first: Vec<String> = self.0.iter().take(3).map(|r| format!("`{r}`")).collect();
+            format!(
+                "left out {n} hidden entr{} (names beginning with `.`: {}{}); name them in `source` or set `include_hidden: true` to include them",
+                if n == 1 { "y" } else { "ies" },
+                first.join(", "),
+                if n > 3 { ", ..." } else { "" }
+            )
+        })
+    }
+}
+
+/// Which hidden entries (names beginning with `.`) a walk below a source's literal part
+/// keeps: with `include_hidden` all; otherwise those the pattern segment at their place
+/// names with a leading `.` (`*` and `**` never match a leading `.`, as in the shell and
+/// upload-artifact v4), and `.git` only where that segment is `.git` itself (its `config`
+/// holds tokens). Segments before a `**` have one place each; after it, any place.
+pub struct Hidden {
+    include: bool,
+    /// The segments before the first `**`, by place (`None`: no leading `.`).
+    placed: Vec<Option<Segment>>,
+    /// The segments after a `**` that begin with `.`: they may match at any depth.
+    anywhere: Vec<Segment>,
+}
+
+struct Segment {
+    glob: GlobMatcher,
+    /// The segment is `.git` itself.
+    git: bool,
+}
+
+impl Segment {
+    fn new(s: &str) -> Result<Self, GlobError> {
+        Ok(Segment { glob: glob_matcher(s)?, git: s == ".git" })
+    }
+
+    fn names(&self, name: &str) -> bool {
+        if name == ".git" {
+            self.git
+        } else {
+            self.glob.is_match(name)
+        }
+    }
+}
+
+/// A name beginning with `.` (not `.` or `..`, which no walk yields).
+pub fn is_hidden(name: &[u8]) -> bool {
+    name.first() == Some(&b'.') && name != b"." && name != b".."
+}
+
+/// A `/`-separated path with a hidden component.
+pub fn has_hidden_component(path: &str) -> bool {
+    path.split('/').any(|c| is_hidden(c.as_bytes()))
+}
+
+impl Hidden {
+    /// The rule for the glob part of a source (the segments after its literal part;
+    /// empty for a literal source, whose tree keeps no hidden entry).
+    pub fn new(pattern_segments: &[&str], include: bool) -> Result<Self, GlobError> {
+        let split = pattern_segments.iter().position(|s| *s == "**").unwrap_or(pattern_segments.len());
+        let dotted = |s: &&str| s.starts_with('.').then(|| Segment::new(s));
+        Ok(Hidden {
+            include,
+            placed: pattern_segments[..split].iter().map(|s| dotted(s).transpose()).collect::<Result<_, _>>()?,
+            anywhere: pattern_segments[split..].iter().filter_map(dotted).collect::<Result<_, _>>()?,
+        })
+    }
+
+    /// Whether the entry named `name`, `depth` (≥ 1) components below the literal part, is kept.
+    pub fn keeps(&self, depth: usize, name: &std::ffi::OsStr) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        if self.include || !is_hidden(name.as_bytes()) {
+            return true;
+        }
+        let name = name.to_string_lossy();
+        match self.placed.get(depth - 1) {
+            Some(seg) => seg.as_ref().is_some_and(|s| s.names(&name)),
+            None => self.anywhere.iter().any(|s| s.names(&name)),
+        }
+    }
+}
+
+/// Whether a cache archive of `source` leaves out `name`, found `depth` levels below it. A
+/// cache restores a tool's tree as the tool left it, hidden state included
+/// (`node_modules/.bin`, `target/debug/.fingerprint`, `.cargo/.crates.toml`), so a named
+/// directory is archived whole but for `.git` (unless the source names it); the workspace
+/// itself (`source: .`) names none of its hidden top-level entries, so those stay home too.
+pub fn cache_leaves_out(source: &str, depth: usize, name: &std::ffi::OsStr, include_hidden: bool) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let name = name.as_bytes();
+    if include_hidden || depth == 0 || !is_hidden(name) {
+        return false;
+    }
+    let workspace = matches!(source.trim_start_matches("./").trim_end_matches('/'), "" | ".");
+    name == b".git" || (workspace && depth == 1)
 }
 
 /// The files an upload plans, kept compactly: every workspace-relative path in one
@@ -285,6 +404,7 @@ struct Selection {
     skipped: BTreeMap<String, String>,
     /// Files that cannot be uploaded under their name (per-file failures).
     refused: BTreeMap<String, String>,
+    hidden: HiddenCount,
 }
 
 impl Selection {
@@ -313,9 +433,11 @@ impl Selection {
 /// workspace). Below it, excluded directories are pruned before they are read, and with
 /// `follow_symlinks` every link met is resolved the same way before it is descended.
 fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Result<bool, PlanError> {
-    let (base_rel, matcher) = if has_glob_meta(source) {
-        let literal: Vec<&str> = source.split('/').take_while(|c| !has_glob_meta(c)).collect();
-        (literal.join("/"), Some(glob_matcher(source).map_err(|e| PlanError::Walk(e.to_string()))?))
+    let segments: Vec<&str> = source.split('/').collect();
+    let literal = segments.iter().take_while(|c| !has_glob_meta(c)).count();
+    let hidden = Hidden::new(&segments[literal..], cfg.include_hidden).map_err(|e| PlanError::Walk(e.to_string()))?;
+    let (base_rel, matcher) = if literal < segments.len() {
+        (segments[..literal].join("/"), Some(glob_matcher(source).map_err(|e| PlanError::Walk(e.to_string()))?))
     } else {
         (source.to_string(), None)
     };
@@ -364,6 +486,13 @@ fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Re
             continue;
         }
         let ft = entry.file_type();
+        if entry.depth() > 0 && !hidden.keeps(entry.depth(), entry.file_name()) {
+            if ft.is_dir() {
+                walker.skip_current_dir();
+            }
+            sel.hidden.add(&rel);
+            continue;
+        }
         if ft.is_dir() {
             if excluded(&rel, &cfg.excludes) {
                 walker.skip_current_dir();
@@ -417,26 +546,41 @@ pub fn plan_upload(cfg: &Config, store: &dyn Store, root: &Path) -> Result<Uploa
         Root::open(root, cfg.follow_symlinks).map_err(|e| PlanError::Walk(format!("{}: {e}", root.display())))?,
     );
     let mut unmatched = Vec::new();
-    let mut sel =
-        Selection { found: PlannedFiles::new(ws.clone(), cfg), skipped: BTreeMap::new(), refused: BTreeMap::new() };
+    let mut sel = Selection {
+        found: PlannedFiles::new(ws.clone(), cfg),
+        skipped: BTreeMap::new(),
+        refused: BTreeMap::new(),
+        hidden: HiddenCount::default(),
+    };
     for source in &cfg.sources {
         let source = source.trim_start_matches("./").trim_end_matches('/');
         if !select(cfg, &ws, source, &mut sel)? {
             unmatched.push(source.to_string());
         }
     }
-    let Selection { found: mut files, skipped, refused } = sel;
+    let Selection { found: mut files, skipped, refused, hidden } = sel;
     files.sort_dedup();
     let plan = UploadPlan {
         refused: refused.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect(),
         skipped: skipped.into_iter().map(|(rel, reason)| Skipped { rel, reason }).collect(),
         unmatched,
         files,
+        hidden,
     };
     check_names(&plan.files, store)?;
     if plan.files.is_empty() && plan.refused.is_empty() && !cfg.allow_empty {
         let detail = if plan.skipped.is_empty() {
-            format!(" (looked for {})", cfg.sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", "))
+            let hidden = match plan.hidden.count() {
+                0 => String::new(),
+                n => format!(
+                    "; {n} hidden entr{} left out: name them or set `include_hidden: true`",
+                    if n == 1 { "y" } else { "ies" }
+                ),
+            };
+            format!(
+                " (looked for {}{hidden})",
+                cfg.sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            )
         } else {
             // Named here: the run stops before the warnings for skipped files are printed.
             let mut named: Vec<String> =
@@ -994,5 +1138,60 @@ mod props {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn planned(sources: &str, include_hidden: bool, files: &[&str]) -> (Vec<String>, u64) {
+        let t = workspace(files);
+        let hidden = if include_hidden { "true" } else { "false" };
+        let cfg = upload_config(&[("PLUGIN_SOURCE", sources), ("PLUGIN_INCLUDE_HIDDEN", hidden)]);
+        let plan = plan_upload(&cfg, &*store(false), t.path()).unwrap();
+        (plan.files.sizes().map(|(r, _)| r.to_string()).collect(), plan.hidden.count() as u64)
+    }
+
+    #[test]
+    fn wildcards_and_directories_leave_hidden_entries_and_git_home() {
+        let ws = [".git/config", ".env", "a/.npmrc", "a/b.txt", ".github/w.yml", "c.txt", "a/.cache/x"];
+        for source in [".", "**", "*,a"] {
+            let (files, hidden) = planned(source, false, &ws);
+            assert_eq!(files, ["a/b.txt", "c.txt"], "{source}");
+            // `.git`, `.env`, `.github`, `a/.cache`, `a/.npmrc`: each directory counts once.
+            assert_eq!(hidden, 5, "{source}");
+        }
+        let (files, hidden) = planned(".", true, &ws);
+        assert_eq!(files.len(), ws.len());
+        assert_eq!(hidden, 0);
+    }
+
+    #[test]
+    fn a_pattern_segment_beginning_with_a_dot_selects_what_it_names() {
+        let ws = [".git/config", ".env", ".github/w.yml", "a/.env", "a/b.txt", ".github/.x"];
+        assert_eq!(planned(".github/w.yml", false, &ws).0, [".github/w.yml"]);
+        assert_eq!(planned(".github", false, &ws).0, [".github/w.yml"]);
+        assert_eq!(planned("**/.env", false, &ws).0, [".env", "a/.env"]);
+        // `.*` names hidden entries, but `.git` only when named literally.
+        assert_eq!(planned(".*/*", false, &ws).0, [".github/w.yml"]);
+        assert_eq!(planned(".git/*", false, &ws).0, [".git/config"]);
+        assert_eq!(planned(".git", false, &ws).0, [".git/config"]);
+        assert_eq!(planned("*/.env", false, &ws).0, ["a/.env"]);
+        assert_eq!(planned(".github/.*", false, &ws).0, [".github/.x"]);
+    }
+
+    #[test]
+    fn a_cache_keeps_a_named_trees_hidden_state_but_not_git() {
+        let c =
+            |source: &str, depth: usize, name: &str| cache_leaves_out(source, depth, std::ffi::OsStr::new(name), false);
+        assert!(!c("node_modules", 1, ".bin"));
+        assert!(!c("target", 2, ".fingerprint"));
+        assert!(!c(".cargo", 0, ".cargo") && !c(".cargo", 1, ".crates.toml"));
+        assert!(c("vendor", 3, ".git"));
+        assert!(!c(".git", 0, ".git"));
+        assert!(c(".", 1, ".env") && c("./", 1, ".npmrc") && !c(".", 2, ".bin"));
+        assert!(!cache_leaves_out(".", 1, std::ffi::OsStr::new(".git"), true));
+    }
+
+    #[test]
+    fn hidden_components_of_remote_names() {
+        assert!(has_hidden_component(".git/config") && has_hidden_component("a/.env"));
+        assert!(!has_hidden_component("a/b.txt") && !has_hidden_component("a..b/c"));
     }
 }

@@ -156,7 +156,10 @@ pub async fn run_sync(
     // A source that matched nothing (a build step that produced no output) would have its
     // remote copies deleted: the deletes are refused unless `allow_empty` says so.
     let unmatched = if cfg.allow_empty { vec![] } else { plan.unmatched };
-    let sync = merge(plan.files.iter().collect(), |i| i.name.as_str(), listed, &prefix, cfg.service == Service::File);
+    let mut sync =
+        merge(plan.files.iter().collect(), |i| i.name.as_str(), listed, &prefix, cfg.service == Service::File);
+    // A hidden name is outside the selection's domain (docs/sync.md): never deleted.
+    sync.deletes.retain(|r| cfg.include_hidden || !super::plan::has_hidden_component(&r.name[prefix.len()..]));
     let deletes = sync.deletes.len() as u64;
     tracing::info!(
         "planned {} file(s), {}; {} listed under {shown} the selection lacks",

@@ -230,3 +230,148 @@ fn an_excluded_directory_is_never_read() {
     out.assert_ok().assert_lacks("Permission denied");
     assert_eq!(names(az, &c), vec!["src/app.txt"]);
 }
+
+/// A checkout as CI leaves it: the job token in `.git/config`, dot-files, and files.
+fn checkout(ws: &std::path::Path) {
+    write(ws, ".git/config", b"[http]\n\textraheader = AUTHORIZATION: basic c2VjcmV0\n");
+    write(ws, ".env", b"TOKEN=secret");
+    write(ws, ".github/x", b"workflow");
+    write(ws, "a/.npmrc", b"//registry.npmjs.org/:_authToken=secret");
+    write(ws, "a/b.txt", b"b");
+    write(ws, "c.txt", b"c");
+}
+
+fn sorted_names(az: &Azurite, c: &str) -> Vec<String> {
+    let mut n = list(az, c);
+    n.sort();
+    n
+}
+
+#[test]
+fn hidden_files_and_git_stay_out_of_a_wildcard_or_directory_source() {
+    let az = Azurite::shared();
+    for (i, source) in [".", "**", "./"].into_iter().enumerate() {
+        let c = container(&format!("hidden{i}"));
+        let dir = tempfile::tempdir().unwrap();
+        checkout(dir.path());
+        let out = plugin(dir.path()).azurite(az, &c).set("source", source).run();
+        out.assert_ok().assert_contains(
+            "left out 4 hidden entries (names beginning with `.`: `.env`, `.git`, `.github`, ...); name them in `source` or set `include_hidden: true`",
+        );
+        assert_eq!(sorted_names(az, &c), ["a/b.txt", "c.txt"], "source `{source}`");
+    }
+}
+
+#[test]
+fn include_hidden_brings_hidden_files_back() {
+    let az = Azurite::shared();
+    let c = container("hiddenin");
+    let dir = tempfile::tempdir().unwrap();
+    checkout(dir.path());
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "**")
+        .set("include_hidden", "true")
+        .run()
+        .assert_ok()
+        .assert_lacks("hidden entr");
+    assert_eq!(sorted_names(az, &c), [".env", ".git/config", ".github/x", "a/.npmrc", "a/b.txt", "c.txt"]);
+}
+
+#[test]
+fn a_hidden_path_named_in_source_is_uploaded() {
+    let az = Azurite::shared();
+    let c = container("hiddennamed");
+    let dir = tempfile::tempdir().unwrap();
+    checkout(dir.path());
+    // Named literally, or by a pattern segment beginning with `.`; `.git` only literally.
+    plugin(dir.path()).azurite(az, &c).set("source", ".github/x,**/.npmrc,.*").run().assert_ok();
+    assert_eq!(sorted_names(az, &c), [".env", ".github/x", "a/.npmrc"]);
+    let c = container("hiddengit");
+    plugin(dir.path()).azurite(az, &c).set("source", ".git").run().assert_ok();
+    assert_eq!(sorted_names(az, &c), [".git/config"]);
+}
+
+#[test]
+fn a_source_of_only_hidden_files_says_they_were_left_out() {
+    let az = Azurite::shared();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "out/.hidden", b"h");
+    plugin(dir.path())
+        .azurite(az, &container("hiddenempty"))
+        .set("source", "out")
+        .run()
+        .assert_code(3)
+        .assert_contains(
+        "`source` selects no file (looked for `out`; 1 hidden entry left out: name them or set `include_hidden: true`)",
+    );
+}
+
+#[test]
+fn a_sync_never_deletes_a_hidden_remote_name() {
+    let az = Azurite::shared();
+    let c = container("hiddensync");
+    let remote = tempfile::tempdir().unwrap();
+    for n in ["t/.well-known/assetlinks.json", "t/.htaccess", "t/old.txt", "t/keep.txt"] {
+        write(remote.path(), n, n.as_bytes());
+    }
+    plugin(remote.path()).azurite(az, &c).set("source", "t").set("include_hidden", "true").run().assert_ok();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "site/keep.txt", b"new");
+    let sync = || {
+        plugin(dir.path())
+            .azurite(az, &c)
+            .set("action", "sync")
+            .set("source", "site/**")
+            .set("strip_prefix", "site")
+            .set("target", "t")
+    };
+    sync().run().assert_ok();
+    assert_eq!(sorted_names(az, &c), ["t/.htaccess", "t/.well-known/assetlinks.json", "t/keep.txt"]);
+    // With `include_hidden`, hidden names are in the selection's domain: the sync owns them.
+    sync().set("include_hidden", "true").run().assert_ok();
+    assert_eq!(sorted_names(az, &c), ["t/keep.txt"]);
+}
+
+#[test]
+fn cache_save_leaves_git_home_but_keeps_a_cached_trees_hidden_state() {
+    let az = Azurite::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    checkout(ws);
+    write(ws, "node_modules/.bin/tool", b"#!/bin/sh");
+    write(ws, "node_modules/x/.git/config", b"token");
+    write(ws, "node_modules/x/index.js", b"js");
+    write(ws, ".cargo/.crates.toml", b"crates");
+    let archived = |c: &str, source: &str, include_hidden: &str| -> Vec<String> {
+        plugin(ws)
+            .azurite(az, c)
+            .set("action", "cache_save")
+            .set("source", source)
+            .set("cache_key", "k")
+            .set("include_hidden", include_hidden)
+            .run()
+            .assert_ok();
+        let (data, _) = fetch(az, c, "k.tar.zst");
+        let tar = zstd::decode_all(&data[..]).unwrap();
+        let mut names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().trim_end_matches('/').to_string())
+            .filter(|n| n.contains('.') || n.ends_with("tool"))
+            .collect();
+        names.sort();
+        names
+    };
+    // Named directories keep their hidden state (`.bin`, a literal `.cargo`), not `.git`.
+    assert_eq!(
+        archived(&container("hiddencache1"), "node_modules,.cargo", "false"),
+        [".cargo", ".cargo/.crates.toml", "node_modules/.bin", "node_modules/.bin/tool", "node_modules/x/index.js"]
+    );
+    // The workspace itself names none of its hidden top-level entries.
+    let all = archived(&container("hiddencache2"), ".", "false");
+    assert!(!all.iter().any(|n| n.starts_with(".git") || n.starts_with(".env") || n.contains("/.git")), "{all:?}");
+    assert!(all.contains(&"node_modules/.bin/tool".to_string()), "{all:?}");
+    let all = archived(&container("hiddencache3"), ".", "true");
+    assert!(all.contains(&".git/config".to_string()) && all.contains(&".env".to_string()), "{all:?}");
+}

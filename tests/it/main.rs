@@ -23,3 +23,4 @@ mod output;
 mod release;
 mod settings;
 mod sync;
+mod trust;

@@ -5,13 +5,15 @@
 //! The tree is walked without following links and every file is opened through
 //! [`Root::open_file`] (resolved beneath the workspace, never through a link); a file that
 //! yields fewer bytes than its size said fails the archive instead of corrupting it.
-//! Sockets, FIFOs and devices are left out with a warning.
+//! Sockets, FIFOs and devices are left out with a warning; `.git` (and, for `source: .`,
+//! hidden top-level entries) unless `include_hidden` ([`cache_leaves_out`]), unread.
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::transfer::localfs::Root;
+use crate::transfer::plan::cache_leaves_out;
 
 /// zstd's job size with several workers (its minimum is 512 KiB).
 const JOB_SIZE: u32 = 1 << 20;
@@ -24,6 +26,8 @@ pub struct Counts {
     pub links: u64,
     /// Uncompressed bytes of file contents.
     pub bytes: u64,
+    /// Hidden entries left out (a directory counts once).
+    pub hidden: u64,
 }
 
 /// Reads exactly `left` bytes, failing when the file ends before.
@@ -87,7 +91,13 @@ fn header_for(meta: &std::fs::Metadata, kind: tar::EntryType, size: u64) -> tar:
 
 /// Archives `sources` (workspace-relative directories or files) into `out`; returns the
 /// counts and `out` (flushed, the zstd frame finished).
-pub fn write_archive<W: Write>(root: &Root, sources: &[String], level: i32, out: W) -> Result<(Counts, W), String> {
+pub fn write_archive<W: Write>(
+    root: &Root,
+    sources: &[String],
+    include_hidden: bool,
+    level: i32,
+    out: W,
+) -> Result<(Counts, W), String> {
     let io = |e: io::Error| format!("cannot write the archive: {e}");
     let mut enc = zstd::stream::write::Encoder::new(out, level).map_err(io)?;
     enc.include_checksum(true).map_err(io)?;
@@ -101,7 +111,10 @@ pub fn write_archive<W: Write>(root: &Root, sources: &[String], level: i32, out:
     let mut tar = tar::Builder::new(enc);
     let mut counts = Counts::default();
     for source in sources {
-        append_tree(&mut tar, root, source, &mut counts)?;
+        append_tree(&mut tar, root, source, include_hidden, &mut counts)?;
+    }
+    if counts.hidden > 0 {
+        tracing::info!("left out {} hidden entr{} (`.git`, or hidden at the top of `source: .`); set `include_hidden: true` to cache them", counts.hidden, if counts.hidden == 1 { "y" } else { "ies" });
     }
     let enc = tar.into_inner().map_err(io)?;
     let out = enc.finish().map_err(io)?;
@@ -112,11 +125,20 @@ fn append_tree<W: Write>(
     tar: &mut tar::Builder<W>,
     root: &Root,
     source: &str,
+    include_hidden: bool,
     counts: &mut Counts,
 ) -> Result<(), String> {
     let io = |e: io::Error| format!("cannot write the archive: {e}");
     let base = root.path();
-    for entry in walkdir::WalkDir::new(base.join(source)).follow_links(false).sort_by_file_name() {
+    let mut hidden = 0;
+    // Left out before it is read: a hidden directory is never descended.
+    let keep = |e: &walkdir::DirEntry| {
+        let out = cache_leaves_out(source, e.depth(), e.file_name(), include_hidden);
+        hidden += u64::from(out);
+        !out
+    };
+    let walk = walkdir::WalkDir::new(base.join(source)).follow_links(false).sort_by_file_name();
+    for entry in walk.into_iter().filter_entry(keep) {
         let entry = entry.map_err(|e| format!("cannot read `{source}`: {e}"))?;
         let rel = rel_of(base, entry.path())?;
         let meta = entry.metadata().map_err(|e| format!("cannot read `{rel}`: {e}"))?;
@@ -142,6 +164,7 @@ fn append_tree<W: Write>(
             tracing::warn!("not cached: `{rel}` is a socket, FIFO or device");
         }
     }
+    counts.hidden += hidden;
     Ok(())
 }
 

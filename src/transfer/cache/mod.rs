@@ -176,9 +176,10 @@ async fn save_stream(
         eng.with_request(store.begin_chunked(name, 0, props)).await.map_err(|e| SaveError::Failed(e.to_string()))?;
     let (tx, rx) = mpsc::channel(2);
     let (eng2, handle, level) = (eng.clone(), tokio::runtime::Handle::current(), eng.cfg.cache.compression_level);
+    let include_hidden = eng.cfg.include_hidden;
     let producer = tokio::task::spawn_blocking(move || {
         let sink = BlockSink::new(eng2, tx, handle);
-        let (counts, sink) = archive::write_archive(&root, &sources, level, sink)?;
+        let (counts, sink) = archive::write_archive(&root, &sources, include_hidden, level, sink)?;
         let (sha, len) = sink.finish().map_err(|e| format!("cannot write the archive: {e}"))?;
         Ok::<_, String>((sha, len, counts))
     });
