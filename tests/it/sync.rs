@@ -154,7 +154,7 @@ fn a_listing_that_fails_on_its_second_page_deletes_and_uploads_nothing() {
         .set("retries", "1")
         .env("AZURE_STORAGE_LIST_PAGE_SIZE", "2")
         .run();
-    out.assert_code(1).assert_contains("the listing of `t/` failed, so nothing was uploaded or deleted");
+    out.assert_code(3).assert_contains("the listing of `t/` failed, so nothing was uploaded or deleted");
     assert!(proxy.fired("page2") >= 1, "{}", proxy.log());
     assert!(proxy.ops("ListBlobs").iter().skip(1).all(|r| r.req.q("marker").is_some()), "{}", proxy.log());
     assert_eq!(deletes(&proxy), 0, "{}", proxy.log());
