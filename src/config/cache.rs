@@ -236,7 +236,9 @@ mod tests {
             let e = check_template(bad, &p).unwrap_err();
             assert!(e.contains("renders to a name that"), "{bad}: {e}");
         }
-        for ok in ["cargo-{{ checksum \"Cargo.lock\" }}", "{{ checksum \"a\" }}", "linux/cargo-{{ env \"V\" }}-", "a..b"] {
+        for ok in
+            ["cargo-{{ checksum \"Cargo.lock\" }}", "{{ checksum \"a\" }}", "linux/cargo-{{ env \"V\" }}-", "a..b"]
+        {
             check_template(ok, &parse_template(ok, &r).unwrap()).unwrap();
         }
         for ok in ["cargo-linux-abc", "a/b.c_d", "é"] {

@@ -43,7 +43,9 @@ pub enum StorageError {
     Changed { name: String, expected: String, now: String },
     /// A request whose path a URL library would rewrite (a `.` or `..` segment): it would
     /// address another item than the one named, so it is never sent.
-    #[error("refusing to send a request for `{0}`: its path has a `.` or `..` segment, so it would address another item")]
+    #[error(
+        "refusing to send a request for `{0}`: its path has a `.` or `..` segment, so it would address another item"
+    )]
     UnsafePath(String),
     /// Settings validation refuses such an endpoint; kept as an error, not a panic.
     #[error("cannot build a request URL from the endpoint `{0}`: check `endpoint` (PLUGIN_ENDPOINT)")]
@@ -120,7 +122,10 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 pub(crate) fn listed_etag(item: &RemoteItem) -> Result<&str> {
     item.etag.as_deref().filter(|e| !e.trim().is_empty()).ok_or_else(|| StorageError::Protocol {
         op: "the listing",
-        detail: format!("`{}` was listed without an ETag, so a delete cannot be pinned to the listed version", item.name),
+        detail: format!(
+            "`{}` was listed without an ETag, so a delete cannot be pinned to the listed version",
+            item.name
+        ),
     })
 }
 

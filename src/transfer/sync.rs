@@ -3,7 +3,9 @@
 //! 1. Plan the upload as `upload` does, and list everything under `target` — with
 //!    metadata (List Blobs `include=metadata`), so an unchanged file (same size, same
 //!    `sha256`) is skipped with no request beyond the listing. Files listings carry no
-//!    metadata: a listed file whose size matches gets one Get File Properties.
+//!    metadata: a listed file whose size matches gets one Get File Properties. Every
+//!    listed name passes [`Engine::list_checked`]; a refused one is a failed item and no
+//!    delete is made from that listing. A listing that fails ends the run (exit 3).
 //! 2. [`merge`] the two, both sorted by name (Files: case-insensitively, as the service
 //!    compares names): O(n log n), no per-name scans. `target` owns whole path components:
 //!    `target: a` lists `a/`, never `ab/`; nothing outside it is ever deleted.
@@ -12,9 +14,13 @@
 //! 4. Upload what changed ([`super::upload::upload_known`], `overwrite: changed`).
 //! 5. Only when every upload succeeded, the listing completed and the run was not
 //!    stopped: delete what the selection lacks (Delete Blob / Delete File, in parallel
-//!    under the request budget), then, on Files, remove the directories that emptied
-//!    (deepest first; "not empty" is fine). Any failure before: nothing is deleted, the
-//!    run exits 1 and says why.
+//!    under the request budget, each pinned to the listed ETag: an item rewritten since
+//!    is kept and reported, see `Store::delete`), then, on Files, remove the directories
+//!    that emptied (deepest first; "not empty" is fine). Any failure before: nothing is
+//!    deleted, the run exits 1 and says why.
+//!
+//! A dry run makes the same decisions (the unchanged-file comparison, the refusals) and
+//! stops before the first write.
 
 use std::cmp::Ordering as Cmp;
 use std::collections::BTreeSet;
@@ -155,7 +161,7 @@ pub async fn run_sync(
     };
     // A listed name refused by the check (`site/../victim.txt`) is never requested; the
     // listing is not trusted to delete by, so nothing is deleted (the uploads go on).
-    let refused_names = refused.len();
+    let refused_names = refused.len() as u64;
     for r in refused {
         report.push(r);
     }
@@ -218,7 +224,9 @@ pub async fn run_sync(
     if no_deletes.is_some() {
         return Ok(no_deletes);
     }
-    let failed = report.tally().files(Status::Failed) + report.tally().files(Status::NotAttempted);
+    // The refused listed names are failed results too, but not uploads that failed.
+    let failed = (report.tally().files(Status::Failed) + report.tally().files(Status::NotAttempted))
+        .saturating_sub(refused_names);
     if failed > 0 || engine.stop.is_stopped() {
         let why = format!(
             "{failed} file(s) failed or were not uploaded, so none of the {deletes} file(s) under {shown} the selection lacks was deleted"

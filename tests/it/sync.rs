@@ -325,8 +325,10 @@ fn a_listed_name_with_dot_dot_is_never_requested_and_nothing_outside_the_target_
     plant(az, &c, &["victim.txt", "t/old.txt"]);
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "site/new.txt", b"new");
-    let proxy =
-        FaultProxy::start(az, vec![Rule::new("inject", op("ListBlobs"), Times::Every, inject_blobs(&["t/../victim.txt"]))]);
+    let proxy = FaultProxy::start(
+        az,
+        vec![Rule::new("inject", op("ListBlobs"), Times::Every, inject_blobs(&["t/../victim.txt"]))],
+    );
     let out = sync(dir.path(), az, &c, "t").set("endpoint", proxy.endpoint()).run();
     assert!(proxy.fired("inject") >= 1, "{}", proxy.log());
     out.assert_code(1)
