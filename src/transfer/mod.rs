@@ -677,6 +677,14 @@ mod tests {
     }
 
     #[test]
+    fn a_setting_found_invalid_at_run_time_exits_2_and_every_other_run_error_3() {
+        assert_eq!(RunError::Settings("`cache_key` renders to `a//b`".into()).exit_code(), 2);
+        assert_eq!(RunError::Other("the listing of `t/` failed".into()).exit_code(), 3);
+        let listing = StorageError::Protocol { op: "List Blobs", detail: "x".into() };
+        assert_eq!(RunError::from(listing).exit_code(), 3);
+    }
+
+    #[test]
     fn a_file_that_fits_in_50000_blocks_gets_a_block_size_that_does() {
         let max_block = 32 * MIB; // the default `max_memory`
         for size in [0, 1, 4 * MIB, 195 * (1 << 30), 50_000 * 4 * MIB + 1, 50_000 * max_block - 1, 50_000 * max_block] {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::fault_proxy::{op, op_on, Fault, FaultProxy, Gate, Rule, Times};
+use crate::fault_proxy::{inject_into_listing, op, op_on, Fault, FaultProxy, Gate, Rule, Times};
 use crate::faults::{finish, spawn};
 use crate::files_fake::{account_key, FilesFake};
 use crate::support::*;
@@ -303,17 +303,14 @@ fn files_names_differing_only_in_case_are_the_same_file_and_never_deleted() {
 // ---------------------------------------------------------------------------------------
 // Issue 22: listings and deletes.
 
-/// Adds `<Blob>` entries to every List Blobs page, as a hostile or intercepted endpoint would.
-fn inject_blobs(names: &[&str]) -> Fault {
-    let inject: String = names
+/// `<Blob>` entries for [`inject_into_listing`].
+fn blob_entries(names: &[&str]) -> String {
+    names
         .iter()
         .map(|n| {
             format!("<Blob><Name>{n}</Name><Properties><Content-Length>6</Content-Length><Etag>\"0x1\"</Etag></Properties></Blob>")
         })
-        .collect();
-    Fault::Rewrite(std::sync::Arc::new(move |body: &[u8]| {
-        String::from_utf8_lossy(body).replacen("</Blobs>", &format!("{inject}</Blobs>"), 1).into_bytes()
-    }))
+        .collect()
 }
 
 /// Before: a listing naming `t/../victim.txt` made the sync send `DELETE /<container>/victim.txt`
@@ -327,7 +324,12 @@ fn a_listed_name_with_dot_dot_is_never_requested_and_nothing_outside_the_target_
     write(dir.path(), "site/new.txt", b"new");
     let proxy = FaultProxy::start(
         az,
-        vec![Rule::new("inject", op("ListBlobs"), Times::Every, inject_blobs(&["t/../victim.txt"]))],
+        vec![Rule::new(
+            "inject",
+            op("ListBlobs"),
+            Times::Every,
+            inject_into_listing(blob_entries(&["t/../victim.txt"])),
+        )],
     );
     let out = sync(dir.path(), az, &c, "t").set("endpoint", proxy.endpoint()).run();
     assert!(proxy.fired("inject") >= 1, "{}", proxy.log());
