@@ -148,6 +148,15 @@ pub async fn run_sync(
     // A listing that fails leaves nothing known to compare or delete: nothing is done (exit 3).
     let (listed, refused) = match engine.list_checked(&prefix).await {
         Ok(l) => l,
+        // The real run would create it (`create_container: true`) and find it empty.
+        Err(e) if e.is_container_not_found() && cfg.dry_run && cfg.create_container => {
+            tracing::info!(
+                "dry run: the {} `{}` does not exist; the real run would create it",
+                cfg.container_word(),
+                cfg.container
+            );
+            (Vec::new(), Vec::new())
+        }
         Err(e) if e.is_container_not_found() => {
             return Err(
                 StorageError::NoContainer { what: cfg.container_word(), name: cfg.container.clone(), hint: "" }.into()

@@ -450,3 +450,25 @@ fn a_dry_run_makes_the_real_runs_decisions_and_reports_would_counts() {
     }
     assert_eq!(names(az, &c), ["t/keep.txt", "t/new.txt", "t/old.txt"]);
 }
+
+/// Before: a dry run of a sync into a container `create_container: true` would create
+/// stopped with exit 3 (`does not exist`), where the real run creates it and uploads.
+#[test]
+fn a_dry_run_into_a_container_the_real_run_would_create_plans_every_upload() {
+    let az = Azurite::shared();
+    let c = container("syncdrynew");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "site/a.txt", b"a");
+    let outputs = dir.path().join("drone-output");
+    let out = sync(dir.path(), az, &c, "t")
+        .set("create_container", "true")
+        .set("dry_run", "true")
+        .env("DRONE_OUTPUT", outputs.to_str().unwrap())
+        .run();
+    out.assert_ok()
+        .assert_contains("the real run would create it")
+        .assert_contains("would upload site/a.txt → t/a.txt");
+    let o = std::fs::read_to_string(&outputs).unwrap();
+    assert!(o.contains("would_transfer=1\n") && o.contains("transferred=0\n"), "{o}");
+    assert!(pyblob(az, &["list", &c]).is_err(), "the dry run created the container");
+}
