@@ -52,12 +52,14 @@ pub const DOCUMENTS: &[(&str, Render)] = &[
 
 /// The outputs a run appends to `GITHUB_OUTPUT` / `DRONE_OUTPUT` (transfer/outputs.rs).
 pub const OUTPUTS: &[(&str, &str)] = &[
-    ("transferred", "Files transferred (or that a dry run would transfer)."),
+    ("transferred", "Files transferred (0 in a dry run: see `would_transfer`)."),
     ("skipped", "Files skipped (existing, unchanged, or links not followed)."),
     ("failed", "Files that failed."),
-    ("bytes", "Bytes transferred."),
+    ("bytes", "Bytes transferred (0 in a dry run)."),
     ("url", "The file's URL when one file was moved, else the URL of the target prefix (upload) or source prefix (download). Never carries a SAS."),
-    ("deleted", "Sync: files deleted (or that a dry run would delete)."),
+    ("deleted", "Sync: files deleted (0 in a dry run: see `would_delete`)."),
+    ("would_transfer", "Dry run: files the real run would transfer (the same comparisons and refusals)."),
+    ("would_delete", "Dry run of a sync: files the real run would delete (0 when it would refuse the deletes)."),
     ("manifest", "The manifest's path, when `manifest` is set."),
     ("cache_hit", "`cache_restore`: `true` when the exact `cache_key` was restored, else `false` (a `restore_keys` match or a miss)."),
     ("cache_key", "Cache modes: the key saved, or the key restored (empty on a miss)."),

@@ -120,7 +120,7 @@ fn main() -> ExitCode {
         }
         Ok(Err(e)) => {
             tracing::error!("{}", chain(&e));
-            ExitCode::from(3)
+            ExitCode::from(e.exit_code())
         }
     }
 }

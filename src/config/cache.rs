@@ -4,7 +4,8 @@
 //! A template is parsed here, before any network call: `{{ env "VAR" }}`, `{{ arch }}`,
 //! `{{ os }}` and `{{ branch }}` are resolved from the environment at once (a variable that
 //! is not set is a settings error); `{{ checksum "FILE" }}` stays a part for the cache
-//! module to hash from the workspace.
+//! module to hash from the workspace. The rules of a key ([`check_key`]) are checked on the
+//! template here (a `checksum` always renders to hex digits) and again on the rendered key.
 
 use super::RawSettings;
 
@@ -109,12 +110,61 @@ pub fn parse_template(template: &str, raw: &RawSettings) -> Result<Vec<KeyPart>,
     Ok(parts)
 }
 
+/// What the rules of a key (a part of a blob name) find wrong with `key`, if anything:
+/// empty, a leading or trailing `/`, an empty, `.` or `..` segment, a control character
+/// or a backslash.
+fn key_problem(key: &str) -> Option<&'static str> {
+    if key.trim().is_empty() {
+        Some("is empty")
+    } else if key.starts_with('/') || key.ends_with('/') {
+        Some("begins or ends with `/`")
+    } else if key.split('/').any(|c| c == "." || c == ".." || c.is_empty()) {
+        Some("has an empty, `.` or `..` path segment")
+    } else if key.chars().any(|c| c.is_control() || c == '\\') {
+        Some("holds a control character or a backslash")
+    } else {
+        None
+    }
+}
+
+const KEY_CHARS: &str = "use letters, digits, `-`, `_`, `.` and `/`";
+
+/// Checks a rendered key (`cache_key`, or a `restore_keys` prefix) as a part of a blob
+/// name (see [`key_problem`]); the error names `setting` and its variable.
+pub fn check_key(key: &str, setting: &str) -> Result<(), String> {
+    match key_problem(key) {
+        Some(w) => Err(format!(
+            "`{setting}` ({}) renders to `{}`, which {w}: {KEY_CHARS}",
+            crate::settings::env_name(setting),
+            key.escape_debug()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks a parsed template before anything runs: each `{{ checksum }}` always renders to
+/// 64 hex digits, so the template with those in place breaks the rules exactly when every
+/// key it renders would (`../x`, `a//b`, `/abs` are settings errors, not run-time ones).
+fn check_template(template: &str, parts: &[KeyPart]) -> Result<(), String> {
+    let sample: String = parts
+        .iter()
+        .map(|p| match p {
+            KeyPart::Text(t) => t.as_str(),
+            KeyPart::Checksum(_) => "0000000000000000000000000000000000000000000000000000000000000000",
+        })
+        .collect();
+    match key_problem(&sample) {
+        Some(w) => Err(format!("`{}` renders to a name that {w}: {KEY_CHARS}", template.escape_debug())),
+        None => Ok(()),
+    }
+}
+
 /// Reads the cache settings; errors go to `bad(setting, message)`.
 pub(super) fn parse(raw: &RawSettings, caching: bool, problems: &mut super::Problems) -> CacheSettings {
     let mut bad = |setting: &str, message: String| problems.push(setting, message);
     let mut out = CacheSettings { compression_level: 3, ..CacheSettings::default() };
     match raw.get("cache_key") {
-        Some(k) => match parse_template(k.trim(), raw) {
+        Some(k) => match parse_template(k.trim(), raw).and_then(|p| check_template(k.trim(), &p).map(|()| p)) {
             Ok(parts) => out.key = parts,
             Err(e) => bad("cache_key", e),
         },
@@ -129,7 +179,7 @@ pub(super) fn parse(raw: &RawSettings, caching: bool, problems: &mut super::Prob
         match super::parse_list(list) {
             Ok(keys) => {
                 for k in keys {
-                    match parse_template(k.trim(), raw) {
+                    match parse_template(k.trim(), raw).and_then(|p| check_template(k.trim(), &p).map(|()| p)) {
                         Ok(p) => out.restore_keys.push(p),
                         Err(e) => bad("restore_keys", e),
                     }
@@ -176,6 +226,28 @@ mod tests {
             vec![KeyPart::Text(head), KeyPart::Checksum("Cargo.lock".into()), KeyPart::Checksum("a/b".into())]
         );
         assert_eq!(parse_template("plain", &r).unwrap(), vec![KeyPart::Text("plain".into())]);
+    }
+
+    #[test]
+    fn keys_break_the_rules_at_settings_time_when_every_rendering_would() {
+        let r = raw(&[("SLASH", "/a/"), ("V", "1")]);
+        for bad in ["../x", "a//b", "/abs", "/", "a/", "x/./y", "{{ env \"SLASH\" }}b", "a/{{ env \"V\" }}/../b"] {
+            let p = parse_template(bad, &r).unwrap();
+            let e = check_template(bad, &p).unwrap_err();
+            assert!(e.contains("renders to a name that"), "{bad}: {e}");
+        }
+        for ok in
+            ["cargo-{{ checksum \"Cargo.lock\" }}", "{{ checksum \"a\" }}", "linux/cargo-{{ env \"V\" }}-", "a..b"]
+        {
+            check_template(ok, &parse_template(ok, &r).unwrap()).unwrap();
+        }
+        for ok in ["cargo-linux-abc", "a/b.c_d", "é"] {
+            check_key(ok, "cache_key").unwrap();
+        }
+        for bad in ["", " ", "/a", "a/", "a//b", "a/../b", "a\nb", "a\\b"] {
+            let e = check_key(bad, "restore_keys").unwrap_err();
+            assert!(e.contains("PLUGIN_RESTORE_KEYS"), "{e}");
+        }
     }
 
     #[test]

@@ -239,11 +239,20 @@ impl BlobStore {
 
     /// [Delete Blob](https://learn.microsoft.com/rest/api/storageservices/delete-blob), with
     /// its snapshots (`x-ms-delete-snapshots: include`: a blob with snapshots cannot be deleted
-    /// alone). A blob already gone (404) is not an error.
-    pub async fn delete_blob(&self, name: &str) -> Result<()> {
-        let req = Request::new(Method::DELETE, self.blob_url(name, &[])?).header("x-ms-delete-snapshots", "include");
+    /// alone), pinned to the version `etag` names (`If-Match`): a blob rewritten since
+    /// answers 412 and stays, reported as [`StorageError::Changed`]. A blob already gone
+    /// (404) is not an error.
+    pub async fn delete_blob(&self, name: &str, etag: &str) -> Result<()> {
+        let req = Request::new(Method::DELETE, self.blob_url(name, &[])?)
+            .header("x-ms-delete-snapshots", "include")
+            .header("if-match", quoted_etag(etag));
         match self.http.send(req).await {
             Ok(_) => Ok(()),
+            Err(e) if e.is_status(412) => Err(StorageError::Changed {
+                name: name.to_string(),
+                expected: etag.to_string(),
+                now: "a newer one".into(),
+            }),
             Err(e) if e.is_status(404) && !e.is_code("ContainerNotFound") => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -338,8 +347,9 @@ impl Store for BlobStore {
         self.put_block_list(name, &ids, props).await
     }
 
-    async fn delete(&self, name: &str) -> Result<()> {
-        self.delete_blob(name).await
+    async fn delete(&self, item: &RemoteItem) -> Result<()> {
+        let etag = super::listed_etag(item)?;
+        self.delete_blob(&item.name, etag).await
     }
 }
 

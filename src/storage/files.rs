@@ -706,8 +706,22 @@ impl Store for FilesStore {
         r
     }
 
-    async fn delete(&self, name: &str) -> Result<()> {
-        self.delete_file(name).await
+    /// Delete File takes no `If-Match` (only a lease id), so the file's ETag is read first
+    /// (Get File Properties) and compared with the listed one; a file rewritten between that
+    /// read and the delete (one round trip) is still deleted: a window this narrows, not closes.
+    async fn delete(&self, item: &RemoteItem) -> Result<()> {
+        let listed = super::listed_etag(item)?;
+        match self.get_file_properties(&item.name).await? {
+            None => Ok(()),
+            Some(now) => match now.etag.as_deref() {
+                Some(e) if same_etag(e, listed) => self.delete_file(&item.name).await,
+                other => Err(StorageError::Changed {
+                    name: item.name.clone(),
+                    expected: listed.to_string(),
+                    now: other.unwrap_or("none").to_string(),
+                }),
+            },
+        }
     }
 
     async fn remove_dir_if_empty(&self, dir: &str) -> Result<bool> {

@@ -41,6 +41,12 @@ pub enum StorageError {
     /// Files: a response with another ETag): it was rewritten while it was read.
     #[error("`{name}` changed while it was read (ETag {expected} → {now})")]
     Changed { name: String, expected: String, now: String },
+    /// A request whose path a URL library would rewrite (a `.` or `..` segment): it would
+    /// address another item than the one named, so it is never sent.
+    #[error(
+        "refusing to send a request for `{0}`: its path has a `.` or `..` segment, so it would address another item"
+    )]
+    UnsafePath(String),
     /// Settings validation refuses such an endpoint; kept as an error, not a panic.
     #[error("cannot build a request URL from the endpoint `{0}`: check `endpoint` (PLUGIN_ENDPOINT)")]
     BadEndpoint(String),
@@ -110,6 +116,18 @@ pub fn quoted_etag(e: &str) -> String {
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// The ETag a destructive request on a listed item is pinned to; an item listed without
+/// one is not touched (a delete that cannot be pinned could remove another writer's version).
+pub(crate) fn listed_etag(item: &RemoteItem) -> Result<&str> {
+    item.etag.as_deref().filter(|e| !e.trim().is_empty()).ok_or_else(|| StorageError::Protocol {
+        op: "the listing",
+        detail: format!(
+            "`{}` was listed without an ETag, so a delete cannot be pinned to the listed version",
+            item.name
+        ),
+    })
+}
 
 /// Walks an XML response element by element, calling `on_end(path, encoded, text)` as
 /// each element closes: `path` holds the element names from the root down to it,
@@ -203,6 +221,11 @@ pub(crate) fn parse_base(endpoint: &str) -> Option<url::Url> {
 }
 
 /// `base` with `path` (already percent-encoded, no leading `/`) appended and `query` added.
+///
+/// Every storage request URL is built here, so this is the one place that refuses a path
+/// the URL library would normalise (`a/../b` becomes `b`, `%2e%2e` counts as `..`): the
+/// request would address another item than the name it was built from
+/// ([`StorageError::UnsafePath`]).
 pub(crate) fn request_url(
     base: Option<&url::Url>,
     endpoint: &str,
@@ -212,6 +235,10 @@ pub(crate) fn request_url(
     let mut u = base.cloned().ok_or_else(|| StorageError::BadEndpoint(crate::config::shown_url(endpoint)))?;
     let full = format!("{}/{path}", u.path().trim_end_matches('/'));
     u.set_path(&full);
+    if u.path() != full {
+        let shown = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+        return Err(StorageError::UnsafePath(shown.escape_debug().to_string()));
+    }
     if !query.is_empty() {
         u.query_pairs_mut().extend_pairs(query);
     }
@@ -361,8 +388,10 @@ pub trait Store: Send + Sync {
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()>;
     /// Makes the chunks visible as the item, with its properties, atomically where the service allows.
     async fn commit(&self, name: &str, size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed>;
-    /// Deletes one item (sync). One that is already gone (404) counts as deleted.
-    async fn delete(&self, name: &str) -> Result<()>;
+    /// Deletes one listed item (sync), pinned to the version the listing showed (its
+    /// ETag): an item rewritten since is kept and the call fails with
+    /// [`StorageError::Changed`]. One that is already gone (404) counts as deleted.
+    async fn delete(&self, item: &RemoteItem) -> Result<()>;
     /// Removes the directory `dir` when it is empty (Files, after a sync deleted files in it);
     /// `Ok(false)` when it is not empty or already gone. Blob has no directories: nothing to do.
     async fn remove_dir_if_empty(&self, _dir: &str) -> Result<bool> {
@@ -402,6 +431,15 @@ mod tests {
             let base = parse_base(endpoint);
             let u = request_url(base.as_ref(), endpoint, path, &[("comp", "block")]).unwrap();
             assert_eq!(u.as_str(), want);
+        }
+        // A path the URL library would normalise addresses another item: never sent.
+        let base = parse_base("http://127.0.0.1:10000/devstoreaccount1");
+        for path in ["c/site/../victim.txt", "c/./x", "c/a/..", "c/%2e%2e/x", "c/a/.%2E/x", "c/.."] {
+            let e = request_url(base.as_ref(), "", path, &[]).unwrap_err();
+            assert!(matches!(e, StorageError::UnsafePath(_)), "{path}: {e}");
+        }
+        for path in ["c/a..b/x", "c/.hidden", "c/a//b", "c/%252e%252e/x", "c/x."] {
+            request_url(base.as_ref(), "", path, &[]).unwrap();
         }
         // No endpoint (an upload dry run without an account) or a bad one: an error, not a panic.
         for endpoint in ["", "notaurl", "https://h.net/?sig=SECRET"] {

@@ -39,7 +39,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth::{AuthError, Credential};
 use crate::config::{human_bytes, Action, Config, LogFormat};
 use crate::http::{Http, Stop, StopReason};
-use crate::storage::{StorageError, Store};
+use crate::storage::{RemoteItem, StorageError, Store};
 use plan::{PlanError, RemoteSelector};
 use progress::Progress;
 use report::{FileResult, Report, Status, Summary};
@@ -69,8 +69,22 @@ pub enum RunError {
     Target(#[from] download::TargetError),
     #[error(transparent)]
     Glob(#[from] plan::GlobError),
+    /// A setting whose value is only known to be wrong once rendered (a cache key): exit 2.
+    #[error("{0}")]
+    Settings(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl RunError {
+    /// The exit code of a run that ended with this error: 2 for a setting found invalid
+    /// only at run time, 3 (nothing could be transferred) for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Settings(_) => 2,
+            _ => 3,
+        }
+    }
 }
 
 pub struct Engine {
@@ -147,6 +161,28 @@ impl Engine {
     pub async fn memory_for(&self, bytes: u64) -> OwnedSemaphorePermit {
         let units = bytes.div_ceil(MEM_UNIT).clamp(1, self.memory_total / MEM_UNIT) as u32;
         self.memory.clone().acquire_many_owned(units).await.expect("memory semaphore is never closed")
+    }
+
+    /// Lists `prefix` and applies the one check of listed names
+    /// ([`check_listed_name`](crate::storage::names::check_listed_name)) to every item
+    /// before anything uses it: the names that pass, and a failed result (named, never
+    /// requested) for each refused one. Every listing the engine reads (sync, download,
+    /// cache lookup) comes through here.
+    pub async fn list_checked(&self, prefix: &str) -> Result<(Vec<RemoteItem>, Vec<FileResult>), StorageError> {
+        let mut listed = self.store.list(prefix).await?;
+        let mut refused = Vec::new();
+        listed.retain(|it| match crate::storage::names::check_listed_name(&it.name) {
+            Ok(()) => true,
+            Err(e) => {
+                let shown = it.name.escape_debug().to_string();
+                tracing::error!("refused: the listed name `{shown}`: {e}; nothing is requested for it");
+                let mut r = FileResult::new(&shown, "", it.size, String::new());
+                r.reason = Some(format!("refused: the listed name {e}; nothing was requested for it"));
+                refused.push(r);
+                false
+            }
+        });
+        Ok((listed, refused))
     }
 
     /// Runs one storage call under a request permit.
@@ -495,21 +531,27 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut 
 /// Lists what the `source` selectors name: one listing per distinct prefix (a prefix
 /// covered by a shorter one is not listed again), filtered by the selectors; sorted by
 /// name, each name once (the last listed), held once (no map keyed by a copy of it).
-async fn list_selected(engine: &Arc<Engine>) -> Result<Vec<crate::storage::RemoteItem>, RunError> {
+/// Lists what `source` selects; names the listing check refuses are recorded in `report`.
+async fn list_selected(engine: &Arc<Engine>, report: &mut Report) -> Result<Vec<RemoteItem>, RunError> {
     let cfg = &engine.cfg;
     let selectors: Vec<RemoteSelector> =
         cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>()?;
     let mut prefixes: Vec<String> = selectors.iter().map(|s| s.prefix.clone()).collect();
     prefixes.sort();
     prefixes.dedup();
-    let mut listed: Vec<crate::storage::RemoteItem> = Vec::new();
+    let mut listed: Vec<RemoteItem> = Vec::new();
     let mut covered: Vec<String> = Vec::new();
     for p in prefixes {
         if covered.iter().any(|c| p.starts_with(c.as_str())) {
             continue;
         }
-        let mut items = match engine.store.list(&p).await {
-            Ok(items) => items,
+        let mut items = match engine.list_checked(&p).await {
+            Ok((items, refused)) => {
+                for r in refused.into_iter().filter(|r| selectors.iter().any(|s| s.matches(&r.name))) {
+                    report.push(r);
+                }
+                items
+            }
             Err(e) if e.is_container_not_found() => {
                 return Err(StorageError::NoContainer {
                     what: cfg.container_word(),
@@ -559,7 +601,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         );
         return Ok(());
     }
-    let listed = list_selected(engine).await?;
+    let listed = list_selected(engine, report).await?;
     if listed.is_empty() && !cfg.allow_empty {
         return Err(PlanError::Empty(format!(
             " in {} `{}` (looked for {})",
@@ -642,6 +684,14 @@ mod tests {
     /// Blocks a file is cut into at `block` bytes.
     fn count(size: u64, block: u64) -> u64 {
         size.div_ceil(block)
+    }
+
+    #[test]
+    fn a_setting_found_invalid_at_run_time_exits_2_and_every_other_run_error_3() {
+        assert_eq!(RunError::Settings("`cache_key` renders to `a//b`".into()).exit_code(), 2);
+        assert_eq!(RunError::Other("the listing of `t/` failed".into()).exit_code(), 3);
+        let listing = StorageError::Protocol { op: "List Blobs", detail: "x".into() };
+        assert_eq!(RunError::from(listing).exit_code(), 3);
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! `transferred`, `skipped`, `failed` (file counts), `bytes` (bytes transferred), `url`
 //! (the one file's URL when the run moved one file, else the target prefix's URL: the
 //! remote prefix of an upload, the source prefix of a download) and `manifest` (when set).
+//! A dry run transfers and deletes nothing: its done-counts are 0, and `would_transfer`
+//! (and, for a sync, `would_delete`) say what the real run would do.
 //! A URL never carries a SAS. Later capabilities add their own keys here.
 
 use std::io::Write;
@@ -23,15 +25,23 @@ pub fn pairs(
     single_url: Option<&str>,
     store: &dyn Store,
 ) -> Vec<(&'static str, String)> {
+    // A dry run moved nothing: the done-counts stay 0 and `would_*` say what would move.
+    let done = |n: u64| if summary.dry_run { 0 } else { n };
     let mut out = vec![
-        ("transferred", summary.files_transferred.to_string()),
+        ("transferred", done(summary.files_transferred).to_string()),
         ("skipped", summary.files_skipped.to_string()),
         ("failed", summary.files_failed.to_string()),
-        ("bytes", summary.bytes_transferred.to_string()),
+        ("bytes", done(summary.bytes_transferred).to_string()),
         ("url", url(cfg, single_url, store)),
     ];
     if cfg.action == Action::Sync {
-        out.push(("deleted", summary.files_deleted.to_string()));
+        out.push(("deleted", done(summary.files_deleted).to_string()));
+    }
+    if summary.dry_run {
+        out.push(("would_transfer", summary.files_transferred.to_string()));
+        if cfg.action == Action::Sync {
+            out.push(("would_delete", summary.files_deleted.to_string()));
+        }
     }
     if let Some(m) = &cfg.manifest {
         out.push(("manifest", m.display().to_string()));

@@ -651,26 +651,15 @@ fn check_names(files: &PlannedFiles, store: &dyn Store) -> Result<(), PlanError>
 }
 
 /// Why a remote name cannot become a local path under the target, if it cannot.
+/// (The rules of every listed name first: [`crate::storage::names::check_listed_name`].)
 pub fn check_local_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
+    crate::storage::names::check_listed_name(name).map_err(|e| e.to_string())?;
     if name.starts_with('/') {
         return Err("the name is an absolute path".into());
-    }
-    if name.contains('\0') {
-        return Err("the name contains a NUL byte".into());
-    }
-    if name.contains('\\') {
-        return Err("the name contains a backslash".into());
-    }
-    if name.chars().any(|c| c.is_control()) {
-        return Err("the name contains a control character".into());
     }
     for c in name.split('/') {
         match c {
             "" => return Err("the name has an empty path component (`//` or a trailing `/`)".into()),
-            "." | ".." => return Err(format!("the name has a `{c}` component")),
             c if c.len() > 255 => return Err("a path component is longer than 255 bytes".into()),
             _ => {}
         }

@@ -3,7 +3,9 @@
 //! 1. Plan the upload as `upload` does, and list everything under `target` — with
 //!    metadata (List Blobs `include=metadata`), so an unchanged file (same size, same
 //!    `sha256`) is skipped with no request beyond the listing. Files listings carry no
-//!    metadata: a listed file whose size matches gets one Get File Properties.
+//!    metadata: a listed file whose size matches gets one Get File Properties. Every
+//!    listed name passes [`Engine::list_checked`]; a refused one is a failed item and no
+//!    delete is made from that listing. A listing that fails ends the run (exit 3).
 //! 2. [`merge`] the two, both sorted by name (Files: case-insensitively, as the service
 //!    compares names): O(n log n), no per-name scans. `target` owns whole path components:
 //!    `target: a` lists `a/`, never `ab/`; nothing outside it is ever deleted.
@@ -12,9 +14,13 @@
 //! 4. Upload what changed ([`super::upload::upload_known`], `overwrite: changed`).
 //! 5. Only when every upload succeeded, the listing completed and the run was not
 //!    stopped: delete what the selection lacks (Delete Blob / Delete File, in parallel
-//!    under the request budget), then, on Files, remove the directories that emptied
-//!    (deepest first; "not empty" is fine). Any failure before: nothing is deleted, the
-//!    run exits 1 and says why.
+//!    under the request budget, each pinned to the listed ETag: an item rewritten since
+//!    is kept and reported, see `Store::delete`), then, on Files, remove the directories
+//!    that emptied (deepest first; "not empty" is fine). Any failure before: nothing is
+//!    deleted, the run exits 1 and says why.
+//!
+//! A dry run makes the same decisions (the unchanged-file comparison, the refusals) and
+//! stops before the first write.
 
 use std::cmp::Ordering as Cmp;
 use std::collections::BTreeSet;
@@ -139,20 +145,35 @@ pub async fn run_sync(
         engine.store.ensure_container(cfg.create_container).await?;
     }
     engine.stop.arm();
-    let listed = match engine.store.list(&prefix).await {
+    // A listing that fails leaves nothing known to compare or delete: nothing is done (exit 3).
+    let (listed, refused) = match engine.list_checked(&prefix).await {
         Ok(l) => l,
+        // The real run would create it (`create_container: true`) and find it empty.
+        Err(e) if e.is_container_not_found() && cfg.dry_run && cfg.create_container => {
+            tracing::info!(
+                "dry run: the {} `{}` does not exist; the real run would create it",
+                cfg.container_word(),
+                cfg.container
+            );
+            (Vec::new(), Vec::new())
+        }
         Err(e) if e.is_container_not_found() => {
             return Err(
                 StorageError::NoContainer { what: cfg.container_word(), name: cfg.container.clone(), hint: "" }.into()
             )
         }
         Err(e) => {
-            let why = format!("the listing of {shown} failed, so nothing was uploaded or deleted: {e}");
-            let items: Vec<_> = plan.files.iter().collect();
-            unattempted(engine, items.iter(), "not attempted: the listing failed", report);
-            return Ok(Some(why));
+            return Err(RunError::Other(format!(
+                "the listing of {shown} failed, so nothing was uploaded or deleted: {e}"
+            )))
         }
     };
+    // A listed name refused by the check (`site/../victim.txt`) is never requested; the
+    // listing is not trusted to delete by, so nothing is deleted (the uploads go on).
+    let refused_names = refused.len() as u64;
+    for r in refused {
+        report.push(r);
+    }
     // A source that matched nothing (a build step that produced no output) would have its
     // remote copies deleted: the deletes are refused unless `allow_empty` says so.
     let unmatched = if cfg.allow_empty { vec![] } else { plan.unmatched };
@@ -175,35 +196,52 @@ pub async fn run_sync(
         unattempted(engine, items, "not attempted: `max_delete` refused the sync", report);
         return Ok(Some(why));
     }
-    if cfg.dry_run {
-        for (it, _) in &sync.uploads {
-            report.push(super::would_upload(engine, it));
-        }
-        for d in &sync.deletes {
-            tracing::info!("would delete {}", d.name);
-            report.push(deleted(engine, d, "dry run"));
-        }
-        return Ok(None);
-    }
-    let c = &engine.progress.counters;
-    c.files_total.store(sync.uploads.len() as u64, Ordering::Relaxed);
-    c.bytes_total.store(total, Ordering::Relaxed);
+    // Why the deletes will not be made whatever the uploads do (the same in a dry run).
+    let no_deletes = if refused_names > 0 && deletes > 0 {
+        Some(format!(
+            "{refused_names} listed name(s) under {shown} were refused, so the listing is not trusted to delete by: none of the {deletes} file(s) the selection lacks was deleted"
+        ))
+    } else if !unmatched.is_empty() && deletes > 0 {
+        Some(format!(
+            "{} matched no file, so none of the {deletes} file(s) under {shown} the selection lacks was deleted; set `allow_empty: true` (PLUGIN_ALLOW_EMPTY) to delete them anyway",
+            unmatched.iter().map(|s| format!("source `{s}`")).collect::<Vec<_>>().join(", ")
+        ))
+    } else {
+        None
+    };
     // Each planned file's slot, in the merge's (name) order, whichever way it goes next.
     let first = report.reserve(sync.uploads.len());
-    let uploads = sync.uploads.into_iter().enumerate().map(|(i, (it, r))| (first + i, it, r)).collect();
+    let uploads: Pending = sync.uploads.into_iter().enumerate().map(|(i, (it, r))| (first + i, it, r)).collect();
+    if cfg.dry_run {
+        // The same comparisons as the real run (a Files listing carries no checksum: the
+        // properties are read, as the upload would), so `would upload` means it.
+        let uploads = with_checksums(engine, uploads).await;
+        for (slot, it, _) in split_unchanged(engine, uploads, report).await {
+            report.record(slot, super::would_upload(engine, &it));
+        }
+        // The refusal the real run would make is made here too (and exits as it would).
+        if no_deletes.is_none() {
+            for d in &sync.deletes {
+                tracing::info!("would delete {}", d.name);
+                report.push(deleted(engine, d, "dry run"));
+            }
+        }
+        return Ok(no_deletes.map(|why| format!("dry run: {why}")));
+    }
+    let c = &engine.progress.counters;
+    c.files_total.store(uploads.len() as u64, Ordering::Relaxed);
+    c.bytes_total.store(total, Ordering::Relaxed);
     let uploads = split_unchanged(engine, uploads, report).await;
     upload_all(engine, uploads, report).await;
-    let failed = report.tally().files(Status::Failed) + report.tally().files(Status::NotAttempted);
+    if no_deletes.is_some() {
+        return Ok(no_deletes);
+    }
+    // The refused listed names are failed results too, but not uploads that failed.
+    let failed = (report.tally().files(Status::Failed) + report.tally().files(Status::NotAttempted))
+        .saturating_sub(refused_names);
     if failed > 0 || engine.stop.is_stopped() {
         let why = format!(
             "{failed} file(s) failed or were not uploaded, so none of the {deletes} file(s) under {shown} the selection lacks was deleted"
-        );
-        return Ok(Some(why));
-    }
-    if !unmatched.is_empty() && deletes > 0 {
-        let why = format!(
-            "{} matched no file, so none of the {deletes} file(s) under {shown} the selection lacks was deleted; set `allow_empty: true` (PLUGIN_ALLOW_EMPTY) to delete them anyway",
-            unmatched.iter().map(|s| format!("source `{s}`")).collect::<Vec<_>>().join(", ")
         );
         return Ok(Some(why));
     }
@@ -286,6 +324,31 @@ async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending, report: &mut Re
     rest
 }
 
+/// A dry run's stand-in for the lookup [`upload::upload_known`] makes: a listed copy
+/// without a checksum (Azure Files listings carry no metadata) whose size matches gets
+/// its properties read, so the comparison is the one the real run makes.
+async fn with_checksums(engine: &Arc<Engine>, uploads: Pending) -> Pending {
+    if engine.cfg.service != Service::File {
+        return uploads;
+    }
+    futures::stream::iter(uploads)
+        .map(|(slot, it, r)| async move {
+            let r = match r {
+                Some(r) if r.sha256.is_none() && r.content_md5.is_none() && r.size == it.size => {
+                    match engine.with_request(engine.store.properties(&r.name)).await {
+                        Ok(Some(p)) => Some(p),
+                        _ => Some(r),
+                    }
+                }
+                r => r,
+            };
+            (slot, it, r)
+        })
+        .buffer_unordered(engine.cfg.concurrency)
+        .collect()
+        .await
+}
+
 async fn upload_all(engine: &Arc<Engine>, uploads: Pending, report: &mut Report) {
     let cfg = &engine.cfg;
     let ticker =
@@ -331,10 +394,19 @@ async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, prefix: &str
                 if eng.stop.is_stopped() {
                     return (i, not_attempted(&eng, &r.name, "", r.size));
                 }
-                match eng.with_request(eng.store.delete(&r.name)).await {
+                match eng.with_request(eng.store.delete(&r)).await {
                     Ok(()) => {
                         tracing::info!("deleted {}", r.name);
                         (i, deleted(&eng, &r, ""))
+                    }
+                    // Another writer replaced it after the listing: its version is kept.
+                    Err(e) if e.is_changed() => {
+                        let why = "not deleted: rewritten after it was listed (another writer got there first); kept";
+                        tracing::warn!("{}: {why}", r.name);
+                        let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
+                        res.status = Status::Skipped;
+                        res.reason = Some(why.into());
+                        (i, res)
                     }
                     Err(e) => {
                         tracing::error!("failed: delete {}: {e}", r.name);

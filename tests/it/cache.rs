@@ -466,3 +466,91 @@ fn a_slow_cache_save_prints_progress_lines_without_an_eta() {
     assert!(!lines.is_empty());
     assert!(lines.iter().all(|l| !l.contains("ETA")), "{lines:?}");
 }
+
+// ---- issue 22: restore keys, listed names, exit codes --------------------------------
+
+/// Before: `restore_keys: /` under `target: caches/app` listed `caches/app` and restored
+/// `caches/apple.tar.zst`; a key with `..` was only found out when listed; a `cache_key`
+/// of `../x` exited 3 after the run began.
+#[test]
+fn restore_keys_and_cache_key_are_checked_by_the_same_rules_before_any_request() {
+    let az = Azurite::shared();
+    let c = container("cacheprefix");
+    let dir = tempfile::tempdir().unwrap();
+    let save_ws = dir.path().join("save");
+    write(&save_ws, "target/apple.txt", b"apple");
+    cache(&save_ws, az, &c, "cache_save").set("cache_key", "apple").run().assert_ok();
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let restore = |key: &str| {
+        cache(&ws, az, &c, "cache_restore").set("target", "caches/app").set("cache_key", "k1").set("restore_keys", key)
+    };
+    for (key, why) in [("/", "begins or ends with `/`"), ("../apple", "`..` path segment"), ("x//y", "empty")] {
+        let out = restore(key).run();
+        out.assert_code(2).assert_contains("restore_keys").assert_contains(why).assert_lacks("restored");
+        assert!(tree(&ws).is_empty(), "{key}: restored {:?}", tree(&ws));
+    }
+    // A key that is a prefix inside `caches/app/` is fine (a miss here).
+    restore("app").run().assert_ok().assert_contains("cache miss");
+    assert!(tree(&ws).is_empty());
+    // `cache_key` by the same rules, as a settings error (2), before any request.
+    for key in ["../x", "a//b", "/abs", "{{ checksum \"Cargo.lock\" }}/"] {
+        let out = plugin(dir.path())
+            .set("account_name", "acct")
+            .set("container", "c")
+            .set("account_key", "a2V5")
+            .set("endpoint", "http://127.0.0.1:9/acct")
+            .set("action", "cache_save")
+            .set("source", "target")
+            .set("cache_key", key)
+            .run();
+        out.assert_code(2).assert_contains("cache_key").assert_contains("renders to a name that");
+    }
+}
+
+/// Before: a listing for a restore key that named `caches/dep-1/../../other/evil.tar.zst`
+/// made the restore fetch `other/evil.tar.zst`, an archive outside `target`, and extract it.
+#[test]
+fn a_restore_key_listing_naming_dot_dot_is_refused_and_nothing_outside_target_is_fetched() {
+    use crate::fault_proxy::{inject_into_listing, op, FaultProxy, Rule, Times};
+    let az = Azurite::shared();
+    let c = container("cachedotdot");
+    let dir = tempfile::tempdir().unwrap();
+    let save_ws = dir.path().join("save");
+    write(&save_ws, "target/evil.txt", b"evil");
+    cache(&save_ws, az, &c, "cache_save").set("target", "other").set("cache_key", "evil").run().assert_ok();
+    let inject = "<Blob><Name>caches/dep-1/../../other/evil.tar.zst</Name><Properties><Content-Length>100</Content-Length><Etag>\"0x1\"</Etag></Properties></Blob>";
+    // Nothing is stored under `caches/`: the page is empty but for the injected entry.
+    let proxy = FaultProxy::start(
+        az,
+        vec![Rule::new("inject", op("ListBlobs"), Times::Every, inject_into_listing(inject.to_string()))],
+    );
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let out = cache(&ws, az, &c, "cache_restore")
+        .set("endpoint", proxy.endpoint())
+        .set("cache_key", "dep-none")
+        .set("restore_keys", "dep-")
+        .run();
+    assert!(proxy.fired("inject") >= 1, "{}", proxy.log());
+    out.assert_code(3).assert_contains("has a `..` component").assert_contains("refusing to restore from it");
+    let touched: Vec<String> = proxy.records().iter().filter_map(|r| r.req.blob().map(str::to_string)).collect();
+    assert!(!touched.iter().any(|b| b.contains("evil")), "requested: {touched:?}");
+    assert!(tree(&ws).is_empty(), "restored: {:?}", tree(&ws));
+}
+
+/// Before: a restore from a container that does not exist was a silent miss (and exit 1
+/// with `fail_on_miss`).
+#[test]
+fn a_cache_restore_from_a_missing_container_says_so() {
+    let az = Azurite::shared();
+    let c = container("cachenocontainer");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    write(&ws, "Cargo.lock", b"lock");
+    let out = cache(&ws, az, &c, "cache_restore").run();
+    out.assert_ok().assert_contains(&format!("the container `{c}` does not exist: nothing to restore"));
+    let out = cache(&ws, az, &c, "cache_restore").set("restore_keys", "cargo-").set("fail_on_miss", "true").run();
+    out.assert_code(3).assert_contains(&format!("the container `{c}` does not exist"));
+    assert_eq!(tree(&ws), vec!["Cargo.lock"]);
+}

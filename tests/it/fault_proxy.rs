@@ -110,6 +110,16 @@ impl Fault {
     }
 }
 
+/// A [`Fault::Rewrite`] that adds `entries` (raw `<Blob>…</Blob>` XML) to a List Blobs
+/// page, as a hostile or intercepted endpoint would; an empty page (`<Blobs />`) too.
+pub fn inject_into_listing(entries: String) -> Fault {
+    Fault::Rewrite(Arc::new(move |body: &[u8]| {
+        let body = String::from_utf8_lossy(body).replacen("<Blobs />", "<Blobs></Blobs>", 1);
+        let body = body.replacen("<Blobs/>", "<Blobs></Blobs>", 1);
+        body.replacen("</Blobs>", &format!("{entries}</Blobs>"), 1).into_bytes()
+    }))
+}
+
 /// Which of a rule's matching requests get the fault (1-based).
 #[derive(Debug, Clone, Copy)]
 pub enum Times {

@@ -118,6 +118,8 @@ pub struct State {
     /// (lowercase path, n, data, metadata): "another writer" rewrites the file just before
     /// its nth Get File is served (a file changed while it is downloaded).
     rewrite_on_get: Mutex<Option<Rewrite>>,
+    /// The same, before the nth Get File Properties (a sync's check before Delete File).
+    rewrite_on_properties: Mutex<Option<Rewrite>>,
 }
 
 pub struct FilesFake {
@@ -282,6 +284,12 @@ impl FilesFake {
     pub fn rewrite_on_get(&self, path: &str, nth: u32, data: &[u8], metadata: &[(&str, &str)]) {
         let md = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         *self.state.rewrite_on_get.lock().unwrap() = Some((lower(path), nth, data.to_vec(), md));
+    }
+
+    /// Rewrites `path` just before its `nth` Get File Properties is served.
+    pub fn rewrite_on_properties(&self, path: &str, nth: u32, data: &[u8], metadata: &[(&str, &str)]) {
+        let md = metadata.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        *self.state.rewrite_on_properties.lock().unwrap() = Some((lower(path), nth, data.to_vec(), md));
     }
 
     pub fn race_on_rename(&self, share: &str, path: &str, data: &[u8]) {
@@ -929,8 +937,9 @@ fn serve(
             ok(200).header("etag", format!("\"0x{etag:X}\"")).body(Full::new(Bytes::new())).unwrap()
         }
         "Get File" | "Get File Properties" => {
-            if op == "Get File" {
-                let mut hook = st.rewrite_on_get.lock().unwrap();
+            {
+                let mut hook =
+                    if op == "Get File" { st.rewrite_on_get.lock() } else { st.rewrite_on_properties.lock() }.unwrap();
                 let fire = match hook.as_mut() {
                     Some((k, n, _, _)) if *k == key => {
                         *n -= 1;

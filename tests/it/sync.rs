@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::fault_proxy::{op, op_on, Fault, FaultProxy, Gate, Rule, Times};
+use crate::fault_proxy::{inject_into_listing, op, op_on, Fault, FaultProxy, Gate, Rule, Times};
 use crate::faults::{finish, spawn};
 use crate::files_fake::{account_key, FilesFake};
 use crate::support::*;
@@ -154,7 +154,7 @@ fn a_listing_that_fails_on_its_second_page_deletes_and_uploads_nothing() {
         .set("retries", "1")
         .env("AZURE_STORAGE_LIST_PAGE_SIZE", "2")
         .run();
-    out.assert_code(1).assert_contains("the listing of `t/` failed, so nothing was uploaded or deleted");
+    out.assert_code(3).assert_contains("the listing of `t/` failed, so nothing was uploaded or deleted");
     assert!(proxy.fired("page2") >= 1, "{}", proxy.log());
     assert!(proxy.ops("ListBlobs").iter().skip(1).all(|r| r.req.q("marker").is_some()), "{}", proxy.log());
     assert_eq!(deletes(&proxy), 0, "{}", proxy.log());
@@ -298,4 +298,177 @@ fn files_names_differing_only_in_case_are_the_same_file_and_never_deleted() {
     files_sync(dir.path(), &fake, "share1").run().assert_ok();
     assert_eq!(fake.file("share1", "t/readme.md").map(|f| f.data), Some(b"new".to_vec()));
     assert_eq!(fake.count("Delete File"), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 22: listings and deletes.
+
+/// `<Blob>` entries for [`inject_into_listing`].
+fn blob_entries(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            format!("<Blob><Name>{n}</Name><Properties><Content-Length>6</Content-Length><Etag>\"0x1\"</Etag></Properties></Blob>")
+        })
+        .collect()
+}
+
+/// Before: a listing naming `t/../victim.txt` made the sync send `DELETE /<container>/victim.txt`
+/// (the URL library resolved the `..`), deleting a blob outside `target`.
+#[test]
+fn a_listed_name_with_dot_dot_is_never_requested_and_nothing_outside_the_target_is_deleted() {
+    let az = Azurite::shared();
+    let c = container("syncdotdot");
+    plant(az, &c, &["victim.txt", "t/old.txt"]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "site/new.txt", b"new");
+    let proxy = FaultProxy::start(
+        az,
+        vec![Rule::new(
+            "inject",
+            op("ListBlobs"),
+            Times::Every,
+            inject_into_listing(blob_entries(&["t/../victim.txt"])),
+        )],
+    );
+    let out = sync(dir.path(), az, &c, "t").set("endpoint", proxy.endpoint()).run();
+    assert!(proxy.fired("inject") >= 1, "{}", proxy.log());
+    out.assert_code(1)
+        .assert_contains("refused: the listed name `t/../victim.txt`")
+        .assert_contains("has a `..` component")
+        .assert_contains("1 listed name(s) under `t/` were refused")
+        .assert_lacks("deleted victim.txt");
+    assert_eq!(deletes(&proxy), 0, "a delete was sent:\n{}", proxy.log());
+    let touched: Vec<String> = proxy.records().iter().filter_map(|r| r.req.blob().map(str::to_string)).collect();
+    assert!(!touched.iter().any(|b| b.contains("victim")), "requested: {touched:?}");
+    // The upload went on; nothing was deleted, in the target or outside it.
+    assert_eq!(names(az, &c), ["t/new.txt", "t/old.txt", "victim.txt"], "{}", out.all());
+}
+
+/// Before: the Delete Blob carried no condition, so a blob another writer replaced after
+/// the listing was deleted with its new content.
+#[test]
+fn a_blob_rewritten_after_the_listing_is_kept_and_reported_not_deleted() {
+    let az = Azurite::shared();
+    let c = container("syncrace");
+    plant(az, &c, &["t/old.txt", "t/gone.txt"]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "site/new.txt", b"new");
+    let gate = Gate::new();
+    let proxy = FaultProxy::start(
+        az,
+        vec![Rule::new("hold", op_on("DELETE ?", "t/old.txt"), Times::Nth(1), Fault::Hold(gate.clone()))],
+    );
+    let outputs = dir.path().join("drone-output");
+    let child = spawn(
+        &sync(dir.path(), az, &c, "t")
+            .set("endpoint", proxy.endpoint())
+            .set("timeout", "60s")
+            .env("DRONE_OUTPUT", outputs.to_str().unwrap()),
+    );
+    let held = proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().any(|r| r.fault == Some("hold")));
+    if held {
+        // Another pipeline writes the blob (straight to Azurite) while the delete waits.
+        let src = tempfile::tempdir().unwrap();
+        let f = write(src.path(), "v2", b"version 2");
+        py(az, &["put", &c, "t/old.txt", f.to_str().unwrap()]);
+    }
+    gate.open();
+    let out = finish(child);
+    assert!(held, "the delete was never held:\n{}\n{}", proxy.log(), out.all());
+    out.assert_ok()
+        .assert_contains("t/old.txt: not deleted: rewritten after it was listed")
+        .assert_contains("deleted t/gone.txt")
+        .assert_lacks("deleted t/old.txt");
+    let dels: Vec<_> = proxy.records().into_iter().filter(|r| r.req.method == "DELETE").collect();
+    assert!(dels.iter().all(|r| r.req.header("if-match").is_some()), "an unpinned delete:\n{}", proxy.log());
+    let held_del = dels.iter().find(|r| r.req.blob() == Some("t/old.txt")).unwrap();
+    assert_eq!(held_del.upstream, Some(412), "{}", proxy.log());
+    assert_eq!(names(az, &c), ["t/new.txt", "t/old.txt"]);
+    assert_eq!(fetch(az, &c, "t/old.txt").0, b"version 2", "the other writer's version is kept");
+    let o = std::fs::read_to_string(&outputs).unwrap();
+    assert!(o.contains("deleted=1\n"), "only the one really deleted is counted: {o}");
+}
+
+/// Before: Delete File was sent without looking, so a file rewritten after the listing was deleted.
+#[test]
+fn files_sync_keeps_a_file_rewritten_after_the_listing() {
+    let fake = FilesFake::start();
+    fake.create_share("share1");
+    fake.plant("share1", "t/old.txt", b"old", &[]);
+    fake.plant("share1", "t/gone.txt", b"gone", &[]);
+    // Another writer replaces `t/old.txt` between the listing and the check before its delete.
+    fake.rewrite_on_properties("t/old.txt", 1, b"version 2", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "site/new.txt", b"new");
+    let out = files_sync(dir.path(), &fake, "share1").run();
+    out.assert_ok()
+        .assert_contains("t/old.txt: not deleted: rewritten after it was listed")
+        .assert_contains("deleted t/gone.txt");
+    assert_eq!(fake.files("share1"), ["t/new.txt", "t/old.txt"], "{}", out.all());
+    assert_eq!(fake.file("share1", "t/old.txt").map(|f| f.data), Some(b"version 2".to_vec()));
+}
+
+/// Before: the dry run said `would delete` where the real run refuses (a source that
+/// matched nothing), `would upload` for an unchanged file, and `transferred=N` in its outputs.
+#[test]
+fn a_dry_run_makes_the_real_runs_decisions_and_reports_would_counts() {
+    let az = Azurite::shared();
+    let c = container("syncdry");
+    plant(az, &c, &["t/keep.txt", "t/old.txt"]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "site/keep.txt", b"t/keep.txt"); // the bytes stored: unchanged
+    write(dir.path(), "site/new.txt", b"new");
+    let outputs = dir.path().join("drone-output");
+    let dry = |source: &str| {
+        let _ = std::fs::remove_file(&outputs);
+        sync(dir.path(), az, &c, "t")
+            .set("source", source)
+            .set("dry_run", "true")
+            .env("DRONE_OUTPUT", outputs.to_str().unwrap())
+            .run()
+    };
+    // A source that matched nothing: the real run refuses the deletes, so the dry run does.
+    let out = dry("site/**,assets/**");
+    out.assert_code(1)
+        .assert_contains("source `assets/**` matched no file, so none of the 1 file(s)")
+        .assert_contains("would upload site/new.txt → t/new.txt")
+        .assert_lacks("would delete t/")
+        .assert_lacks("would upload site/keep.txt");
+    let o = std::fs::read_to_string(&outputs).unwrap();
+    for want in ["transferred=0\n", "deleted=0\n", "would_transfer=1\n", "would_delete=0\n", "skipped=1\n"] {
+        assert!(o.contains(want), "{want:?} missing: {o}");
+    }
+    let real = sync(dir.path(), az, &c, "t").set("source", "site/**,assets/**").run();
+    real.assert_code(1).assert_contains("source `assets/**` matched no file");
+    // Without it: the one changed file and the one delete, and still nothing done.
+    let out = dry("site/**");
+    out.assert_ok().assert_contains("would delete t/old.txt").assert_lacks("would upload site/new.txt");
+    let o = std::fs::read_to_string(&outputs).unwrap();
+    for want in ["transferred=0\n", "deleted=0\n", "would_transfer=0\n", "would_delete=1\n", "skipped=2\n"] {
+        assert!(o.contains(want), "{want:?} missing: {o}");
+    }
+    assert_eq!(names(az, &c), ["t/keep.txt", "t/new.txt", "t/old.txt"]);
+}
+
+/// Before: a dry run of a sync into a container `create_container: true` would create
+/// stopped with exit 3 (`does not exist`), where the real run creates it and uploads.
+#[test]
+fn a_dry_run_into_a_container_the_real_run_would_create_plans_every_upload() {
+    let az = Azurite::shared();
+    let c = container("syncdrynew");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "site/a.txt", b"a");
+    let outputs = dir.path().join("drone-output");
+    let out = sync(dir.path(), az, &c, "t")
+        .set("create_container", "true")
+        .set("dry_run", "true")
+        .env("DRONE_OUTPUT", outputs.to_str().unwrap())
+        .run();
+    out.assert_ok()
+        .assert_contains("the real run would create it")
+        .assert_contains("would upload site/a.txt → t/a.txt");
+    let o = std::fs::read_to_string(&outputs).unwrap();
+    assert!(o.contains("would_transfer=1\n") && o.contains("transferred=0\n"), "{o}");
+    assert!(pyblob(az, &["list", &c]).is_err(), "the dry run created the container");
 }

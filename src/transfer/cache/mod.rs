@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, Credential};
 use crate::config::{human_bytes, Action, LogFormat};
-use crate::storage::{RemoteItem, UploadProps};
+use crate::storage::{RemoteItem, StorageError, UploadProps};
 use crate::transfer::localfs::Root;
 use crate::transfer::plan::join_remote;
 use crate::transfer::progress::Progress;
@@ -55,7 +55,7 @@ async fn run_cache(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<Fi
     let root = Root::open(&workspace, false).map_err(|e| RunError::Other(format!("cannot open the workspace: {e}")))?;
     let key =
         tokio::task::block_in_place(|| key::render(&cfg.cache.key, &root, "cache_key")).map_err(RunError::Other)?;
-    key::check(&key, "cache_key").map_err(RunError::Other)?;
+    key::check(&key, "cache_key").map_err(RunError::Settings)?;
     let name = join_remote(&cfg.target, &format!("{key}{SUFFIX}"));
     eng.store.check_name(&name).map_err(|e| RunError::Other(format!("the cache blob name `{name}`: {e}")))?;
     let save = cfg.action == Action::CacheSave;
@@ -209,6 +209,13 @@ async fn save_stream(
 
 /// The archive to restore: the exact key, else the newest match of the first
 /// `restore_keys` prefix with any. Returns the item and whether it is the exact key.
+///
+/// Each restore key is rendered and checked by the rules of `cache_key`, and matched only
+/// below `target/` (whole path components: `target: caches/app` never finds
+/// `caches/apple.tar.zst`). Every listed name passes the listing check
+/// ([`Engine::list_checked`]); a listing that names anything the check refuses is not
+/// restored from at all. A miss because the container itself is missing is said so (and
+/// with `fail_on_miss` it is that error).
 async fn find(eng: &Arc<Engine>, root: &Root, name: &str) -> Result<Option<(RemoteItem, bool)>, RunError> {
     let cfg = &eng.cfg;
     if let Some(item) = eng.with_request(eng.store.properties(name)).await? {
@@ -217,20 +224,22 @@ async fn find(eng: &Arc<Engine>, root: &Root, name: &str) -> Result<Option<(Remo
     for parts in &cfg.cache.restore_keys {
         let prefix =
             tokio::task::block_in_place(|| key::render(parts, root, "restore_keys")).map_err(RunError::Other)?;
+        key::check(&prefix, "restore_keys").map_err(RunError::Settings)?;
         let full = join_remote(&cfg.target, &prefix);
-        let listed = match eng.with_request(eng.store.list(&full)).await {
+        let (listed, refused) = match eng.with_request(eng.list_checked(&full)).await {
             Ok(l) => l,
-            Err(e) if e.http().is_some_and(|h| h.is_code("ContainerNotFound") || h.is_code("ShareNotFound")) => {
-                tracing::warn!(
-                    "the {} `{}` does not exist (yet): nothing to restore",
-                    cfg.container_word(),
-                    cfg.container
-                );
-                return Ok(None);
-            }
+            Err(e) if e.is_container_not_found() => break,
             Err(e) => return Err(e.into()),
         };
-        let mut matches: Vec<RemoteItem> = listed.into_iter().filter(|i| i.name.ends_with(SUFFIX)).collect();
+        if let Some(bad) = refused.first() {
+            return Err(RunError::Other(format!(
+                "the listing for restore key `{prefix}` named `{}` ({}): refusing to restore from it",
+                bad.name,
+                bad.reason.as_deref().unwrap_or_default()
+            )));
+        }
+        let mut matches: Vec<RemoteItem> =
+            listed.into_iter().filter(|i| i.name.starts_with(&full) && i.name.ends_with(SUFFIX)).collect();
         if matches.is_empty() {
             tracing::info!("restore key `{prefix}`: no match");
             continue;
@@ -248,6 +257,17 @@ async fn find(eng: &Arc<Engine>, root: &Root, name: &str) -> Result<Option<(Remo
             };
             return Ok(Some((item, false)));
         }
+    }
+    // A miss: say so when it is because the container itself is missing.
+    match eng.with_request(eng.store.ensure_container(false)).await {
+        Err(e @ StorageError::NoContainer { .. }) if cfg.cache.fail_on_miss => return Err(e.into()),
+        Err(StorageError::NoContainer { .. }) => tracing::warn!(
+            "the {} `{}` does not exist: nothing to restore (a cache miss; check `container`, or save a cache first)",
+            cfg.container_word(),
+            cfg.container
+        ),
+        Err(e) => tracing::debug!("could not check the {}: {e}", cfg.container_word()),
+        Ok(()) => {}
     }
     Ok(None)
 }
