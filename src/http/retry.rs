@@ -7,8 +7,10 @@
 //! retry is compared with what is stored (`our_write_landed`); a Files Rename retried
 //! after it landed finds the source gone and the destination ours. Never retried: a request
 //! that could not be built (an invalid URL, a scheme other than http/https), a redirect,
-//! and a TLS failure (an untrusted certificate, a handshake refused): each would fail the
-//! same way every time ([`transport_retryable`]). Also retried: a 400 whose
+//! and a TLS failure (a `rustls::Error` in the cause chain: an untrusted certificate, a
+//! fatal alert): each would fail the same way every time ([`transport_retryable`]). A
+//! connection closed mid-handshake is an `io::Error` (`UnexpectedEof`), not a TLS refusal,
+//! and is retried. The chain is read by type, never by wording. Also retried: a 400 whose
 //! code says the body arrived corrupted (`Crc64Mismatch`, `Md5Mismatch`). The plugin
 //! computed that checksum from the buffer it still holds, so a mismatch means the bytes
 //! were damaged on the way (a transport fault), and re-sending the same buffer is safe
@@ -173,31 +175,61 @@ impl RetryPolicy {
 
 /// Is a transport failure (no response) worth another attempt? Connects refused or
 /// reset, timeouts and bodies cut short are; a request that could not be built, a
-/// redirect and a TLS/certificate failure are not: they recur on every attempt.
+/// redirect and a TLS failure are not: they recur on every attempt. Decided by the error's
+/// *types* (as uv does), never its wording: see [`transport_class`].
 pub fn transport_retryable(e: &reqwest::Error) -> bool {
     if e.is_builder() || e.is_redirect() {
         return false;
     }
-    // The error's own text holds the URL (a host may contain any word): read its causes.
-    std::error::Error::source(e).map(|s| !is_tls_failure(s)).unwrap_or(true)
+    transport_class(e) != TransportClass::Final
 }
 
-/// Whether an error's cause chain is a TLS failure (rustls words: an invalid peer
-/// certificate, a fatal alert, a handshake or a corrupt record, e.g. TLS spoken to a
-/// plain-HTTP port). reqwest does not type these, so the chain's text is read.
-fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+/// What the cause chain of a transport error says about another attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportClass {
+    /// A `rustls::Error`: the peer's certificate is refused, it sent a fatal alert, speaks
+    /// no TLS we accept (TLS to a plain-HTTP port reads as a corrupt message). Every
+    /// attempt would meet the same refusal.
+    Final,
+    /// The connection was reset, aborted or closed mid-way (an `io::Error` of kind
+    /// `ConnectionReset`, `ConnectionAborted`, `BrokenPipe`, `UnexpectedEof`): a load
+    /// balancer dropping a handshake reads like this, and the next connection may pass.
+    Dropped,
+    /// Anything else (a timeout, a refused connect, a DNS failure): retried.
+    Other,
+}
+
+/// Walks the error's causes by type. `io::Error` hides its inner error from `source()`
+/// (it returns the inner error's *source*), so each `io::Error` is opened with `get_ref`.
+pub fn transport_class(e: &(dyn std::error::Error + 'static)) -> TransportClass {
+    let mut dropped = false;
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
-        let t = s.to_string().to_ascii_lowercase();
-        if ["certificate", "fatal alert", "handshake", "corrupt message", "peer is incompatible", "peer misbehaved"]
-            .iter()
-            .any(|w| t.contains(w))
-        {
-            return true;
+        if s.downcast_ref::<rustls::Error>().is_some() {
+            return TransportClass::Final;
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) {
+                return TransportClass::Final;
+            }
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof) {
+                dropped = true;
+            }
+            if let Some(inner) = io.get_ref() {
+                // The inner error's own chain (an io::Error's `source()` skips it).
+                if transport_class(inner) == TransportClass::Final {
+                    return TransportClass::Final;
+                }
+            }
         }
         src = s.source();
     }
-    false
+    if dropped {
+        TransportClass::Dropped
+    } else {
+        TransportClass::Other
+    }
 }
 
 /// Reads `x-ms-retry-after-ms` or `Retry-After` (seconds or an HTTP date).
@@ -266,6 +298,28 @@ mod tests {
         assert_eq!(server_hint(&h), Some(Duration::from_secs(7)));
         h.insert("x-ms-retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(server_hint(&h), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn transport_failures_are_classified_by_type_not_by_wording() {
+        use std::io::{Error, ErrorKind};
+        // tokio-rustls's words for a peer that closed mid-handshake: retried, although
+        // they say "handshake" (the old text match refused to retry it).
+        let eof = Error::new(ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert_eq!(transport_class(&eof), TransportClass::Dropped);
+        let reset = Error::from(ErrorKind::ConnectionReset);
+        assert_eq!(transport_class(&reset), TransportClass::Dropped);
+        // A certificate refusal, as hyper-rustls wraps it: final.
+        let cert = Error::new(
+            ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert_eq!(transport_class(&cert), TransportClass::Final);
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::HandshakeFailure);
+        assert_eq!(transport_class(&alert), TransportClass::Final);
+        // Words alone decide nothing: a message naming a certificate is not a TLS error.
+        let worded = Error::other("certificate handshake fatal alert");
+        assert_eq!(transport_class(&worded), TransportClass::Other);
     }
 
     #[test]
