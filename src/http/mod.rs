@@ -52,19 +52,34 @@ pub struct Request {
     pub body: Bytes,
     /// Bytes expected back (ranged GET), to scale the timeout.
     pub expect_bytes: u64,
+    /// The first header whose name or value could not be encoded (see [`Request::header`]):
+    /// the request is then refused before it is sent, naming it.
+    pub unencodable: Option<String>,
 }
 
 impl Request {
     pub fn new(method: Method, url: url::Url) -> Self {
-        Request { method, url, headers: HeaderMap::new(), body: Bytes::new(), expect_bytes: 0 }
+        Request { method, url, headers: HeaderMap::new(), body: Bytes::new(), expect_bytes: 0, unencodable: None }
     }
 
-    /// Adds a header; values that are not valid header text are dropped by the caller's checks in config.
+    /// Adds a header. A value that is not header text (a control character, non-ASCII: an
+    /// ETag from a hostile listing, say) is never dropped silently, which would lose an
+    /// `If-Match` version pin without a word: the request is refused when sent, naming the
+    /// header ([`Http::send`]).
     pub fn header(mut self, name: &'static str, value: impl AsRef<str>) -> Self {
-        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
-            self.headers.insert(HeaderName::from_static(name), v);
+        match HeaderValue::from_str(value.as_ref()) {
+            Ok(v) => {
+                self.headers.insert(HeaderName::from_static(name), v);
+            }
+            Err(_) => self.unencodable_header(name),
         }
         self
+    }
+
+    fn unencodable_header(&mut self, name: &str) {
+        if self.unencodable.is_none() {
+            self.unencodable = Some(name.to_string());
+        }
     }
 
     pub fn header_opt(self, name: &'static str, value: Option<impl AsRef<str>>) -> Self {
@@ -76,8 +91,11 @@ impl Request {
 
     /// Adds a header whose name is built at run time (metadata).
     pub fn dyn_header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            self.headers.insert(n, v);
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(n), Ok(v)) => {
+                self.headers.insert(n, v);
+            }
+            _ => self.unencodable_header(name),
         }
         self
     }
@@ -185,6 +203,12 @@ impl Http {
     }
 
     async fn send_inner(&self, req: Request, sink: Option<BodySink<'_>>) -> Result<Response, HttpError> {
+        if let Some(name) = &req.unencodable {
+            let message = format!(
+                "not sent: the `{name}` header's value cannot be sent in HTTP (a control or non-ASCII character); this file fails rather than going without it"
+            );
+            return Err(error(&req, client_request_id(), 0, message));
+        }
         let mut refreshed = false;
         let lp = retry::Loop { policy: &self.retry, what: None, retries: Some(&self.stats.retries) };
         let judge = |tried: Tried, attempt: u32| self.judge(&req, tried, attempt, &mut refreshed);
@@ -674,6 +698,25 @@ mod tests {
         assert_eq!(e.attempts, 1, "{e}");
         assert_eq!(http.stats.retries.load(Ordering::Relaxed), 0);
         assert!(started.elapsed() < Duration::from_secs(2), "no backoff was waited");
+    }
+
+    #[tokio::test]
+    async fn an_unencodable_header_fails_the_request_naming_it_and_nothing_is_sent() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(200).insert_header("x-ms-request-id", "r1"))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let url: url::Url = format!("{}/acct/c/a", server.uri()).parse().unwrap();
+        // An ETag from a listing with a line break: dropping it would lose the version pin.
+        let req = Request::new(Method::GET, url.clone()).header("if-match", "\"0x8D\nX\"");
+        let e = client().send(req).await.unwrap_err();
+        assert!(e.message.contains("the `if-match` header's value cannot be sent"), "{e}");
+        let req = Request::new(Method::PUT, url).dyn_header("x-ms-meta-note", "a\u{1}b");
+        let e = client().send(req).await.unwrap_err();
+        assert!(e.message.contains("`x-ms-meta-note`"), "{e}");
+        server.verify().await;
     }
 
     #[test]
