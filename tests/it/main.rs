@@ -21,5 +21,6 @@ mod hostile_upload;
 mod image;
 mod output;
 mod release;
+mod msrv;
 mod settings;
 mod sync;
