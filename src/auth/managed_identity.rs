@@ -113,6 +113,9 @@ impl ManagedIdentitySource {
                 return Verdict::Fail(AuthError::ManagedIdentity(format!("{what}: the request cannot be repeated")))
             }
         };
+        if a.oversized {
+            return Verdict::Fail(AuthError::ManagedIdentity(Answer::oversized_message(what)));
+        }
         let status = a.status;
         if a.is_success() {
             return match self.token(&a.body, status, what) {

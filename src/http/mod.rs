@@ -41,6 +41,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per host, at least: enough for the default concurrency's bursts.
 const MIN_IDLE_CONNECTIONS: usize = 8;
 
+/// The most of an error body (4xx/5xx, 3xx, or a 2xx that Azure did not send) that is
+/// read: Azure's `<Error>` is well under 1 KiB; the code and message sit at its start.
+/// The rest is never read (the connection is dropped), so a proxy's page costs nothing.
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// The most of a successful collected body (listings, properties) that is read. A list
+/// page holds at most 5,000 entries (`maxresults`), each with a name of at most 1,024
+/// characters (up to 6 bytes each once XML-escaped), metadata of at most 8 KiB and about
+/// 1.5 KiB of properties: under 80 MiB at the very worst, a few MiB in practice. Past
+/// this the answer is refused, not retried (it would come back the same).
+pub const MAX_BODY: usize = 128 << 20;
+
 /// The header Azure Storage puts on every response it sends (the service's request id).
 const AZURE_REQUEST_ID: &str = "x-ms-request-id";
 
@@ -227,6 +239,10 @@ impl Http {
                 return Verdict::Fail(error(req, id, attempt, format!("cannot write the received data: {e}")))
             }
             Err(Attempt::Auth(e)) => return Verdict::Fail(error(req, id, attempt, format!("no access token: {e}"))),
+            Err(Attempt::Oversized) => {
+                let m = format!("the answer is longer than {} MiB, more than any Azure Storage answer: refused", MAX_BODY >> 20);
+                return Verdict::Fail(error(req, id, attempt, m));
+            }
             Err(Attempt::Transport(e)) => {
                 let err = error(req, id, attempt, describe_transport(&e));
                 // An unbuildable request or a TLS refusal would fail the same way again.
@@ -398,7 +414,12 @@ impl Http {
             }
             return Ok(Response { status, headers, body: Bytes::new(), streamed: pos });
         }
-        let body = resp.bytes().await.map_err(Attempt::Transport)?;
+        let from_azure = status < 300 && headers.contains_key(AZURE_REQUEST_ID);
+        let cap = if from_azure { MAX_BODY } else { MAX_ERROR_BODY };
+        let (body, oversized) = retry::read_capped(resp, cap).await.map_err(Attempt::Transport)?;
+        if oversized && from_azure {
+            return Err(Attempt::Oversized);
+        }
         Ok(Response { status, headers, body, streamed: 0 })
     }
 }
@@ -466,6 +487,8 @@ enum Attempt {
     Auth(AuthorizeError),
     /// The sink of a streamed body refused it (a local write failed): not retried.
     Sink(std::io::Error),
+    /// A successful body longer than [`MAX_BODY`]: not retried (it would come back alike).
+    Oversized,
 }
 
 /// Whether a response means "this bearer token is not (or no longer) accepted".

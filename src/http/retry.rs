@@ -60,29 +60,59 @@ impl<E> GaveUp<E, E> {
     }
 }
 
-/// A token endpoint's answer, read whole (Entra ID, IMDS, the Actions endpoint: small
-/// JSON bodies; an unreadable body reads as empty).
+/// The most of a token endpoint's answer that is read (Entra ID, IMDS, the Actions
+/// endpoint). A token answer is a JWT of a few KiB in a small JSON object, an error a few
+/// hundred bytes: 1 MiB is hundreds of times either, and bounds what a hostile or broken
+/// endpoint (or a proxy's page) can make the plugin hold.
+pub const MAX_TOKEN_ANSWER: usize = 1 << 20;
+
+/// A token endpoint's answer, read whole up to [`MAX_TOKEN_ANSWER`].
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     /// The server's `Retry-After`.
     pub hint: Option<Duration>,
     pub body: bytes::Bytes,
+    /// The body went on past [`MAX_TOKEN_ANSWER`] (only the first bytes were kept, the
+    /// rest never read): not a token answer; the caller fails it naming the endpoint.
+    pub oversized: bool,
 }
 
 impl Answer {
-    /// Sends a plain (non-storage) request and reads its answer.
+    /// Sends a plain (non-storage) request and reads its answer. A body cut short is the
+    /// transport error it is (retried like a reset), never an empty body.
     pub async fn fetch(rb: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
         let resp = rb.send().await?;
         let status = resp.status().as_u16();
         let hint = server_hint(resp.headers());
-        let body = resp.bytes().await.unwrap_or_default();
-        Ok(Answer { status, hint, body })
+        let (body, oversized) = read_capped(resp, MAX_TOKEN_ANSWER).await?;
+        Ok(Answer { status, hint, body, oversized })
     }
 
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
     }
+
+    /// The message of an oversized answer from `what`.
+    pub fn oversized_message(what: &str) -> String {
+        format!("{what} answered more than {} KiB: not a token answer (a proxy or another server?)", MAX_TOKEN_ANSWER >> 10)
+    }
+}
+
+/// Reads a response's body, at most `cap` bytes: `(body, true)` when more was coming
+/// (the rest is left unread and the connection dropped). A body error is returned.
+pub async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<(bytes::Bytes, bool), reqwest::Error> {
+    let hint = resp.content_length().unwrap_or(0).min(cap as u64) as usize;
+    let mut body = bytes::BytesMut::with_capacity(hint);
+    while let Some(frame) = resp.chunk().await? {
+        let room = cap - body.len();
+        if frame.len() > room {
+            body.extend_from_slice(&frame[..room]);
+            return Ok((body.freeze(), true));
+        }
+        body.extend_from_slice(&frame);
+    }
+    Ok((body.freeze(), false))
 }
 
 /// How a loop logs and counts.
@@ -320,6 +350,21 @@ mod tests {
         // Words alone decide nothing: a message naming a certificate is not a TLS error.
         let worded = Error::other("certificate handshake fatal alert");
         assert_eq!(transport_class(&worded), TransportClass::Other);
+    }
+
+    #[tokio::test]
+    async fn a_body_is_read_up_to_its_cap_and_no_further() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(500).set_body_bytes(vec![b'x'; 1 << 20]))
+            .mount(&server)
+            .await;
+        let resp = reqwest::get(server.uri()).await.unwrap();
+        let (body, oversized) = read_capped(resp, 64 << 10).await.unwrap();
+        assert_eq!((body.len(), oversized), (64 << 10, true));
+        let resp = reqwest::get(server.uri()).await.unwrap();
+        let (body, oversized) = read_capped(resp, 1 << 20).await.unwrap();
+        assert_eq!((body.len(), oversized), (1 << 20, false), "exactly the cap is not over it");
     }
 
     #[test]
