@@ -321,6 +321,12 @@ fn managed_identity_through_imds_when_nothing_else_is_configured() {
             .and(wiremock::matchers::query_param("api-version", "2018-02-01"))
             .respond_with(Mint { jwt_lifetime: 3600, expires_in: 3600, imds: true, minted: imds.minted.clone() }),
     );
+    // What IMDS answers the probe, which carries no `Metadata` header (the probe needs this shape).
+    imds.mount(Mock::given(method("GET")).and(path("/metadata/identity/oauth2/token")).respond_with(
+        ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": "invalid_request", "error_description": "Required metadata header not specified"
+        })),
+    ));
     let c = container("imds");
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"from a VM");
