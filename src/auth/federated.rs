@@ -116,6 +116,11 @@ async fn actions_token(
         Err(GaveUp::Exhausted { last, attempts }) => {
             Err(AuthError::Network(format!("{what} failed after {attempts} attempts: {last}")))
         }
+        Err(GaveUp::TimedOut { last, attempts, after }) => Err(AuthError::Network(format!(
+            "{what} failed after {attempts} attempt(s){}; {}",
+            last.map(|l| format!(" ({l})")).unwrap_or_default(),
+            crate::http::retry::deadline_message(after)
+        ))),
     }
 }
 
@@ -303,6 +308,11 @@ impl TokenSource for FederatedSource {
             Err(GaveUp::Exhausted { last, attempts }) => Err(AuthError::Network(format!(
                 "the Entra ID token exchange ({url}) failed after {attempts} attempts: {last}"
             ))),
+            Err(GaveUp::TimedOut { last, attempts, after }) => Err(AuthError::Network(format!(
+                "the Entra ID token exchange ({url}) failed after {attempts} attempt(s){}; {}",
+                last.map(|l| format!(" ({l})")).unwrap_or_default(),
+                crate::http::retry::deadline_message(after)
+            ))),
         }
     }
 
@@ -341,7 +351,12 @@ mod tests {
     }
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_retries: 2, base: Duration::from_millis(5), cap: Duration::from_millis(20) }
+        RetryPolicy {
+            max_retries: 2,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        }
     }
 
     fn source(server: &MockServer, src: AssertionSource) -> FederatedSource {

@@ -205,6 +205,11 @@ impl TokenSource for ManagedIdentitySource {
             Err(GaveUp::Exhausted { last, attempts }) => {
                 Err(AuthError::ManagedIdentity(format!("{what} gave no token after {attempts} attempts: {last}")))
             }
+            Err(GaveUp::TimedOut { last, attempts, after }) => Err(AuthError::ManagedIdentity(format!(
+                "{what} gave no token after {attempts} attempt(s){}; {}",
+                last.map(|l| format!(" ({l})")).unwrap_or_default(),
+                crate::http::retry::deadline_message(after)
+            ))),
         }
     }
 
@@ -275,7 +280,12 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_retries: 3, base: Duration::from_millis(5), cap: Duration::from_millis(20) }
+        RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        }
     }
 
     #[tokio::test]
@@ -381,10 +391,16 @@ mod tests {
             (200, r#"{"error":"invalid_request"}"#),
         ] {
             let server = MockServer::start().await;
-            Mock::given(method("GET")).respond_with(ResponseTemplate::new(status).set_body_string(body)).mount(&server).await;
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(status).set_body_string(body))
+                .mount(&server)
+                .await;
             assert!(!probe_imds(&server.uri()).await, "{status} {body}");
         }
-        assert!(imds_shaped(400, br#"{"error":"invalid_request","error_description":"Required metadata header not specified"}"#));
+        assert!(imds_shaped(
+            400,
+            br#"{"error":"invalid_request","error_description":"Required metadata header not specified"}"#
+        ));
     }
 
     fn jwt_now() -> i64 {

@@ -222,9 +222,21 @@ impl Http {
             return Err(error(&req, client_request_id(), 0, message));
         }
         let mut refreshed = false;
-        let lp = retry::Loop { policy: &self.retry, what: None, retries: Some(&self.stats.retries) };
+        // A body of N MiB gets N more seconds, per attempt (`allowance`) and overall.
+        let policy = RetryPolicy { deadline: self.retry.deadline + allowance(&req), ..self.retry.clone() };
+        let lp = retry::Loop { policy: &policy, what: None, retries: Some(&self.stats.retries) };
         let judge = |tried: Tried, attempt: u32| self.judge(&req, tried, attempt, &mut refreshed);
-        retry::run(&lp, judge, |_| self.attempt(&req, sink)).await.map_err(retry::GaveUp::into_error)
+        match retry::run(&lp, judge, |_| self.attempt(&req, sink)).await {
+            Ok(resp) => Ok(resp),
+            Err(retry::GaveUp::TimedOut { last, attempts, after }) => {
+                let mut e = last.unwrap_or_else(|| error(&req, client_request_id(), attempts, String::new()));
+                e.attempts = attempts;
+                let deadline = retry::deadline_message(after);
+                e.message = if e.message.is_empty() { deadline } else { format!("{}; {deadline}", e.message) };
+                Err(e)
+            }
+            Err(gave_up) => Err(gave_up.into_error()),
+        }
     }
 
     /// What one attempt came to: a response to return, an error, a retry, or (once) the
@@ -240,11 +252,18 @@ impl Http {
             }
             Err(Attempt::Auth(e)) => return Verdict::Fail(error(req, id, attempt, format!("no access token: {e}"))),
             Err(Attempt::Oversized) => {
-                let m = format!("the answer is longer than {} MiB, more than any Azure Storage answer: refused", MAX_BODY >> 20);
+                let m = format!(
+                    "the answer is longer than {} MiB, more than any Azure Storage answer: refused",
+                    MAX_BODY >> 20
+                );
                 return Verdict::Fail(error(req, id, attempt, m));
             }
             Err(Attempt::Transport(e)) => {
                 let err = error(req, id, attempt, describe_transport(&e));
+                // A timed-out request may have landed: only an idempotent one is sent again.
+                if e.is_timeout() && !req.method.is_idempotent() {
+                    return Verdict::Fail(err);
+                }
                 // An unbuildable request or a TLS refusal would fail the same way again.
                 return match retry::transport_retryable(&e) {
                     true => Verdict::Retry { error: err, hint: None },
@@ -397,9 +416,7 @@ impl Http {
             h.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(req.body.len()));
             *r.body_mut() = Some(req.body.clone().into());
         }
-        // A body of N MiB gets N more seconds (at least 1 MiB/s must flow).
-        let bytes = req.body.len() as u64 + req.expect_bytes;
-        *r.timeout_mut() = Some(self.timeout + Duration::from_secs(bytes >> 20));
+        *r.timeout_mut() = Some(self.timeout + allowance(req));
         *used_token = self.credential.authorize(&mut r).await.map_err(Attempt::Auth)?;
         let resp = self.client.execute(r).await.map_err(Attempt::Transport)?;
         let status = resp.status().as_u16();
@@ -422,6 +439,12 @@ impl Http {
         }
         Ok(Response { status, headers, body, streamed: 0 })
     }
+}
+
+/// The time a request's body (sent or expected back) adds to its timeout and deadline:
+/// a body of N MiB gets N more seconds (at least 1 MiB/s must flow).
+fn allowance(req: &Request) -> Duration {
+    Duration::from_secs((req.body.len() as u64).saturating_add(req.expect_bytes) >> 20)
 }
 
 /// An error about `req` without a response (status, code and request id to be filled in).
@@ -547,7 +570,12 @@ mod tests {
     }
 
     fn client() -> Http {
-        let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
+        let retry = RetryPolicy {
+            max_retries: 2,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        };
         Http::new(Anonymous, retry, Duration::from_secs(5), None, 4).unwrap()
     }
 
@@ -714,7 +742,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_that_cannot_be_built_is_not_retried() {
-        let retry = RetryPolicy { max_retries: 5, base: Duration::from_secs(2), cap: Duration::from_secs(2) };
+        let retry = RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        };
         let http = Http::new(Anonymous, retry, Duration::from_secs(5), None, 4).unwrap();
         let started = Instant::now();
         let e = http.send(Request::new(Method::GET, "ftp://127.0.0.1:1/acct/c/a".parse().unwrap())).await.unwrap_err();

@@ -49,13 +49,26 @@ pub enum GaveUp<F, R = F> {
     Failed(F),
     /// Every attempt of the budget was retryable; `last` is the last one's error.
     Exhausted { last: R, attempts: u32 },
+    /// The policy's `deadline` (`retry_timeout`) passed: an attempt was cut short, or the
+    /// next wait would have ended past it. `last` is the last attempt's error, if one ended.
+    TimedOut { last: Option<R>, attempts: u32, after: Duration },
+}
+
+/// The words every deadline message ends with: the setting that bounds it.
+pub fn deadline_message(after: Duration) -> String {
+    format!(
+        "gave up after {:.1}s: `retry_timeout` ({}) bounds the attempts and waits of one request together; raise it, or check the network and the service",
+        after.as_secs_f64(),
+        crate::settings::env_name("retry_timeout")
+    )
 }
 
 impl<E> GaveUp<E, E> {
     /// The error, whichever way the loop ended (the error already names its attempts).
     pub fn into_error(self) -> E {
         match self {
-            GaveUp::Failed(e) | GaveUp::Exhausted { last: e, .. } => e,
+            GaveUp::Failed(e) | GaveUp::Exhausted { last: e, .. } | GaveUp::TimedOut { last: Some(e), .. } => e,
+            GaveUp::TimedOut { last: None, .. } => unreachable!("a deadline without an error is handled by the caller"),
         }
     }
 }
@@ -95,7 +108,10 @@ impl Answer {
 
     /// The message of an oversized answer from `what`.
     pub fn oversized_message(what: &str) -> String {
-        format!("{what} answered more than {} KiB: not a token answer (a proxy or another server?)", MAX_TOKEN_ANSWER >> 10)
+        format!(
+            "{what} answered more than {} KiB: not a token answer (a proxy or another server?)",
+            MAX_TOKEN_ANSWER >> 10
+        )
     }
 }
 
@@ -126,7 +142,9 @@ pub struct Loop<'a> {
 }
 
 /// Runs `op` (given the 1-based attempt number) until `classify` says done or failed, or
-/// the policy's retries are spent. A [`Verdict::Again`] does not count against the budget.
+/// the policy's retries are spent, or its `deadline` passes (an attempt still running then
+/// is dropped; a wait that would end past it is not begun). A [`Verdict::Again`] does not
+/// count against the budget.
 pub async fn run<O, T, F, R, Op, Fut, C>(lp: &Loop<'_>, mut classify: C, mut op: Op) -> Result<T, GaveUp<F, R>>
 where
     Op: FnMut(u32) -> Fut,
@@ -134,11 +152,17 @@ where
     C: FnMut(O, u32) -> Verdict<T, F, R>,
     R: std::fmt::Display,
 {
+    let started = tokio::time::Instant::now();
+    let deadline = started + lp.policy.deadline;
     let mut attempt = 0u32;
     let mut free = 0u32;
     loop {
         attempt += 1;
-        let (error, hint) = match classify(op(attempt).await, attempt) {
+        let outcome = match tokio::time::timeout_at(deadline, op(attempt)).await {
+            Ok(o) => o,
+            Err(_) => return Err(GaveUp::TimedOut { last: None, attempts: attempt, after: started.elapsed() }),
+        };
+        let (error, hint) = match classify(outcome, attempt) {
             Verdict::Done(v) => return Ok(v),
             Verdict::Fail(e) => return Err(GaveUp::Failed(e)),
             Verdict::Again => {
@@ -151,6 +175,9 @@ where
             return Err(GaveUp::Exhausted { last: error, attempts: attempt });
         }
         let wait = lp.policy.delay(attempt, hint);
+        if tokio::time::Instant::now() + wait >= deadline {
+            return Err(GaveUp::TimedOut { last: Some(error), attempts: attempt, after: started.elapsed() });
+        }
         if let Some(r) = lp.retries {
             r.fetch_add(1, Ordering::Relaxed);
         }
@@ -168,11 +195,18 @@ pub struct RetryPolicy {
     pub max_retries: u32,
     pub base: Duration,
     pub cap: Duration,
+    /// The most one request may take, its attempts and waits together (`retry_timeout`).
+    pub deadline: Duration,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_retries: 5, base: Duration::from_millis(250), cap: Duration::from_secs(30) }
+        RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(30),
+            deadline: Self::DEFAULT_DEADLINE,
+        }
     }
 }
 
@@ -189,6 +223,9 @@ impl RetryPolicy {
     /// The longest wait a server's `Retry-After` may ask for: a bogus or hostile header
     /// must not stall a CI step for hours.
     pub const MAX_SERVER_WAIT: Duration = Duration::from_secs(120);
+
+    /// `retry_timeout`'s default, as object_store's: 3 minutes.
+    pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(180);
 
     /// Wait before retry number `retry` (1-based), given the server's hint.
     pub fn delay(&self, retry: u32, server_hint: Option<Duration>) -> Duration {
@@ -284,7 +321,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_loop_counts_its_budget_and_a_free_attempt_does_not() {
-        let policy = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(2) };
+        let policy = RetryPolicy {
+            max_retries: 2,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
         let retries = AtomicU64::new(0);
         let lp = Loop { policy: &policy, what: Some("test"), retries: Some(&retries) };
         let got: Result<(), GaveUp<String>> = run(
@@ -309,9 +351,42 @@ mod tests {
         assert!(matches!(got, Err(GaveUp::Failed("no"))));
     }
 
+    /// A server asking for long waits cannot keep one request alive past the deadline; an
+    /// attempt that hangs is cut at it.
+    #[tokio::test]
+    async fn the_deadline_bounds_attempts_and_waits_together() {
+        let deadline = Duration::from_millis(300);
+        let policy = RetryPolicy { max_retries: 50, deadline, ..RetryPolicy::default() };
+        let lp = Loop { policy: &policy, what: None, retries: None };
+        let started = std::time::Instant::now();
+        let got: Result<(), GaveUp<String>> = run(
+            &lp,
+            |_: u32, _| Verdict::Retry { error: "busy".into(), hint: Some(Duration::from_millis(200)) },
+            |n| async move { n },
+        )
+        .await;
+        match got {
+            // The second wait would end past the deadline: not begun.
+            Err(GaveUp::TimedOut { last: Some(e), attempts: 2, .. }) => assert_eq!(e, "busy"),
+            other => panic!("{other:?}"),
+        }
+        assert!(started.elapsed() < deadline, "{:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        let got: Result<(), GaveUp<String>> =
+            run(&lp, |_: u32, _| Verdict::Fail("unreachable".to_string()), |_| std::future::pending::<u32>()).await;
+        assert!(matches!(got, Err(GaveUp::TimedOut { last: None, attempts: 1, .. })), "{got:?}");
+        assert!(started.elapsed() >= deadline && started.elapsed() < deadline * 3, "{:?}", started.elapsed());
+        assert!(deadline_message(Duration::from_secs(3)).contains("`retry_timeout` (PLUGIN_RETRY_TIMEOUT)"));
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy { max_retries: 5, base: Duration::from_millis(100), cap: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            ..RetryPolicy::default()
+        };
         for _ in 0..200 {
             assert!(p.delay(1, None) <= Duration::from_millis(200));
             assert!(p.delay(10, None) <= Duration::from_secs(1));

@@ -480,3 +480,29 @@ fn net_a_tls_handshake_dropped_twice_is_retried_and_the_upload_succeeds() {
     assert!(seen.load(Ordering::SeqCst) >= 3, "the two dropped handshakes happened");
     assert_eq!(fetch(az, &c, "a.txt").0, b"through a flaky balancer");
 }
+
+/// A server asking for long waits (`Retry-After: 100` on every Put Blob) cannot keep a
+/// request alive past `retry_timeout`: the file fails soon, naming the setting, instead of
+/// the step hanging for minutes (6 attempts and 5 waits of up to 120 s before).
+#[test]
+fn net_retry_timeout_bounds_a_request_whose_server_asks_for_long_waits() {
+    let c = existing_container("deadline");
+    let busy = Fault::status_with(503, "ServerBusy", "retry-after", "100");
+    let proxy = FaultProxy::start(Azurite::shared(), vec![Rule::new("busy", op("PutBlob"), Times::Every, busy)]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    let started = Instant::now();
+    let out = via(&proxy, dir.path(), &c).set("retries", "5").set("retry_timeout", "3s").set("source", "a.txt").run();
+    out.assert_code(1).assert_contains("`retry_timeout` (PLUGIN_RETRY_TIMEOUT)").assert_contains("503 ServerBusy");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}:\n{}", started.elapsed(), out.all());
+    assert_eq!(proxy.fired("busy"), 1, "the second attempt would start past the deadline");
+}
+
+#[test]
+fn net_retry_timeout_out_of_range_is_an_invalid_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    let out =
+        plugin(dir.path()).azurite(Azurite::shared(), "never").set("retry_timeout", "2h").set("source", "a.txt").run();
+    out.assert_code(2).assert_contains("retry_timeout").assert_contains("1s to 1h");
+}
