@@ -250,7 +250,17 @@ impl Http {
             Err(Attempt::Sink(e)) => {
                 return Verdict::Fail(error(req, id, attempt, format!("cannot write the received data: {e}")))
             }
-            Err(Attempt::Auth(e)) => return Verdict::Fail(error(req, id, attempt, format!("no access token: {e}"))),
+            Err(Attempt::Auth(e)) => {
+                let e = error(req, id, attempt, format!("no access token: {e}"));
+                // The run has one credential: once its token cannot be had (the source has
+                // retried what was transient), every queued file would fail alike.
+                self.stop.trip(StopReason {
+                    status: 0,
+                    code: Some(stop::TOKEN_REFRESH_FAILED.into()),
+                    error: e.to_string(),
+                });
+                return Verdict::Fail(e);
+            }
             Err(Attempt::Oversized) => {
                 let m = format!(
                     "the answer is longer than {} MiB, more than any Azure Storage answer: refused",
@@ -479,11 +489,15 @@ fn not_sent(req: &Request, r: &StopReason, client_request_id: String, attempts: 
         path: req.url.path().to_string(),
         status: None,
         code: None,
-        message: format!(
-            "not sent: the run stopped on {} {} (see the error at the end)",
-            r.status,
-            r.code.as_deref().unwrap_or("(redirect)")
-        ),
+        message: match (r.status, r.code.as_deref()) {
+            (0, code) => {
+                format!("not sent: the run stopped ({}; see the error at the end)", code.unwrap_or("no response"))
+            }
+            (status, code) => format!(
+                "not sent: the run stopped on {status} {} (see the error at the end)",
+                code.unwrap_or("(redirect)")
+            ),
+        },
         request_id: None,
         client_request_id,
         attempts,

@@ -356,6 +356,10 @@ fn stop_message(cfg: &Config, cred: &Credential, role: &str, r: &StopReason, not
             cfg.container_word(),
             env(cfg.container_word())
         ),
+        (_, Some(crate::http::stop::TOKEN_REFRESH_FAILED)) => format!(
+            "the access token could not be renewed mid-run, so no further request could be authorized: the error names the token source and its answer; check that it still issues tokens (Entra ID's federated credential and `client_id` ({}), the token file's rotation, the Actions token's lifetime, the managed identity), or, with `access_token`, pass one that outlives the transfer",
+            env("client_id")
+        ),
         (403, Some("AuthorizationSourceIPMismatch" | "AuthorizationProtocolMismatch")) => network.to_string(),
         (403, Some("KeyBasedAuthenticationNotPermitted")) => {
             "the account does not allow Shared Key or SAS: use a federated token or a managed identity (`auth`, docs/auth.md)".to_string()
