@@ -397,6 +397,14 @@ fn stop_message(cfg: &Config, cred: &Credential, role: &str, r: &StopReason, not
     )
 }
 
+/// The result of a file whose task panicked: that file failed (an internal error, named),
+/// the others go on, and the summary, manifest and outputs are still written (exit 1).
+pub(crate) fn task_failed(name: &str, local: &str, size: u64, e: tokio::task::JoinError) -> FileResult {
+    let mut r = FileResult::new(name, local, size, String::new());
+    r.reason = Some(format!("internal error (please report it): {e}"));
+    r
+}
+
 /// The result of a queued file never started because the run had stopped.
 pub(crate) fn not_attempted(eng: &Engine, name: &str, local: &str, size: u64) -> FileResult {
     let mut r = FileResult::new(name, local, size, eng.store.url(name));
@@ -468,16 +476,18 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut 
     futures::stream::iter(plan.files.iter().enumerate())
         .map(|(i, item)| {
             let eng = engine.clone();
-            tokio::spawn(async move {
+            let (name, local, size) = (item.name.clone(), item.rel.clone(), item.size);
+            let task = tokio::spawn(async move {
                 if eng.stop.is_stopped() {
-                    return (i, not_attempted(&eng, &item.name, &item.rel, item.size));
+                    return not_attempted(&eng, &item.name, &item.rel, item.size);
                 }
-                (i, upload::upload_one(eng, item).await)
-            })
+                upload::upload_one(eng, item).await
+            });
+            // A panicked task is that file's failure (docs/design.md, "Panics").
+            async move { (i, task.await.unwrap_or_else(|e| task_failed(&name, &local, size, e))) }
         })
         .buffer_unordered(cfg.concurrency)
-        .for_each(|r| {
-            let (i, r) = r.expect("upload task panicked");
+        .for_each(|(i, r)| {
             report.record(first + i, r);
             std::future::ready(())
         })
@@ -604,24 +614,27 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         futures::stream::iter(plan.into_items().enumerate())
             .map(|(i, item)| {
                 let (eng, target) = (eng.clone(), target.clone());
-                tokio::spawn(async move {
+                let local = target.path.join(item.rel()).to_string_lossy().into_owned();
+                let (name, size) = (item.remote.name.clone(), item.remote.size);
+                let task = tokio::spawn(async move {
                     if eng.stop.is_stopped() {
                         let local = target.path.join(item.rel()).to_string_lossy().into_owned();
-                        return (i, not_attempted(&eng, &item.remote.name, &local, item.remote.size));
+                        return not_attempted(&eng, &item.remote.name, &local, item.remote.size);
                     }
-                    (i, download::download_one(eng, item, target).await)
-                })
+                    download::download_one(eng, item, target).await
+                });
+                async move { (i, task.await.unwrap_or_else(|e| task_failed(&name, &local, size, e))) }
             })
             .buffer_unordered(concurrency)
-            .for_each(|r| {
-                let (i, r) = r.expect("download task panicked");
+            .for_each(|(i, r)| {
                 owned.record(first + i, r);
                 std::future::ready(())
             })
             .await;
         owned
     });
-    *report = driver.await.expect("download task panicked");
+    // The driver only records results (each file's panic is caught above).
+    *report = driver.await.expect("the download driver records results and does not panic");
     ticker.stop();
     Ok(())
 }
