@@ -574,7 +574,8 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         .into());
     }
     let plan = plan::plan_download(cfg, listed)?;
-    let total: u64 = plan.items.iter().map(|i| i.size).sum();
+    // Listed sizes are outside data: their sum saturates rather than overflowing.
+    let total: u64 = plan.items.iter().fold(0u64, |sum, i| sum.saturating_add(i.size));
     tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
     for (name, why) in &plan.refused {
         tracing::error!("refused: {}: {why}", name.escape_debug());
