@@ -5,7 +5,11 @@
 //! on failure) and a `User-Agent` naming the plugin and the CI run. Bodies are
 //! `Bytes`, so a retry re-sends the same buffer without copying. Responses are read
 //! whole inside the attempt, so a connection dropped mid-body is retried like any
-//! other transport failure. Nothing here prints a URL's query string.
+//! other transport failure, and bounded: an error body to [`MAX_ERROR_BODY`], a collected
+//! answer to [`MAX_BODY`]. One request's attempts and waits together end at `retry_timeout`
+//! (`RetryPolicy::deadline`). A header that cannot be encoded fails the request, naming
+//! it. A bearer token that cannot be had mid-run stops the run (`stop::TOKEN_REFRESH_FAILED`).
+//! Nothing here prints a URL's query string.
 //!
 //! Redirects are never followed (Azure Storage never redirects; a 3xx means a proxy or a
 //! captive portal answered): a 3xx is a failure naming its `Location` without the query.

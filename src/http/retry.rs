@@ -20,6 +20,11 @@
 //! what the service asks for in `Retry-After` / `x-ms-retry-after-ms`.
 
 //!
+//! Every loop ends at the policy's `deadline` (`retry_timeout`, default 3 minutes as
+//! object_store's): an attempt still running then is dropped, and a wait that would end
+//! past it is not begun; the error names the setting. A timed-out request whose method is
+//! not idempotent (POST, PATCH) is not re-sent by the storage client.
+//!
 //! [`run`] is the one retry loop: storage requests (`Http::send`) and every token request
 //! (Entra ID, the Actions endpoint, managed identity) go through it, so the budget, the
 //! server's hint, the jittered wait and the log line are the same everywhere.
