@@ -30,7 +30,7 @@ pub async fn run(cfg: Config) -> Result<Outcome, RunError> {
         credential.prefetch().await?;
     }
     transfer::start_line(&cfg, &credential);
-    let retry = RetryPolicy { max_retries: cfg.retries, ..RetryPolicy::default() };
+    let retry = RetryPolicy { max_retries: cfg.retries, deadline: cfg.retry_timeout, ..RetryPolicy::default() };
     let http = Arc::new(
         Http::new(credential.clone(), retry, cfg.timeout, cfg.ci_label.as_deref(), cfg.concurrency)
             .map_err(RunError::Other)?,

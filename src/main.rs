@@ -2,6 +2,8 @@
 //!
 //! Exit codes: 0 every file done (or skipped as asked); 1 one or more files failed or were
 //! not attempted, or the manifest or the outputs could not be written (the summary is printed first);
+//! a sync refused by `max_delete` is 1 too: listing and plan succeeded, and the user's own guard
+//! refused the plan, reported like a failure with the summary, manifest and outputs;
 //! 2 invalid settings; 3 nothing could be transferred: an error before any file
 //! (credentials, missing container, listing, planning), or a refusal that would recur for
 //! every file (wrong key, expired SAS, missing role, firewall, a redirect) that stopped

@@ -116,6 +116,11 @@ async fn actions_token(
         Err(GaveUp::Exhausted { last, attempts }) => {
             Err(AuthError::Network(format!("{what} failed after {attempts} attempts: {last}")))
         }
+        Err(GaveUp::TimedOut { last, attempts, after }) => Err(AuthError::Network(format!(
+            "{what} failed after {attempts} attempt(s){}; {}",
+            last.map(|l| format!(" ({l})")).unwrap_or_default(),
+            crate::http::retry::deadline_message(after)
+        ))),
     }
 }
 
@@ -127,6 +132,9 @@ fn actions_verdict(sent: Result<Answer, reqwest::Error>) -> Verdict<Secret, Auth
             return super::transport_failure(&e, |d| AuthError::Network(format!("the Actions ID-token endpoint: {d}")))
         }
     };
+    if a.oversized {
+        return Verdict::Fail(AuthError::Network(Answer::oversized_message("the Actions ID-token endpoint")));
+    }
     if a.is_success() {
         #[derive(serde::Deserialize)]
         struct Body {
@@ -216,6 +224,9 @@ impl FederatedSource {
                 })
             }
         };
+        if a.oversized {
+            return Verdict::Fail(AuthError::Network(Answer::oversized_message(&format!("Entra ID ({url})"))));
+        }
         let status = a.status;
         if a.is_success() {
             let Ok(r) = serde_json::from_slice::<TokenResponse>(&a.body) else {
@@ -297,6 +308,11 @@ impl TokenSource for FederatedSource {
             Err(GaveUp::Exhausted { last, attempts }) => Err(AuthError::Network(format!(
                 "the Entra ID token exchange ({url}) failed after {attempts} attempts: {last}"
             ))),
+            Err(GaveUp::TimedOut { last, attempts, after }) => Err(AuthError::Network(format!(
+                "the Entra ID token exchange ({url}) failed after {attempts} attempt(s){}; {}",
+                last.map(|l| format!(" ({l})")).unwrap_or_default(),
+                crate::http::retry::deadline_message(after)
+            ))),
         }
     }
 
@@ -335,7 +351,12 @@ mod tests {
     }
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_retries: 2, base: Duration::from_millis(5), cap: Duration::from_millis(20) }
+        RetryPolicy {
+            max_retries: 2,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        }
     }
 
     fn source(server: &MockServer, src: AssertionSource) -> FederatedSource {
@@ -497,5 +518,41 @@ mod tests {
         assert!(text.contains("--id 'client-1'"), "{text}");
         assert!(!text.contains(&ci), "the CI token leaked into the error: {text}");
         assert!(!text.contains(ci.rsplit('.').next().unwrap()), "the signature leaked: {text}");
+    }
+    /// A token answer cut mid-body is a transport failure, retried; it used to read as an
+    /// empty body ("no token JSON") and fail the run at once.
+    #[tokio::test]
+    async fn a_token_answer_cut_mid_body_is_retried_not_taken_for_no_json() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { return };
+                let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = vec![0u8; 16 << 10];
+                let _ = conn.read(&mut buf).await;
+                let body = r#"{"access_token":"good-token","expires_in":3600,"token_type":"Bearer"}"#;
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let cut = if n == 0 { 12 } else { body.len() };
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(&body.as_bytes()[..cut]).await;
+                let _ = conn.shutdown().await;
+            }
+        });
+        let src = FederatedSource::new(
+            "tenant-1".into(),
+            "client-1".into(),
+            format!("http://127.0.0.1:{port}"),
+            "api://AzureADTokenExchange".into(),
+            AssertionSource::Value { token: Secret::new(ci_token("repo:o/r", 300)), setting: "federated_token" },
+            reqwest::Client::new(),
+            policy(),
+        );
+        let t = src.fetch().await.unwrap();
+        assert_eq!(t.secret().expose(), "good-token");
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 2, "the cut answer was retried once");
     }
 }

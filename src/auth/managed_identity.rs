@@ -113,6 +113,9 @@ impl ManagedIdentitySource {
                 return Verdict::Fail(AuthError::ManagedIdentity(format!("{what}: the request cannot be repeated")))
             }
         };
+        if a.oversized {
+            return Verdict::Fail(AuthError::ManagedIdentity(Answer::oversized_message(what)));
+        }
         let status = a.status;
         if a.is_success() {
             return match self.token(&a.body, status, what) {
@@ -202,6 +205,11 @@ impl TokenSource for ManagedIdentitySource {
             Err(GaveUp::Exhausted { last, attempts }) => {
                 Err(AuthError::ManagedIdentity(format!("{what} gave no token after {attempts} attempts: {last}")))
             }
+            Err(GaveUp::TimedOut { last, attempts, after }) => Err(AuthError::ManagedIdentity(format!(
+                "{what} gave no token after {attempts} attempt(s){}; {}",
+                last.map(|l| format!(" ({l})")).unwrap_or_default(),
+                crate::http::retry::deadline_message(after)
+            ))),
         }
     }
 
@@ -214,11 +222,15 @@ impl TokenSource for ManagedIdentitySource {
     }
 }
 
-/// Whether an IMDS answers at `host`: any HTTP response within a short connect timeout.
+/// Whether an IMDS answers at `host`: an answer within a short connect timeout that has
+/// the IMDS shape.
 ///
-/// The probe carries no `Metadata` header, so a real IMDS answers 400 without issuing a
-/// token (the Azure SDKs probe the same way). Off Azure, 169.254.169.254 does not answer
-/// and the probe gives up after about a second.
+/// The probe carries no `Metadata` header, so a real IMDS answers 400 with a JSON error
+/// (`{"error":"invalid_request","error_description":"Required metadata header not
+/// specified"}`) without issuing a token (the Azure SDKs probe the same way). Any other
+/// answer (a captive portal's page, a proxy's error, an empty 404) is not an IMDS: taking
+/// it for one would switch `auth: auto` to a credential that then fails. Off Azure,
+/// 169.254.169.254 does not answer and the probe gives up after about a second.
 pub async fn probe_imds(host: &str) -> bool {
     let client = match reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(1))
@@ -231,13 +243,32 @@ pub async fn probe_imds(host: &str) -> bool {
         Err(_) => return false,
     };
     let url = format!("{}{IMDS_PATH}?api-version=2018-02-01", host.trim_end_matches('/'));
-    match client.get(url).send().await {
-        Ok(_) => true,
+    let resp = match client.get(url).send().await {
+        Ok(r) => r,
         Err(e) => {
             tracing::debug!("no IMDS at {host}: {}", crate::http::describe_transport(&e));
-            false
+            return false;
         }
+    };
+    let status = resp.status().as_u16();
+    let body = match crate::http::retry::read_capped(resp, 64 << 10).await {
+        Ok((body, false)) => body,
+        _ => return false,
+    };
+    let shaped = imds_shaped(status, &body);
+    if !shaped {
+        tracing::debug!("the answer at {host} (HTTP {status}) is not an IMDS's: not using a managed identity");
     }
+    shaped
+}
+
+/// An IMDS answer to a request without `Metadata: true`: a 400 whose body is a JSON
+/// object with an `error` string.
+fn imds_shaped(status: u16, body: &[u8]) -> bool {
+    status == 400
+        && serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .is_some_and(|v| v.get("error").is_some_and(|e| e.is_string()))
 }
 
 #[cfg(test)]
@@ -249,7 +280,12 @@ mod tests {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_retries: 3, base: Duration::from_millis(5), cap: Duration::from_millis(20) }
+        RetryPolicy {
+            max_retries: 3,
+            base: Duration::from_millis(5),
+            cap: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        }
     }
 
     #[tokio::test]
@@ -328,12 +364,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn probe_finds_a_server_and_not_a_closed_port() {
+    async fn probe_finds_an_imds_and_not_a_closed_port() {
         let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(IMDS_PATH))
+            .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+                "error": "invalid_request", "error_description": "Required metadata header not specified"
+            })))
+            .mount(&server)
+            .await;
         assert!(probe_imds(&server.uri()).await);
         // A port nothing listens on (bound then released).
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         assert!(!probe_imds(&format!("http://127.0.0.1:{port}")).await);
+    }
+
+    /// Anything that answers is not an IMDS: a portal's 200 page, an empty 404, a JSON
+    /// answer without `error`, a proxy's 400 page.
+    #[tokio::test]
+    async fn probe_requires_the_imds_shape() {
+        for (status, body) in [
+            (200, "<html>Welcome to the hotel wifi</html>"),
+            (404, ""),
+            (400, "<html>Bad Request</html>"),
+            (400, r#"{"message":"no"}"#),
+            (200, r#"{"error":"invalid_request"}"#),
+        ] {
+            let server = MockServer::start().await;
+            Mock::given(method("GET"))
+                .respond_with(ResponseTemplate::new(status).set_body_string(body))
+                .mount(&server)
+                .await;
+            assert!(!probe_imds(&server.uri()).await, "{status} {body}");
+        }
+        assert!(imds_shaped(
+            400,
+            br#"{"error":"invalid_request","error_description":"Required metadata header not specified"}"#
+        ));
     }
 
     fn jwt_now() -> i64 {

@@ -232,7 +232,11 @@ fn token_client(cfg: &Config) -> Result<reqwest::Client, AuthError> {
 const MAX_TOKEN_RETRIES: u32 = 5;
 
 fn token_retry(cfg: &Config) -> RetryPolicy {
-    RetryPolicy { max_retries: cfg.retries.min(MAX_TOKEN_RETRIES), ..RetryPolicy::default() }
+    RetryPolicy {
+        max_retries: cfg.retries.min(MAX_TOKEN_RETRIES),
+        deadline: cfg.retry_timeout,
+        ..RetryPolicy::default()
+    }
 }
 
 fn require_https(cfg: &Config, what: &str) -> Result<(), AuthError> {
@@ -440,7 +444,12 @@ mod tests {
         let minted = Arc::new(AtomicU64::new(0));
         let cache = TokenCache::new(Box::new(Minting(minted.clone())));
         let bearer = Bearer { kind: BearerKind::Federated, cache };
-        let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
+        let retry = RetryPolicy {
+            max_retries: 2,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        };
         let http = crate::http::Http::new(Credential::Bearer(Arc::new(bearer)), retry, Duration::from_secs(5), None, 4)
             .unwrap();
         http.stop.arm();

@@ -201,6 +201,8 @@ pub struct Config {
     pub max_memory: u64,
     pub retries: u32,
     pub timeout: Duration,
+    /// `retry_timeout`: one request's attempts and waits together.
+    pub retry_timeout: Duration,
     pub manifest: Option<PathBuf>,
     pub dry_run: bool,
     pub log_level: String,
@@ -619,6 +621,7 @@ struct Tuning {
     concurrency: usize,
     retries: u32,
     timeout: Duration,
+    retry_timeout: Duration,
     progress_interval: Duration,
 }
 
@@ -688,8 +691,16 @@ fn tuning(raw: &RawSettings, action: Action, bad: &mut Problems) -> Tuning {
         }
     };
     let timeout = duration("timeout", &mut *bad);
+    let mut retry_timeout = duration("retry_timeout", &mut *bad);
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&retry_timeout) {
+        bad.push(
+            "retry_timeout",
+            format!("`{}` is out of range: 1s to 1h", raw.get("retry_timeout").unwrap_or_default()),
+        );
+        retry_timeout = Duration::from_secs(180);
+    }
     let progress_interval = duration("progress_interval", &mut *bad);
-    Tuning { block_size, max_memory, concurrency, retries, timeout, progress_interval }
+    Tuning { block_size, max_memory, concurrency, retries, timeout, retry_timeout, progress_interval }
 }
 
 /// Where: the connection string, the endpoint, the account and the container (or share).
@@ -797,7 +808,7 @@ impl Config {
         let Headers { content_type, cache_control, content_encoding, content_disposition, metadata } =
             headers(raw, provenance_on.then_some(&trust), &mut bad);
 
-        let Tuning { block_size, max_memory, concurrency, retries, timeout, progress_interval } =
+        let Tuning { block_size, max_memory, concurrency, retries, timeout, retry_timeout, progress_interval } =
             tuning(raw, action, &mut bad);
         let SyncSettings { max_delete, compress, overwrite } =
             sync_settings(raw, action, service, &target, overwrite, &mut bad);
@@ -842,6 +853,7 @@ impl Config {
             max_memory,
             retries,
             timeout,
+            retry_timeout,
             manifest,
             dry_run,
             log_level,

@@ -5,7 +5,11 @@
 //! on failure) and a `User-Agent` naming the plugin and the CI run. Bodies are
 //! `Bytes`, so a retry re-sends the same buffer without copying. Responses are read
 //! whole inside the attempt, so a connection dropped mid-body is retried like any
-//! other transport failure. Nothing here prints a URL's query string.
+//! other transport failure, and bounded: an error body to [`MAX_ERROR_BODY`], a collected
+//! answer to [`MAX_BODY`]. One request's attempts and waits together end at `retry_timeout`
+//! (`RetryPolicy::deadline`). A header that cannot be encoded fails the request, naming
+//! it. A bearer token that cannot be had mid-run stops the run (`stop::TOKEN_REFRESH_FAILED`).
+//! Nothing here prints a URL's query string.
 //!
 //! Redirects are never followed (Azure Storage never redirects; a 3xx means a proxy or a
 //! captive portal answered): a 3xx is a failure naming its `Location` without the query.
@@ -41,6 +45,18 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle connections kept per host, at least: enough for the default concurrency's bursts.
 const MIN_IDLE_CONNECTIONS: usize = 8;
 
+/// The most of an error body (4xx/5xx, 3xx, or a 2xx that Azure did not send) that is
+/// read: Azure's `<Error>` is well under 1 KiB; the code and message sit at its start.
+/// The rest is never read (the connection is dropped), so a proxy's page costs nothing.
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// The most of a successful collected body (listings, properties) that is read. A list
+/// page holds at most 5,000 entries (`maxresults`), each with a name of at most 1,024
+/// characters (up to 6 bytes each once XML-escaped), metadata of at most 8 KiB and about
+/// 1.5 KiB of properties: under 80 MiB at the very worst, a few MiB in practice. Past
+/// this the answer is refused, not retried (it would come back the same).
+pub const MAX_BODY: usize = 128 << 20;
+
 /// The header Azure Storage puts on every response it sends (the service's request id).
 const AZURE_REQUEST_ID: &str = "x-ms-request-id";
 
@@ -52,19 +68,34 @@ pub struct Request {
     pub body: Bytes,
     /// Bytes expected back (ranged GET), to scale the timeout.
     pub expect_bytes: u64,
+    /// The first header whose name or value could not be encoded (see [`Request::header`]):
+    /// the request is then refused before it is sent, naming it.
+    pub unencodable: Option<String>,
 }
 
 impl Request {
     pub fn new(method: Method, url: url::Url) -> Self {
-        Request { method, url, headers: HeaderMap::new(), body: Bytes::new(), expect_bytes: 0 }
+        Request { method, url, headers: HeaderMap::new(), body: Bytes::new(), expect_bytes: 0, unencodable: None }
     }
 
-    /// Adds a header; values that are not valid header text are dropped by the caller's checks in config.
+    /// Adds a header. A value that is not header text (a control character, non-ASCII: an
+    /// ETag from a hostile listing, say) is never dropped silently, which would lose an
+    /// `If-Match` version pin without a word: the request is refused when sent, naming the
+    /// header ([`Http::send`]).
     pub fn header(mut self, name: &'static str, value: impl AsRef<str>) -> Self {
-        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
-            self.headers.insert(HeaderName::from_static(name), v);
+        match HeaderValue::from_str(value.as_ref()) {
+            Ok(v) => {
+                self.headers.insert(HeaderName::from_static(name), v);
+            }
+            Err(_) => self.unencodable_header(name),
         }
         self
+    }
+
+    fn unencodable_header(&mut self, name: &str) {
+        if self.unencodable.is_none() {
+            self.unencodable = Some(name.to_string());
+        }
     }
 
     pub fn header_opt(self, name: &'static str, value: Option<impl AsRef<str>>) -> Self {
@@ -76,8 +107,11 @@ impl Request {
 
     /// Adds a header whose name is built at run time (metadata).
     pub fn dyn_header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
-            self.headers.insert(n, v);
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(n), Ok(v)) => {
+                self.headers.insert(n, v);
+            }
+            _ => self.unencodable_header(name),
         }
         self
     }
@@ -185,10 +219,28 @@ impl Http {
     }
 
     async fn send_inner(&self, req: Request, sink: Option<BodySink<'_>>) -> Result<Response, HttpError> {
+        if let Some(name) = &req.unencodable {
+            let message = format!(
+                "not sent: the `{name}` header's value cannot be sent in HTTP (a control or non-ASCII character); this file fails rather than going without it"
+            );
+            return Err(error(&req, client_request_id(), 0, message));
+        }
         let mut refreshed = false;
-        let lp = retry::Loop { policy: &self.retry, what: None, retries: Some(&self.stats.retries) };
+        // A body of N MiB gets N more seconds, per attempt (`allowance`) and overall.
+        let policy = RetryPolicy { deadline: self.retry.deadline + allowance(&req), ..self.retry.clone() };
+        let lp = retry::Loop { policy: &policy, what: None, retries: Some(&self.stats.retries) };
         let judge = |tried: Tried, attempt: u32| self.judge(&req, tried, attempt, &mut refreshed);
-        retry::run(&lp, judge, |_| self.attempt(&req, sink)).await.map_err(retry::GaveUp::into_error)
+        match retry::run(&lp, judge, |_| self.attempt(&req, sink)).await {
+            Ok(resp) => Ok(resp),
+            Err(retry::GaveUp::TimedOut { last, attempts, after }) => {
+                let mut e = last.unwrap_or_else(|| error(&req, client_request_id(), attempts, String::new()));
+                e.attempts = attempts;
+                let deadline = retry::deadline_message(after);
+                e.message = if e.message.is_empty() { deadline } else { format!("{}; {deadline}", e.message) };
+                Err(e)
+            }
+            Err(gave_up) => Err(gave_up.into_error()),
+        }
     }
 
     /// What one attempt came to: a response to return, an error, a retry, or (once) the
@@ -202,9 +254,30 @@ impl Http {
             Err(Attempt::Sink(e)) => {
                 return Verdict::Fail(error(req, id, attempt, format!("cannot write the received data: {e}")))
             }
-            Err(Attempt::Auth(e)) => return Verdict::Fail(error(req, id, attempt, format!("no access token: {e}"))),
+            Err(Attempt::Auth(e)) => {
+                let e = error(req, id, attempt, format!("no access token: {e}"));
+                // The run has one credential: once its token cannot be had (the source has
+                // retried what was transient), every queued file would fail alike.
+                self.stop.trip(StopReason {
+                    status: 0,
+                    code: Some(stop::TOKEN_REFRESH_FAILED.into()),
+                    error: e.to_string(),
+                });
+                return Verdict::Fail(e);
+            }
+            Err(Attempt::Oversized) => {
+                let m = format!(
+                    "the answer is longer than {} MiB, more than any Azure Storage answer: refused",
+                    MAX_BODY >> 20
+                );
+                return Verdict::Fail(error(req, id, attempt, m));
+            }
             Err(Attempt::Transport(e)) => {
                 let err = error(req, id, attempt, describe_transport(&e));
+                // A timed-out request may have landed: only an idempotent one is sent again.
+                if e.is_timeout() && !req.method.is_idempotent() {
+                    return Verdict::Fail(err);
+                }
                 // An unbuildable request or a TLS refusal would fail the same way again.
                 return match retry::transport_retryable(&e) {
                     true => Verdict::Retry { error: err, hint: None },
@@ -357,9 +430,7 @@ impl Http {
             h.insert(reqwest::header::CONTENT_LENGTH, HeaderValue::from(req.body.len()));
             *r.body_mut() = Some(req.body.clone().into());
         }
-        // A body of N MiB gets N more seconds (at least 1 MiB/s must flow).
-        let bytes = req.body.len() as u64 + req.expect_bytes;
-        *r.timeout_mut() = Some(self.timeout + Duration::from_secs(bytes >> 20));
+        *r.timeout_mut() = Some(self.timeout + allowance(req));
         *used_token = self.credential.authorize(&mut r).await.map_err(Attempt::Auth)?;
         let resp = self.client.execute(r).await.map_err(Attempt::Transport)?;
         let status = resp.status().as_u16();
@@ -374,9 +445,20 @@ impl Http {
             }
             return Ok(Response { status, headers, body: Bytes::new(), streamed: pos });
         }
-        let body = resp.bytes().await.map_err(Attempt::Transport)?;
+        let from_azure = status < 300 && headers.contains_key(AZURE_REQUEST_ID);
+        let cap = if from_azure { MAX_BODY } else { MAX_ERROR_BODY };
+        let (body, oversized) = retry::read_capped(resp, cap).await.map_err(Attempt::Transport)?;
+        if oversized && from_azure {
+            return Err(Attempt::Oversized);
+        }
         Ok(Response { status, headers, body, streamed: 0 })
     }
+}
+
+/// The time a request's body (sent or expected back) adds to its timeout and deadline:
+/// a body of N MiB gets N more seconds (at least 1 MiB/s must flow).
+fn allowance(req: &Request) -> Duration {
+    Duration::from_secs((req.body.len() as u64).saturating_add(req.expect_bytes) >> 20)
 }
 
 /// An error about `req` without a response (status, code and request id to be filled in).
@@ -411,11 +493,15 @@ fn not_sent(req: &Request, r: &StopReason, client_request_id: String, attempts: 
         path: req.url.path().to_string(),
         status: None,
         code: None,
-        message: format!(
-            "not sent: the run stopped on {} {} (see the error at the end)",
-            r.status,
-            r.code.as_deref().unwrap_or("(redirect)")
-        ),
+        message: match (r.status, r.code.as_deref()) {
+            (0, code) => {
+                format!("not sent: the run stopped ({}; see the error at the end)", code.unwrap_or("no response"))
+            }
+            (status, code) => format!(
+                "not sent: the run stopped on {status} {} (see the error at the end)",
+                code.unwrap_or("(redirect)")
+            ),
+        },
         request_id: None,
         client_request_id,
         attempts,
@@ -442,6 +528,8 @@ enum Attempt {
     Auth(AuthorizeError),
     /// The sink of a streamed body refused it (a local write failed): not retried.
     Sink(std::io::Error),
+    /// A successful body longer than [`MAX_BODY`]: not retried (it would come back alike).
+    Oversized,
 }
 
 /// Whether a response means "this bearer token is not (or no longer) accepted".
@@ -500,7 +588,12 @@ mod tests {
     }
 
     fn client() -> Http {
-        let retry = RetryPolicy { max_retries: 2, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
+        let retry = RetryPolicy {
+            max_retries: 2,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            ..RetryPolicy::default()
+        };
         Http::new(Anonymous, retry, Duration::from_secs(5), None, 4).unwrap()
     }
 
@@ -667,13 +760,37 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_that_cannot_be_built_is_not_retried() {
-        let retry = RetryPolicy { max_retries: 5, base: Duration::from_secs(2), cap: Duration::from_secs(2) };
+        let retry = RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_secs(2),
+            cap: Duration::from_secs(2),
+            ..RetryPolicy::default()
+        };
         let http = Http::new(Anonymous, retry, Duration::from_secs(5), None, 4).unwrap();
         let started = Instant::now();
         let e = http.send(Request::new(Method::GET, "ftp://127.0.0.1:1/acct/c/a".parse().unwrap())).await.unwrap_err();
         assert_eq!(e.attempts, 1, "{e}");
         assert_eq!(http.stats.retries.load(Ordering::Relaxed), 0);
         assert!(started.elapsed() < Duration::from_secs(2), "no backoff was waited");
+    }
+
+    #[tokio::test]
+    async fn an_unencodable_header_fails_the_request_naming_it_and_nothing_is_sent() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::any())
+            .respond_with(wiremock::ResponseTemplate::new(200).insert_header("x-ms-request-id", "r1"))
+            .expect(0)
+            .mount(&server)
+            .await;
+        let url: url::Url = format!("{}/acct/c/a", server.uri()).parse().unwrap();
+        // An ETag from a listing with a line break: dropping it would lose the version pin.
+        let req = Request::new(Method::GET, url.clone()).header("if-match", "\"0x8D\nX\"");
+        let e = client().send(req).await.unwrap_err();
+        assert!(e.message.contains("the `if-match` header's value cannot be sent"), "{e}");
+        let req = Request::new(Method::PUT, url).dyn_header("x-ms-meta-note", "a\u{1}b");
+        let e = client().send(req).await.unwrap_err();
+        assert!(e.message.contains("`x-ms-meta-note`"), "{e}");
+        server.verify().await;
     }
 
     #[test]

@@ -14,9 +14,15 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
+/// The `code` of a stop because the run's only credential could not produce a token
+/// mid-run (Entra, the token file, the Actions endpoint or the managed identity failed
+/// after the first token): `status` is then 0 (no response).
+pub const TOKEN_REFRESH_FAILED: &str = "TokenRefreshFailed";
+
 /// What stopped the run.
 #[derive(Debug, Clone)]
 pub struct StopReason {
+    /// The refusal's HTTP status; 0 when no response caused it ([`TOKEN_REFRESH_FAILED`]).
     pub status: u16,
     pub code: Option<String>,
     /// The failed request in full (method, path, status, code, request ids).

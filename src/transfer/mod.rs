@@ -228,7 +228,7 @@ fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -399,6 +399,10 @@ fn stop_message(cfg: &Config, cred: &Credential, role: &str, r: &StopReason, not
             cfg.container_word(),
             env(cfg.container_word())
         ),
+        (_, Some(crate::http::stop::TOKEN_REFRESH_FAILED)) => format!(
+            "the access token could not be renewed mid-run, so no further request could be authorized: the error names the token source and its answer; check that it still issues tokens (Entra ID's federated credential and `client_id` ({}), the token file's rotation, the Actions token's lifetime, the managed identity), or, with `access_token`, pass one that outlives the transfer",
+            env("client_id")
+        ),
         (403, Some("AuthorizationSourceIPMismatch" | "AuthorizationProtocolMismatch")) => network.to_string(),
         (403, Some("KeyBasedAuthenticationNotPermitted")) => {
             "the account does not allow Shared Key or SAS: use a federated token or a managed identity (`auth`, docs/auth.md)".to_string()
@@ -434,6 +438,14 @@ fn stop_message(cfg: &Config, cred: &Credential, role: &str, r: &StopReason, not
         cred.describe(),
         r.error
     )
+}
+
+/// The result of a file whose task panicked: that file failed (an internal error, named),
+/// the others go on, and the summary, manifest and outputs are still written (exit 1).
+pub(crate) fn task_failed(name: &str, local: &str, size: u64, e: tokio::task::JoinError) -> FileResult {
+    let mut r = FileResult::new(name, local, size, String::new());
+    r.reason = Some(format!("internal error (please report it): {e}"));
+    r
 }
 
 /// The result of a queued file never started because the run had stopped.
@@ -510,16 +522,18 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut 
     futures::stream::iter(plan.files.iter().enumerate())
         .map(|(i, item)| {
             let eng = engine.clone();
-            tokio::spawn(async move {
+            let (name, local, size) = (item.name.clone(), item.rel.clone(), item.size);
+            let task = tokio::spawn(async move {
                 if eng.stop.is_stopped() {
-                    return (i, not_attempted(&eng, &item.name, &item.rel, item.size));
+                    return not_attempted(&eng, &item.name, &item.rel, item.size);
                 }
-                (i, upload::upload_one(eng, item).await)
-            })
+                upload::upload_one(eng, item).await
+            });
+            // A panicked task is that file's failure (docs/design.md, "Panics").
+            async move { (i, task.await.unwrap_or_else(|e| task_failed(&name, &local, size, e))) }
         })
         .buffer_unordered(cfg.concurrency)
-        .for_each(|r| {
-            let (i, r) = r.expect("upload task panicked");
+        .for_each(|(i, r)| {
             report.record(first + i, r);
             std::future::ready(())
         })
@@ -612,7 +626,8 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         .into());
     }
     let plan = plan::plan_download(cfg, listed)?;
-    let total: u64 = plan.items.iter().map(|i| i.size).sum();
+    // Listed sizes are outside data: their sum saturates rather than overflowing.
+    let total: u64 = plan.items.iter().fold(0u64, |sum, i| sum.saturating_add(i.size));
     tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
     for (name, why) in &plan.refused {
         tracing::error!("refused: {}: {why}", name.escape_debug());
@@ -652,24 +667,27 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         futures::stream::iter(plan.into_items().enumerate())
             .map(|(i, item)| {
                 let (eng, target) = (eng.clone(), target.clone());
-                tokio::spawn(async move {
+                let local = target.path.join(item.rel()).to_string_lossy().into_owned();
+                let (name, size) = (item.remote.name.clone(), item.remote.size);
+                let task = tokio::spawn(async move {
                     if eng.stop.is_stopped() {
                         let local = target.path.join(item.rel()).to_string_lossy().into_owned();
-                        return (i, not_attempted(&eng, &item.remote.name, &local, item.remote.size));
+                        return not_attempted(&eng, &item.remote.name, &local, item.remote.size);
                     }
-                    (i, download::download_one(eng, item, target).await)
-                })
+                    download::download_one(eng, item, target).await
+                });
+                async move { (i, task.await.unwrap_or_else(|e| task_failed(&name, &local, size, e))) }
             })
             .buffer_unordered(concurrency)
-            .for_each(|r| {
-                let (i, r) = r.expect("download task panicked");
+            .for_each(|(i, r)| {
                 owned.record(first + i, r);
                 std::future::ready(())
             })
             .await;
         owned
     });
-    *report = driver.await.expect("download task panicked");
+    // The driver only records results (each file's panic is caught above).
+    *report = driver.await.expect("the download driver records results and does not panic");
     ticker.stop();
     Ok(())
 }

@@ -286,7 +286,7 @@ impl PlannedFiles {
     }
 
     pub fn total_bytes(&self) -> u64 {
-        self.entries.iter().map(|e| e.size).sum()
+        self.entries.iter().fold(0u64, |sum, e| sum.saturating_add(e.size))
     }
 
     /// Each file's workspace-relative path and size, in plan order (sorted by path).

@@ -181,7 +181,8 @@ pub struct Tally {
 impl Tally {
     fn add(&mut self, status: Status, size: u64) {
         self.files[status as usize] += 1;
-        self.bytes[status as usize] += size;
+        // Sizes come from listings (outside data): a sum saturates, never wraps or panics.
+        self.bytes[status as usize] = self.bytes[status as usize].saturating_add(size);
     }
 
     pub fn files(&self, status: Status) -> u64 {
@@ -618,5 +619,14 @@ mod tests {
         report.push(result("a", Status::Transferred, 1));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the spool has no name");
         assert!(document(&mut report).is_ok());
+    }
+
+    #[test]
+    fn listed_sizes_sum_without_overflow() {
+        let mut t = Tally::default();
+        t.add(Status::Transferred, u64::MAX);
+        t.add(Status::Transferred, u64::MAX);
+        assert_eq!(t.bytes(Status::Transferred), u64::MAX);
+        assert_eq!(t.files(Status::Transferred), 2);
     }
 }

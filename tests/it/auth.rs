@@ -321,6 +321,12 @@ fn managed_identity_through_imds_when_nothing_else_is_configured() {
             .and(wiremock::matchers::query_param("api-version", "2018-02-01"))
             .respond_with(Mint { jwt_lifetime: 3600, expires_in: 3600, imds: true, minted: imds.minted.clone() }),
     );
+    // What IMDS answers the probe, which carries no `Metadata` header (the probe needs this shape).
+    imds.mount(Mock::given(method("GET")).and(path("/metadata/identity/oauth2/token")).respond_with(
+        ResponseTemplate::new(400).set_body_json(serde_json::json!({
+            "error": "invalid_request", "error_description": "Required metadata header not specified"
+        })),
+    ));
     let c = container("imds");
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"from a VM");
@@ -537,4 +543,53 @@ fn no_secret_in_trace_output_or_manifest() {
     out.assert_ok();
     let text = out.all() + &std::fs::read_to_string(dir.path().join("key.json")).unwrap();
     assert_no_secrets(&text, &[("the account key", DEV_KEY)]);
+}
+
+/// Entra mints one token (4 s by `expires_in`), then refuses every exchange. The transfer
+/// outlives the token (throttled link, concurrency 1): the first request that finds no
+/// valid token stops the run with one message naming the source; the queued files are not
+/// attempted, nothing was transferred, exit 3. Before, each queued file failed alone with
+/// the same error (exit 1) and Entra was asked again every 5 s.
+#[test]
+fn a_token_that_cannot_be_refreshed_mid_run_stops_the_run() {
+    let az = oauth_azurite();
+    let entra = Fake::start();
+    entra.mount(
+        Mock::given(method("POST"))
+            .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
+            .respond_with(Mint { jwt_lifetime: 3600, expires_in: 4, imds: false, minted: entra.minted.clone() })
+            .up_to_n_times(1),
+    );
+    entra.mount(Mock::given(method("POST")).and(path(format!("/{TENANT}/oauth2/v2.0/token"))).respond_with(
+        ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_client",
+            "error_description": "AADSTS700213: No matching federated identity record found for presented assertion subject.",
+            "error_codes": [700213],
+        })),
+    ));
+    let c = container("norefresh");
+    let dir = tempfile::tempdir().unwrap();
+    // big.bin is planned first (plan order is by path); the z files wait in the queue.
+    write(dir.path(), "big.bin", &bytes(5 << 19, 5));
+    for i in 0..5 {
+        write(dir.path(), &format!("z{i}.txt"), b"queued");
+    }
+    let out = federated(dir.path(), az, &entra, &c, &ci_token(600))
+        .set("endpoint", slow_endpoint(az))
+        .set("source", "big.bin,z*.txt")
+        .set("block_size", "64KiB")
+        .set("concurrency", "1")
+        .set("manifest", "m.json")
+        .run();
+    out.assert_code(3);
+    out.assert_contains("The access token could not be renewed mid-run");
+    out.assert_contains("AADSTS700213");
+    out.assert_contains("5 file(s) not attempted");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+    let statuses: Vec<&str> =
+        manifest["files"].as_array().unwrap().iter().map(|f| f["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "not_attempted").count(), 5, "{statuses:?}");
+    assert!(!statuses.contains(&"transferred"), "{statuses:?}");
+    assert!(entra.requests().len() <= 3, "Entra asked {} times", entra.requests().len());
 }

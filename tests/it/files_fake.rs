@@ -808,7 +808,7 @@ fn serve(
         "Put Range" => {
             let n = st.put_ranges.fetch_add(1, Ordering::Relaxed) + 1;
             let every = st.busy_every.load(Ordering::Relaxed);
-            if every > 0 && n % every == 0 {
+            if every > 0 && n.is_multiple_of(every) {
                 return Response::builder()
                     .status(503)
                     .header("x-ms-error-code", "ServerBusy")

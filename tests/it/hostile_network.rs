@@ -407,3 +407,102 @@ fn net_a_captive_portal_answering_200_is_never_taken_for_azure() {
     out.assert_code(3);
     assert!(!dir.path().join("dl/f0.txt").exists());
 }
+
+// ---- issue 25: every failure bounded, typed and truthful ----
+
+/// An HTTPS front for the plain-HTTP Azurite on `target`: it closes the first `drop_first`
+/// connections right after reading their ClientHello (a load balancer resetting
+/// handshakes), then terminates TLS with `cert`/`key` and forwards the bytes. Returns its
+/// port and the number of connections it accepted.
+fn tls_front(target: u16, cert: &Path, key: &Path, drop_first: usize) -> (u16, Arc<AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { continue };
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    if n < drop_first {
+                        let mut hello = [0u8; 512];
+                        let _ = conn.read(&mut hello).await;
+                        return; // dropped: the client sees EOF mid-handshake
+                    }
+                    let Ok(mut tls) = acceptor.accept(conn).await else { return };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+    });
+    (port, seen)
+}
+
+/// A peer closing mid-handshake (`tls handshake eof`, an `UnexpectedEof`) is a dropped
+/// connection, retried like a reset: the old classifier read "handshake" in its message
+/// and failed the run on the first try (exit 3).
+#[test]
+fn net_a_tls_handshake_dropped_twice_is_retried_and_the_upload_succeeds() {
+    let az = Azurite::shared();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(certs.path());
+    let (port, seen) = tls_front(az.port, &cert, &key, 2);
+    let c = container("tlsdrop");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"through a flaky balancer");
+    let out = plugin(dir.path())
+        .azurite(az, &c)
+        .set("endpoint", format!("https://127.0.0.1:{port}/{DEV_ACCOUNT}"))
+        .set("retries", "3")
+        .set("source", "a.txt")
+        .env("SSL_CERT_FILE", cert.to_str().unwrap())
+        .run();
+    out.assert_ok().assert_contains("retrying");
+    assert!(seen.load(Ordering::SeqCst) >= 3, "the two dropped handshakes happened");
+    assert_eq!(fetch(az, &c, "a.txt").0, b"through a flaky balancer");
+}
+
+/// A server asking for long waits (`Retry-After: 100` on every Put Blob) cannot keep a
+/// request alive past `retry_timeout`: the file fails soon, naming the setting, instead of
+/// the step hanging for minutes (6 attempts and 5 waits of up to 120 s before).
+#[test]
+fn net_retry_timeout_bounds_a_request_whose_server_asks_for_long_waits() {
+    let c = existing_container("deadline");
+    let busy = Fault::status_with(503, "ServerBusy", "retry-after", "100");
+    let proxy = FaultProxy::start(Azurite::shared(), vec![Rule::new("busy", op("PutBlob"), Times::Every, busy)]);
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    let started = Instant::now();
+    let out = via(&proxy, dir.path(), &c).set("retries", "5").set("retry_timeout", "3s").set("source", "a.txt").run();
+    out.assert_code(1).assert_contains("`retry_timeout` (PLUGIN_RETRY_TIMEOUT)").assert_contains("503 ServerBusy");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}:\n{}", started.elapsed(), out.all());
+    assert_eq!(proxy.fired("busy"), 1, "the second attempt would start past the deadline");
+}
+
+#[test]
+fn net_retry_timeout_out_of_range_is_an_invalid_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    let out =
+        plugin(dir.path()).azurite(Azurite::shared(), "never").set("retry_timeout", "2h").set("source", "a.txt").run();
+    out.assert_code(2).assert_contains("retry_timeout").assert_contains("1s to 1h");
+}

@@ -19,6 +19,7 @@ mod hostile_network;
 mod hostile_settings;
 mod hostile_upload;
 mod image;
+mod msrv;
 mod output;
 mod release;
 mod settings;
