@@ -85,6 +85,20 @@ impl Problems {
         self.0.push(Invalid { setting: setting.to_string(), message });
     }
 
+    /// One problem per cause: for each of `settings`, only its first problem is kept (a
+    /// value that could not be read also reads as missing further on).
+    fn keep_first_for(&mut self, settings: &[&str]) {
+        let mut seen: Vec<&str> = Vec::new();
+        self.0.retain(|i| match settings.iter().find(|s| **s == i.setting) {
+            Some(s) if seen.contains(s) => false,
+            Some(s) => {
+                seen.push(s);
+                true
+            }
+            None => true,
+        });
+    }
+
     fn into_result(self) -> Result<(), ConfigError> {
         match self.0.is_empty() {
             true => Ok(()),
@@ -210,18 +224,103 @@ pub struct Config {
 }
 
 /// Raw settings: the process environment, read by setting name.
+///
+/// The environment is read as bytes (`vars_os`): a variable that is not UTF-8 never
+/// panics and its value is never kept. Its name is remembered in `not_utf8` (escaped when
+/// the name itself is not UTF-8), so that a setting given that way is refused by name
+/// ([`RawSettings::check_encoding`]) and every other variable is simply absent.
 #[derive(Debug, Clone, Default)]
 pub struct RawSettings {
     env: BTreeMap<String, String>,
+    not_utf8: std::collections::BTreeSet<String>,
+}
+
+/// How a variable whose name or value is not UTF-8 is named in messages: its name,
+/// undecodable bytes as `\xNN`, control characters escaped. Never its value.
+fn os_name(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let lossless: String = name.as_bytes().utf8_chunks().fold(String::new(), |mut out, chunk| {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+        out
+    });
+    crate::escape::shown(&lossless).into_owned()
 }
 
 impl RawSettings {
     pub fn from_env() -> Self {
-        Self::from_map(std::env::vars().collect())
+        Self::from_os(std::env::vars_os())
+    }
+
+    /// The settings of an environment given as bytes, as [`RawSettings::from_env`] reads it.
+    pub fn from_os(vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Self {
+        let mut raw = RawSettings::default();
+        for (k, v) in vars {
+            match (k.into_string(), v.into_string()) {
+                (Ok(k), Ok(v)) => {
+                    raw.env.insert(k, v);
+                }
+                (Ok(k), Err(_)) => {
+                    raw.not_utf8.insert(crate::escape::shown(&k).into_owned());
+                }
+                (Err(k), _) => {
+                    raw.not_utf8.insert(os_name(&k));
+                }
+            }
+        }
+        raw
     }
 
     pub fn from_map(env: BTreeMap<String, String>) -> Self {
-        RawSettings { env }
+        RawSettings { env, not_utf8: Default::default() }
+    }
+
+    /// Variables that would be read for `name` (`PLUGIN_<NAME>`, `INPUT_<NAME>`, then its
+    /// documented fallbacks), in that order.
+    fn sources(name: &str) -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
+        let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
+        [settings::env_name(name), settings::input_env_name(name)]
+            .into_iter()
+            .map(std::borrow::Cow::Owned)
+            .chain(fallbacks.iter().map(|f| std::borrow::Cow::Borrowed(*f)))
+    }
+
+    /// Reports every setting whose value would come from a variable that is not UTF-8,
+    /// naming the setting and the variable, never the value (it may be a secret with one
+    /// stray byte). A fallback variable counts only when it would be read: no earlier
+    /// variable of that setting gives a value. Returns the settings reported.
+    pub(crate) fn check_encoding(&self, bad: &mut Problems) -> Vec<&'static str> {
+        let mut reported = Vec::new();
+        for st in SETTINGS {
+            for var in Self::sources(st.name) {
+                if self.env.get(var.as_ref()).is_some_and(|v| !v.trim().is_empty()) {
+                    break;
+                }
+                if self.not_utf8.contains(var.as_ref()) {
+                    bad.push(
+                        st.name,
+                        format!("{var} is not valid UTF-8 (its value is not shown): settings are text; look for a stray byte or a value in another encoding"),
+                    );
+                    reported.push(st.name);
+                    break;
+                }
+            }
+        }
+        reported
+    }
+
+    /// `PLUGIN_*` and `INPUT_*` variables that are not UTF-8 (name or value) and name no
+    /// setting: ignored, with a warning naming them (see [`RawSettings::check_encoding`]
+    /// for the ones that name a setting).
+    pub fn ignored_not_utf8(&self) -> Vec<String> {
+        self.not_utf8
+            .iter()
+            .filter(|v| v.starts_with("PLUGIN_") || v.starts_with("INPUT_"))
+            .filter(|v| !SETTINGS.iter().any(|st| Self::sources(st.name).any(|s| s.as_ref() == v.as_str())))
+            .map(|v| format!("`{v}` is ignored: its name or value is not valid UTF-8 and it names no setting"))
+            .collect()
     }
 
     /// The value of a setting: `PLUGIN_<NAME>`, then `INPUT_<NAME>` (a GitHub/Forgejo
@@ -658,6 +757,8 @@ impl Config {
     /// Reads and validates every setting. Collects all problems before failing.
     pub fn from_raw(raw: &RawSettings) -> Result<Config, ConfigError> {
         let mut bad = Problems::default();
+        // A setting whose variable is not UTF-8 reads as unset below; its one problem is this.
+        let not_utf8 = raw.check_encoding(&mut bad);
 
         // Enum-typed settings checked generically against the table.
         for st in SETTINGS {
@@ -717,6 +818,7 @@ impl Config {
         let keyless = parse_keyless(raw, auth_mode, &mut bad);
         let cache = cache::parse(raw, action.is_cache(), &mut bad);
 
+        bad.keep_first_for(&not_utf8);
         bad.into_result()?;
         Ok(Config {
             action,

@@ -698,3 +698,53 @@ fn sigterm_mid_upload_commits_nothing() {
     assert!(proxy.ops("PutBlockList").is_empty(), "{}", proxy.log());
     assert!(list(az, &c).is_empty(), "a partial blob became visible");
 }
+
+/// Issue 25 item 5: SIGTERM stops the work. Twenty chunked files upload four at a time;
+/// every Put Block List is held at the proxy, so four commits are waiting when the signal
+/// comes. The gate then opens (the held commits are answered): no further commit may
+/// reach the proxy after the signal, the run exits 143 within 5 s, and only the blobs
+/// whose commit was sent before the signal can exist.
+#[test]
+fn sigterm_mid_upload_of_many_files_sends_no_commit_after_the_signal_and_exits_within_5s() {
+    let az = Azurite::shared();
+    let c = container("sigtermmany");
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        write(dir.path(), &format!("f{i:02}.bin"), &bytes(4 * BLOCK, 200 + i));
+    }
+    let gate = Gate::new();
+    let proxy = FaultProxy::start(az, vec![Rule::new("hold", op("PutBlockList"), Times::Every, Fault::Hold(gate.clone()))]);
+    let child =
+        spawn(&via(&proxy, dir.path(), &c).set("source", "*.bin").set("concurrency", "4").set("timeout", "60s"));
+    // Four files in flight, four commits held: nothing else moves until the gate opens.
+    let held = proxy
+        .wait_until(Duration::from_secs(30), |recs| recs.iter().filter(|r| r.fault == Some("hold")).count() == 4);
+    let signalled = std::time::Instant::now();
+    signal(&child, libc::SIGTERM);
+    gate.open();
+    let mut child = child;
+    let deadline = signalled + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited_in_time = child.try_wait().unwrap().is_some();
+    if !exited_in_time {
+        signal(&child, libc::SIGKILL);
+    }
+    let out = finish(child);
+    assert!(held, "no commit was held:\n{}\n{}", proxy.log(), out.all());
+    assert!(exited_in_time, "still running 5 s after SIGTERM:\n{}", out.all());
+    out.assert_code(143).assert_contains("interrupted (SIGTERM)");
+    let late: Vec<String> = proxy
+        .ops("PutBlockList")
+        .iter()
+        .filter(|r| r.at > signalled)
+        .map(|r| r.req.blob().unwrap_or("?").to_string())
+        .collect();
+    assert!(late.is_empty(), "commits sent after the signal: {late:?}\n{}", proxy.log());
+    let sent_before: Vec<String> =
+        proxy.ops("PutBlockList").iter().map(|r| r.req.blob().unwrap_or("?").to_string()).collect();
+    for name in list(az, &c) {
+        assert!(sent_before.contains(&name), "`{name}` was committed without a commit before the signal");
+    }
+}
