@@ -126,10 +126,12 @@ fn main() -> ExitCode {
             // Every request is already refused (the watcher interrupted before it told us):
             // nothing is committed after this line. Then the tasks go, then the temporary files.
             tracing::error!("interrupted ({}): stopping; nothing more is sent", signal_name(code));
+            let unfinished = app::unfinished_downloads();
             rt.shutdown_timeout(SHUTDOWN);
-            let removed = app::remove_temp_files();
+            // Cancelled tasks removed their own files; this catches any a stuck thread holds.
+            app::remove_temp_files();
             tracing::error!(
-                "interrupted: stopped; {removed} partial download(s) discarded, nothing left under a final name"
+                "interrupted: stopped; {unfinished} partial download(s) discarded, nothing left under a final name"
             );
             return ExitCode::from(code);
         }
