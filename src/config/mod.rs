@@ -277,6 +277,13 @@ impl RawSettings {
         RawSettings { env, not_utf8: Default::default() }
     }
 
+    /// The same settings without the variables `vars` (set aside, see `auth::ambient_set_aside`).
+    fn without(&self, vars: &[&str]) -> RawSettings {
+        let mut out = self.clone();
+        out.env.retain(|k, _| !vars.contains(&k.as_str()));
+        out
+    }
+
     /// Variables that would be read for `name` (`PLUGIN_<NAME>`, `INPUT_<NAME>`, then its
     /// documented fallbacks), in that order.
     fn sources(name: &str) -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
@@ -812,12 +819,18 @@ impl Config {
 
         let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
 
-        let Place { connection_string, endpoint, account, container } = place(raw, service, action, dry_run, &mut bad);
+        // Ambient credentials behind an explicit one are neither used nor checked.
+        let set_aside = auth::ambient_set_aside(raw, auth_mode);
+        let creds = raw.without(&set_aside);
+        let Place { connection_string, endpoint, account, container } =
+            place(&creds, service, action, dry_run, &mut bad);
 
-        let (sas_token, account_key) = auth::static_secrets(raw, &mut bad);
-        let keyless = parse_keyless(raw, auth_mode, &mut bad);
+        let (sas_token, account_key) = auth::static_secrets(&creds, &mut bad);
+        let keyless = parse_keyless(&creds, auth_mode, &mut bad);
         let cache = cache::parse(raw, action.is_cache(), &mut bad);
 
+        let precedence = auth::precedence_note(&set_aside);
+        let auth = AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, precedence, ..keyless };
         bad.keep_first_for(&not_utf8);
         bad.into_result()?;
         Ok(Config {
@@ -855,7 +868,7 @@ impl Config {
             log_level,
             log_format,
             progress_interval,
-            auth: AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, ..keyless },
+            auth,
             ci_label: ci_label(raw),
             cache,
         })

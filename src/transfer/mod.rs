@@ -255,7 +255,7 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         }
     };
     tracing::info!(
-        "plugin-azure-storage {}: {}{} {} account `{}` {} `{}` ({}), auth: {}",
+        "plugin-azure-storage {}: {}{} {} account `{}` {} `{}` ({}), auth: {}{}",
         env!("CARGO_PKG_VERSION"),
         if cfg.dry_run { "dry run: " } else { "" },
         action_word(cfg.action),
@@ -264,7 +264,8 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         cfg.container_word(),
         cfg.container,
         cfg.endpoint,
-        cred.describe()
+        cred.describe(),
+        cfg.auth.precedence.as_ref().map(|p| format!(" ({p})")).unwrap_or_default()
     );
 }
 
