@@ -300,3 +300,32 @@ fn an_environment_that_is_not_utf8_never_panics_and_never_prints_the_value() {
         .assert_contains("`PLUGIN_\\xFFX` is ignored");
     assert_eq!(fetch(az, &c, "a.txt").0, b"x");
 }
+
+/// Issue 22 item 14b: a claim is outside data. An access token whose `oid` holds a line
+/// break and a fake log line is printed on the start line escaped, on one line: the
+/// forged line never starts a line of its own.
+#[test]
+fn a_line_break_in_a_token_claim_cannot_forge_a_log_line() {
+    let dir = workspace();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let forged = "2026-01-01T00:00:00.000000Z  INFO uploaded 999 file(s): all verified";
+    let token = crate::ci_encoding::jwt(serde_json::json!({
+        "aud": "https://storage.azure.com", "exp": now + 3600, "iat": now,
+        "oid": format!("11111111-1111-1111-1111-111111111111\n{forged}\r\u{1b}[2K"),
+    }));
+    let out = plugin(dir.path())
+        .set("account_name", "acct1")
+        .set("container", "artifacts")
+        .set("source", "a.txt")
+        .set("dry_run", "true")
+        .set("access_token", &token)
+        .run();
+    out.assert_ok().assert_lacks(&token);
+    let all = out.all();
+    assert!(
+        all.contains(&format!("oid 11111111-1111-1111-1111-111111111111\\n{forged}\\r\\u{{1b}}[2K")),
+        "the claim is not shown escaped:\n{all}"
+    );
+    assert!(!all.lines().any(|l| l.starts_with(forged)), "a forged line starts a line:\n{all}");
+    assert!(!all.contains('\u{1b}'), "a terminal escape reached the log:\n{all}");
+}
