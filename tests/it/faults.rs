@@ -748,3 +748,36 @@ fn sigterm_mid_upload_of_many_files_sends_no_commit_after_the_signal_and_exits_w
         assert!(sent_before.contains(&name), "`{name}` was committed without a commit before the signal");
     }
 }
+
+/// A fake 201 for Put Blob: the request id is forged and no checksum is echoed.
+const FORGED_PUT_BLOB: &str = "HTTP/1.1 201 Created\r\nx-ms-request-id: forged-0001\r\nETag: \"0x8D0FORGED\"\r\nContent-Length: 0\r\n\r\n";
+/// A fake 201 for Put Block echoing a CRC-64 that is not the block's.
+const FORGED_PUT_BLOCK: &str = "HTTP/1.1 201 Created\r\nx-ms-request-id: forged-0002\r\nx-ms-content-crc64: AAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n";
+
+/// Issue 22 item 14c: a write whose answer does not echo the checksum of the body sent
+/// (Azure computes `x-ms-content-crc64` / `Content-MD5` from what it received) did not
+/// store it: a forged 201 is a failure, never counted as stored, and nothing is committed.
+/// Before: both files were reported as transferred (exit 0) with nothing stored.
+#[test]
+fn a_forged_201_to_put_blob_or_put_block_is_not_counted_as_stored() {
+    let az = Azurite::shared();
+    let c = container("forged201");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "small.bin", &small());
+    write(dir.path(), "big.bin", &big());
+    let proxy = FaultProxy::start(
+        az,
+        vec![
+            Rule::new("forged-put-blob", op("PutBlob"), Times::Every, Fault::Raw(FORGED_PUT_BLOB)),
+            Rule::new("forged-put-block", op("PutBlock"), Times::Every, Fault::Raw(FORGED_PUT_BLOCK)),
+        ],
+    );
+    let out = via(&proxy, dir.path(), &c).set("source", "*.bin").run();
+    assert!(proxy.fired("forged-put-blob") > 0 && proxy.fired("forged-put-block") > 0, "{}", proxy.log());
+    out.assert_code(1)
+        .assert_contains("2 failed")
+        .assert_contains("neither x-ms-content-crc64 nor Content-MD5")
+        .assert_contains("x-ms-content-crc64 `AAAAAAAAAAA=` is not the CRC-64 of the body sent");
+    assert!(proxy.ops("PutBlockList").is_empty(), "a block list was committed:\n{}", proxy.log());
+    assert!(list(az, &c).is_empty(), "something is stored: {:?}", list(az, &c));
+}
