@@ -370,15 +370,14 @@ pub(super) fn ambient_set_aside(raw: &RawSettings, mode: AuthMode) -> Vec<&'stat
         vars.extend(settings::find("federated_token_file").map(|s| s.env_fallback).unwrap_or(&[]));
         vars.extend(["ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"]);
     }
-    vars.retain(|v| raw.var(v).is_some_and(|v| !v.trim().is_empty()));
+    vars.retain(|v| raw.var(v).is_some_and(|v| !v.trim().is_empty()) || raw.is_not_utf8(v));
     vars
 }
 
 /// What the start line says about ambient variables set aside, if any.
 pub(super) fn precedence_note(set_aside: &[&str]) -> Option<String> {
-    (!set_aside.is_empty()).then(|| {
-        format!("explicit PLUGIN_* credentials win over ambient variables: {} ignored", set_aside.join(", "))
-    })
+    (!set_aside.is_empty())
+        .then(|| format!("explicit PLUGIN_* credentials win over ambient variables: {} ignored", set_aside.join(", ")))
 }
 
 /// `federated_token_file` and what named it, the token in it checked now (it is re-read

@@ -277,6 +277,11 @@ impl RawSettings {
         RawSettings { env, not_utf8: Default::default() }
     }
 
+    /// Whether `var` is set to a value that is not UTF-8 (never read).
+    pub(crate) fn is_not_utf8(&self, var: &str) -> bool {
+        self.not_utf8.contains(var)
+    }
+
     /// The same settings without the variables `vars` (set aside, see `auth::ambient_set_aside`).
     fn without(&self, vars: &[&str]) -> RawSettings {
         let mut out = self.clone();
@@ -297,11 +302,12 @@ impl RawSettings {
     /// Reports every setting whose value would come from a variable that is not UTF-8,
     /// naming the setting and the variable, never the value (it may be a secret with one
     /// stray byte). A fallback variable counts only when it would be read: no earlier
-    /// variable of that setting gives a value. Returns the settings reported.
-    pub(crate) fn check_encoding(&self, bad: &mut Problems) -> Vec<&'static str> {
+    /// variable of that setting gives a value, and it is not `set_aside` (an ambient
+    /// credential behind an explicit one). Returns the settings reported.
+    pub(crate) fn check_encoding(&self, set_aside: &[&str], bad: &mut Problems) -> Vec<&'static str> {
         let mut reported = Vec::new();
         for st in SETTINGS {
-            for var in Self::sources(st.name) {
+            for var in Self::sources(st.name).filter(|v| !set_aside.contains(&v.as_ref())) {
                 if self.env.get(var.as_ref()).is_some_and(|v| !v.trim().is_empty()) {
                     break;
                 }
@@ -764,8 +770,10 @@ impl Config {
     /// Reads and validates every setting. Collects all problems before failing.
     pub fn from_raw(raw: &RawSettings) -> Result<Config, ConfigError> {
         let mut bad = Problems::default();
+        // Ambient credentials behind an explicit one are neither used nor checked.
+        let set_aside = auth::ambient_set_aside(raw, choice(raw, "auth"));
         // A setting whose variable is not UTF-8 reads as unset below; its one problem is this.
-        let not_utf8 = raw.check_encoding(&mut bad);
+        let not_utf8 = raw.check_encoding(&set_aside, &mut bad);
 
         // Enum-typed settings checked generically against the table.
         for st in SETTINGS {
@@ -819,8 +827,6 @@ impl Config {
 
         let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
 
-        // Ambient credentials behind an explicit one are neither used nor checked.
-        let set_aside = auth::ambient_set_aside(raw, auth_mode);
         let creds = raw.without(&set_aside);
         let Place { connection_string, endpoint, account, container } =
             place(&creds, service, action, dry_run, &mut bad);

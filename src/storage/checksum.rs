@@ -125,7 +125,8 @@ mod tests {
             assert_eq!(check_echo(sent, body, None, None, Echo::IfPresent), Ok(()));
             let e = check_echo(sent, body, Some("AAAAAAAAAAA="), None, Echo::IfPresent).unwrap_err();
             assert!(e.contains("x-ms-content-crc64 `AAAAAAAAAAA=` is not the CRC-64"), "{e}");
-            let e = check_echo(sent, body, Some(&crc_h), Some("1B2M2Y8AsgTpgAmY7PhCfg=="), Echo::IfPresent).unwrap_err();
+            let e =
+                check_echo(sent, body, Some(&crc_h), Some("1B2M2Y8AsgTpgAmY7PhCfg=="), Echo::IfPresent).unwrap_err();
             assert!(e.contains("Content-MD5"), "{e}");
             let e = check_echo(sent, body, None, Some(""), Echo::Required).unwrap_err();
             assert!(e.contains("neither x-ms-content-crc64 nor Content-MD5"), "{e}");

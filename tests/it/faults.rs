@@ -713,12 +713,13 @@ fn sigterm_mid_upload_of_many_files_sends_no_commit_after_the_signal_and_exits_w
         write(dir.path(), &format!("f{i:02}.bin"), &bytes(4 * BLOCK, 200 + i));
     }
     let gate = Gate::new();
-    let proxy = FaultProxy::start(az, vec![Rule::new("hold", op("PutBlockList"), Times::Every, Fault::Hold(gate.clone()))]);
+    let proxy =
+        FaultProxy::start(az, vec![Rule::new("hold", op("PutBlockList"), Times::Every, Fault::Hold(gate.clone()))]);
     let child =
         spawn(&via(&proxy, dir.path(), &c).set("source", "*.bin").set("concurrency", "4").set("timeout", "60s"));
     // Four files in flight, four commits held: nothing else moves until the gate opens.
-    let held = proxy
-        .wait_until(Duration::from_secs(30), |recs| recs.iter().filter(|r| r.fault == Some("hold")).count() == 4);
+    let held =
+        proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().filter(|r| r.fault == Some("hold")).count() == 4);
     let signalled = std::time::Instant::now();
     signal(&child, libc::SIGTERM);
     gate.open();
@@ -750,7 +751,8 @@ fn sigterm_mid_upload_of_many_files_sends_no_commit_after_the_signal_and_exits_w
 }
 
 /// A fake 201 for Put Blob: the request id is forged and no checksum is echoed.
-const FORGED_PUT_BLOB: &str = "HTTP/1.1 201 Created\r\nx-ms-request-id: forged-0001\r\nETag: \"0x8D0FORGED\"\r\nContent-Length: 0\r\n\r\n";
+const FORGED_PUT_BLOB: &str =
+    "HTTP/1.1 201 Created\r\nx-ms-request-id: forged-0001\r\nETag: \"0x8D0FORGED\"\r\nContent-Length: 0\r\n\r\n";
 /// A fake 201 for Put Block echoing a CRC-64 that is not the block's.
 const FORGED_PUT_BLOCK: &str = "HTTP/1.1 201 Created\r\nx-ms-request-id: forged-0002\r\nx-ms-content-crc64: AAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n";
 

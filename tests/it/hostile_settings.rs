@@ -292,10 +292,17 @@ fn an_environment_that_is_not_utf8_never_panics_and_never_prints_the_value() {
     // the upload runs; the odd PLUGIN_ name is warned about, escaped.
     let out = run_with_bytes(
         &plugin(dir.path()).azurite(az, &c).set("source", "a.txt"),
-        &[(b"CI_COMMIT_MESSAGE", b"caf\xe9 TOPSECRET"), (b"PLUGIN_SOURC\xc9", b"x"), (b"PLUGIN_\xffX", b"\xfe")],
+        &[
+            (b"CI_COMMIT_MESSAGE", b"caf\xe9 TOPSECRET"),
+            (b"PLUGIN_SOURC\xc9", b"x"),
+            (b"PLUGIN_\xffX", b"\xfe"),
+            // Behind the explicit account key, an ambient SAS is set aside, not read.
+            (b"AZURE_STORAGE_SAS_TOKEN", b"sig=TOPSECRET\xfe"),
+        ],
     );
     no_panic(&out);
     out.assert_ok()
+        .assert_contains("explicit PLUGIN_* credentials win over ambient variables: AZURE_STORAGE_SAS_TOKEN ignored")
         .assert_contains("`PLUGIN_SOURC\\xC9` is ignored: its name or value is not valid UTF-8")
         .assert_contains("`PLUGIN_\\xFFX` is ignored");
     assert_eq!(fetch(az, &c, "a.txt").0, b"x");
