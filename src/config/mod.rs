@@ -1087,6 +1087,47 @@ mod tests {
         );
     }
 
+    /// The environment as bytes: a setting that is not UTF-8 is one problem naming it and
+    /// its variable, never its value; other variables are absent, odd names are named escaped.
+    #[test]
+    fn an_environment_that_is_not_utf8_is_read_without_panic_or_value() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let r = RawSettings::from_os([
+            (os(b"PLUGIN_ACCOUNT_NAME"), os(b"mystorage")),
+            (os(b"PLUGIN_CONTAINER"), os(b"artifacts")),
+            (os(b"PLUGIN_SOURCE"), os(b"dist/\xe9/**")),
+            (os(b"AZURE_STORAGE_SAS_TOKEN"), os(b"sig=SECRET\xff")),
+            (os(b"CI_COMMIT_MESSAGE"), os(b"caf\xe9")),
+            (os(b"PLUGIN_\xff\nX"), os(b"v")),
+        ]);
+        assert_eq!(r.var("CI_COMMIT_MESSAGE"), None);
+        assert_eq!(r.get("source"), None);
+        let e = Config::from_raw(&r).unwrap_err();
+        let settings: Vec<&str> = e.0.iter().map(|i| i.setting.as_str()).collect();
+        assert_eq!(settings, vec!["source", "sas_token"], "{e}");
+        let text = e.to_string();
+        assert!(text.contains("`source` (PLUGIN_SOURCE): PLUGIN_SOURCE is not valid UTF-8"), "{text}");
+        assert!(text.contains("`sas_token` (PLUGIN_SAS_TOKEN): AZURE_STORAGE_SAS_TOKEN is not valid UTF-8"), "{text}");
+        assert!(!text.contains("SECRET") && !text.contains("is required"), "{text}");
+        // The odd name: escaped bytes and control characters, one line.
+        assert_eq!(
+            r.ignored_not_utf8(),
+            vec!["`PLUGIN_\\\\xFF\\nX` is ignored: its name or value is not valid UTF-8 and it names no setting"]
+        );
+        // Behind an explicit credential the ambient SAS is set aside, not reported.
+        let mut vars: Vec<(OsString, OsString)> = vec![
+            (os(b"PLUGIN_ACCOUNT_NAME"), os(b"mystorage")),
+            (os(b"PLUGIN_CONTAINER"), os(b"artifacts")),
+            (os(b"PLUGIN_SOURCE"), os(b"x")),
+            (os(b"AZURE_STORAGE_SAS_TOKEN"), os(b"sig=SECRET\xff")),
+        ];
+        vars.push((os(b"PLUGIN_ACCOUNT_KEY"), os(b"c2VjcmV0LWtleS12YWx1ZQ==")));
+        let c = Config::from_raw(&RawSettings::from_os(vars)).unwrap();
+        assert!(c.auth.precedence.unwrap().contains("AZURE_STORAGE_SAS_TOKEN ignored"));
+    }
+
     #[test]
     fn a_setting_in_another_case_is_named_and_not_read() {
         for var in ["PLUGIN_Source", "plugin_source", "Plugin_SOURCE"] {
