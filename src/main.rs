@@ -94,7 +94,10 @@ fn main() -> ExitCode {
     tracing::debug!(?cfg, "configuration");
     let json = cfg.log_format == LogFormat::Json;
 
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // At least two workers, so that the signal watcher runs even while the run blocks one
+    // in a system call (a one-CPU runner would otherwise have a single worker).
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(2);
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the runtime: {e}");

@@ -783,3 +783,101 @@ fn a_forged_201_to_put_blob_or_put_block_is_not_counted_as_stored() {
     assert!(proxy.ops("PutBlockList").is_empty(), "a block list was committed:\n{}", proxy.log());
     assert!(list(az, &c).is_empty(), "something is stored: {:?}", list(az, &c));
 }
+
+/// Issue 22 item 11 / issue 25 item 5: a signal ends the run even while the run is
+/// blocked in a system call. The federated token file is a FIFO: the settings check reads
+/// one token from it, then the run opens it again and blocks reading (the test holds the
+/// writing end open and sends nothing). SIGTERM must still end the process, by exit 143
+/// within 5 s. Before: the run blocked the thread that watched for signals, so SIGTERM
+/// was swallowed (or, by the luck of the poll order, killed the process before any handler
+/// ran).
+#[test]
+fn sigterm_while_the_run_is_blocked_in_a_system_call_exits_143_within_5s() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    let fifo = dir.path().join("token");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ci = crate::ci_encoding::jwt(serde_json::json!({
+        "iss": "https://ci.example", "sub": "repo:o/r", "aud": "api://AzureADTokenExchange",
+        "iat": now, "exp": now + 600,
+    }));
+    let mut child = spawn(
+        &plugin(dir.path())
+            .set("endpoint", "https://127.0.0.1:9/devstoreaccount1")
+            .set("container", "artifacts")
+            .set("source", "a.txt")
+            .set("auth", "federated")
+            .set("tenant_id", "00000000-0000-0000-0000-000000000000")
+            .set("client_id", "11111111-1111-1111-1111-111111111111")
+            .set("authority_host", "http://127.0.0.1:9")
+            .set("federated_token_file", fifo.to_str().unwrap())
+            .set("log_level", "debug"),
+    );
+    // The log, line by line, as it comes.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(l);
+        }
+    });
+    // The settings check reads one token (this open waits for the plugin to open the FIFO).
+    let (f, t) = (fifo.clone(), ci.clone());
+    std::thread::spawn(move || {
+        let _ = std::fs::OpenOptions::new().write(true).open(&f).and_then(|mut w| w.write_all(t.as_bytes()));
+    });
+    // The settings are checked once `configuration` is logged; then the run opens the FIFO
+    // again: a non-blocking open for writing succeeds once that reader waits. Held open
+    // (and nothing written), so the run keeps waiting in its read.
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) if l.contains("configuration") => {
+                log.push(l);
+                break;
+            }
+            Ok(l) => log.push(l),
+            Err(_) => {}
+        }
+    }
+    let configured = log.iter().any(|l| l.contains("configuration"));
+    let held = loop {
+        match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo) {
+            Ok(w) => break Some(w),
+            Err(_) if Instant::now() < deadline && child.try_wait().unwrap().is_none() => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break None,
+        }
+    };
+    let early = child.try_wait().unwrap();
+    if early.is_some() {
+        std::thread::sleep(Duration::from_millis(100));
+        log.extend(lines.try_iter());
+    }
+    assert!(early.is_none(), "the run ended before the signal ({early:?}):\n{}", log.join("\n"));
+    let signalled = Instant::now();
+    signal(&child, libc::SIGTERM);
+    while child.try_wait().unwrap().is_none() && signalled.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.try_wait().unwrap();
+    if status.is_none() {
+        signal(&child, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    log.extend(lines.try_iter());
+    let log = log.join("\n");
+    assert!(configured, "the settings were not checked:\n{log}");
+    assert!(status.is_some(), "still running 5 s after SIGTERM (the signal was swallowed):\n{log}");
+    assert_eq!(status.unwrap().code(), Some(143), "not an exit 143 (killed before a handler ran?):\n{log}");
+    assert!(log.contains("interrupted (SIGTERM)"), "{log}");
+    assert!(!log.contains(&ci), "the CI token was printed");
+}
