@@ -306,6 +306,16 @@ fn an_environment_that_is_not_utf8_never_panics_and_never_prints_the_value() {
         .assert_contains("`PLUGIN_SOURC\\xC9` is ignored: its name or value is not valid UTF-8")
         .assert_contains("`PLUGIN_\\xFFX` is ignored");
     assert_eq!(fetch(az, &c, "a.txt").0, b"x");
+
+    // An argument that is not UTF-8: exit 2 naming it (escaped), not a panic.
+    let o = plugin(dir.path())
+        .command()
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"--x\xff\n"))
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{all}");
+    assert!(all.contains("unknown argument `--x\u{fffd}\\n`"), "{all}");
 }
 
 /// Issue 22 item 14b: a claim is outside data. An access token whose `oid` holds a line
