@@ -10,7 +10,6 @@
 //! The stop is *armed* only while files are being transferred: before that (the container
 //! check, listings) a refusal either ends the run by itself or is tolerated on purpose
 //! (a SAS scoped to blobs may not read the container's properties).
-
 //!
 //! An interrupt (SIGTERM, SIGINT) stops every run in the process at once ([`interrupt`]):
 //! from then on every [`Stop`] reads as stopped, armed or not, so no request is sent

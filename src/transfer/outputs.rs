@@ -3,7 +3,10 @@
 //! `transferred`, `skipped`, `failed` (file counts), `bytes` (bytes transferred), `url`
 //! (the one file's URL when the run moved one file, else the target prefix's URL: the
 //! remote prefix of an upload, the source prefix of a download) and `manifest` (when set).
-//! A URL never carries a SAS. Later capabilities add their own keys here.
+//! A URL never carries a SAS. Later capabilities add their own keys here. An output file
+//! must be a regular file: it is opened without blocking and anything else (a FIFO, a
+//! device) is refused, naming its variable, so the step can never hang on it; each file is
+//! written on its own, so one that fails does not keep the other from being written.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
