@@ -14,9 +14,10 @@ use crate::storage::files::FilesStore;
 use crate::storage::Store;
 use crate::transfer::{self, Wiring};
 
-/// What `main` needs of the engine: the outcome and its exit code, the run's error, and the
-/// cleanup of partial downloads on SIGTERM/SIGINT.
-pub use crate::transfer::download::remove_temp_files;
+/// What `main` needs of the engine: the outcome and its exit code, the run's error, the
+/// interrupt that stops every request on SIGTERM/SIGINT, and the cleanup of partial downloads.
+pub use crate::http::stop::interrupt;
+pub use crate::transfer::download::{remove_temp_files, unfinished_downloads};
 pub use crate::transfer::{Outcome, RunError};
 
 /// Resolves the credential, builds the HTTP client and the store, and runs the transfer.

@@ -25,7 +25,8 @@ pub enum JwtError {
     Encrypted,
 }
 
-/// The claims that matter for federation, decoded but not verified.
+/// The claims that matter for federation, decoded but not verified; text claims are kept
+/// with control characters escaped ([`crate::escape::shown`]): they are for printing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Claims {
     pub iss: Option<String>,
@@ -61,11 +62,14 @@ pub fn decode(token: &str) -> Result<Claims, JwtError> {
     };
     json(parts[0], "header")?;
     let c = json(parts[1], "claims part")?;
-    let s = |k: &str| c.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    // Claims are printed (the start line, Entra explanations) and never trusted: each is
+    // kept as `escape::shown` prints it, so a line break in `oid` cannot forge a log line.
+    let text = |v: &str| crate::escape::shown(v).into_owned();
+    let s = |k: &str| c.get(k).and_then(|v| v.as_str()).map(text);
     let n = |k: &str| c.get(k).and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)));
     let aud = match c.get("aud") {
-        Some(serde_json::Value::String(a)) => vec![a.clone()],
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(serde_json::Value::String(a)) => vec![text(a)],
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(text)).collect(),
         _ => vec![],
     };
     Ok(Claims {
@@ -228,6 +232,16 @@ mod tests {
         assert_eq!(c.exp, Some(2_000_000_000));
         let t = fake_jwt(&json!({"aud":["a","b"]}));
         assert_eq!(decode(&t).unwrap().aud, vec!["a", "b"]);
+    }
+
+    /// A claim is printed on the start line: a line break in it cannot start a new line.
+    #[test]
+    fn text_claims_are_kept_escaped() {
+        let t = fake_jwt(&json!({"oid":"x\n2026-01-01T00:00:00Z  INFO forged","aud":["a\rb"],"sub":"\u{1b}[2J"}));
+        let c = decode(&t).unwrap();
+        assert_eq!(c.oid.as_deref(), Some("x\\n2026-01-01T00:00:00Z  INFO forged"));
+        assert_eq!(c.aud, vec!["a\\rb"]);
+        assert_eq!(c.sub.as_deref(), Some("\\u{1b}[2J"));
     }
 
     #[test]

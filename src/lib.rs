@@ -10,6 +10,7 @@ pub(crate) mod auth;
 pub(crate) mod buffers;
 pub mod config;
 pub mod docgen;
+pub mod escape;
 pub(crate) mod http;
 pub(crate) mod jwt;
 pub mod settings;

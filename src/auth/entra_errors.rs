@@ -227,15 +227,18 @@ pub fn parse(status: u16, body: &[u8]) -> (String, Vec<u64>, String, Option<Stri
         trace_id: Option<String>,
         correlation_id: Option<String>,
     }
+    // Entra's words are printed: escaped, so none can forge a log line.
+    let shown = |s: &str| crate::escape::shown(s).into_owned();
     match serde_json::from_slice::<Body>(body) {
         Ok(b) => {
-            let first = b.error_description.lines().next().unwrap_or("").trim().to_string();
-            (b.error, b.error_codes, first, b.trace_id, b.correlation_id)
+            let first = shown(b.error_description.lines().next().unwrap_or("").trim());
+            let ids = |v: Option<String>| v.map(|v| shown(&v));
+            (shown(&b.error), b.error_codes, first, ids(b.trace_id), ids(b.correlation_id))
         }
         Err(_) => {
             let text = String::from_utf8_lossy(body);
             let first: String = text.lines().next().unwrap_or("").chars().take(200).collect();
-            (format!("HTTP {status}"), vec![], first, None, None)
+            (format!("HTTP {status}"), vec![], shown(&first), None, None)
         }
     }
 }
@@ -300,6 +303,15 @@ mod tests {
         assert!(t.contains("AADSTS9999999: Entra ID refused the token exchange"), "{t}");
         assert!(t.contains("Entra said: AADSTS9999999: something happened."), "{t}");
         assert!(t.contains("https://login.microsoftonline.com/error?code=9999999"), "{t}");
+    }
+
+    #[test]
+    fn entra_words_are_escaped() {
+        let body = br#"{"error":"invalid_client\u001b[2J","error_description":"AADSTS7000215: bad\rINFO forged\nTrace ID: x","trace_id":"t\r1"}"#;
+        let (error, _, description, trace, _) = parse(401, body);
+        assert_eq!(error, "invalid_client\\u{1b}[2J");
+        assert_eq!(description, "AADSTS7000215: bad\\rINFO forged");
+        assert_eq!(trace.as_deref(), Some("t\\r1"));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct AuthSettings {
     pub identity_endpoint: Option<(String, Secret)>,
     /// IMDS base URL: `AZURE_POD_IDENTITY_AUTHORITY_HOST`, else `http://169.254.169.254`.
     pub imds_host: String,
+    /// Under `auth: auto`, the ambient variables set aside because an explicit `PLUGIN_*`
+    /// credential was given, said on the start line ([`ambient_set_aside`]).
+    pub precedence: Option<String>,
 }
 
 /// Parsed connection string (`Key=Value;...`).
@@ -328,7 +331,53 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
         authority_host,
         identity_endpoint,
         imds_host,
+        precedence: None,
     }
+}
+
+/// Credential settings whose documented fallbacks are ambient variables.
+const AMBIENT_CREDENTIALS: &[&str] = &["access_token", "sas_token", "account_key", "connection_string"];
+
+/// Under `auth: auto`, an explicit credential (a `PLUGIN_*` or `INPUT_*` variable) always
+/// wins over an ambient one: the runner's environment never silently overrides what the
+/// pipeline wrote. Returns the ambient variables to set aside (those that are set):
+/// `AZURE_STORAGE_SAS_TOKEN`, `AZURE_STORAGE_KEY`, `AZURE_STORAGE_CONNECTION_STRING` and
+/// `AZURE_ACCESS_TOKEN` behind any explicit credential; and, unless federation is asked
+/// for explicitly (a token setting, or both `tenant_id` and `client_id`), the ambient CI
+/// token sources (`AZURE_FEDERATED_TOKEN_FILE`, the Actions token endpoint). They are
+/// neither used nor checked; the start line names them ([`precedence_note`]).
+pub(super) fn ambient_set_aside(raw: &RawSettings, mode: AuthMode) -> Vec<&'static str> {
+    if mode != AuthMode::Auto {
+        return vec![];
+    }
+    let explicit = |name: &str| {
+        [settings::env_name(name), settings::input_env_name(name)]
+            .iter()
+            .any(|v| raw.var(v).is_some_and(|v| !v.trim().is_empty()))
+    };
+    let explicit_federated = ["federated_token", "oidc_token_id", "federated_token_file"].iter().any(|n| explicit(n))
+        || (explicit("tenant_id") && explicit("client_id"));
+    let explicit_static = AMBIENT_CREDENTIALS.iter().any(|n| explicit(n));
+    if !explicit_static && !explicit_federated {
+        return vec![];
+    }
+    let mut vars: Vec<&'static str> = AMBIENT_CREDENTIALS
+        .iter()
+        .filter(|n| !explicit(n))
+        .flat_map(|n| settings::find(n).map(|s| s.env_fallback).unwrap_or(&[]).iter().copied())
+        .collect();
+    if !explicit_federated {
+        vars.extend(settings::find("federated_token_file").map(|s| s.env_fallback).unwrap_or(&[]));
+        vars.extend(["ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"]);
+    }
+    vars.retain(|v| raw.var(v).is_some_and(|v| !v.trim().is_empty()) || raw.is_not_utf8(v));
+    vars
+}
+
+/// What the start line says about ambient variables set aside, if any.
+pub(super) fn precedence_note(set_aside: &[&str]) -> Option<String> {
+    (!set_aside.is_empty())
+        .then(|| format!("explicit PLUGIN_* credentials win over ambient variables: {} ignored", set_aside.join(", ")))
 }
 
 /// `federated_token_file` and what named it, the token in it checked now (it is re-read
@@ -433,6 +482,55 @@ mod tests {
     }
 
     const KEY: &str = "c2VjcmV0LWtleS12YWx1ZQ==";
+
+    /// Issue 22 item 14a: an ambient credential never beats an explicit one under `auto`.
+    #[test]
+    fn explicit_credentials_win_over_ambient_variables() {
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut p = base();
+            p.extend_from_slice(extra);
+            Config::from_raw(&raw(&p)).unwrap().auth
+        };
+        let a = with(&[("PLUGIN_ACCOUNT_KEY", KEY), ("AZURE_STORAGE_SAS_TOKEN", "sv=1&sig=x")]);
+        assert!(a.sas_token.is_none() && a.account_key.is_some());
+        assert_eq!(
+            a.precedence.as_deref(),
+            Some("explicit PLUGIN_* credentials win over ambient variables: AZURE_STORAGE_SAS_TOKEN ignored")
+        );
+        // Only ambient ones: the usual order, nothing set aside.
+        let a = with(&[("AZURE_STORAGE_KEY", KEY), ("AZURE_STORAGE_SAS_TOKEN", "sv=1&sig=x")]);
+        assert!(a.sas_token.is_some() && a.account_key.is_some() && a.precedence.is_none());
+        // Two explicit ones keep their documented order (both kept).
+        let a = with(&[("PLUGIN_ACCOUNT_KEY", KEY), ("PLUGIN_SAS_TOKEN", "sv=1&sig=x")]);
+        assert!(a.sas_token.is_some() && a.account_key.is_some() && a.precedence.is_none());
+        // A workload identity pod's ambient federation does not beat an explicit key...
+        let a = with(&[
+            ("INPUT_ACCOUNT_KEY", KEY),
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000000"),
+            ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", "https://token.example"),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "t"),
+            ("AZURE_ACCESS_TOKEN", "not.a.jwt"),
+        ]);
+        assert!(a.actions.is_none() && a.access_token.is_none() && a.account_key.is_some());
+        let note = a.precedence.unwrap();
+        assert!(
+            note.contains("AZURE_ACCESS_TOKEN, ACTIONS_ID_TOKEN_REQUEST_URL, ACTIONS_ID_TOKEN_REQUEST_TOKEN ignored"),
+            "an ambient token is neither used nor checked: {note}"
+        );
+        // ...but explicit tenant and client ask for federation: the ambient key is set aside.
+        let a = with(&[
+            ("PLUGIN_TENANT_ID", "00000000-0000-0000-0000-000000000000"),
+            ("PLUGIN_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", "https://token.example"),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "t"),
+            ("AZURE_STORAGE_KEY", KEY),
+        ]);
+        assert!(a.actions.is_some() && a.account_key.is_none());
+        // An explicit mode takes what it names, wherever it came from.
+        let a = with(&[("PLUGIN_AUTH", "sas"), ("PLUGIN_ACCOUNT_KEY", KEY), ("AZURE_STORAGE_SAS_TOKEN", "sv=1&sig=x")]);
+        assert!(a.sas_token.is_some() && a.precedence.is_none());
+    }
 
     #[test]
     fn connection_strings_are_trimmed_and_keys_case_insensitive() {

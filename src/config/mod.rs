@@ -87,6 +87,20 @@ impl Problems {
         self.0.push(Invalid { setting: setting.to_string(), message });
     }
 
+    /// One problem per cause: for each of `settings`, only its first problem is kept (a
+    /// value that could not be read also reads as missing further on).
+    fn keep_first_for(&mut self, settings: &[&str]) {
+        let mut seen: Vec<&str> = Vec::new();
+        self.0.retain(|i| match settings.iter().find(|s| **s == i.setting) {
+            Some(s) if seen.contains(s) => false,
+            Some(s) => {
+                seen.push(s);
+                true
+            }
+            None => true,
+        });
+    }
+
     fn into_result(self) -> Result<(), ConfigError> {
         match self.0.is_empty() {
             true => Ok(()),
@@ -218,18 +232,116 @@ pub struct Config {
 }
 
 /// Raw settings: the process environment, read by setting name.
+///
+/// The environment is read as bytes (`vars_os`): a variable that is not UTF-8 never
+/// panics and its value is never kept. Its name is remembered in `not_utf8` (escaped when
+/// the name itself is not UTF-8), so that a setting given that way is refused by name
+/// ([`RawSettings::check_encoding`]) and every other variable is simply absent.
 #[derive(Debug, Clone, Default)]
 pub struct RawSettings {
     env: BTreeMap<String, String>,
+    not_utf8: std::collections::BTreeSet<String>,
+}
+
+/// How a variable whose name or value is not UTF-8 is named in messages: its name,
+/// undecodable bytes as `\xNN`, control characters escaped. Never its value.
+fn os_name(name: &std::ffi::OsStr) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let lossless: String = name.as_bytes().utf8_chunks().fold(String::new(), |mut out, chunk| {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+        out
+    });
+    crate::escape::shown(&lossless).into_owned()
 }
 
 impl RawSettings {
     pub fn from_env() -> Self {
-        Self::from_map(std::env::vars().collect())
+        Self::from_os(std::env::vars_os())
+    }
+
+    /// The settings of an environment given as bytes, as [`RawSettings::from_env`] reads it.
+    pub fn from_os(vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Self {
+        let mut raw = RawSettings::default();
+        for (k, v) in vars {
+            match (k.into_string(), v.into_string()) {
+                (Ok(k), Ok(v)) => {
+                    raw.env.insert(k, v);
+                }
+                (Ok(k), Err(_)) => {
+                    raw.not_utf8.insert(crate::escape::shown(&k).into_owned());
+                }
+                (Err(k), _) => {
+                    raw.not_utf8.insert(os_name(&k));
+                }
+            }
+        }
+        raw
     }
 
     pub fn from_map(env: BTreeMap<String, String>) -> Self {
-        RawSettings { env }
+        RawSettings { env, not_utf8: Default::default() }
+    }
+
+    /// Whether `var` is set to a value that is not UTF-8 (never read).
+    pub(crate) fn is_not_utf8(&self, var: &str) -> bool {
+        self.not_utf8.contains(var)
+    }
+
+    /// The same settings without the variables `vars` (set aside, see `auth::ambient_set_aside`).
+    fn without(&self, vars: &[&str]) -> RawSettings {
+        let mut out = self.clone();
+        out.env.retain(|k, _| !vars.contains(&k.as_str()));
+        out
+    }
+
+    /// Variables that would be read for `name` (`PLUGIN_<NAME>`, `INPUT_<NAME>`, then its
+    /// documented fallbacks), in that order.
+    fn sources(name: &str) -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
+        let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
+        [settings::env_name(name), settings::input_env_name(name)]
+            .into_iter()
+            .map(std::borrow::Cow::Owned)
+            .chain(fallbacks.iter().map(|f| std::borrow::Cow::Borrowed(*f)))
+    }
+
+    /// Reports every setting whose value would come from a variable that is not UTF-8,
+    /// naming the setting and the variable, never the value (it may be a secret with one
+    /// stray byte). A fallback variable counts only when it would be read: no earlier
+    /// variable of that setting gives a value, and it is not `set_aside` (an ambient
+    /// credential behind an explicit one). Returns the settings reported.
+    pub(crate) fn check_encoding(&self, set_aside: &[&str], bad: &mut Problems) -> Vec<&'static str> {
+        let mut reported = Vec::new();
+        for st in SETTINGS {
+            for var in Self::sources(st.name).filter(|v| !set_aside.contains(&v.as_ref())) {
+                if self.env.get(var.as_ref()).is_some_and(|v| !v.trim().is_empty()) {
+                    break;
+                }
+                if self.not_utf8.contains(var.as_ref()) {
+                    bad.push(
+                        st.name,
+                        format!("{var} is not valid UTF-8 (its value is not shown): settings are text; look for a stray byte or a value in another encoding"),
+                    );
+                    reported.push(st.name);
+                    break;
+                }
+            }
+        }
+        reported
+    }
+
+    /// `PLUGIN_*` and `INPUT_*` variables that are not UTF-8 (name or value) and name no
+    /// setting: ignored, with a warning naming them (see [`RawSettings::check_encoding`]
+    /// for the ones that name a setting).
+    pub fn ignored_not_utf8(&self) -> Vec<String> {
+        self.not_utf8
+            .iter()
+            .filter(|v| v.starts_with("PLUGIN_") || v.starts_with("INPUT_"))
+            .filter(|v| !SETTINGS.iter().any(|st| Self::sources(st.name).any(|s| s.as_ref() == v.as_str())))
+            .map(|v| format!("`{v}` is ignored: its name or value is not valid UTF-8 and it names no setting"))
+            .collect()
     }
 
     /// The value of a setting: `PLUGIN_<NAME>`, then `INPUT_<NAME>` (a GitHub/Forgejo
@@ -760,6 +872,10 @@ impl Config {
     /// Reads and validates every setting. Collects all problems before failing.
     pub fn from_raw(raw: &RawSettings) -> Result<Config, ConfigError> {
         let mut bad = Problems::default();
+        // Ambient credentials behind an explicit one are neither used nor checked.
+        let set_aside = auth::ambient_set_aside(raw, choice(raw, "auth"));
+        // A setting whose variable is not UTF-8 reads as unset below; its one problem is this.
+        let not_utf8 = raw.check_encoding(&set_aside, &mut bad);
 
         // Enum-typed settings checked generically against the table.
         for st in SETTINGS {
@@ -815,12 +931,17 @@ impl Config {
 
         let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
 
-        let Place { connection_string, endpoint, account, container } = place(raw, service, action, dry_run, &mut bad);
+        let creds = raw.without(&set_aside);
+        let Place { connection_string, endpoint, account, container } =
+            place(&creds, service, action, dry_run, &mut bad);
 
-        let (sas_token, account_key) = auth::static_secrets(raw, &mut bad);
-        let keyless = parse_keyless(raw, auth_mode, &mut bad);
+        let (sas_token, account_key) = auth::static_secrets(&creds, &mut bad);
+        let keyless = parse_keyless(&creds, auth_mode, &mut bad);
         let cache = cache::parse(raw, action.is_cache(), &mut bad);
 
+        let precedence = auth::precedence_note(&set_aside);
+        let auth = AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, precedence, ..keyless };
+        bad.keep_first_for(&not_utf8);
         bad.into_result()?;
         Ok(Config {
             action,
@@ -859,7 +980,7 @@ impl Config {
             log_level,
             log_format,
             progress_interval,
-            auth: AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, ..keyless },
+            auth,
             ci_label: ci_label(raw),
             trust,
             cache,
@@ -1146,6 +1267,47 @@ mod tests {
             u[1].to_string(),
             "unknown setting `whatever_else_entirely` (PLUGIN_WHATEVER_ELSE_ENTIRELY): ignored"
         );
+    }
+
+    /// The environment as bytes: a setting that is not UTF-8 is one problem naming it and
+    /// its variable, never its value; other variables are absent, odd names are named escaped.
+    #[test]
+    fn an_environment_that_is_not_utf8_is_read_without_panic_or_value() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let r = RawSettings::from_os([
+            (os(b"PLUGIN_ACCOUNT_NAME"), os(b"mystorage")),
+            (os(b"PLUGIN_CONTAINER"), os(b"artifacts")),
+            (os(b"PLUGIN_SOURCE"), os(b"dist/\xe9/**")),
+            (os(b"AZURE_STORAGE_SAS_TOKEN"), os(b"sig=SECRET\xff")),
+            (os(b"CI_COMMIT_MESSAGE"), os(b"caf\xe9")),
+            (os(b"PLUGIN_\xff\nX"), os(b"v")),
+        ]);
+        assert_eq!(r.var("CI_COMMIT_MESSAGE"), None);
+        assert_eq!(r.get("source"), None);
+        let e = Config::from_raw(&r).unwrap_err();
+        let settings: Vec<&str> = e.0.iter().map(|i| i.setting.as_str()).collect();
+        assert_eq!(settings, vec!["source", "sas_token"], "{e}");
+        let text = e.to_string();
+        assert!(text.contains("`source` (PLUGIN_SOURCE): PLUGIN_SOURCE is not valid UTF-8"), "{text}");
+        assert!(text.contains("`sas_token` (PLUGIN_SAS_TOKEN): AZURE_STORAGE_SAS_TOKEN is not valid UTF-8"), "{text}");
+        assert!(!text.contains("SECRET") && !text.contains("is required"), "{text}");
+        // The odd name: escaped bytes and control characters, one line.
+        assert_eq!(
+            r.ignored_not_utf8(),
+            vec!["`PLUGIN_\\\\xFF\\nX` is ignored: its name or value is not valid UTF-8 and it names no setting"]
+        );
+        // Behind an explicit credential the ambient SAS is set aside, not reported.
+        let mut vars: Vec<(OsString, OsString)> = vec![
+            (os(b"PLUGIN_ACCOUNT_NAME"), os(b"mystorage")),
+            (os(b"PLUGIN_CONTAINER"), os(b"artifacts")),
+            (os(b"PLUGIN_SOURCE"), os(b"x")),
+            (os(b"AZURE_STORAGE_SAS_TOKEN"), os(b"sig=SECRET\xff")),
+        ];
+        vars.push((os(b"PLUGIN_ACCOUNT_KEY"), os(b"c2VjcmV0LWtleS12YWx1ZQ==")));
+        let c = Config::from_raw(&RawSettings::from_os(vars)).unwrap();
+        assert!(c.auth.precedence.unwrap().contains("AZURE_STORAGE_SAS_TOKEN ignored"));
     }
 
     #[test]

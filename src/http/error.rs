@@ -34,13 +34,14 @@ impl HttpError {
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: ", self.method, self.path)?;
+        // The code and message are the server's words: escaped, so they cannot forge a log line.
         match (self.status, &self.code) {
-            (Some(s), Some(c)) => write!(f, "{s} {c}")?,
+            (Some(s), Some(c)) => write!(f, "{s} {}", crate::escape::shown(c))?,
             (Some(s), None) => write!(f, "HTTP {s}")?,
             (None, _) => f.write_str("no response")?,
         }
         if !self.message.is_empty() {
-            write!(f, " ({})", self.message)?;
+            write!(f, " ({})", crate::escape::shown(&self.message))?;
         }
         write!(f, " after {} attempt{}", self.attempts, if self.attempts == 1 { "" } else { "s" })?;
         write!(f, " [x-ms-client-request-id {}", self.client_request_id)?;

@@ -10,6 +10,10 @@
 //! The stop is *armed* only while files are being transferred: before that (the container
 //! check, listings) a refusal either ends the run by itself or is tolerated on purpose
 //! (a SAS scoped to blobs may not read the container's properties).
+//!
+//! An interrupt (SIGTERM, SIGINT) stops every run in the process at once ([`interrupt`]):
+//! from then on every [`Stop`] reads as stopped, armed or not, so no request is sent
+//! (no block committed) and no queued file starts, whatever task is still running.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
@@ -18,6 +22,15 @@ use std::sync::OnceLock;
 /// mid-run (Entra, the token file, the Actions endpoint or the managed identity failed
 /// after the first token): `status` is then 0 (no response).
 pub const TOKEN_REFRESH_FAILED: &str = "TokenRefreshFailed";
+
+/// Set once by [`interrupt`]; read by every [`Stop`].
+static INTERRUPTED: OnceLock<StopReason> = OnceLock::new();
+
+/// Stops the process's run now (SIGTERM or SIGINT, named in `signal`): nothing more is
+/// sent, whichever task asks. Later calls change nothing.
+pub fn interrupt(signal: &str) {
+    let _ = INTERRUPTED.set(StopReason { status: 0, code: None, error: format!("interrupted by {signal}") });
+}
 
 /// What stopped the run.
 #[derive(Debug, Clone)]
@@ -48,8 +61,9 @@ impl Stop {
         }
     }
 
+    /// The refusal that stopped the run, else the interrupt, if either happened.
     pub fn reason(&self) -> Option<&StopReason> {
-        self.reason.get()
+        self.reason.get().or_else(|| INTERRUPTED.get())
     }
 
     pub fn is_stopped(&self) -> bool {

@@ -14,13 +14,13 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::checksum::{crc64, crc64_header, BodySum};
+use super::checksum::{check_echo, crc64, crc64_header, BodySum, Echo};
 use super::digest::{Md5, Sha256};
 use super::{
     is_archive_tier, listed_name, quoted_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store,
     UploadProps,
 };
-use crate::http::{BodySink, Http, Request};
+use crate::http::{BodySink, Http, Request, Response};
 
 /// Characters left as-is in a path segment.
 /// Azure allows 50,000 blocks per blob (Put Block List).
@@ -183,6 +183,7 @@ impl BlobStore {
     }
 
     /// [Put Blob](https://learn.microsoft.com/rest/api/storageservices/put-blob) (block blob, one request).
+    /// The answer's echo (Content-MD5, x-ms-content-crc64) must be the body's ([`echoed`]).
     pub async fn put_blob(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
         let (h, v) = sum.header();
         let req =
@@ -190,7 +191,8 @@ impl BlobStore {
         // Azure and Azurite refuse a CRC64 together with an MD5 header on Put Blob; the service
         // computes and stores the Content-MD5 of a single-request blob itself.
         let props = UploadProps { content_md5: None, ..props.clone() };
-        let resp = self.http.send(Self::with_props(req, &props).body(data)).await?;
+        let resp = self.http.send(Self::with_props(req, &props).body(data.clone())).await?;
+        echoed("Put Blob", sum, &data, &resp)?;
         Ok(Committed { etag: resp.header("etag").map(str::to_string) })
     }
 
@@ -211,8 +213,9 @@ impl BlobStore {
         let (h, v) = sum.header();
         let req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "block"), ("blockid", block_id)])?)
             .header(h, v)
-            .body(data);
-        self.http.send(req).await?;
+            .body(data.clone());
+        let resp = self.http.send(req).await?;
+        echoed("Put Block", sum, &data, &resp)?;
         Ok(())
     }
 
@@ -428,6 +431,20 @@ pub fn parse_block_list(body: &[u8]) -> Result<Vec<(String, u64)>> {
     let r: BlockListXml = quick_xml::de::from_str(text)
         .map_err(|e| StorageError::Protocol { op: "Get Block List", detail: e.to_string() })?;
     Ok(r.uncommitted.unwrap_or_default().block.into_iter().map(|b| (b.name, b.size)).collect())
+}
+
+/// The checksum a Blob write's answer echoes must be the body's: Azure always returns one
+/// (Put Block: `x-ms-content-crc64` when a CRC-64 was sent, `Content-MD5` when an MD5 was;
+/// Put Blob: the blob's `Content-MD5`), so an answer without one, or with another value,
+/// did not store these bytes (a forged or misrouted 201) and the write fails. Put Block
+/// with an MD5 is compared when echoed only: Azurite does not echo it.
+fn echoed(op: &'static str, sum: BodySum, data: &[u8], resp: &Response) -> Result<()> {
+    let rule = match (op, sum) {
+        ("Put Block", BodySum::Md5(_)) => Echo::IfPresent,
+        _ => Echo::Required,
+    };
+    check_echo(sum, data, resp.header("x-ms-content-crc64"), resp.header("content-md5"), rule)
+        .map_err(|detail| StorageError::Protocol { op, detail })
 }
 
 #[cfg(test)]

@@ -43,6 +43,61 @@ impl BodySum {
     }
 }
 
+/// Which echoes a write's answer must carry (see [`check_echo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Compare what is there; an answer without an echo is accepted (Azure Files, which
+    /// test doubles and older service versions answer without one).
+    IfPresent,
+    /// Azure always echoes a Blob write (Put Block: the CRC-64 it computed when one was
+    /// sent; Put Blob: the blob's Content-MD5): an answer without one is not the service's.
+    Required,
+}
+
+/// Compares the checksums a write's answer echoes (`x-ms-content-crc64`, `Content-MD5`:
+/// Azure computes them from the bytes it received) with the body sent, whose checksum was
+/// `sent`; the other kind is computed from `body` only when the answer carries it. A
+/// mismatch means the bytes stored are not the ones sent, or the answer did not come from
+/// the service (a forged 201): the write must not count as stored. Returns what differs.
+pub fn check_echo(
+    sent: BodySum,
+    body: &[u8],
+    crc_echo: Option<&str>,
+    md5_echo: Option<&str>,
+    rule: Echo,
+) -> Result<(), String> {
+    let crc_echo = crc_echo.map(str::trim).filter(|v| !v.is_empty());
+    let md5_echo = md5_echo.map(str::trim).filter(|v| !v.is_empty());
+    if let Some(echo) = crc_echo {
+        let ours = crc64_header(match sent {
+            BodySum::Crc64(c) => c,
+            BodySum::Md5(_) => crc64(body),
+        });
+        if echo != ours {
+            return Err(format!(
+                "the answer's x-ms-content-crc64 `{}` is not the CRC-64 of the body sent (`{ours}`)",
+                crate::escape::shown(echo)
+            ));
+        }
+    }
+    if let Some(echo) = md5_echo {
+        let ours = B64.encode(match sent {
+            BodySum::Md5(m) => m,
+            BodySum::Crc64(_) => Md5::digest(body).into(),
+        });
+        if echo != ours {
+            return Err(format!(
+                "the answer's Content-MD5 `{}` is not the MD5 of the body sent (`{ours}`)",
+                crate::escape::shown(echo)
+            ));
+        }
+    }
+    if rule == Echo::Required && crc_echo.is_none() && md5_echo.is_none() {
+        return Err("the answer carries neither x-ms-content-crc64 nor Content-MD5, which Azure Storage always returns for this write: it did not come from the service".into());
+    }
+    Ok(())
+}
+
 pub fn crc64(data: &[u8]) -> u64 {
     crc_fast::checksum(crc_fast::CrcAlgorithm::Crc64Nvme, data)
 }
@@ -55,6 +110,31 @@ pub fn crc64_header(crc: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_echo_that_is_not_the_body_sent_is_refused() {
+        let body = b"hello, block";
+        let crc = BodySum::Crc64(crc64(body));
+        let md5 = BodySum::Md5(Md5::digest(body).into());
+        let crc_h = crc64_header(crc64(body));
+        let md5_h = B64.encode(Md5::digest(body));
+        for sent in [crc, md5] {
+            assert_eq!(check_echo(sent, body, Some(&crc_h), None, Echo::Required), Ok(()));
+            assert_eq!(check_echo(sent, body, None, Some(&md5_h), Echo::Required), Ok(()));
+            assert_eq!(check_echo(sent, body, Some(&crc_h), Some(&md5_h), Echo::Required), Ok(()));
+            assert_eq!(check_echo(sent, body, None, None, Echo::IfPresent), Ok(()));
+            let e = check_echo(sent, body, Some("AAAAAAAAAAA="), None, Echo::IfPresent).unwrap_err();
+            assert!(e.contains("x-ms-content-crc64 `AAAAAAAAAAA=` is not the CRC-64"), "{e}");
+            let e =
+                check_echo(sent, body, Some(&crc_h), Some("1B2M2Y8AsgTpgAmY7PhCfg=="), Echo::IfPresent).unwrap_err();
+            assert!(e.contains("Content-MD5"), "{e}");
+            let e = check_echo(sent, body, None, Some(""), Echo::Required).unwrap_err();
+            assert!(e.contains("neither x-ms-content-crc64 nor Content-MD5"), "{e}");
+        }
+        // A server's text is escaped in the message.
+        let e = check_echo(crc, body, Some("x\nINFO forged"), None, Echo::Required).unwrap_err();
+        assert!(e.contains("x\\nINFO forged"), "{e}");
+    }
 
     #[test]
     fn crc64_is_nvme_not_xz() {

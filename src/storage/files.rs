@@ -80,7 +80,7 @@ use reqwest::Method;
 use tokio::sync::OnceCell;
 
 use super::blob::{encode_path, list_page_size};
-use super::checksum::BodySum;
+use super::checksum::{check_echo, BodySum, Echo};
 use super::{listed_name, same_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store, UploadProps};
 use crate::config::Checksum;
 use crate::http::{BodySink, Http, Request};
@@ -340,8 +340,17 @@ impl FilesStore {
             .header("x-ms-range", format!("bytes={offset}-{end}"))
             .header("x-ms-write", "update")
             .header("content-md5", B64.encode(md5))
-            .body(data);
-        self.http.send(req).await?;
+            .body(data.clone());
+        let resp = self.http.send(req).await?;
+        // Azure echoes the Content-MD5 it computed; one that is not the body's did not store it.
+        check_echo(
+            BodySum::Md5(md5),
+            &data,
+            resp.header("x-ms-content-crc64"),
+            resp.header("content-md5"),
+            Echo::IfPresent,
+        )
+        .map_err(|detail| StorageError::Protocol { op: "Put Range", detail })?;
         Ok(())
     }
 

@@ -75,6 +75,12 @@ pub fn remove_temp_files() -> usize {
     IN_FLIGHT.load(Ordering::SeqCst)
 }
 
+/// How many downloads are unfinished now (read when interrupted, before their tasks are
+/// cancelled: a cancelled task removes its own temporary file).
+pub fn unfinished_downloads() -> usize {
+    IN_FLIGHT.load(Ordering::SeqCst)
+}
+
 fn unregister(id: u64) {
     TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
 }

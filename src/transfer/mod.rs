@@ -291,7 +291,7 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         }
     };
     tracing::info!(
-        "plugin-azure-storage {}: {}{} {} account `{}` {} `{}` ({}), auth: {}, trust: {} ({})",
+        "plugin-azure-storage {}: {}{} {} account `{}` {} `{}` ({}), auth: {}{}, trust: {} ({})",
         env!("CARGO_PKG_VERSION"),
         if cfg.dry_run { "dry run: " } else { "" },
         action_word(cfg.action),
@@ -301,6 +301,7 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         cfg.container,
         cfg.endpoint,
         cred.describe(),
+        cfg.auth.precedence.as_ref().map(|p| format!(" ({p})")).unwrap_or_default(),
         cfg.trust.tier.as_str(),
         cfg.trust.why
     );

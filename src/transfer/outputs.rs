@@ -5,7 +5,10 @@
 //! remote prefix of an upload, the source prefix of a download) and `manifest` (when set).
 //! A dry run transfers and deletes nothing: its done-counts are 0, and `would_transfer`
 //! (and, for a sync, `would_delete`) say what the real run would do.
-//! A URL never carries a SAS. Later capabilities add their own keys here.
+//! A URL never carries a SAS. Later capabilities add their own keys here. An output file
+//! must be a regular file: it is opened without blocking and anything else (a FIFO, a
+//! device) is refused, naming its variable, so the step can never hang on it; each file is
+//! written on its own, so one that fails does not keep the other from being written.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,23 +72,31 @@ fn url(cfg: &Config, single_url: Option<&str>, store: &dyn Store) -> String {
     store.url(&path)
 }
 
-/// An output file that could not be appended to (reported like an unwritable manifest).
+/// Output files that could not be appended to (reported like an unwritable manifest),
+/// each with the variable that named it; the others were written.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot append the outputs to `{}`: {source}", path.display())]
-pub struct OutputsError {
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct OutputsError(Vec<OutputFailure>);
+
+/// One output file that could not be appended to.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot append the outputs to `{}` ({var}): {source}", crate::escape::shown(&path.to_string_lossy()))]
+pub struct OutputFailure {
+    var: &'static str,
     path: PathBuf,
     source: std::io::Error,
 }
 
 /// Appends the pairs to every output file named in the environment. A value holding a line
 /// break (possible only in a manifest path) is left out with a warning rather than written
-/// as a broken line.
+/// as a broken line. A file that cannot be written does not keep the others from being
+/// written; every failure is returned.
 pub fn write(pairs: &[(&'static str, String)]) -> Result<(), OutputsError> {
-    let mut files: Vec<PathBuf> = Vec::new();
+    let mut files: Vec<(&'static str, PathBuf)> = Vec::new();
     for var in OUTPUT_VARS {
         if let Some(p) = std::env::var_os(var).filter(|p| !p.is_empty()).map(PathBuf::from) {
-            if !files.contains(&p) {
-                files.push(p);
+            if !files.iter().any(|(_, f)| *f == p) {
+                files.push((var, p));
             }
         }
     }
@@ -97,14 +108,72 @@ pub fn write(pairs: &[(&'static str, String)]) -> Result<(), OutputsError> {
         }
         text.push_str(&format!("{k}={v}\n"));
     }
-    for f in &files {
-        append(f, &text).map_err(|source| OutputsError { path: f.clone(), source })?;
-        tracing::debug!("outputs appended to {}", f.display());
+    let mut failed = Vec::new();
+    for (var, f) in files {
+        match append(&f, &text) {
+            Ok(()) => tracing::debug!("outputs appended to {}", f.display()),
+            Err(source) => failed.push(OutputFailure { var, path: f, source }),
+        }
     }
-    Ok(())
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(OutputsError(failed)),
+    }
 }
 
+/// Appends to a regular file (created when missing). Opened without blocking
+/// (`O_NONBLOCK`: a FIFO without a reader fails at once instead of hanging the step) and
+/// refused unless it is a regular file (a FIFO, a device or a socket could block the write
+/// or swallow the lines).
 fn append(path: &Path, text: &str) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().append(true).create(true).open(path)?;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => std::io::Error::other("it is a FIFO with no reader: outputs go to a regular file"),
+            _ => e,
+        })?;
+    let kind = f.metadata()?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::other(format!("it is {what}: outputs go to a regular file")));
+    }
     f.write_all(text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_regular_file_is_appended_to_and_nothing_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("out.txt");
+        append(&file, "a=1\n").unwrap();
+        append(&file, "b=2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "a=1\nb=2\n");
+        // A FIFO with no reader: refused at once (a blocking open would wait forever).
+        let fifo = dir.path().join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let e = append(&fifo, "a=1\n").unwrap_err().to_string();
+        assert!(e.contains("a FIFO with no reader"), "{e}");
+        // With a reader it opens, and is refused as a FIFO.
+        use std::os::unix::fs::OpenOptionsExt;
+        let _reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        let e = append(&fifo, "a=1\n").unwrap_err().to_string();
+        assert!(e.contains("it is a FIFO"), "{e}");
+        let e = append(Path::new("/dev/null"), "a=1\n").unwrap_err().to_string();
+        assert!(e.contains("it is a device"), "{e}");
+    }
 }

@@ -698,3 +698,186 @@ fn sigterm_mid_upload_commits_nothing() {
     assert!(proxy.ops("PutBlockList").is_empty(), "{}", proxy.log());
     assert!(list(az, &c).is_empty(), "a partial blob became visible");
 }
+
+/// Issue 25 item 5: SIGTERM stops the work. Twenty chunked files upload four at a time;
+/// every Put Block List is held at the proxy, so four commits are waiting when the signal
+/// comes. The gate then opens (the held commits are answered): no further commit may
+/// reach the proxy after the signal, the run exits 143 within 5 s, and only the blobs
+/// whose commit was sent before the signal can exist.
+#[test]
+fn sigterm_mid_upload_of_many_files_sends_no_commit_after_the_signal_and_exits_within_5s() {
+    let az = Azurite::shared();
+    let c = container("sigtermmany");
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..20 {
+        write(dir.path(), &format!("f{i:02}.bin"), &bytes(4 * BLOCK, 200 + i));
+    }
+    let gate = Gate::new();
+    let proxy =
+        FaultProxy::start(az, vec![Rule::new("hold", op("PutBlockList"), Times::Every, Fault::Hold(gate.clone()))]);
+    let child =
+        spawn(&via(&proxy, dir.path(), &c).set("source", "*.bin").set("concurrency", "4").set("timeout", "60s"));
+    // Four files in flight, four commits held: nothing else moves until the gate opens.
+    let held =
+        proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().filter(|r| r.fault == Some("hold")).count() == 4);
+    let signalled = std::time::Instant::now();
+    signal(&child, libc::SIGTERM);
+    gate.open();
+    let mut child = child;
+    let deadline = signalled + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let exited_in_time = child.try_wait().unwrap().is_some();
+    if !exited_in_time {
+        signal(&child, libc::SIGKILL);
+    }
+    let out = finish(child);
+    assert!(held, "no commit was held:\n{}\n{}", proxy.log(), out.all());
+    assert!(exited_in_time, "still running 5 s after SIGTERM:\n{}", out.all());
+    out.assert_code(143).assert_contains("interrupted");
+    let late: Vec<String> = proxy
+        .ops("PutBlockList")
+        .iter()
+        .filter(|r| r.at > signalled)
+        .map(|r| r.req.blob().unwrap_or("?").to_string())
+        .collect();
+    assert!(late.is_empty(), "commits sent after the signal: {late:?}\n{}", proxy.log());
+    let sent_before: Vec<String> =
+        proxy.ops("PutBlockList").iter().map(|r| r.req.blob().unwrap_or("?").to_string()).collect();
+    for name in list(az, &c) {
+        assert!(sent_before.contains(&name), "`{name}` was committed without a commit before the signal");
+    }
+}
+
+/// A fake 201 for Put Blob: the request id is forged and no checksum is echoed.
+const FORGED_PUT_BLOB: &str =
+    "HTTP/1.1 201 Created\r\nx-ms-request-id: forged-0001\r\nETag: \"0x8D0FORGED\"\r\nContent-Length: 0\r\n\r\n";
+/// A fake 201 for Put Block echoing a CRC-64 that is not the block's.
+const FORGED_PUT_BLOCK: &str = "HTTP/1.1 201 Created\r\nx-ms-request-id: forged-0002\r\nx-ms-content-crc64: AAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n";
+
+/// Issue 22 item 14c: a write whose answer does not echo the checksum of the body sent
+/// (Azure computes `x-ms-content-crc64` / `Content-MD5` from what it received) did not
+/// store it: a forged 201 is a failure, never counted as stored, and nothing is committed.
+/// Before: both files were reported as transferred (exit 0) with nothing stored.
+#[test]
+fn a_forged_201_to_put_blob_or_put_block_is_not_counted_as_stored() {
+    let az = Azurite::shared();
+    let c = container("forged201");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "small.bin", &small());
+    write(dir.path(), "big.bin", &big());
+    let proxy = FaultProxy::start(
+        az,
+        vec![
+            Rule::new("forged-put-blob", op("PutBlob"), Times::Every, Fault::Raw(FORGED_PUT_BLOB)),
+            Rule::new("forged-put-block", op("PutBlock"), Times::Every, Fault::Raw(FORGED_PUT_BLOCK)),
+        ],
+    );
+    let out = via(&proxy, dir.path(), &c).set("source", "*.bin").run();
+    assert!(proxy.fired("forged-put-blob") > 0 && proxy.fired("forged-put-block") > 0, "{}", proxy.log());
+    out.assert_code(1)
+        .assert_contains("2 failed")
+        .assert_contains("neither x-ms-content-crc64 nor Content-MD5")
+        .assert_contains("x-ms-content-crc64 `AAAAAAAAAAA=` is not the CRC-64 of the body sent");
+    assert!(proxy.ops("PutBlockList").is_empty(), "a block list was committed:\n{}", proxy.log());
+    assert!(list(az, &c).is_empty(), "something is stored: {:?}", list(az, &c));
+}
+
+/// Issue 22 item 11 / issue 25 item 5: a signal ends the run even while the run is
+/// blocked in a system call. The federated token file is a FIFO: the settings check reads
+/// one token from it, then the run opens it again and blocks reading (the test holds the
+/// writing end open and sends nothing). SIGTERM must still end the process, by exit 143
+/// within 5 s. Before: the run blocked the thread that watched for signals, so SIGTERM
+/// was swallowed (or, by the luck of the poll order, killed the process before any handler
+/// ran).
+#[test]
+fn sigterm_while_the_run_is_blocked_in_a_system_call_exits_143_within_5s() {
+    use std::io::{BufRead, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::time::Instant;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    let fifo = dir.path().join("token");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let ci = crate::ci_encoding::jwt(serde_json::json!({
+        "iss": "https://ci.example", "sub": "repo:o/r", "aud": "api://AzureADTokenExchange",
+        "iat": now, "exp": now + 600,
+    }));
+    let mut child = spawn(
+        &plugin(dir.path())
+            .set("endpoint", "https://127.0.0.1:9/devstoreaccount1")
+            .set("container", "artifacts")
+            .set("source", "a.txt")
+            .set("auth", "federated")
+            .set("tenant_id", "00000000-0000-0000-0000-000000000000")
+            .set("client_id", "11111111-1111-1111-1111-111111111111")
+            .set("authority_host", "http://127.0.0.1:9")
+            .set("federated_token_file", fifo.to_str().unwrap())
+            .set("log_level", "debug"),
+    );
+    // The log, line by line, as it comes.
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(l);
+        }
+    });
+    // The settings check reads one token (this open waits for the plugin to open the FIFO).
+    let (f, t) = (fifo.clone(), ci.clone());
+    std::thread::spawn(move || {
+        let _ = std::fs::OpenOptions::new().write(true).open(&f).and_then(|mut w| w.write_all(t.as_bytes()));
+    });
+    // The settings are checked once `configuration` is logged; then the run opens the FIFO
+    // again: a non-blocking open for writing succeeds once that reader waits. Held open
+    // (and nothing written), so the run keeps waiting in its read.
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) if l.contains("configuration") => {
+                log.push(l);
+                break;
+            }
+            Ok(l) => log.push(l),
+            Err(_) => {}
+        }
+    }
+    let configured = log.iter().any(|l| l.contains("configuration"));
+    let held = loop {
+        match std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&fifo) {
+            Ok(w) => break Some(w),
+            Err(_) if Instant::now() < deadline && child.try_wait().unwrap().is_none() => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(_) => break None,
+        }
+    };
+    let early = child.try_wait().unwrap();
+    if early.is_some() {
+        std::thread::sleep(Duration::from_millis(100));
+        log.extend(lines.try_iter());
+    }
+    assert!(early.is_none(), "the run ended before the signal ({early:?}):\n{}", log.join("\n"));
+    let signalled = Instant::now();
+    signal(&child, libc::SIGTERM);
+    while child.try_wait().unwrap().is_none() && signalled.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = child.try_wait().unwrap();
+    if status.is_none() {
+        signal(&child, libc::SIGKILL);
+    }
+    let _ = child.wait();
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    log.extend(lines.try_iter());
+    let log = log.join("\n");
+    assert!(configured, "the settings were not checked:\n{log}");
+    assert!(status.is_some(), "still running 5 s after SIGTERM (the signal was swallowed):\n{log}");
+    assert_eq!(status.unwrap().code(), Some(143), "not an exit 143 (killed before a handler ran?):\n{log}");
+    assert!(log.contains("interrupted (SIGTERM)"), "{log}");
+    assert!(!log.contains(&ci), "the CI token was printed");
+}

@@ -239,3 +239,110 @@ fn a_mixed_case_setting_variable_is_warned_about_with_its_real_name() {
     out.assert_contains("`PLUGIN_Source` is ignored: settings are read from upper-case PLUGIN_<NAME> variables only; did you mean `source` (PLUGIN_SOURCE)?");
     out.assert_contains("`source` (PLUGIN_SOURCE): is required");
 }
+
+/// Runs `p` with extra variables given as bytes (names and values need not be UTF-8).
+fn run_with_bytes(p: &Plugin, vars: &[(&[u8], &[u8])]) -> Out {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = p.command();
+    for (k, v) in vars {
+        cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
+    }
+    let o = cmd.output().expect("run the plugin");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// Issue 22 item 4: the environment is read as bytes. A setting that is not UTF-8 is exit 2
+/// naming the setting and its variable, never printing the value (exit 134 and the value
+/// in the panic message before); an unrelated variable or a name that is not UTF-8 does
+/// not stop a run.
+#[test]
+fn an_environment_that_is_not_utf8_never_panics_and_never_prints_the_value() {
+    let az = Azurite::shared();
+    let c = container("notutf8");
+    let dir = workspace();
+    let no_panic = |out: &Out| {
+        out.assert_lacks("panicked").assert_lacks("TOPSECRET");
+        assert_ne!(out.code, 134, "{}", out.all());
+    };
+    // A SAS with one stray byte: refused by name, its value not shown.
+    let base = || plugin(dir.path()).set("container", "artifacts").set("account_name", "acct1").set("source", "a.txt");
+    let out = run_with_bytes(&base(), &[(b"PLUGIN_SAS_TOKEN", b"sv=2024-01-01&sig=TOPSECRET\xff")]);
+    no_panic(&out);
+    refused(&out, &["invalid setting `sas_token` (PLUGIN_SAS_TOKEN): PLUGIN_SAS_TOKEN is not valid UTF-8"]);
+    // The same through its fallback variable, which is read since no PLUGIN_SAS_TOKEN is set.
+    let out = run_with_bytes(&base(), &[(b"AZURE_STORAGE_SAS_TOKEN", b"sig=TOPSECRET\xfe")]);
+    no_panic(&out);
+    refused(&out, &["AZURE_STORAGE_SAS_TOKEN is not valid UTF-8 (its value is not shown)"]);
+    // A setting that is not a secret: one problem for one cause (not also "is required").
+    let out = run_with_bytes(&base().unset("source"), &[(b"PLUGIN_SOURCE", b"dist/\xe9t\xe9/**")]);
+    no_panic(&out);
+    refused(&out, &["`source` (PLUGIN_SOURCE): PLUGIN_SOURCE is not valid UTF-8"]);
+    out.assert_lacks("is required");
+    // INPUT_* (GitHub Actions) likewise.
+    let out = run_with_bytes(&base(), &[(b"INPUT_CONTENT_TYPE", b"text/\xff")]);
+    no_panic(&out);
+    refused(&out, &["`content_type` (PLUGIN_CONTENT_TYPE): INPUT_CONTENT_TYPE is not valid UTF-8"]);
+
+    // An unrelated variable (a commit message in Latin-1) and a name that is not UTF-8:
+    // the upload runs; the odd PLUGIN_ name is warned about, escaped.
+    let out = run_with_bytes(
+        &plugin(dir.path()).azurite(az, &c).set("source", "a.txt"),
+        &[
+            (b"CI_COMMIT_MESSAGE", b"caf\xe9 TOPSECRET"),
+            (b"PLUGIN_SOURC\xc9", b"x"),
+            (b"PLUGIN_\xffX", b"\xfe"),
+            // Behind the explicit account key, an ambient SAS is set aside, not read.
+            (b"AZURE_STORAGE_SAS_TOKEN", b"sig=TOPSECRET\xfe"),
+        ],
+    );
+    no_panic(&out);
+    out.assert_ok()
+        .assert_contains("explicit PLUGIN_* credentials win over ambient variables: AZURE_STORAGE_SAS_TOKEN ignored")
+        .assert_contains("`PLUGIN_SOURC\\xC9` is ignored: its name or value is not valid UTF-8")
+        .assert_contains("`PLUGIN_\\xFFX` is ignored");
+    assert_eq!(fetch(az, &c, "a.txt").0, b"x");
+
+    // An argument that is not UTF-8: exit 2 naming it (escaped), not a panic.
+    let o = plugin(dir.path())
+        .command()
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"--x\xff\n"))
+        .output()
+        .unwrap();
+    let all = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{all}");
+    assert!(all.contains("unknown argument `--x\u{fffd}\\n`"), "{all}");
+}
+
+/// Issue 22 item 14b: a claim is outside data. An access token whose `oid` holds a line
+/// break and a fake log line is printed on the start line escaped, on one line: the
+/// forged line never starts a line of its own.
+#[test]
+fn a_line_break_in_a_token_claim_cannot_forge_a_log_line() {
+    let dir = workspace();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let forged = "2026-01-01T00:00:00.000000Z  INFO uploaded 999 file(s): all verified";
+    let token = crate::ci_encoding::jwt(serde_json::json!({
+        "aud": "https://storage.azure.com", "exp": now + 3600, "iat": now,
+        "oid": format!("11111111-1111-1111-1111-111111111111\n{forged}\r\u{1b}[2K"),
+    }));
+    let out = plugin(dir.path())
+        .set("account_name", "acct1")
+        .set("container", "artifacts")
+        .set("source", "a.txt")
+        .set("dry_run", "true")
+        .set("access_token", &token)
+        .run();
+    out.assert_ok().assert_lacks(&token);
+    let all = out.all();
+    assert!(
+        all.contains(&format!("oid 11111111-1111-1111-1111-111111111111\\n{forged}\\r\\u{{1b}}[2K")),
+        "the claim is not shown escaped:\n{all}"
+    );
+    assert!(!all.lines().any(|l| l.starts_with(forged)), "a forged line starts a line:\n{all}");
+    assert!(!all.contains('\u{1b}'), "a terminal escape reached the log:\n{all}");
+}

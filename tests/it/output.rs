@@ -203,3 +203,47 @@ fn exit_code_is_non_zero_when_any_file_fails_and_every_failure_is_listed() {
         .assert_contains("✗ b.txt → b.txt");
     assert_eq!(fetch(az, &c, "c.txt").0, b"c");
 }
+
+/// Issue 22 item 11: an output file that would block (a FIFO nobody reads) is refused at
+/// once, named with its variable, exit 1; the other output file is still written.
+#[test]
+fn a_fifo_as_output_file_is_refused_at_once_and_the_other_output_is_still_written() {
+    let az = Azurite::shared();
+    let c = container("fifoout");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"hello");
+    let fifo = dir.path().join("drone-output");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let github = dir.path().join("github-output");
+    let mut child = plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "a.txt")
+        .env("DRONE_OUTPUT", fifo.to_str().unwrap())
+        .env("GITHUB_OUTPUT", github.to_str().unwrap())
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let hung = child.try_wait().unwrap().is_none();
+    if hung {
+        child.kill().unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    let out = Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(!hung, "the run hung on the FIFO:\n{}", out.all());
+    out.assert_code(1)
+        .assert_contains("transferred            1")
+        .assert_contains(&format!("cannot append the outputs to `{}` (DRONE_OUTPUT): it is a FIFO", fifo.display()));
+    let written = std::fs::read_to_string(&github).unwrap();
+    assert!(written.contains("transferred=1\n"), "{written}");
+    assert_eq!(fetch(az, &c, "a.txt").0, b"hello");
+}

@@ -294,3 +294,27 @@ fn action_inputs_misspelt_lower_case_or_shadowed_are_warned_about() {
         .assert_lacks("from-input");
     assert_eq!(list(az, &c), vec!["from-plugin/a.txt"]);
 }
+
+/// Issue 22 item 14a: an ambient AZURE_STORAGE_SAS_TOKEN (a runner's leftover, here one
+/// Azurite refuses) never beats the pipeline's explicit `account_key`: the key is used, and
+/// the start line says which credential and why the other was ignored. The ambient token
+/// is not even checked. Before: the SAS won silently and the run failed with 403.
+#[test]
+fn an_explicit_account_key_wins_over_an_ambient_sas_and_the_start_line_says_so() {
+    let az = Azurite::shared();
+    let c = container("precedence");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"explicit wins");
+    let out = plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "a.txt")
+        .env("AZURE_STORAGE_SAS_TOKEN", "sv=2024-08-04&ss=b&srt=sco&sp=r&se=2020-01-01T00:00:00Z&sig=AMBIENTSIG")
+        .env("AZURE_ACCESS_TOKEN", "not-a-jwt")
+        .run();
+    out.assert_ok()
+        .assert_contains(
+            "auth: shared key (explicit PLUGIN_* credentials win over ambient variables: AZURE_ACCESS_TOKEN, AZURE_STORAGE_SAS_TOKEN ignored)",
+        )
+        .assert_lacks("AMBIENTSIG");
+    assert_eq!(fetch(az, &c, "a.txt").0, b"explicit wins");
+}
