@@ -266,6 +266,15 @@ async fn restore_cache(
     name: &str,
 ) -> Result<(Vec<FileResult>, Outputs), RunError> {
     let cfg = &eng.cfg;
+    // Before anything is downloaded: a cached directory that cannot be replaced as a
+    // whole is refused; staging directories of killed restores are removed.
+    if let Err(e) = tokio::task::block_in_place(|| extract::check_sources(workspace, &cfg.sources)) {
+        tracing::error!("failed: {e}");
+        let mut res = FileResult::new(name, &cfg.sources.join(","), 0, eng.store.url(name));
+        res.reason = Some(e);
+        return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
+    }
+    tokio::task::block_in_place(|| extract::remove_stale_stages(workspace));
     let Some((item, exact)) = find(eng, root, name).await? else {
         let tried: Vec<String> = std::iter::once(key.to_string())
             .chain(
@@ -302,7 +311,9 @@ async fn restore_cache(
     let (tx, rx) = mpsc::channel(1);
     let (ws, sources) = (workspace.to_path_buf(), cfg.sources.clone());
     let want2 = want.clone();
-    let extract = tokio::task::spawn_blocking(move || extract::restore(&ws, &sources, ChannelReader::new(rx), &want2));
+    let limits = extract::Limits { max_size: cfg.cache.max_restore_size, max_memory: cfg.max_memory };
+    let extract =
+        tokio::task::spawn_blocking(move || extract::restore(&ws, &sources, ChannelReader::new(rx), &want2, &limits));
     let download = stream::download_ordered(eng, &item, tx).await;
     let extracted = extract.await.map_err(|e| e.to_string()).and_then(|r| r);
     let outcome = match (download, extracted) {
