@@ -176,9 +176,18 @@ async fn save_stream(
         eng.with_request(store.begin_chunked(name, 0, props)).await.map_err(|e| SaveError::Failed(e.to_string()))?;
     let (tx, rx) = mpsc::channel(2);
     let (eng2, handle, level) = (eng.clone(), tokio::runtime::Handle::current(), eng.cfg.cache.compression_level);
+    // The compressor gets at most half of `max_memory`, taken from the budget the blocks
+    // share (at least one block is left to them).
+    let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let plan = archive::ZstdPlan::for_budget(level, cores, eng.memory_total / 2);
+    let block = eng.cfg.block_size.unwrap_or(crate::transfer::DEFAULT_BLOCK).min(eng.max_block());
+    let reserve = plan.memory().min(eng.memory_total.saturating_sub(block));
+    tracing::debug!("zstd level {level}: {plan:?}, about {} of max_memory", human_bytes(plan.memory()));
+    let compressor = if reserve > 0 { Some(eng.memory_for(reserve).await) } else { None };
     let producer = tokio::task::spawn_blocking(move || {
+        let _compressor = compressor;
         let sink = BlockSink::new(eng2, tx, handle);
-        let (counts, sink) = archive::write_archive(&root, &sources, level, sink)?;
+        let (counts, sink) = archive::write_archive(&root, &sources, level, plan, sink)?;
         let (sha, len) = sink.finish().map_err(|e| format!("cannot write the archive: {e}"))?;
         Ok::<_, String>((sha, len, counts))
     });
