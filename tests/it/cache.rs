@@ -534,6 +534,38 @@ fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_no
     assert!(proxy.ops("GetBlob").is_empty(), "nothing downloaded:\n{}", proxy.log());
 }
 
+/// Issue 22, item 3: a move into place that fails at the second directory (here: the old
+/// `ro/deps` cannot be moved aside, its parent is read-only for the run's user) used to
+/// leave the first one replaced and its old content deleted. Now every move is undone.
+#[test]
+fn cache_restore_that_fails_half_way_puts_every_directory_back() {
+    let az = Azurite::shared();
+    let c = container("cachehalfway");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = hostile_archive(&[
+        m("cache/new.txt", tar::EntryType::Regular, "", b"new"),
+        m("ro/deps/new.txt", tar::EntryType::Regular, "", b"new"),
+    ]);
+    store(az, &c, dir.path(), &archive, None);
+    let ws = dir.path().join("ws");
+    write(&ws, "cache/old.txt", b"previous cache");
+    write(&ws, "ro/deps/old.txt", b"previous deps");
+    let open = std::fs::Permissions::from_mode(0o777);
+    for d in ["", "cache", "ro/deps"] {
+        std::fs::set_permissions(ws.join(d), open.clone()).unwrap();
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(ws.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    // As `nobody` when the tests run as root (root may write anywhere).
+    let out = restore_of(&ws, az, &c, "cache,ro/deps").run_unprivileged();
+    out.assert_code(1)
+        .assert_contains("cannot move the old `ro/deps` aside")
+        .assert_contains("every directory was put back as it was");
+    std::fs::set_permissions(ws.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(tree(&ws), vec!["cache/old.txt", "ro/deps/old.txt"], "as it was, no staging directory left");
+    assert_eq!(std::fs::read(ws.join("cache/old.txt")).unwrap(), b"previous cache");
+}
+
 /// Issue 22, item 6: `cache_save` stored archives every restore refuses, exited 0, and the
 /// key then "existed". A link leaving the cached directories (a venv's absolute link) now
 /// fails the save naming it, and nothing is stored.
@@ -635,7 +667,7 @@ fn cache_restore_refuses_a_zstd_window_larger_than_max_memory() {
     let ws = dir.path().join("ws");
     write(&ws, "cache/old.txt", b"previous cache");
     let out = restore_of(&ws, az, &c, "cache").set("max_memory", "8MiB").run();
-    out.assert_code(1).assert_contains("needs a zstd window larger than `max_memory` (8.0 MiB) allows");
+    out.assert_code(1).assert_contains("needs a zstd window of 128.0 MiB, larger than `max_memory` (8.0 MiB) allows");
     assert_eq!(tree(&ws), vec!["cache/old.txt"]);
     // With the memory for its window (128 MiB), it restores.
     restore_of(&ws, az, &c, "cache").set("max_memory", "128MiB").run().assert_ok();
@@ -708,7 +740,9 @@ fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
     live_lock.try_lock().unwrap();
 
     let gate = Gate::new();
-    let proxy = FaultProxy::start(az, vec![Rule::new("hold", op("GetBlob"), Times::Every, Fault::Hold(gate.clone()))]);
+    // The first Get Blob reads the frame header; the download's are held.
+    let hold = Rule::new("hold", op("GetBlob"), Times::From(2), Fault::Hold(gate.clone()));
+    let proxy = FaultProxy::start(az, vec![hold]);
     let mut child = spawn(&restore_of(&ws, az, &c, "cache").set("endpoint", proxy.endpoint()));
     let held = proxy.wait_until(Duration::from_secs(60), |recs| recs.iter().any(|r| r.fault == Some("hold")));
     // The staging directory is made before the download is read; wait for it to appear.

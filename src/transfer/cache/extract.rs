@@ -155,13 +155,45 @@ fn split(comps: &[String]) -> (&[String], &str) {
 /// `max_memory`; anything else is a corrupt or truncated archive.
 fn read_error(e: &io::Error, at: &str, limits: &Limits) -> String {
     if e.to_string().contains("too much memory") {
-        return format!(
-            "the archive needs a zstd window larger than `max_memory` ({}) allows: not restored \
-             (raise `max_memory`, PLUGIN_MAX_MEMORY, to restore it)",
-            crate::config::human_bytes(limits.max_memory)
-        );
+        return window_too_large(None, limits.max_memory);
     }
     format!("corrupt or truncated archive{at}: {e}")
+}
+
+/// The refusal of a zstd window (its size when known) larger than `max_memory`.
+pub fn window_too_large(window: Option<u64>, max_memory: u64) -> String {
+    let human = crate::config::human_bytes;
+    format!(
+        "the archive needs a zstd window {}larger than `max_memory` ({}) allows: not restored \
+         (raise `max_memory`, PLUGIN_MAX_MEMORY, to restore it)",
+        window.map(|w| format!("of {}, ", human(w))).unwrap_or_default(),
+        human(max_memory)
+    )
+}
+
+/// The window a zstd frame declares, from its first bytes (at most 14 are needed); `None`
+/// when they are not the start of a zstd frame.
+pub fn frame_window(head: &[u8]) -> Option<u64> {
+    if head.get(..4)? != [0x28, 0xb5, 0x2f, 0xfd] {
+        return None;
+    }
+    let fhd = *head.get(4)?;
+    if fhd & 0x20 == 0 {
+        // Window_Descriptor: exponent and mantissa.
+        let wd = *head.get(5)?;
+        let base = 1u64 << (10 + u32::from(wd >> 3));
+        return Some(base + base / 8 * u64::from(wd & 7));
+    }
+    // Single segment: the window is the content size, after the dictionary id.
+    let dict = [0usize, 1, 2, 4][usize::from(fhd & 3)];
+    let fcs = [1usize, 2, 4, 8][usize::from(fhd >> 6)];
+    let at = 5 + dict;
+    let bytes = head.get(at..at + fcs)?;
+    let mut v = bytes.iter().rev().fold(0u64, |v, b| v << 8 | u64::from(*b));
+    if fcs == 2 {
+        v += 256;
+    }
+    Some(v)
 }
 
 /// The largest zstd window (as a power of two) that fits in `max_memory`.
@@ -628,6 +660,25 @@ mod tests {
         assert_eq!(window_log_max((8 << 20) + 1), 23);
         assert_eq!(window_log_max((16 << 20) - 1), 23);
         assert_eq!(window_log_max(64 << 30), 31);
+    }
+
+    #[test]
+    fn frame_windows_are_read_from_the_header() {
+        let streamed = |level: i32, window: Option<u32>| {
+            let mut z = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+            if let Some(w) = window {
+                z.set_parameter(zstd::stream::raw::CParameter::WindowLog(w)).unwrap();
+            }
+            io::Write::write_all(&mut z, &[7u8; 5000]).unwrap();
+            z.finish().unwrap()
+        };
+        assert_eq!(frame_window(&streamed(3, Some(27))), Some(128 << 20));
+        assert_eq!(frame_window(&streamed(3, Some(21))), Some(2 << 20));
+        // Content size known: a single segment, the window is the content.
+        assert_eq!(frame_window(&zstd::encode_all(&[7u8; 5000][..], 3).unwrap()), Some(5000));
+        assert_eq!(frame_window(&zstd::encode_all(&[7u8; 100][..], 3).unwrap()), Some(100));
+        assert_eq!(frame_window(b"not zstd"), None);
+        assert_eq!(frame_window(&[0x28, 0xb5, 0x2f, 0xfd]), None);
     }
 
     #[test]

@@ -260,6 +260,27 @@ async fn find(eng: &Arc<Engine>, root: &Root, name: &str) -> Result<Option<(Remo
     Ok(None)
 }
 
+/// The zstd window the archive's first frame declares (`None`: not a zstd frame, which
+/// the restore then refuses on its own).
+async fn peek_window(eng: &Arc<Engine>, item: &RemoteItem) -> Result<Option<u64>, String> {
+    let len = item.size.min(18);
+    if len == 0 {
+        return Ok(None);
+    }
+    let head = std::sync::Mutex::new(Vec::new());
+    let sink = |pos: u64, data: &[u8]| -> std::io::Result<()> {
+        let mut h = head.lock().map_err(|_| std::io::Error::other("header buffer poisoned"))?;
+        h.truncate(pos as usize);
+        h.extend_from_slice(data);
+        Ok(())
+    };
+    eng.with_request(eng.store.get_range(&item.name, item.etag.as_deref(), 0, len, &sink))
+        .await
+        .map_err(|e| format!("cannot read the archive's header: {e}"))?;
+    let head = head.into_inner().map_err(|_| "header buffer poisoned".to_string())?;
+    Ok(extract::frame_window(&head))
+}
+
 /// The key of a cache blob name (`<target>/<key>.tar.zst`).
 fn key_of(target: &str, name: &str) -> String {
     let prefix = join_remote(target, "");
@@ -317,13 +338,32 @@ async fn restore_cache(
     let c = &eng.progress.counters;
     c.files_total.store(1, std::sync::atomic::Ordering::Relaxed);
     c.bytes_total.store(item.size, std::sync::atomic::Ordering::Relaxed);
+    // The decoder's window comes out of `max_memory`: read from the frame header first (a
+    // window larger than `max_memory` is refused before the archive is downloaded).
+    let window = match peek_window(eng, &item).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("failed: cache `{restored_key}` not restored: {e}");
+            res.reason = Some(e);
+            return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
+        }
+    };
+    if let Some(w) = window.filter(|w| *w > cfg.max_memory) {
+        let e = extract::window_too_large(Some(w), cfg.max_memory);
+        tracing::error!("failed: cache `{restored_key}` not restored: {e}");
+        res.reason = Some(e);
+        return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
+    }
+    // Two ranges of at least 64 KiB stay for the download.
+    let reserved = window.unwrap_or(0).min(eng.memory_total.saturating_sub(128 << 10));
+    let _window = if reserved > 0 { Some(eng.memory_for(reserved).await) } else { None };
     let (tx, rx) = mpsc::channel(1);
     let (ws, sources) = (workspace.to_path_buf(), cfg.sources.clone());
     let want2 = want.clone();
     let limits = extract::Limits { max_size: cfg.cache.max_restore_size, max_memory: cfg.max_memory };
     let extract =
         tokio::task::spawn_blocking(move || extract::restore(&ws, &sources, ChannelReader::new(rx), &want2, &limits));
-    let download = stream::download_ordered(eng, &item, tx).await;
+    let download = stream::download_ordered(eng, &item, tx, reserved).await;
     let extracted = extract.await.map_err(|e| e.to_string()).and_then(|r| r);
     let outcome = match (download, extracted) {
         (Ok(()), Ok(done)) | (Err(StreamError::ReaderGone), Ok(done)) => Ok(done),
