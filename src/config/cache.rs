@@ -151,7 +151,8 @@ pub(super) fn parse(raw: &RawSettings, caching: bool, problems: &mut super::Prob
         Some((v, None)) => bad("fail_on_miss", format!("`{v}` is not a boolean (true or false)")),
         None => {}
     }
-    let default_max = crate::settings::find("max_restore_size").and_then(|s| s.default).and_then(|d| super::parse_size(d).ok());
+    let default_max =
+        crate::settings::find("max_restore_size").and_then(|s| s.default).and_then(|d| super::parse_size(d).ok());
     out.max_restore_size = default_max.unwrap_or(10 << 30);
     if let Some(v) = raw.get("max_restore_size") {
         match super::parse_size(v) {
@@ -190,10 +191,8 @@ pub(super) fn cache_sources(sources: Vec<String>, problems: &mut super::Problems
     let inside = |a: &str, b: &str| b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'));
     for a in &out {
         for b in out.iter().filter(|b| inside(a, b)) {
-            problems.push(
-                "source",
-                format!("`{b}` is inside `{a}`: cached directories may not overlap (keep only `{a}`)"),
-            );
+            problems
+                .push("source", format!("`{b}` is inside `{a}`: cached directories may not overlap (keep only `{a}`)"));
         }
     }
     out
@@ -231,7 +230,10 @@ mod tests {
             let out = cache_sources(list.iter().map(|s| s.to_string()).collect(), &mut p);
             (out, p.0.iter().map(|i| i.message.clone()).collect::<Vec<_>>())
         };
-        assert_eq!(run(&["./target/", "target", ".cargo//registry"]), (vec!["target".into(), ".cargo/registry".into()], vec![]));
+        assert_eq!(
+            run(&["./target/", "target", ".cargo//registry"]),
+            (vec!["target".into(), ".cargo/registry".into()], vec![])
+        );
         assert_eq!(run(&["sub", "subdir"]).1, Vec::<String>::new(), "a shared prefix is not an overlap");
         let (_, e) = run(&["sub", "sub/b.txt"]);
         assert!(e.len() == 1 && e[0].contains("`sub/b.txt` is inside `sub`"), "{e:?}");

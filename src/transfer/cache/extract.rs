@@ -488,7 +488,8 @@ fn unescape_mount(p: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let oct = b.get(i + 1..i + 4).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| u8::from_str_radix(d, 8).ok());
+        let oct =
+            b.get(i + 1..i + 4).and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| u8::from_str_radix(d, 8).ok());
         match (b[i], oct) {
             (b'\\', Some(v)) => {
                 out.push(v);
@@ -501,6 +502,12 @@ fn unescape_mount(p: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Takes the exclusive `flock` of `f` without waiting; it is released when the process
+/// ends, however it ends.
+fn try_lock(f: &File) -> io::Result<()> {
+    rustix::fs::flock(f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(io::Error::from)
 }
 
 /// A staging directory of this run: locked for as long as it lives, then marked.
@@ -517,7 +524,7 @@ impl Stage {
         dirfd::mkdir_at(ws_fd, &name).map_err(e)?;
         let fd = dirfd::open_dir_at(ws_fd, &name).map_err(e)?;
         let lock = File::from(fd.try_clone().map_err(e)?);
-        lock.try_lock().map_err(|err| format!("cannot lock the staging directory: {err}"))?;
+        try_lock(&lock).map_err(|err| format!("cannot lock the staging directory: {err}"))?;
         dirfd::create_new_at(&fd, OWNER_MARK).map_err(e)?;
         Ok(Stage { name, fd, _lock: lock })
     }
@@ -546,7 +553,7 @@ pub fn remove_stale_stages(ws: &Path) {
             continue;
         }
         let Ok(lock) = fd.try_clone().map(File::from) else { continue };
-        if lock.try_lock().is_err() {
+        if try_lock(&lock).is_err() {
             continue; // a live restore holds it
         }
         let aside = std::fs::read_dir(ws.join(&name))
