@@ -682,8 +682,8 @@ mod tests {
         assert_eq!(frame_window(&streamed(3, Some(27))), Some(128 << 20));
         assert_eq!(frame_window(&streamed(3, Some(21))), Some(2 << 20));
         // Content size known: a single segment, the window is the content.
-        assert_eq!(frame_window(&zstd::encode_all(&[7u8; 5000][..], 3).unwrap()), Some(5000));
-        assert_eq!(frame_window(&zstd::encode_all(&[7u8; 100][..], 3).unwrap()), Some(100));
+        assert_eq!(frame_window(&zstd::bulk::compress(&[7u8; 5000], 3).unwrap()), Some(5000));
+        assert_eq!(frame_window(&zstd::bulk::compress(&[7u8; 100], 3).unwrap()), Some(100));
         assert_eq!(frame_window(b"not zstd"), None);
         assert_eq!(frame_window(&[0x28, 0xb5, 0x2f, 0xfd]), None);
     }
