@@ -709,7 +709,7 @@ fn cache_restore_applies_the_umask_to_world_writable_modes() {
 /// marked as the plugin's, not one a live run holds locked.
 #[test]
 fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
-    use crate::fault_proxy::{op, Fault, FaultProxy, Gate, Rule, Times};
+    use crate::fault_proxy::{Fault, FaultProxy, Gate, Req, Rule, Times};
     use crate::faults::{finish, spawn};
     let az = Azurite::shared();
     let c = container("cachestale");
@@ -736,8 +736,9 @@ fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
     rustix::fs::flock(&live_lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
 
     let gate = Gate::new();
-    // The first Get Blob reads the frame header; the download's are held.
-    let hold = Rule::new("hold", op("GetBlob"), Times::From(2), Fault::Hold(gate.clone()));
+    // The download's Get Blob is held (not the 18-byte read of the frame header before it).
+    let download = |r: &Req| r.op() == "GetBlob" && r.header("x-ms-range") != Some("bytes=0-17");
+    let hold = Rule::new("hold", download, Times::Every, Fault::Hold(gate.clone()));
     let proxy = FaultProxy::start(az, vec![hold]);
     let mut child = spawn(&restore_of(&ws, az, &c, "cache").set("endpoint", proxy.endpoint()));
     let held = proxy.wait_until(Duration::from_secs(60), |recs| recs.iter().any(|r| r.fault == Some("hold")));
