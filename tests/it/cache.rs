@@ -522,11 +522,11 @@ fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_no
     std::os::unix::fs::symlink("real", ws.join("lnk")).unwrap();
     let proxy = FaultProxy::start(az, vec![]);
     let out = restore_of(&ws, az, &c, "cache,lnk/deps").set("endpoint", proxy.endpoint()).run();
-    out.assert_code(1).assert_contains("`source` `lnk/deps`: `lnk` is a symbolic link");
-    assert_eq!(std::fs::read(ws.join("cache/old.txt")).unwrap(), b"previous cache", "the first source is untouched");
+    assert_eq!(std::fs::read(ws.join("cache/old.txt")).ok(), Some(b"previous cache".to_vec()), "the first source");
     assert_eq!(std::fs::read(ws.join("real/deps/old.txt")).unwrap(), b"previous deps");
     assert_eq!(std::fs::read_link(ws.join("lnk")).unwrap(), Path::new("real"));
     assert_eq!(tree(&ws), vec!["cache/old.txt", "lnk", "real/deps/old.txt"], "no staging directory left");
+    out.assert_code(1).assert_contains("`source` `lnk/deps`: `lnk` is a symbolic link");
     assert!(proxy.ops("GetBlob").is_empty(), "nothing downloaded:\n{}", proxy.log());
 }
 
@@ -554,12 +554,12 @@ fn cache_restore_that_fails_half_way_puts_every_directory_back() {
     std::fs::set_permissions(ws.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
     // As `nobody` when the tests run as root (root may write anywhere).
     let out = restore_of(&ws, az, &c, "cache,ro/deps").run_unprivileged();
-    out.assert_code(1)
-        .assert_contains("cannot move the old `ro/deps` aside")
-        .assert_contains("every directory was put back as it was");
     std::fs::set_permissions(ws.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(tree(&ws), vec!["cache/old.txt", "ro/deps/old.txt"], "as it was, no staging directory left");
     assert_eq!(std::fs::read(ws.join("cache/old.txt")).unwrap(), b"previous cache");
+    out.assert_code(1)
+        .assert_contains("cannot move the old `ro/deps` aside")
+        .assert_contains("every directory was put back as it was");
 }
 
 /// Issue 22, item 6: `cache_save` stored archives every restore refuses, exited 0, and the
