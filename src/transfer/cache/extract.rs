@@ -462,9 +462,11 @@ pub fn check_sources(ws: &Path, sources: &[String]) -> Result<(), String> {
             if dirfd::is_symlink(&st) {
                 return refuse("a symbolic link");
             }
-            // `dev_t` is u64 on Linux; only compared for equality.
+            // Directories only: overlayfs may report a file's lower device. (A btrfs
+            // subvolume counts too: a rename cannot cross it either.) `dev_t` is u64 on
+            // Linux; only compared for equality.
             #[allow(clippy::unnecessary_cast)]
-            if st.st_dev as u64 != dev || mounts.contains(&real_ws.join(&at)) {
+            if (dirfd::is_dir(&st) && st.st_dev as u64 != dev) || mounts.contains(&real_ws.join(&at)) {
                 return refuse("a mount point");
             }
             if i + 1 == comps.len() || !dirfd::is_dir(&st) {

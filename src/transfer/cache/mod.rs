@@ -9,7 +9,10 @@
 //! Restore: the exact key, else the newest archive (Last-Modified) under the first
 //! `restore_keys` prefix with any match; downloaded in parallel ranges fed in order into
 //! zstd and tar, extracted safely and moved into place only once verified
-//! ([`extract`]). A miss is not an error unless `fail_on_miss`.
+//! ([`extract`]). A miss is not an error unless `fail_on_miss`. Before anything is
+//! downloaded, a `source` under a link or a mount point is refused, staging directories of
+//! killed restores are removed, and the archive's zstd window is read from its header and
+//! taken from `max_memory` (a larger one is refused).
 //!
 //! Outputs: `cache_hit` (`true` only when the exact key was restored, so a later
 //! `cache_save` can be skipped) and `cache_key` (the key restored, empty on a miss).
