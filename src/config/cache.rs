@@ -26,6 +26,8 @@ pub struct CacheSettings {
     pub fail_on_miss: bool,
     /// `overwrite` was set to `true` explicitly (a cache key is not written again otherwise).
     pub overwrite_explicit: bool,
+    /// `cache_restore`: the most the archive may expand to in the workspace.
+    pub max_restore_size: u64,
 }
 
 /// The branch of the run, from the CI's own variables.
@@ -199,7 +201,50 @@ pub(super) fn parse(raw: &RawSettings, caching: bool, problems: &mut super::Prob
         Some((v, None)) => bad("fail_on_miss", format!("`{v}` is not a boolean (true or false)")),
         None => {}
     }
+    let default_max =
+        crate::settings::find("max_restore_size").and_then(|s| s.default).and_then(|d| super::parse_size(d).ok());
+    out.max_restore_size = default_max.unwrap_or(10 << 30);
+    if let Some(v) = raw.get("max_restore_size") {
+        match super::parse_size(v) {
+            Ok(n) if n >= 1 << 20 => out.max_restore_size = n,
+            Ok(_) => bad("max_restore_size", format!("`{v}` is too small: at least 1MiB")),
+            Err(e) => bad("max_restore_size", e),
+        }
+    }
     out.overwrite_explicit = raw.get("overwrite").map(|v| v.trim().eq_ignore_ascii_case("true")).unwrap_or(false);
+    out
+}
+
+/// The `source` directories of a cache mode, normalised (`./a/` is `a`) and deduplicated.
+/// A cached directory is archived and restored as a whole, so none may be the workspace
+/// itself or lie inside another (a restore would meet its members twice and refuse them).
+pub(super) fn cache_sources(sources: Vec<String>, problems: &mut super::Problems) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in sources {
+        let parts: Vec<&str> = s.trim().split('/').filter(|c| !c.is_empty() && *c != ".").collect();
+        if parts.is_empty() {
+            problems.push(
+                "source",
+                format!(
+                    "`{s}` is the whole workspace: a cache holds the directories a build fills \
+                     (e.g. `.cargo/registry,target` or `node_modules`), list them instead"
+                ),
+            );
+            continue;
+        }
+        let norm = parts.join("/");
+        if out.contains(&norm) {
+            continue;
+        }
+        out.push(norm);
+    }
+    let inside = |a: &str, b: &str| b.strip_prefix(a).is_some_and(|rest| rest.starts_with('/'));
+    for a in &out {
+        for b in out.iter().filter(|b| inside(a, b)) {
+            problems
+                .push("source", format!("`{b}` is inside `{a}`: cached directories may not overlap (keep only `{a}`)"));
+        }
+    }
     out
 }
 
@@ -247,6 +292,26 @@ mod tests {
         for bad in ["", " ", "/a", "a/", "a//b", "a/../b", "a\nb", "a\\b"] {
             let e = check_key(bad, "restore_keys").unwrap_err();
             assert!(e.contains("PLUGIN_RESTORE_KEYS"), "{e}");
+        }
+    }
+
+    #[test]
+    fn cache_sources_are_normalised_deduplicated_and_may_not_overlap() {
+        let run = |list: &[&str]| {
+            let mut p = super::super::Problems::default();
+            let out = cache_sources(list.iter().map(|s| s.to_string()).collect(), &mut p);
+            (out, p.0.iter().map(|i| i.message.clone()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            run(&["./target/", "target", ".cargo//registry"]),
+            (vec!["target".into(), ".cargo/registry".into()], vec![])
+        );
+        assert_eq!(run(&["sub", "subdir"]).1, Vec::<String>::new(), "a shared prefix is not an overlap");
+        let (_, e) = run(&["sub", "sub/b.txt"]);
+        assert!(e.len() == 1 && e[0].contains("`sub/b.txt` is inside `sub`"), "{e:?}");
+        for whole in [".", "./", "/"] {
+            let (out, e) = run(&[whole]);
+            assert!(out.is_empty() && e[0].contains("is the whole workspace"), "{whole}: {e:?}");
         }
     }
 

@@ -571,6 +571,7 @@ fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection
             );
         }
     }
+    let sources = if action.is_cache() { cache::cache_sources(sources, bad) } else { sources };
     let excludes: Vec<PathPattern> = list(raw, "exclude", bad)
         .iter()
         .filter_map(|e| PathPattern::new(e).map_err(|m| bad.push("exclude", m)).ok())

@@ -125,16 +125,22 @@ pub enum StreamError {
     Failed(String),
 }
 
-/// Reads `item` in parallel ranges pinned to its ETag and sends them in order to `tx`.
+/// Reads `item` in parallel ranges pinned to its ETag and sends them in order to `tx`;
+/// `reserved` bytes of the budget are held by the consumer (a decompressor's window).
 pub async fn download_ordered(
     eng: &Arc<Engine>,
     item: &RemoteItem,
     tx: mpsc::Sender<Piece>,
+    reserved: u64,
 ) -> Result<(), StreamError> {
-    let range = eng.range_size();
+    // Each range is held whole until read: at most half of what the consumer left, so that
+    // one can be read while the next arrives (a larger `block_size` would overdraw
+    // `max_memory`).
+    let budget = eng.memory_total.saturating_sub(reserved);
+    let range = eng.range_size().min(budget / 2).max(64 << 10);
     let size = item.size;
     // Ranges in flight plus the one being read and the one queued stay within the budget.
-    let parallel = (eng.memory_total / range).saturating_sub(1).clamp(1, eng.cfg.concurrency as u64) as usize;
+    let parallel = (budget / range).saturating_sub(1).clamp(1, eng.cfg.concurrency as u64) as usize;
     let ranges = futures::stream::iter((0..size.div_ceil(range)).map(|i| i * range)).map(|offset| {
         let (eng, name, etag) = (eng.clone(), item.name.clone(), item.etag.clone());
         async move {

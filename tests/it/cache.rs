@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -171,15 +172,27 @@ struct Member<'a> {
     kind: tar::EntryType,
     link: &'a [u8],
     data: &'a [u8],
+    mode: u32,
 }
 
 fn m<'a>(name: &'a str, kind: tar::EntryType, link: &'a str, data: &'a [u8]) -> Member<'a> {
-    Member { name: name.as_bytes(), kind, link: link.as_bytes(), data }
+    Member { name: name.as_bytes(), kind, link: link.as_bytes(), data, mode: 0o644 }
+}
+
+impl Member<'_> {
+    fn mode(self, mode: u32) -> Self {
+        Member { mode, ..self }
+    }
 }
 
 /// A tar.zst written byte by byte, so that names no honest writer produces can be made
 /// (with zstd's frame checksum, as `cache_save` writes it).
 fn hostile_archive(members: &[Member]) -> Vec<u8> {
+    compress(&tar_of(members), 3, None)
+}
+
+/// The tar of `members`, byte by byte.
+fn tar_of(members: &[Member]) -> Vec<u8> {
     let mut t = tar::Builder::new(Vec::new());
     for mb in members {
         let mut h = tar::Header::new_old();
@@ -187,13 +200,21 @@ fn hostile_archive(members: &[Member]) -> Vec<u8> {
         h.as_old_mut().linkname[..mb.link.len()].copy_from_slice(mb.link);
         h.set_entry_type(mb.kind);
         h.set_size(mb.data.len() as u64);
-        h.set_mode(0o644);
+        h.set_mode(mb.mode);
         h.set_cksum();
         t.append(&h, mb.data).unwrap();
     }
-    let mut z = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    t.into_inner().unwrap()
+}
+
+/// zstd with its frame checksum, optionally with a given window (log2).
+fn compress(data: &[u8], level: i32, window_log: Option<u32>) -> Vec<u8> {
+    let mut z = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
     z.include_checksum(true).unwrap();
-    std::io::Write::write_all(&mut z, &t.into_inner().unwrap()).unwrap();
+    if let Some(w) = window_log {
+        z.set_parameter(zstd::stream::raw::CParameter::WindowLog(w)).unwrap();
+    }
+    std::io::Write::write_all(&mut z, data).unwrap();
     z.finish().unwrap()
 }
 
@@ -245,19 +266,23 @@ fn cache_restore_refuses_hostile_members_and_leaves_the_workspace_as_it_was() {
         ),
         ("absolute", vec![m("/tmp/plugin-cache-absolute", Regular, "", b"x")], "is an absolute path"),
         ("outside-source", vec![m("src/main.rs", Regular, "", b"owned")], "outside the cached directories"),
-        ("symlink-out", vec![m("cache/l", Symlink, "../../escaped", b"")], "points outside the workspace"),
-        ("symlink-abs", vec![m("cache/l", Symlink, "/etc/passwd", b"")], "points outside the workspace"),
+        ("symlink-out", vec![m("cache/l", Symlink, "../../escaped", b"")], "it leaves the workspace"),
+        ("symlink-abs", vec![m("cache/l", Symlink, "/etc/passwd", b"")], "an absolute target"),
+        // Links that stay in the workspace but leave the cached directories (issue 22, item 9).
+        ("symlink-src", vec![m("cache", Symlink, "src", b"")], "is a cached directory itself"),
+        ("symlink-git", vec![m("cache/hooks", Symlink, "../.git/hooks", b"")], "points outside the cached directories"),
+        ("symlink-dotdot", vec![m("cache/d", Symlink, "x/../../src", b"")], "`..` after a name"),
         ("hardlink-out", vec![m("cache/h", Link, "/etc/passwd", b"")], "hard link `cache/h` points outside"),
         ("hardlink-src", vec![m("cache/h", Link, "src/main.rs", b"")], "hard link `cache/h` points outside"),
         ("fifo", vec![m("cache/p", Fifo, "", b"")], "device or FIFO"),
         ("chardev", vec![m("cache/null", Char, "", b"")], "device or FIFO"),
         ("blockdev", vec![m("cache/sda", Block, "", b"")], "device or FIFO"),
-        // A link inside the workspace, then a member written through it: refused, not followed.
+        // A link inside the cached directory, then a member written through it: refused, not followed.
         (
             "through-link",
             vec![
                 m("cache/d", Directory, "", b""),
-                m("cache/l", Symlink, "../src", b""),
+                m("cache/l", Symlink, "d", b""),
                 m("cache/l/main.rs", Regular, "", b"owned"),
             ],
             "cannot restore `cache/l/main.rs`",
@@ -553,4 +578,275 @@ fn a_cache_restore_from_a_missing_container_says_so() {
     let out = cache(&ws, az, &c, "cache_restore").set("restore_keys", "cargo-").set("fail_on_miss", "true").run();
     out.assert_code(3).assert_contains(&format!("the container `{c}` does not exist"));
     assert_eq!(tree(&ws), vec!["Cargo.lock"]);
+}
+
+/// A restore into `ws` of `sources` from the cache blob `caches/k.tar.zst`.
+fn restore_of(ws: &Path, az: &Azurite, c: &str, sources: &str) -> Plugin {
+    plugin(ws)
+        .azurite(az, c)
+        .set("action", "cache_restore")
+        .set("source", sources)
+        .set("target", "caches")
+        .set("cache_key", "k")
+}
+
+/// Issue 22, item 3: one `source` under a workspace link made the restore fail half-way,
+/// after the first cached directory had been replaced (and its old content deleted).
+/// Now such a source is refused before anything is downloaded and nothing changes.
+#[test]
+fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_nothing() {
+    use crate::fault_proxy::FaultProxy;
+    let az = Azurite::shared();
+    let c = container("cachelinkedsource");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = hostile_archive(&[
+        m("cache/new.txt", tar::EntryType::Regular, "", b"new"),
+        m("lnk/deps/new.txt", tar::EntryType::Regular, "", b"new"),
+    ]);
+    store(az, &c, dir.path(), &archive, None);
+    let ws = dir.path().join("ws");
+    write(&ws, "cache/old.txt", b"previous cache");
+    write(&ws, "real/deps/old.txt", b"previous deps");
+    std::os::unix::fs::symlink("real", ws.join("lnk")).unwrap();
+    let proxy = FaultProxy::start(az, vec![]);
+    let out = restore_of(&ws, az, &c, "cache,lnk/deps").set("endpoint", proxy.endpoint()).run();
+    assert_eq!(std::fs::read(ws.join("cache/old.txt")).ok(), Some(b"previous cache".to_vec()), "the first source");
+    assert_eq!(std::fs::read(ws.join("real/deps/old.txt")).unwrap(), b"previous deps");
+    assert_eq!(std::fs::read_link(ws.join("lnk")).unwrap(), Path::new("real"));
+    assert_eq!(tree(&ws), vec!["cache/old.txt", "lnk", "real/deps/old.txt"], "no staging directory left");
+    out.assert_code(1).assert_contains("`source` `lnk/deps`: `lnk` is a symbolic link");
+    assert!(proxy.ops("GetBlob").is_empty(), "nothing downloaded:\n{}", proxy.log());
+}
+
+/// Issue 22, item 3: a move into place that fails at the second directory (here: the old
+/// `ro/deps` cannot be moved aside, its parent is read-only for the run's user) used to
+/// leave the first one replaced and its old content deleted. Now every move is undone.
+#[test]
+fn cache_restore_that_fails_half_way_puts_every_directory_back() {
+    let az = Azurite::shared();
+    let c = container("cachehalfway");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = hostile_archive(&[
+        m("cache/new.txt", tar::EntryType::Regular, "", b"new"),
+        m("ro/deps/new.txt", tar::EntryType::Regular, "", b"new"),
+    ]);
+    store(az, &c, dir.path(), &archive, None);
+    let ws = dir.path().join("ws");
+    write(&ws, "cache/old.txt", b"previous cache");
+    write(&ws, "ro/deps/old.txt", b"previous deps");
+    let open = std::fs::Permissions::from_mode(0o777);
+    for d in ["", "cache", "ro/deps"] {
+        std::fs::set_permissions(ws.join(d), open.clone()).unwrap();
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(ws.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    // As `nobody` when the tests run as root (root may write anywhere).
+    let out = restore_of(&ws, az, &c, "cache,ro/deps").run_unprivileged();
+    std::fs::set_permissions(ws.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(tree(&ws), vec!["cache/old.txt", "ro/deps/old.txt"], "as it was, no staging directory left");
+    assert_eq!(std::fs::read(ws.join("cache/old.txt")).unwrap(), b"previous cache");
+    out.assert_code(1)
+        .assert_contains("cannot move the old `ro/deps` aside")
+        .assert_contains("every directory was put back as it was");
+}
+
+/// Issue 22, item 6: `cache_save` stored archives every restore refuses, exited 0, and the
+/// key then "existed". A link leaving the cached directories (a venv's absolute link) now
+/// fails the save naming it, and nothing is stored.
+#[test]
+fn cache_save_refuses_a_link_a_restore_would_refuse_and_stores_nothing() {
+    let az = Azurite::shared();
+    let c = container("cachesavevenv");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    write(&ws, "venv/bin/activate", b"# venv");
+    std::os::unix::fs::symlink("/usr/bin/python3", ws.join("venv/bin/python")).unwrap();
+    let save = || {
+        plugin(&ws)
+            .azurite(az, &c)
+            .set("action", "cache_save")
+            .set("source", "venv")
+            .set("target", "caches")
+            .set("cache_key", "venv")
+            .run()
+    };
+    save().assert_code(1).assert_contains("the link `venv/bin/python` → `/usr/bin/python3` cannot be cached");
+    assert!(list(az, &c).is_empty(), "nothing stored: {:?}", list(az, &c));
+    // Not "exists" the next time: the save is tried again (and refused again).
+    save().assert_code(1).assert_lacks("exists: not saved again");
+}
+
+/// Issue 22, item 6: overlapping sources and the whole workspace are settings errors
+/// (exit 2); a source named twice is cached once, and its archive restores.
+#[test]
+fn cache_sources_may_not_overlap_and_duplicates_are_cached_once() {
+    let az = Azurite::shared();
+    let c = container("cacheoverlap");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    write(&ws, "sub/b.txt", b"b");
+    let run = |action: &str, sources: &str| {
+        plugin(&ws)
+            .azurite(az, &c)
+            .set("action", action)
+            .set("source", sources)
+            .set("target", "caches")
+            .set("cache_key", "k")
+            .run()
+    };
+    run("cache_save", "sub,sub/b.txt").assert_code(2).assert_contains("`sub/b.txt` is inside `sub`");
+    run("cache_save", ".").assert_code(2).assert_contains("`.` is the whole workspace");
+    run("cache_restore", "./").assert_code(2).assert_contains("is the whole workspace");
+    run("cache_save", "sub,./sub/").assert_ok().assert_contains("cache `k` saved: 1 file(s), 1 dir(s)");
+    let back = dir.path().join("back");
+    std::fs::create_dir_all(&back).unwrap();
+    let out = plugin(&back)
+        .azurite(az, &c)
+        .set("action", "cache_restore")
+        .set("source", "sub,./sub/")
+        .set("target", "caches")
+        .set("cache_key", "k")
+        .run();
+    out.assert_ok().assert_contains("cache `k` restored");
+    assert_eq!(tree(&back), vec!["sub/b.txt"]);
+}
+
+/// Issue 22, item 7: an archive of zeros expanded until the disk was full. Now it stops at
+/// `max_restore_size`, before writing past it, and nothing is restored.
+#[test]
+fn cache_restore_stops_an_archive_that_expands_past_max_restore_size() {
+    let az = Azurite::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = hostile_archive(&[m("cache/zeros", tar::EntryType::Regular, "", &zeros)]);
+    assert!(bomb.len() < 128 << 10, "a small archive: {} bytes", bomb.len());
+    // Zeros after the tar's end expand too.
+    let mut trailing = tar_of(&[m("cache/a.txt", tar::EntryType::Regular, "", b"a")]);
+    trailing.extend_from_slice(&zeros);
+    let trailing = compress(&trailing, 3, None);
+    for (tag, archive) in [("entry", bomb), ("trailing", trailing)] {
+        let c = container(&format!("cachebomb{tag}"));
+        let sub = dir.path().join(tag);
+        std::fs::create_dir_all(&sub).unwrap();
+        store(az, &c, &sub, &archive, None);
+        let ws = sub.join("ws");
+        write(&ws, "cache/old.txt", b"previous cache");
+        let out = restore_of(&ws, az, &c, "cache").set("max_restore_size", "16MiB").run();
+        out.assert_code(1).assert_contains("the archive expands past max_restore_size (16.0 MiB)");
+        assert_eq!(tree(&ws), vec!["cache/old.txt"], "{tag}: nothing restored, no staging directory left");
+        // The same archive within a larger limit restores.
+        restore_of(&ws, az, &c, "cache").set("max_restore_size", "80MiB").run().assert_ok();
+    }
+}
+
+/// Issue 22, item 8: a frame whose zstd window is larger than `max_memory` is refused,
+/// naming the setting, before its window is allocated.
+#[test]
+fn cache_restore_refuses_a_zstd_window_larger_than_max_memory() {
+    let az = Azurite::shared();
+    let c = container("cachewindow");
+    let dir = tempfile::tempdir().unwrap();
+    let tar = tar_of(&[m("cache/a.bin", tar::EntryType::Regular, "", &bytes(300_000, 5))]);
+    store(az, &c, dir.path(), &compress(&tar, 3, Some(27)), None);
+    let ws = dir.path().join("ws");
+    write(&ws, "cache/old.txt", b"previous cache");
+    let out = restore_of(&ws, az, &c, "cache").set("max_memory", "8MiB").run();
+    out.assert_code(1).assert_contains("needs a zstd window of 128.0 MiB, larger than `max_memory` (8.0 MiB) allows");
+    assert_eq!(tree(&ws), vec!["cache/old.txt"]);
+    // With the memory for its window (128 MiB), it restores.
+    restore_of(&ws, az, &c, "cache").set("max_memory", "128MiB").run().assert_ok();
+    assert_eq!(tree(&ws), vec!["cache/a.bin"]);
+}
+
+/// The umask of this process (and so of the plugin it starts).
+fn process_umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let v = status.lines().find_map(|l| l.strip_prefix("Umask:")).expect("Umask in /proc/self/status");
+    u32::from_str_radix(v.trim(), 8).unwrap()
+}
+
+/// Issue 22, item 9: world-writable modes were restored as they were; now less the
+/// process umask, as tar does for a user other than root.
+#[test]
+fn cache_restore_applies_the_umask_to_world_writable_modes() {
+    use tar::EntryType::{Directory, Regular};
+    let mask = process_umask();
+    assert_ne!(mask & 0o002, 0, "this test needs a umask that removes world write (umask 022)");
+    let az = Azurite::shared();
+    let c = container("cacheumask");
+    let dir = tempfile::tempdir().unwrap();
+    let archive = hostile_archive(&[
+        m("cache", Directory, "", b"").mode(0o777),
+        m("cache/f", Regular, "", b"f").mode(0o666),
+        m("cache/x", Regular, "", b"x").mode(0o777),
+        m("cache/tmp", Directory, "", b"").mode(0o1777),
+    ]);
+    store(az, &c, dir.path(), &archive, None);
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    restore_of(&ws, az, &c, "cache").run().assert_ok();
+    let mode = |p: &str| std::fs::symlink_metadata(ws.join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("cache"), 0o777 & !mask);
+    assert_eq!(mode("cache/f"), 0o666 & !mask);
+    assert_eq!(mode("cache/x"), 0o777 & !mask);
+    assert_eq!(mode("cache/tmp"), 0o1777 & !mask);
+}
+
+/// Issue 22, item 10: a restore killed (SIGKILL) while it downloads leaves its staging
+/// directory; the next restore removes it, and only it: not a look-alike that is not
+/// marked as the plugin's, not one a live run holds locked.
+#[test]
+fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
+    use crate::fault_proxy::{Fault, FaultProxy, Gate, Req, Rule, Times};
+    use crate::faults::{finish, spawn};
+    let az = Azurite::shared();
+    let c = container("cachestale");
+    let dir = tempfile::tempdir().unwrap();
+    store(az, &c, dir.path(), &hostile_archive(&[m("cache/a.txt", tar::EntryType::Regular, "", b"a")]), None);
+    let ws = dir.path().join("ws");
+    write(&ws, "cache/old.txt", b"previous cache");
+    let stages = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&ws)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".plugin-azure-storage-cache-"))
+            .collect();
+        v.sort();
+        v
+    };
+    // A look-alike without the plugin's mark, and a live run's (marked, locked by us).
+    let unmarked = format!(".plugin-azure-storage-cache-{}", "a".repeat(32));
+    std::fs::create_dir(ws.join(&unmarked)).unwrap();
+    let live = format!(".plugin-azure-storage-cache-{}", "b".repeat(32));
+    std::fs::create_dir(ws.join(&live)).unwrap();
+    std::fs::write(ws.join(&live).join(".plugin-azure-storage-owner"), b"").unwrap();
+    let live_lock = std::fs::File::open(ws.join(&live)).unwrap();
+    rustix::fs::flock(&live_lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
+
+    let gate = Gate::new();
+    // The download's Get Blob is held (not the 18-byte read of the frame header before it).
+    let download = |r: &Req| r.op() == "GetBlob" && r.header("x-ms-range") != Some("bytes=0-17");
+    let hold = Rule::new("hold", download, Times::Every, Fault::Hold(gate.clone()));
+    let proxy = FaultProxy::start(az, vec![hold]);
+    let mut child = spawn(&restore_of(&ws, az, &c, "cache").set("endpoint", proxy.endpoint()));
+    let held = proxy.wait_until(Duration::from_secs(60), |recs| recs.iter().any(|r| r.fault == Some("hold")));
+    // The staging directory is made before the download is read; wait for it to appear.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while stages().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    let out = finish(child);
+    gate.open();
+    assert!(held, "the download was not held:\n{}\n{}", proxy.log(), out.all());
+    assert_eq!(out.code, 128 + libc::SIGKILL);
+    let after_kill = stages();
+    assert_eq!(after_kill.len(), 3, "the killed run's staging directory is left: {after_kill:?}");
+    assert_eq!(std::fs::read(ws.join("cache/old.txt")).unwrap(), b"previous cache");
+
+    let out = restore_of(&ws, az, &c, "cache").run();
+    out.assert_ok().assert_contains("the staging directory of an interrupted restore");
+    assert_eq!(stages(), vec![unmarked, live], "only the killed run's staging directory is removed");
+    assert_eq!(std::fs::read(ws.join("cache/a.txt")).unwrap(), b"a");
+    drop(live_lock);
 }

@@ -9,7 +9,10 @@
 //! Restore: the exact key, else the newest archive (Last-Modified) under the first
 //! `restore_keys` prefix with any match; downloaded in parallel ranges fed in order into
 //! zstd and tar, extracted safely and moved into place only once verified
-//! ([`extract`]). A miss is not an error unless `fail_on_miss`.
+//! ([`extract`]). A miss is not an error unless `fail_on_miss`. Before anything is
+//! downloaded, a `source` under a link or a mount point is refused, staging directories of
+//! killed restores are removed, and the archive's zstd window is read from its header and
+//! taken from `max_memory` (a larger one is refused).
 //!
 //! Outputs: `cache_hit` (`true` only when the exact key was restored, so a later
 //! `cache_save` can be skipped) and `cache_key` (the key restored, empty on a miss).
@@ -177,9 +180,18 @@ async fn save_stream(
     let (tx, rx) = mpsc::channel(2);
     let (eng2, handle, level) = (eng.clone(), tokio::runtime::Handle::current(), eng.cfg.cache.compression_level);
     let include_hidden = eng.cfg.include_hidden;
+    // The compressor gets at most half of `max_memory`, taken from the budget the blocks
+    // share (at least one block is left to them).
+    let cores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let plan = archive::ZstdPlan::for_budget(level, cores, eng.memory_total / 2);
+    let block = eng.cfg.block_size.unwrap_or(crate::transfer::DEFAULT_BLOCK).min(eng.max_block());
+    let reserve = plan.memory().min(eng.memory_total.saturating_sub(block));
+    tracing::debug!("zstd level {level}: {plan:?}, about {} of max_memory", human_bytes(plan.memory()));
+    let compressor = if reserve > 0 { Some(eng.memory_for(reserve).await) } else { None };
     let producer = tokio::task::spawn_blocking(move || {
+        let _compressor = compressor;
         let sink = BlockSink::new(eng2, tx, handle);
-        let (counts, sink) = archive::write_archive(&root, &sources, include_hidden, level, sink)?;
+        let (counts, sink) = archive::write_archive(&root, &sources, include_hidden, level, plan, sink)?;
         let (sha, len) = sink.finish().map_err(|e| format!("cannot write the archive: {e}"))?;
         Ok::<_, String>((sha, len, counts))
     });
@@ -272,6 +284,27 @@ async fn find(eng: &Arc<Engine>, root: &Root, name: &str) -> Result<Option<(Remo
     Ok(None)
 }
 
+/// The zstd window the archive's first frame declares (`None`: not a zstd frame, which
+/// the restore then refuses on its own).
+async fn peek_window(eng: &Arc<Engine>, item: &RemoteItem) -> Result<Option<u64>, String> {
+    let len = item.size.min(18);
+    if len == 0 {
+        return Ok(None);
+    }
+    let head = std::sync::Mutex::new(Vec::new());
+    let sink = |pos: u64, data: &[u8]| -> std::io::Result<()> {
+        let mut h = head.lock().map_err(|_| std::io::Error::other("header buffer poisoned"))?;
+        h.truncate(pos as usize);
+        h.extend_from_slice(data);
+        Ok(())
+    };
+    eng.with_request(eng.store.get_range(&item.name, item.etag.as_deref(), 0, len, &sink))
+        .await
+        .map_err(|e| format!("cannot read the archive's header: {e}"))?;
+    let head = head.into_inner().map_err(|_| "header buffer poisoned".to_string())?;
+    Ok(extract::frame_window(&head))
+}
+
 /// The key of a cache blob name (`<target>/<key>.tar.zst`).
 fn key_of(target: &str, name: &str) -> String {
     let prefix = join_remote(target, "");
@@ -287,6 +320,15 @@ async fn restore_cache(
     name: &str,
 ) -> Result<(Vec<FileResult>, Outputs), RunError> {
     let cfg = &eng.cfg;
+    // Before anything is downloaded: a cached directory that cannot be replaced as a
+    // whole is refused; staging directories of killed restores are removed.
+    if let Err(e) = tokio::task::block_in_place(|| extract::check_sources(workspace, &cfg.sources)) {
+        tracing::error!("failed: {e}");
+        let mut res = FileResult::new(name, &cfg.sources.join(","), 0, eng.store.url(name));
+        res.reason = Some(e);
+        return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
+    }
+    tokio::task::block_in_place(|| extract::remove_stale_stages(workspace));
     let Some((item, exact)) = find(eng, root, name).await? else {
         let tried: Vec<String> = std::iter::once(key.to_string())
             .chain(
@@ -320,11 +362,32 @@ async fn restore_cache(
     let c = &eng.progress.counters;
     c.files_total.store(1, std::sync::atomic::Ordering::Relaxed);
     c.bytes_total.store(item.size, std::sync::atomic::Ordering::Relaxed);
+    // The decoder's window comes out of `max_memory`: read from the frame header first (a
+    // window larger than `max_memory` is refused before the archive is downloaded).
+    let window = match peek_window(eng, &item).await {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!("failed: cache `{restored_key}` not restored: {e}");
+            res.reason = Some(e);
+            return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
+        }
+    };
+    if let Some(w) = window.filter(|w| *w > cfg.max_memory) {
+        let e = extract::window_too_large(Some(w), cfg.max_memory);
+        tracing::error!("failed: cache `{restored_key}` not restored: {e}");
+        res.reason = Some(e);
+        return Ok((vec![res], vec![("cache_hit", "false".into()), ("cache_key", String::new())]));
+    }
+    // Two ranges of at least 64 KiB stay for the download.
+    let reserved = window.unwrap_or(0).min(eng.memory_total.saturating_sub(128 << 10));
+    let _window = if reserved > 0 { Some(eng.memory_for(reserved).await) } else { None };
     let (tx, rx) = mpsc::channel(1);
     let (ws, sources) = (workspace.to_path_buf(), cfg.sources.clone());
     let want2 = want.clone();
-    let extract = tokio::task::spawn_blocking(move || extract::restore(&ws, &sources, ChannelReader::new(rx), &want2));
-    let download = stream::download_ordered(eng, &item, tx).await;
+    let limits = extract::Limits { max_size: cfg.cache.max_restore_size, max_memory: cfg.max_memory };
+    let extract =
+        tokio::task::spawn_blocking(move || extract::restore(&ws, &sources, ChannelReader::new(rx), &want2, &limits));
+    let download = stream::download_ordered(eng, &item, tx, reserved).await;
     let extracted = extract.await.map_err(|e| e.to_string()).and_then(|r| r);
     let outcome = match (download, extracted) {
         (Ok(()), Ok(done)) | (Err(StreamError::ReaderGone), Ok(done)) => Ok(done),
