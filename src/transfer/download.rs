@@ -47,9 +47,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures_util::StreamExt;
 
-use super::checksum::{Digests, FileHasher};
+use super::checksum::{hash_read, Digests, FileHasher};
 use super::dirfd;
 use super::plan::DownloadItem;
 use super::report::{FileResult, Status};
@@ -315,19 +315,10 @@ impl Drop for TempFile {
     }
 }
 
-/// The SHA-256 (and MD5) of the local file `base` in `dir`, opened without following a link.
-fn hash_local(dir: &OwnedFd, base: &str) -> std::io::Result<Digests> {
-    use std::io::Read;
-    let mut f = dirfd::open_file_at(dir, base)?;
-    let mut h = FileHasher::new(true);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
+/// The digests of the local file `base` in `dir`, opened without following a link; MD5
+/// only `with_md5` (a remote without SHA-256 is compared by its Content-MD5).
+fn hash_local(dir: &OwnedFd, base: &str, with_md5: bool) -> std::io::Result<Digests> {
+    hash_read(dirfd::open_file_at(dir, base)?, with_md5)
 }
 
 pub async fn download_one(eng: Arc<Engine>, mut item: DownloadItem, target: Arc<Target>) -> FileResult {
@@ -458,8 +449,8 @@ async fn prepare(
                 return Ok((parent, base, Dest::Skipped));
             }
             Overwrite::Changed => {
-                let (p, b) = (parent.clone(), base.clone());
-                let local = tokio::task::spawn_blocking(move || hash_local(&p.fd, &b))
+                let (p, b, md5) = (parent.clone(), base.clone(), remote.sha256.is_none());
+                let local = tokio::task::spawn_blocking(move || hash_local(&p.fd, &b, md5))
                     .await?
                     .map_err(|e| format!("cannot read the local file: {e}"))?;
                 if same_content(remote, &local) {
@@ -581,7 +572,7 @@ async fn fetch_ranges(
     };
     // The closure owns the hasher's sender: when the stream is dropped (done or failed),
     // the hasher sees the channel close.
-    let mut ranges = futures::stream::iter(0..n)
+    let mut ranges = futures_util::stream::iter(0..n)
         .map(move |i| {
             let (eng, name, etag, file, done) =
                 (eng.clone(), name.clone(), etag.clone(), file.clone(), done_tx.clone());
