@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures_util::StreamExt;
 
 use super::plan::UploadItem;
 use super::progress::Progress;
@@ -287,7 +287,7 @@ async fn upload_all(engine: &Arc<Engine>, uploads: Pending, report: &mut Report)
     let cfg = &engine.cfg;
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    futures::stream::iter(uploads)
+    futures_util::stream::iter(uploads)
         .map(|(slot, item, remote)| {
             let eng = engine.clone();
             let task = tokio::spawn(async move {
@@ -321,7 +321,7 @@ async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, prefix: &str
     let first = report.reserve(deletes.len());
     // Only Azure Files needs the names of what was deleted (its emptied directories).
     let mut gone = Vec::new();
-    futures::stream::iter(deletes.into_iter().enumerate())
+    futures_util::stream::iter(deletes.into_iter().enumerate())
         .map(|(i, r)| {
             let eng = engine.clone();
             async move {
