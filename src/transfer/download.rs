@@ -192,14 +192,17 @@ fn still_in_place(target: &Target, parent: &Parent) -> Result<(), DirError> {
     }
 }
 
-/// Tests only: take the named fallback, as on a system without `O_TMPFILE`.
 #[cfg(test)]
-static FORCE_NAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+thread_local! {
+    /// Tests only: take the named fallback on this thread, as on a system without
+    /// `O_TMPFILE` (per thread: tests running meanwhile keep their unnamed files).
+    static FORCE_NAMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Whether unnamed temporary files can be tried: Linux, with `/proc` mounted.
 fn unnamed_files() -> bool {
     #[cfg(test)]
-    if FORCE_NAMED.load(Ordering::Relaxed) {
+    if FORCE_NAMED.get() {
         return false;
     }
     cfg!(target_os = "linux") && Path::new("/proc/self/fd").is_dir()
@@ -742,12 +745,17 @@ mod tests {
         v
     }
 
+    /// Held by the tests that make named temporary files: [`remove_temp_files`] removes
+    /// every one in the process, another test's too.
+    static NAMED_TEMP_FILES: Mutex<()> = Mutex::new(());
+
     /// The named fallback (filesystems without `O_TMPFILE`): created relative to the
     /// directory's descriptor, found and removed by [`remove_temp_files`] (the SIGTERM
     /// path) even after the directory's path was swapped for a link, renamed into place
     /// when persisted, removed when dropped.
     #[test]
     fn named_temporary_files_are_removed_on_interrupt_and_drop_and_renamed_when_persisted() {
+        let _named = NAMED_TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner());
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("d")).unwrap();
@@ -789,9 +797,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let target = Target::open_in(root.path(), root.path().to_path_buf()).unwrap();
         let parent = open_parents(&target, "f.bin").unwrap();
-        FORCE_NAMED.store(true, Ordering::SeqCst);
+        let _named = NAMED_TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner());
+        FORCE_NAMED.set(true);
         let made = (TempFile::create(&parent.fd, "f.bin"), TempFile::create(&parent.fd, "g.bin"));
-        FORCE_NAMED.store(false, Ordering::SeqCst);
+        FORCE_NAMED.set(false);
         let (t, u) = (made.0.unwrap(), made.1.unwrap());
         assert!(t.named.is_some() && u.named.is_some());
         t.file.write_all_at(b"data", 0).unwrap();
