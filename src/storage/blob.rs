@@ -21,10 +21,10 @@ use super::{
 };
 use crate::http::{BodySink, Http, Request};
 
-/// Characters left as-is in a path segment.
 /// Azure allows 50,000 blocks per blob (Put Block List).
 pub const MAX_BLOCKS: u64 = 50_000;
 
+/// Characters left as-is in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Percent-encodes a name segment by segment, keeping `/`.
