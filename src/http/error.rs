@@ -52,19 +52,42 @@ impl fmt::Display for HttpError {
     }
 }
 
-/// Pulls `<Code>` and `<Message>` out of an Azure error body (first line of the message only).
+/// Pulls `<Code>` and `<Message>` out of an Azure error body (first line of the message
+/// only), read as XML events like every other response (`storage::walk_xml`, a layer above
+/// this one); an element's first occurrence counts, whatever it is nested in. A body that
+/// stops being XML gives what was read before that (an HTML page from a proxy: nothing).
 pub fn parse_error_body(body: &[u8]) -> (Option<String>, Option<String>) {
+    use quick_xml::events::Event;
     let text = String::from_utf8_lossy(body);
-    let grab = |tag: &str| -> Option<String> {
-        let open = format!("<{tag}>");
-        let close = format!("</{tag}>");
-        let start = text.find(&open)? + open.len();
-        let end = text[start..].find(&close)? + start;
-        Some(text[start..end].lines().next().unwrap_or("").trim().to_string())
-    };
-    let code = grab("Code");
-    let mut message = grab("Message");
-    if let Some(detail) = grab("AuthenticationErrorDetail") {
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let (mut code, mut message, mut detail) = (None, None, None);
+    let mut open: Option<String> = None;
+    let mut value = String::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                open = Some(String::from_utf8_lossy(e.local_name().as_ref()).into_owned());
+                value.clear();
+            }
+            Ok(Event::Text(t)) => match t.unescape() {
+                Ok(t) => value.push_str(&t),
+                Err(_) => value.push_str(&String::from_utf8_lossy(&t)),
+            },
+            Ok(Event::CData(c)) => value.push_str(&String::from_utf8_lossy(&c)),
+            Ok(Event::End(_)) => {
+                let first_line = || Some(value.lines().next().unwrap_or("").trim().to_string());
+                match open.take().as_deref() {
+                    Some("Code") if code.is_none() => code = first_line(),
+                    Some("Message") if message.is_none() => message = first_line(),
+                    Some("AuthenticationErrorDetail") if detail.is_none() => detail = first_line(),
+                    _ => {}
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    if let Some(detail) = detail {
         message = Some(match message {
             Some(m) => format!("{m} {detail}"),
             None => detail,
@@ -84,6 +107,11 @@ mod tests {
         assert_eq!(c.as_deref(), Some("BlobAlreadyExists"));
         assert_eq!(m.as_deref(), Some("The specified blob already exists."));
         assert_eq!(parse_error_body(b"not xml"), (None, None));
+        let body = b"<Error><Code>AuthenticationFailed</Code><Message>Server failed to authenticate the request.\nRequestId:x</Message><AuthenticationErrorDetail>Signature did not match.</AuthenticationErrorDetail></Error>";
+        let (c, m) = parse_error_body(body);
+        assert_eq!(c.as_deref(), Some("AuthenticationFailed"));
+        assert_eq!(m.as_deref(), Some("Server failed to authenticate the request. Signature did not match."));
+        assert_eq!(parse_error_body(b"<html><body><h1>502 Bad Gateway</h1></body></html>"), (None, None));
     }
 
     #[test]

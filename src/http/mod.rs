@@ -37,7 +37,6 @@ pub use stop::{Stop, StopReason};
 /// The REST API version sent on every request (Azurite 3.37 accepts up to 2026-06-06).
 pub const API_VERSION: &str = "2025-11-05";
 
-/// A request, kept whole so that every attempt can rebuild it.
 /// How long a TCP (and TLS) connection may take to open, at most (the storage client and
 /// the token client alike; a shorter `timeout` wins).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +59,7 @@ pub const MAX_BODY: usize = 128 << 20;
 /// The header Azure Storage puts on every response it sends (the service's request id).
 const AZURE_REQUEST_ID: &str = "x-ms-request-id";
 
+/// A request, kept whole so that every attempt can rebuild it.
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,

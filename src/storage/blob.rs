@@ -12,7 +12,6 @@ use base64::Engine;
 use bytes::Bytes;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::Method;
-use serde::Deserialize;
 
 use super::checksum::{check_echo, crc64, crc64_header, BodySum, Echo};
 use super::digest::{Md5, Sha256};
@@ -22,10 +21,10 @@ use super::{
 };
 use crate::http::{BodySink, Http, Request, Response};
 
-/// Characters left as-is in a path segment.
 /// Azure allows 50,000 blocks per blob (Put Block List).
 pub const MAX_BLOCKS: u64 = 50_000;
 
+/// Characters left as-is in a path segment.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 /// Percent-encodes a name segment by segment, keeping `/`.
@@ -404,33 +403,28 @@ pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)
     Ok((items, next_marker))
 }
 
-#[derive(Deserialize)]
-struct BlockListXml {
-    #[serde(rename = "UncommittedBlocks", default)]
-    uncommitted: Option<BlocksXml>,
-}
-
-#[derive(Deserialize, Default)]
-struct BlocksXml {
-    #[serde(rename = "Block", default)]
-    block: Vec<BlockXml>,
-}
-
-#[derive(Deserialize)]
-struct BlockXml {
-    #[serde(rename = "Name")]
-    name: String,
-    #[serde(rename = "Size")]
-    size: u64,
-}
-
+/// Parses a Get Block List response: the uncommitted blocks' names and sizes, in order.
 pub fn parse_block_list(body: &[u8]) -> Result<Vec<(String, u64)>> {
-    let text = std::str::from_utf8(body)
-        .map_err(|_| StorageError::Protocol { op: "Get Block List", detail: "body is not UTF-8".into() })?
-        .trim_start_matches('\u{feff}');
-    let r: BlockListXml = quick_xml::de::from_str(text)
-        .map_err(|e| StorageError::Protocol { op: "Get Block List", detail: e.to_string() })?;
-    Ok(r.uncommitted.unwrap_or_default().block.into_iter().map(|b| (b.name, b.size)).collect())
+    let bad = |detail: String| StorageError::Protocol { op: "Get Block List", detail };
+    let (mut name, mut size) = (None, None);
+    let mut blocks = Vec::new();
+    walk_xml(body, "Get Block List", "BlockList", |path, _, v| {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match p.as_slice() {
+            ["BlockList", "UncommittedBlocks", "Block", "Name"] => name = Some(v.trim().to_string()),
+            ["BlockList", "UncommittedBlocks", "Block", "Size"] => {
+                size = Some(v.trim().parse::<u64>().map_err(|_| bad(format!("block Size `{}`", v.trim())))?)
+            }
+            ["BlockList", "UncommittedBlocks", "Block"] => {
+                let name = name.take().ok_or_else(|| bad("a <Block> without a <Name>".into()))?;
+                let size = size.take().ok_or_else(|| bad(format!("block `{name}` has no <Size>")))?;
+                blocks.push((name, size));
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(blocks)
 }
 
 /// The checksum a Blob write's answer echoes must be the body's: Azure always returns one
@@ -514,6 +508,19 @@ mod tests {
     fn parses_uncommitted_blocks() {
         let xml = "<?xml version=\"1.0\"?><BlockList><CommittedBlocks/><UncommittedBlocks><Block><Name>QUFB</Name><Size>10</Size></Block><Block><Name>QkJC</Name><Size>0</Size></Block></UncommittedBlocks></BlockList>";
         assert_eq!(parse_block_list(xml.as_bytes()).unwrap(), vec![("QUFB".into(), 10), ("QkJC".into(), 0)]);
+        // Committed blocks are not staged ones; no <UncommittedBlocks> is none staged.
+        let xml =
+            "<BlockList><CommittedBlocks><Block><Name>Q0ND</Name><Size>3</Size></Block></CommittedBlocks></BlockList>";
+        assert_eq!(parse_block_list(xml.as_bytes()).unwrap(), vec![]);
+        for bad in [
+            "<BlockList><UncommittedBlocks><Block><Name>QUFB</Name></Block></UncommittedBlocks></BlockList>",
+            "<BlockList><UncommittedBlocks><Block><Name>QUFB</Name><Size>-1</Size></Block></UncommittedBlocks></BlockList>",
+            "<Error><Code>x</Code></Error>",
+            "<BlockList><UncommittedBlocks>",
+        ] {
+            let e = parse_block_list(bad.as_bytes()).unwrap_err();
+            assert!(e.to_string().contains("Get Block List"), "{bad}: {e}");
+        }
     }
 }
 

@@ -94,8 +94,6 @@ impl StorageError {
     }
 }
 
-/// Whether two ETags name the same version: compared without the quotes that headers
-/// carry and listings may not.
 /// A read of `len` bytes from `offset` (`x-ms-range`, the same for Get Blob and Get File;
 /// `len` 0 reads the whole item), with the timeout scaled to the bytes expected.
 pub(crate) fn ranged(mut req: Request, offset: u64, len: u64) -> Request {
@@ -106,6 +104,8 @@ pub(crate) fn ranged(mut req: Request, offset: u64, len: u64) -> Request {
     req
 }
 
+/// Whether two ETags name the same version: compared without the quotes that headers
+/// carry and listings may not.
 pub fn same_etag(a: &str, b: &str) -> bool {
     a.trim().trim_matches('"') == b.trim().trim_matches('"')
 }
@@ -408,7 +408,7 @@ mod tests {
     use super::*;
 
     /// A listing of 100,000 items is held whole until each is transferred: its size is
-    /// part of the run's memory (was 144 bytes and up to five heap blocks).
+    /// part of the run's memory, so it is kept at most 136 bytes.
     #[test]
     fn a_listed_item_stays_small() {
         assert!(std::mem::size_of::<RemoteItem>() <= 136, "{}", std::mem::size_of::<RemoteItem>());

@@ -47,9 +47,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
+use futures_util::StreamExt;
 
-use super::checksum::{Digests, FileHasher};
+use super::checksum::{hash_read, Digests, FileHasher};
 use super::dirfd;
 use super::plan::DownloadItem;
 use super::report::{FileResult, Status};
@@ -198,14 +198,17 @@ fn still_in_place(target: &Target, parent: &Parent) -> Result<(), DirError> {
     }
 }
 
-/// Tests only: take the named fallback, as on a system without `O_TMPFILE`.
 #[cfg(test)]
-static FORCE_NAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+thread_local! {
+    /// Tests only: take the named fallback on this thread, as on a system without
+    /// `O_TMPFILE` (per thread: tests running meanwhile keep their unnamed files).
+    static FORCE_NAMED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// Whether unnamed temporary files can be tried: Linux, with `/proc` mounted.
 fn unnamed_files() -> bool {
     #[cfg(test)]
-    if FORCE_NAMED.load(Ordering::Relaxed) {
+    if FORCE_NAMED.get() {
         return false;
     }
     cfg!(target_os = "linux") && Path::new("/proc/self/fd").is_dir()
@@ -321,19 +324,10 @@ impl Drop for TempFile {
     }
 }
 
-/// The SHA-256 (and MD5) of the local file `base` in `dir`, opened without following a link.
-fn hash_local(dir: &OwnedFd, base: &str) -> std::io::Result<Digests> {
-    use std::io::Read;
-    let mut f = dirfd::open_file_at(dir, base)?;
-    let mut h = FileHasher::new(true);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finish());
-        }
-        h.update(&buf[..n]);
-    }
+/// The digests of the local file `base` in `dir`, opened without following a link; MD5
+/// only `with_md5` (a remote without SHA-256 is compared by its Content-MD5).
+fn hash_local(dir: &OwnedFd, base: &str, with_md5: bool) -> std::io::Result<Digests> {
+    hash_read(dirfd::open_file_at(dir, base)?, with_md5)
 }
 
 pub async fn download_one(eng: Arc<Engine>, mut item: DownloadItem, target: Arc<Target>) -> FileResult {
@@ -464,8 +458,8 @@ async fn prepare(
                 return Ok((parent, base, Dest::Skipped));
             }
             Overwrite::Changed => {
-                let (p, b) = (parent.clone(), base.clone());
-                let local = tokio::task::spawn_blocking(move || hash_local(&p.fd, &b))
+                let (p, b, md5) = (parent.clone(), base.clone(), remote.sha256.is_none());
+                let local = tokio::task::spawn_blocking(move || hash_local(&p.fd, &b, md5))
                     .await?
                     .map_err(|e| format!("cannot read the local file: {e}"))?;
                 if same_content(remote, &local) {
@@ -587,7 +581,7 @@ async fn fetch_ranges(
     };
     // The closure owns the hasher's sender: when the stream is dropped (done or failed),
     // the hasher sees the channel close.
-    let mut ranges = futures::stream::iter(0..n)
+    let mut ranges = futures_util::stream::iter(0..n)
         .map(move |i| {
             let (eng, name, etag, file, done) =
                 (eng.clone(), name.clone(), etag.clone(), file.clone(), done_tx.clone());
@@ -757,12 +751,17 @@ mod tests {
         v
     }
 
+    /// Held by the tests that make named temporary files: [`remove_temp_files`] removes
+    /// every one in the process, another test's too.
+    static NAMED_TEMP_FILES: Mutex<()> = Mutex::new(());
+
     /// The named fallback (filesystems without `O_TMPFILE`): created relative to the
     /// directory's descriptor, found and removed by [`remove_temp_files`] (the SIGTERM
     /// path) even after the directory's path was swapped for a link, renamed into place
     /// when persisted, removed when dropped.
     #[test]
     fn named_temporary_files_are_removed_on_interrupt_and_drop_and_renamed_when_persisted() {
+        let _named = NAMED_TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner());
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("d")).unwrap();
@@ -804,9 +803,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let target = Target::open_in(root.path(), root.path().to_path_buf()).unwrap();
         let parent = open_parents(&target, "f.bin").unwrap();
-        FORCE_NAMED.store(true, Ordering::SeqCst);
+        let _named = NAMED_TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner());
+        FORCE_NAMED.set(true);
         let made = (TempFile::create(&parent.fd, "f.bin"), TempFile::create(&parent.fd, "g.bin"));
-        FORCE_NAMED.store(false, Ordering::SeqCst);
+        FORCE_NAMED.set(false);
         let (t, u) = (made.0.unwrap(), made.1.unwrap());
         assert!(t.named.is_some() && u.named.is_some());
         t.file.write_all_at(b"data", 0).unwrap();

@@ -33,7 +33,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures_util::StreamExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{AuthError, Credential};
@@ -520,7 +520,7 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut 
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
     let first = report.reserve(plan.files.len());
-    futures::stream::iter(plan.files.iter().enumerate())
+    futures_util::stream::iter(plan.files.iter().enumerate())
         .map(|(i, item)| {
             let eng = engine.clone();
             let (name, local, size) = (item.name.clone(), item.rel.clone(), item.size);
@@ -665,7 +665,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
     let mut owned = std::mem::take(report);
     let first = owned.reserve(plan.items.len());
     let driver = tokio::spawn(async move {
-        futures::stream::iter(plan.into_items().enumerate())
+        futures_util::stream::iter(plan.into_items().enumerate())
             .map(|(i, item)| {
                 let (eng, target) = (eng.clone(), target.clone());
                 let local = target.path.join(item.rel()).to_string_lossy().into_owned();

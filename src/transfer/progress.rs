@@ -144,7 +144,7 @@ impl Progress {
         }
     }
 
-    /// Ticks until the returned handle is aborted.
+    /// Ticks until the returned [`Ticker`] is stopped or dropped.
     pub fn spawn_ticker(self: &Arc<Self>, every: Duration, sink: Box<dyn ProgressSink>) -> Ticker {
         let me = self.clone();
         let sink: Arc<dyn ProgressSink> = Arc::from(sink);
@@ -167,6 +167,8 @@ impl Default for Progress {
     }
 }
 
+/// The ticking task of a run: stopped (and its sink finished) by [`stop`](Self::stop) or
+/// when dropped, so a run leaving early with `?` does not leave it ticking.
 pub struct Ticker {
     handle: tokio::task::JoinHandle<()>,
     sink: Arc<dyn ProgressSink>,
@@ -174,6 +176,12 @@ pub struct Ticker {
 
 impl Ticker {
     pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
         self.handle.abort();
         self.sink.finish();
     }
@@ -182,6 +190,38 @@ impl Ticker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[derive(Default)]
+    struct Count {
+        updates: AtomicU64,
+        finished: AtomicU64,
+    }
+
+    impl ProgressSink for Arc<Count> {
+        fn update(&self, _: &Snapshot) {
+            self.updates.fetch_add(1, Ordering::SeqCst);
+        }
+        fn finish(&self) {
+            self.finished.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A run leaving early (an error returned with `?`) drops its ticker without `stop`:
+    /// the ticking ends there, and the sink is finished (a terminal bar is cleared).
+    #[tokio::test]
+    async fn a_dropped_ticker_stops_ticking() {
+        let count = Arc::new(Count::default());
+        let ticker = Arc::new(Progress::new()).spawn_ticker(Duration::from_millis(1), Box::new(count.clone()));
+        while count.updates.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(ticker);
+        let after = count.updates.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(count.updates.load(Ordering::SeqCst), after, "ticks after the drop");
+        assert_eq!(count.finished.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn progress_line_of_an_unknown_total_has_no_eta() {

@@ -8,8 +8,9 @@
 //!
 //! The manifest lists its files in *slot* order: a slot is reserved for each result before
 //! its file starts (in plan order), so the order does not depend on which file finished
-//! first. At the end the manifest is assembled from the spool, an entry at a time, into a
-//! temporary file renamed into place ([`write_manifest`]).
+//! first. At the end the whole manifest is serialised by serde in one pass, its `files`
+//! streamed from the spool an entry at a time ([`SpooledFiles`]), into a temporary file
+//! renamed into place ([`write_manifest`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -17,13 +18,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::ser::{Error as _, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::config::human_bytes;
 use crate::transfer::dirfd;
 use crate::transfer::progress::fmt_duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Transferred,
@@ -36,7 +38,8 @@ pub enum Status {
     Deleted,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A file's outcome; also its manifest entry (spooled as JSON and read back, hence `Deserialize`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileResult {
     /// Remote name.
     pub name: String,
@@ -53,7 +56,7 @@ pub struct FileResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Bytes an earlier interrupted run had already staged (not sent again).
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub resumed_bytes: u64,
 }
 
@@ -283,23 +286,30 @@ impl Report {
         f.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// Writes the `files` array of the manifest: the spooled entries in slot order.
-    fn write_files(&mut self, out: &mut impl Write) -> io::Result<()> {
-        match self.spool.as_mut() {
-            None => out.write_all(b"[]"),
-            Some(Err(e)) => Err(io::Error::new(e.kind(), format!("cannot spool its entries: {e}"))),
+    /// The `files` of the manifest: the spooled entries in slot order, or the reason
+    /// there are none to give.
+    fn files(&mut self) -> io::Result<SpooledFiles<'_>> {
+        let spool = match self.spool.as_mut() {
+            None => None,
+            Some(Err(e)) => return Err(spool_error(e)),
             Some(Ok(s)) => {
-                s.copy_to(out).map_err(|e| io::Error::new(e.kind(), format!("cannot spool its entries: {e}")))
+                s.out.flush().map_err(|e| spool_error(&e))?;
+                Some(&*s)
             }
-        }
+        };
+        Ok(SpooledFiles { spool, failed: std::cell::RefCell::new(None) })
     }
+}
+
+fn spool_error(e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("cannot spool its entries: {e}"))
 }
 
 /// A slot with no entry (reserved, never recorded).
 const NO_ENTRY: u64 = u64::MAX;
 
-/// The manifest entries of a run, each pretty-printed as in the manifest (indented for its
-/// place in `files`) behind its length (4 bytes, little-endian), in the order they came.
+/// The manifest entries of a run, each as compact JSON behind its length (4 bytes,
+/// little-endian), in the order they came.
 #[derive(Debug)]
 struct Spool {
     out: BufWriter<File>,
@@ -307,28 +317,18 @@ struct Spool {
     len: u64,
     /// Per slot: where its entry starts, or [`NO_ENTRY`].
     at: Vec<u64>,
-    scratch: Vec<u8>,
 }
 
 impl Spool {
     fn new(file: File) -> Self {
-        Spool { out: BufWriter::with_capacity(64 << 10, file), len: 0, at: Vec::new(), scratch: Vec::new() }
+        Spool { out: BufWriter::with_capacity(64 << 10, file), len: 0, at: Vec::new() }
     }
 
     fn write(&mut self, slot: usize, r: &FileResult) -> io::Result<()> {
-        let json = serde_json::to_vec_pretty(r).map_err(io::Error::other)?;
-        self.scratch.clear();
-        // Nested two levels deep in the manifest: every line but the first is indented by
-        // four more spaces (a JSON string holds no raw line break, so every `\n` is layout).
-        for &b in &json {
-            self.scratch.push(b);
-            if b == b'\n' {
-                self.scratch.extend_from_slice(b"    ");
-            }
-        }
-        let n = u32::try_from(self.scratch.len()).map_err(|_| io::Error::other("a manifest entry over 4 GiB"))?;
+        let json = serde_json::to_vec(r).map_err(io::Error::other)?;
+        let n = u32::try_from(json.len()).map_err(|_| io::Error::other("a manifest entry over 4 GiB"))?;
         self.out.write_all(&n.to_le_bytes())?;
-        self.out.write_all(&self.scratch)?;
+        self.out.write_all(&json)?;
         if self.at.len() <= slot {
             self.at.resize(slot + 1, NO_ENTRY);
         }
@@ -337,23 +337,56 @@ impl Spool {
         Ok(())
     }
 
-    /// Copies the entries, in slot order, as the JSON array `files` holds.
-    fn copy_to(&mut self, out: &mut impl Write) -> io::Result<()> {
-        self.out.flush()?;
+    /// The entry spooled at `at` (read back with positioned reads: the spool is flushed).
+    fn read(&self, at: u64, buf: &mut Vec<u8>) -> io::Result<FileResult> {
         let file = self.out.get_ref();
+        let mut n = [0u8; 4];
+        file.read_exact_at(&mut n, at)?;
+        buf.resize(u32::from_le_bytes(n) as usize, 0);
+        file.read_exact_at(buf, at + 4)?;
+        serde_json::from_slice(buf).map_err(io::Error::other)
+    }
+}
+
+/// The manifest's `files`: serialised as a sequence read from the spool one entry at a time
+/// (memory does not grow with the number of files). A read error stops the serialisation
+/// and is kept in `failed`, to be returned with its kind.
+struct SpooledFiles<'a> {
+    /// `None`: no manifest spool, an empty array.
+    spool: Option<&'a Spool>,
+    failed: std::cell::RefCell<Option<io::Error>>,
+}
+
+impl Serialize for SpooledFiles<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Some(spool) = self.spool else {
+            return serializer.collect_seq(std::iter::empty::<FileResult>());
+        };
         let mut buf = Vec::new();
-        let mut first = true;
-        out.write_all(b"[")?;
-        for &at in self.at.iter().filter(|&&at| at != NO_ENTRY) {
-            let mut n = [0u8; 4];
-            file.read_exact_at(&mut n, at)?;
-            buf.resize(u32::from_le_bytes(n) as usize, 0);
-            file.read_exact_at(&mut buf, at + 4)?;
-            out.write_all(if first { b"\n    " } else { b",\n    " })?;
-            out.write_all(&buf)?;
-            first = false;
+        let entries = spool.at.iter().filter(|&&at| at != NO_ENTRY).map(|&at| match spool.read(at, &mut buf) {
+            Ok(r) => Entry::Read(r),
+            Err(e) => Entry::Failed(&self.failed, e),
+        });
+        serializer.collect_seq(entries)
+    }
+}
+
+/// One item of [`SpooledFiles`]: an entry, or the error reading it (serialising it fails).
+enum Entry<'a> {
+    Read(FileResult),
+    Failed(&'a std::cell::RefCell<Option<io::Error>>, io::Error),
+}
+
+impl Serialize for Entry<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Entry::Read(r) => r.serialize(serializer),
+            Entry::Failed(slot, e) => {
+                let msg = e.to_string();
+                slot.borrow_mut().get_or_insert_with(|| io::Error::new(e.kind(), msg.clone()));
+                Err(S::Error::custom(msg))
+            }
         }
-        out.write_all(if first { b"]" } else { b"\n  ]" })
     }
 }
 
@@ -384,7 +417,7 @@ fn spool_in(dir: &Path) -> io::Result<File> {
 }
 
 #[derive(Serialize)]
-struct Manifest<'a> {
+struct Manifest<'a, F: Serialize> {
     version: u32,
     tool: &'static str,
     action: &'static str,
@@ -392,7 +425,8 @@ struct Manifest<'a> {
     account: &'a str,
     container: &'a str,
     summary: &'a Summary,
-    files: &'a [FileResult],
+    /// Last by convention only: the document is serialised whole.
+    files: F,
 }
 
 /// Writes the manifest atomically (temp file + rename); a failed write leaves no temp file.
@@ -415,7 +449,7 @@ pub fn write_manifest(
         account,
         container,
         summary,
-        files: &[],
+        files: (),
     };
     // Its directory is opened without following a link inside the workspace (a committed
     // `dist -> /etc` cannot redirect `manifest: dist/m.json`), and the file is written
@@ -441,15 +475,20 @@ pub fn write_manifest(
     written
 }
 
-/// The manifest `m` (its `files` empty) with the report's spooled entries as `files`: the
-/// bytes `serde_json::to_vec_pretty` gives for the whole document.
-fn write_document(m: &Manifest, report: &mut Report, out: &mut impl Write) -> io::Result<()> {
-    // The document with `"files": []` last; the spooled array goes in its place.
-    let head = serde_json::to_vec_pretty(m).map_err(io::Error::other)?;
-    let head = head.strip_suffix(b"[]\n}").ok_or_else(|| io::Error::other("unexpected manifest layout"))?;
-    out.write_all(head)?;
-    report.write_files(out)?;
-    out.write_all(b"\n}")
+impl<'a> Manifest<'a, ()> {
+    fn with_files<F: Serialize>(&self, files: F) -> Manifest<'a, F> {
+        let Manifest { version, tool, action, service, account, container, summary, files: () } = *self;
+        Manifest { version, tool, action, service, account, container, summary, files }
+    }
+}
+
+/// The manifest `m` with the report's spooled entries as `files`, pretty-printed.
+fn write_document(m: &Manifest<()>, report: &mut Report, out: &mut impl Write) -> io::Result<()> {
+    let files = report.files()?;
+    serde_json::to_writer_pretty(&mut *out, &m.with_files(&files)).map_err(|e| {
+        let failed = files.failed.borrow_mut().take();
+        failed.map_or_else(|| io::Error::from(e), |e| spool_error(&e))
+    })
 }
 
 #[cfg(test)]
@@ -481,7 +520,7 @@ mod tests {
         Summary::from_tally("upload", tally, Duration::from_secs(2), 9, 1, false)
     }
 
-    fn manifest<'a>(summary: &'a Summary, files: &'a [FileResult]) -> Manifest<'a> {
+    fn manifest<F: Serialize>(summary: &Summary, files: F) -> Manifest<'_, F> {
         Manifest {
             version: 1,
             tool: "plugin-azure-storage/test",
@@ -502,7 +541,7 @@ mod tests {
     fn document(report: &mut Report) -> io::Result<Vec<u8>> {
         let s = summary(report.tally());
         let mut out = Vec::new();
-        write_document(&manifest(&s, &[]), report, &mut out)?;
+        write_document(&manifest(&s, ()), report, &mut out)?;
         Ok(out)
     }
 

@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
@@ -141,7 +141,7 @@ pub async fn download_ordered(
     let size = item.size;
     // Ranges in flight plus the one being read and the one queued stay within the budget.
     let parallel = (budget / range).saturating_sub(1).clamp(1, eng.cfg.concurrency as u64) as usize;
-    let ranges = futures::stream::iter((0..size.div_ceil(range)).map(|i| i * range)).map(|offset| {
+    let ranges = futures_util::stream::iter((0..size.div_ceil(range)).map(|i| i * range)).map(|offset| {
         let (eng, name, etag) = (eng.clone(), item.name.clone(), item.etag.clone());
         async move {
             let len = range.min(size - offset);

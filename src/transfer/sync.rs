@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures_util::StreamExt;
 
 use super::plan::UploadItem;
 use super::progress::Progress;
@@ -331,7 +331,7 @@ async fn with_checksums(engine: &Arc<Engine>, uploads: Pending) -> Pending {
     if engine.cfg.service != Service::File {
         return uploads;
     }
-    futures::stream::iter(uploads)
+    futures_util::stream::iter(uploads)
         .map(|(slot, it, r)| async move {
             let r = match r {
                 Some(r) if r.sha256.is_none() && r.content_md5.is_none() && r.size == it.size => {
@@ -353,7 +353,7 @@ async fn upload_all(engine: &Arc<Engine>, uploads: Pending, report: &mut Report)
     let cfg = &engine.cfg;
     let ticker =
         engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    futures::stream::iter(uploads)
+    futures_util::stream::iter(uploads)
         .map(|(slot, item, remote)| {
             let eng = engine.clone();
             let task = tokio::spawn(async move {
@@ -387,7 +387,7 @@ async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, prefix: &str
     let first = report.reserve(deletes.len());
     // Only Azure Files needs the names of what was deleted (its emptied directories).
     let mut gone = Vec::new();
-    futures::stream::iter(deletes.into_iter().enumerate())
+    futures_util::stream::iter(deletes.into_iter().enumerate())
         .map(|(i, r)| {
             let eng = engine.clone();
             async move {

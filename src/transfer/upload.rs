@@ -363,7 +363,7 @@ async fn put_from_memory(
     block: u64,
     props: &UploadProps,
 ) -> std::result::Result<crate::storage::Committed, StorageError> {
-    use futures::{StreamExt, TryStreamExt};
+    use futures_util::{StreamExt, TryStreamExt};
     let store = &eng.store;
     let len = data.len() as u64;
     let present = eng.with_request(store.begin_chunked(name, len, props)).await?;
@@ -374,7 +374,7 @@ async fn put_from_memory(
             Chunk { offset, len: l, sum: BodySum::of(kind, &data[offset as usize..(offset + l) as usize]) }
         })
         .collect();
-    let sent = futures::stream::iter(chunks.iter().copied())
+    let sent = futures_util::stream::iter(chunks.iter().copied())
         .map(|c| {
             let body = data.slice(c.offset as usize..(c.offset + c.len) as usize);
             let present = &present;

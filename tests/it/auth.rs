@@ -161,6 +161,9 @@ fn assert_no_secrets(text: &str, secrets: &[(&str, &str)]) {
 
 #[test]
 fn federated_upload_and_download_over_https_with_no_key() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = oauth_azurite();
     let entra = Fake::start();
     entra.entra(3600, 3599);
@@ -210,6 +213,9 @@ fn federated_upload_and_download_over_https_with_no_key() {
 
 #[test]
 fn actions_token_endpoint_and_azure_env_fallbacks() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = oauth_azurite();
     let fake = Fake::start();
     fake.entra(3600, 3599);
@@ -265,6 +271,9 @@ fn slow_endpoint(az: &Azurite) -> String {
 /// transfer outlive the token.
 #[test]
 fn a_token_refused_mid_transfer_is_refreshed_and_the_transfer_completes() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = oauth_azurite();
     let entra = Fake::start();
     entra.entra(3, 3600);
@@ -290,6 +299,9 @@ fn a_token_refused_mid_transfer_is_refreshed_and_the_transfer_completes() {
 /// An honest short lifetime (4 s): the cache refreshes at half-life, before storage refuses.
 #[test]
 fn short_tokens_are_refreshed_ahead_of_expiry() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = oauth_azurite();
     let entra = Fake::start();
     entra.entra(4, 4);
@@ -311,6 +323,9 @@ fn short_tokens_are_refreshed_ahead_of_expiry() {
 
 #[test]
 fn managed_identity_through_imds_when_nothing_else_is_configured() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = oauth_azurite();
     let imds = Fake::start();
     imds.mount(
@@ -346,6 +361,9 @@ fn managed_identity_through_imds_when_nothing_else_is_configured() {
 
 #[test]
 fn a_configured_key_wins_over_a_managed_identity_on_the_machine() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let imds = Fake::start();
     imds.mount(Mock::given(method("GET")).respond_with(ResponseTemplate::new(500)));
@@ -483,6 +501,9 @@ fn an_entra_refusal_explains_the_code_and_the_credential_to_create() {
 /// Every secret a run used, searched for in everything it printed at `trace` and in its manifest.
 #[test]
 fn no_secret_in_trace_output_or_manifest() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // Federated, over HTTPS.
     let az = oauth_azurite();
     let entra = Fake::start();

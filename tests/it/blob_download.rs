@@ -12,6 +12,9 @@ fn upload_tree(az: &Azurite, c: &str, files: &[(&str, Vec<u8>)]) {
 
 #[test]
 fn prefix_glob_and_exact_name_selection_with_strip_prefix() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlselect");
     upload_tree(
@@ -59,6 +62,9 @@ fn prefix_glob_and_exact_name_selection_with_strip_prefix() {
 
 #[test]
 fn large_files_come_back_in_parallel_ranges_and_verified() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlranges");
     let big = bytes(2 * 1024 * 1024 + 777, 9);
@@ -80,6 +86,9 @@ fn large_files_come_back_in_parallel_ranges_and_verified() {
 
 #[test]
 fn download_ranges_stream_to_disk_so_max_memory_does_not_bound_them() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     // An upload must hold a block in memory; a download range goes to disk as it arrives,
     // so a range far above `max_memory` is accepted and the file comes back whole.
     let az = Azurite::shared();
@@ -111,6 +120,9 @@ fn download_ranges_stream_to_disk_so_max_memory_does_not_bound_them() {
 
 #[test]
 fn listing_is_paginated() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlpages");
     let files: Vec<(String, Vec<u8>)> =
@@ -133,6 +145,9 @@ fn listing_is_paginated() {
 
 #[test]
 fn blobs_written_by_another_client_download_and_verify() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlforeign");
     py(az, &["create-container", &c]);
@@ -164,6 +179,9 @@ fn blobs_written_by_another_client_download_and_verify() {
 
 #[test]
 fn a_corrupt_blob_fails_and_leaves_nothing_under_its_final_name() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlcorrupt");
     py(az, &["create-container", &c]);
@@ -187,6 +205,9 @@ fn a_corrupt_blob_fails_and_leaves_nothing_under_its_final_name() {
 
 #[test]
 fn hostile_names_are_refused_and_nothing_escapes_the_target() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlhostile");
     py(az, &["create-container", &c]);
@@ -213,6 +234,9 @@ fn hostile_names_are_refused_and_nothing_escapes_the_target() {
 
 #[test]
 fn a_symlinked_directory_in_the_target_is_not_written_through() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlsymlinkdir");
     upload_tree(az, &c, &[("sub/file.txt", b"data".to_vec())]);
@@ -228,6 +252,9 @@ fn a_symlinked_directory_in_the_target_is_not_written_through() {
 
 #[test]
 fn overwrite_modes_on_download() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dloverwrite");
     upload_tree(az, &c, &[("a.txt", b"remote a".to_vec()), ("b.txt", b"remote b".to_vec())]);
@@ -254,6 +281,9 @@ fn overwrite_modes_on_download() {
 
 #[test]
 fn nothing_to_download_is_an_error_unless_allowed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlempty");
     py(az, &["create-container", &c]);
@@ -278,6 +308,9 @@ fn nothing_to_download_is_an_error_unless_allowed() {
 
 #[test]
 fn a_target_that_is_a_file_is_refused() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dltargetfile");
     upload_tree(az, &c, &[("a.txt", b"a".to_vec())]);
@@ -291,6 +324,9 @@ fn a_target_that_is_a_file_is_refused() {
 
 #[test]
 fn names_that_begin_or_end_with_spaces_are_not_confused_with_others() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlspaces");
     upload_tree(

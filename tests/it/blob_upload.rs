@@ -10,6 +10,9 @@ fn names(az: &Azurite, c: &str) -> Vec<String> {
 
 #[test]
 fn globs_exclude_strip_prefix_and_target_map_names() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("mapping");
     let dir = tempfile::tempdir().unwrap();
@@ -33,6 +36,9 @@ fn globs_exclude_strip_prefix_and_target_map_names() {
 
 #[test]
 fn a_directory_source_means_its_tree() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dirsource");
     let dir = tempfile::tempdir().unwrap();
@@ -44,6 +50,9 @@ fn a_directory_source_means_its_tree() {
 
 #[test]
 fn small_and_chunked_files_arrive_intact_with_sha256_metadata() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("intact");
     let dir = tempfile::tempdir().unwrap();
@@ -74,6 +83,9 @@ fn small_and_chunked_files_arrive_intact_with_sha256_metadata() {
 
 #[test]
 fn content_type_guessed_or_set_and_other_headers_stored() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("headers");
     let dir = tempfile::tempdir().unwrap();
@@ -112,6 +124,9 @@ fn content_type_guessed_or_set_and_other_headers_stored() {
 
 #[test]
 fn provenance_names_the_ci_run_unless_disabled() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("provenance");
     let dir = tempfile::tempdir().unwrap();
@@ -138,6 +153,9 @@ fn provenance_names_the_ci_run_unless_disabled() {
 
 #[test]
 fn overwrite_false_refuses_existing_blobs_per_file() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("owfalse");
     let dir = tempfile::tempdir().unwrap();
@@ -162,6 +180,9 @@ fn overwrite_false_refuses_existing_blobs_per_file() {
 
 #[test]
 fn overwrite_skip_and_changed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("owskip");
     let dir = tempfile::tempdir().unwrap();
@@ -195,6 +216,9 @@ fn overwrite_skip_and_changed() {
 
 #[test]
 fn changed_compares_against_md5_of_blobs_from_other_tools() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("owchangedmd5");
     py(az, &["create-container", &c]);
@@ -207,6 +231,9 @@ fn changed_compares_against_md5_of_blobs_from_other_tools() {
 
 #[test]
 fn collisions_and_empty_selections_are_clear_errors() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("collide");
     let dir = tempfile::tempdir().unwrap();
@@ -231,6 +258,9 @@ fn collisions_and_empty_selections_are_clear_errors() {
 
 #[test]
 fn symlinks_are_skipped_with_a_warning_unless_followed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("symlinks");
     let outside = tempfile::tempdir().unwrap();
@@ -257,6 +287,9 @@ fn symlinks_are_skipped_with_a_warning_unless_followed() {
 
 #[test]
 fn missing_container_is_a_clear_error_unless_created() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("missing");
     let dir = tempfile::tempdir().unwrap();
@@ -269,6 +302,9 @@ fn missing_container_is_a_clear_error_unless_created() {
 
 #[test]
 fn sas_token_and_connection_string_auth() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("sasauth");
     py(az, &["create-container", &c]);
@@ -309,6 +345,9 @@ fn sas_token_and_connection_string_auth() {
 
 #[test]
 fn names_with_spaces_and_unicode_round_trip() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("unicode");
     let dir = tempfile::tempdir().unwrap();

@@ -51,6 +51,9 @@ fn key_of(ws: &Path) -> String {
 
 #[test]
 fn cache_save_then_restore_round_trips_the_tree() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cacheround");
     let dir = tempfile::tempdir().unwrap();
@@ -97,6 +100,9 @@ fn cache_save_then_restore_round_trips_the_tree() {
 
 #[test]
 fn cache_save_does_not_write_an_existing_key_again_unless_overwrite_true() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cacheexists");
     let dir = tempfile::tempdir().unwrap();
@@ -117,6 +123,9 @@ fn cache_save_does_not_write_an_existing_key_again_unless_overwrite_true() {
 
 #[test]
 fn cache_restore_miss_exits_0_and_creates_nothing_unless_fail_on_miss() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cachemiss");
     py(az, &["create-container", &c]);
@@ -136,6 +145,9 @@ fn cache_restore_miss_exits_0_and_creates_nothing_unless_fail_on_miss() {
 
 #[test]
 fn cache_restore_keys_take_the_newest_match_of_the_first_prefix_that_matches() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cachekeys");
     let dir = tempfile::tempdir().unwrap();
@@ -256,6 +268,9 @@ fn assert_untouched(dir: &Path, ws: &Path) {
 
 #[test]
 fn cache_restore_refuses_hostile_members_and_leaves_the_workspace_as_it_was() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     use tar::EntryType::{Block, Char, Directory, Fifo, Link, Regular, Symlink};
     let az = Azurite::shared();
     let cases: Vec<(&str, Vec<Member>, &str)> = vec![
@@ -302,6 +317,9 @@ fn cache_restore_refuses_hostile_members_and_leaves_the_workspace_as_it_was() {
 
 #[test]
 fn cache_restore_of_a_corrupt_or_truncated_archive_leaves_the_workspace_as_it_was() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let good = hostile_archive(&[
         m("cache/a.txt", tar::EntryType::Regular, "", &bytes(200_000, 1)),
@@ -473,6 +491,9 @@ fn cache_save_to_azure_files_never_replaces_an_archive_saved_meanwhile() {
 /// (the archive's length is not known while it is written).
 #[test]
 fn a_slow_cache_save_prints_progress_lines_without_an_eta() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cacheprogress");
     let dir = tempfile::tempdir().unwrap();

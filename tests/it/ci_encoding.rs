@@ -125,6 +125,9 @@ fn names(az: &Azurite, c: &str) -> Vec<String> {
 
 #[test]
 fn ci_encoding_braces_in_comma_joined_lists_never_split() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // `source: ["dist/*.{js,css}", "img/*.{png,svg}"]` and `exclude: ["*.min.{js,css}"]`,
     // as the engines pass them: comma-joined.
     let az = Azurite::shared();
@@ -154,6 +157,9 @@ fn ci_encoding_braces_in_comma_joined_lists_never_split() {
 
 #[test]
 fn ci_encoding_header_maps_never_depend_on_key_order() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // `cache_control: {"**/*.html": no-cache, "**": "public, max-age=31536000, immutable"}`
     // arrives with its keys sorted, `**` first; the most specific glob still wins.
     let az = Azurite::shared();
@@ -206,6 +212,9 @@ fn ci_encoding_a_list_entry_with_two_globs_is_refused_by_name() {
 
 #[test]
 fn ci_encoding_encoder_matches_the_engines() {
+    if !crate::support::python_present() {
+        return;
+    }
     // The cases of Woodpecker's params_test.go / Drone's encoder, as users write them.
     let e = encode_settings(
         r#"
@@ -238,6 +247,9 @@ sas_token: {from_secret: artifacts_sas}
 
 #[test]
 fn ci_encoding_engine_encoded_settings_reach_azurite_as_written() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("encoded");
     let dir = tempfile::tempdir().unwrap();
@@ -400,6 +412,9 @@ fn run_cache_example(at: &str, env: &BTreeMap<String, String>) {
 
 #[test]
 fn ci_encoding_every_documented_example_runs_as_the_engines_pass_it() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let files = documented_files();
     let args: Vec<&str> = std::iter::once("examples").chain(files.iter().map(String::as_str)).collect();
     let found = python(&args, None);
@@ -441,6 +456,9 @@ fn outputs(path: &Path) -> BTreeMap<String, String> {
 
 #[test]
 fn ci_encoding_outputs_for_later_steps() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("outputs");
     let dir = tempfile::tempdir().unwrap();
@@ -510,6 +528,9 @@ fn ci_encoding_outputs_for_later_steps() {
 
 #[test]
 fn ci_encoding_an_unwritable_output_file_fails_the_run_by_name() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("outputsbad");
     let dir = tempfile::tempdir().unwrap();
@@ -540,6 +561,9 @@ fn storage_token(aud: &str, exp_in: i64) -> String {
 
 #[test]
 fn ci_encoding_a_pre_minted_access_token_is_the_bearer_and_never_printed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = oauth_azurite();
     let c = container("accesstoken");
     let dir = tempfile::tempdir().unwrap();
@@ -610,6 +634,9 @@ fn https_azurite(dir: &Path, names: &[&str]) -> Azurite {
 
 #[test]
 fn ci_encoding_tls_a_ca_true_self_signed_certificate_in_the_bundle_is_accepted() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let az = https_azurite(&dir.path().join("good"), &["127.0.0.1"]);
     let c = container("catrue");
@@ -650,6 +677,9 @@ fn ci_encoding_tls_a_ca_true_self_signed_certificate_in_the_bundle_is_accepted()
 
 #[test]
 fn ci_encoding_action_inputs_are_settings_when_plugin_vars_are_absent() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // GitHub runs the docker action with each input as INPUT_<NAME> (action.yml).
     let az = Azurite::shared();
     let c = container("inputs");
@@ -696,6 +726,9 @@ fn run_as_action(ws: &Path, with: &str) -> Out {
 
 #[test]
 fn ci_encoding_action_sync_through_the_runner_env_is_a_sync() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // A runner sets INPUT_OVERWRITE when action.yml gives `overwrite` a default: a sync
     // then stopped with "overwrite does not apply to sync", set by nobody.
     let az = Azurite::shared();
@@ -712,6 +745,9 @@ fn ci_encoding_action_sync_through_the_runner_env_is_a_sync() {
 
 #[test]
 fn ci_encoding_action_cache_save_twice_does_not_rewrite_the_key() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // A runner-set INPUT_OVERWRITE=true made every cache_save rewrite an existing key.
     let az = Azurite::shared();
     let c = container("actcache");
@@ -727,6 +763,9 @@ fn ci_encoding_action_cache_save_twice_does_not_rewrite_the_key() {
 
 #[test]
 fn ci_encoding_multi_line_lists_are_one_item_per_line_on_every_engine() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // `source: |` (one glob per line) through the action, with blank lines and indentation,
     // and the same block under Drone/Woodpecker's `settings:` (a string passed as is).
     let az = Azurite::shared();
@@ -751,6 +790,9 @@ fn ci_encoding_multi_line_lists_are_one_item_per_line_on_every_engine() {
 
 #[test]
 fn ci_encoding_action_inputs_left_out_leave_the_environment_fallbacks_in_charge() {
+    if !crate::support::python_present() {
+        return;
+    }
     // With `default:` in action.yml, a runner's INPUT_AUTHORITY_HOST (the public cloud) hid
     // AZURE_AUTHORITY_HOST (a sovereign cloud's, set by the workflow). Every setting with an
     // environment fallback must read that fallback when the step's `with:` leaves it out.

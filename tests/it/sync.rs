@@ -41,6 +41,9 @@ fn deletes(proxy: &FaultProxy) -> usize {
 
 #[test]
 fn sync_uploads_what_changed_and_deletes_only_what_the_target_lacks() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncbasic");
     // `t/` is the sync's; `tb/`, `t` itself and `other/` are not (whole path components).
@@ -91,6 +94,9 @@ fn sync_uploads_what_changed_and_deletes_only_what_the_target_lacks() {
 
 #[test]
 fn a_failed_upload_deletes_nothing() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncfailup");
     plant(az, &c, &["t/old.txt", "t/b.txt"]);
@@ -110,6 +116,9 @@ fn a_failed_upload_deletes_nothing() {
 
 #[test]
 fn a_sync_interrupted_before_its_deletes_deletes_nothing() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncsigterm");
     plant(az, &c, &["t/old1.txt", "t/old2.txt"]);
@@ -140,6 +149,9 @@ fn a_sync_interrupted_before_its_deletes_deletes_nothing() {
 
 #[test]
 fn a_listing_that_fails_on_its_second_page_deletes_and_uploads_nothing() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("synclistfail");
     plant(az, &c, &["t/1.txt", "t/2.txt", "t/3.txt", "t/4.txt", "t/5.txt"]);
@@ -164,6 +176,9 @@ fn a_listing_that_fails_on_its_second_page_deletes_and_uploads_nothing() {
 
 #[test]
 fn max_delete_refuses_a_sync_that_would_delete_more() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncguard");
     plant(az, &c, &["t/1.txt", "t/2.txt", "t/3.txt"]);
@@ -187,6 +202,9 @@ fn max_delete_refuses_a_sync_that_would_delete_more() {
 
 #[test]
 fn a_sync_of_the_whole_container_needs_max_delete() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncwhole");
     plant(az, &c, &["x/old.txt"]);
@@ -201,6 +219,9 @@ fn a_sync_of_the_whole_container_needs_max_delete() {
 
 #[test]
 fn compressed_files_are_stored_gzipped_and_compared_like_for_like() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("synccompress");
     let dir = tempfile::tempdir().unwrap();
