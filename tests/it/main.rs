@@ -21,5 +21,6 @@ mod hostile_upload;
 mod image;
 mod output;
 mod release;
+mod runners;
 mod settings;
 mod sync;
