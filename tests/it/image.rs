@@ -544,7 +544,7 @@ fn image_shell_variant_runs_the_plugin_from_a_gitlab_job_script() {
     for want in ["bin/sh", "bin/plugin-azure-storage", "bin/busybox", "etc/ssl/certs/ca-certificates.crt"] {
         assert!(files.iter().any(|(p, _)| p == want), "{want} missing from the -shell image");
     }
-    for pm in ["apk", "apt", "apt-get", "dpkg", "rpm", "opkg"] {
+    for pm in ["apk", "apt", "apt-get", "dpkg", "dpkg-deb", "rpm", "rpm2cpio", "opkg"] {
         assert!(!files.iter().any(|(p, _)| p == &format!("bin/{pm}")), "a package manager ({pm}) in the -shell image");
     }
     let tar = img.dir.join("export-shell.tar");
@@ -569,9 +569,12 @@ fn image_shell_variant_runs_the_plugin_from_a_gitlab_job_script() {
     let documented = crate::release::documented_size("`-shell` image", &profile);
     crate::release::assert_size_documented(&format!("the -shell image ([profile.{profile}] binary)"), size, documented);
 
-    // Run as a plain plugin image (Drone, `docker run IMAGE --help`): the default command.
+    // Run as a plugin step runs an image (no command: Drone, Woodpecker, `docker run IMAGE`),
+    // it is the plugin: here without settings, so exit 2 naming a missing one. A command
+    // replaces it (no entrypoint): `plugin-azure-storage --help`.
     let (ws, big) = workspace();
-    let help = img.podman_run_image(SHELL_TAG, ws.path(), &["--help"]);
+    img.podman_run_image(SHELL_TAG, ws.path(), &[]).assert_code(2).assert_contains("PLUGIN_");
+    let help = img.podman_run_image(SHELL_TAG, ws.path(), &["plugin-azure-storage", "--help"]);
     help.assert_ok().assert_contains("PLUGIN_<NAME>");
 
     // A GitLab job with `image:` the -shell variant and `script: [plugin-azure-storage]`,
