@@ -84,6 +84,11 @@ fn build_first(binary: &str) -> Image {
         ),
     )
     .unwrap();
+    // The ulimits of ULIMITS as podman's defaults too: containers created through the Docker
+    // API by a client that passes no ulimit (act's `uses: docker://` steps ignore
+    // --container-options) would otherwise get nofile=1048576, which runc refuses here.
+    let ulimits = ULIMITS.iter().skip(1).step_by(2).map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    std::fs::write(dir.join("containers.conf"), format!("[containers]\ndefault_ulimits = [{ulimits}]\n")).unwrap();
     let mut img = Image { dir, storage_conf, id: String::new(), digest: String::new() };
     let t = Instant::now();
     let (id, digest) = img.build(binary, TAG, "oci-1");
@@ -123,6 +128,7 @@ impl Image {
     pub(crate) fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.env("CONTAINERS_STORAGE_CONF", &self.storage_conf).stdin(Stdio::null());
+        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"));
         c
     }
 
@@ -594,7 +600,11 @@ fn image_shell_variant_runs_the_plugin_from_a_gitlab_job_script() {
     names.sort();
     assert_eq!(
         names,
-        ["acme/app/0123456789abcdef/app.js.map", "acme/app/0123456789abcdef/app.tar.gz", "acme/app/0123456789abcdef/sub/readme.txt"]
+        [
+            "acme/app/0123456789abcdef/app.js.map",
+            "acme/app/0123456789abcdef/app.tar.gz",
+            "acme/app/0123456789abcdef/sub/readme.txt"
+        ]
     );
     let (data, props) = fetch(az, &c, "acme/app/0123456789abcdef/app.tar.gz");
     assert!(data == big, "uploaded bytes differ");

@@ -377,7 +377,8 @@ fn release_action_image_refuses_a_tag_and_pins_the_published_digest() {
 
     // An image name with upper case (no valid reference) or without a digest is refused.
     let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
-    for bad in [format!("ghcr.io/OWNER/plugin-azure-storage@{digest}"), "ghcr.io/owner/plugin-azure-storage:1.0".into()] {
+    for bad in [format!("ghcr.io/OWNER/plugin-azure-storage@{digest}"), "ghcr.io/owner/plugin-azure-storage:1.0".into()]
+    {
         let o = action_image(&file, &["pin", &bad]);
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
     }
