@@ -3,7 +3,10 @@
 //! then run the way Drone and Woodpecker run a plugin — the workspace mounted at
 //! `/woodpecker/src` and used as the working directory, settings as `PLUGIN_*` — with
 //! podman (`--runtime runc`, host network to reach the shared Azurite) and with the `docker`
-//! CLI talking to `podman system service`'s socket.
+//! CLI talking to `podman system service`'s socket; and its `-shell` variant
+//! (`scripts/build-image --shell`) run the way GitLab's Docker executor runs a job. The image,
+//! the store and the socket are shared with tests/it/runners.rs (act, gitlab-ci-local), and
+//! the sizes are checked against docs/image.md (helpers in tests/it/release.rs).
 //!
 //! Needs buildah, podman and runc (`scripts/ensure-tools image` installs them with apt) and
 //! the static binary in `STATIC_BINARY` (`scripts/test` builds it with `scripts/build-static`
@@ -19,7 +22,8 @@
 //! Flags that work on these machines (no overlay, no user namespaces, a hard `nofile` limit
 //! of 20000): vfs storage; chroot isolation for builds; runc; explicit `--ulimit nofile` and
 //! `nproc` (podman's default `nofile` of 1048576 exceeds the hard limit and runc refuses to
-//! start the container: "error setting rlimit type 7: operation not permitted").
+//! start the container: "error setting rlimit type 7: operation not permitted"), and the same
+//! limits as podman's defaults (`CONTAINERS_CONF`) for clients that pass none.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
