@@ -452,7 +452,14 @@ pub(crate) const SHELL_TAG: &str = "localhost/plugin-azure-storage:it-shell";
 /// The `-shell` variant (`scripts/build-image --shell`: Dockerfile.shell FROM the image
 /// above, plus Debian's static busybox), built once per test binary.
 pub(crate) fn shell_image() -> &'static Image {
-    static S: OnceLock<()> = OnceLock::new();
+    let img = image();
+    shell_image_id();
+    img
+}
+
+/// The ID of the `-shell` variant, built once (from [`image`]'s).
+fn shell_image_id() -> &'static str {
+    static S: OnceLock<String> = OnceLock::new();
     let img = image();
     S.get_or_init(|| {
         assert!(
@@ -466,10 +473,10 @@ pub(crate) fn shell_image() -> &'static Image {
             .args(["--shell", "--base", TAG, "--tag", SHELL_TAG])
             .output()
             .expect("run scripts/build-image --shell");
-        let id = ok("scripts/build-image --shell", out);
-        eprintln!("image: built {SHELL_TAG} in {:.1}s: id {}", t.elapsed().as_secs_f64(), id.trim());
-    });
-    img
+        let id = ok("scripts/build-image --shell", out).trim().to_string();
+        eprintln!("image: built {SHELL_TAG} in {:.1}s: id {id}", t.elapsed().as_secs_f64());
+        id
+    })
 }
 
 /// The files of an image (`podman export` of a container made from it), each with its tar
@@ -538,6 +545,14 @@ pub(crate) fn gitlab_job(img: &Image, image: &str, project: &Path, script: &[&st
 fn image_shell_variant_runs_the_plugin_from_a_gitlab_job_script() {
     let img = shell_image();
     let binary = std::env::var("STATIC_BINARY").unwrap();
+
+    // Reproducible like the plain image: a second build from a freshly staged context.
+    let again = img
+        .cmd(repo_root().join("scripts/build-image").to_str().unwrap())
+        .args(["--shell", "--base", TAG, "--tag", "localhost/plugin-azure-storage:it-shell-again"])
+        .output()
+        .unwrap();
+    assert_eq!(ok("scripts/build-image --shell", again).trim(), shell_image_id(), "two -shell builds differ");
 
     // Its file system: the plain image's two files, unchanged, and busybox with its applet
     // links under /bin; no package manager, no libc, nothing else.
