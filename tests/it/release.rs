@@ -335,6 +335,7 @@ pub(crate) fn documented_size(row: &str, profile: &str) -> u64 {
 /// `built` is within 5% of `documented`, else a message with both and the fix.
 #[track_caller]
 pub(crate) fn assert_size_documented(what: &str, built: u64, documented: u64) {
+    assert!(documented > 0, "{what}: docs/image.md gives 0 bytes: measure it ({built} bytes built)");
     let off = (built as f64 - documented as f64) / documented as f64 * 100.0;
     assert!(
         off.abs() <= 5.0,
