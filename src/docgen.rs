@@ -376,7 +376,8 @@ pub fn action_yml() -> String {
     o.push_str(&format!("#   {REGENERATE}\n"));
     o.push_str("# A docker action: the runner mounts the workspace, passes each input as INPUT_<NAME> and,\n");
     o.push_str("# with `permissions: id-token: write`, ACTIONS_ID_TOKEN_REQUEST_URL/TOKEN (keyless auth).\n");
-    o.push_str("# Releases pin `runs.image` to the image's digest.\n");
+    o.push_str("# `runs.image` is a placeholder: a release pins it to the digest it pushed (scripts/action-image,\n");
+    o.push_str("# docs/image.md). Before a release, build the image and use `uses: docker://<image>` (README).\n");
     o.push_str(&format!("name: {}\n", q(TITLE)));
     o.push_str(&format!("description: {}\n", q(ACTION_DESCRIPTION)));
     o.push_str(&format!("author: {}\n", q(AUTHOR)));

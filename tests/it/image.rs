@@ -3,7 +3,10 @@
 //! then run the way Drone and Woodpecker run a plugin — the workspace mounted at
 //! `/woodpecker/src` and used as the working directory, settings as `PLUGIN_*` — with
 //! podman (`--runtime runc`, host network to reach the shared Azurite) and with the `docker`
-//! CLI talking to `podman system service`'s socket.
+//! CLI talking to `podman system service`'s socket; and its `-shell` variant
+//! (`scripts/build-image --shell`) run the way GitLab's Docker executor runs a job. The image,
+//! the store and the socket are shared with tests/it/runners.rs (act, gitlab-ci-local), and
+//! the sizes are checked against docs/image.md (helpers in tests/it/release.rs).
 //!
 //! Needs buildah, podman and runc (`scripts/ensure-tools image` installs them with apt) and
 //! the static binary in `STATIC_BINARY` (`scripts/test` builds it with `scripts/build-static`
@@ -19,7 +22,8 @@
 //! Flags that work on these machines (no overlay, no user namespaces, a hard `nofile` limit
 //! of 20000): vfs storage; chroot isolation for builds; runc; explicit `--ulimit nofile` and
 //! `nproc` (podman's default `nofile` of 1048576 exceeds the hard limit and runc refuses to
-//! start the container: "error setting rlimit type 7: operation not permitted").
+//! start the container: "error setting rlimit type 7: operation not permitted"), and the same
+//! limits as podman's defaults (`CONTAINERS_CONF`) for clients that pass none.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -28,26 +32,26 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const TAG: &str = "localhost/plugin-azure-storage:it";
-const ULIMITS: [&str; 4] = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"];
+pub(crate) const TAG: &str = "localhost/plugin-azure-storage:it";
+pub(crate) const ULIMITS: [&str; 4] = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"];
 
 /// The built image and the private store it lives in.
-struct Image {
-    dir: PathBuf,
+pub(crate) struct Image {
+    pub(crate) dir: PathBuf,
     storage_conf: PathBuf,
     id: String,
     /// Manifest digest of the OCI layout written by the build (what a registry receives).
     digest: String,
 }
 
-fn on_path(tool: &str) -> bool {
+pub(crate) fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
 /// The image, built once per test binary. These tests are `#[ignore]`d (a plain `cargo
 /// test` lists them as ignored, with the reason); run explicitly (`--include-ignored`, as
 /// scripts/test does where the tools exist) they fail, naming what is missing.
-fn image() -> &'static Image {
+pub(crate) fn image() -> &'static Image {
     static I: OnceLock<Image> = OnceLock::new();
     I.get_or_init(|| {
         let missing: Vec<&str> = ["buildah", "podman", "runc"].into_iter().filter(|t| !on_path(t)).collect();
@@ -84,6 +88,11 @@ fn build_first(binary: &str) -> Image {
         ),
     )
     .unwrap();
+    // The ulimits of ULIMITS as podman's defaults too: containers created through the Docker
+    // API by a client that passes no ulimit (act's `uses: docker://` steps ignore
+    // --container-options) would otherwise get nofile=1048576, which runc refuses here.
+    let ulimits = ULIMITS.iter().skip(1).step_by(2).map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    std::fs::write(dir.join("containers.conf"), format!("[containers]\ndefault_ulimits = [{ulimits}]\n")).unwrap();
     let mut img = Image { dir, storage_conf, id: String::new(), digest: String::new() };
     let t = Instant::now();
     let (id, digest) = img.build(binary, TAG, "oci-1");
@@ -107,7 +116,7 @@ fn remove_stale_roots(base: &Path) {
 }
 
 #[track_caller]
-fn ok(what: &str, out: Output) -> String {
+pub(crate) fn ok(what: &str, out: Output) -> String {
     assert!(
         out.status.success(),
         "{what} failed ({}):\n{}{}",
@@ -120,14 +129,15 @@ fn ok(what: &str, out: Output) -> String {
 
 impl Image {
     /// A command using the private store.
-    fn cmd(&self, program: &str) -> Command {
+    pub(crate) fn cmd(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.env("CONTAINERS_STORAGE_CONF", &self.storage_conf).stdin(Stdio::null());
+        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"));
         c
     }
 
     /// `podman --storage-driver vfs --runtime runc <args>`.
-    fn podman(&self) -> Command {
+    pub(crate) fn podman(&self) -> Command {
         let mut c = self.cmd("podman");
         c.args(["--storage-driver", "vfs", "--runtime", "runc"]);
         c
@@ -161,9 +171,18 @@ impl Image {
         c.arg(TAG);
         out(c.output().expect("run podman"))
     }
+
+    /// `podman run <image> <args>` with the workspace mounted and current, no settings.
+    fn podman_run_image(&self, image: &str, workspace: &Path, args: &[&str]) -> Out {
+        let mut c = self.podman();
+        c.args(["run", "--rm", "--network", "host"]).args(ULIMITS);
+        c.arg("-v").arg(format!("{}:/woodpecker/src", workspace.display())).args(["-w", "/woodpecker/src"]);
+        c.arg(image).args(args);
+        out(c.output().expect("run podman"))
+    }
 }
 
-fn out(o: Output) -> Out {
+pub(crate) fn out(o: Output) -> Out {
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -214,7 +233,12 @@ fn image_builds_reproducibly_with_only_the_binary_and_ca_bundle() {
     assert_eq!(labels["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
     assert!(labels["org.opencontainers.image.source"].as_str().unwrap().starts_with("https://"));
     assert_eq!(v[0]["Created"].as_str().unwrap().get(..4), Some("1970"), "--timestamp 0");
-    eprintln!("image: size {} bytes", v[0]["Size"]);
+    // Its size is the one docs/image.md gives for the binary's profile (within 5%).
+    let profile = crate::release::profile_of(Path::new(&binary));
+    let size = v[0]["Size"].as_u64().expect("image Size");
+    eprintln!("image: size {size} bytes ({profile} binary)");
+    let documented = crate::release::documented_size("image", &profile);
+    crate::release::assert_size_documented(&format!("the image ([profile.{profile}] binary)"), size, documented);
 
     // Its whole file system: the binary and the CA bundle, nothing else.
     let ctr = ok("podman create", img.podman().args(["create", TAG]).output().unwrap()).trim().to_string();
@@ -333,7 +357,7 @@ fn image_verifies_tls_against_its_ca_bundle_or_a_mounted_one() {
 }
 
 /// `podman system service` on a private socket, stopped when the test binary exits.
-fn docker_host(img: &'static Image) -> &'static str {
+pub(crate) fn docker_host(img: &'static Image) -> &'static str {
     static H: OnceLock<String> = OnceLock::new();
     H.get_or_init(|| {
         let sock = img.dir.join("podman.sock");
@@ -430,4 +454,195 @@ fn image_docker_run_through_podmans_socket() {
     names.sort();
     assert_eq!(names, ["app.js.map", "app.tar.gz", "sub/readme.txt"]);
     assert!(fetch(az, &c, "app.tar.gz").0 == big);
+}
+
+pub(crate) const SHELL_TAG: &str = "localhost/plugin-azure-storage:it-shell";
+
+/// The `-shell` variant (`scripts/build-image --shell`: Dockerfile.shell FROM the image
+/// above, plus Debian's static busybox), built once per test binary.
+pub(crate) fn shell_image() -> &'static Image {
+    let img = image();
+    shell_image_id();
+    img
+}
+
+/// The ID of the `-shell` variant, built once (from [`image`]'s).
+fn shell_image_id() -> &'static str {
+    static S: OnceLock<String> = OnceLock::new();
+    let img = image();
+    S.get_or_init(|| {
+        assert!(
+            Path::new("/bin/busybox").is_file(),
+            "the -shell image needs Debian's static busybox at /bin/busybox (`scripts/ensure-tools image` \
+             installs busybox-static)"
+        );
+        let t = Instant::now();
+        let out = img
+            .cmd(repo_root().join("scripts/build-image").to_str().unwrap())
+            .args(["--shell", "--base", TAG, "--tag", SHELL_TAG])
+            .output()
+            .expect("run scripts/build-image --shell");
+        let id = ok("scripts/build-image --shell", out).trim().to_string();
+        eprintln!("image: built {SHELL_TAG} in {:.1}s: id {id}", t.elapsed().as_secs_f64());
+        id
+    })
+}
+
+/// The files of an image (`podman export` of a container made from it), each with its tar
+/// listing line, the run-time mounts left out.
+fn files_of(img: &Image, tag: &str, tar: &Path) -> Vec<(String, String)> {
+    let ctr = ok("podman create", img.podman().args(["create", tag]).output().unwrap()).trim().to_string();
+    let exported = img.podman().args(["export", "-o"]).arg(tar).arg(&ctr).output().unwrap();
+    let _ = img.podman().args(["rm", &ctr]).output();
+    ok("podman export", exported);
+    let listing = ok("tar -t", Command::new("tar").arg("-tvf").arg(tar).output().unwrap());
+    let skip = ["etc/hosts", "etc/resolv.conf", "etc/hostname", "run/", "dev/", "proc/", "sys/"];
+    let mut files: Vec<(String, String)> = listing
+        .lines()
+        .filter(|l| !l.starts_with('d'))
+        .filter_map(|l| {
+            // `lrwxrwxrwx 0/0 0 1970-01-01 00:00 bin/sh -> busybox`: the path is after the time.
+            let path = l.split_whitespace().nth(5)?.to_string();
+            Some((path, l.to_string()))
+        })
+        .filter(|(p, _)| !skip.iter().any(|s| p.starts_with(s)))
+        .collect();
+    files.sort();
+    files
+}
+
+/// GitLab's Docker executor: the job image has no entrypoint (the -shell image declares none), the
+/// command is this shell detection (gitlab-runner's `BashDetectShellScript`, run with
+/// `sh -c`), and the job script arrives on standard input, the job's variables as `-e`.
+const GITLAB_DETECT_SHELL: &str = "if [ -x /usr/local/bin/bash ]; then\n\texec /usr/local/bin/bash \n\
+elif [ -x /usr/bin/bash ]; then\n\texec /usr/bin/bash \nelif [ -x /bin/bash ]; then\n\texec /bin/bash \n\
+elif [ -x /usr/local/bin/sh ]; then\n\texec /usr/local/bin/sh \nelif [ -x /usr/bin/sh ]; then\n\t\
+exec /usr/bin/sh \nelif [ -x /bin/sh ]; then\n\texec /bin/sh \nelif [ -x /busybox/sh ]; then\n\t\
+exec /busybox/sh \nelse\n\techo shell not found\n\texit 1\nfi\n\n";
+
+/// Runs `script:` lines as GitLab's Docker executor does, in `image` with the project at
+/// `/builds/acme/app`: `set -eo pipefail`, each line echoed and `eval`ed.
+pub(crate) fn gitlab_job(img: &Image, image: &str, project: &Path, script: &[&str], env: &[(&str, String)]) -> Out {
+    use std::io::Write;
+    let mut c = img.podman();
+    c.args(["run", "-i", "--rm", "--network", "host"]).args(ULIMITS);
+    c.arg("-v").arg(format!("{}:/builds/acme/app", project.display())).args(["-w", "/builds/acme/app"]);
+    let vars = [
+        ("CI", "true".to_string()),
+        ("GITLAB_CI", "true".to_string()),
+        ("CI_PROJECT_DIR", "/builds/acme/app".to_string()),
+        ("CI_PROJECT_PATH", "acme/app".to_string()),
+        ("CI_COMMIT_SHA", "0123456789abcdef0123456789abcdef01234567".to_string()),
+        ("CI_PIPELINE_ID", "77".to_string()),
+    ];
+    for (k, v) in vars.iter().chain(env) {
+        c.arg("-e").arg(format!("{k}={v}"));
+    }
+    c.args([image, "sh", "-c", GITLAB_DETECT_SHELL]);
+    let mut job = String::from("set -eo pipefail\nset +o noclobber\n");
+    for line in script {
+        job.push_str(&format!("echo '$ {}'\n{line}\n", line.replace('\'', "")));
+    }
+    job.push_str("exit 0\n");
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("podman run");
+    child.stdin.take().unwrap().write_all(job.as_bytes()).unwrap();
+    out(child.wait_with_output().unwrap())
+}
+
+#[test]
+#[ignore = "image test: needs buildah, podman, runc, busybox-static and STATIC_BINARY; scripts/test runs it with --include-ignored"]
+fn image_shell_variant_runs_the_plugin_from_a_gitlab_job_script() {
+    let img = shell_image();
+    let binary = std::env::var("STATIC_BINARY").unwrap();
+
+    // Reproducible like the plain image: a second build from a freshly staged context.
+    let again = img
+        .cmd(repo_root().join("scripts/build-image").to_str().unwrap())
+        .args(["--shell", "--base", TAG, "--tag", "localhost/plugin-azure-storage:it-shell-again"])
+        .output()
+        .unwrap();
+    assert_eq!(ok("scripts/build-image --shell", again).trim(), shell_image_id(), "two -shell builds differ");
+
+    // Its file system: the plain image's two files, unchanged, and busybox with its applet
+    // links under /bin; no package manager, no libc, nothing else.
+    let files = files_of(img, SHELL_TAG, &img.dir.join("export-shell.tar"));
+    let mut extra = vec![];
+    for (path, line) in &files {
+        match path.as_str() {
+            "bin/plugin-azure-storage" | "etc/ssl/certs/ca-certificates.crt" | "bin/busybox" => {}
+            p if p.starts_with("bin/") && line.starts_with('l') && line.ends_with(" -> busybox") => {}
+            _ => extra.push(line.as_str()),
+        }
+    }
+    assert!(extra.is_empty(), "the -shell image holds more than the plugin, its CA bundle and busybox: {extra:#?}");
+    for want in ["bin/sh", "bin/plugin-azure-storage", "bin/busybox", "etc/ssl/certs/ca-certificates.crt"] {
+        assert!(files.iter().any(|(p, _)| p == want), "{want} missing from the -shell image");
+    }
+    for pm in ["apk", "apt", "apt-get", "dpkg", "dpkg-deb", "rpm", "rpm2cpio", "opkg"] {
+        assert!(!files.iter().any(|(p, _)| p == &format!("bin/{pm}")), "a package manager ({pm}) in the -shell image");
+    }
+    let tar = img.dir.join("export-shell.tar");
+    let bin = Command::new("tar").arg("-xOf").arg(&tar).arg("bin/plugin-azure-storage").output().unwrap();
+    assert!(bin.stdout == std::fs::read(&binary).unwrap(), "the -shell image's binary differs from STATIC_BINARY");
+    let bb = Command::new("tar").arg("-xOf").arg(&tar).arg("bin/busybox").output().unwrap();
+    assert!(bb.stdout == std::fs::read("/bin/busybox").unwrap(), "not Debian's busybox-static");
+
+    // Its configuration: no entrypoint (GitLab gives the shell as the command), the plugin as
+    // the default command, the plain image's environment and labels.
+    let inspect = ok("podman image inspect", img.podman().args(["image", "inspect", SHELL_TAG]).output().unwrap());
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let cfg = &v[0]["Config"];
+    assert!(cfg["Entrypoint"].as_array().is_none_or(|e| e.is_empty()), "an entrypoint: {}", cfg["Entrypoint"]);
+    assert_eq!(cfg["Cmd"], serde_json::json!(["/bin/plugin-azure-storage"]));
+    assert!(cfg["Env"].as_array().unwrap().iter().any(|e| e == "SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"));
+    assert_eq!(cfg["Labels"]["org.opencontainers.image.title"], "plugin-azure-storage");
+    assert_eq!(cfg["Labels"]["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
+    let profile = crate::release::profile_of(Path::new(&binary));
+    let size = v[0]["Size"].as_u64().expect("image Size");
+    eprintln!("image: -shell size {size} bytes ({profile} binary)");
+    let documented = crate::release::documented_size("`-shell` image", &profile);
+    crate::release::assert_size_documented(&format!("the -shell image ([profile.{profile}] binary)"), size, documented);
+
+    // Run as a plugin step runs an image (no command: Drone, Woodpecker, `docker run IMAGE`),
+    // it is the plugin: here without settings, so exit 2 naming a missing one. A command
+    // replaces it (no entrypoint): `plugin-azure-storage --help`.
+    let (ws, big) = workspace();
+    img.podman_run_image(SHELL_TAG, ws.path(), &[]).assert_code(2).assert_contains("PLUGIN_");
+    let help = img.podman_run_image(SHELL_TAG, ws.path(), &["plugin-azure-storage", "--help"]);
+    help.assert_ok().assert_contains("PLUGIN_<NAME>");
+
+    // A GitLab job with `image:` the -shell variant and `script: [plugin-azure-storage]`,
+    // settings as job variables: an upload, with the job's CI_* variables as provenance.
+    let az = Azurite::shared();
+    let c = container("image-gitlab");
+    let mut env = azurite_env(az.endpoint(), &c);
+    env.extend([
+        ("PLUGIN_CREATE_CONTAINER", "true".to_string()),
+        ("PLUGIN_SOURCE", "dist/**".to_string()),
+        ("PLUGIN_STRIP_PREFIX", "dist".to_string()),
+        ("PLUGIN_TARGET", "acme/app/0123456789abcdef".to_string()),
+    ]);
+    let job = gitlab_job(img, SHELL_TAG, ws.path(), &["plugin-azure-storage"], &env);
+    job.assert_ok().assert_contains("$ plugin-azure-storage").assert_lacks(DEV_KEY);
+    let mut names = list(az, &c);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "acme/app/0123456789abcdef/app.js.map",
+            "acme/app/0123456789abcdef/app.tar.gz",
+            "acme/app/0123456789abcdef/sub/readme.txt"
+        ]
+    );
+    let (data, props) = fetch(az, &c, "acme/app/0123456789abcdef/app.tar.gz");
+    assert!(data == big, "uploaded bytes differ");
+    assert_eq!(props["metadata"]["ci_repo"], "acme/app", "GitLab's CI_PROJECT_PATH reaches the plugin");
+
+    // A failing plugin fails the job with its exit code (3: the container does not exist),
+    // and the script stops there (`set -e`).
+    env.retain(|(k, _)| *k != "PLUGIN_CREATE_CONTAINER" && *k != "PLUGIN_CONTAINER");
+    env.push(("PLUGIN_CONTAINER", container("image-gitlab-missing")));
+    let failed = gitlab_job(img, SHELL_TAG, ws.path(), &["plugin-azure-storage", "touch after-the-plugin"], &env);
+    failed.assert_code(3).assert_contains("does not exist");
+    assert!(!ws.path().join("after-the-plugin").exists(), "the job went on after the plugin failed");
 }

@@ -22,6 +22,7 @@ mod image;
 mod msrv;
 mod output;
 mod release;
+mod runners;
 mod settings;
 mod sync;
 mod trust;

@@ -308,3 +308,95 @@ fn release_sbom_refuses_a_binary_without_dependency_data() {
     assert!(stderr.contains("no .dep-v0 section") && stderr.contains("cargo auditable build"), "{stderr}");
     assert!(out.stdout.is_empty(), "no partial SBOM on stdout");
 }
+
+/// The cargo profile a binary of scripts/build-static was built with:
+/// `<target-dir>/<triple>/<profile>/plugin-azure-storage`.
+pub(crate) fn profile_of(binary: &Path) -> String {
+    let profile = binary.parent().and_then(Path::file_name).map(|s| s.to_string_lossy().into_owned());
+    let profile = profile.unwrap_or_default();
+    assert!(["ci", "release"].contains(&profile.as_str()), "cannot tell the profile of {}", binary.display());
+    profile
+}
+
+/// The size documented in docs/image.md's "Sizes and times" table in the row whose first
+/// cell starts with `row` and names `[profile.<profile>]`: its `N,NNN,NNN bytes`.
+pub(crate) fn documented_size(row: &str, profile: &str) -> u64 {
+    let doc = std::fs::read_to_string(repo_root().join("docs/image.md")).unwrap();
+    let tag = format!("`[profile.{profile}]`");
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with(&format!("| {row}")) && l.split('|').nth(1).is_some_and(|c| c.contains(&tag)))
+        .unwrap_or_else(|| panic!("docs/image.md has no size row `| {row} ... {tag} ... |`"));
+    let value = line.split('|').nth(2).unwrap_or_default();
+    let digits = value.split(" bytes").next().unwrap_or_default().trim().replace(',', "");
+    digits.parse().unwrap_or_else(|_| panic!("docs/image.md: no `N bytes` in {line:?}"))
+}
+
+/// `built` is within 5% of `documented`, else a message with both and the fix.
+#[track_caller]
+pub(crate) fn assert_size_documented(what: &str, built: u64, documented: u64) {
+    assert!(documented > 0, "{what}: docs/image.md gives 0 bytes: measure it ({built} bytes built)");
+    let off = (built as f64 - documented as f64) / documented as f64 * 100.0;
+    assert!(
+        off.abs() <= 5.0,
+        "{what}: built {built} bytes, docs/image.md says {documented} ({off:+.1}%, more than 5% off): measure \
+         it again and update the table"
+    );
+}
+
+#[test]
+#[ignore = "release test: needs STATIC_BINARY (scripts/build-static); scripts/test runs it with --include-ignored"]
+fn release_binary_size_is_the_documented_one() {
+    let binary = static_binary();
+    let profile = profile_of(&binary);
+    let built = std::fs::metadata(&binary).unwrap().len();
+    let documented = documented_size("static binary", &profile);
+    eprintln!("release: {profile} binary {built} bytes, documented {documented}");
+    assert_size_documented(&format!("the static binary ([profile.{profile}])"), built, documented);
+}
+
+/// `scripts/action-image` on a copy of action.yml (`ACTION_YML`).
+fn action_image(file: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(repo_root().join("scripts/action-image"))
+        .env("ACTION_YML", file)
+        .args(args)
+        .output()
+        .expect("run scripts/action-image")
+}
+
+#[test]
+fn release_action_image_refuses_a_tag_and_pins_the_published_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("action.yml");
+    std::fs::copy(repo_root().join("action.yml"), &file).unwrap();
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // The repository's action.yml names a placeholder tag: what a release must not publish.
+    let tagged = action_image(&file, &["check"]);
+    assert_eq!(tagged.status.code(), Some(1), "{}", stderr(&tagged));
+    assert!(stderr(&tagged).contains("not pinned by digest"), "{}", stderr(&tagged));
+
+    // An image name with upper case (no valid reference) or without a digest is refused.
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    for bad in [format!("ghcr.io/OWNER/plugin-azure-storage@{digest}"), "ghcr.io/owner/plugin-azure-storage:1.0".into()]
+    {
+        let o = action_image(&file, &["pin", &bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+    }
+    assert!(action_image(&file, &["check"]).status.code() == Some(1), "a refused pin changed the file");
+
+    // Pinned to the published digest: accepted, and only the image line changed.
+    let image = format!("ghcr.io/owner/plugin-azure-storage@{digest}");
+    let pin = action_image(&file, &["pin", &image]);
+    assert!(pin.status.success(), "{}", stderr(&pin));
+    let ok = action_image(&file, &["check", "--digest", &digest]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let other = action_image(&file, &["check", "--digest", &format!("sha256:{}", "f".repeat(64))]);
+    assert_eq!(other.status.code(), Some(1), "another digest than the published one: {}", stderr(&other));
+    let before = std::fs::read_to_string(repo_root().join("action.yml")).unwrap();
+    let after = std::fs::read_to_string(&file).unwrap();
+    let changed: Vec<(&str, &str)> = before.lines().zip(after.lines()).filter(|(a, b)| a != b).collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0].1, format!("  image: \"docker://{image}\""));
+    assert_eq!(before.lines().count(), after.lines().count());
+}
