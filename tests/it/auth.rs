@@ -449,7 +449,11 @@ fn malformed_or_expired_tokens_and_bad_ids_fail_before_the_network() {
             "`authority_host` (PLUGIN_AUTHORITY_HOST): `http://login.example.com` must be an https:// URL",
         );
     // A bearer token never goes to a plain-HTTP storage endpoint.
-    let out = base().set("federated_token", ci_token(300)).set("endpoint", "http://127.0.0.1:1/devstoreaccount1").run();
+    let out = base()
+        .unset("account_name")
+        .set("federated_token", ci_token(300))
+        .set("endpoint", "http://127.0.0.1:1/devstoreaccount1")
+        .run();
     out.assert_code(3).assert_contains("accepts only over HTTPS");
     assert_eq!(entra.requests().len(), 0, "nothing may reach Entra");
 }
@@ -573,6 +577,9 @@ fn no_secret_in_trace_output_or_manifest() {
 /// the same error (exit 1) and Entra was asked again every 5 s.
 #[test]
 fn a_token_that_cannot_be_refreshed_mid_run_stops_the_run() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = oauth_azurite();
     let entra = Fake::start();
     entra.mount(

@@ -520,6 +520,9 @@ fn a_slow_cache_save_prints_progress_lines_without_an_eta() {
 /// of `../x` exited 3 after the run began.
 #[test]
 fn restore_keys_and_cache_key_are_checked_by_the_same_rules_before_any_request() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cacheprefix");
     let dir = tempfile::tempdir().unwrap();
@@ -558,6 +561,9 @@ fn restore_keys_and_cache_key_are_checked_by_the_same_rules_before_any_request()
 /// made the restore fetch `other/evil.tar.zst`, an archive outside `target`, and extract it.
 #[test]
 fn a_restore_key_listing_naming_dot_dot_is_refused_and_nothing_outside_target_is_fetched() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     use crate::fault_proxy::{inject_into_listing, op, FaultProxy, Rule, Times};
     let az = Azurite::shared();
     let c = container("cachedotdot");
@@ -589,6 +595,9 @@ fn a_restore_key_listing_naming_dot_dot_is_refused_and_nothing_outside_target_is
 /// with `fail_on_miss`).
 #[test]
 fn a_cache_restore_from_a_missing_container_says_so() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cachenocontainer");
     let dir = tempfile::tempdir().unwrap();
@@ -616,6 +625,9 @@ fn restore_of(ws: &Path, az: &Azurite, c: &str, sources: &str) -> Plugin {
 /// Now such a source is refused before anything is downloaded and nothing changes.
 #[test]
 fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_nothing() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     use crate::fault_proxy::FaultProxy;
     let az = Azurite::shared();
     let c = container("cachelinkedsource");
@@ -644,6 +656,9 @@ fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_no
 /// leave the first one replaced and its old content deleted. Now every move is undone.
 #[test]
 fn cache_restore_that_fails_half_way_puts_every_directory_back() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cachehalfway");
     let dir = tempfile::tempdir().unwrap();
@@ -676,6 +691,9 @@ fn cache_restore_that_fails_half_way_puts_every_directory_back() {
 /// fails the save naming it, and nothing is stored.
 #[test]
 fn cache_save_refuses_a_link_a_restore_would_refuse_and_stores_nothing() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cachesavevenv");
     let dir = tempfile::tempdir().unwrap();
@@ -701,6 +719,9 @@ fn cache_save_refuses_a_link_a_restore_would_refuse_and_stores_nothing() {
 /// (exit 2); a source named twice is cached once, and its archive restores.
 #[test]
 fn cache_sources_may_not_overlap_and_duplicates_are_cached_once() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cacheoverlap");
     let dir = tempfile::tempdir().unwrap();
@@ -736,6 +757,9 @@ fn cache_sources_may_not_overlap_and_duplicates_are_cached_once() {
 /// `max_restore_size`, before writing past it, and nothing is restored.
 #[test]
 fn cache_restore_stops_an_archive_that_expands_past_max_restore_size() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     let zeros = vec![0u8; 64 << 20];
@@ -764,6 +788,9 @@ fn cache_restore_stops_an_archive_that_expands_past_max_restore_size() {
 /// naming the setting, before its window is allocated.
 #[test]
 fn cache_restore_refuses_a_zstd_window_larger_than_max_memory() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("cachewindow");
     let dir = tempfile::tempdir().unwrap();
@@ -790,6 +817,9 @@ fn process_umask() -> u32 {
 /// process umask, as tar does for a user other than root.
 #[test]
 fn cache_restore_applies_the_umask_to_world_writable_modes() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     use tar::EntryType::{Directory, Regular};
     let mask = process_umask();
     assert_ne!(mask & 0o002, 0, "this test needs a umask that removes world write (umask 022)");
@@ -818,6 +848,9 @@ fn cache_restore_applies_the_umask_to_world_writable_modes() {
 /// marked as the plugin's, not one a live run holds locked.
 #[test]
 fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     use crate::fault_proxy::{Fault, FaultProxy, Gate, Req, Rule, Times};
     use crate::faults::{finish, spawn};
     let az = Azurite::shared();

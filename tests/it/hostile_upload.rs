@@ -267,6 +267,9 @@ fn sorted_names(az: &Azurite, c: &str) -> Vec<String> {
 
 #[test]
 fn hidden_files_and_git_stay_out_of_a_wildcard_or_directory_source() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     for (i, source) in [".", "**", "./"].into_iter().enumerate() {
         let c = container(&format!("hidden{i}"));
@@ -282,6 +285,9 @@ fn hidden_files_and_git_stay_out_of_a_wildcard_or_directory_source() {
 
 #[test]
 fn include_hidden_brings_hidden_files_back() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("hiddenin");
     let dir = tempfile::tempdir().unwrap();
@@ -298,6 +304,9 @@ fn include_hidden_brings_hidden_files_back() {
 
 #[test]
 fn a_hidden_path_named_in_source_is_uploaded() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("hiddennamed");
     let dir = tempfile::tempdir().unwrap();
@@ -312,6 +321,9 @@ fn a_hidden_path_named_in_source_is_uploaded() {
 
 #[test]
 fn a_source_of_only_hidden_files_says_they_were_left_out() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "out/.hidden", b"h");
@@ -327,6 +339,9 @@ fn a_source_of_only_hidden_files_says_they_were_left_out() {
 
 #[test]
 fn a_sync_never_deletes_a_hidden_remote_name() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("hiddensync");
     let remote = tempfile::tempdir().unwrap();
@@ -353,6 +368,9 @@ fn a_sync_never_deletes_a_hidden_remote_name() {
 
 #[test]
 fn cache_save_leaves_git_home_but_keeps_a_cached_trees_hidden_state() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path();

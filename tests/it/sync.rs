@@ -338,6 +338,9 @@ fn blob_entries(names: &[&str]) -> String {
 /// (the URL library resolved the `..`), deleting a blob outside `target`.
 #[test]
 fn a_listed_name_with_dot_dot_is_never_requested_and_nothing_outside_the_target_is_deleted() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncdotdot");
     plant(az, &c, &["victim.txt", "t/old.txt"]);
@@ -370,6 +373,9 @@ fn a_listed_name_with_dot_dot_is_never_requested_and_nothing_outside_the_target_
 /// the listing was deleted with its new content.
 #[test]
 fn a_blob_rewritten_after_the_listing_is_kept_and_reported_not_deleted() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncrace");
     plant(az, &c, &["t/old.txt", "t/gone.txt"]);
@@ -434,6 +440,9 @@ fn files_sync_keeps_a_file_rewritten_after_the_listing() {
 /// matched nothing), `would upload` for an unchanged file, and `transferred=N` in its outputs.
 #[test]
 fn a_dry_run_makes_the_real_runs_decisions_and_reports_would_counts() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncdry");
     plant(az, &c, &["t/keep.txt", "t/old.txt"]);
@@ -476,6 +485,9 @@ fn a_dry_run_makes_the_real_runs_decisions_and_reports_would_counts() {
 /// stopped with exit 3 (`does not exist`), where the real run creates it and uploads.
 #[test]
 fn a_dry_run_into_a_container_the_real_run_would_create_plans_every_upload() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
     let az = Azurite::shared();
     let c = container("syncdrynew");
     let dir = tempfile::tempdir().unwrap();

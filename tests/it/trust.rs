@@ -92,6 +92,9 @@ fn trust_untrusted_is_honoured_on_a_push() {
 
 #[test]
 fn a_bad_trust_value_or_a_user_ci_trust_metadata_is_exit_2() {
+    if !crate::support::azurite_present() {
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "a.txt", b"a");
     let az = Azurite::shared();

@@ -206,7 +206,11 @@ pub fn write_archive<W: Write>(
         append_tree(&mut tar, root, source, include_hidden, &comps, &mut counts)?;
     }
     if counts.hidden > 0 {
-        tracing::info!("left out {} hidden entr{} (`.git` directories); set `include_hidden: true` to cache them", counts.hidden, if counts.hidden == 1 { "y" } else { "ies" });
+        tracing::info!(
+            "left out {} hidden entr{} (`.git` directories); set `include_hidden: true` to cache them",
+            counts.hidden,
+            if counts.hidden == 1 { "y" } else { "ies" }
+        );
     }
     let enc = tar.into_inner().map_err(io)?;
     let out = enc.finish().map_err(io)?;
