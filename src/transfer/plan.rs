@@ -525,7 +525,7 @@ fn select(
             }
             continue;
         }
-        if matcher.as_ref().is_some_and(|m| !m.is_match(&rel)) || excluded(&rel, &cfg.excludes) {
+        if matcher.as_ref().is_some_and(|m| !m.is_match(&rel)) || excluded(&rel, &cfg.excludes) || left_out(&rel) {
             continue;
         }
         if ft.is_symlink() {

@@ -156,8 +156,10 @@ mod tests {
         w("b/Cargo.lock", b"2");
         w("target/Cargo.lock", b"in the cached directory");
         w(".hidden/Cargo.lock", b"hidden");
+        w("Cargo.lock", b"a cached file");
         let root = Root::open(d.path(), false).unwrap();
-        let cfg = test_config();
+        let mut cfg = test_config();
+        cfg.sources = vec!["target".into(), "Cargo.lock".into()];
         let parts = [KeyPart::HashFiles(vec!["**/Cargo.lock".into()])];
         let key = render(&parts, &root, &cfg, "cache_key").unwrap();
         assert_eq!(key, hash_files(vec![("a/Cargo.lock".into(), sha(b"1")), ("b/Cargo.lock".into(), sha(b"2"))]));
