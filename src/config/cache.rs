@@ -3,9 +3,10 @@
 //!
 //! A template is parsed here, before any network call: `{{ env "VAR" }}`, `{{ arch }}`,
 //! `{{ os }}` and `{{ branch }}` are resolved from the environment at once (a variable that
-//! is not set is a settings error); `{{ checksum "FILE" }}` stays a part for the cache
-//! module to hash from the workspace. The rules of a key ([`check_key`]) are checked on the
-//! template here (a `checksum` always renders to hex digits) and again on the rendered key.
+//! is not set is a settings error); `{{ checksum "FILE" }}` and `{{ hashFiles "GLOB" ... }}`
+//! stay parts for the cache module to hash from the workspace. The rules of a key
+//! ([`check_key`]) are checked on the template here (a `checksum` or `hashFiles` always
+//! renders to hex digits) and again on the rendered key.
 
 use super::RawSettings;
 
@@ -15,6 +16,35 @@ pub enum KeyPart {
     Text(String),
     /// SHA-256 (hex) of this workspace file, computed when the key is rendered.
     Checksum(String),
+    /// SHA-256 (hex) over the workspace files these globs select (`{{ hashFiles "GLOB" ... }}`),
+    /// computed when the key is rendered.
+    HashFiles(Vec<String>),
+}
+
+/// The arguments of a template function: quoted strings separated by white space
+/// (`"a" "b"`), each non-empty and without a `"`; `None` when they are not that.
+fn quoted_args(arg: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = arg.trim_start();
+    while !rest.is_empty() {
+        let inner = rest.strip_prefix('"')?;
+        let end = inner.find('"')?;
+        if end == 0 {
+            return None;
+        }
+        out.push(inner[..end].to_string());
+        let after = &inner[end + 1..];
+        if !after.is_empty() && !after.starts_with(char::is_whitespace) {
+            return None;
+        }
+        rest = after.trim_start();
+    }
+    Some(out)
+}
+
+/// Whether a path or glob given to a template function reaches outside the workspace.
+fn outside_workspace(path: &str) -> bool {
+    path.starts_with('/') || path.split('/').any(|c| c == "..")
 }
 
 /// The validated cache settings.
@@ -76,13 +106,45 @@ pub fn parse_template(template: &str, raw: &RawSettings) -> Result<Vec<KeyPart>,
         match func {
             "checksum" => {
                 let file = quoted(arg)?;
-                if file.starts_with('/') || file.split('/').any(|c| c == "..") {
+                if outside_workspace(&file) {
                     return Err(format!("`{{{{ {expr} }}}}`: the file must be inside the workspace (relative, without `..`)"));
                 }
                 if !text.is_empty() {
                     parts.push(KeyPart::Text(std::mem::take(&mut text)));
                 }
                 parts.push(KeyPart::Checksum(file));
+            }
+            "hashFiles" => {
+                let globs = arg.and_then(quoted_args).filter(|g| !g.is_empty());
+                // `./a/` is `a`, as in `source`.
+                let globs: Option<Vec<String>> = globs.map(|g| {
+                    g.iter().map(|g| g.trim_start_matches("./").trim_end_matches('/').to_string()).collect()
+                });
+                let globs = globs.ok_or_else(|| {
+                    format!(
+                        "`{{{{ {expr} }}}}`: `hashFiles` takes one or more quoted globs, \
+                         e.g. `{{{{ hashFiles \"**/Cargo.lock\" \"rust-toolchain.toml\" }}}}`"
+                    )
+                })?;
+                for g in &globs {
+                    if g.is_empty() || g == "." {
+                        return Err(format!(
+                            "`{{{{ {expr} }}}}`: name the files to hash (`.` would hash the cached directories too), e.g. `**/Cargo.lock`"
+                        ));
+                    }
+                    if outside_workspace(g) {
+                        return Err(format!(
+                            "`{{{{ {expr} }}}}`: the glob `{g}` must be inside the workspace (relative, without `..`)"
+                        ));
+                    }
+                    if let Err(e) = globset::GlobBuilder::new(g).literal_separator(true).build() {
+                        return Err(format!("`{{{{ {expr} }}}}`: `{g}` is not a valid glob: {}", e.kind()));
+                    }
+                }
+                if !text.is_empty() {
+                    parts.push(KeyPart::Text(std::mem::take(&mut text)));
+                }
+                parts.push(KeyPart::HashFiles(globs));
             }
             "env" => {
                 let var = quoted(arg)?;
@@ -97,7 +159,7 @@ pub fn parse_template(template: &str, raw: &RawSettings) -> Result<Vec<KeyPart>,
             })?),
             _ => {
                 return Err(format!(
-                    "`{{{{ {expr} }}}}` is not a template function: use `checksum \"FILE\"`, `env \"VAR\"`, `arch`, `os` or `branch`"
+                    "`{{{{ {expr} }}}}` is not a template function: use `checksum \"FILE\"`, `hashFiles \"GLOB\" ...`, `env \"VAR\"`, `arch`, `os` or `branch`"
                 ))
             }
         }
@@ -144,7 +206,7 @@ pub fn check_key(key: &str, setting: &str) -> Result<(), String> {
     }
 }
 
-/// Checks a parsed template before anything runs: each `{{ checksum }}` always renders to
+/// Checks a parsed template before anything runs: each `{{ checksum }}` or `{{ hashFiles }}` always renders to
 /// 64 hex digits, so the template with those in place breaks the rules exactly when every
 /// key it renders would (`../x`, `a//b`, `/abs` are settings errors, not run-time ones).
 fn check_template(template: &str, parts: &[KeyPart]) -> Result<(), String> {
@@ -152,7 +214,9 @@ fn check_template(template: &str, parts: &[KeyPart]) -> Result<(), String> {
         .iter()
         .map(|p| match p {
             KeyPart::Text(t) => t.as_str(),
-            KeyPart::Checksum(_) => "0000000000000000000000000000000000000000000000000000000000000000",
+            KeyPart::Checksum(_) | KeyPart::HashFiles(_) => {
+                "0000000000000000000000000000000000000000000000000000000000000000"
+            }
         })
         .collect();
     match key_problem(&sample) {
@@ -274,6 +338,22 @@ mod tests {
     }
 
     #[test]
+    fn hash_files_takes_several_quoted_globs() {
+        let r = raw(&[]);
+        let p = parse_template(r#"k-{{ hashFiles "**/Cargo.lock"  "./rust-toolchain.toml" "src/{a,b}/*.rs" }}-x"#, &r)
+            .unwrap();
+        assert_eq!(
+            p,
+            vec![
+                KeyPart::Text("k-".into()),
+                KeyPart::HashFiles(vec!["**/Cargo.lock".into(), "rust-toolchain.toml".into(), "src/{a,b}/*.rs".into()]),
+                KeyPart::Text("-x".into()),
+            ]
+        );
+        check_template("t", &p).unwrap();
+    }
+
+    #[test]
     fn keys_break_the_rules_at_settings_time_when_every_rendering_would() {
         let r = raw(&[("SLASH", "/a/"), ("V", "1")]);
         for bad in ["../x", "a//b", "/abs", "/", "a/", "x/./y", "{{ env \"SLASH\" }}b", "a/{{ env \"V\" }}/../b"] {
@@ -327,6 +407,14 @@ mod tests {
             ("{{ checksum \"../x\" }}", "inside the workspace"),
             ("{{ checksum \"/etc/passwd\" }}", "inside the workspace"),
             ("{{ os \"x\" }}", "takes no argument"),
+            ("{{ hashFiles }}", "one or more quoted globs"),
+            ("{{ hashFiles Cargo.lock }}", "one or more quoted globs"),
+            ("{{ hashFiles \"a\"\"b\" }}", "one or more quoted globs"),
+            ("{{ hashFiles \"a\" \"\" }}", "one or more quoted globs"),
+            ("{{ hashFiles \"a\" \"../b/*\" }}", "`../b/*` must be inside the workspace"),
+            ("{{ hashFiles \"/etc/*\" }}", "inside the workspace"),
+            ("{{ hashFiles \"a/[\" }}", "is not a valid glob"),
+            ("{{ hashFiles \"./\" }}", "name the files to hash"),
             ("{{ branch }}", "no branch variable"),
         ] {
             let e = parse_template(t, &r).unwrap_err();

@@ -53,6 +53,12 @@ pub enum PlanError {
     DownloadCollisions(Vec<String>),
     #[error("cannot read the workspace: {0}")]
     Walk(String),
+    /// A `{{ hashFiles }}` glob that selects no file to hash.
+    #[error(
+        "`{0}` selects no file to hash (links are not followed, hidden entries only where the glob names them, \
+         nothing inside the cached `source` directories)"
+    )]
+    HashNoMatch(String),
     #[error("`target` `{0}` exists and is not a directory")]
     TargetNotDir(String),
 }
@@ -432,7 +438,16 @@ impl Selection {
 /// workspace root: a link on the way is skipped (when followed, it must stay inside the
 /// workspace). Below it, excluded directories are pruned before they are read, and with
 /// `follow_symlinks` every link met is resolved the same way before it is descended.
-fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Result<bool, PlanError> {
+///
+/// Directories in `leave_out` (workspace-relative, normalised) are pruned unread, and
+/// nothing inside them is selected.
+fn select(
+    cfg: &Config,
+    ws: &Arc<Root>,
+    source: &str,
+    sel: &mut Selection,
+    leave_out: &[String],
+) -> Result<bool, PlanError> {
     let segments: Vec<&str> = source.split('/').collect();
     let literal = segments.iter().take_while(|c| !has_glob_meta(c)).count();
     let hidden = Hidden::new(&segments[literal..], cfg.include_hidden).map_err(|e| PlanError::Walk(e.to_string()))?;
@@ -442,6 +457,12 @@ fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Re
         (source.to_string(), None)
     };
     let before = sel.len();
+    let left_out = |rel: &str| {
+        leave_out.iter().any(|d| rel.strip_prefix(d.as_str()).is_some_and(|r| r.is_empty() || r.starts_with('/')))
+    };
+    if left_out(&base_rel) {
+        return Ok(false);
+    }
     match ws.probe(&base_rel) {
         Ok(()) => {}
         Err(ResolveError::Io(e)) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(false),
@@ -494,7 +515,7 @@ fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Re
             continue;
         }
         if ft.is_dir() {
-            if excluded(&rel, &cfg.excludes) {
+            if excluded(&rel, &cfg.excludes) || left_out(&rel) {
                 walker.skip_current_dir();
             } else if entry.path_is_symlink() {
                 if let Err(e) = ws.probe(&rel) {
@@ -504,7 +525,7 @@ fn select(cfg: &Config, ws: &Arc<Root>, source: &str, sel: &mut Selection) -> Re
             }
             continue;
         }
-        if matcher.as_ref().is_some_and(|m| !m.is_match(&rel)) || excluded(&rel, &cfg.excludes) {
+        if matcher.as_ref().is_some_and(|m| !m.is_match(&rel)) || excluded(&rel, &cfg.excludes) || left_out(&rel) {
             continue;
         }
         if ft.is_symlink() {
@@ -554,7 +575,7 @@ pub fn plan_upload(cfg: &Config, store: &dyn Store, root: &Path) -> Result<Uploa
     };
     for source in &cfg.sources {
         let source = source.trim_start_matches("./").trim_end_matches('/');
-        if !select(cfg, &ws, source, &mut sel)? {
+        if !select(cfg, &ws, source, &mut sel, &[])? {
             unmatched.push(source.to_string());
         }
     }
@@ -593,6 +614,41 @@ pub fn plan_upload(cfg: &Config, store: &dyn Store, root: &Path) -> Result<Uploa
         return Err(PlanError::Empty(detail));
     }
     Ok(plan)
+}
+
+/// The workspace files `globs` select for a cache key's `{{ hashFiles }}`, sorted by path
+/// and each once: the upload's selection (hidden entries and `.git` only where a glob
+/// segment names them, `exclude` pruned unread), links never followed, and nothing inside
+/// the directories `leave_out` (a cache's `source`s: a restore there must not change the
+/// key), which are never read. A glob that selects no file is [`PlanError::HashNoMatch`].
+pub fn select_for_hash(
+    cfg: &Config,
+    workspace: &Path,
+    globs: &[String],
+    leave_out: &[String],
+) -> Result<Vec<String>, PlanError> {
+    let cfg = Config { follow_symlinks: false, ..cfg.clone() };
+    let ws =
+        Arc::new(Root::open(workspace, false).map_err(|e| PlanError::Walk(format!("{}: {e}", workspace.display())))?);
+    let mut sel = Selection {
+        found: PlannedFiles::new(ws.clone(), &cfg),
+        skipped: BTreeMap::new(),
+        refused: BTreeMap::new(),
+        hidden: HiddenCount::default(),
+    };
+    for glob in globs {
+        let before = sel.found.len();
+        select(&cfg, &ws, glob, &mut sel, leave_out)?;
+        if sel.found.len() == before {
+            return Err(PlanError::HashNoMatch(glob.clone()));
+        }
+    }
+    if !sel.refused.is_empty() {
+        return Err(PlanError::BadNames(sel.refused.into_iter().map(|(rel, why)| format!("  {rel}: {why}")).collect()));
+    }
+    let mut files = sel.found;
+    files.sort_dedup();
+    Ok(files.entries.iter().map(|e| files.rel_of(e).to_string()).collect())
 }
 
 /// Refuses names the store would refuse, and names it folds together (Azure Files

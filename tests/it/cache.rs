@@ -904,3 +904,121 @@ fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
     assert_eq!(std::fs::read(ws.join("cache/a.txt")).unwrap(), b"a");
     drop(live_lock);
 }
+
+// `{{ hashFiles "GLOB" ... }}` in key templates (issue 23 item 5).
+
+/// The documented `hashFiles` digest, computed here on its own: SHA-256 over the files in
+/// path order, each as its path's length (8 bytes, big endian), the path, and the SHA-256
+/// (hex) of its content.
+fn hash_files_of(ws: &Path, rels: &[&str]) -> String {
+    let mut framed = Vec::new();
+    for rel in rels {
+        framed.extend_from_slice(&(rel.len() as u64).to_be_bytes());
+        framed.extend_from_slice(rel.as_bytes());
+        framed.extend_from_slice(sha256_hex(&std::fs::read(ws.join(rel)).unwrap()).as_bytes());
+    }
+    sha256_hex(&framed)
+}
+
+fn hashed_cache(ws: &Path, az: &Azurite, c: &str, action: &str) -> Plugin {
+    plugin(ws)
+        .azurite(az, c)
+        .set("action", action)
+        .set("source", "target")
+        .set("target", "caches")
+        .set("cache_key", r#"cargo-{{ hashFiles "**/Cargo.lock" "rust-toolchain.toml" }}"#)
+}
+
+#[test]
+fn cache_hash_files_key_is_the_same_after_a_restore_changed_the_cached_directory() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("cachehashfiles");
+    let dir = tempfile::tempdir().unwrap();
+    let lay_out = |ws: &Path, built: &[u8]| {
+        write(ws, "Cargo.lock", b"lock v1");
+        write(ws, "crates/a/Cargo.lock", b"member lock");
+        write(ws, "rust-toolchain.toml", b"[toolchain]\nchannel = \"1.85\"\n");
+        write(ws, ".hidden/Cargo.lock", b"hidden: not hashed");
+        write(ws, "target/Cargo.lock", built);
+    };
+    let ws = dir.path().join("ws");
+    lay_out(&ws, b"what the build left in the cached directory");
+    let key = format!("cargo-{}", hash_files_of(&ws, &["Cargo.lock", "crates/a/Cargo.lock", "rust-toolchain.toml"]));
+    hashed_cache(&ws, az, &c, "cache_save").run().assert_ok().assert_contains(&format!("cache `{key}` saved"));
+    assert_eq!(list(az, &c), vec![format!("caches/{key}.tar.zst")]);
+
+    // Another run: the same lock files, another `target/Cargo.lock` (inside the cached directory).
+    let ws2 = dir.path().join("ws2");
+    lay_out(&ws2, b"stale");
+    let outfile = dir.path().join("out");
+    let out = hashed_cache(&ws2, az, &c, "cache_restore").env("DRONE_OUTPUT", outfile.to_str().unwrap()).run();
+    out.assert_ok().assert_contains(&format!("cache `{key}` restored"));
+    let o = outputs(&outfile);
+    assert_eq!(o.get("cache_hit").map(String::as_str), Some("true"), "{o:?}");
+    assert_eq!(std::fs::read(ws2.join("target/Cargo.lock")).unwrap(), b"what the build left in the cached directory");
+    // The restore changed the cached directory; the key the save computes does not change.
+    hashed_cache(&ws2, az, &c, "cache_save")
+        .run()
+        .assert_ok()
+        .assert_contains(&format!("cache `{key}` exists: not saved again"));
+    // A lock file outside the cached directory changes the key.
+    write(&ws2, "crates/a/Cargo.lock", b"member lock v2");
+    let key2 = format!("cargo-{}", hash_files_of(&ws2, &["Cargo.lock", "crates/a/Cargo.lock", "rust-toolchain.toml"]));
+    assert_ne!(key2, key);
+    hashed_cache(&ws2, az, &c, "cache_save").run().assert_ok().assert_contains(&format!("cache `{key2}` saved"));
+}
+
+#[test]
+fn cache_hash_files_glob_that_selects_nothing_is_exit_2_naming_it() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("cachehashnone");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    write(ws, "Cargo.lock", b"lock");
+    write(ws, "target/x.lock", b"inside the cached directory");
+    write(ws, ".config/x.lock", b"hidden");
+    for glob in ["nothing/*.lock", "target/*.lock", "*/x.lock"] {
+        let out = hashed_cache(ws, az, &c, "cache_save")
+            .set("cache_key", format!(r#"k-{{{{ hashFiles "Cargo.lock" "{glob}" }}}}"#))
+            .run();
+        out.assert_code(2)
+            .assert_contains("PLUGIN_CACHE_KEY")
+            .assert_contains(&format!("`{glob}` selects no file to hash"));
+    }
+    let out = hashed_cache(ws, az, &c, "cache_restore")
+        .set("cache_key", "k-exact")
+        .set("restore_keys", r#"k-{{ hashFiles "*.toml" }}"#)
+        .run();
+    out.assert_code(2).assert_contains("PLUGIN_RESTORE_KEYS").assert_contains("`*.toml` selects no file to hash");
+    assert!(pyblob(az, &["list", &c]).is_err(), "nothing was written, not even the container");
+}
+
+#[test]
+fn cache_hash_files_does_not_hash_a_link_to_a_file_outside_the_workspace() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("cachehashlink");
+    let dir = tempfile::tempdir().unwrap();
+    let outside = write(dir.path(), "outside/Cargo.lock", b"a file outside the workspace");
+    let ws = dir.path().join("ws");
+    write(&ws, "Cargo.lock", b"lock");
+    write(&ws, "target/a", b"a");
+    std::fs::create_dir_all(ws.join("vendor")).unwrap();
+    std::os::unix::fs::symlink(&outside, ws.join("vendor/Cargo.lock")).unwrap();
+    let key = format!("cargo-{}", hash_files_of(&ws, &["Cargo.lock"]));
+    let save =
+        |ws: &Path| hashed_cache(ws, az, &c, "cache_save").set("cache_key", r#"cargo-{{ hashFiles "**/Cargo.lock" }}"#);
+    save(&ws).run().assert_ok().assert_contains(&format!("cache `{key}` saved"));
+    // What the link points at changes: the key does not.
+    std::fs::write(&outside, b"changed outside").unwrap();
+    save(&ws).run().assert_ok().assert_contains(&format!("cache `{key}` exists: not saved again"));
+    assert_eq!(list(az, &c), vec![format!("caches/{key}.tar.zst")]);
+}

@@ -57,7 +57,7 @@ async fn run_cache(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<Fi
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
     let root = Root::open(&workspace, false).map_err(|e| RunError::Other(format!("cannot open the workspace: {e}")))?;
     let key =
-        tokio::task::block_in_place(|| key::render(&cfg.cache.key, &root, "cache_key")).map_err(RunError::Other)?;
+        tokio::task::block_in_place(|| key::render(&cfg.cache.key, &root, cfg, "cache_key")).map_err(RunError::from)?;
     key::check(&key, "cache_key").map_err(RunError::Settings)?;
     let name = join_remote(&cfg.target, &format!("{key}{SUFFIX}"));
     eng.store.check_name(&name).map_err(|e| RunError::Other(format!("the cache blob name `{name}`: {e}")))?;
@@ -235,7 +235,7 @@ async fn find(eng: &Arc<Engine>, root: &Root, name: &str) -> Result<Option<(Remo
     }
     for parts in &cfg.cache.restore_keys {
         let prefix =
-            tokio::task::block_in_place(|| key::render(parts, root, "restore_keys")).map_err(RunError::Other)?;
+            tokio::task::block_in_place(|| key::render(parts, root, cfg, "restore_keys")).map_err(RunError::from)?;
         key::check(&prefix, "restore_keys").map_err(RunError::Settings)?;
         let full = join_remote(&cfg.target, &prefix);
         let (listed, refused) = match eng.with_request(eng.list_checked(&full)).await {
@@ -335,7 +335,7 @@ async fn restore_cache(
                 cfg.cache
                     .restore_keys
                     .iter()
-                    .filter_map(|p| key::render(p, root, "restore_keys").ok().map(|k| format!("{k}*"))),
+                    .filter_map(|p| key::render(p, root, cfg, "restore_keys").ok().map(|k| format!("{k}*"))),
             )
             .collect();
         let mut res = FileResult::new(name, &cfg.sources.join(","), 0, eng.store.url(name));
