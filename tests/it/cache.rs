@@ -945,6 +945,20 @@ fn cache_dry_runs_make_the_real_runs_decisions() {
     // A key that does not exist yet: the dry run would save it, and stores nothing.
     run("cache_save", "deps", "deps2", true).assert_code(0).assert_contains("would save deps");
     assert_eq!(list(az, &c), vec!["caches/deps.tar.zst".to_string()]);
+    // A container that does not exist, `create_container: false`: the real run's exit 3.
+    let missing = container("cachedrynone");
+    let to_missing = |dry: bool| {
+        plugin(&ws)
+            .azurite(az, &missing)
+            .set("create_container", "false")
+            .set("action", "cache_save")
+            .set("source", "deps")
+            .set("cache_key", "deps")
+            .set("dry_run", if dry { "true" } else { "false" })
+            .run()
+    };
+    to_missing(false).assert_code(3).assert_contains("does not exist");
+    to_missing(true).assert_code(3).assert_contains("does not exist").assert_lacks("would save");
     // A miss under `fail_on_miss`: the same exit code as the real run's.
     let real = run("cache_restore", "deps", "nothere", false);
     real.assert_contains("cache miss");

@@ -122,6 +122,18 @@ async fn dry_run(
             res.reason = Some("nothing to cache".into());
             return Ok((vec![res], vec![]));
         }
+        if remote {
+            // The real run's container check: a missing one is exit 3 unless it would be created.
+            match eng.with_request(eng.store.ensure_container(false)).await {
+                Err(StorageError::NoContainer { .. }) if cfg.create_container => tracing::info!(
+                    "dry run: the {} `{}` does not exist; the real run would create it",
+                    cfg.container_word(),
+                    cfg.container
+                ),
+                Err(e) => return Err(e.into()),
+                Ok(()) => {}
+            }
+        }
         if remote && !cfg.cache.overwrite_explicit {
             if let Some(existing) = eng.with_request(eng.store.properties(name)).await? {
                 tracing::info!("cache `{key}` exists: would not be saved again (set `overwrite: true` to replace it)");
