@@ -131,6 +131,17 @@ impl Target {
         };
         Ok(Target { path, fd: Arc::new(fd) })
     }
+
+    /// What [`open_in`](Self::open_in) would refuse, creating nothing (a dry run): a
+    /// symbolic link or a non-directory on the way. A missing part is what the real run
+    /// creates.
+    pub fn check_in(workspace: &std::path::Path, path: &std::path::Path) -> Result<(), TargetError> {
+        match dirfd::open_beneath(workspace, path, false) {
+            Ok(_) => Ok(()),
+            Err(dirfd::BeneathError::Io { err, .. }) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(TargetError { path: path.to_path_buf(), source }),
+        }
+    }
 }
 
 /// The open directory a file is downloaded into, and how it was reached.

@@ -636,7 +636,11 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         r.reason = Some(why.clone());
         report.push(r);
     }
+    let workspace =
+        std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
     if cfg.dry_run {
+        // The real run's refusal of the target (a link inside the workspace), nothing created.
+        download::Target::check_in(&workspace, &target)?;
         for it in &plan.items {
             let local = target.join(plan.rel(it));
             tracing::info!("would download {} → {} ({})", it.name, local.display(), human_bytes(it.size));
@@ -647,8 +651,6 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         }
         return Ok(());
     }
-    let workspace =
-        std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
     let target = download::Target::open_in(&workspace, target)?;
     let c = &engine.progress.counters;
     c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);

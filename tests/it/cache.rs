@@ -1022,3 +1022,72 @@ fn cache_hash_files_does_not_hash_a_link_to_a_file_outside_the_workspace() {
     save(&ws).run().assert_ok().assert_contains(&format!("cache `{key}` exists: not saved again"));
     assert_eq!(list(az, &c), vec![format!("caches/{key}.tar.zst")]);
 }
+
+/// Issue 22's adversarial pass: a cache dry run makes the real run's decisions. Before, it
+/// decided nothing: `would save` (exit 0) for a save the real run refuses (an absolute
+/// link) or skips (the key exists), and `would restore` (exit 0) for a miss the real run
+/// fails on (`fail_on_miss`).
+#[test]
+fn cache_dry_runs_make_the_real_runs_decisions() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("cachedryrun");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    write(&ws, "venv/bin/activate", b"# venv");
+    std::os::unix::fs::symlink("/usr/bin/python3", ws.join("venv/bin/python")).unwrap();
+    write(&ws, "deps/a.txt", b"a");
+    let run = |action: &str, source: &str, key: &str, dry: bool| {
+        plugin(&ws)
+            .azurite(az, &c)
+            .set("action", action)
+            .set("source", source)
+            .set("target", "caches")
+            .set("cache_key", key)
+            .set("fail_on_miss", "true")
+            .set("dry_run", if dry { "true" } else { "false" })
+            .run()
+    };
+    // A save the real run refuses: the dry run refuses it alike, with the same exit code.
+    let real = run("cache_save", "venv", "venv", false);
+    real.assert_code(1).assert_contains("the link `venv/bin/python` → `/usr/bin/python3` cannot be cached");
+    run("cache_save", "venv", "venv", true)
+        .assert_code(1)
+        .assert_contains("the link `venv/bin/python` → `/usr/bin/python3` cannot be cached")
+        .assert_lacks("would save");
+    // A key that exists: the real run does not save it again, nor does the dry run say it would.
+    run("cache_save", "deps", "deps", false).assert_code(0).assert_contains("cache `deps` saved");
+    run("cache_save", "deps", "deps", true).assert_code(0).assert_contains("exists").assert_lacks("would save");
+    // A key that does not exist yet: the dry run would save it, and stores nothing.
+    run("cache_save", "deps", "deps2", true).assert_code(0).assert_contains("would save deps");
+    assert_eq!(list(az, &c), vec!["caches/deps.tar.zst".to_string()]);
+    // A container that does not exist, `create_container: false`: the real run's exit 3.
+    let missing = container("cachedrynone");
+    let to_missing = |dry: bool| {
+        plugin(&ws)
+            .azurite(az, &missing)
+            .set("create_container", "false")
+            .set("action", "cache_save")
+            .set("source", "deps")
+            .set("cache_key", "deps")
+            .set("dry_run", if dry { "true" } else { "false" })
+            .run()
+    };
+    to_missing(false).assert_code(3).assert_contains("does not exist");
+    to_missing(true).assert_code(3).assert_contains("does not exist").assert_lacks("would save");
+    // A miss under `fail_on_miss`: the same exit code as the real run's.
+    let real = run("cache_restore", "deps", "nothere", false);
+    real.assert_contains("cache miss");
+    run("cache_restore", "deps", "nothere", true)
+        .assert_code(real.code)
+        .assert_contains("cache miss")
+        .assert_lacks("would restore");
+    // A hit: the dry run names the archive; the workspace is not touched.
+    std::fs::remove_dir_all(ws.join("deps")).unwrap();
+    run("cache_restore", "deps", "deps", true)
+        .assert_code(0)
+        .assert_contains("would restore deps from `caches/deps.tar.zst`");
+    assert!(!ws.join("deps").exists(), "a dry run restored the cache");
+}

@@ -254,3 +254,41 @@ fn a_target_or_manifest_reached_through_a_workspace_link_is_refused_and_nothing_
     assert_eq!(m["files"][0]["status"], "transferred");
     assert!(!entries(ws.path()).iter().any(|e| e.contains(".tmp-")), "{:?}", entries(ws.path()));
 }
+
+/// Issue 22's adversarial pass: a download dry run refuses the target the real run
+/// refuses. Before: `target: dist` with `dist` a workspace link to a directory outside was
+/// `would download … → dist/a.txt`, exit 0, where the real run is exit 3.
+#[test]
+fn a_dry_run_refuses_a_target_reached_through_a_workspace_link_as_the_real_run_does() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("dldrylink");
+    upload(az, &c, &[("p/a.txt", b"payload")]);
+    let ws = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), ws.path().join("dist")).unwrap();
+    let download = |target: &str, dry: bool| {
+        plugin(ws.path())
+            .azurite(az, &c)
+            .set("action", "download")
+            .set("source", "p/")
+            .set("strip_prefix", "p")
+            .set("target", target)
+            .set("dry_run", if dry { "true" } else { "false" })
+            .run()
+    };
+    for target in ["dist", "dist/new"] {
+        let real = download(target, false);
+        real.assert_code(3).assert_contains("is a symbolic link inside the workspace: refusing to write through it");
+        download(target, true)
+            .assert_code(real.code)
+            .assert_contains("is a symbolic link inside the workspace: refusing to write through it")
+            .assert_lacks("would download");
+    }
+    assert!(entries(outside.path()).is_empty(), "{:?}", entries(outside.path()));
+    // A target that does not exist yet: the dry run plans it and creates nothing.
+    download("fresh/dir", true).assert_ok().assert_contains("would download p/a.txt");
+    assert!(!ws.path().join("fresh").exists(), "a dry run created the target");
+}

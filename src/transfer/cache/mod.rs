@@ -63,16 +63,7 @@ async fn run_cache(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<Fi
     eng.store.check_name(&name).map_err(|e| RunError::Other(format!("the cache blob name `{name}`: {e}")))?;
     let save = cfg.action == Action::CacheSave;
     if cfg.dry_run {
-        tracing::info!(
-            "would {} {} {} `{name}`",
-            if save { "save" } else { "restore" },
-            cfg.sources.join(", "),
-            if save { "into" } else { "from" }
-        );
-        let mut r = FileResult::new(&name, &cfg.sources.join(","), 0, eng.store.url(&name));
-        r.status = Status::Skipped;
-        r.reason = Some("dry run".into());
-        return Ok((vec![r], vec![]));
+        return dry_run(eng, credential, &workspace, &root, &key, &name).await;
     }
     if matches!(credential, Credential::None) {
         return Err(AuthError::Missing("no credentials".into()).into());
@@ -88,6 +79,125 @@ async fn run_cache(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<Fi
     };
     ticker.stop();
     r
+}
+
+/// A dry run makes the real run's decisions and writes nothing: a save probes its sources,
+/// asks whether the key exists (with credentials) and walks what the archive would hold
+/// through the same member checks (compressed into nothing); a restore checks its sources
+/// and looks the key and `restore_keys` up (with credentials), a miss being what the real
+/// run makes of it (`fail_on_miss`).
+async fn dry_run(
+    eng: &Arc<Engine>,
+    credential: &Credential,
+    workspace: &std::path::Path,
+    root: &Root,
+    key: &str,
+    name: &str,
+) -> Result<(Vec<FileResult>, Outputs), RunError> {
+    let cfg = &eng.cfg;
+    let remote = !matches!(credential, Credential::None);
+    let mut res = FileResult::new(name, &cfg.sources.join(","), 0, eng.store.url(name));
+    let would = |mut res: FileResult, what: String| {
+        tracing::info!("would {what}");
+        res.status = Status::Transferred;
+        res.reason = Some("dry run".into());
+        Ok((vec![res], vec![]))
+    };
+    if cfg.action == Action::CacheSave {
+        let present: Vec<String> = cfg
+            .sources
+            .iter()
+            .map(|s| s.trim_start_matches("./").trim_end_matches('/').to_string())
+            .filter(|s| match root.probe(s) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!("source `{s}` not cached: {e}");
+                    false
+                }
+            })
+            .collect();
+        if present.is_empty() {
+            tracing::warn!("nothing to cache: no `source` directory exists");
+            res.status = Status::Skipped;
+            res.reason = Some("nothing to cache".into());
+            return Ok((vec![res], vec![]));
+        }
+        if remote {
+            // The real run's container check: a missing one is exit 3 unless it would be created.
+            match eng.with_request(eng.store.ensure_container(false)).await {
+                Err(StorageError::NoContainer { .. }) if cfg.create_container => tracing::info!(
+                    "dry run: the {} `{}` does not exist; the real run would create it",
+                    cfg.container_word(),
+                    cfg.container
+                ),
+                Err(e) => return Err(e.into()),
+                Ok(()) => {}
+            }
+        }
+        if remote && !cfg.cache.overwrite_explicit {
+            if let Some(existing) = eng.with_request(eng.store.properties(name)).await? {
+                tracing::info!("cache `{key}` exists: would not be saved again (set `overwrite: true` to replace it)");
+                res.status = Status::Skipped;
+                res.size = existing.size;
+                res.reason = Some("exists".into());
+                return Ok((vec![res], vec![]));
+            }
+        }
+        let walked = tokio::task::block_in_place(|| {
+            let plan = archive::ZstdPlan::for_budget(1, 1, eng.memory_total / 2);
+            archive::write_archive(root, &present, cfg.include_hidden, 1, plan, std::io::sink())
+        });
+        return match walked {
+            Ok((counts, _)) => would(
+                res,
+                format!(
+                    "save {} into `{name}`: {} file(s), {} dir(s), {} link(s), {}",
+                    present.join(", "),
+                    counts.files,
+                    counts.dirs,
+                    counts.links,
+                    human_bytes(counts.bytes)
+                ),
+            ),
+            Err(e) => {
+                tracing::error!("failed: cache `{key}` would not be saved: {e}");
+                res.reason = Some(e);
+                Ok((vec![res], vec![]))
+            }
+        };
+    }
+    if let Err(e) = tokio::task::block_in_place(|| extract::check_sources(workspace, &cfg.sources)) {
+        tracing::error!("failed: {e}");
+        res.reason = Some(e);
+        return Ok((vec![res], vec![]));
+    }
+    if !remote {
+        return would(
+            res,
+            format!("restore {} from `{name}` (dry run without credentials: not looked up)", cfg.sources.join(", ")),
+        );
+    }
+    match find(eng, root, name).await? {
+        Some((item, exact)) => {
+            let mut hit = FileResult::new(&item.name, &cfg.sources.join(","), item.size, eng.store.url(&item.name));
+            hit.sha256 = item.sha256_string();
+            let how = if exact { "the exact key" } else { "a restore key" };
+            would(hit, format!("restore {} from `{}` ({how})", cfg.sources.join(", "), item.name))
+        }
+        None if cfg.cache.fail_on_miss => {
+            tracing::error!("cache miss: no archive for `{key}` or its restore keys (fail_on_miss: true)");
+            res.reason = Some("cache miss (fail_on_miss: true)".into());
+            Ok((vec![res], vec![]))
+        }
+        None => {
+            tracing::info!(
+                "cache miss: no archive for `{key}` or its restore keys; the real run would restore nothing"
+            );
+            res.status = Status::Skipped;
+            res.reason = Some("cache miss".into());
+            Ok((vec![res], vec![]))
+        }
+    }
 }
 
 async fn save_cache(
