@@ -48,7 +48,7 @@ pub fn render(parts: &[KeyPart], root: &Root, cfg: &Config, setting: &str) -> Re
                         "`{setting}` ({env}): `{{{{ checksum \"{file}\" }}}}`: cannot read `{file}`: {e}"
                     ))
                 };
-                let f = root.open_file(file).map_err(|e| read(&e))?;
+                let f = open_regular(root, file).map_err(|e| read(&e))?;
                 key.push_str(&hash_read(&f, false).map_err(|e| read(&e))?.sha256);
             }
             KeyPart::HashFiles(globs) => {
@@ -61,7 +61,7 @@ pub fn render(parts: &[KeyPart], root: &Root, cfg: &Config, setting: &str) -> Re
                 let mut hashed = Vec::with_capacity(files.len());
                 for rel in files {
                     let read = |e: &dyn std::fmt::Display| KeyError::Read(format!("{at}: cannot read `{rel}`: {e}"));
-                    let f = root.open_file(&rel).map_err(|e| read(&e))?;
+                    let f = open_regular(root, &rel).map_err(|e| read(&e))?;
                     let d = hash_read(&f, false).map_err(|e| read(&e))?;
                     hashed.push((rel, d.sha256));
                 }
@@ -70,6 +70,17 @@ pub fn render(parts: &[KeyPart], root: &Root, cfg: &Config, setting: &str) -> Re
         }
     }
     Ok(key)
+}
+
+/// `rel` opened beneath the workspace, when it is a regular file: a FIFO or a device (which a
+/// pull request can commit in place of `Cargo.lock`) would hash as empty or block.
+fn open_regular(root: &Root, rel: &str) -> Result<std::fs::File, String> {
+    let f = root.open_file(rel).map_err(|e| e.to_string())?;
+    match f.metadata() {
+        Ok(m) if m.is_file() => Ok(f),
+        Ok(_) => Err("not a regular file".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The `hashFiles` digest of `files` (workspace-relative path, SHA-256 hex of the content):
@@ -112,6 +123,12 @@ mod tests {
         );
         let e = render(&[KeyPart::Checksum("missing".into())], &root, &cfg, "cache_key").unwrap_err();
         assert!(e.to_string().contains("cannot read `missing`"), "{e}");
+        // A FIFO committed in place of the lock file is refused, not hashed as empty.
+        let made = std::process::Command::new("mkfifo").arg(d.path().join("fifo.lock")).status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = render(&[KeyPart::Checksum("fifo.lock".into())], &root, &cfg, "cache_key").unwrap_err();
+            assert!(e.to_string().contains("cannot read `fifo.lock`: not a regular file"), "{e}");
+        }
     }
 
     #[test]
