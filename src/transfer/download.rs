@@ -543,6 +543,14 @@ async fn download_inner(
         }
         _ => {}
     }
+    if let Some(want) = eng.expected_sums.get().and_then(|m| m.get(rel)) {
+        if *want != got.sha256 {
+            return Err(Failure::Other(format!(
+                "SHA-256 {} is not the {want} that `verify_checksums` lists; not written",
+                got.sha256
+            )));
+        }
+    }
     apply_mode(eng, remote, &tmp.file)?;
     // A few `openat` calls, as cheap as the link itself: done in place, like the link.
     still_in_place(target, &parent)?;
