@@ -1,9 +1,12 @@
 //! Artifact settings (issue 26): `preserve_mode`, `checksums_file`, `verify_checksums`
 //! and `retention`, validated together with the action and the service they apply to.
 //!
-//! `retention` is whole days (`30d` or `30`), turned into the blob index tag value
-//! `expires-on=YYYY-MM-DD` (UTC) once, when the settings are read, so every file of a run
-//! carries the same date.
+//! `retention` is whole days (`30d` or `30`), turned into two blob index tags once, when
+//! the settings are read, so every file of a run carries the same ones:
+//! `expires-on=YYYY-MM-DD` (UTC, today + N: for people, and for Find Blobs by Tags, which
+//! compares with `<`) and `retention-days=N` (what a lifecycle-management rule matches: its
+//! `blobIndexMatch` compares with `==` only, so it cannot compare dates; a rule per N
+//! deletes N days after the upload, docs/retention.md).
 
 use std::path::PathBuf;
 
@@ -13,8 +16,9 @@ use crate::settings;
 /// The most days `retention` accepts (100 years).
 pub const MAX_RETENTION_DAYS: u64 = 36_500;
 
-/// The blob index tag `retention` sets.
+/// The blob index tags `retention` sets.
 pub const EXPIRES_TAG: &str = "expires-on";
+pub const DAYS_TAG: &str = "retention-days";
 
 /// The validated artifact settings.
 #[derive(Debug, Clone, Default)]
@@ -25,7 +29,8 @@ pub struct ArtifactSettings {
     pub checksums_file: Option<PathBuf>,
     /// Download: the `sha256sum` file every listed name is checked against.
     pub verify_checksums: Option<PathBuf>,
-    /// `retention`: the index tags to store with each blob (`expires-on=YYYY-MM-DD`).
+    /// `retention`: the index tags to store with each blob, as `x-ms-tags` takes them
+    /// (`expires-on=YYYY-MM-DD&retention-days=N`).
     pub tags: Option<String>,
 }
 
@@ -57,6 +62,11 @@ pub fn expiry_date(now: std::time::SystemTime, days: u64) -> String {
     let today = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0);
     let (y, m, d) = civil_from_days((today + days) as i64);
     format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The `x-ms-tags` value of `retention: <days>d` for an upload at `now`.
+pub fn retention_tags(now: std::time::SystemTime, days: u64) -> String {
+    format!("{EXPIRES_TAG}={}&{DAYS_TAG}={days}", expiry_date(now, days))
 }
 
 pub(super) fn parse(
@@ -100,7 +110,7 @@ pub(super) fn parse(
             bad.push("retention", "applies to `action: upload` and `action: sync` only".into());
         }
     }
-    let tags = days.map(|n| format!("{EXPIRES_TAG}={}", expiry_date(std::time::SystemTime::now(), n)));
+    let tags = days.map(|n| retention_tags(std::time::SystemTime::now(), n));
     ArtifactSettings { preserve_mode, checksums_file, verify_checksums, tags }
 }
 
@@ -130,5 +140,6 @@ mod tests {
         // 2026-12-02 (day 20789) + 30 days crosses the year.
         assert_eq!(expiry_date(at(20_789), 30), "2027-01-01");
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(retention_tags(at(20_789), 30), "expires-on=2027-01-01&retention-days=30");
     }
 }

@@ -366,8 +366,9 @@ fn names_with_spaces_and_unicode_round_trip() {
     assert_eq!(std::fs::read(out.path().join("o/docs/read me (1)+final#.txt")).unwrap(), b"spaces");
 }
 
-/// issue 26 item 4: `retention` stores the index tag `expires-on` (today + N days, UTC) with
-/// each blob, single-request and block-list alike, read back with the Python SDK.
+/// issue 26 item 4: `retention` stores the index tags `expires-on` (today + N days, UTC) and
+/// `retention-days` with each blob, single-request and block-list alike, read back with the
+/// Python SDK.
 #[test]
 fn retention_tags_each_blob_with_its_expiry_date() {
     if !crate::support::azurite_present() || !crate::support::python_present() {
@@ -388,7 +389,11 @@ fn retention_tags_each_blob_with_its_expiry_date() {
     let date = std::process::Command::new("date").args(["-u", "-d", "+30 days", "+%F"]).output().unwrap();
     let want = String::from_utf8(date.stdout).unwrap().trim().to_string();
     for name in ["small.txt", "big.bin"] {
-        assert_eq!(py(az, &["tags", &c, name]), serde_json::json!({ "expires-on": want }), "{name}");
+        assert_eq!(
+            py(az, &["tags", &c, name]),
+            serde_json::json!({ "expires-on": want, "retention-days": "30" }),
+            "{name}"
+        );
     }
     // Without `retention`, no tags.
     plugin(dir.path()).azurite(az, &c).set("source", "small.txt").run().assert_ok();
