@@ -98,10 +98,11 @@ pub(crate) fn local_mode(f: &PlannedFile) -> Result<u32> {
     Ok(f.file.metadata().map_err(UploadError::Read)?.mode() & 0o777)
 }
 
-/// Whether the stored item carries the local file's mode (`preserve_mode`; always true
-/// without it). An item stored without a `mode` differs: uploading it again stores one.
+/// Whether the stored item's mode is not another than the local file's (`preserve_mode`;
+/// always true without it). An item stored without a `mode` (another tool's, an older
+/// version's) does not count as changed for that: its content decides, as before.
 pub fn same_mode(preserve: bool, remote: &RemoteItem, local: u32) -> bool {
-    !preserve || remote.mode.map(u32::from) == Some(local & 0o777)
+    !preserve || remote.mode.is_none_or(|m| u32::from(m) == local & 0o777)
 }
 
 /// Adds the metadata `mode` (with `preserve_mode`) to the properties of an upload.
@@ -617,4 +618,20 @@ pub(crate) async fn send_chunks(
         }
     }
     Ok((chunks, resumed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_mode_that_differs_is_a_change_and_a_missing_one_is_not() {
+        let stored = |mode| RemoteItem { mode, ..RemoteItem::default() };
+        assert!(same_mode(true, &stored(Some(0o755)), 0o100755));
+        assert!(!same_mode(true, &stored(Some(0o644)), 0o100755));
+        // Another tool's blob (no `mode`): its content decides, as before.
+        assert!(same_mode(true, &stored(None), 0o100755));
+        // `preserve_mode: false`: modes are not compared.
+        assert!(same_mode(false, &stored(Some(0o644)), 0o100755));
+    }
 }
