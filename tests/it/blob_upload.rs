@@ -427,3 +427,27 @@ fn retention_with_azure_files_is_refused() {
         .assert_code(2)
         .assert_contains("`30s` is not a number of whole days");
 }
+
+/// issue 26 item 2: the checksums file is written like the manifest: never through a link in
+/// the workspace (a committed `out -> /elsewhere`), exit 1 naming `checksums_file`, nothing
+/// written outside; the upload itself stands.
+#[test]
+fn a_checksums_file_reached_through_a_workspace_link_is_refused() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("sumslink");
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "a.txt")
+        .set("checksums_file", "out/SHA256SUMS")
+        .run()
+        .assert_code(1)
+        .assert_contains("cannot write the checksums file `out/SHA256SUMS` (`checksums_file`, PLUGIN_CHECKSUMS_FILE)");
+    assert!(tree(outside.path()).is_empty(), "written through the link: {:?}", tree(outside.path()));
+}
