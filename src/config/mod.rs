@@ -10,6 +10,7 @@
 //! parsers live in `values`, the credential settings in `auth`, CI provenance in `ci`;
 //! all are re-exported here, so every item keeps its `crate::config::` path.
 
+pub mod artifacts;
 mod auth;
 pub mod cache;
 mod ci;
@@ -218,6 +219,8 @@ pub struct Config {
     /// `retry_timeout`: one request's attempts and waits together.
     pub retry_timeout: Duration,
     pub manifest: Option<PathBuf>,
+    /// `preserve_mode`, `checksums_file`, `verify_checksums`, `retention`.
+    pub artifacts: artifacts::ArtifactSettings,
     pub dry_run: bool,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -931,6 +934,14 @@ impl Config {
             sync_settings(raw, action, service, &target, overwrite, &mut bad);
 
         let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
+        let artifacts = artifacts::parse(raw, action, service, boolean, &mut bad);
+        if artifacts.preserve_mode && metadata.iter().any(|(k, _)| k == "mode") {
+            bad.push(
+                "metadata",
+                "`mode` is reserved: the plugin stores the file's permission bits there (set `preserve_mode: false` to use it)"
+                    .into(),
+            );
+        }
 
         let creds = raw.without(&set_aside);
         let Place { connection_string, endpoint, account, container } =
@@ -977,6 +988,7 @@ impl Config {
             timeout,
             retry_timeout,
             manifest,
+            artifacts,
             dry_run,
             log_level,
             log_format,

@@ -17,7 +17,7 @@ use super::checksum::{check_echo, crc64, crc64_header, BodySum, Echo};
 use super::digest::{Md5, Sha256};
 use super::{
     is_archive_tier, listed_name, quoted_etag, walk_xml, Chunk, Committed, RemoteItem, Result, StorageError, Store,
-    UploadProps,
+    UploadProps, MODE_METADATA,
 };
 use crate::http::{BodySink, Http, Request, Response};
 
@@ -80,7 +80,8 @@ impl BlobStore {
             .header_opt("x-ms-blob-cache-control", props.cache_control.as_ref())
             .header_opt("x-ms-blob-content-encoding", props.content_encoding.as_ref())
             .header_opt("x-ms-blob-content-disposition", props.content_disposition.as_ref())
-            .header_opt("x-ms-access-tier", props.access_tier.as_ref());
+            .header_opt("x-ms-access-tier", props.access_tier.as_ref())
+            .header_opt("x-ms-tags", props.tags.as_ref());
         if props.if_none_match {
             req = req.header("if-none-match", "*");
         }
@@ -130,6 +131,7 @@ impl BlobStore {
             sha256: resp.header("x-ms-meta-sha256").map(|s| Sha256::parse(&s.to_ascii_lowercase())),
             archived: resp.header("x-ms-access-tier").is_some_and(is_archive_tier),
             last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
+            mode: resp.header("x-ms-meta-mode").and_then(|v| super::parse_mode(name, v)),
         }))
     }
 
@@ -387,6 +389,9 @@ pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)
             },
             ["EnumerationResults", "Blobs", "Blob", "Metadata", key] if key.eq_ignore_ascii_case("sha256") => {
                 cur.item.sha256 = Some(Sha256::parse(&v.trim().to_ascii_lowercase()))
+            }
+            ["EnumerationResults", "Blobs", "Blob", "Metadata", key] if key.eq_ignore_ascii_case(MODE_METADATA) => {
+                cur.item.mode = super::parse_mode(cur.name.as_deref().unwrap_or_default(), &v)
             }
             ["EnumerationResults", "Blobs", "Blob"] => {
                 let BlobEntry { mut item, name, size } = std::mem::take(&mut cur);

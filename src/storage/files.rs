@@ -462,6 +462,7 @@ impl FilesStore {
             sha256: resp.header("x-ms-meta-sha256").map(|s| super::digest::Sha256::parse(&s.to_ascii_lowercase())),
             archived: false,
             last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
+            mode: resp.header("x-ms-meta-mode").and_then(|v| super::parse_mode(name, v)),
         }))
     }
 

@@ -262,6 +262,8 @@ pub struct RemoteItem {
     pub archived: bool,
     /// Last-Modified, when the listing or the properties carry it (cache `restore_keys`).
     pub last_modified: Option<std::time::SystemTime>,
+    /// Permission bits from metadata `mode` ([`parse_mode`]), when stored and well-formed.
+    pub mode: Option<u16>,
 }
 
 impl RemoteItem {
@@ -285,6 +287,31 @@ impl RemoteItem {
     pub fn has_sha256(&self, hex: &str) -> bool {
         self.sha256.as_ref().is_some_and(|s| s.is_hex(hex))
     }
+}
+
+/// The metadata name the permission bits of an uploaded file are stored under.
+pub const MODE_METADATA: &str = "mode";
+
+/// A file's permission bits as metadata `mode` stores them: four octal digits (`0755`),
+/// never setuid, setgid or sticky.
+pub fn mode_metadata(mode: u32) -> String {
+    format!("{:04o}", mode & 0o777)
+}
+
+/// The permission bits of a stored `mode` value (3-4 octal digits; setuid, setgid and
+/// sticky dropped). The value is outside data: anything else is ignored with a warning
+/// naming the item, which then downloads as if it had no `mode`.
+pub fn parse_mode(name: &str, v: &str) -> Option<u16> {
+    let t = v.trim();
+    if (3..=4).contains(&t.len()) && t.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return u16::from_str_radix(t, 8).ok().map(|m| m & 0o777);
+    }
+    tracing::warn!(
+        "`{}`: its metadata `mode` `{}` is not 3-4 octal digits; ignored",
+        crate::escape::shown(name),
+        crate::escape::shown(&t.chars().take(32).collect::<String>())
+    );
+    None
 }
 
 /// Whether `tier` (as `x-ms-access-tier` or a listing's `AccessTier` says it) is Archive.
@@ -316,6 +343,8 @@ pub struct UploadProps {
     pub content_md5: Option<[u8; 16]>,
     /// Fail with 409 when the destination exists (`overwrite: false`).
     pub if_none_match: bool,
+    /// Blob index tags (`x-ms-tags`, a query string: `expires-on=2027-01-01`); Blob only.
+    pub tags: Option<String>,
 }
 
 /// One chunk of a chunked upload.
@@ -412,6 +441,22 @@ mod tests {
     #[test]
     fn a_listed_item_stays_small() {
         assert!(std::mem::size_of::<RemoteItem>() <= 136, "{}", std::mem::size_of::<RemoteItem>());
+    }
+
+    #[test]
+    fn stored_modes_are_permission_bits_or_ignored() {
+        assert_eq!(parse_mode("a", "0755"), Some(0o755));
+        assert_eq!(parse_mode("a", "644"), Some(0o644));
+        assert_eq!(parse_mode("a", " 0600 "), Some(0o600));
+        // setuid, setgid and sticky are never taken from outside data.
+        assert_eq!(parse_mode("a", "4755"), Some(0o755));
+        assert_eq!(parse_mode("a", "7777"), Some(0o777));
+        for bad in ["", "75", "0o755", "rwxr-xr-x", "0788", "10755", "-755", "+755", "７５５"] {
+            assert_eq!(parse_mode("a", bad), None, "{bad}");
+        }
+        assert_eq!(mode_metadata(0o100755), "0755");
+        assert_eq!(mode_metadata(0o4711), "0711");
+        assert_eq!(mode_metadata(0o600), "0600");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! in place too).
 //!
 //! The file appears under its final name only after its SHA-256 (metadata `sha256`) or
-//! Content-MD5 matched; until then it is an unnamed file ([`TempFile`]), which nothing,
+//! Content-MD5 matched, with its stored mode (metadata `mode`, `preserve_mode`) already set; until then it is an unnamed file ([`TempFile`]), which nothing,
 //! not even `SIGKILL`, can leave behind (or, where unnamed files are not supported, a
 //! named one removed on failure and on SIGTERM/SIGINT).
 //!
@@ -554,6 +554,15 @@ async fn download_inner(
         }
         _ => {}
     }
+    if let Some(want) = eng.expected_sums.get().and_then(|m| m.get(rel)) {
+        if *want != got.sha256 {
+            return Err(Failure::Other(format!(
+                "SHA-256 {} is not the {want} that `verify_checksums` lists; not written",
+                got.sha256
+            )));
+        }
+    }
+    apply_mode(eng, remote, &tmp.file)?;
     // A few `openat` calls, as cheap as the link itself: done in place, like the link.
     still_in_place(target, &parent)?;
     tmp.persist(eng.cfg.overwrite != Overwrite::False).map_err(|e| match e.kind() {
@@ -565,6 +574,19 @@ async fn download_inner(
     res.sha256 = Some(got.sha256);
     res.status = Status::Transferred;
     Ok(())
+}
+
+/// `preserve_mode`: gives the verified temporary file the stored permission bits (metadata
+/// `mode`, already stripped of setuid, setgid and sticky) less the process umask, before it
+/// gets its name. An item stored without a `mode` keeps the default (0666 less the umask).
+fn apply_mode(eng: &Engine, remote: &RemoteItem, file: &File) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(mode) = remote.mode.filter(|_| eng.cfg.artifacts.preserve_mode) else {
+        return Ok(());
+    };
+    let bits = u32::from(mode) & 0o777 & !super::cache::extract::umask();
+    file.set_permissions(std::fs::Permissions::from_mode(bits))
+        .map_err(|e| Failure::from(format!("cannot set its mode {bits:04o} (preserve_mode): {e}")))
 }
 
 /// Fetches every range of `remote` (pinned to its ETag) into `file`, at most `concurrency`

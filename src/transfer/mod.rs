@@ -15,6 +15,7 @@
 
 pub mod cache;
 pub mod checksum;
+pub mod checksums;
 pub mod compress;
 pub mod dirfd;
 pub mod download;
@@ -96,6 +97,8 @@ pub struct Engine {
     pub progress: Arc<Progress>,
     /// Shared with the HTTP layer: set once every remaining file would fail alike.
     pub stop: Arc<Stop>,
+    /// Download with `verify_checksums`: the SHA-256 each listed local path must have.
+    pub expected_sums: std::sync::OnceLock<std::collections::BTreeMap<String, String>>,
 }
 
 impl Engine {
@@ -110,6 +113,7 @@ impl Engine {
             cfg,
             progress: Arc::new(Progress::new()),
             stop: Arc::default(),
+            expected_sums: std::sync::OnceLock::new(),
         }
     }
 
@@ -330,6 +334,9 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     let mut refused = None;
     let mut cache_outputs = Vec::new();
     let mut report = Report::new(cfg.manifest.is_some());
+    if cfg.artifacts.checksums_file.is_some() && !cfg.dry_run {
+        report.collect_sums(&cfg.target);
+    }
     match cfg.action {
         Action::Upload => run_upload(&engine, &credential, &mut report).await?,
         Action::Download => run_download(&engine, &credential, &mut report).await?,
@@ -368,6 +375,9 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
             )),
         }
     }
+    if let (Some(path), Some(sums)) = (&cfg.artifacts.checksums_file, report.take_sums()) {
+        report_errors.extend(write_checksums(path, sums));
+    }
     let mut pairs = outputs::pairs(&cfg, &summary, report.single_url(), &*store);
     pairs.extend(cache_outputs);
     if let Err(e) = outputs::write(&pairs) {
@@ -375,6 +385,28 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     }
     report_errors.extend(refused);
     Ok(Outcome { failures: report.into_failures(), summary, stopped, report_errors })
+}
+
+/// Writes `checksums_file` (atomically, like the manifest); the errors to report: the
+/// file could not be written, or stored files whose SHA-256 is unknown are not in it.
+fn write_checksums(path: &std::path::Path, sums: checksums::Sums) -> Vec<String> {
+    let (text, unknown) = sums.render();
+    let mut errors = Vec::new();
+    match report::write_atomically(path, |out| std::io::Write::write_all(out, text.as_bytes())) {
+        Ok(()) => tracing::info!("checksums written to {}", path.display()),
+        Err(e) => errors.push(format!(
+            "cannot write the checksums file `{}` (`checksums_file`, PLUGIN_CHECKSUMS_FILE): {e}; the transfers above are as listed",
+            path.display()
+        )),
+    }
+    for name in unknown {
+        errors.push(format!(
+            "`{}` is not in the checksums file `{}`: it was skipped over a stored copy without a `sha256` to list",
+            crate::escape::shown(&name),
+            path.display()
+        ));
+    }
+    errors
 }
 
 /// The one message of a run that stopped early: what was refused, by which auth mode,
@@ -606,6 +638,11 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
             return Err(PlanError::TargetNotDir(cfg.target.clone()).into());
         }
     }
+    if let Some(path) = &cfg.artifacts.verify_checksums {
+        let sums = checksums::load(path).map_err(|e| RunError::Settings(e.to_string()))?;
+        tracing::info!("verifying against {} ({} name(s))", path.display(), sums.len());
+        let _ = engine.expected_sums.set(sums);
+    }
     if matches!(credential, Credential::None) {
         tracing::info!(
             "dry run without credentials: would list {} in {} `{}` and download into {}",
@@ -638,6 +675,17 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
     }
     let workspace =
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
+    if let Some(expected) = engine.expected_sums.get() {
+        // Every name the checksums file lists must be downloaded: one the selection lacks fails.
+        let planned: std::collections::HashSet<&str> = plan.items.iter().map(|i| plan.rel(i)).collect();
+        for name in expected.keys().filter(|n| !planned.contains(n.as_str())) {
+            let why = "listed in `verify_checksums` but not in the selection (not stored, or not selected by `source` / `exclude`)";
+            tracing::error!("failed: {}: {why}", crate::escape::shown(name));
+            let mut r = FileResult::new("", &target.join(name).to_string_lossy(), 0, String::new());
+            r.reason = Some(why.into());
+            report.push(r);
+        }
+    }
     if cfg.dry_run {
         // The real run's refusal of the target (a link inside the workspace), nothing created.
         download::Target::check_in(&workspace, &target)?;

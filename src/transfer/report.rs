@@ -212,6 +212,8 @@ pub struct Report {
     /// `None`: no manifest asked for. `Some(Err)`: the spool could not be created or
     /// written; the manifest write then fails with that error.
     spool: Option<io::Result<Spool>>,
+    /// `checksums_file`: what each stored file's SHA-256 is.
+    sums: Option<super::checksums::Sums>,
 }
 
 impl Report {
@@ -239,6 +241,17 @@ impl Report {
         first
     }
 
+    /// Collects the SHA-256 of every stored file for `checksums_file`, by its name
+    /// relative to `target`.
+    pub fn collect_sums(&mut self, target: &str) {
+        self.sums = Some(super::checksums::Sums::new(target));
+    }
+
+    /// The SHA-256 sums collected ([`Self::collect_sums`]).
+    pub fn take_sums(&mut self) -> Option<super::checksums::Sums> {
+        self.sums.take()
+    }
+
     /// Records a result in the next slot.
     pub fn push(&mut self, r: FileResult) {
         let slot = self.reserve(1);
@@ -254,6 +267,9 @@ impl Report {
             _ => slot,
         };
         self.tally.add(r.status, r.size);
+        if let Some(sums) = &mut self.sums {
+            sums.add(&r);
+        }
         if !r.name.is_empty() {
             self.named += 1;
             if self.first_url.is_none() {
@@ -451,9 +467,15 @@ pub fn write_manifest(
         summary,
         files: (),
     };
-    // Its directory is opened without following a link inside the workspace (a committed
-    // `dist -> /etc` cannot redirect `manifest: dist/m.json`), and the file is written
-    // under a temporary name in it, then renamed: a reader never sees half a manifest.
+    write_atomically(path, |out| write_document(&m, report, out))
+}
+
+/// Writes the workspace file `path` through `write`, atomically: its directory is opened
+/// without following a link inside the workspace (a committed `dist -> /etc` cannot
+/// redirect `manifest: dist/m.json`), and the file is written under a temporary name in
+/// it, then renamed: a reader never sees half a file, and a failed write leaves no
+/// temporary file. The manifest and the checksums file are written this way.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
     let workspace = std::env::current_dir()?;
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path
@@ -465,7 +487,7 @@ pub fn write_manifest(
     let written = dirfd::create_new_at(&dir, &tmp)
         .and_then(|f| {
             let mut out = BufWriter::with_capacity(64 << 10, f);
-            write_document(&m, report, &mut out)?;
+            write(&mut out)?;
             out.into_inner().map(drop).map_err(|e| e.into_error())
         })
         .and_then(|_| dirfd::rename_at(&dir, &tmp, name));

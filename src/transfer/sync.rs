@@ -2,7 +2,8 @@
 //!
 //! 1. Plan the upload as `upload` does, and list everything under `target` — with
 //!    metadata (List Blobs `include=metadata`), so an unchanged file (same size, same
-//!    `sha256`) is skipped with no request beyond the listing. Files listings carry no
+//!    `sha256`, and with `preserve_mode` the same `mode`) is skipped with no request
+//!    beyond the listing. Files listings carry no
 //!    metadata: a listed file whose size matches gets one Get File Properties. Every
 //!    listed name passes [`Engine::list_checked`]; a refused one is a failed item and no
 //!    delete is made from that listing. A listing that fails ends the run (exit 3).
@@ -277,6 +278,7 @@ async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending, report: &mut Re
     });
     let lanes = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(1, 8);
     let per = candidates.len().div_ceil(lanes).max(1);
+    let preserve = cfg.artifacts.preserve_mode;
     let mut batches = Vec::new();
     let mut candidates = candidates.into_iter().peekable();
     while candidates.peek().is_some() {
@@ -285,10 +287,15 @@ async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending, report: &mut Re
             batch
                 .into_iter()
                 .map(|(slot, it, r)| {
+                    // A mode change (`preserve_mode`) is a change, whatever the bytes.
                     let same = it
                         .root
                         .open_planned(&it.rel, &it.state)
                         .ok()
+                        .filter(|f| {
+                            let mode = upload::local_mode(f).ok();
+                            r.as_ref().zip(mode).is_some_and(|(r, m)| upload::same_mode(preserve, r, m))
+                        })
                         .and_then(|f| super::checksum::hash_read(&f.file, false).ok())
                         .filter(|d| r.as_ref().is_some_and(|r| upload::same_content(r, d)));
                     (slot, it, r, same.map(|d| d.sha256))

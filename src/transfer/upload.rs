@@ -30,7 +30,7 @@ use super::report::{FileResult, Status};
 use super::Engine;
 use crate::config::Overwrite;
 use crate::storage::BodySum;
-use crate::storage::{Chunk, RemoteItem, StorageError, UploadProps};
+use crate::storage::{mode_metadata, Chunk, RemoteItem, StorageError, UploadProps, MODE_METADATA};
 
 /// Why one file's upload failed: its text is the file's `reason` in the summary and the
 /// manifest.
@@ -88,6 +88,27 @@ pub fn props_for(eng: &Engine, rel: &str) -> UploadProps {
         access_tier: cfg.access_tier.clone(),
         content_md5: None,
         if_none_match: cfg.overwrite == Overwrite::False,
+        tags: cfg.artifacts.tags.clone(),
+    }
+}
+
+/// The permission bits of an opened file, as `preserve_mode` stores and compares them.
+pub(crate) fn local_mode(f: &PlannedFile) -> Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(f.file.metadata().map_err(UploadError::Read)?.mode() & 0o777)
+}
+
+/// Whether the stored item's mode is not another than the local file's (`preserve_mode`;
+/// always true without it). An item stored without a `mode` (another tool's, an older
+/// version's) does not count as changed for that: its content decides, as before.
+pub fn same_mode(preserve: bool, remote: &RemoteItem, local: u32) -> bool {
+    !preserve || remote.mode.is_none_or(|m| u32::from(m) == local & 0o777)
+}
+
+/// Adds the metadata `mode` (with `preserve_mode`) to the properties of an upload.
+fn with_mode(eng: &Engine, props: &mut UploadProps, mode: u32) {
+    if eng.cfg.artifacts.preserve_mode {
+        props.metadata.push((MODE_METADATA.into(), mode_metadata(mode)));
     }
 }
 
@@ -184,12 +205,12 @@ async fn upload_inner(
         if matches!(eng.cfg.overwrite, Overwrite::Changed) && remote.size == item.size {
             let it = item.clone();
             let md5 = remote.sha256.is_none();
-            let local = tokio::task::spawn_blocking(move || -> Result<Digests> {
+            let (local, mode) = tokio::task::spawn_blocking(move || -> Result<(Digests, u32)> {
                 let f = it.root.open_planned(&it.rel, &it.state)?;
-                hash_read(&f.file, md5).map_err(UploadError::Read)
+                Ok((hash_read(&f.file, md5).map_err(UploadError::Read)?, local_mode(&f)?))
             })
             .await??;
-            if same_content(&remote, &local) {
+            if same_content(&remote, &local) && same_mode(eng.cfg.artifacts.preserve_mode, &remote, mode) {
                 skip(eng, res, item.size, Some(local.sha256), "unchanged (overwrite: changed)");
                 return Ok(());
             }
@@ -250,7 +271,7 @@ async fn our_write_landed(eng: &Engine, name: &str, sha256: &str, e: &StorageErr
 
 /// Reads a small file whole, opened safely (see [`super::localfs`]), and checks that it
 /// did not change while it was read.
-fn read_whole(item: &UploadItem) -> Result<Vec<u8>> {
+fn read_whole(item: &UploadItem) -> Result<(Vec<u8>, u32)> {
     let expected = item.size;
     let f = item.root.open_planned(&item.rel, &item.state)?;
     let mut buf = Vec::with_capacity(expected as usize + 1);
@@ -265,8 +286,9 @@ fn read_whole(item: &UploadItem) -> Result<Vec<u8>> {
             outcome: "uploaded",
         });
     }
+    let mode = local_mode(&f)?;
     f.check_unchanged()?;
-    Ok(buf)
+    Ok((buf, mode))
 }
 
 async fn upload_small(
@@ -278,15 +300,16 @@ async fn upload_small(
     let it = item.clone();
     let size = item.size;
     let kind = eng.store.body_checksum(eng.cfg.checksum);
-    let (data, digests, sum) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let buf = read_whole(&it)?;
+    let (data, digests, sum, mode) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (buf, mode) = read_whole(&it)?;
         let mut h = FileHasher::new(false);
         h.update(&buf);
         let sum = BodySum::of(kind, &buf);
-        Ok((Bytes::from(buf), h.finish(), sum))
+        Ok((Bytes::from(buf), h.finish(), sum, mode))
     })
     .await??;
     props.metadata.push(("sha256".into(), digests.sha256.clone()));
+    with_mode(eng, props, mode);
     let put = eng.with_request(eng.store.put_whole(&item.name, data, sum, props)).await;
     let etag = match put {
         Ok(c) => c.etag,
@@ -316,24 +339,29 @@ async fn upload_compressed(
     let _mem = eng.memory_for(item.size.saturating_mul(2)).await;
     let it = item.clone();
     let with_md5 = eng.cfg.content_md5;
-    let (data, digests) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let gz = super::compress::gzip(&read_whole(&it)?);
+    let (data, digests, mode) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let (buf, mode) = read_whole(&it)?;
+        let gz = super::compress::gzip(&buf);
         let mut h = FileHasher::new(with_md5);
         h.update(&gz);
-        Ok((Bytes::from(gz), h.finish()))
+        Ok((Bytes::from(gz), h.finish(), mode))
     })
     .await??;
     if let Some(remote) = existing {
         if let Some(done) = settle_existing(eng, res, item.size, &remote) {
             return done;
         }
-        if matches!(eng.cfg.overwrite, Overwrite::Changed) && same_content(&remote, &digests) {
+        if matches!(eng.cfg.overwrite, Overwrite::Changed)
+            && same_content(&remote, &digests)
+            && same_mode(eng.cfg.artifacts.preserve_mode, &remote, mode)
+        {
             skip(eng, res, item.size, Some(digests.sha256), "unchanged (overwrite: changed)");
             return Ok(());
         }
     }
     props.content_encoding = Some("gzip".into());
     props.metadata.push(("sha256".into(), digests.sha256.clone()));
+    with_mode(eng, &mut props, mode);
     let (store, len) = (&eng.store, data.len() as u64);
     let block = eng.block_size_for(len);
     let kind = store.body_checksum(eng.cfg.checksum);
@@ -410,7 +438,7 @@ fn read_blocks(
     eng: &Engine,
     handle: &tokio::runtime::Handle,
     out: &std::sync::mpsc::SyncSender<(u64, Vec<u8>, OwnedSemaphorePermit)>,
-) -> Result<()> {
+) -> Result<u32> {
     let mut f = &opened.file;
     let mut offset = 0u64;
     while offset < size {
@@ -439,7 +467,9 @@ fn read_blocks(
             outcome: "committed",
         });
     }
-    Ok(opened.check_unchanged()?)
+    let mode = local_mode(opened)?;
+    opened.check_unchanged()?;
+    Ok(mode)
 }
 
 /// Starts the reading and hashing stages of a chunked upload; blocks come out of the
@@ -448,7 +478,7 @@ fn spawn_readers(
     eng: &Arc<Engine>,
     item: &UploadItem,
     block: u64,
-) -> (mpsc::Receiver<ChunkMsg>, impl std::future::Future<Output = Result<Digests>>) {
+) -> (mpsc::Receiver<ChunkMsg>, impl std::future::Future<Output = Result<(Digests, u32)>>) {
     // The whole-file MD5 is stored for Blob and Files alike (Files never computes one
     // itself); per-request checksums are the store's business (CRC-64 or Content-MD5).
     let with_md5 = eng.cfg.content_md5;
@@ -466,7 +496,7 @@ fn spawn_readers(
     // back to the pool after its request), and the small channel between them bounds
     // what waits, on top of the memory budget taken before each read.
     let (read_tx, read_rx) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>, OwnedSemaphorePermit)>(1);
-    let read = tokio::task::spawn_blocking(move || -> Result<()> {
+    let read = tokio::task::spawn_blocking(move || -> Result<u32> {
         let opened = it.root.open_planned(&it.rel, &it.state)?;
         read_blocks(&opened, it.size, block, &eng2, &handle, &read_tx)
     });
@@ -485,7 +515,8 @@ fn spawn_readers(
     let reader = async move {
         let r = read.await.map_err(UploadError::from).and_then(|r| r);
         let h = hash.await.map_err(UploadError::from).and_then(|r| r);
-        r.and(h)
+        let (mode, digests) = (r?, h?);
+        Ok((digests, mode))
     };
     (rx, reader)
 }
@@ -510,7 +541,7 @@ async fn upload_chunked(
             return Err(f);
         }
     };
-    let digests = match reader.await {
+    let (digests, mode) = match reader.await {
         Ok(d) => d,
         Err(e) => {
             eng.with_request(store.abandon(&item.name)).await;
@@ -525,6 +556,7 @@ async fn upload_chunked(
         );
     }
     props.metadata.push(("sha256".into(), digests.sha256.clone()));
+    with_mode(eng, props, mode);
     props.content_md5 = digests.md5;
     let commit = eng.with_request(store.commit(&item.name, size, &chunks, props)).await;
     let etag = match commit {
@@ -586,4 +618,20 @@ pub(crate) async fn send_chunks(
         }
     }
     Ok((chunks, resumed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_mode_that_differs_is_a_change_and_a_missing_one_is_not() {
+        let stored = |mode| RemoteItem { mode, ..RemoteItem::default() };
+        assert!(same_mode(true, &stored(Some(0o755)), 0o100755));
+        assert!(!same_mode(true, &stored(Some(0o644)), 0o100755));
+        // Another tool's blob (no `mode`): its content decides, as before.
+        assert!(same_mode(true, &stored(None), 0o100755));
+        // `preserve_mode: false`: modes are not compared.
+        assert!(same_mode(false, &stored(Some(0o644)), 0o100755));
+    }
 }

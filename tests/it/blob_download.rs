@@ -350,3 +350,196 @@ fn names_that_begin_or_end_with_spaces_are_not_confused_with_others() {
     assert_eq!(std::fs::read(ws.path().join("o/a.txt")).unwrap(), b"plain");
     assert_eq!(std::fs::read(ws.path().join("o/d/b.txt ")).unwrap(), b"trailing");
 }
+
+/// The umask the plugin runs under (inherited from the tests).
+fn umask() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let v = status.lines().find_map(|l| l.strip_prefix("Umask:")).expect("Umask in /proc/self/status");
+    u32::from_str_radix(v.trim(), 8).unwrap()
+}
+
+fn mode_of(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// issue 26 item 1: modes survive upload → download (small and chunked files), less the
+/// umask; setuid/setgid/sticky are never taken from stored metadata; a malformed `mode` is
+/// ignored with a warning; `preserve_mode: false` turns both sides off.
+#[test]
+fn file_modes_survive_a_round_trip_but_never_setuid() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("dlmodes");
+    let up = tempfile::tempdir().unwrap();
+    let files =
+        [("bin/tool", 0o755, 10), ("secret.key", 0o600, 10), ("big.bin", 0o750, 300_000), ("doc.txt", 0o644, 5)];
+    for (rel, mode, len) in files {
+        let p = write(up.path(), rel, &bytes(len, mode as u64));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    plugin(up.path()).azurite(az, &c).set("source", "**").set("block_size", "64KiB").run().assert_ok();
+    assert_eq!(fetch(az, &c, "bin/tool").1["metadata"]["mode"], "0755");
+    assert_eq!(fetch(az, &c, "big.bin").1["metadata"]["mode"], "0750", "the chunked path stores it too");
+
+    // Stored by another client: setuid asked for, and a `mode` that is no mode.
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write(tmp.path(), "x", b"#!/bin/sh\n");
+    let sha = format!("sha256={}", sha256_hex(b"#!/bin/sh\n"));
+    let data = data.to_str().unwrap();
+    py(az, &["put", &c, "suid", data, "--metadata", &sha, "--metadata", "mode=4755"]);
+    py(az, &["put", &c, "junk", data, "--metadata", &sha, "--metadata", "mode=rwxrwxrwx"]);
+
+    let ws = tempfile::tempdir().unwrap();
+    let out =
+        plugin(ws.path()).azurite(az, &c).set("action", "download").set("source", "**").set("target", "out").run();
+    out.assert_ok().assert_contains("`junk`: its metadata `mode` `rwxrwxrwx` is not 3-4 octal digits; ignored");
+    let mask = umask();
+    let dir = ws.path().join("out");
+    for (rel, mode, _) in files {
+        assert_eq!(mode_of(&dir.join(rel)), mode & !mask, "{rel}");
+    }
+    assert_eq!(mode_of(&dir.join("suid")), 0o755 & !mask, "setuid must never be restored");
+    assert_eq!(mode_of(&dir.join("junk")), 0o666 & !mask, "a malformed mode downloads as before");
+
+    // `preserve_mode: false`: nothing stored, nothing applied.
+    let c2 = container("dlmodesoff");
+    plugin(up.path()).azurite(az, &c2).set("source", "bin/**").set("preserve_mode", "false").run().assert_ok();
+    assert!(fetch(az, &c2, "bin/tool").1["metadata"].get("mode").is_none());
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "bin/tool")
+        .set("target", "off")
+        .set("preserve_mode", "false")
+        .run()
+        .assert_ok();
+    assert_eq!(mode_of(&ws.path().join("off/bin/tool")), 0o666 & !mask);
+}
+
+/// The coreutils tool, when installed (it is on every Linux runner).
+fn sha256sum_present() -> bool {
+    let present = std::process::Command::new("sha256sum").arg("--version").output().is_ok_and(|o| o.status.success());
+    crate::support::prerequisite(present, "sha256sum (coreutils) is not installed")
+}
+
+/// issue 26 item 2: the checksums file of an upload lists the stored bytes (gzip where
+/// `compress` applied) by name under `target`, and `sha256sum -c` passes on a download of
+/// the same tree.
+#[test]
+fn checksums_file_passes_sha256sum_check_on_the_downloaded_tree() {
+    if !crate::support::azurite_present() || !crate::support::python_present() || !sha256sum_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("dlsums");
+    let up = tempfile::tempdir().unwrap();
+    let html = b"<p>hello hello hello hello</p>\n".repeat(50);
+    write(up.path(), "dist/index.html", &html);
+    write(up.path(), "dist/app/main.js", &bytes(200_000, 7));
+    write(up.path(), "dist/a b/ü.txt", b"unicode");
+    let run = || {
+        plugin(up.path())
+            .azurite(az, &c)
+            .set("source", "dist/**")
+            .set("strip_prefix", "dist")
+            .set("target", "builds/7")
+            .set("compress", "**/*.html")
+            .set("block_size", "64KiB")
+            .set("checksums_file", "out/SHA256SUMS")
+    };
+    run().run().assert_ok().assert_contains("checksums written to out/SHA256SUMS");
+    let sums = std::fs::read_to_string(up.path().join("out/SHA256SUMS")).unwrap();
+    let gz = stored_gzip(az, &c, "builds/7/index.html");
+    assert_eq!(
+        sums,
+        format!(
+            "{}  a b/ü.txt\n{}  app/main.js\n{}  index.html\n",
+            sha256_hex(b"unicode"),
+            sha256_hex(&bytes(200_000, 7)),
+            sha256_hex(&gz)
+        )
+    );
+    // Again: every file is skipped (overwrite: changed), and still listed (they are stored).
+    std::fs::remove_file(up.path().join("out/SHA256SUMS")).unwrap();
+    run().set("overwrite", "changed").run().assert_ok().assert_contains("unchanged");
+    assert_eq!(std::fs::read_to_string(up.path().join("out/SHA256SUMS")).unwrap(), sums);
+
+    let ws = tempfile::tempdir().unwrap();
+    plugin(ws.path())
+        .azurite(az, &c)
+        .set("action", "download")
+        .set("source", "builds/7/")
+        .set("strip_prefix", "builds/7")
+        .set("target", "tree")
+        .run()
+        .assert_ok();
+    std::fs::write(ws.path().join("SHA256SUMS"), &sums).unwrap();
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "--strict", "../SHA256SUMS"])
+        .current_dir(ws.path().join("tree"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&check.stdout).matches(": OK").count(), 3);
+}
+
+/// The bytes stored under `name` (gzip, not decoded).
+fn stored_gzip(az: &Azurite, c: &str, name: &str) -> Vec<u8> {
+    let ws = tempfile::tempdir().unwrap();
+    plugin(ws.path()).azurite(az, c).set("action", "download").set("source", name).set("target", "o").run().assert_ok();
+    let data = std::fs::read(ws.path().join("o").join(name)).unwrap();
+    assert!(data.starts_with(&[0x1f, 0x8b]), "not gzip");
+    data
+}
+
+/// issue 26 item 2: `verify_checksums` refuses a tampered entry (that file is not written),
+/// a listed name the container lacks, and a malformed file (exit 2, before any transfer).
+#[test]
+fn verify_checksums_refuses_a_tampered_entry_and_a_missing_file() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("dlverify");
+    upload_tree(az, &c, &[("r/a.txt", b"alpha".to_vec()), ("r/sub/b.bin", bytes(150_000, 3))]);
+    let good = format!("{}  a.txt\n{}  sub/b.bin\n", sha256_hex(b"alpha"), sha256_hex(&bytes(150_000, 3)));
+    let ws = tempfile::tempdir().unwrap();
+    let dl = |sums: &str, target: &str| {
+        std::fs::write(ws.path().join("SUMS"), sums).unwrap();
+        plugin(ws.path())
+            .azurite(az, &c)
+            .set("action", "download")
+            .set("source", "r/")
+            .set("strip_prefix", "r")
+            .set("target", target)
+            .set("verify_checksums", "SUMS")
+            .run()
+    };
+    dl(&good, "ok").assert_ok();
+    assert_eq!(tree(&ws.path().join("ok")), ["a.txt", "sub/b.bin"]);
+
+    let tampered = good.replacen(&sha256_hex(b"alpha"), &sha256_hex(b"omega"), 1);
+    dl(&tampered, "t")
+        .assert_code(1)
+        .assert_contains("a.txt")
+        .assert_contains("that `verify_checksums` lists; not written");
+    assert_eq!(tree(&ws.path().join("t")), ["sub/b.bin"], "the tampered entry's file is not written");
+
+    let missing = format!("{good}{}  gone.txt\n", sha256_hex(b"gone"));
+    dl(&missing, "m")
+        .assert_code(1)
+        .assert_contains("gone.txt")
+        .assert_contains("listed in `verify_checksums` but not in the selection");
+
+    dl("not a checksum line\n", "x").assert_code(2).assert_contains("`SUMS` (`verify_checksums`) line 1");
+    assert!(!ws.path().join("x").exists(), "nothing is downloaded after a refusal");
+}

@@ -365,3 +365,89 @@ fn names_with_spaces_and_unicode_round_trip() {
         .assert_ok();
     assert_eq!(std::fs::read(out.path().join("o/docs/read me (1)+final#.txt")).unwrap(), b"spaces");
 }
+
+/// issue 26 item 4: `retention` stores the index tags `expires-on` (today + N days, UTC) and
+/// `retention-days` with each blob, single-request and block-list alike, read back with the
+/// Python SDK.
+#[test]
+fn retention_tags_each_blob_with_its_expiry_date() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("retention");
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "small.txt", b"small");
+    write(dir.path(), "big.bin", &bytes(200_000, 9));
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "*")
+        .set("block_size", "64KiB")
+        .set("retention", "30d")
+        .run()
+        .assert_ok();
+    let date = std::process::Command::new("date").args(["-u", "-d", "+30 days", "+%F"]).output().unwrap();
+    let want = String::from_utf8(date.stdout).unwrap().trim().to_string();
+    for name in ["small.txt", "big.bin"] {
+        assert_eq!(
+            py(az, &["tags", &c, name]),
+            serde_json::json!({ "expires-on": want, "retention-days": "30" }),
+            "{name}"
+        );
+    }
+    // Without `retention`, no tags.
+    plugin(dir.path()).azurite(az, &c).set("source", "small.txt").run().assert_ok();
+    assert_eq!(py(az, &["tags", &c, "small.txt"]), serde_json::json!({}));
+}
+
+/// issue 26 item 4: Azure Files has no index tags: `retention` with `service: file` is a
+/// settings error (exit 2) that says so, before any request.
+#[test]
+fn retention_with_azure_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"x");
+    plugin(dir.path())
+        .set("service", "file")
+        .set("endpoint", "http://127.0.0.1:9/devstoreaccount1")
+        .set("account_key", DEV_KEY)
+        .set("share", "s")
+        .set("source", "a.txt")
+        .set("retention", "30d")
+        .run()
+        .assert_code(2)
+        .assert_contains("retention")
+        .assert_contains("Azure Files has no blob index tags");
+    plugin(dir.path())
+        .set("endpoint", "http://127.0.0.1:9/devstoreaccount1")
+        .set("account_key", DEV_KEY)
+        .set("container", "c")
+        .set("source", "a.txt")
+        .set("retention", "30s")
+        .run()
+        .assert_code(2)
+        .assert_contains("`30s` is not a number of whole days");
+}
+
+/// issue 26 item 2: the checksums file is written like the manifest: never through a link in
+/// the workspace (a committed `out -> /elsewhere`), exit 1 naming `checksums_file`, nothing
+/// written outside; the upload itself stands.
+#[test]
+fn a_checksums_file_reached_through_a_workspace_link_is_refused() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("sumslink");
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    write(dir.path(), "a.txt", b"a");
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+    plugin(dir.path())
+        .azurite(az, &c)
+        .set("source", "a.txt")
+        .set("checksums_file", "out/SHA256SUMS")
+        .run()
+        .assert_code(1)
+        .assert_contains("cannot write the checksums file `out/SHA256SUMS` (`checksums_file`, PLUGIN_CHECKSUMS_FILE)");
+    assert!(tree(outside.path()).is_empty(), "written through the link: {:?}", tree(outside.path()));
+}

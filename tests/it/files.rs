@@ -479,3 +479,34 @@ fn oauth_bearer_requests_carry_the_backup_intent() {
     assert!(fake.log().iter().all(|l| l.status < 400 || l.op == "Get File Properties"), "{:?}", fake.log());
     drop(mi);
 }
+
+/// issue 26 item 1 on Azure Files: the mode is stored as metadata `mode` (SMB shares have no
+/// POSIX properties of their own) on the single-range and the multi-range path, and applied
+/// on download less the umask.
+#[test]
+fn file_modes_round_trip_through_metadata_on_azure_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let fake = FilesFake::start();
+    fake.create_share("modes");
+    let ws = tempfile::tempdir().unwrap();
+    for (rel, mode, len) in [("bin/run", 0o755, 10), ("key.pem", 0o600, 10), ("big.bin", 0o750, 5 * 1024 * 1024)] {
+        let p = write(ws.path(), &format!("src/{rel}"), &bytes(len, mode as u64));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    files(ws.path(), &fake, "modes").set("source", "src/**").set("strip_prefix", "src").run().assert_ok();
+    for (rel, want) in [("bin/run", "0755"), ("key.pem", "0600"), ("big.bin", "0750")] {
+        assert_eq!(fake.file("modes", rel).unwrap().metadata.get("mode").map(String::as_str), Some(want), "{rel}");
+    }
+    files(ws.path(), &fake, "modes")
+        .set("action", "download")
+        .set("source", "**")
+        .set("target", "out")
+        .run()
+        .assert_ok();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let umask = u32::from_str_radix(status.lines().find_map(|l| l.strip_prefix("Umask:")).unwrap().trim(), 8).unwrap();
+    for (rel, mode) in [("bin/run", 0o755), ("key.pem", 0o600), ("big.bin", 0o750)] {
+        let got = std::fs::metadata(ws.path().join("out").join(rel)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, mode & !umask, "{rel}");
+    }
+}

@@ -505,3 +505,35 @@ fn a_dry_run_into_a_container_the_real_run_would_create_plans_every_upload() {
     assert!(o.contains("would_transfer=1\n") && o.contains("transferred=0\n"), "{o}");
     assert!(pyblob(az, &["list", &c]).is_err(), "the dry run created the container");
 }
+
+/// issue 26 items 1 and 2: a sync re-uploads a file whose mode changed though its bytes did
+/// not, and its checksums file lists the skipped (stored) files too.
+#[test]
+fn a_mode_change_is_a_change_and_skipped_files_stay_in_the_checksums_file() {
+    use std::os::unix::fs::PermissionsExt;
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("syncmode");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path();
+    let script = write(ws, "site/run.sh", b"#!/bin/sh\necho hi\n");
+    write(ws, "site/readme.txt", b"read me");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    sync(ws, az, &c, "t").run().assert_ok();
+    assert_eq!(fetch(az, &c, "t/run.sh").1["metadata"]["mode"], "0644");
+
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let outputs = ws.join("drone-output");
+    let out =
+        sync(ws, az, &c, "t").set("checksums_file", "SHA256SUMS").env("DRONE_OUTPUT", outputs.to_str().unwrap()).run();
+    out.assert_ok();
+    let o = std::fs::read_to_string(&outputs).unwrap();
+    assert!(o.contains("transferred=1\n") && o.contains("skipped=1\n"), "{o}\n{}", out.all());
+    assert_eq!(fetch(az, &c, "t/run.sh").1["metadata"]["mode"], "0755", "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(ws.join("SHA256SUMS")).unwrap(),
+        format!("{}  readme.txt\n{}  run.sh\n", sha256_hex(b"read me"), sha256_hex(b"#!/bin/sh\necho hi\n"))
+    );
+}

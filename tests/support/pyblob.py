@@ -8,6 +8,7 @@ Run it with the venv that `scripts/ensure-tools python` makes:
         [--content-type X] [--metadata k=v ...]
     .cache/venv/bin/python tests/support/pyblob.py CONN create-container CONTAINER
     .cache/venv/bin/python tests/support/pyblob.py CONN list CONTAINER [PREFIX]
+    .cache/venv/bin/python tests/support/pyblob.py CONN tags CONTAINER BLOB
     .cache/venv/bin/python tests/support/pyblob.py CONN sas CONTAINER [--permission racwdl]
 
 CONN is a storage connection string, e.g. for Azurite:
@@ -21,7 +22,8 @@ For HTTPS with a self-signed cert, set REQUESTS_CA_BUNDLE=/path/cert.pem.
 `get` writes the blob to LOCAL_FILE and prints its properties as JSON;
 `put` prints the uploaded blob's properties as JSON; `create-container`
 prints {"created": true|false} (false: it already existed); `list` prints a
-JSON array of blob names. On error: the message on stderr, exit status 1
+JSON array of blob names; `tags` prints the blob's index tags (Get Blob Tags)
+as a JSON object. On error: the message on stderr, exit status 1
 (2 for bad usage).
 """
 
@@ -88,6 +90,9 @@ def main(argv):
     l = sub.add_parser("list")
     l.add_argument("container")
     l.add_argument("prefix", nargs="?")
+    t = sub.add_parser("tags")
+    t.add_argument("container")
+    t.add_argument("blob")
     args = ap.parse_args(argv)
 
     try:
@@ -127,6 +132,8 @@ def main(argv):
                 permission=ContainerSasPermissions.from_string(args.permission),
                 expiry=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=2))
             out = {"sas": token}
+        elif args.cmd == "tags":
+            out = dict(svc.get_blob_client(args.container, args.blob).get_blob_tags() or {})
         elif args.cmd == "list":
             cc = svc.get_container_client(args.container)
             out = [b.name for b in cc.list_blobs(name_starts_with=args.prefix)]

@@ -119,7 +119,7 @@ pub(crate) fn check_link(comps: &[String], target: &str, sources: &[Vec<String>]
 }
 
 /// The process umask, read without changing it (`/proc/self/status`); 022 when unknown.
-fn umask() -> u32 {
+pub(crate) fn umask() -> u32 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
