@@ -193,8 +193,11 @@ pub struct Config {
     pub excludes: Vec<PathPattern>,
     pub allow_empty: bool,
     pub overwrite: Overwrite,
-    /// Sync: the most items one run may delete (`None`: no limit).
+    /// Sync and delete: the most items one run may delete (`None`: no limit for sync,
+    /// [`DEFAULT_MAX_DELETE`] for delete).
     pub max_delete: Option<u64>,
+    /// Delete: only items last modified longer ago than this (`older_than`).
+    pub older_than: Option<Duration>,
     /// Files gzipped while uploading (`compress`).
     pub compress: Vec<PathPattern>,
     pub content_type: Option<ValueRule>,
@@ -547,6 +550,9 @@ fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection
                     "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into()
                 }
                 Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
+                Action::Delete => {
+                    "is required: the remote name(s), prefix(es) or glob(s) to delete, e.g. `previews/pr-42/`".into()
+                }
                 Action::CacheSave | Action::CacheRestore => {
                     "is required: the workspace directories to cache, e.g. `.cargo/registry`".into()
                 }
@@ -677,6 +683,7 @@ fn headers(raw: &RawSettings, provenance_of: Option<&Trust>, bad: &mut Problems)
 /// `action: sync`'s guard and `compress`; a sync's `overwrite` is always `changed`.
 struct SyncSettings {
     max_delete: Option<u64>,
+    older_than: Option<Duration>,
     compress: Vec<PathPattern>,
     overwrite: Overwrite,
 }
@@ -686,6 +693,7 @@ fn sync_settings(
     action: Action,
     service: Service,
     target: &str,
+    sources: &[String],
     overwrite: Overwrite,
     bad: &mut Problems,
 ) -> SyncSettings {
@@ -713,9 +721,32 @@ fn sync_settings(
             "does not apply to `action: sync`, which always uploads only what changed (`changed`)".into(),
         );
     }
-    if max_delete.is_some() && action != Action::Sync {
-        tracing::warn!("`max_delete` applies to `action: sync` only; ignored");
+    if max_delete.is_some() && !matches!(action, Action::Sync | Action::Delete) {
+        tracing::warn!("`max_delete` applies to `action: sync` and `action: delete` only; ignored");
     }
+    if action == Action::Delete && max_delete.is_none() {
+        if let Some(s) = sources.iter().find(|s| delete_lists_everything(s)) {
+            bad.push(
+                "max_delete",
+                format!(
+                    "is required: `source` `{s}` selects from the top of the {}, so it may delete anything in it; set `max_delete` ({}) to the most this run may delete, or name a folder (`previews/pr-42/`)",
+                    if service == Service::File { "share" } else { "container" },
+                    settings::env_name("max_delete")
+                ),
+            );
+        }
+    }
+    let older_than = raw.get("older_than").and_then(|v| match parse_duration(v) {
+        Ok(d) if action == Action::Delete => Some(d),
+        Ok(_) => {
+            bad.push("older_than", "applies to `action: delete` only".into());
+            None
+        }
+        Err(e) => {
+            bad.push("older_than", format!("{e}; e.g. `14d`, `12h`"));
+            None
+        }
+    });
     let compress: Vec<PathPattern> = list(raw, "compress", bad)
         .iter()
         .filter_map(|e| PathPattern::new(e).map_err(|m| bad.push("compress", m)).ok())
@@ -724,7 +755,19 @@ fn sync_settings(
         bad.push("compress", "applies to `action: upload` and `action: sync` only".into());
     }
     let overwrite = if action == Action::Sync { Overwrite::Changed } else { overwrite };
-    SyncSettings { max_delete, compress, overwrite }
+    SyncSettings { max_delete, older_than, compress, overwrite }
+}
+
+/// The most a delete may remove when `max_delete` is not set. A preview site or a build's
+/// artifacts hold hundreds of files; past a thousand the delete is more likely a wrong
+/// `source` than a teardown, and its author should write the number down.
+pub const DEFAULT_MAX_DELETE: u64 = 1000;
+
+/// A delete `source` whose listing starts at the top of the container (`**`, `*.log`,
+/// `{a,b}/x`): it may select anything, so `max_delete` must be written.
+pub fn delete_lists_everything(source: &str) -> bool {
+    let s = source.trim_start_matches('/');
+    s.is_empty() || s.starts_with(['*', '?', '[', '{'])
 }
 
 /// Transfer tuning: block size, memory, concurrency, retries, timeouts.
@@ -927,8 +970,8 @@ impl Config {
 
         let Tuning { block_size, max_memory, concurrency, retries, timeout, retry_timeout, progress_interval } =
             tuning(raw, action, &mut bad);
-        let SyncSettings { max_delete, compress, overwrite } =
-            sync_settings(raw, action, service, &target, overwrite, &mut bad);
+        let SyncSettings { max_delete, older_than, compress, overwrite } =
+            sync_settings(raw, action, service, &target, &sources, overwrite, &mut bad);
 
         let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
 
@@ -958,6 +1001,7 @@ impl Config {
             allow_empty,
             overwrite,
             max_delete,
+            older_than,
             compress,
             content_type,
             cache_control,

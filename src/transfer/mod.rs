@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod checksum;
 pub mod compress;
+pub mod delete;
 pub mod dirfd;
 pub mod download;
 pub mod localfs;
@@ -273,6 +274,7 @@ fn action_word(a: Action) -> &'static str {
         Action::Upload => "upload",
         Action::Download => "download",
         Action::Sync => "sync",
+        Action::Delete => "delete",
         Action::CacheSave => "cache save",
         Action::CacheRestore => "cache restore",
     }
@@ -286,6 +288,10 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         Action::Download => {
             format!("{} → {}", cfg.sources.join(", "), if cfg.target.is_empty() { "." } else { &cfg.target })
         }
+        Action::Delete => match cfg.older_than {
+            Some(age) => format!("{} (older than {})", cfg.sources.join(", "), delete::show_age(age)),
+            None => cfg.sources.join(", "),
+        },
         Action::CacheSave | Action::CacheRestore => {
             format!("{} ↔ {}", cfg.sources.join(", "), if cfg.target.is_empty() { "/" } else { &cfg.target })
         }
@@ -326,7 +332,7 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     let Wiring { credential, http, store } = wiring;
     let engine = Arc::new(Engine::new(store.clone(), cfg.clone()).with_stop(http.stop.clone()));
 
-    // A sync whose deletes were refused (a failed upload or listing, `max_delete`): why.
+    // A sync or delete whose deletes were refused (a failed upload or listing, `max_delete`): why.
     let mut refused = None;
     let mut cache_outputs = Vec::new();
     let mut report = Report::new(cfg.manifest.is_some());
@@ -334,6 +340,7 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
         Action::Upload => run_upload(&engine, &credential, &mut report).await?,
         Action::Download => run_download(&engine, &credential, &mut report).await?,
         Action::Sync => refused = sync::run_sync(&engine, &credential, &mut report).await?,
+        Action::Delete => refused = delete::run_delete(&engine, &credential, &mut report).await?,
         Action::CacheSave | Action::CacheRestore => {
             cache_outputs = crate::transfer::cache::run(&engine, &credential, &mut report).await?;
         }
@@ -547,7 +554,7 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut 
 /// covered by a shorter one is not listed again), filtered by the selectors; sorted by
 /// name, each name once (the last listed), held once (no map keyed by a copy of it).
 /// Lists what `source` selects; names the listing check refuses are recorded in `report`.
-async fn list_selected(engine: &Arc<Engine>, report: &mut Report) -> Result<Vec<RemoteItem>, RunError> {
+pub(crate) async fn list_selected(engine: &Arc<Engine>, report: &mut Report) -> Result<Vec<RemoteItem>, RunError> {
     let cfg = &engine.cfg;
     let selectors: Vec<RemoteSelector> =
         cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>()?;

@@ -139,7 +139,7 @@ impl Summary {
         ));
         out.push_str(&format!("{:<16}{:>8}  {:>12}\n", "skipped", self.files_skipped, human_bytes(self.bytes_skipped)));
         out.push_str(&format!("{:<16}{:>8}\n", "failed", self.files_failed));
-        if self.files_deleted > 0 || self.action == "sync" {
+        if self.files_deleted > 0 || self.action == "sync" || self.action == "delete" {
             let verb = if self.dry_run { "would delete" } else { "deleted" };
             out.push_str(&format!("{:<16}{:>8}\n", verb, self.files_deleted));
         }
