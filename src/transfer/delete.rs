@@ -135,8 +135,8 @@ pub fn older_than(items: Vec<RemoteItem>, now: SystemTime, age: Duration) -> (Ve
 pub(crate) fn show_age(d: Duration) -> String {
     let s = d.as_secs();
     match s {
-        _ if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
-        _ if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        _ if s >= 86400 && s.is_multiple_of(86400) => format!("{}d", s / 86400),
+        _ if s >= 3600 && s.is_multiple_of(3600) => format!("{}h", s / 3600),
         _ => format!("{s}s"),
     }
 }

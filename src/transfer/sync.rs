@@ -29,10 +29,10 @@ use std::sync::Arc;
 
 use futures_util::StreamExt;
 
+use super::delete::{delete_all, deleted};
 use super::plan::UploadItem;
 use super::progress::Progress;
 use super::report::{FileResult, Report, Status};
-use super::delete::{delete_all, deleted};
 use super::{not_attempted, upload, Engine, RunError};
 use crate::auth::Credential;
 use crate::config::{human_bytes, LogFormat, Service};

@@ -9,6 +9,7 @@ mod blob_download;
 mod blob_upload;
 mod cache;
 mod ci_encoding;
+mod delete;
 mod docs;
 mod fault_proxy;
 mod faults;
