@@ -198,6 +198,8 @@ pub struct Config {
     pub max_delete: Option<u64>,
     /// Delete: only items last modified longer ago than this (`older_than`).
     pub older_than: Option<Duration>,
+    /// Upload: a read-only link per uploaded blob, valid this long (`link_expiry`).
+    pub link_expiry: Option<Duration>,
     /// Files gzipped while uploading (`compress`).
     pub compress: Vec<PathPattern>,
     pub content_type: Option<ValueRule>,
@@ -684,6 +686,7 @@ fn headers(raw: &RawSettings, provenance_of: Option<&Trust>, bad: &mut Problems)
 struct SyncSettings {
     max_delete: Option<u64>,
     older_than: Option<Duration>,
+    link_expiry: Option<Duration>,
     compress: Vec<PathPattern>,
     overwrite: Overwrite,
 }
@@ -755,8 +758,34 @@ fn sync_settings(
         bad.push("compress", "applies to `action: upload` and `action: sync` only".into());
     }
     let overwrite = if action == Action::Sync { Overwrite::Changed } else { overwrite };
-    SyncSettings { max_delete, older_than, compress, overwrite }
+    let link_expiry = raw.get("link_expiry").and_then(|v| match parse_duration(v) {
+        Ok(d) if action != Action::Upload => {
+            bad.push("link_expiry", "applies to `action: upload` only".into());
+            Some(d)
+        }
+        Ok(_) if service == Service::File => {
+            bad.push("link_expiry", "applies to `service: blob` only (Azure Files links are not built)".into());
+            None
+        }
+        Ok(d) if d >= Duration::from_secs(1) && d <= MAX_LINK_EXPIRY => Some(d),
+        Ok(_) => {
+            bad.push(
+                "link_expiry",
+                format!("`{v}` is out of range: 1s to 7d (the longest a user-delegation link may live)"),
+            );
+            None
+        }
+        Err(e) => {
+            bad.push("link_expiry", format!("{e}; e.g. `1h`, `7d`"));
+            None
+        }
+    });
+    SyncSettings { max_delete, older_than, link_expiry, compress, overwrite }
 }
+
+/// The longest `link_expiry`: Azure's limit on a user-delegation SAS, applied to every link
+/// so a pipeline's links live as long whatever its credential.
+pub const MAX_LINK_EXPIRY: Duration = Duration::from_secs(7 * 86400);
 
 /// The most a delete may remove when `max_delete` is not set. A preview site or a build's
 /// artifacts hold hundreds of files; past a thousand the delete is more likely a wrong
@@ -970,7 +999,7 @@ impl Config {
 
         let Tuning { block_size, max_memory, concurrency, retries, timeout, retry_timeout, progress_interval } =
             tuning(raw, action, &mut bad);
-        let SyncSettings { max_delete, older_than, compress, overwrite } =
+        let SyncSettings { max_delete, older_than, link_expiry, compress, overwrite } =
             sync_settings(raw, action, service, &target, &sources, overwrite, &mut bad);
 
         let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
@@ -1002,6 +1031,7 @@ impl Config {
             overwrite,
             max_delete,
             older_than,
+            link_expiry,
             compress,
             content_type,
             cache_control,

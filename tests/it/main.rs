@@ -20,6 +20,7 @@ mod hostile_network;
 mod hostile_settings;
 mod hostile_upload;
 mod image;
+mod links;
 mod msrv;
 mod output;
 mod release;
