@@ -727,6 +727,16 @@ fn sync_settings(
     if max_delete.is_some() && !matches!(action, Action::Sync | Action::Delete) {
         tracing::warn!("`max_delete` applies to `action: sync` and `action: delete` only; ignored");
     }
+    // A delete names what it removes in `source` alone: a `target` or `strip_prefix` it
+    // ignored would make it delete something other than the author read.
+    for name in ["target", "strip_prefix"] {
+        if action == Action::Delete && raw.get(name).is_some_and(|v| !v.trim().is_empty()) {
+            bad.push(
+                name,
+                "does not apply to `action: delete`: name the folder in `source` (`previews/pr-42/`)".into(),
+            );
+        }
+    }
     if action == Action::Delete && max_delete.is_none() {
         if let Some(s) = sources.iter().find(|s| delete_lists_everything(s)) {
             bad.push(

@@ -4,6 +4,7 @@
 //!    a prefix ending in `/`, or a glob): [`super::list_selected`], so every listed name
 //!    passes [`Engine::list_checked`]. A refused name deletes nothing (the listing is not
 //!    trusted to delete by).
+//!    `exclude` keeps what it matches (the name or one of its folders).
 //! 2. `older_than`: keep items last modified at or after the cut-off ([`older_than`]). Azure
 //!    Files listings carry no time: each selected file's properties are read first.
 //! 3. Trust: an untrusted run (docs/trust.md) deletes only names with an `untrusted`
@@ -48,6 +49,8 @@ pub async fn run_delete(
     let refused_before = report.tally().files(Status::Failed);
     let mut items = super::list_selected(engine, report).await?;
     let refused = report.tally().files(Status::Failed) - refused_before;
+    // `exclude` keeps what it matches (the remote name, or one of its folders).
+    items.retain(|i| !super::plan::excluded(&i.name, &cfg.excludes));
     let selected = items.len();
     let sources = cfg.sources.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
     if let Some(age) = cfg.older_than {

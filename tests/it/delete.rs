@@ -80,6 +80,13 @@ fn a_glob_deletes_only_what_it_matches() {
     let ws = tempfile::tempdir().unwrap();
     delete(ws.path(), az, &c, "logs/*.log").run().assert_ok();
     assert_eq!(names(az, &c), ["logs/a.txt", "logs/sub/c.log"], "`*` stays within one path component");
+    // `exclude` keeps what it matches; a `target` the delete would ignore is refused.
+    plant(az, &c, &["logs/x.log", "logs/keep/y.log"]);
+    delete(ws.path(), az, &c, "logs/").set("exclude", "logs/keep,**/*.txt").run().assert_ok();
+    assert_eq!(names(az, &c), ["logs/a.txt", "logs/keep/y.log"]);
+    let out = delete(ws.path(), az, &c, "y.log").set("target", "logs/keep").run();
+    out.assert_code(2).assert_contains("`target` (PLUGIN_TARGET): does not apply to `action: delete`");
+    assert_eq!(names(az, &c), ["logs/a.txt", "logs/keep/y.log"]);
 }
 
 #[test]
