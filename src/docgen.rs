@@ -57,10 +57,11 @@ pub const OUTPUTS: &[(&str, &str)] = &[
     ("failed", "Files that failed."),
     ("bytes", "Bytes transferred (0 in a dry run)."),
     ("url", "The file's URL when one file was moved, else the URL of the target prefix (upload) or source prefix (download). Never carries a SAS."),
-    ("deleted", "Sync: files deleted (0 in a dry run: see `would_delete`)."),
+    ("deleted", "Sync and delete: files deleted (0 in a dry run: see `would_delete`)."),
     ("would_transfer", "Dry run: files the real run would transfer (the same comparisons and refusals)."),
-    ("would_delete", "Dry run of a sync: files the real run would delete (0 when it would refuse the deletes)."),
+    ("would_delete", "Dry run of a sync or a delete: files the real run would delete (0 when it would refuse the deletes)."),
     ("manifest", "The manifest's path, when `manifest` is set."),
+    ("link", "Upload with `link_expiry`: the read-only link (a SAS URL) of the file when one file was uploaded, else empty (each manifest entry has its own `link`). A secret for its lifetime: never logged."),
     ("cache_hit", "`cache_restore`: `true` when the exact `cache_key` was restored, else `false` (a `restore_keys` match or a miss)."),
     ("cache_key", "Cache modes: the key saved, or the key restored (empty on a miss)."),
 ];

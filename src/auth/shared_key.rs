@@ -40,12 +40,22 @@ impl SharedKey {
         Ok(SharedKey { account: account.to_string(), key })
     }
 
+    /// The account the key belongs to.
+    pub fn account(&self) -> &str {
+        &self.account
+    }
+
+    /// The base64 HMAC-SHA256 of `message` under the key: the signature of a service SAS
+    /// (`sig`). Goes only into a link, never into the log.
+    pub fn sign_message(&self, message: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(message.as_bytes());
+        B64.encode(mac.finalize().into_bytes())
+    }
+
     /// Adds `Authorization: SharedKey account:signature` to a request whose `x-ms-date` is set.
     pub fn sign(&self, req: &mut reqwest::Request) {
-        let sts = string_to_sign(&self.account, req);
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(sts.as_bytes());
-        let sig = B64.encode(mac.finalize().into_bytes());
+        let sig = self.sign_message(&string_to_sign(&self.account, req));
         // The account was checked in `new` and base64 is ASCII; were it not, the request
         // goes unsigned and the service answers 403, which names the problem.
         if let Ok(value) = HeaderValue::from_str(&format!("SharedKey {}:{}", self.account, sig)) {

@@ -194,8 +194,13 @@ pub struct Config {
     pub excludes: Vec<PathPattern>,
     pub allow_empty: bool,
     pub overwrite: Overwrite,
-    /// Sync: the most items one run may delete (`None`: no limit).
+    /// Sync and delete: the most items one run may delete (`None`: no limit for sync,
+    /// [`DEFAULT_MAX_DELETE`] for delete).
     pub max_delete: Option<u64>,
+    /// Delete: only items last modified longer ago than this (`older_than`).
+    pub older_than: Option<Duration>,
+    /// Upload: a read-only link per uploaded blob, valid this long (`link_expiry`).
+    pub link_expiry: Option<Duration>,
     /// Files gzipped while uploading (`compress`).
     pub compress: Vec<PathPattern>,
     pub content_type: Option<ValueRule>,
@@ -550,6 +555,9 @@ fn selection(raw: &RawSettings, action: Action, bad: &mut Problems) -> Selection
                     "is required: the local file(s) or glob(s) to upload, e.g. `dist/**`".into()
                 }
                 Action::Download => "is required: the remote name(s), prefix(es) or glob(s) to download".into(),
+                Action::Delete => {
+                    "is required: the remote name(s), prefix(es) or glob(s) to delete, e.g. `previews/pr-42/`".into()
+                }
                 Action::CacheSave | Action::CacheRestore => {
                     "is required: the workspace directories to cache, e.g. `.cargo/registry`".into()
                 }
@@ -680,6 +688,8 @@ fn headers(raw: &RawSettings, provenance_of: Option<&Trust>, bad: &mut Problems)
 /// `action: sync`'s guard and `compress`; a sync's `overwrite` is always `changed`.
 struct SyncSettings {
     max_delete: Option<u64>,
+    older_than: Option<Duration>,
+    link_expiry: Option<Duration>,
     compress: Vec<PathPattern>,
     overwrite: Overwrite,
 }
@@ -689,6 +699,7 @@ fn sync_settings(
     action: Action,
     service: Service,
     target: &str,
+    sources: &[String],
     overwrite: Overwrite,
     bad: &mut Problems,
 ) -> SyncSettings {
@@ -716,9 +727,42 @@ fn sync_settings(
             "does not apply to `action: sync`, which always uploads only what changed (`changed`)".into(),
         );
     }
-    if max_delete.is_some() && action != Action::Sync {
-        tracing::warn!("`max_delete` applies to `action: sync` only; ignored");
+    if max_delete.is_some() && !matches!(action, Action::Sync | Action::Delete) {
+        tracing::warn!("`max_delete` applies to `action: sync` and `action: delete` only; ignored");
     }
+    // A delete names what it removes in `source` alone: a `target` or `strip_prefix` it
+    // ignored would make it delete something other than the author read.
+    for name in ["target", "strip_prefix"] {
+        if action == Action::Delete && raw.get(name).is_some_and(|v| !v.trim().is_empty()) {
+            bad.push(
+                name,
+                "does not apply to `action: delete`: name the folder in `source` (`previews/pr-42/`)".into(),
+            );
+        }
+    }
+    if action == Action::Delete && max_delete.is_none() {
+        if let Some(s) = sources.iter().find(|s| delete_lists_everything(s)) {
+            bad.push(
+                "max_delete",
+                format!(
+                    "is required: `source` `{s}` selects from the top of the {}, so it may delete anything in it; set `max_delete` ({}) to the most this run may delete, or name a folder (`previews/pr-42/`)",
+                    if service == Service::File { "share" } else { "container" },
+                    settings::env_name("max_delete")
+                ),
+            );
+        }
+    }
+    let older_than = raw.get("older_than").and_then(|v| match parse_duration(v) {
+        Ok(d) if action == Action::Delete => Some(d),
+        Ok(_) => {
+            bad.push("older_than", "applies to `action: delete` only".into());
+            None
+        }
+        Err(e) => {
+            bad.push("older_than", format!("{e}; e.g. `14d`, `12h`"));
+            None
+        }
+    });
     let compress: Vec<PathPattern> = list(raw, "compress", bad)
         .iter()
         .filter_map(|e| PathPattern::new(e).map_err(|m| bad.push("compress", m)).ok())
@@ -727,7 +771,45 @@ fn sync_settings(
         bad.push("compress", "applies to `action: upload` and `action: sync` only".into());
     }
     let overwrite = if action == Action::Sync { Overwrite::Changed } else { overwrite };
-    SyncSettings { max_delete, compress, overwrite }
+    let link_expiry = raw.get("link_expiry").and_then(|v| match parse_duration(v) {
+        Ok(d) if action != Action::Upload => {
+            bad.push("link_expiry", "applies to `action: upload` only".into());
+            Some(d)
+        }
+        Ok(_) if service == Service::File => {
+            bad.push("link_expiry", "applies to `service: blob` only (Azure Files links are not built)".into());
+            None
+        }
+        Ok(d) if d >= Duration::from_secs(1) && d <= MAX_LINK_EXPIRY => Some(d),
+        Ok(_) => {
+            bad.push(
+                "link_expiry",
+                format!("`{v}` is out of range: 1s to 7d (the longest a user-delegation link may live)"),
+            );
+            None
+        }
+        Err(e) => {
+            bad.push("link_expiry", format!("{e}; e.g. `1h`, `7d`"));
+            None
+        }
+    });
+    SyncSettings { max_delete, older_than, link_expiry, compress, overwrite }
+}
+
+/// The longest `link_expiry`: Azure's limit on a user-delegation SAS, applied to every link
+/// so a pipeline's links live as long whatever its credential.
+pub const MAX_LINK_EXPIRY: Duration = Duration::from_secs(7 * 86400);
+
+/// The most a delete may remove when `max_delete` is not set. A preview site or a build's
+/// artifacts hold hundreds of files; past a thousand the delete is more likely a wrong
+/// `source` than a teardown, and its author should write the number down.
+pub const DEFAULT_MAX_DELETE: u64 = 1000;
+
+/// A delete `source` whose listing starts at the top of the container (`**`, `*.log`,
+/// `{a,b}/x`): it may select anything, so `max_delete` must be written.
+pub fn delete_lists_everything(source: &str) -> bool {
+    let s = source.trim_start_matches('/');
+    s.is_empty() || s.starts_with(['*', '?', '[', '{'])
 }
 
 /// Transfer tuning: block size, memory, concurrency, retries, timeouts.
@@ -930,8 +1012,8 @@ impl Config {
 
         let Tuning { block_size, max_memory, concurrency, retries, timeout, retry_timeout, progress_interval } =
             tuning(raw, action, &mut bad);
-        let SyncSettings { max_delete, compress, overwrite } =
-            sync_settings(raw, action, service, &target, overwrite, &mut bad);
+        let SyncSettings { max_delete, older_than, link_expiry, compress, overwrite } =
+            sync_settings(raw, action, service, &target, &sources, overwrite, &mut bad);
 
         let manifest = raw.get("manifest").map(|m| PathBuf::from(m.trim()));
         let artifacts = artifacts::parse(raw, action, service, boolean, &mut bad);
@@ -969,6 +1051,8 @@ impl Config {
             allow_empty,
             overwrite,
             max_delete,
+            older_than,
+            link_expiry,
             compress,
             content_type,
             cache_control,

@@ -35,7 +35,7 @@ pub fn parse_size(v: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// Parses `30s`, `2m`, `1h`, `500ms`, `1m30s`; a bare number is seconds.
+/// Parses `30s`, `2m`, `1h`, `14d`, `500ms`, `1m30s`; a bare number is seconds.
 pub fn parse_duration(v: &str) -> Result<Duration, String> {
     let t = v.trim().to_ascii_lowercase();
     let err = || format!("`{v}` is not a duration (e.g. `30s`, `2m`, `500ms`)");
@@ -62,6 +62,7 @@ pub fn parse_duration(v: &str) -> Result<Duration, String> {
             "s" | "sec" | "secs" => n,
             "m" | "min" | "mins" => n * 60.0,
             "h" => n * 3600.0,
+            "d" => n * 86400.0,
             _ => return Err(err()),
         };
         total = total.checked_add(Duration::try_from_secs_f64(secs).map_err(|_| err())?).ok_or_else(err)?;
@@ -364,6 +365,7 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("14d").unwrap(), Duration::from_secs(14 * 86400));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5x").is_err());
         // Each part fits a Duration, their sum does not: an error, not an overflow panic.

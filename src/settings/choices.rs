@@ -53,6 +53,8 @@ choices! {
         CacheRestore = "cache_restore",
         /// Upload what changed, then delete what the selection lacks under `target`.
         Sync = "sync",
+        /// Delete what `source` names in the container (cleanup, preview teardown, prune).
+        Delete = "delete",
     }
 }
 

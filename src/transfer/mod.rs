@@ -17,8 +17,10 @@ pub mod cache;
 pub mod checksum;
 pub mod checksums;
 pub mod compress;
+pub mod delete;
 pub mod dirfd;
 pub mod download;
+pub mod links;
 pub mod localfs;
 pub mod outputs;
 pub mod plan;
@@ -277,6 +279,7 @@ fn action_word(a: Action) -> &'static str {
         Action::Upload => "upload",
         Action::Download => "download",
         Action::Sync => "sync",
+        Action::Delete => "delete",
         Action::CacheSave => "cache save",
         Action::CacheRestore => "cache restore",
     }
@@ -290,6 +293,10 @@ pub(crate) fn start_line(cfg: &Config, cred: &Credential) {
         Action::Download => {
             format!("{} → {}", cfg.sources.join(", "), if cfg.target.is_empty() { "." } else { &cfg.target })
         }
+        Action::Delete => match cfg.older_than {
+            Some(age) => format!("{} (older than {})", cfg.sources.join(", "), delete::show_age(age)),
+            None => cfg.sources.join(", "),
+        },
         Action::CacheSave | Action::CacheRestore => {
             format!("{} ↔ {}", cfg.sources.join(", "), if cfg.target.is_empty() { "/" } else { &cfg.target })
         }
@@ -330,17 +337,19 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     let Wiring { credential, http, store } = wiring;
     let engine = Arc::new(Engine::new(store.clone(), cfg.clone()).with_stop(http.stop.clone()));
 
-    // A sync whose deletes were refused (a failed upload or listing, `max_delete`): why.
+    // A sync or delete whose deletes were refused (a failed upload or listing, `max_delete`): why.
     let mut refused = None;
     let mut cache_outputs = Vec::new();
     let mut report = Report::new(cfg.manifest.is_some());
     if cfg.artifacts.checksums_file.is_some() && !cfg.dry_run {
         report.collect_sums(&cfg.target);
     }
+    let mut linked = None;
     match cfg.action {
-        Action::Upload => run_upload(&engine, &credential, &mut report).await?,
+        Action::Upload => linked = run_upload(&engine, &credential, &mut report).await?,
         Action::Download => run_download(&engine, &credential, &mut report).await?,
         Action::Sync => refused = sync::run_sync(&engine, &credential, &mut report).await?,
+        Action::Delete => refused = delete::run_delete(&engine, &credential, &mut report).await?,
         Action::CacheSave | Action::CacheRestore => {
             cache_outputs = crate::transfer::cache::run(&engine, &credential, &mut report).await?;
         }
@@ -380,6 +389,14 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     }
     let mut pairs = outputs::pairs(&cfg, &summary, report.single_url(), &*store);
     pairs.extend(cache_outputs);
+    if let Some((expiry, rows)) = linked.filter(|(_, rows)| !rows.is_empty()) {
+        pairs.push(("link", report.single_link().unwrap_or_default().to_string()));
+        if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+            if let Err(e) = append(&path, &links::step_summary(&rows, &expiry)) {
+                report_errors.push(format!("cannot append the links table to GITHUB_STEP_SUMMARY: {e}"));
+            }
+        }
+    }
     if let Err(e) = outputs::write(&pairs) {
         report_errors.push(e.to_string());
     }
@@ -532,18 +549,37 @@ pub(crate) fn would_upload(eng: &Engine, it: &plan::UploadItem) -> FileResult {
     r
 }
 
-async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut Report) -> Result<(), RunError> {
+/// Appends `text` to the file at `path` (the Actions step summary).
+fn append(path: &std::ffi::OsStr, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new().append(true).create(true).open(path)?.write_all(text.as_bytes())
+}
+
+/// Runs an upload; with `link_expiry`, returns the links' expiry and each linked file's row.
+async fn run_upload(
+    engine: &Arc<Engine>,
+    credential: &Credential,
+    report: &mut Report,
+) -> Result<Option<(String, Vec<links::Row>)>, RunError> {
     let cfg = &engine.cfg;
     let (plan, total) = plan_for_upload(engine, report)?;
     if cfg.dry_run {
         for it in plan.files.iter() {
             report.push(would_upload(engine, &it));
         }
-        return Ok(());
+        return Ok(None);
     }
     if matches!(credential, Credential::None) {
         return Err(AuthError::Missing("no credentials".into()).into());
     }
+    let linker = match cfg.link_expiry {
+        Some(valid) => Some(
+            links::Linker::new(credential, &cfg.container, std::time::SystemTime::now(), valid)
+                .map_err(RunError::Settings)?,
+        ),
+        None => None,
+    };
+    let mut linked = Vec::new();
     engine.store.ensure_container(cfg.create_container).await?;
     engine.stop.arm();
     let c = &engine.progress.counters;
@@ -566,20 +602,32 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut 
             async move { (i, task.await.unwrap_or_else(|e| task_failed(&name, &local, size, e))) }
         })
         .buffer_unordered(cfg.concurrency)
-        .for_each(|(i, r)| {
+        .for_each(|(i, mut r)| {
+            // A stored file (sent now or already there) gets its link.
+            if let Some(l) = linker.as_ref().filter(|_| r.status != Status::Failed && r.status != Status::NotAttempted)
+            {
+                let link = l.link(&r.name, &r.url);
+                linked.push(links::Row {
+                    name: r.name.clone(),
+                    size: r.size,
+                    sha256: r.sha256.clone(),
+                    link: link.clone(),
+                });
+                r.link = Some(link);
+            }
             report.record(first + i, r);
             std::future::ready(())
         })
         .await;
     ticker.stop();
-    Ok(())
+    Ok(linker.map(|l| (l.expiry().to_string(), linked)))
 }
 
 /// Lists what the `source` selectors name: one listing per distinct prefix (a prefix
 /// covered by a shorter one is not listed again), filtered by the selectors; sorted by
 /// name, each name once (the last listed), held once (no map keyed by a copy of it).
 /// Lists what `source` selects; names the listing check refuses are recorded in `report`.
-async fn list_selected(engine: &Arc<Engine>, report: &mut Report) -> Result<Vec<RemoteItem>, RunError> {
+pub(crate) async fn list_selected(engine: &Arc<Engine>, report: &mut Report) -> Result<Vec<RemoteItem>, RunError> {
     let cfg = &engine.cfg;
     let selectors: Vec<RemoteSelector> =
         cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>()?;

@@ -4,7 +4,7 @@
 //! (the one file's URL when the run moved one file, else the target prefix's URL: the
 //! remote prefix of an upload, the source prefix of a download) and `manifest` (when set).
 //! A dry run transfers and deletes nothing: its done-counts are 0, and `would_transfer`
-//! (and, for a sync, `would_delete`) say what the real run would do.
+//! (and, for a sync or a delete, `would_delete`) say what the real run would do.
 //! A URL never carries a SAS. Later capabilities add their own keys here. An output file
 //! must be a regular file: it is opened without blocking and anything else (a FIFO, a
 //! device) is refused, naming its variable, so the step can never hang on it; each file is
@@ -37,12 +37,12 @@ pub fn pairs(
         ("bytes", done(summary.bytes_transferred).to_string()),
         ("url", url(cfg, single_url, store)),
     ];
-    if cfg.action == Action::Sync {
+    if matches!(cfg.action, Action::Sync | Action::Delete) {
         out.push(("deleted", done(summary.files_deleted).to_string()));
     }
     if summary.dry_run {
         out.push(("would_transfer", summary.files_transferred.to_string()));
-        if cfg.action == Action::Sync {
+        if matches!(cfg.action, Action::Sync | Action::Delete) {
             out.push(("would_delete", summary.files_deleted.to_string()));
         }
     }
@@ -59,7 +59,7 @@ fn url(cfg: &Config, single_url: Option<&str>, store: &dyn Store) -> String {
     let prefix = match cfg.action {
         Action::Upload | Action::Sync | Action::CacheSave | Action::CacheRestore => cfg.target.clone(),
         // One source: its literal part (up to the first wildcard); several: the container.
-        Action::Download => match cfg.sources.as_slice() {
+        Action::Download | Action::Delete => match cfg.sources.as_slice() {
             [one] => one.chars().take_while(|c| !"*?[{".contains(*c)).collect(),
             _ => String::new(),
         },

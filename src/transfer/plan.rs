@@ -369,7 +369,8 @@ pub fn join_remote(target: &str, name: &str) -> String {
     target.split('/').chain(name.split('/')).filter(|c| !c.is_empty()).collect::<Vec<_>>().join("/")
 }
 
-fn excluded(rel: &str, excludes: &[PathPattern]) -> bool {
+/// `rel` or one of its parent directories matches one of `excludes`.
+pub(crate) fn excluded(rel: &str, excludes: &[PathPattern]) -> bool {
     if excludes.is_empty() {
         return false;
     }

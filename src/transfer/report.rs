@@ -55,6 +55,9 @@ pub struct FileResult {
     /// Why it was skipped, or what failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// A read-only link to the stored file (`link_expiry`): outputs and manifest only, never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     /// Bytes an earlier interrupted run had already staged (not sent again).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub resumed_bytes: u64,
@@ -75,6 +78,7 @@ impl FileResult {
             etag: None,
             status: Status::Failed,
             reason: None,
+            link: None,
             resumed_bytes: 0,
         }
     }
@@ -139,7 +143,7 @@ impl Summary {
         ));
         out.push_str(&format!("{:<16}{:>8}  {:>12}\n", "skipped", self.files_skipped, human_bytes(self.bytes_skipped)));
         out.push_str(&format!("{:<16}{:>8}\n", "failed", self.files_failed));
-        if self.files_deleted > 0 || self.action == "sync" {
+        if self.files_deleted > 0 || self.action == "sync" || self.action == "delete" {
             let verb = if self.dry_run { "would delete" } else { "deleted" };
             out.push_str(&format!("{:<16}{:>8}\n", verb, self.files_deleted));
         }
@@ -207,6 +211,8 @@ pub struct Report {
     /// one-file run).
     named: u64,
     first_url: Option<String>,
+    /// The first named file's link (`link_expiry`).
+    first_link: Option<String>,
     /// Slots reserved so far.
     slots: usize,
     /// `None`: no manifest asked for. `Some(Err)`: the spool could not be created or
@@ -274,6 +280,7 @@ impl Report {
             self.named += 1;
             if self.first_url.is_none() {
                 self.first_url = Some(r.url.clone());
+                self.first_link = r.link.clone();
             }
         }
         if let Some(Ok(s)) = &mut self.spool {
@@ -293,6 +300,11 @@ impl Report {
     /// The URL of the one file with a remote name, when there is exactly one.
     pub fn single_url(&self) -> Option<&str> {
         self.first_url.as_deref().filter(|_| self.named == 1)
+    }
+
+    /// The link of the one file with a remote name, when there is exactly one and it has one.
+    pub fn single_link(&self) -> Option<&str> {
+        self.first_link.as_deref().filter(|_| self.named == 1)
     }
 
     /// The failed results in slot order.

@@ -17,19 +17,20 @@
 //!    stopped: delete what the selection lacks (Delete Blob / Delete File, in parallel
 //!    under the request budget, each pinned to the listed ETag: an item rewritten since
 //!    is kept and reported, see `Store::delete`), then, on Files, remove the directories
-//!    that emptied (deepest first; "not empty" is fine). Any failure before: nothing is
+//!    that emptied (deepest first; "not empty" is fine): [`super::delete::delete_all`], the
+//!    driver `action: delete` uses too. Any failure before: nothing is
 //!    deleted, the run exits 1 and says why.
 //!
 //! A dry run makes the same decisions (the unchanged-file comparison, the refusals) and
 //! stops before the first write.
 
 use std::cmp::Ordering as Cmp;
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
+use super::delete::{delete_all, deleted};
 use super::plan::UploadItem;
 use super::progress::Progress;
 use super::report::{FileResult, Report, Status};
@@ -93,24 +94,6 @@ pub fn merge<T>(
     }
     plan.deletes.extend(remote.map(|(_, r)| r));
     plan
-}
-
-/// The directories (strictly under `prefix`) that held `names`, deepest first.
-pub fn emptied_dirs<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &str) -> Vec<String> {
-    let mut dirs = BTreeSet::new();
-    for n in names {
-        let mut d = n;
-        while let Some((parent, _)) = d.rsplit_once('/') {
-            if parent.len() < prefix.len() || format!("{parent}/") == prefix {
-                break;
-            }
-            dirs.insert(parent.to_string());
-            d = parent;
-        }
-    }
-    let mut dirs: Vec<String> = dirs.into_iter().collect();
-    dirs.sort_by(|a, b| b.matches('/').count().cmp(&a.matches('/').count()).then_with(|| a.cmp(b)));
-    dirs
 }
 
 fn unattempted<'a>(eng: &Engine, items: impl Iterator<Item = &'a UploadItem>, why: &str, report: &mut Report) {
@@ -246,19 +229,8 @@ pub async fn run_sync(
         );
         return Ok(Some(why));
     }
-    delete_all(engine, sync.deletes, &prefix, report).await;
+    delete_all(engine, sync.deletes, &[prefix], report).await;
     Ok(None)
-}
-
-fn deleted(eng: &Engine, r: &RemoteItem, reason: &str) -> FileResult {
-    let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
-    res.status = Status::Deleted;
-    res.sha256 = r.sha256_string();
-    res.etag = r.etag_string();
-    if !reason.is_empty() {
-        res.reason = Some(reason.to_string());
-    }
-    res
 }
 
 /// Planned uploads with their report slots and listed copies.
@@ -387,63 +359,6 @@ fn panicked(e: String) -> FileResult {
     r
 }
 
-/// Deletes every listed item the selection lacks; then, on Files, removes the
-/// directories that emptied (deepest first; one still holding anything stays). The
-/// results are recorded in `report`, in the order of `deletes` (sorted by name).
-async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, prefix: &str, report: &mut Report) {
-    let first = report.reserve(deletes.len());
-    // Only Azure Files needs the names of what was deleted (its emptied directories).
-    let mut gone = Vec::new();
-    futures_util::stream::iter(deletes.into_iter().enumerate())
-        .map(|(i, r)| {
-            let eng = engine.clone();
-            async move {
-                if eng.stop.is_stopped() {
-                    return (i, not_attempted(&eng, &r.name, "", r.size));
-                }
-                match eng.with_request(eng.store.delete(&r)).await {
-                    Ok(()) => {
-                        tracing::info!("deleted {}", r.name);
-                        (i, deleted(&eng, &r, ""))
-                    }
-                    // Another writer replaced it after the listing: its version is kept.
-                    Err(e) if e.is_changed() => {
-                        let why = "not deleted: rewritten after it was listed (another writer got there first); kept";
-                        tracing::warn!("{}: {why}", r.name);
-                        let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
-                        res.status = Status::Skipped;
-                        res.reason = Some(why.into());
-                        (i, res)
-                    }
-                    Err(e) => {
-                        tracing::error!("failed: delete {}: {e}", r.name);
-                        let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
-                        res.reason = Some(format!("delete failed: {e}"));
-                        (i, res)
-                    }
-                }
-            }
-        })
-        .buffer_unordered(engine.cfg.concurrency)
-        .for_each(|(i, r)| {
-            if engine.cfg.service == Service::File && r.status == Status::Deleted {
-                gone.push(r.name.clone());
-            }
-            report.record(first + i, r);
-            std::future::ready(())
-        })
-        .await;
-    if engine.cfg.service == Service::File {
-        for dir in emptied_dirs(gone.iter().map(String::as_str), prefix) {
-            match engine.with_request(engine.store.remove_dir_if_empty(&dir)).await {
-                Ok(true) => tracing::info!("removed the emptied directory {dir}"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!("could not remove the directory {dir}: {e}"),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,12 +393,5 @@ mod tests {
         assert!(plan.deletes.is_empty() && plan.uploads[0].1.is_some());
         let plan = merge(vec!["t/B.txt"], |n| n, vec![remote("t/b.TXT")], "t/", false);
         assert_eq!(plan.deletes.len(), 1);
-    }
-
-    #[test]
-    fn emptied_dirs_are_deepest_first_and_stay_under_the_target() {
-        let d = emptied_dirs(["t/a/b/c.txt", "t/a/d.txt", "t/e/f.txt", "t/top.txt"], "t/");
-        assert_eq!(d, ["t/a/b", "t/a", "t/e"]);
-        assert_eq!(emptied_dirs(["a/b.txt", "c.txt"], ""), ["a"]);
     }
 }
