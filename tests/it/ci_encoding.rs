@@ -87,7 +87,13 @@ fn substitute(v: &str) -> String {
         let close = if rest[i..].starts_with("${{") { "}}" } else { "}" };
         let Some(end) = rest[i..].find(close) else { break };
         let var = rest[i + 2..i + end].trim_matches(|c: char| c == '{' || c.is_whitespace()).to_ascii_lowercase();
-        out.push_str(if var.ends_with("repo") || var.ends_with("repository") { "org/repo" } else { "abc123" });
+        out.push_str(if var.ends_with("repo") || var.ends_with("repository") {
+            "org/repo"
+        } else if var.contains("tenant_id") || var.contains("client_id") {
+            "11111111-1111-1111-1111-111111111111"
+        } else {
+            "abc123"
+        });
         rest = &rest[i + end + close.len()..];
     }
     out.push_str(rest);
@@ -375,6 +381,51 @@ fn run_download_example(at: &str, env: &BTreeMap<String, String>) {
     assert!(Path::new(file).starts_with(target), "{at}: `{file}` is not under `{target}`");
 }
 
+/// A delete example, for real against Azurite: a blob under the folder `source` names (and one
+/// outside it, for a folder source) is stored, the example deletes it and keeps the other; an
+/// `older_than` keeps the fresh blob instead.
+fn run_delete_example(at: &str, env: &BTreeMap<String, String>) {
+    let az = Azurite::shared();
+    let c = container("docdelete");
+    let source = env.get("PLUGIN_SOURCE").cloned().unwrap_or_default();
+    let folder: String = source.chars().take_while(|c| !"*?[{".contains(*c)).collect();
+    let seed = tempfile::tempdir().unwrap();
+    write(seed.path(), "site/index.html", b"preview");
+    let put = |target: &str| {
+        plugin(seed.path())
+            .azurite(az, &c)
+            .set("source", "site/**")
+            .set("strip_prefix", "site")
+            .set("target", target)
+            .run()
+            .assert_ok();
+    };
+    put(folder.trim_end_matches('/'));
+    let inside = format!("{folder}{}index.html", if folder.is_empty() || folder.ends_with('/') { "" } else { "/" });
+    if !folder.is_empty() {
+        put("elsewhere");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plugin(dir.path());
+    for (k, v) in env {
+        p = p.env(k, v.as_str());
+    }
+    for k in ["account_name", "sas_token", "connection_string", "tenant_id", "client_id", "federated_token"] {
+        p = p.unset(k);
+    }
+    let out = p.azurite(az, &c).run();
+    assert_eq!(out.code, 0, "{at}: the example fails as the engines pass it:\n{env:#?}\n{}", out.all());
+    let left = list(az, &c);
+    if env.contains_key("PLUGIN_OLDER_THAN") {
+        assert!(left.contains(&inside), "{at}: `older_than` deleted a fresh blob: {left:?}\n{}", out.all());
+    } else {
+        assert!(!left.contains(&inside), "{at}: `{inside}` was not deleted: {left:?}\n{}", out.all());
+    }
+    if !folder.is_empty() {
+        assert!(left.contains(&"elsewhere/index.html".to_string()), "{at}: deleted outside `{folder}`: {left:?}");
+    }
+}
+
 /// A cache example, for real against Azurite: the files its key hashes and (for a save)
 /// its `source` directories are made; a save must save (or find its key saved), a restore
 /// must restore or report a miss, both with exit 0.
@@ -388,6 +439,15 @@ fn run_cache_example(at: &str, env: &BTreeMap<String, String>) {
         for part in text.split("checksum \"").skip(1) {
             let file = part.split('"').next().unwrap();
             write(ws, file, b"lock file");
+        }
+        // `{{ hashFiles "GLOB" ... }}`: a file for each glob (the call's quoted arguments).
+        for call in text.split("hashFiles").skip(1) {
+            let args = call.split("}}").next().unwrap();
+            for glob in args.split('"').skip(1).step_by(2) {
+                for file in synthesize(glob) {
+                    write(ws, &file, b"lock file");
+                }
+            }
         }
     }
     let save = env.get("PLUGIN_ACTION").map(String::as_str) == Some("cache_save");
@@ -424,10 +484,18 @@ fn ci_encoding_every_documented_example_runs_as_the_engines_pass_it() {
         let at = format!("{}:{}", block["file"].as_str().unwrap(), block["line"]);
         assert!(block["error"].is_null(), "{at}: the YAML example does not parse: {}", block["error"]);
         for step in block["steps"].as_array().unwrap() {
-            let env = step_env(&encoded(step));
+            // An action's INPUT_<NAME> is read as PLUGIN_<NAME> (when that is absent): run it so.
+            let mut env = step_env(&encoded(step));
+            for (k, v) in env.clone() {
+                if let Some(name) = k.strip_prefix("INPUT_") {
+                    env.remove(&k);
+                    env.entry(format!("PLUGIN_{name}")).or_insert(v);
+                }
+            }
             match env.get("PLUGIN_ACTION").map(String::as_str) {
                 Some("download") => run_download_example(&at, &env),
                 Some("cache_save" | "cache_restore") => run_cache_example(&at, &env),
+                Some("delete") => run_delete_example(&at, &env),
                 _ => run_upload_example(&at, &env),
             }
             steps += 1;
