@@ -122,15 +122,19 @@ impl BlobStore {
             .header("content-length")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| StorageError::Protocol { op: "Get Blob Properties", detail: "no Content-Length".into() })?;
-        Ok(Some(RemoteItem {
-            name: name.to_string(),
-            size,
-            etag: resp.header("etag").map(Into::into),
-            content_md5: resp.header("content-md5").map(Md5::parse),
-            sha256: resp.header("x-ms-meta-sha256").map(|s| Sha256::parse(&s.to_ascii_lowercase())),
-            archived: resp.header("x-ms-access-tier").is_some_and(is_archive_tier),
-            last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
-        }))
+        Ok(Some(
+            RemoteItem {
+                name: name.to_string(),
+                size,
+                etag: resp.header("etag").map(Into::into),
+                content_md5: resp.header("content-md5").map(Md5::parse),
+                sha256: resp.header("x-ms-meta-sha256").map(|s| Sha256::parse(&s.to_ascii_lowercase())),
+                archived: resp.header("x-ms-access-tier").is_some_and(is_archive_tier),
+                last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
+                metadata: None,
+            }
+            .with_meta_headers(&resp.headers),
+        ))
     }
 
     /// [List Blobs](https://learn.microsoft.com/rest/api/storageservices/list-blobs), one page.
@@ -388,6 +392,7 @@ pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)
             ["EnumerationResults", "Blobs", "Blob", "Metadata", key] if key.eq_ignore_ascii_case("sha256") => {
                 cur.item.sha256 = Some(Sha256::parse(&v.trim().to_ascii_lowercase()))
             }
+            ["EnumerationResults", "Blobs", "Blob", "Metadata", key] => cur.item.push_meta(key, &v),
             ["EnumerationResults", "Blobs", "Blob"] => {
                 let BlobEntry { mut item, name, size } = std::mem::take(&mut cur);
                 let name = name.ok_or_else(|| bad("a <Blob> without a <Name>".into()))?;

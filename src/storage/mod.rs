@@ -262,9 +262,40 @@ pub struct RemoteItem {
     pub archived: bool,
     /// Last-Modified, when the listing or the properties carry it (cache `restore_keys`).
     pub last_modified: Option<std::time::SystemTime>,
+    /// Other metadata (names lowercased, `sha256` left out), when the listing or the
+    /// properties carry any: boxed, so an item without any costs one word.
+    pub metadata: Option<Box<Vec<(String, String)>>>,
 }
 
 impl RemoteItem {
+    /// The stored metadata value of `name` (lowercase), when there is one.
+    pub fn meta(&self, name: &str) -> Option<&str> {
+        self.metadata.as_deref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Adds one metadata pair as the service sent it (at most 64 are kept; `sha256` has
+    /// its own field).
+    pub fn push_meta(&mut self, name: &str, value: &str) {
+        let name = name.to_ascii_lowercase();
+        if name == "sha256" {
+            return;
+        }
+        let m = self.metadata.get_or_insert_with(Default::default);
+        if m.len() < 64 {
+            m.push((name, value.trim().to_string()));
+        }
+    }
+
+    /// The metadata of a Get Properties response (`x-ms-meta-*` headers).
+    pub fn with_meta_headers(mut self, headers: &reqwest::header::HeaderMap) -> Self {
+        for (k, v) in headers {
+            if let (Some(name), Ok(v)) = (k.as_str().strip_prefix("x-ms-meta-"), v.to_str()) {
+                self.push_meta(name, v);
+            }
+        }
+        self
+    }
+
     /// In a tier that cannot be read until rehydrated (Blob `Archive`).
     pub fn is_archived(&self) -> bool {
         self.archived
