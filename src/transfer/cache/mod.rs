@@ -1,21 +1,33 @@
 //! Cache mode: `action: cache_save` / `cache_restore` (docs/cache.md).
 //!
-//! Save: the `source` directories become one tar+zstd archive streamed into
-//! `<target>/<key>.tar.zst` through the chunked upload path (no temporary file, memory
-//! within `max_memory`, the archive's SHA-256 stored as metadata `sha256`); an existing
-//! key is not written again unless `overwrite: true` is set explicitly (and the commit is
-//! conditional, so two runs saving one key at once never replace each other's archive).
+//! Tiers: archives live under `<target>/<tier>/<key>.tar.zst`, the tier being the run's
+//! trust (`Config::trust`). A run writes only its own tier; a trusted run reads only the
+//! trusted tier, an untrusted one the trusted tier, then its own, then (for one release)
+//! the plain `<target>/<key>.tar.zst` layout of earlier versions ([`Place`]). Each archive
+//! records its identity (`cache_format`, `cache_sources`: another `source` set is a miss)
+//! and its writer (`cache_event`, `cache_ref`, ...), printed on restore.
+//!
+//! Save: the `source` directories become one tar+zstd archive streamed into the run's
+//! tier through the chunked upload path (no temporary file, memory within `max_memory`,
+//! the archive's SHA-256 stored as metadata `sha256`); an existing key is not written
+//! again unless `overwrite: true` is set explicitly (and the commit is conditional, so two
+//! runs saving one key at once never replace each other's archive).
 //!
 //! Restore: the exact key, else the newest archive (Last-Modified) under the first
-//! `restore_keys` prefix with any match; downloaded in parallel ranges fed in order into
-//! zstd and tar, extracted safely and moved into place only once verified
+//! `restore_keys` prefix with any match, place by place; downloaded in parallel ranges fed
+//! in order into zstd and tar, extracted safely and moved into place only once verified
 //! ([`extract`]). A miss is not an error unless `fail_on_miss`. Before anything is
 //! downloaded, a `source` under a link or a mount point is refused, staging directories of
 //! killed restores are removed, and the archive's zstd window is read from its header and
-//! taken from `max_memory` (a larger one is refused).
+//! taken from `max_memory` (a larger one is refused). `lookup_only` (and a `dry_run`
+//! restore with credentials) only looks up.
+//!
+//! A service or network failure is a warning with `cache_error` in the outputs unless
+//! `fail_on_cache_error`; refused and corrupt archives always fail the step.
 //!
 //! Outputs: `cache_hit` (`true` only when the exact key was restored, so a later
-//! `cache_save` can be skipped) and `cache_key` (the key restored, empty on a miss).
+//! `cache_save` can be skipped), `cache_key` (the key restored, empty on a miss),
+//! `cache_matched_key` (the key restored or found) and `cache_error`.
 
 pub mod archive;
 pub mod extract;
