@@ -264,13 +264,17 @@ pub struct RemoteItem {
     pub last_modified: Option<std::time::SystemTime>,
     /// Other metadata (names lowercased, `sha256` left out), when the listing or the
     /// properties carry any: boxed, so an item without any costs one word.
-    pub metadata: Option<Box<Vec<(String, String)>>>,
+    pub metadata: Option<Box<Metadata>>,
 }
+
+/// Metadata pairs of a [`RemoteItem`] (names lowercased), boxed there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata(pub Vec<(String, String)>);
 
 impl RemoteItem {
     /// The stored metadata value of `name` (lowercase), when there is one.
     pub fn meta(&self, name: &str) -> Option<&str> {
-        self.metadata.as_deref()?.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.metadata.as_deref()?.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// Adds one metadata pair as the service sent it (at most 64 are kept; `sha256` has
@@ -281,8 +285,8 @@ impl RemoteItem {
             return;
         }
         let m = self.metadata.get_or_insert_with(Default::default);
-        if m.len() < 64 {
-            m.push((name, value.trim().to_string()));
+        if m.0.len() < 64 {
+            m.0.push((name, value.trim().to_string()));
         }
     }
 
