@@ -461,9 +461,8 @@ impl FilesStore {
                 etag: resp.header("etag").map(Into::into),
                 content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(super::digest::Md5::parse),
                 sha256: resp.header("x-ms-meta-sha256").map(|s| super::digest::Sha256::parse(&s.to_ascii_lowercase())),
-                archived: false,
                 last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
-                metadata: None,
+                extra: None,
             }
             .with_meta_headers(&resp.headers),
         ))

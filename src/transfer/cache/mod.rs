@@ -419,22 +419,22 @@ async fn find(eng: &Arc<Engine>, root: &Root, key: &str) -> Result<Option<Found>
                 .filter(|i| i.name.starts_with(&full) && i.name.ends_with(SUFFIX))
                 .filter(|i| place != Place::Legacy || !in_tier(&i.name))
                 .collect();
-            for m in matches.iter_mut().filter(|m| m.last_modified.is_none() || m.metadata.is_none()) {
+            for m in matches.iter_mut().filter(|m| m.last_modified.is_none()) {
                 if let Some(p) = eng.with_request(eng.store.properties(&m.name)).await? {
                     *m = p;
                 }
             }
             matches.sort_by(|a, b| (a.last_modified, &a.name).cmp(&(b.last_modified, &b.name)));
-            while let Some(newest) = matches.pop() {
+            while let Some(mut newest) = matches.pop() {
+                // A listing without the metadata (Azure Files lists none): ask once.
+                if newest.extra.is_none() || newest.sha256.is_none() {
+                    newest = eng.with_request(eng.store.properties(&newest.name)).await?.unwrap_or(newest);
+                }
                 if let Some(why) = identity_problem(cfg, &newest) {
                     tracing::info!("cache `{}` in {} passed over: {why}", key_of(&dir, &newest.name), place.describe());
                     continue;
                 }
-                let item = match newest.sha256 {
-                    Some(_) => newest,
-                    None => eng.with_request(eng.store.properties(&newest.name)).await?.unwrap_or(newest),
-                };
-                return Ok(Some(Found { item, exact: false, place }));
+                return Ok(Some(Found { item: newest, exact: false, place }));
             }
         }
         tracing::info!("restore key `{prefix}`: no match");
