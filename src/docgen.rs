@@ -64,6 +64,8 @@ pub const OUTPUTS: &[(&str, &str)] = &[
     ("link", "Upload with `link_expiry`: the read-only link (a SAS URL) of the file when one file was uploaded, else empty (each manifest entry has its own `link`). A secret for its lifetime: never logged."),
     ("cache_hit", "`cache_restore`: `true` when the exact `cache_key` was restored, else `false` (a `restore_keys` match or a miss)."),
     ("cache_key", "Cache modes: the key saved, or the key restored (empty on a miss)."),
+    ("cache_matched_key", "`cache_restore`: the key of the archive restored, or found with `lookup_only` or `dry_run` (the exact key or a `restore_keys` match; empty on a miss)."),
+    ("cache_error", "Cache modes: why the service or the network failed, when it did and `fail_on_cache_error` is not set (the step then exits 0 with a warning)."),
 ];
 
 /// A YAML double-quoted scalar (JSON string syntax is a subset of it).
@@ -299,7 +301,8 @@ pub fn settings_markdown() -> String {
         "`transferred`, `skipped` and `failed` (file counts), `bytes` (bytes transferred), `url` (the\n",
         "file's URL when the run moved one file, else the URL of the target prefix: `target` on\n",
         "upload, the `source` prefix on download; never with a SAS) and `manifest` (when set); the\n",
-        "cache modes add `cache_hit` (`true` when the exact key was restored) and `cache_key`. E.g.\n",
+        "cache modes add `cache_hit` (`true` when the exact key was restored), `cache_key`,\n",
+        "`cache_matched_key` and, after a service failure, `cache_error`. E.g.\n",
         "`transferred=12`, `url=https://mystorage.blob.core.windows.net/artifacts/org/repo/abc123/`;\n",
         "read them as `${{ steps.<id>.outputs.url }}` in Actions. A file that cannot be appended to\n",
         "is named after the summary and the run exits `1` (the transfers stand as reported).\n\n",

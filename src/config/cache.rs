@@ -58,6 +58,44 @@ pub struct CacheSettings {
     pub overwrite_explicit: bool,
     /// `cache_restore`: the most the archive may expand to in the workspace.
     pub max_restore_size: u64,
+    /// `cache_restore`: find the archive and set the outputs, download nothing.
+    pub lookup_only: bool,
+    /// A service or network failure fails the step (by default: a warning, exit 0).
+    pub fail_on_cache_error: bool,
+    /// The run that writes an archive (`cache_event`, `cache_ref`, `cache_commit`,
+    /// `cache_build`, `cache_link`), header-safe, stored with it and printed on restore.
+    pub writer: Vec<(String, String)>,
+}
+
+/// The archive format stored as metadata `cache_format`: another one is a miss.
+pub const FORMAT: &str = "tar+zstd/1";
+
+/// The `source` list as stored in metadata `cache_sources`: sorted, comma-separated, each
+/// name percent-encoded where it is not visible ASCII (and `%` and `,`), so the same set
+/// always gives the same value and another set another one.
+pub fn sources_identity(sources: &[String]) -> String {
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b',').add(b' ');
+    let mut names: Vec<String> =
+        sources.iter().map(|s| percent_encoding::utf8_percent_encode(s, SET).to_string()).collect();
+    names.sort();
+    names.dedup();
+    names.join(",")
+}
+
+/// Who writes an archive: the CI event, ref, commit, build number and link of the run.
+fn writer(raw: &RawSettings) -> Vec<(String, String)> {
+    let prov = super::provenance(raw);
+    let from_prov = |k: &str| prov.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    [
+        ("cache_event", super::ci::event(raw)),
+        ("cache_ref", branch(raw)),
+        ("cache_commit", from_prov("ci_commit")),
+        ("cache_build", from_prov("ci_build")),
+        ("cache_link", from_prov("ci_link")),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k.to_string(), super::values::header_safe(&v))))
+    .collect()
 }
 
 /// The branch of the run, from the CI's own variables.
@@ -275,6 +313,16 @@ pub(super) fn parse(raw: &RawSettings, caching: bool, problems: &mut super::Prob
             Err(e) => bad("max_restore_size", e),
         }
     }
+    for (setting, flag) in
+        [("lookup_only", &mut out.lookup_only), ("fail_on_cache_error", &mut out.fail_on_cache_error)]
+    {
+        match raw.get(setting).map(|v| (v, super::parse_bool(v))) {
+            Some((_, Some(b))) => *flag = b,
+            Some((v, None)) => bad(setting, format!("`{v}` is not a boolean (true or false)")),
+            None => {}
+        }
+    }
+    out.writer = writer(raw);
     out.overwrite_explicit = raw.get("overwrite").map(|v| v.trim().eq_ignore_ascii_case("true")).unwrap_or(false);
     out
 }
@@ -393,6 +441,33 @@ mod tests {
             let (out, e) = run(&[whole]);
             assert!(out.is_empty() && e[0].contains("is the whole workspace"), "{whole}: {e:?}");
         }
+    }
+
+    #[test]
+    fn the_source_identity_is_the_sorted_set_escaped() {
+        let id = |l: &[&str]| sources_identity(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(id(&["target", ".cargo/registry"]), ".cargo/registry,target");
+        assert_eq!(id(&["target", ".cargo/registry"]), id(&[".cargo/registry", "target"]));
+        assert_ne!(id(&["a,b"]), id(&["a", "b"]), "a comma in a name is not a separator");
+        assert_eq!(id(&["é x%"]), "%C3%A9%20x%25");
+    }
+
+    #[test]
+    fn the_writer_is_the_event_ref_commit_and_link() {
+        let r = raw(&[
+            ("DRONE_BUILD_EVENT", "pull_request"),
+            ("DRONE_BRANCH", "main"),
+            ("DRONE_COMMIT_SHA", "abc"),
+            ("DRONE_BUILD_LINK", "https://ci/x/1"),
+        ]);
+        let w = writer(&r);
+        assert_eq!(w[0], ("cache_event".into(), "DRONE_BUILD_EVENT=pull_request".into()));
+        assert_eq!(w[1], ("cache_ref".into(), "main".into()));
+        assert!(
+            w.contains(&("cache_commit".into(), "abc".into()))
+                && w.contains(&("cache_link".into(), "https://ci/x/1".into())),
+            "{w:?}"
+        );
     }
 
     #[test]

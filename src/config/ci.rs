@@ -76,6 +76,12 @@ pub fn trust(raw: &RawSettings, mode: TrustMode) -> Trust {
     Trust { tier, why, forced_over }
 }
 
+/// The run's event as `VAR=value` (the first CI event variable set), for the writer of
+/// a cache archive.
+pub fn event(raw: &RawSettings) -> Option<String> {
+    EVENTS.iter().find_map(|(var, _)| raw.var(var).map(|v| shown(var, v.trim())))
+}
+
 /// CI variables naming the run, for provenance metadata and the User-Agent.
 pub fn provenance(raw: &RawSettings) -> Vec<(String, String)> {
     let pick = |names: &[&str]| names.iter().find_map(|n| raw.var(n)).map(str::to_string);

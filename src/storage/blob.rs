@@ -123,16 +123,19 @@ impl BlobStore {
             .header("content-length")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| StorageError::Protocol { op: "Get Blob Properties", detail: "no Content-Length".into() })?;
-        Ok(Some(RemoteItem {
+        let mut item = RemoteItem {
             name: name.to_string(),
             size,
             etag: resp.header("etag").map(Into::into),
             content_md5: resp.header("content-md5").map(Md5::parse),
             sha256: resp.header("x-ms-meta-sha256").map(|s| Sha256::parse(&s.to_ascii_lowercase())),
-            archived: resp.header("x-ms-access-tier").is_some_and(is_archive_tier),
             last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
             mode: resp.header("x-ms-meta-mode").and_then(|v| super::parse_mode(name, v)),
-        }))
+            extra: None,
+        }
+        .with_meta_headers(&resp.headers);
+        item.set_archived(resp.header("x-ms-access-tier").is_some_and(is_archive_tier));
+        Ok(Some(item))
     }
 
     /// [List Blobs](https://learn.microsoft.com/rest/api/storageservices/list-blobs), one page.
@@ -383,7 +386,7 @@ pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)
                 }
                 "Content-MD5" => cur.item.content_md5 = Some(v.trim()).filter(|s| !s.is_empty()).map(Md5::parse),
                 "Etag" => cur.item.etag = Some(v.trim().into()),
-                "AccessTier" => cur.item.archived = is_archive_tier(v.trim()),
+                "AccessTier" => cur.item.set_archived(is_archive_tier(v.trim())),
                 "Last-Modified" => cur.item.last_modified = httpdate::parse_http_date(v.trim()).ok(),
                 _ => {}
             },
@@ -393,6 +396,7 @@ pub fn parse_list_blobs(body: &[u8]) -> Result<(Vec<RemoteItem>, Option<String>)
             ["EnumerationResults", "Blobs", "Blob", "Metadata", key] if key.eq_ignore_ascii_case(MODE_METADATA) => {
                 cur.item.mode = super::parse_mode(cur.name.as_deref().unwrap_or_default(), &v)
             }
+            ["EnumerationResults", "Blobs", "Blob", "Metadata", key] => cur.item.push_meta(key, &v),
             ["EnumerationResults", "Blobs", "Blob"] => {
                 let BlobEntry { mut item, name, size } = std::mem::take(&mut cur);
                 let name = name.ok_or_else(|| bad("a <Blob> without a <Name>".into()))?;

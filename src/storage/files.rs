@@ -454,16 +454,19 @@ impl FilesStore {
             .header("content-length")
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| StorageError::Protocol { op: "Get File Properties", detail: "no Content-Length".into() })?;
-        Ok(Some(RemoteItem {
-            name: name.to_string(),
-            size,
-            etag: resp.header("etag").map(Into::into),
-            content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(super::digest::Md5::parse),
-            sha256: resp.header("x-ms-meta-sha256").map(|s| super::digest::Sha256::parse(&s.to_ascii_lowercase())),
-            archived: false,
-            last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
-            mode: resp.header("x-ms-meta-mode").and_then(|v| super::parse_mode(name, v)),
-        }))
+        Ok(Some(
+            RemoteItem {
+                name: name.to_string(),
+                size,
+                etag: resp.header("etag").map(Into::into),
+                content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(super::digest::Md5::parse),
+                sha256: resp.header("x-ms-meta-sha256").map(|s| super::digest::Sha256::parse(&s.to_ascii_lowercase())),
+                last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
+                extra: None,
+                mode: resp.header("x-ms-meta-mode").and_then(|v| super::parse_mode(name, v)),
+            }
+            .with_meta_headers(&resp.headers),
+        ))
     }
 
     /// [Get File](https://learn.microsoft.com/rest/api/storageservices/get-file) with `x-ms-range`.

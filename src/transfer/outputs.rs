@@ -5,7 +5,9 @@
 //! remote prefix of an upload, the source prefix of a download) and `manifest` (when set).
 //! A dry run transfers and deletes nothing: its done-counts are 0, and `would_transfer`
 //! (and, for a sync or a delete, `would_delete`) say what the real run would do.
-//! A URL never carries a SAS. Later capabilities add their own keys here. An output file
+//! A URL never carries a SAS. The cache modes add `cache_hit`, `cache_key`,
+//! `cache_matched_key` and `cache_error` (made in `transfer::cache`). Later capabilities
+//! add their own keys here. An output file
 //! must be a regular file: it is opened without blocking and anything else (a FIFO, a
 //! device) is refused, naming its variable, so the step can never hang on it; each file is
 //! written on its own, so one that fails does not keep the other from being written.

@@ -63,7 +63,7 @@ fn cache_save_then_restore_round_trips_the_tree() {
     // Small blocks and a small budget: the archive goes up in many blocks, memory-bounded.
     let out = cache(&ws, az, &c, "cache_save").set("block_size", "64KiB").set("max_memory", "1MiB").run();
     out.assert_ok().assert_contains(&format!("cache `{key}` saved"));
-    let name = format!("caches/{key}.tar.zst");
+    let name = format!("caches/trusted/{key}.tar.zst");
     assert_eq!(list(az, &c), vec![name.clone()]);
     let (blob, props) = fetch(az, &c, &name);
     assert_eq!(props["metadata"]["sha256"].as_str().unwrap(), sha256_hex(&blob), "the archive's SHA-256 is stored");
@@ -108,7 +108,7 @@ fn cache_save_does_not_write_an_existing_key_again_unless_overwrite_true() {
     let dir = tempfile::tempdir().unwrap();
     seed(dir.path());
     let key = key_of(dir.path());
-    let name = format!("caches/{key}.tar.zst");
+    let name = format!("caches/trusted/{key}.tar.zst");
     cache(dir.path(), az, &c, "cache_save").run().assert_ok();
     let etag = fetch(az, &c, &name).1["etag"].clone();
     write(dir.path(), "target/new.txt", b"new");
@@ -236,7 +236,7 @@ fn store(az: &Azurite, c: &str, dir: &Path, archive: &[u8], sha: Option<&str>) {
     std::fs::write(&f, archive).unwrap();
     py(az, &["create-container", c]);
     let sha = sha.map(str::to_string).unwrap_or_else(|| sha256_hex(archive));
-    py(az, &["put", c, "caches/k.tar.zst", f.to_str().unwrap(), "--metadata", &format!("sha256={sha}")]);
+    py(az, &["put", c, "caches/trusted/k.tar.zst", f.to_str().unwrap(), "--metadata", &format!("sha256={sha}")]);
 }
 
 /// A workspace with an older cache in place, the file outside it that an attack aims at,
@@ -387,7 +387,7 @@ fn cache_restore_from_azure_files_of_an_uploaded_archive() {
     ]);
     write(&seed, "k.tar.zst", &archive);
     // An ordinary upload stores it with its `sha256`, as a save would.
-    files(&seed).set("source", "k.tar.zst").set("target", "caches").run().assert_ok();
+    files(&seed).set("source", "k.tar.zst").set("target", "caches/trusted").run().assert_ok();
     let ws = dir.path().join("ws");
     std::fs::create_dir_all(&ws).unwrap();
     let restore = files(&ws).set("action", "cache_restore").set("source", "cache").set("target", "caches");
@@ -424,7 +424,7 @@ fn cache_save_to_azure_files_grows_the_file_and_round_trips() {
     let ws = dir.path().join("ws");
     seed(&ws);
     let key = key_of(&ws);
-    let path = format!("caches/{key}.tar.zst");
+    let path = format!("caches/trusted/{key}.tar.zst");
     fake.clear_log();
     files(&ws, "cache_save").run().assert_ok().assert_contains(&format!("cache `{key}` saved"));
     let stored = fake.file("share", &path).expect("the archive is stored under its final name");
@@ -469,7 +469,7 @@ fn cache_save_to_azure_files_never_replaces_an_archive_saved_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path().join("ws");
     seed(&ws);
-    let path = format!("caches/{}.tar.zst", key_of(&ws));
+    let path = format!("caches/trusted/{}.tar.zst", key_of(&ws));
     fake.race_on_rename("share", &path, b"the other run's archive");
     let out = plugin(&ws)
         .set("service", "file")
@@ -571,7 +571,7 @@ fn a_restore_key_listing_naming_dot_dot_is_refused_and_nothing_outside_target_is
     let save_ws = dir.path().join("save");
     write(&save_ws, "target/evil.txt", b"evil");
     cache(&save_ws, az, &c, "cache_save").set("target", "other").set("cache_key", "evil").run().assert_ok();
-    let inject = "<Blob><Name>caches/dep-1/../../other/evil.tar.zst</Name><Properties><Content-Length>100</Content-Length><Etag>\"0x1\"</Etag></Properties></Blob>";
+    let inject = "<Blob><Name>caches/trusted/dep-1/../../../other/trusted/evil.tar.zst</Name><Properties><Content-Length>100</Content-Length><Etag>\"0x1\"</Etag></Properties></Blob>";
     // Nothing is stored under `caches/`: the page is empty but for the injected entry.
     let proxy = FaultProxy::start(
         az,
@@ -610,7 +610,7 @@ fn a_cache_restore_from_a_missing_container_says_so() {
     assert_eq!(tree(&ws), vec!["Cargo.lock"]);
 }
 
-/// A restore into `ws` of `sources` from the cache blob `caches/k.tar.zst`.
+/// A restore into `ws` of `sources` from the cache blob `caches/trusted/k.tar.zst`.
 fn restore_of(ws: &Path, az: &Azurite, c: &str, sources: &str) -> Plugin {
     plugin(ws)
         .azurite(az, c)
@@ -948,7 +948,7 @@ fn cache_hash_files_key_is_the_same_after_a_restore_changed_the_cached_directory
     lay_out(&ws, b"what the build left in the cached directory");
     let key = format!("cargo-{}", hash_files_of(&ws, &["Cargo.lock", "crates/a/Cargo.lock", "rust-toolchain.toml"]));
     hashed_cache(&ws, az, &c, "cache_save").run().assert_ok().assert_contains(&format!("cache `{key}` saved"));
-    assert_eq!(list(az, &c), vec![format!("caches/{key}.tar.zst")]);
+    assert_eq!(list(az, &c), vec![format!("caches/trusted/{key}.tar.zst")]);
 
     // Another run: the same lock files, another `target/Cargo.lock` (inside the cached directory).
     let ws2 = dir.path().join("ws2");
@@ -1020,7 +1020,7 @@ fn cache_hash_files_does_not_hash_a_link_to_a_file_outside_the_workspace() {
     // What the link points at changes: the key does not.
     std::fs::write(&outside, b"changed outside").unwrap();
     save(&ws).run().assert_ok().assert_contains(&format!("cache `{key}` exists: not saved again"));
-    assert_eq!(list(az, &c), vec![format!("caches/{key}.tar.zst")]);
+    assert_eq!(list(az, &c), vec![format!("caches/trusted/{key}.tar.zst")]);
 }
 
 /// Issue 22's adversarial pass: a cache dry run makes the real run's decisions. Before, it
@@ -1062,7 +1062,7 @@ fn cache_dry_runs_make_the_real_runs_decisions() {
     run("cache_save", "deps", "deps", true).assert_code(0).assert_contains("exists").assert_lacks("would save");
     // A key that does not exist yet: the dry run would save it, and stores nothing.
     run("cache_save", "deps", "deps2", true).assert_code(0).assert_contains("would save deps");
-    assert_eq!(list(az, &c), vec!["caches/deps.tar.zst".to_string()]);
+    assert_eq!(list(az, &c), vec!["caches/trusted/deps.tar.zst".to_string()]);
     // A container that does not exist, `create_container: false`: the real run's exit 3.
     let missing = container("cachedrynone");
     let to_missing = |dry: bool| {
@@ -1088,6 +1088,261 @@ fn cache_dry_runs_make_the_real_runs_decisions() {
     std::fs::remove_dir_all(ws.join("deps")).unwrap();
     run("cache_restore", "deps", "deps", true)
         .assert_code(0)
-        .assert_contains("would restore deps from `caches/deps.tar.zst`");
+        .assert_contains("cache `deps` found in the trusted tier")
+        .assert_contains("not downloaded (dry run)");
     assert!(!ws.join("deps").exists(), "a dry run restored the cache");
+}
+
+// Issue 23 items 2, 3, 4, 6: cache tiers, identity, `lookup_only`, cache errors.
+
+/// A `cache` run of one directory `target` under `caches/`, with key `key` and CI variables.
+fn tiered(ws: &Path, az: &Azurite, c: &str, action: &str, key: &str, env: &[(&str, &str)]) -> Plugin {
+    let mut p = cache(ws, az, c, action).set("source", "target").set("cache_key", key);
+    for (k, v) in env {
+        p = p.env(k, *v);
+    }
+    p
+}
+
+const PR: &[(&str, &str)] = &[("DRONE_BUILD_EVENT", "pull_request"), ("DRONE_BRANCH", "main")];
+const PUSH: &[(&str, &str)] =
+    &[("DRONE_BUILD_EVENT", "push"), ("DRONE_BRANCH", "main"), ("DRONE_COMMIT_SHA", "abc123")];
+
+/// Before: a pull-request run saved `caches/k.tar.zst`, the very name a trusted run
+/// restores (with `overwrite: true`, over the trusted archive).
+#[test]
+fn a_pull_request_run_writes_only_the_untrusted_tier_and_restores_the_trusted_one() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("tier-pr");
+    let dir = tempfile::tempdir().unwrap();
+    let trusted_ws = dir.path().join("trusted");
+    write(&trusted_ws, "target/who.txt", b"trusted");
+    tiered(&trusted_ws, az, &c, "cache_save", "k", PUSH).run().assert_ok();
+    assert_eq!(list(az, &c), vec!["caches/trusted/k.tar.zst"]);
+    let (_, props) = fetch(az, &c, "caches/trusted/k.tar.zst");
+    let meta = &props["metadata"];
+    assert_eq!(meta["cache_event"], "DRONE_BUILD_EVENT=push", "{meta}");
+    assert_eq!(meta["cache_ref"], "main", "{meta}");
+    assert_eq!(meta["cache_commit"], "abc123", "{meta}");
+    assert_eq!(meta["cache_sources"], "target", "{meta}");
+    assert_eq!(meta["cache_format"], "tar+zstd/1", "{meta}");
+    let etag = props["etag"].clone();
+
+    let pr_ws = dir.path().join("pr");
+    write(&pr_ws, "target/who.txt", b"pull request");
+    for overwrite in ["false", "true"] {
+        let mut p = tiered(&pr_ws, az, &c, "cache_save", "k", PR);
+        if overwrite == "true" {
+            p = p.set("overwrite", "true");
+        }
+        p.run().assert_ok();
+    }
+    assert_eq!(list(az, &c), vec!["caches/trusted/k.tar.zst", "caches/untrusted/k.tar.zst"]);
+    assert_eq!(fetch(az, &c, "caches/trusted/k.tar.zst").1["etag"], etag, "the trusted archive was rewritten");
+
+    // A pull-request restore reads the trusted tier first, and says who wrote it.
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    tiered(&ws, az, &c, "cache_restore", "k", PR)
+        .run()
+        .assert_ok()
+        .assert_contains(
+            "cache `k` found in the trusted tier, written by event=DRONE_BUILD_EVENT=push, ref=main, commit=abc123",
+        )
+        .assert_contains("cache `k` restored");
+    assert_eq!(std::fs::read(ws.join("target/who.txt")).unwrap(), b"trusted");
+}
+
+/// Before: a trusted run's `restore_keys` fallback took the newest match, whoever wrote it.
+#[test]
+fn a_trusted_run_never_restores_an_untrusted_archive_even_a_newer_fallback_match() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("tier-fallback");
+    let dir = tempfile::tempdir().unwrap();
+    let save = |tag: &str, key: &str, env: &[(&str, &str)]| {
+        let ws = dir.path().join(format!("save-{tag}"));
+        write(&ws, "target/who.txt", tag.as_bytes());
+        tiered(&ws, az, &c, "cache_save", key, env).run().assert_ok();
+    };
+    save("trusted", "deps-1", PUSH);
+    // Last-Modified has a resolution of one second: the pull request's archive is newer.
+    std::thread::sleep(Duration::from_millis(1100));
+    save("pr", "deps-2", PR);
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let outfile = dir.path().join("out");
+    tiered(&ws, az, &c, "cache_restore", "deps-3", PUSH)
+        .set("restore_keys", "deps-")
+        .env("DRONE_OUTPUT", outfile.to_str().unwrap())
+        .run()
+        .assert_ok()
+        .assert_contains("cache `deps-1` restored (a restore_keys match)");
+    assert_eq!(std::fs::read(ws.join("target/who.txt")).unwrap(), b"trusted");
+    let o = outputs(&outfile);
+    assert_eq!(o.get("cache_matched_key").map(String::as_str), Some("deps-1"), "{o:?}");
+    // The untrusted archive's exact key is a miss for a trusted run.
+    let ws2 = dir.path().join("ws2");
+    std::fs::create_dir_all(&ws2).unwrap();
+    tiered(&ws2, az, &c, "cache_restore", "deps-2", PUSH).run().assert_ok().assert_contains("cache miss");
+    assert!(tree(&ws2).is_empty(), "{:?}", tree(&ws2));
+    // A pull request finds its own tier's exact key.
+    tiered(&ws2, az, &c, "cache_restore", "deps-2", PR)
+        .run()
+        .assert_ok()
+        .assert_contains("cache `deps-2` found in the untrusted tier");
+    assert_eq!(std::fs::read(ws2.join("target/who.txt")).unwrap(), b"pr");
+}
+
+/// The layout of earlier versions (`<target>/<key>.tar.zst`) stays readable for one
+/// release, as untrusted.
+#[test]
+fn a_legacy_plain_archive_is_restored_only_by_an_untrusted_run() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("tier-legacy");
+    let dir = tempfile::tempdir().unwrap();
+    let save_ws = dir.path().join("save");
+    write(&save_ws, "target/who.txt", b"legacy");
+    tiered(&save_ws, az, &c, "cache_save", "k", PUSH).set("target", "made").run().assert_ok();
+    // As an earlier version stored it: the plain name, `sha256` only.
+    let (data, props) = fetch(az, &c, "made/trusted/k.tar.zst");
+    let f = dir.path().join("k.tar.zst");
+    std::fs::write(&f, &data).unwrap();
+    let sha = props["metadata"]["sha256"].as_str().unwrap().to_string();
+    py(az, &["put", &c, "caches/k.tar.zst", f.to_str().unwrap(), "--metadata", &format!("sha256={sha}")]);
+
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    for restore_keys in [None, Some("k")] {
+        let mut p = tiered(&ws, az, &c, "cache_restore", "k", PUSH);
+        if let Some(r) = restore_keys {
+            p = p.set("restore_keys", r);
+        }
+        p.run().assert_ok().assert_contains("cache miss");
+        assert!(tree(&ws).is_empty(), "a trusted run restored a legacy archive: {:?}", tree(&ws));
+    }
+    tiered(&ws, az, &c, "cache_restore", "k", PR)
+        .run()
+        .assert_ok()
+        .assert_contains("found in the plain layout of earlier versions (read as untrusted)")
+        .assert_contains("cache `k` restored");
+    assert_eq!(std::fs::read(ws.join("target/who.txt")).unwrap(), b"legacy");
+}
+
+/// `lookup_only` (and a `dry_run` restore) find the archive and set the outputs: only
+/// HEAD and listing requests reach the service, nothing is downloaded or changed.
+#[test]
+fn lookup_only_sends_only_listing_and_head_requests_and_sets_the_outputs() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    use crate::fault_proxy::FaultProxy;
+    let az = Azurite::shared();
+    let c = container("cache-lookup");
+    let dir = tempfile::tempdir().unwrap();
+    let save_ws = dir.path().join("save");
+    write(&save_ws, "target/a.txt", b"a");
+    tiered(&save_ws, az, &c, "cache_save", "deps-1", PUSH).run().assert_ok();
+    let ws = dir.path().join("ws");
+    write(&ws, "keep.txt", b"keep");
+    for (setting, key, hit, matched) in [
+        ("lookup_only", "deps-1", "true", "deps-1"),
+        ("lookup_only", "deps-9", "false", "deps-1"),
+        ("dry_run", "deps-1", "true", "deps-1"),
+        ("lookup_only", "zzz", "false", ""),
+    ] {
+        let proxy = FaultProxy::start(az, vec![]);
+        let outfile = dir.path().join(format!("out-{setting}-{key}"));
+        let out = tiered(&ws, az, &c, "cache_restore", key, PUSH)
+            .set("endpoint", proxy.endpoint())
+            .set("restore_keys", if key == "zzz" { "zzz-" } else { "deps-" })
+            .set(setting, "true")
+            .env("DRONE_OUTPUT", outfile.to_str().unwrap())
+            .run();
+        out.assert_ok();
+        let o = outputs(&outfile);
+        assert_eq!(o.get("cache_hit").map(String::as_str), Some(hit), "{setting} {key}: {o:?}");
+        assert_eq!(o.get("cache_matched_key").map(String::as_str), Some(matched), "{setting} {key}: {o:?}");
+        assert_eq!(o.get("transferred").map(String::as_str), Some("0"), "{o:?}");
+        let ops: Vec<String> = proxy.records().iter().map(|r| r.req.op()).collect();
+        let allowed: &[&str] =
+            if matched.is_empty() { &["HeadBlob", "ListBlobs", "GetContainer"] } else { &["HeadBlob", "ListBlobs"] };
+        assert!(!ops.is_empty() && ops.iter().all(|o| allowed.contains(&o.as_str())), "{setting} {key}: {ops:?}");
+        assert_eq!(tree(&ws), vec!["keep.txt"], "{setting} {key}: the workspace changed");
+    }
+}
+
+/// Before: a restore with another `source` set took the archive and replaced the
+/// directories it held, whatever this run caches.
+#[test]
+fn a_changed_source_set_is_a_miss_saying_why() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("cache-sources");
+    let dir = tempfile::tempdir().unwrap();
+    let save_ws = dir.path().join("save");
+    write(&save_ws, "target/a.txt", b"a");
+    tiered(&save_ws, az, &c, "cache_save", "deps-1", PUSH).run().assert_ok();
+    let ws = dir.path().join("ws");
+    write(&ws, "node_modules/m.js", b"m");
+    for restore_keys in [None, Some("deps-")] {
+        let mut p = tiered(&ws, az, &c, "cache_restore", "deps-1", PUSH).set("source", "node_modules,target");
+        if let Some(r) = restore_keys {
+            p = p.set("cache_key", "deps-2").set("restore_keys", r);
+        }
+        p.run()
+            .assert_ok()
+            .assert_contains("passed over: it holds the `source` set `target`, this run caches `node_modules,target`")
+            .assert_contains("cache miss");
+        assert_eq!(tree(&ws), vec!["node_modules/m.js"], "{restore_keys:?}");
+    }
+}
+
+/// A service failing on every request (no retries): by default a warning, exit 0, and
+/// `cache_error` in the outputs; with `fail_on_cache_error: true` the step fails.
+#[test]
+fn a_service_failure_on_save_or_restore_is_a_warning_with_cache_error_unless_fail_on_cache_error() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    use crate::fault_proxy::{Fault, FaultProxy, Rule, Times};
+    let az = Azurite::shared();
+    let c = container("cache-outage");
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    write(&ws, "target/a.txt", b"a");
+    let proxy =
+        FaultProxy::start(az, vec![Rule::new("busy", |_| true, Times::Every, Fault::status(503, "ServerBusy"))]);
+    for action in ["cache_save", "cache_restore"] {
+        let outfile = dir.path().join(format!("out-{action}"));
+        let run = |fail: bool| {
+            let mut p = tiered(&ws, az, &c, action, "k", PUSH)
+                .set("endpoint", proxy.endpoint())
+                .set("retries", "0")
+                .env("DRONE_OUTPUT", outfile.to_str().unwrap());
+            if fail {
+                p = p.set("fail_on_cache_error", "true");
+            }
+            p.run()
+        };
+        let out = run(false);
+        out.assert_ok().assert_contains("cache error, not failing the build");
+        let o = outputs(&outfile);
+        assert!(o.get("cache_error").is_some_and(|e| e.contains("503")), "{action}: {o:?}\n{}", out.all());
+        let out = run(true);
+        assert_ne!(out.code, 0, "{action} with fail_on_cache_error:\n{}", out.all());
+        assert!(out.code != 2, "{action}: not a settings error:\n{}", out.all());
+        assert_eq!(tree(&ws), vec!["target/a.txt"], "{action}");
+    }
+    assert!(proxy.fired("busy") >= 4, "{}", proxy.log());
 }

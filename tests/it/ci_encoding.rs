@@ -823,10 +823,10 @@ fn ci_encoding_action_cache_save_twice_does_not_rewrite_the_key() {
     write(dir.path(), "deps/lib.a", b"v1");
     let with = azurite_with(az, &c, "action: cache_save\nsource: deps\ntarget: caches\ncache_key: deps-1\n");
     run_as_action(dir.path(), &with).assert_ok();
-    let etag = fetch(az, &c, "caches/deps-1.tar.zst").1["etag"].clone();
+    let etag = fetch(az, &c, "caches/trusted/deps-1.tar.zst").1["etag"].clone();
     write(dir.path(), "deps/lib.b", b"v2");
     run_as_action(dir.path(), &with).assert_ok().assert_contains("cache `deps-1` exists: not saved again");
-    assert_eq!(fetch(az, &c, "caches/deps-1.tar.zst").1["etag"], etag, "an existing key was rewritten");
+    assert_eq!(fetch(az, &c, "caches/trusted/deps-1.tar.zst").1["etag"], etag, "an existing key was rewritten");
 }
 
 #[test]

@@ -388,7 +388,7 @@ fn cache_save_leaves_git_home_but_keeps_a_cached_trees_hidden_state() {
             .set("include_hidden", include_hidden)
             .run()
             .assert_ok();
-        let (data, _) = fetch(az, c, "k.tar.zst");
+        let (data, _) = fetch(az, c, "trusted/k.tar.zst");
         let tar = zstd::decode_all(&data[..]).unwrap();
         let mut names: Vec<String> = tar::Archive::new(&tar[..])
             .entries()

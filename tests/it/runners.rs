@@ -148,7 +148,7 @@ fn runners_act_runs_the_action_both_ways_against_azurite() {
             "builds/42/app.txt",
             "builds/42/sub/deeper/data.bin",
             "builds/42/sub/notes.txt",
-            "cache/deps-v1.tar.zst",
+            "cache/trusted/deps-v1.tar.zst",
             "synced/deeper/data.bin",
             "synced/notes.txt",
         ],
