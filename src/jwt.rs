@@ -15,6 +15,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
+/// The most a token file may hold: a CI's OIDC token is a few KiB; a file past this
+/// (`/dev/zero`, a log mistaken for the token) is refused rather than read into memory.
+pub const MAX_TOKEN_FILE: u64 = 64 * 1024;
+
+/// A token file's text, read up to [`MAX_TOKEN_FILE`] bytes: longer is an error, never a
+/// read without end. (A FIFO still blocks until written: the signal watcher ends the run.)
+pub fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MAX_TOKEN_FILE + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_TOKEN_FILE {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it holds more than {} KiB: not a token", MAX_TOKEN_FILE / 1024),
+        ));
+    }
+    Ok(text)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtError {
     #[error("is not a JWT: expected three base64url parts separated by `.`, found {0}")]

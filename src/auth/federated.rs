@@ -79,7 +79,7 @@ impl AssertionSource {
 
 /// Reads a token file (trimmed).
 pub fn read_token_file(path: &std::path::Path, label: &str) -> Result<Secret, AuthError> {
-    match std::fs::read_to_string(path) {
+    match crate::jwt::read_token_file(path) {
         Ok(s) if !s.trim().is_empty() => Ok(Secret::new(s.trim())),
         Ok(_) => Err(AuthError::Assertion(format!("{label} is empty"))),
         Err(e) => Err(AuthError::Assertion(format!("cannot read {label}: {e}"))),
@@ -185,7 +185,7 @@ impl FederatedSource {
         let known = match &source {
             AssertionSource::Value { token, .. } => jwt::decode(token.expose()).ok(),
             AssertionSource::File { path, .. } => {
-                std::fs::read_to_string(path).ok().and_then(|t| jwt::decode(t.trim()).ok())
+                jwt::read_token_file(path).ok().and_then(|t| jwt::decode(t.trim()).ok())
             }
             AssertionSource::Actions { .. } => None,
         };

@@ -406,7 +406,7 @@ fn token_file(
             _ => false,
         };
         if will_use {
-            match std::fs::read_to_string(&path) {
+            match crate::jwt::read_token_file(&path) {
                 Ok(t) if t.trim().is_empty() => {
                     bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
                 }

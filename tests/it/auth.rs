@@ -436,6 +436,9 @@ fn malformed_or_expired_tokens_and_bad_ids_fail_before_the_network() {
     let out = base().set("federated_token_file", "/nonexistent/token").run();
     out.assert_code(2)
         .assert_contains("`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE): cannot read `/nonexistent/token`");
+    // A file without end (`/dev/zero`) is refused after 64 KiB, not read into memory.
+    let out = base().set("federated_token_file", "/dev/zero").run();
+    out.assert_code(2).assert_contains("cannot read `/dev/zero`").assert_contains("more than 64 KiB: not a token");
     let out = base()
         .set("federated_token", ci_token(300))
         .set("client_id", "my-app")
