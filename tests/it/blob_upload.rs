@@ -2,12 +2,6 @@
 
 use crate::support::*;
 
-fn names(az: &Azurite, c: &str) -> Vec<String> {
-    let mut n = list(az, c);
-    n.sort();
-    n
-}
-
 #[test]
 fn globs_exclude_strip_prefix_and_target_map_names() {
     if !crate::support::azurite_present() || !crate::support::python_present() {

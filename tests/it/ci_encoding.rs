@@ -123,12 +123,6 @@ fn synthesize(glob: &str) -> Vec<String> {
     vec![p.replace("//", "/")]
 }
 
-fn names(az: &Azurite, c: &str) -> Vec<String> {
-    let mut n = list(az, c);
-    n.sort();
-    n
-}
-
 #[test]
 fn ci_encoding_braces_in_comma_joined_lists_never_split() {
     if !crate::support::azurite_present() || !crate::support::python_present() {

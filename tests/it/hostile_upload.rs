@@ -18,12 +18,6 @@ use crate::support::*;
 
 const BLOCK: usize = 64 * 1024;
 
-fn names(az: &Azurite, c: &str) -> Vec<String> {
-    let mut n = list(az, c);
-    n.sort();
-    n
-}
-
 /// A workspace `ws` and, beside it, an `outside` directory that must never be read
 /// (its files stand for `/etc`): `passwd` and `outside-only.txt`.
 fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {

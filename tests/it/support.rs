@@ -338,6 +338,22 @@ pub fn list(az: &Azurite, container: &str) -> Vec<String> {
     v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
 }
 
+/// The container's blob names, sorted.
+pub fn names(az: &Azurite, c: &str) -> Vec<String> {
+    let mut n = list(az, c);
+    n.sort();
+    n
+}
+
+/// Stores `names` in the container (an upload of files holding their own name).
+pub fn plant(az: &Azurite, c: &str, names: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    for n in names {
+        write(dir.path(), n, n.as_bytes());
+    }
+    plugin(dir.path()).azurite(az, c).set("source", "**").set("provenance", "false").run().assert_ok();
+}
+
 /// Downloads a blob with the independent client; returns its bytes and properties.
 pub fn fetch(az: &Azurite, container: &str, name: &str) -> (Vec<u8>, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();

@@ -9,21 +9,6 @@ use crate::faults::{finish, spawn};
 use crate::files_fake::{account_key, FilesFake};
 use crate::support::*;
 
-fn names(az: &Azurite, c: &str) -> Vec<String> {
-    let mut n = list(az, c);
-    n.sort();
-    n
-}
-
-/// Stores `names` in the container (an upload of files holding their own name).
-fn plant(az: &Azurite, c: &str, names: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    for n in names {
-        write(dir.path(), n, n.as_bytes());
-    }
-    plugin(dir.path()).azurite(az, c).set("source", "**").set("provenance", "false").run().assert_ok();
-}
-
 /// A sync of the workspace's `site/` into `target`, through `endpoint` when given.
 fn sync(ws: &std::path::Path, az: &Azurite, c: &str, target: &str) -> Plugin {
     plugin(ws)

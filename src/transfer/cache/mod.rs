@@ -439,6 +439,23 @@ struct Found {
     place: Place,
 }
 
+impl Found {
+    /// Says where the archive was found and who wrote it (`then` ends the line); returns
+    /// its key and the outputs of a hit.
+    fn announce(&self, target: &str, then: &str) -> (String, Outputs) {
+        let key = key_of(&self.place.dir(target), &self.item.name);
+        tracing::info!(
+            "cache `{key}` found in {}{}, written by {}{then}",
+            self.place.describe(),
+            if self.exact { "" } else { " (a restore_keys match)" },
+            writer_of(&self.item)
+        );
+        let outputs =
+            vec![("cache_hit", self.exact.to_string()), ("cache_key", key.clone()), ("cache_matched_key", key.clone())];
+        (key, outputs)
+    }
+}
+
 /// Why an archive does not hold what this run caches (another `source` set, another
 /// format), if it does not: such an archive is a miss. An archive without the metadata
 /// (saved by an earlier version) is taken as it is.
@@ -606,20 +623,9 @@ async fn restore_cache(
     let Some(found) = find(eng, root, key).await? else {
         return Ok(miss(eng, root, key, name));
     };
-    let Found { item, exact, place } = found;
-    let restored_key = key_of(&place.dir(&cfg.target), &item.name);
-    tracing::info!(
-        "cache `{restored_key}` found in {}{}, written by {}",
-        place.describe(),
-        if exact { "" } else { " (a restore_keys match)" },
-        writer_of(&item)
-    );
+    let (restored_key, outputs) = found.announce(&cfg.target, "");
+    let Found { item, exact, .. } = found;
     let mut res = FileResult::new(&item.name, &cfg.sources.join(","), item.size, eng.store.url(&item.name));
-    let outputs = vec![
-        ("cache_hit", exact.to_string()),
-        ("cache_key", restored_key.clone()),
-        ("cache_matched_key", restored_key.clone()),
-    ];
     let Some(want) = item.sha256_string() else {
         let why = "has no `sha256` metadata to verify it against: not restored (save it again with this plugin)";
         tracing::error!("failed: cache `{restored_key}` {why}");
@@ -716,7 +722,7 @@ async fn lookup_cache(
 ) -> Result<(Vec<FileResult>, Outputs), RunError> {
     let cfg = &eng.cfg;
     let why = if cfg.dry_run { "dry run" } else { "lookup only" };
-    let Some(Found { item, exact, place }) = find(eng, root, key).await? else {
+    let Some(found) = find(eng, root, key).await? else {
         let (mut results, outputs) = miss(eng, root, key, name);
         // A dry run's miss is what the real run makes of it: a failure under `fail_on_miss`.
         if let Some(r) = results.first_mut().filter(|_| cfg.dry_run && !cfg.cache.fail_on_miss) {
@@ -725,19 +731,12 @@ async fn lookup_cache(
         }
         return Ok((results, outputs));
     };
-    let found_key = key_of(&place.dir(&cfg.target), &item.name);
-    tracing::info!(
-        "cache `{found_key}` found in {}{}, written by {}: not downloaded ({why})",
-        place.describe(),
-        if exact { "" } else { " (a restore_keys match)" },
-        writer_of(&item)
-    );
+    let (_, outputs) = found.announce(&cfg.target, &format!(": not downloaded ({why})"));
+    let item = found.item;
     let mut res = FileResult::new(&item.name, &cfg.sources.join(","), item.size, eng.store.url(&item.name));
     res.status = Status::Skipped;
     res.reason = Some(why.into());
     res.sha256 = item.sha256_string();
-    let outputs =
-        vec![("cache_hit", exact.to_string()), ("cache_key", found_key.clone()), ("cache_matched_key", found_key)];
     Ok((vec![res], outputs))
 }
 
