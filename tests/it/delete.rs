@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use crate::fault_proxy::{op_on, Fault, FaultProxy, Gate, Rule, Times};
-use crate::faults::{finish, spawn};
 use crate::files_fake::{account_key, FilesFake};
 use crate::support::*;
+use crate::sync::delete_raced_by_a_rewrite;
 
 /// A delete of `source` in container `c`, its outputs written to `<ws>/out`.
 fn delete(ws: &std::path::Path, az: &Azurite, c: &str, source: &str) -> Plugin {
@@ -153,27 +152,7 @@ fn a_blob_rewritten_after_the_listing_is_kept() {
     let c = container("delrace");
     plant(az, &c, &["t/old.txt", "t/gone.txt"]);
     let ws = tempfile::tempdir().unwrap();
-    let gate = Gate::new();
-    let proxy = FaultProxy::start(
-        az,
-        vec![Rule::new("hold", op_on("DELETE ?", "t/old.txt"), Times::Nth(1), Fault::Hold(gate.clone()))],
-    );
-    let child = spawn(&delete(ws.path(), az, &c, "t/").set("endpoint", proxy.endpoint()).set("timeout", "60s"));
-    let held = proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().any(|r| r.fault == Some("hold")));
-    if held {
-        // Another pipeline writes the blob (straight to Azurite) while the delete waits.
-        let src = tempfile::tempdir().unwrap();
-        let f = write(src.path(), "v2", b"version 2");
-        py(az, &["put", &c, "t/old.txt", f.to_str().unwrap()]);
-    }
-    gate.open();
-    let out = finish(child);
-    assert!(held, "the delete was never held:\n{}\n{}", proxy.log(), out.all());
-    out.assert_ok()
-        .assert_contains("t/old.txt: not deleted: rewritten after it was listed")
-        .assert_contains("deleted t/gone.txt");
-    let dels: Vec<_> = proxy.records().into_iter().filter(|r| r.req.method == "DELETE").collect();
-    assert!(dels.iter().all(|r| r.req.header("if-match").is_some()), "an unpinned delete:\n{}", proxy.log());
+    delete_raced_by_a_rewrite(az, &c, |endpoint| delete(ws.path(), az, &c, "t/").set("endpoint", endpoint));
     assert_eq!(names(az, &c), ["t/old.txt"]);
     assert_eq!(fetch(az, &c, "t/old.txt").0, b"version 2", "the other writer's version is kept");
     assert!(outputs(ws.path()).contains("deleted=1\n"));

@@ -354,6 +354,37 @@ fn a_listed_name_with_dot_dot_is_never_requested_and_nothing_outside_the_target_
     assert_eq!(names(az, &c), ["t/new.txt", "t/old.txt", "victim.txt"], "{}", out.all());
 }
 
+/// Runs `run` (given the fault proxy's endpoint) with its Delete Blob of `t/old.txt` held
+/// while another pipeline rewrites that blob straight in Azurite, then opens the gate. The
+/// run must succeed, keep and report the rewritten blob and delete `t/gone.txt`; every
+/// delete must carry `If-Match`, and the held one must have got 412. Returns the output.
+pub(crate) fn delete_raced_by_a_rewrite(az: &Azurite, c: &str, run: impl FnOnce(String) -> Plugin) -> Out {
+    let gate = Gate::new();
+    let proxy = FaultProxy::start(
+        az,
+        vec![Rule::new("hold", op_on("DELETE ?", "t/old.txt"), Times::Nth(1), Fault::Hold(gate.clone()))],
+    );
+    let child = spawn(&run(proxy.endpoint()).set("timeout", "60s"));
+    let held = proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().any(|r| r.fault == Some("hold")));
+    if held {
+        // Another pipeline writes the blob (straight to Azurite) while the delete waits.
+        let src = tempfile::tempdir().unwrap();
+        let f = write(src.path(), "v2", b"version 2");
+        py(az, &["put", c, "t/old.txt", f.to_str().unwrap()]);
+    }
+    gate.open();
+    let out = finish(child);
+    assert!(held, "the delete was never held:\n{}\n{}", proxy.log(), out.all());
+    out.assert_ok()
+        .assert_contains("t/old.txt: not deleted: rewritten after it was listed")
+        .assert_contains("deleted t/gone.txt");
+    let dels: Vec<_> = proxy.records().into_iter().filter(|r| r.req.method == "DELETE").collect();
+    assert!(dels.iter().all(|r| r.req.header("if-match").is_some()), "an unpinned delete:\n{}", proxy.log());
+    let held_del = dels.iter().find(|r| r.req.blob() == Some("t/old.txt")).unwrap();
+    assert_eq!(held_del.upstream, Some(412), "{}", proxy.log());
+    out
+}
+
 /// Before: the Delete Blob carried no condition, so a blob another writer replaced after
 /// the listing was deleted with its new content.
 #[test]
@@ -366,36 +397,11 @@ fn a_blob_rewritten_after_the_listing_is_kept_and_reported_not_deleted() {
     plant(az, &c, &["t/old.txt", "t/gone.txt"]);
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "site/new.txt", b"new");
-    let gate = Gate::new();
-    let proxy = FaultProxy::start(
-        az,
-        vec![Rule::new("hold", op_on("DELETE ?", "t/old.txt"), Times::Nth(1), Fault::Hold(gate.clone()))],
-    );
     let outputs = dir.path().join("drone-output");
-    let child = spawn(
-        &sync(dir.path(), az, &c, "t")
-            .set("endpoint", proxy.endpoint())
-            .set("timeout", "60s")
-            .env("DRONE_OUTPUT", outputs.to_str().unwrap()),
-    );
-    let held = proxy.wait_until(Duration::from_secs(30), |recs| recs.iter().any(|r| r.fault == Some("hold")));
-    if held {
-        // Another pipeline writes the blob (straight to Azurite) while the delete waits.
-        let src = tempfile::tempdir().unwrap();
-        let f = write(src.path(), "v2", b"version 2");
-        py(az, &["put", &c, "t/old.txt", f.to_str().unwrap()]);
-    }
-    gate.open();
-    let out = finish(child);
-    assert!(held, "the delete was never held:\n{}\n{}", proxy.log(), out.all());
-    out.assert_ok()
-        .assert_contains("t/old.txt: not deleted: rewritten after it was listed")
-        .assert_contains("deleted t/gone.txt")
-        .assert_lacks("deleted t/old.txt");
-    let dels: Vec<_> = proxy.records().into_iter().filter(|r| r.req.method == "DELETE").collect();
-    assert!(dels.iter().all(|r| r.req.header("if-match").is_some()), "an unpinned delete:\n{}", proxy.log());
-    let held_del = dels.iter().find(|r| r.req.blob() == Some("t/old.txt")).unwrap();
-    assert_eq!(held_del.upstream, Some(412), "{}", proxy.log());
+    let out = delete_raced_by_a_rewrite(az, &c, |endpoint| {
+        sync(dir.path(), az, &c, "t").set("endpoint", endpoint).env("DRONE_OUTPUT", outputs.to_str().unwrap())
+    });
+    out.assert_lacks("deleted t/old.txt");
     assert_eq!(names(az, &c), ["t/new.txt", "t/old.txt"]);
     assert_eq!(fetch(az, &c, "t/old.txt").0, b"version 2", "the other writer's version is kept");
     let o = std::fs::read_to_string(&outputs).unwrap();
