@@ -315,6 +315,20 @@ fn step_env(e: &Encoded) -> BTreeMap<String, String> {
     env
 }
 
+/// Runs an example step as the engines pass it (`env`), against Azurite instead of its
+/// account (its credentials are unset); it must exit 0. `p` is the plugin in its workspace.
+fn example_on_azurite(at: &str, mut p: Plugin, env: &BTreeMap<String, String>, az: &Azurite, c: &str) -> Out {
+    for (k, v) in env {
+        p = p.env(k, v.as_str());
+    }
+    for k in ["account_name", "sas_token", "connection_string", "tenant_id", "client_id", "federated_token"] {
+        p = p.unset(k);
+    }
+    let out = p.azurite(az, c).run();
+    assert_eq!(out.code, 0, "{at}: the example fails as the engines pass it:\n{env:#?}\n{}", out.all());
+    out
+}
+
 /// An upload example, as a dry run over a workspace holding a file for each `source` glob:
 /// each must be planned (unless `exclude` removes it).
 fn run_upload_example(at: &str, env: &BTreeMap<String, String>) {
@@ -358,15 +372,7 @@ fn run_download_example(at: &str, env: &BTreeMap<String, String>) {
     plugin(seed.path()).azurite(az, &c).set("source", "myapp.tar.gz").set("target", prefix.as_str()).run().assert_ok();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut p = plugin(dir.path());
-    for (k, v) in env {
-        p = p.env(k, v.as_str());
-    }
-    for k in ["account_name", "sas_token", "connection_string", "tenant_id", "client_id", "federated_token"] {
-        p = p.unset(k);
-    }
-    let out = p.azurite(az, &c).run();
-    assert_eq!(out.code, 0, "{at}: the example fails as the engines pass it:\n{env:#?}\n{}", out.all());
+    let out = example_on_azurite(at, plugin(dir.path()), env, az, &c);
     let got = tree(dir.path());
     let file = got.iter().find(|f| f.ends_with("myapp.tar.gz"));
     let file = file.unwrap_or_else(|| panic!("{at}: nothing downloaded: {got:?}\n{}", out.all()));
@@ -400,15 +406,7 @@ fn run_delete_example(at: &str, env: &BTreeMap<String, String>) {
         put("elsewhere");
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut p = plugin(dir.path());
-    for (k, v) in env {
-        p = p.env(k, v.as_str());
-    }
-    for k in ["account_name", "sas_token", "connection_string", "tenant_id", "client_id", "federated_token"] {
-        p = p.unset(k);
-    }
-    let out = p.azurite(az, &c).run();
-    assert_eq!(out.code, 0, "{at}: the example fails as the engines pass it:\n{env:#?}\n{}", out.all());
+    let out = example_on_azurite(at, plugin(dir.path()), env, az, &c);
     let left = list(az, &c);
     if env.contains_key("PLUGIN_OLDER_THAN") {
         assert!(left.contains(&inside), "{at}: `older_than` deleted a fresh blob: {left:?}\n{}", out.all());
@@ -451,15 +449,8 @@ fn run_cache_example(at: &str, env: &BTreeMap<String, String>) {
             write(ws, &format!("{s}/example.txt"), b"cached");
         }
     }
-    let mut p = plugin(ws).env("CI_COMMIT_BRANCH", "main").env("DRONE_BRANCH", "main");
-    for (k, v) in env {
-        p = p.env(k, v.as_str());
-    }
-    for k in ["account_name", "sas_token", "connection_string", "tenant_id", "client_id", "federated_token"] {
-        p = p.unset(k);
-    }
-    let out = p.azurite(az, c).run();
-    assert_eq!(out.code, 0, "{at}: the example fails as the engines pass it:\n{env:#?}\n{}", out.all());
+    let out =
+        example_on_azurite(at, plugin(ws).env("CI_COMMIT_BRANCH", "main").env("DRONE_BRANCH", "main"), env, az, c);
     let want: &[&str] = if save { &["saved", "not saved again"] } else { &["restored", "cache miss"] };
     assert!(want.iter().any(|w| out.all().contains(w)), "{at}: neither of {want:?}:\n{}", out.all());
 }
