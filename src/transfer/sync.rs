@@ -280,7 +280,7 @@ async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending, report: &mut Re
             Ok(done) => done,
             // Its files are then neither skipped nor uploaded: a failure, so nothing is deleted.
             Err(e) => {
-                report.push(panicked(e.to_string()));
+                report.push(super::task_failed("", "", 0, e));
                 continue;
             }
         };
@@ -335,28 +335,23 @@ async fn upload_all(engine: &Arc<Engine>, uploads: Pending, report: &mut Report)
     futures_util::stream::iter(uploads)
         .map(|(slot, item, remote)| {
             let eng = engine.clone();
+            let (name, local, size) = (item.name.clone(), item.rel.clone(), item.size);
             let task = tokio::spawn(async move {
                 if eng.stop.is_stopped() {
                     return not_attempted(&eng, &item.name, &item.rel, item.size);
                 }
                 upload::upload_known(eng, item, Some(remote)).await
             });
-            async move { (slot, task.await) }
+            async move { (slot, task.await.unwrap_or_else(|e| super::task_failed(&name, &local, size, e))) }
         })
         .buffer_unordered(cfg.concurrency)
         .for_each(|(slot, r)| {
             // A panicked task's file is a failure, in its own slot.
-            report.record(slot, r.unwrap_or_else(|e| panicked(e.to_string())));
+            report.record(slot, r);
             std::future::ready(())
         })
         .await;
     ticker.stop();
-}
-
-fn panicked(e: String) -> FileResult {
-    let mut r = FileResult::new("", "", 0, String::new());
-    r.reason = Some(format!("internal error: {e}"));
-    r
 }
 
 #[cfg(test)]
