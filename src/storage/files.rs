@@ -571,8 +571,12 @@ impl Store for FilesStore {
     fn name_key<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
         std::borrow::Cow::Owned(name.to_lowercase())
     }
-    fn file_or_directory(&self) -> bool {
+    fn has_directories(&self) -> bool {
         true
+    }
+    /// List Directories and Files returns neither metadata nor Content-MD5.
+    fn listing_has_checksums(&self) -> bool {
+        false
     }
     fn url(&self, name: &str) -> String {
         format!("{}/{}/{}", self.endpoint, encode_path(&self.share), encode_path(name))

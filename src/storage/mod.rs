@@ -424,9 +424,16 @@ pub trait Store: Send + Sync {
     fn name_key<'a>(&self, name: &'a str) -> Cow<'a, str> {
         Cow::Borrowed(name)
     }
-    /// Whether a path cannot be both a file and the directory of another (Azure Files).
-    fn file_or_directory(&self) -> bool {
+    /// Whether the store has real directories (Azure Files): a path cannot be both a file
+    /// and the directory of another, and a directory emptied by deletes stays until
+    /// [`remove_dir_if_empty`](Self::remove_dir_if_empty) removes it. Blob has none.
+    fn has_directories(&self) -> bool {
         false
+    }
+    /// Whether a listing carries each item's stored checksums (`sha256` metadata,
+    /// Content-MD5). Azure Files listings carry neither: an item's properties must be read.
+    fn listing_has_checksums(&self) -> bool {
+        true
     }
     /// Most chunks one item may be made of (`None`: no limit).
     fn max_chunks(&self) -> Option<u64> {

@@ -19,15 +19,15 @@
 //! A dry run makes the same decisions and lists `would delete` for each item.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 
 use super::report::{FileResult, Report, Status};
-use super::{not_attempted, Engine, RunError};
+use super::{Engine, RunError};
 use crate::auth::{AuthError, Credential};
-use crate::config::{Service, DEFAULT_MAX_DELETE};
+use crate::config::DEFAULT_MAX_DELETE;
 use crate::settings::Tier;
 use crate::storage::RemoteItem;
 
@@ -203,54 +203,55 @@ pub fn emptied_dirs<'a>(names: impl IntoIterator<Item = &'a str>, floors: &[Stri
 /// `report`, in the order of `deletes`.
 pub(crate) async fn delete_all(engine: &Arc<Engine>, deletes: Vec<RemoteItem>, floors: &[String], report: &mut Report) {
     let first = report.reserve(deletes.len());
-    // Only Azure Files needs the names of what was deleted (its emptied directories).
-    let mut gone = Vec::new();
-    futures_util::stream::iter(deletes.into_iter().enumerate())
-        .map(|(i, r)| {
-            let eng = engine.clone();
+    // Only a store with directories (Azure Files) needs the names of what was deleted.
+    let gone = Arc::new(Mutex::new(Vec::new()));
+    let names = engine.store.has_directories().then(|| gone.clone());
+    let items = deletes.into_iter().enumerate().map(move |(i, r)| (first + i, r));
+    let describe = |r: &RemoteItem| (r.name.clone(), String::new(), r.size);
+    engine
+        .drive(items, report, describe, move |eng, r| {
+            let names = names.clone();
             async move {
-                if eng.stop.is_stopped() {
-                    return (i, not_attempted(&eng, &r.name, "", r.size));
+                let res = delete_one(&eng, &r).await;
+                if let Some(names) = names.filter(|_| res.status == Status::Deleted) {
+                    names.lock().unwrap_or_else(|p| p.into_inner()).push(r.name);
                 }
-                match eng.with_request(eng.store.delete(&r)).await {
-                    Ok(()) => {
-                        tracing::info!("deleted {}", r.name);
-                        (i, deleted(&eng, &r, ""))
-                    }
-                    // Another writer replaced it after the listing: its version is kept.
-                    Err(e) if e.is_changed() => {
-                        let why = "not deleted: rewritten after it was listed (another writer got there first); kept";
-                        tracing::warn!("{}: {why}", r.name);
-                        let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
-                        res.status = Status::Skipped;
-                        res.reason = Some(why.into());
-                        (i, res)
-                    }
-                    Err(e) => {
-                        tracing::error!("failed: delete {}: {e}", r.name);
-                        let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
-                        res.reason = Some(format!("delete failed: {e}"));
-                        (i, res)
-                    }
-                }
+                res
             }
-        })
-        .buffer_unordered(engine.cfg.concurrency)
-        .for_each(|(i, r)| {
-            if engine.cfg.service == Service::File && r.status == Status::Deleted {
-                gone.push(r.name.clone());
-            }
-            report.record(first + i, r);
-            std::future::ready(())
         })
         .await;
-    if engine.cfg.service == Service::File {
-        for dir in emptied_dirs(gone.iter().map(String::as_str), floors) {
-            match engine.with_request(engine.store.remove_dir_if_empty(&dir)).await {
-                Ok(true) => tracing::info!("removed the emptied directory {dir}"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!("could not remove the directory {dir}: {e}"),
-            }
+    let gone = std::mem::take(&mut *gone.lock().unwrap_or_else(|p| p.into_inner()));
+    for dir in emptied_dirs(gone.iter().map(String::as_str), floors) {
+        match engine.with_request(engine.store.remove_dir_if_empty(&dir)).await {
+            Ok(true) => tracing::info!("removed the emptied directory {dir}"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("could not remove the directory {dir}: {e}"),
+        }
+    }
+}
+
+/// Deletes one listed item, pinned to its listed ETag: deleted, kept (rewritten since the
+/// listing: skipped) or failed.
+async fn delete_one(eng: &Engine, r: &RemoteItem) -> FileResult {
+    match eng.with_request(eng.store.delete(r)).await {
+        Ok(()) => {
+            tracing::info!("deleted {}", r.name);
+            deleted(eng, r, "")
+        }
+        // Another writer replaced it after the listing: its version is kept.
+        Err(e) if e.is_changed() => {
+            let why = "not deleted: rewritten after it was listed (another writer got there first); kept";
+            tracing::warn!("{}: {why}", r.name);
+            let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
+            res.status = Status::Skipped;
+            res.reason = Some(why.into());
+            res
+        }
+        Err(e) => {
+            tracing::error!("failed: delete {}: {e}", r.name);
+            let mut res = FileResult::new(&r.name, "", r.size, eng.store.url(&r.name));
+            res.reason = Some(format!("delete failed: {e}"));
+            res
         }
     }
 }

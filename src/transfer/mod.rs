@@ -196,6 +196,64 @@ impl Engine {
         let _permit = self.requests.acquire().await.expect("request semaphore is never closed");
         f.await
     }
+
+    /// The run's progress ticker (a bar on a terminal, log lines otherwise): it ticks
+    /// until stopped or dropped, so a run leaving early with `?` does not leave it ticking.
+    pub fn ticker(&self) -> progress::Ticker {
+        let json = self.cfg.log_format == LogFormat::Json;
+        self.progress.spawn_ticker(self.cfg.progress_interval, Progress::default_sink(json))
+    }
+
+    /// The one driver of a run's items (uploads, downloads, a sync's uploads, deletes):
+    /// `work` runs for each `(slot, item)`, at most `concurrency` at once, each in its own
+    /// task, and each result is recorded in `report` at its slot as it finishes.
+    ///
+    /// - A task that panics is that item's failure ([`task_failed`], named by `describe`:
+    ///   remote name, local path, size); the other items go on (docs/design.md, "Panics").
+    /// - Once the run's [`Stop`] has tripped, nothing new starts: each remaining item is
+    ///   recorded as not attempted.
+    ///
+    /// The items are started from a task on the runtime, not from the thread that waits for
+    /// the run: each spawn then lands in a worker's own queue instead of waking one, and each
+    /// item's end wakes no other thread either (two context switches per file, measured on
+    /// downloads). The report goes with that task and comes back with it.
+    pub(crate) async fn drive<T, I, D, W, F>(self: &Arc<Self>, items: I, report: &mut Report, describe: D, work: W)
+    where
+        T: Send + 'static,
+        I: IntoIterator<Item = (usize, T)>,
+        I::IntoIter: Send + 'static,
+        D: Fn(&T) -> (String, String, u64) + Send + Sync + 'static,
+        W: Fn(Arc<Engine>, T) -> F + Send + Sync + 'static,
+        F: Future<Output = FileResult> + Send + 'static,
+    {
+        let (eng, concurrency) = (self.clone(), self.cfg.concurrency.max(1));
+        let (describe, work) = (Arc::new(describe), Arc::new(work));
+        let items = items.into_iter();
+        let mut owned = std::mem::take(report);
+        let driver = tokio::spawn(async move {
+            futures_util::stream::iter(items)
+                .map(|(slot, item)| {
+                    let (eng, describe, work) = (eng.clone(), describe.clone(), work.clone());
+                    async move {
+                        let (name, local, size) = describe(&item);
+                        if eng.stop.is_stopped() {
+                            return (slot, not_attempted(&eng, &name, &local, size));
+                        }
+                        let task = tokio::spawn(async move { work(eng, item).await });
+                        (slot, task.await.unwrap_or_else(|e| task_failed(&name, &local, size, e)))
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .for_each(|(slot, r)| {
+                    owned.record(slot, r);
+                    std::future::ready(())
+                })
+                .await;
+            owned
+        });
+        // The driver only records results (each item's panic is caught above).
+        *report = driver.await.expect("the driver records results and does not panic");
+    }
 }
 
 /// The block size for a file of `size` bytes: `base`, raised so the file fits in
@@ -579,47 +637,37 @@ async fn run_upload(
         ),
         None => None,
     };
-    let mut linked = Vec::new();
     engine.store.ensure_container(cfg.create_container).await?;
     engine.stop.arm();
     let c = &engine.progress.counters;
     c.files_total.store(plan.files.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
-    let ticker =
-        engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
+    let ticker = engine.ticker();
     let first = report.reserve(plan.files.len());
-    futures_util::stream::iter(plan.files.iter().enumerate())
-        .map(|(i, item)| {
-            let eng = engine.clone();
-            let (name, local, size) = (item.name.clone(), item.rel.clone(), item.size);
-            let task = tokio::spawn(async move {
-                if eng.stop.is_stopped() {
-                    return not_attempted(&eng, &item.name, &item.rel, item.size);
+    let linker = linker.map(Arc::new);
+    let linked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (l, rows) = (linker.clone(), linked.clone());
+    let items = plan.files.into_items().enumerate().map(move |(i, item)| (first + i, item));
+    let describe = |it: &plan::UploadItem| (it.name.clone(), it.rel.clone(), it.size);
+    engine
+        .drive(items, report, describe, move |eng, item| {
+            let (l, rows) = (l.clone(), rows.clone());
+            async move {
+                let mut r = upload::upload_one(eng, item).await;
+                // A stored file (sent now or already there) gets its link.
+                if let Some(l) = l.filter(|_| r.status != Status::Failed && r.status != Status::NotAttempted) {
+                    let link = l.link(&r.name, &r.url);
+                    let row =
+                        links::Row { name: r.name.clone(), size: r.size, sha256: r.sha256.clone(), link: link.clone() };
+                    rows.lock().unwrap_or_else(|p| p.into_inner()).push(row);
+                    r.link = Some(link);
                 }
-                upload::upload_one(eng, item).await
-            });
-            // A panicked task is that file's failure (docs/design.md, "Panics").
-            async move { (i, task.await.unwrap_or_else(|e| task_failed(&name, &local, size, e))) }
-        })
-        .buffer_unordered(cfg.concurrency)
-        .for_each(|(i, mut r)| {
-            // A stored file (sent now or already there) gets its link.
-            if let Some(l) = linker.as_ref().filter(|_| r.status != Status::Failed && r.status != Status::NotAttempted)
-            {
-                let link = l.link(&r.name, &r.url);
-                linked.push(links::Row {
-                    name: r.name.clone(),
-                    size: r.size,
-                    sha256: r.sha256.clone(),
-                    link: link.clone(),
-                });
-                r.link = Some(link);
+                r
             }
-            report.record(first + i, r);
-            std::future::ready(())
         })
         .await;
     ticker.stop();
+    let linked = std::mem::take(&mut *linked.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(linker.map(|l| (l.expiry().to_string(), linked)))
 }
 
@@ -747,46 +795,20 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         }
         return Ok(());
     }
-    let target = download::Target::open_in(&workspace, target)?;
+    let target = Arc::new(download::Target::open_in(&workspace, target)?);
     let c = &engine.progress.counters;
     c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
-    let ticker =
-        engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    let target = Arc::new(target);
+    let ticker = engine.ticker();
     engine.stop.arm();
-    // Files are started from a task on the runtime, not from the thread that waits for the
-    // run: each spawn then lands in a worker's own queue instead of waking one, and each
-    // file's end wakes no other thread either (two context switches per file, measured).
-    // The report goes with the task and comes back with it.
-    let (eng, concurrency) = (engine.clone(), cfg.concurrency);
-    let mut owned = std::mem::take(report);
-    let first = owned.reserve(plan.items.len());
-    let driver = tokio::spawn(async move {
-        futures_util::stream::iter(plan.into_items().enumerate())
-            .map(|(i, item)| {
-                let (eng, target) = (eng.clone(), target.clone());
-                let local = target.path.join(item.rel()).to_string_lossy().into_owned();
-                let (name, size) = (item.remote.name.clone(), item.remote.size);
-                let task = tokio::spawn(async move {
-                    if eng.stop.is_stopped() {
-                        let local = target.path.join(item.rel()).to_string_lossy().into_owned();
-                        return not_attempted(&eng, &item.remote.name, &local, item.remote.size);
-                    }
-                    download::download_one(eng, item, target).await
-                });
-                async move { (i, task.await.unwrap_or_else(|e| task_failed(&name, &local, size, e))) }
-            })
-            .buffer_unordered(concurrency)
-            .for_each(|(i, r)| {
-                owned.record(first + i, r);
-                std::future::ready(())
-            })
-            .await;
-        owned
-    });
-    // The driver only records results (each file's panic is caught above).
-    *report = driver.await.expect("the download driver records results and does not panic");
+    let first = report.reserve(plan.items.len());
+    let items = plan.into_items().enumerate().map(move |(i, item)| (first + i, item));
+    let at = target.clone();
+    let describe = move |it: &plan::DownloadItem| {
+        let local = at.path.join(it.rel()).to_string_lossy().into_owned();
+        (it.remote.name.clone(), local, it.remote.size)
+    };
+    engine.drive(items, report, describe, move |eng, item| download::download_one(eng, item, target.clone())).await;
     ticker.stop();
     Ok(())
 }
@@ -848,6 +870,168 @@ mod tests {
         let why = too_many_blocks("huge", size, MAX_BLOCKS, BLOB_MAX_CHUNK, BLOB_MAX_CHUNK).unwrap();
         assert!(why.contains("larger than Azure allows for a block blob (50,000 blocks of at most 3.9 GiB)"), "{why}");
         assert!(!why.contains("max_memory"), "{why}");
+    }
+
+    /// A store the driver test never sends a request to: only its URLs are used.
+    struct NoRequests;
+
+    #[async_trait::async_trait]
+    impl Store for NoRequests {
+        fn url(&self, name: &str) -> String {
+            format!("https://acct.blob.core.windows.net/c/{name}")
+        }
+        fn max_chunk(&self) -> u64 {
+            DEFAULT_BLOCK
+        }
+        fn info(&self) -> crate::storage::StoreInfo {
+            crate::storage::StoreInfo { label: "test", roles: "none" }
+        }
+        async fn ensure_container(&self, _: bool) -> crate::storage::Result<()> {
+            unreachable!()
+        }
+        async fn properties(&self, _: &str) -> crate::storage::Result<Option<RemoteItem>> {
+            unreachable!()
+        }
+        async fn list(&self, _: &str) -> crate::storage::Result<Vec<RemoteItem>> {
+            unreachable!()
+        }
+        async fn get_range(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: u64,
+            _: u64,
+            _: crate::http::BodySink<'_>,
+        ) -> crate::storage::Result<u64> {
+            unreachable!()
+        }
+        async fn put_whole(
+            &self,
+            _: &str,
+            _: bytes::Bytes,
+            _: crate::storage::BodySum,
+            _: &crate::storage::UploadProps,
+        ) -> crate::storage::Result<crate::storage::Committed> {
+            unreachable!()
+        }
+        async fn begin_chunked(
+            &self,
+            _: &str,
+            _: u64,
+            _: &crate::storage::UploadProps,
+        ) -> crate::storage::Result<std::collections::HashSet<String>> {
+            unreachable!()
+        }
+        fn chunk_key(&self, _: &crate::storage::Chunk) -> String {
+            unreachable!()
+        }
+        async fn put_chunk(&self, _: &str, _: crate::storage::Chunk, _: bytes::Bytes) -> crate::storage::Result<()> {
+            unreachable!()
+        }
+        async fn commit(
+            &self,
+            _: &str,
+            _: u64,
+            _: &[crate::storage::Chunk],
+            _: &crate::storage::UploadProps,
+        ) -> crate::storage::Result<crate::storage::Committed> {
+            unreachable!()
+        }
+        async fn delete(&self, _: &RemoteItem) -> crate::storage::Result<()> {
+            unreachable!()
+        }
+    }
+
+    fn engine(concurrency: &str) -> Arc<Engine> {
+        let raw = crate::config::RawSettings::from_map(
+            [
+                ("PLUGIN_ACCOUNT_NAME", "acct"),
+                ("PLUGIN_ACCOUNT_KEY", "a2V5"),
+                ("PLUGIN_CONTAINER", "dist"),
+                ("PLUGIN_SOURCE", "dist"),
+                ("PLUGIN_CONCURRENCY", concurrency),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let cfg = Arc::new(Config::from_raw(&raw).unwrap());
+        Arc::new(Engine::new(Arc::new(NoRequests), cfg))
+    }
+
+    /// One item panics, the next one trips the stop: the panic is that file's failure
+    /// (named, the run goes on), and nothing queued after the stop is started.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_driver_records_a_panic_as_that_files_failure_and_starts_nothing_after_a_stop() {
+        let eng = engine("1");
+        eng.stop.arm();
+        let started = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut report = Report::new(false);
+        let first = report.reserve(5);
+        let items = ["ok", "panics", "stops", "queued-1", "queued-2"].map(String::from).into_iter().enumerate();
+        let items: Vec<(usize, String)> = items.map(|(i, n)| (first + i, n)).collect();
+        let seen = started.clone();
+        eng.drive(
+            items,
+            &mut report,
+            |n: &String| (n.clone(), format!("dist/{n}"), 7),
+            move |eng, n| {
+                seen.lock().unwrap().push(n.clone());
+                async move {
+                    match n.as_str() {
+                        "panics" => panic!("a bug in the transfer of {n}"),
+                        "stops" => {
+                            eng.stop.trip(crate::http::StopReason { status: 403, code: None, error: "refused".into() });
+                            let mut r = FileResult::new(&n, "", 7, String::new());
+                            r.reason = Some("refused".into());
+                            r
+                        }
+                        _ => {
+                            let mut r = FileResult::new(&n, "", 7, String::new());
+                            r.status = Status::Transferred;
+                            r
+                        }
+                    }
+                }
+            },
+        )
+        .await;
+        assert_eq!(*started.lock().unwrap(), ["ok", "panics", "stops"], "nothing starts after the stop");
+        let t = report.tally();
+        assert_eq!((t.files(Status::Transferred), t.files(Status::Failed), t.files(Status::NotAttempted)), (1, 2, 2));
+        let failures = report.into_failures();
+        let panicked = failures.iter().find(|r| r.name == "panics").expect("the panicked file is a failure");
+        assert_eq!(panicked.local, "dist/panics");
+        assert_eq!(panicked.size, 7);
+        let why = panicked.reason.as_deref().unwrap_or_default();
+        assert!(why.starts_with("internal error (please report it):"), "{why}");
+    }
+
+    /// The engine asks the store what it can do (`Store::listing_has_checksums`,
+    /// `name_key`, `has_directories`) and never which service it is: no `Service::` in
+    /// src/transfer outside comments.
+    #[test]
+    fn the_engine_never_names_the_service() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/transfer");
+        let mut dirs = vec![dir];
+        let mut named = Vec::new();
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    let text = std::fs::read_to_string(&p).unwrap();
+                    for (n, line) in text.lines().enumerate() {
+                        let code = line.split("//").next().unwrap_or("");
+                        if code.contains(&["Service", "::"].concat()) {
+                            named.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(named.is_empty(), "the engine names the service (ask the store instead):\n  {}", named.join("\n  "));
     }
 
     #[test]

@@ -319,6 +319,12 @@ impl PlannedFiles {
     pub fn iter(&self) -> impl Iterator<Item = UploadItem> + '_ {
         self.entries.iter().map(|e| self.item(e))
     }
+
+    /// Every planned file, in plan order, the plan moved into the iterator (what a
+    /// driver task takes with it).
+    pub fn into_items(self) -> impl Iterator<Item = UploadItem> {
+        (0..self.entries.len()).map(move |i| self.item(&self.entries[i]))
+    }
 }
 
 fn has_glob_meta(s: &str) -> bool {
@@ -683,7 +689,7 @@ fn check_names(files: &PlannedFiles, store: &dyn Store) -> Result<(), PlanError>
             format!("  {}{why} ← {}", names.join(" = "), rels.join(", "))
         })
         .collect();
-    if store.file_or_directory() {
+    if store.has_directories() {
         for g in order.chunk_by(|a, b| key(*a) == key(*b)) {
             let under = format!("{}/", key(g[0]));
             // The first name whose key is at or after `k/` tells whether any is under it.

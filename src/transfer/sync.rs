@@ -24,6 +24,7 @@
 //! A dry run makes the same decisions (the unchanged-file comparison, the refusals) and
 //! stops before the first write.
 
+use std::borrow::Cow;
 use std::cmp::Ordering as Cmp;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,11 +33,10 @@ use futures_util::StreamExt;
 
 use super::delete::{delete_all, deleted};
 use super::plan::UploadItem;
-use super::progress::Progress;
 use super::report::{FileResult, Report, Status};
 use super::{not_attempted, upload, Engine, RunError};
 use crate::auth::Credential;
-use crate::config::{human_bytes, LogFormat, Service};
+use crate::config::human_bytes;
 use crate::storage::{RemoteItem, StorageError};
 
 /// The remote prefix a sync owns: `target` with one trailing `/` (whole path components),
@@ -60,15 +60,16 @@ pub struct SyncPlan<T = UploadItem> {
 }
 
 /// Sorted merge of the planned files and the listing. Listed names outside `prefix` are
-/// ignored (never deleted). `fold_case`: names compare case-insensitively (Azure Files).
+/// ignored (never deleted). Names compare by `key`: the store's
+/// [`name_key`](crate::storage::Store::name_key) (Azure Files folds case).
 pub fn merge<T>(
     items: Vec<T>,
     name: impl Fn(&T) -> &str,
     mut listed: Vec<RemoteItem>,
     prefix: &str,
-    fold_case: bool,
+    key: impl for<'a> Fn(&'a str) -> Cow<'a, str>,
 ) -> SyncPlan<T> {
-    let key = |n: &str| if fold_case { n.to_lowercase() } else { n.to_string() };
+    let key = |n: &str| key(n).into_owned();
     let mut items: Vec<(String, T)> = items.into_iter().map(|i| (key(name(&i)), i)).collect();
     items.sort_by(|a, b| a.0.cmp(&b.0));
     listed.retain(|r| r.name.starts_with(prefix) && r.name.len() > prefix.len());
@@ -162,7 +163,7 @@ pub async fn run_sync(
     // remote copies deleted: the deletes are refused unless `allow_empty` says so.
     let unmatched = if cfg.allow_empty { vec![] } else { plan.unmatched };
     let mut sync =
-        merge(plan.files.iter().collect(), |i| i.name.as_str(), listed, &prefix, cfg.service == Service::File);
+        merge(plan.files.iter().collect(), |i| i.name.as_str(), listed, &prefix, |n| engine.store.name_key(n));
     // A hidden name is outside the selection's domain (docs/sync.md): never deleted.
     sync.deletes.retain(|r| cfg.include_hidden || !super::plan::has_hidden_component(&r.name[prefix.len()..]));
     let deletes = sync.deletes.len() as u64;
@@ -307,7 +308,7 @@ async fn split_unchanged(engine: &Arc<Engine>, uploads: Pending, report: &mut Re
 /// without a checksum (Azure Files listings carry no metadata) whose size matches gets
 /// its properties read, so the comparison is the one the real run makes.
 async fn with_checksums(engine: &Arc<Engine>, uploads: Pending) -> Pending {
-    if engine.cfg.service != Service::File {
+    if engine.store.listing_has_checksums() {
         return uploads;
     }
     futures_util::stream::iter(uploads)
@@ -329,34 +330,21 @@ async fn with_checksums(engine: &Arc<Engine>, uploads: Pending) -> Pending {
 }
 
 async fn upload_all(engine: &Arc<Engine>, uploads: Pending, report: &mut Report) {
-    let cfg = &engine.cfg;
-    let ticker =
-        engine.progress.spawn_ticker(cfg.progress_interval, Progress::default_sink(cfg.log_format == LogFormat::Json));
-    futures_util::stream::iter(uploads)
-        .map(|(slot, item, remote)| {
-            let eng = engine.clone();
-            let (name, local, size) = (item.name.clone(), item.rel.clone(), item.size);
-            let task = tokio::spawn(async move {
-                if eng.stop.is_stopped() {
-                    return not_attempted(&eng, &item.name, &item.rel, item.size);
-                }
-                upload::upload_known(eng, item, Some(remote)).await
-            });
-            async move { (slot, task.await.unwrap_or_else(|e| super::task_failed(&name, &local, size, e))) }
-        })
-        .buffer_unordered(cfg.concurrency)
-        .for_each(|(slot, r)| {
-            // A panicked task's file is a failure, in its own slot.
-            report.record(slot, r);
-            std::future::ready(())
-        })
-        .await;
+    let ticker = engine.ticker();
+    let items = uploads.into_iter().map(|(slot, item, remote)| (slot, (item, remote)));
+    let describe = |(it, _): &(UploadItem, Option<RemoteItem>)| (it.name.clone(), it.rel.clone(), it.size);
+    engine.drive(items, report, describe, |eng, (item, remote)| upload::upload_known(eng, item, Some(remote))).await;
     ticker.stop();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Blob's name key: the name itself.
+    fn same(n: &str) -> Cow<'_, str> {
+        Cow::Borrowed(n)
+    }
 
     fn remote(name: &str) -> RemoteItem {
         RemoteItem { name: name.into(), size: 1, ..RemoteItem::default() }
@@ -369,7 +357,7 @@ mod tests {
         assert_eq!(owned_prefix(""), "");
         assert_eq!(owned_prefix("/"), "");
         let none: Vec<&str> = vec![];
-        let plan = merge(none, |n| n, vec![remote("a/x"), remote("ab/y"), remote("a"), remote("a/")], "a/", false);
+        let plan = merge(none, |n| n, vec![remote("a/x"), remote("ab/y"), remote("a"), remote("a/")], "a/", same);
         let names: Vec<&str> = plan.deletes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["a/x"], "`ab/y`, `a` and the folder marker `a/` are not the sync's");
     }
@@ -378,15 +366,15 @@ mod tests {
     fn merge_pairs_listed_copies_and_deletes_what_the_selection_lacks() {
         let local = vec!["t/b", "t/d é", "t/a b", "t/z"];
         let listed = ["t/c", "t/a b", "t/zz", "t/b", "t/0", "t/d é"].map(remote).to_vec();
-        let plan = merge(local, |n| n, listed, "t/", false);
+        let plan = merge(local, |n| n, listed, "t/", same);
         let ups: Vec<(&str, bool)> = plan.uploads.iter().map(|(n, r)| (*n, r.is_some())).collect();
         assert_eq!(ups, [("t/a b", true), ("t/b", true), ("t/d é", true), ("t/z", false)]);
         let dels: Vec<&str> = plan.deletes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(dels, ["t/0", "t/c", "t/zz"]);
         // Azure Files compares names without case: `T/B.txt` is the stored `t/b.TXT`, kept.
-        let plan = merge(vec!["t/B.txt"], |n| n, vec![remote("t/b.TXT")], "t/", true);
+        let plan = merge(vec!["t/B.txt"], |n| n, vec![remote("t/b.TXT")], "t/", |n| Cow::Owned(n.to_lowercase()));
         assert!(plan.deletes.is_empty() && plan.uploads[0].1.is_some());
-        let plan = merge(vec!["t/B.txt"], |n| n, vec![remote("t/b.TXT")], "t/", false);
+        let plan = merge(vec!["t/B.txt"], |n| n, vec![remote("t/b.TXT")], "t/", same);
         assert_eq!(plan.deletes.len(), 1);
     }
 }

@@ -160,9 +160,9 @@ async fn destination(
     match known {
         None if look => lookup().await,
         None | Some(None) => Ok(None),
-        // Only Files listings lack metadata; a listed blob without a checksum has none to get.
+        // Only a listing without checksums (Files) lacks them; a listed blob without one has none to get.
         Some(Some(r))
-            if eng.cfg.service == crate::config::Service::File
+            if !eng.store.listing_has_checksums()
                 && r.sha256.is_none()
                 && r.content_md5.is_none()
                 && (compressed || r.size == item.size) =>

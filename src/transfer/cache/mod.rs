@@ -38,11 +38,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use crate::auth::{AuthError, Credential};
-use crate::config::{human_bytes, Action, LogFormat, Tier};
+use crate::config::{human_bytes, Action, Tier};
 use crate::storage::{RemoteItem, StorageError, UploadProps};
 use crate::transfer::localfs::Root;
 use crate::transfer::plan::join_remote;
-use crate::transfer::progress::Progress;
 use crate::transfer::report::{FileResult, Report, Status};
 use crate::transfer::stream::{self, BlockSink, ChannelReader, StreamError};
 use crate::transfer::upload::send_chunks;
@@ -172,8 +171,7 @@ async fn run_cache(eng: &Arc<Engine>, credential: &Credential) -> Result<(Vec<Fi
     }
     // Progress lines as for uploads and downloads: bytes sent (save: total unknown,
     // no ETA) or received (restore: the archive's size is the total).
-    let sink = Progress::default_sink(cfg.log_format == LogFormat::Json);
-    let ticker = eng.progress.spawn_ticker(cfg.progress_interval, sink);
+    let ticker = eng.ticker();
     let r = if save {
         save_cache(eng, root, &key, &name).await
     } else {
