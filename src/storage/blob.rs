@@ -90,29 +90,53 @@ impl BlobStore {
         }
         req
     }
+}
 
-    /// [Get Container Properties](https://learn.microsoft.com/rest/api/storageservices/get-container-properties)
-    pub async fn get_container_properties(&self) -> Result<bool> {
-        let req = Request::new(Method::GET, self.container_url(&[("restype", "container")])?);
-        match self.http.send(req).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_status(404) => Ok(false),
-            Err(e) => Err(e.into()),
+/// The REST layer: each method is one Blob REST call (or its pages), linked to its docs page.
+#[async_trait]
+impl Store for BlobStore {
+    fn info(&self) -> super::StoreInfo {
+        super::StoreInfo {
+            label: "Blob Storage",
+            roles: "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
         }
+    }
+    fn url(&self, name: &str) -> String {
+        format!("{}/{}/{}", self.endpoint, encode_path(&self.container), encode_path(name))
+    }
+
+    fn max_chunk(&self) -> u64 {
+        4000 << 20
+    }
+
+    fn max_chunks(&self) -> Option<u64> {
+        Some(MAX_BLOCKS)
     }
 
     /// [Create Container](https://learn.microsoft.com/rest/api/storageservices/create-container)
-    pub async fn create_container(&self) -> Result<()> {
-        let req = Request::new(Method::PUT, self.container_url(&[("restype", "container")])?);
+    /// with `create` (one that exists is success), else
+    /// [Get Container Properties](https://learn.microsoft.com/rest/api/storageservices/get-container-properties).
+    async fn ensure_container(&self, create: bool) -> Result<()> {
+        let method = if create { Method::PUT } else { Method::GET };
+        let req = Request::new(method, self.container_url(&[("restype", "container")])?);
         match self.http.send(req).await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_code("ContainerAlreadyExists") => Ok(()),
+            Err(e) if create && e.is_code("ContainerAlreadyExists") => Ok(()),
+            Err(e) if create => Err(e.into()),
+            Err(e) if e.is_status(404) => Err(StorageError::NoContainer {
+                what: "container",
+                name: self.container.clone(),
+                hint: " (create it, or set `create_container: true`)",
+            }),
+            // A SAS scoped to blobs may not read container properties: carry on, the
+            // first real request will tell.
+            Err(e) if e.is_status(403) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
     /// [Get Blob Properties](https://learn.microsoft.com/rest/api/storageservices/get-blob-properties)
-    pub async fn get_blob_properties(&self, name: &str) -> Result<Option<RemoteItem>> {
+    async fn properties(&self, name: &str) -> Result<Option<RemoteItem>> {
         let req = Request::new(Method::HEAD, self.blob_url(name, &[])?);
         let resp = match self.http.send(req).await {
             Ok(r) => r,
@@ -138,32 +162,41 @@ impl BlobStore {
         Ok(Some(item))
     }
 
-    /// [List Blobs](https://learn.microsoft.com/rest/api/storageservices/list-blobs), one page.
-    pub async fn list_blobs_page(
-        &self,
-        prefix: &str,
-        marker: Option<&str>,
-    ) -> Result<(Vec<RemoteItem>, Option<String>)> {
+    /// [List Blobs](https://learn.microsoft.com/rest/api/storageservices/list-blobs), every page.
+    async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>> {
         let page = list_page_size();
-        let mut q =
-            vec![("restype", "container"), ("comp", "list"), ("include", "metadata"), ("maxresults", page.as_str())];
-        if !prefix.is_empty() {
-            q.push(("prefix", prefix));
+        let mut all = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let mut q = vec![
+                ("restype", "container"),
+                ("comp", "list"),
+                ("include", "metadata"),
+                ("maxresults", page.as_str()),
+            ];
+            if !prefix.is_empty() {
+                q.push(("prefix", prefix));
+            }
+            if let Some(m) = marker.as_deref() {
+                q.push(("marker", m));
+            }
+            let resp = self.http.send(Request::new(Method::GET, self.container_url(&q)?)).await?;
+            let (items, next) = parse_list_blobs(&resp.body)?;
+            tracing::debug!(prefix, items = items.len(), more = next.is_some(), "list page");
+            all.extend(items);
+            match next {
+                Some(m) if !m.is_empty() => marker = Some(m),
+                _ => break,
+            }
         }
-        if let Some(m) = marker {
-            q.push(("marker", m));
-        }
-        let resp = self.http.send(Request::new(Method::GET, self.container_url(&q)?)).await?;
-        let (items, next) = parse_list_blobs(&resp.body)?;
-        tracing::debug!(prefix, items = items.len(), more = next.is_some(), "list page");
-        Ok((items, next))
+        Ok(all)
     }
 
     /// [Get Blob](https://learn.microsoft.com/rest/api/storageservices/get-blob) with `x-ms-range`.
     /// The body goes to `sink` as it arrives. With `etag`, `If-Match` pins the read to that
     /// version ([conditional headers](https://learn.microsoft.com/rest/api/storageservices/specifying-conditional-headers-for-blob-service-operations)):
     /// a blob rewritten since answers 412 `ConditionNotMet`, reported as [`StorageError::Changed`].
-    pub async fn get_blob(
+    async fn get_range(
         &self,
         name: &str,
         etag: Option<&str>,
@@ -188,7 +221,7 @@ impl BlobStore {
 
     /// [Put Blob](https://learn.microsoft.com/rest/api/storageservices/put-blob) (block blob, one request).
     /// The answer's echo (Content-MD5, x-ms-content-crc64) must be the body's ([`echoed`]).
-    pub async fn put_blob(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
+    async fn put_whole(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
         let (h, v) = sum.header();
         let req =
             Request::new(Method::PUT, self.blob_url(name, &[])?).header("x-ms-blob-type", "BlockBlob").header(h, v);
@@ -200,36 +233,42 @@ impl BlobStore {
         Ok(Committed { etag: resp.header("etag").map(str::to_string) })
     }
 
-    /// [Get Block List](https://learn.microsoft.com/rest/api/storageservices/get-block-list), uncommitted blocks.
-    pub async fn get_uncommitted_blocks(&self, name: &str) -> Result<Vec<(String, u64)>> {
+    /// [Get Block List](https://learn.microsoft.com/rest/api/storageservices/get-block-list),
+    /// uncommitted blocks: the ids an interrupted run already staged.
+    async fn begin_chunked(&self, name: &str, _size: u64, _props: &UploadProps) -> Result<HashSet<String>> {
         let req =
             Request::new(Method::GET, self.blob_url(name, &[("comp", "blocklist"), ("blocklisttype", "uncommitted")])?);
         let resp = match self.http.send(req).await {
             Ok(r) => r,
-            Err(e) if e.is_status(404) => return Ok(vec![]),
+            Err(e) if e.is_status(404) => return Ok(HashSet::new()),
             Err(e) => return Err(e.into()),
         };
-        parse_block_list(&resp.body)
+        Ok(parse_block_list(&resp.body)?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    fn chunk_key(&self, chunk: &Chunk) -> String {
+        Self::block_id(chunk)
     }
 
     /// [Put Block](https://learn.microsoft.com/rest/api/storageservices/put-block)
-    pub async fn put_block(&self, name: &str, block_id: &str, data: Bytes, sum: BodySum) -> Result<()> {
-        let (h, v) = sum.header();
-        let req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "block"), ("blockid", block_id)])?)
+    async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()> {
+        let (h, v) = chunk.sum.header();
+        let id = Self::block_id(&chunk);
+        let req = Request::new(Method::PUT, self.blob_url(name, &[("comp", "block"), ("blockid", &id)])?)
             .header(h, v)
             .body(data.clone());
         let resp = self.http.send(req).await?;
-        echoed("Put Block", sum, &data, &resp)?;
+        echoed("Put Block", chunk.sum, &data, &resp)?;
         Ok(())
     }
 
     /// [Put Block List](https://learn.microsoft.com/rest/api/storageservices/put-block-list)
-    pub async fn put_block_list(&self, name: &str, ids: &[String], props: &UploadProps) -> Result<Committed> {
-        let mut xml = String::with_capacity(64 + ids.len() * 90);
+    async fn commit(&self, name: &str, _size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
+        let mut xml = String::with_capacity(64 + chunks.len() * 90);
         xml.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
-        for id in ids {
+        for c in chunks {
             xml.push_str("<Latest>");
-            xml.push_str(id);
+            xml.push_str(&Self::block_id(c));
             xml.push_str("</Latest>");
         }
         xml.push_str("</BlockList>");
@@ -246,117 +285,24 @@ impl BlobStore {
 
     /// [Delete Blob](https://learn.microsoft.com/rest/api/storageservices/delete-blob), with
     /// its snapshots (`x-ms-delete-snapshots: include`: a blob with snapshots cannot be deleted
-    /// alone), pinned to the version `etag` names (`If-Match`): a blob rewritten since
-    /// answers 412 and stays, reported as [`StorageError::Changed`]. A blob already gone
-    /// (404) is not an error.
-    pub async fn delete_blob(&self, name: &str, etag: &str) -> Result<()> {
-        let req = Request::new(Method::DELETE, self.blob_url(name, &[])?)
+    /// alone), pinned to the listed version (`If-Match`): a blob rewritten since answers 412
+    /// and stays, reported as [`StorageError::Changed`]. A blob already gone (404) is not an
+    /// error.
+    async fn delete(&self, item: &RemoteItem) -> Result<()> {
+        let etag = super::listed_etag(item)?;
+        let req = Request::new(Method::DELETE, self.blob_url(&item.name, &[])?)
             .header("x-ms-delete-snapshots", "include")
             .header("if-match", quoted_etag(etag));
         match self.http.send(req).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_status(412) => Err(StorageError::Changed {
-                name: name.to_string(),
+                name: item.name.clone(),
                 expected: etag.to_string(),
                 now: "a newer one".into(),
             }),
             Err(e) if e.is_status(404) && !e.is_code("ContainerNotFound") => Ok(()),
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-#[async_trait]
-impl Store for BlobStore {
-    fn info(&self) -> super::StoreInfo {
-        super::StoreInfo {
-            label: "Blob Storage",
-            roles: "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
-        }
-    }
-    fn url(&self, name: &str) -> String {
-        format!("{}/{}/{}", self.endpoint, encode_path(&self.container), encode_path(name))
-    }
-
-    fn max_chunk(&self) -> u64 {
-        4000 << 20
-    }
-
-    fn max_chunks(&self) -> Option<u64> {
-        Some(MAX_BLOCKS)
-    }
-
-    async fn ensure_container(&self, create: bool) -> Result<()> {
-        if create {
-            return self.create_container().await;
-        }
-        match self.get_container_properties().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StorageError::NoContainer {
-                what: "container",
-                name: self.container.clone(),
-                hint: " (create it, or set `create_container: true`)",
-            }),
-            // A SAS scoped to blobs may not read container properties: carry on, the
-            // first real request will tell.
-            Err(e) if e.is_status(403) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn properties(&self, name: &str) -> Result<Option<RemoteItem>> {
-        self.get_blob_properties(name).await
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>> {
-        let mut all = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let (items, next) = self.list_blobs_page(prefix, marker.as_deref()).await?;
-            all.extend(items);
-            match next {
-                Some(m) if !m.is_empty() => marker = Some(m),
-                _ => break,
-            }
-        }
-        Ok(all)
-    }
-
-    async fn get_range(
-        &self,
-        name: &str,
-        etag: Option<&str>,
-        offset: u64,
-        len: u64,
-        sink: BodySink<'_>,
-    ) -> Result<u64> {
-        self.get_blob(name, etag, offset, len, sink).await
-    }
-
-    async fn put_whole(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
-        self.put_blob(name, data, sum, props).await
-    }
-
-    async fn begin_chunked(&self, name: &str, _size: u64, _props: &UploadProps) -> Result<HashSet<String>> {
-        Ok(self.get_uncommitted_blocks(name).await?.into_iter().map(|(id, _)| id).collect())
-    }
-
-    fn chunk_key(&self, chunk: &Chunk) -> String {
-        Self::block_id(chunk)
-    }
-
-    async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()> {
-        self.put_block(name, &Self::block_id(&chunk), data, chunk.sum).await
-    }
-
-    async fn commit(&self, name: &str, _size: u64, chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
-        let ids: Vec<String> = chunks.iter().map(Self::block_id).collect();
-        self.put_block_list(name, &ids, props).await
-    }
-
-    async fn delete(&self, item: &RemoteItem) -> Result<()> {
-        let etag = super::listed_etag(item)?;
-        self.delete_blob(&item.name, etag).await
     }
 }
 

@@ -226,7 +226,7 @@ impl FilesStore {
     }
 
     /// The temporary name an upload of `name` uses in this run (same directory).
-    pub fn temp_name(&self, name: &str) -> String {
+    fn temp_name(&self, name: &str) -> String {
         let (dir, base) = split_parent(name);
         // Keep the component within 255 characters; a hash keeps long names apart.
         let base = if base.chars().count() > 200 {
@@ -256,30 +256,9 @@ impl FilesStore {
         req
     }
 
-    /// [Get Directory Properties](https://learn.microsoft.com/rest/api/storageservices/get-directory-properties)
-    /// of the share's root: does the share exist?
-    pub async fn get_root_directory_properties(&self) -> Result<bool> {
-        let req = self.req(Method::HEAD, self.path_url("", &[("restype", "directory")])?);
-        match self.http.send(req).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_status(404) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// [Create Share](https://learn.microsoft.com/rest/api/storageservices/create-share)
-    pub async fn create_share(&self) -> Result<()> {
-        let req = self.req(Method::PUT, self.path_url("", &[("restype", "share")])?);
-        match self.http.send(req).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_code("ShareAlreadyExists") => Ok(()),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// [Create Directory](https://learn.microsoft.com/rest/api/storageservices/create-directory);
     /// an existing directory is success.
-    pub async fn create_directory(&self, path: &str) -> Result<()> {
+    async fn create_directory(&self, path: &str) -> Result<()> {
         let req = self.req(Method::PUT, self.path_url(path, &[("restype", "directory")])?);
         match self.http.send(req).await {
             Ok(_) => Ok(()),
@@ -293,7 +272,7 @@ impl FilesStore {
     }
 
     /// Creates every missing directory above `name`, each at most once per run.
-    pub async fn ensure_parents(&self, name: &str) -> Result<()> {
+    async fn ensure_parents(&self, name: &str) -> Result<()> {
         let (parent, _) = split_parent(name);
         if parent.is_empty() {
             return Ok(());
@@ -319,7 +298,7 @@ impl FilesStore {
 
     /// [Create File](https://learn.microsoft.com/rest/api/storageservices/create-file):
     /// allocates `size` bytes (zeros) with the content headers and metadata.
-    pub async fn create_file(&self, name: &str, size: u64, props: &UploadProps) -> Result<()> {
+    async fn create_file(&self, name: &str, size: u64, props: &UploadProps) -> Result<()> {
         let req = self
             .req(Method::PUT, self.path_url(name, &[])?)
             .header("x-ms-type", "file")
@@ -332,7 +311,7 @@ impl FilesStore {
     /// [Put Range](https://learn.microsoft.com/rest/api/storageservices/put-range)
     /// (`x-ms-write: update`, at most 4 MiB, with a transactional Content-MD5).
     /// `md5` is the body's, computed by the engine while it hashed the file.
-    pub async fn put_range(&self, name: &str, offset: u64, data: Bytes, md5: [u8; 16]) -> Result<()> {
+    async fn put_range(&self, name: &str, offset: u64, data: Bytes, md5: [u8; 16]) -> Result<()> {
         debug_assert!(!data.is_empty() && data.len() as u64 <= MAX_RANGE);
         let end = offset + data.len() as u64 - 1;
         let req = self
@@ -357,7 +336,7 @@ impl FilesStore {
     /// [Set File Properties](https://learn.microsoft.com/rest/api/storageservices/set-file-properties):
     /// the content headers and the whole-file `x-ms-content-md5`, and with `length` the
     /// file's new length (`x-ms-content-length`; else the length is left alone).
-    pub async fn set_file_properties(&self, name: &str, props: &UploadProps, length: Option<u64>) -> Result<()> {
+    async fn set_file_properties(&self, name: &str, props: &UploadProps, length: Option<u64>) -> Result<()> {
         let mut req = self.req(Method::PUT, self.path_url(name, &[("comp", "properties")])?);
         if let Some(len) = length {
             req = req.header("x-ms-content-length", len.to_string());
@@ -389,7 +368,7 @@ impl FilesStore {
 
     /// [Set File Metadata](https://learn.microsoft.com/rest/api/storageservices/set-file-metadata)
     /// (replaces all metadata).
-    pub async fn set_file_metadata(&self, name: &str, metadata: &[(String, String)]) -> Result<()> {
+    async fn set_file_metadata(&self, name: &str, metadata: &[(String, String)]) -> Result<()> {
         let req = self.req(Method::PUT, self.path_url(name, &[("comp", "metadata")])?);
         self.http.send(Self::with_metadata(req, metadata)).await?;
         Ok(())
@@ -397,7 +376,7 @@ impl FilesStore {
 
     /// [Rename File](https://learn.microsoft.com/rest/api/storageservices/rename-file) `from` → `to`
     /// in this share; with `replace: false` an existing `to` is a 409 `ResourceAlreadyExists`.
-    pub async fn rename_file(&self, from: &str, to: &str, replace: bool) -> Result<Committed> {
+    async fn rename_file(&self, from: &str, to: &str, replace: bool) -> Result<Committed> {
         let mut source = self.path_url(from, &[])?.to_string();
         // The source is authorized on its own: a SAS travels with it.
         if let Some(sas) = self.http.credential().source_query() {
@@ -413,7 +392,7 @@ impl FilesStore {
     }
 
     /// [Delete File](https://learn.microsoft.com/rest/api/storageservices/delete-file2)
-    pub async fn delete_file(&self, name: &str) -> Result<()> {
+    async fn delete_file(&self, name: &str) -> Result<()> {
         match self.http.send(self.req(Method::DELETE, self.path_url(name, &[])?)).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_status(404) => Ok(()),
@@ -421,15 +400,19 @@ impl FilesStore {
         }
     }
 
-    /// [Delete Directory](https://learn.microsoft.com/rest/api/storageservices/delete-directory):
-    /// `Ok(false)` when the directory is not empty (409 `DirectoryNotEmpty`) or already gone.
-    pub async fn delete_directory(&self, dir: &str) -> Result<bool> {
-        let req = self.req(Method::DELETE, self.path_url(dir, &[("restype", "directory")])?);
-        match self.http.send(req).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_status(409) && e.is_code("DirectoryNotEmpty") => Ok(false),
-            Err(e) if e.is_status(404) && !e.is_code("ShareNotFound") => Ok(false),
-            Err(e) => Err(e.into()),
+    /// Renames the finished temporary file into place.
+    async fn finish(&self, tmp: &str, name: &str, props: &UploadProps) -> Result<Committed> {
+        match self.rename_file(tmp, name, !props.if_none_match).await {
+            Ok(c) => Ok(c),
+            // A retried rename whose first attempt landed finds its source gone.
+            Err(e) if e.http().is_some_and(|h| h.attempts > 1) && e.is_status(404) => {
+                let want = props.metadata.iter().find(|(k, _)| k == "sha256").map(|(_, v)| v.as_str());
+                match self.properties(name).await? {
+                    Some(r) if want.is_some_and(|w| r.has_sha256(w)) => Ok(Committed { etag: r.etag_string() }),
+                    _ => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -440,65 +423,9 @@ impl FilesStore {
         }
     }
 
-    /// [Get File Properties](https://learn.microsoft.com/rest/api/storageservices/get-file-properties)
-    pub async fn get_file_properties(&self, name: &str) -> Result<Option<RemoteItem>> {
-        let resp = match self.http.send(self.req(Method::HEAD, self.path_url(name, &[])?)).await {
-            Ok(r) => r,
-            Err(e) if e.is_status(404) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if resp.header("x-ms-type").is_some_and(|t| !t.eq_ignore_ascii_case("file")) {
-            return Ok(None);
-        }
-        let size = resp
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| StorageError::Protocol { op: "Get File Properties", detail: "no Content-Length".into() })?;
-        Ok(Some(
-            RemoteItem {
-                name: name.to_string(),
-                size,
-                etag: resp.header("etag").map(Into::into),
-                content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(super::digest::Md5::parse),
-                sha256: resp.header("x-ms-meta-sha256").map(|s| super::digest::Sha256::parse(&s.to_ascii_lowercase())),
-                last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
-                extra: None,
-                mode: resp.header("x-ms-meta-mode").and_then(|v| super::parse_mode(name, v)),
-            }
-            .with_meta_headers(&resp.headers),
-        ))
-    }
-
-    /// [Get File](https://learn.microsoft.com/rest/api/storageservices/get-file) with `x-ms-range`.
-    /// The body goes to `sink` as it arrives. Get File takes no `If-Match`, so with `etag`
-    /// the response's ETag is compared with it instead: another one means the file was
-    /// rewritten since ([`StorageError::Changed`]; the bytes given to `sink` are of the
-    /// other version and must be discarded).
-    pub async fn get_file(
-        &self,
-        name: &str,
-        etag: Option<&str>,
-        offset: u64,
-        len: u64,
-        sink: BodySink<'_>,
-    ) -> Result<u64> {
-        let req = super::ranged(self.req(Method::GET, self.path_url(name, &[])?), offset, len);
-        let resp = self.http.send_streamed(req, sink).await?;
-        if let (Some(want), Some(got)) = (etag, resp.header("etag")) {
-            if !same_etag(want, got) {
-                return Err(StorageError::Changed {
-                    name: name.to_string(),
-                    expected: want.to_string(),
-                    now: got.to_string(),
-                });
-            }
-        }
-        Ok(resp.streamed)
-    }
-
     /// [List Directories and Files](https://learn.microsoft.com/rest/api/storageservices/list-directories-and-files),
     /// one page of one directory. `Ok(None)` when the directory does not exist.
-    pub async fn list_page(&self, dir: &str, prefix: &str, marker: Option<&str>) -> Result<Option<ListPage>> {
+    async fn list_page(&self, dir: &str, prefix: &str, marker: Option<&str>) -> Result<Option<ListPage>> {
         let page = list_page_size();
         let mut q =
             vec![("restype", "directory"), ("comp", "list"), ("include", "ETag"), ("maxresults", page.as_str())];
@@ -555,6 +482,8 @@ pub struct ListPage {
     pub next: Option<String>,
 }
 
+/// The [`Store`]: each method is one FileREST call, or the documented sequence of them
+/// (module docs) made of the calls above.
 #[async_trait]
 impl Store for FilesStore {
     fn info(&self) -> super::StoreInfo {
@@ -591,24 +520,61 @@ impl Store for FilesStore {
         Checksum::Md5
     }
 
+    /// [Create Share](https://learn.microsoft.com/rest/api/storageservices/create-share) with
+    /// `create` (one that exists is success), then
+    /// [Get Directory Properties](https://learn.microsoft.com/rest/api/storageservices/get-directory-properties)
+    /// of the share's root: does the share exist?
     async fn ensure_container(&self, create: bool) -> Result<()> {
         if create {
-            self.create_share().await?;
+            let req = self.req(Method::PUT, self.path_url("", &[("restype", "share")])?);
+            match self.http.send(req).await {
+                Err(e) if !e.is_code("ShareAlreadyExists") => return Err(e.into()),
+                _ => {}
+            }
         }
-        if self.get_root_directory_properties().await? {
-            return Ok(());
+        let req = self.req(Method::HEAD, self.path_url("", &[("restype", "directory")])?);
+        match self.http.send(req).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_status(404) => Err(StorageError::NoContainer {
+                what: "share",
+                name: self.share.clone(),
+                hint: " (create it, or set `create_container: true`)",
+            }),
+            Err(e) => Err(e.into()),
         }
-        Err(StorageError::NoContainer {
-            what: "share",
-            name: self.share.clone(),
-            hint: " (create it, or set `create_container: true`)",
-        })
     }
 
+    /// [Get File Properties](https://learn.microsoft.com/rest/api/storageservices/get-file-properties)
     async fn properties(&self, name: &str) -> Result<Option<RemoteItem>> {
-        self.get_file_properties(name).await
+        let resp = match self.http.send(self.req(Method::HEAD, self.path_url(name, &[])?)).await {
+            Ok(r) => r,
+            Err(e) if e.is_status(404) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        if resp.header("x-ms-type").is_some_and(|t| !t.eq_ignore_ascii_case("file")) {
+            return Ok(None);
+        }
+        let size = resp
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| StorageError::Protocol { op: "Get File Properties", detail: "no Content-Length".into() })?;
+        Ok(Some(
+            RemoteItem {
+                name: name.to_string(),
+                size,
+                etag: resp.header("etag").map(Into::into),
+                content_md5: resp.header("content-md5").filter(|s| !s.is_empty()).map(super::digest::Md5::parse),
+                sha256: resp.header("x-ms-meta-sha256").map(|s| super::digest::Sha256::parse(&s.to_ascii_lowercase())),
+                last_modified: resp.header("last-modified").and_then(|v| httpdate::parse_http_date(v).ok()),
+                extra: None,
+                mode: resp.header("x-ms-meta-mode").and_then(|v| super::parse_mode(name, v)),
+            }
+            .with_meta_headers(&resp.headers),
+        ))
     }
 
+    /// [List Directories and Files](https://learn.microsoft.com/rest/api/storageservices/list-directories-and-files)
+    /// of the prefix's directory and every directory under it, every page (see "Download").
     async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>> {
         let (dir, leaf) = split_parent(prefix);
         let mut out = Vec::new();
@@ -647,6 +613,11 @@ impl Store for FilesStore {
         Ok(out)
     }
 
+    /// [Get File](https://learn.microsoft.com/rest/api/storageservices/get-file) with `x-ms-range`.
+    /// The body goes to `sink` as it arrives. Get File takes no `If-Match`, so with `etag`
+    /// the response's ETag is compared with it instead: another one means the file was
+    /// rewritten since ([`StorageError::Changed`]; the bytes given to `sink` are of the
+    /// other version and must be discarded).
     async fn get_range(
         &self,
         name: &str,
@@ -655,9 +626,21 @@ impl Store for FilesStore {
         len: u64,
         sink: BodySink<'_>,
     ) -> Result<u64> {
-        self.get_file(name, etag, offset, len, sink).await
+        let req = super::ranged(self.req(Method::GET, self.path_url(name, &[])?), offset, len);
+        let resp = self.http.send_streamed(req, sink).await?;
+        if let (Some(want), Some(got)) = (etag, resp.header("etag")) {
+            if !same_etag(want, got) {
+                return Err(StorageError::Changed {
+                    name: name.to_string(),
+                    expected: want.to_string(),
+                    now: got.to_string(),
+                });
+            }
+        }
+        Ok(resp.streamed)
     }
 
+    /// Create File, Put Range, Rename File (see "Upload"), under a temporary name.
     async fn put_whole(&self, name: &str, data: Bytes, sum: BodySum, props: &UploadProps) -> Result<Committed> {
         self.ensure_parents(name).await?;
         let tmp = self.temp_name(name);
@@ -678,6 +661,7 @@ impl Store for FilesStore {
         r
     }
 
+    /// Create Directory for each missing parent, then Create File under the temporary name.
     /// `size` 0 is a stream of unknown length (the cache archive): the file starts empty
     /// and [`FilesStore::grow_to`] grows it before a range would pass its end; `commit`
     /// then sets the exact length.
@@ -698,6 +682,7 @@ impl Store for FilesStore {
         format!("{}+{}", chunk.offset, chunk.len)
     }
 
+    /// [Put Range](https://learn.microsoft.com/rest/api/storageservices/put-range) into the temporary file.
     async fn put_chunk(&self, name: &str, chunk: Chunk, data: Bytes) -> Result<()> {
         let md5 = body_md5(chunk.sum, &data);
         let tmp = self.temp_name(name);
@@ -705,6 +690,7 @@ impl Store for FilesStore {
         self.put_range(&tmp, chunk.offset, data, md5).await
     }
 
+    /// Set File Properties, Set File Metadata, Rename File (see "Upload").
     async fn commit(&self, name: &str, size: u64, _chunks: &[Chunk], props: &UploadProps) -> Result<Committed> {
         let tmp = self.temp_name(name);
         // A streamed upload gets its exact length now (the content headers repeated).
@@ -723,12 +709,12 @@ impl Store for FilesStore {
         r
     }
 
-    /// Delete File takes no `If-Match` (only a lease id), so the file's ETag is read first
+    /// [Delete File](https://learn.microsoft.com/rest/api/storageservices/delete-file2) takes no `If-Match` (only a lease id), so the file's ETag is read first
     /// (Get File Properties) and compared with the listed one; a file rewritten between that
     /// read and the delete (one round trip) is still deleted: a window this narrows, not closes.
     async fn delete(&self, item: &RemoteItem) -> Result<()> {
         let listed = super::listed_etag(item)?;
-        match self.get_file_properties(&item.name).await? {
+        match self.properties(&item.name).await? {
             None => Ok(()),
             Some(now) => match now.etag.as_deref() {
                 Some(e) if same_etag(e, listed) => self.delete_file(&item.name).await,
@@ -741,32 +727,22 @@ impl Store for FilesStore {
         }
     }
 
+    /// [Delete Directory](https://learn.microsoft.com/rest/api/storageservices/delete-directory):
+    /// `Ok(false)` when the directory is not empty (409 `DirectoryNotEmpty`) or already gone.
     async fn remove_dir_if_empty(&self, dir: &str) -> Result<bool> {
-        self.delete_directory(dir).await
+        let req = self.req(Method::DELETE, self.path_url(dir, &[("restype", "directory")])?);
+        match self.http.send(req).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_status(409) && e.is_code("DirectoryNotEmpty") => Ok(false),
+            Err(e) if e.is_status(404) && !e.is_code("ShareNotFound") => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn abandon(&self, name: &str) {
         let tmp = self.temp_name(name);
         self.forget_growing(&tmp);
         self.discard(&tmp).await;
-    }
-}
-
-impl FilesStore {
-    /// Renames the finished temporary file into place.
-    async fn finish(&self, tmp: &str, name: &str, props: &UploadProps) -> Result<Committed> {
-        match self.rename_file(tmp, name, !props.if_none_match).await {
-            Ok(c) => Ok(c),
-            // A retried rename whose first attempt landed finds its source gone.
-            Err(e) if e.http().is_some_and(|h| h.attempts > 1) && e.is_status(404) => {
-                let want = props.metadata.iter().find(|(k, _)| k == "sha256").map(|(_, v)| v.as_str());
-                match self.get_file_properties(name).await? {
-                    Some(r) if want.is_some_and(|w| r.has_sha256(w)) => Ok(Committed { etag: r.etag_string() }),
-                    _ => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
     }
 }
 

@@ -3,7 +3,11 @@
 //! Blob (`blob.rs`) and Azure Files (`files.rs`) implement it, so the engine (plan,
 //! chunking, hashing, verification, output) exists once. Each method is
 //! one logical operation; the implementations map it to one REST call (or a short,
-//! documented sequence) and link the Microsoft docs page.
+//! documented sequence) and link the Microsoft docs page. A store's `impl Store` is its
+//! REST layer and its only surface (no public inherent calls beside it), so a store is
+//! replaced in one file (docs/design.md, "Azure SDK"). The engine asks a store what it can
+//! do ([`Store::has_directories`], [`Store::listing_has_checksums`], [`Store::name_key`]),
+//! never which service it is.
 
 pub mod blob;
 pub mod checksum;
