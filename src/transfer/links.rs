@@ -29,6 +29,9 @@ use crate::storage::blob::UserDelegationKey;
 pub const DELEGATION_PERMISSION: &str =
     "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action";
 
+/// How much shorter than 7 days the longest user-delegation link is (clock skew).
+pub const DELEGATION_MARGIN: Duration = Duration::from_secs(300);
+
 /// The most the step summary's links table may take: a 100,000-file upload must not write
 /// tens of megabytes into the job summary (GitHub shows at most 1 MiB per step). Rows past
 /// it are counted in a last line, "…and N more"; the manifest has every link.
@@ -64,7 +67,7 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
     let cfg = &engine.cfg;
     let Some(valid) = cfg.link_expiry.filter(|_| !cfg.dry_run) else { return Ok(None) };
     let now = SystemTime::now();
-    let expiry = at(now, valid);
+    let mut expiry = at(now, valid);
     let signer = match credential {
         Credential::SharedKey(k) => Signer::Key(k.clone()),
         Credential::Sas(_) => {
@@ -74,6 +77,10 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
             return Err(RunError::Settings("`link_expiry` (PLUGIN_LINK_EXPIRY) needs a credential to sign links with".into()))
         }
         Credential::Bearer(_) => {
+            // The key must expire within 7 days of the service's clock: a runner clock a
+            // little ahead must not make `7d` refused, so the key (and the links) stop
+            // DELEGATION_MARGIN short of it.
+            expiry = at(now, valid.min(crate::config::MAX_LINK_EXPIRY - DELEGATION_MARGIN));
             let key = match engine.store.user_delegation_key(&at(now, Duration::ZERO), &expiry).await {
                 Ok(Some(k)) => k,
                 Ok(None) => {

@@ -200,6 +200,14 @@ fn an_entra_link_reads_the_file_anonymously_until_it_expires() {
     // `se` has whole seconds: past it by more than a second, the service refuses.
     std::thread::sleep(Duration::from_millis(5500));
     assert_eq!(get_with(&link, Some(cert)).0, 403, "an expired link still read the blob");
+    // The longest expiry works too; the key and the link expire together.
+    std::fs::remove_file(ws.path().join("out")).unwrap();
+    entra(ws.path(), &c, "7d").run().assert_ok();
+    let link = output(ws.path(), "link").unwrap();
+    let q: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(link.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+    assert_eq!(q["se"], q["ske"]);
+    assert_eq!(get_with(&link, Some(cert)), (200, b"signed by a delegation key".to_vec()));
 }
 
 /// An identity without `generateUserDelegationKey` (Get User Delegation Key answers 403)
