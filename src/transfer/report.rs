@@ -264,7 +264,7 @@ impl Report {
         self.links = Some(links);
     }
 
-    /// The run's links, when `link_expiry` made any.
+    /// The run's links (`link_expiry`), taken once the files are all recorded.
     pub fn take_links(&mut self) -> Option<super::links::Links> {
         self.links.take()
     }
