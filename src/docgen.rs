@@ -61,7 +61,7 @@ pub const OUTPUTS: &[(&str, &str)] = &[
     ("would_transfer", "Dry run: files the real run would transfer (the same comparisons and refusals)."),
     ("would_delete", "Dry run of a sync or a delete: files the real run would delete (0 when it would refuse the deletes)."),
     ("manifest", "The manifest's path, when `manifest` is set."),
-    ("link", "Upload with `link_expiry`: the read-only link (a SAS URL) of the file when one file was uploaded, else empty (each manifest entry has its own `link`). A secret for its lifetime: never logged."),
+    ("link", "Upload or sync with `link_expiry`: the read-only link (a SAS URL) of the file when exactly one file was stored, else empty (each manifest entry has its own `link`; the manifest is local, never uploaded, so it has no link). A secret for its lifetime: never logged."),
     ("cache_hit", "`cache_restore`: `true` when the exact `cache_key` was restored, else `false` (a `restore_keys` match or a miss)."),
     ("cache_key", "Cache modes: the key saved, or the key restored (empty on a miss)."),
     ("cache_matched_key", "`cache_restore`: the key of the archive restored, or found with `lookup_only` or `dry_run` (the exact key or a `restore_keys` match; empty on a miss)."),

@@ -199,7 +199,7 @@ pub struct Config {
     pub max_delete: Option<u64>,
     /// Delete: only items last modified longer ago than this (`older_than`).
     pub older_than: Option<Duration>,
-    /// Upload: a read-only link per uploaded blob, valid this long (`link_expiry`).
+    /// Upload and sync: a read-only link per stored blob, valid this long (`link_expiry`).
     pub link_expiry: Option<Duration>,
     /// Files gzipped while uploading (`compress`).
     pub compress: Vec<PathPattern>,
@@ -772,8 +772,8 @@ fn sync_settings(
     }
     let overwrite = if action == Action::Sync { Overwrite::Changed } else { overwrite };
     let link_expiry = raw.get("link_expiry").and_then(|v| match parse_duration(v) {
-        Ok(d) if action != Action::Upload => {
-            bad.push("link_expiry", "applies to `action: upload` only".into());
+        Ok(d) if !action.uploads() => {
+            bad.push("link_expiry", "applies to `action: upload` and `action: sync` only".into());
             Some(d)
         }
         Ok(_) if service == Service::File => {
@@ -796,8 +796,10 @@ fn sync_settings(
     SyncSettings { max_delete, older_than, link_expiry, compress, overwrite }
 }
 
-/// The longest `link_expiry`: Azure's limit on a user-delegation SAS, applied to every link
-/// so a pipeline's links live as long whatever its credential.
+/// The longest `link_expiry`: Azure's limit on a user-delegation SAS (its key lives at most
+/// 7 days), applied to key-signed links too, so a pipeline's links live as long whatever its
+/// credential and a leaked link cannot outlive a week (a key-signed link is revoked only by
+/// rotating the key).
 pub const MAX_LINK_EXPIRY: Duration = Duration::from_secs(7 * 86400);
 
 /// The most a delete may remove when `max_delete` is not set. A preview site or a build's

@@ -304,6 +304,112 @@ impl Store for BlobStore {
             Err(e) => Err(e.into()),
         }
     }
+
+    /// [Get User Delegation Key](https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key):
+    /// a key valid from `start` to `expiry` (RFC 3339 UTC, at most 7 days from now), for
+    /// the identity of the bearer token the request carries.
+    async fn user_delegation_key(&self, start: &str, expiry: &str) -> Result<Option<UserDelegationKey>> {
+        let url = super::request_url(
+            self.base.as_ref(),
+            &self.endpoint,
+            "",
+            &[("restype", "service"), ("comp", "userdelegationkey")],
+        )?;
+        let xml = format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><KeyInfo><Start>{start}</Start><Expiry>{expiry}</Expiry></KeyInfo>"
+        );
+        let req = Request::new(Method::POST, url).header("content-type", "application/xml").body(Bytes::from(xml));
+        let resp = self.http.send(req).await?;
+        parse_user_delegation_key(&resp.body).map(Some)
+    }
+}
+
+/// A user delegation key ([Get User Delegation Key](https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key)):
+/// what signs a user-delegation SAS, and the `sk*` fields the SAS carries so the service can
+/// rebuild the key. `Debug` never shows the key.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct UserDelegationKey {
+    /// `skoid`, `sktid`: the identity's object and tenant ids.
+    pub oid: String,
+    pub tid: String,
+    /// `skt`, `ske`: when the key starts and expires.
+    pub start: String,
+    pub expiry: String,
+    /// `sks`, `skv`: the service (`b`) and the version that made the key.
+    pub service: String,
+    pub version: String,
+    /// The key, decoded.
+    value: Vec<u8>,
+}
+
+impl std::fmt::Debug for UserDelegationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserDelegationKey")
+            .field("oid", &self.oid)
+            .field("tid", &self.tid)
+            .field("start", &self.start)
+            .field("expiry", &self.expiry)
+            .field("service", &self.service)
+            .field("version", &self.version)
+            .field("value", &"***")
+            .finish()
+    }
+}
+
+impl UserDelegationKey {
+    /// The base64 HMAC-SHA256 of `message` under the key: a user-delegation SAS's `sig`.
+    pub fn sign(&self, message: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.value).expect("HMAC takes any key length");
+        mac.update(message.as_bytes());
+        B64.encode(mac.finalize().into_bytes())
+    }
+
+    /// A key with these fields and the base64 `value` (tests).
+    #[cfg(test)]
+    pub fn for_test(fields: [&str; 6], value: &str) -> Self {
+        let [oid, tid, start, expiry, service, version] = fields.map(str::to_string);
+        UserDelegationKey { oid, tid, start, expiry, service, version, value: B64.decode(value).unwrap() }
+    }
+}
+
+/// Parses a Get User Delegation Key response; every field is required.
+pub fn parse_user_delegation_key(body: &[u8]) -> Result<UserDelegationKey> {
+    const OP: &str = "Get User Delegation Key";
+    let mut k = UserDelegationKey::default();
+    let mut value = None;
+    walk_xml(body, OP, "UserDelegationKey", |path, _, v| {
+        let v = v.trim().to_string();
+        match path {
+            [_, f] if f == "SignedOid" => k.oid = v,
+            [_, f] if f == "SignedTid" => k.tid = v,
+            [_, f] if f == "SignedStart" => k.start = v,
+            [_, f] if f == "SignedExpiry" => k.expiry = v,
+            [_, f] if f == "SignedService" => k.service = v,
+            [_, f] if f == "SignedVersion" => k.version = v,
+            [_, f] if f == "Value" => value = Some(v),
+            _ => {}
+        }
+        Ok(())
+    })?;
+    let missing = [
+        ("SignedOid", &k.oid),
+        ("SignedTid", &k.tid),
+        ("SignedStart", &k.start),
+        ("SignedExpiry", &k.expiry),
+        ("SignedService", &k.service),
+        ("SignedVersion", &k.version),
+    ]
+    .into_iter()
+    .find(|(_, v)| v.is_empty());
+    if let Some((field, _)) = missing {
+        return Err(StorageError::Protocol { op: OP, detail: format!("no <{field}>") });
+    }
+    k.value = value
+        .and_then(|v| B64.decode(v).ok())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| StorageError::Protocol { op: OP, detail: "no base64 <Value>".into() })?;
+    Ok(k)
 }
 
 /// A `<Blob>` being read.
@@ -399,6 +505,30 @@ fn echoed(op: &'static str, sum: BodySum, data: &[u8], resp: &Response) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The documented response shape (Get User Delegation Key).
+    const UDK: &str = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><UserDelegationKey><SignedOid>o-1</SignedOid><SignedTid>t-1</SignedTid><SignedStart>2026-12-03T06:00:00Z</SignedStart><SignedExpiry>2026-12-04T06:00:00Z</SignedExpiry><SignedService>b</SignedService><SignedVersion>2025-11-05</SignedVersion><Value>c2VjcmV0LWtleQ==</Value></UserDelegationKey>";
+
+    #[test]
+    fn a_user_delegation_key_is_read_whole_and_never_shown() {
+        let k = parse_user_delegation_key(UDK.as_bytes()).unwrap();
+        let want = UserDelegationKey::for_test(
+            ["o-1", "t-1", "2026-12-03T06:00:00Z", "2026-12-04T06:00:00Z", "b", "2025-11-05"],
+            "c2VjcmV0LWtleQ==",
+        );
+        assert_eq!(k, want);
+        let shown = format!("{k:?}");
+        assert!(shown.contains("o-1") && !shown.contains("c2VjcmV0") && !shown.contains("secret-key"), "{shown}");
+        for (bad, why) in [
+            (UDK.replace("<SignedTid>t-1</SignedTid>", ""), "no <SignedTid>"),
+            (UDK.replace("c2VjcmV0LWtleQ==", "not base64!"), "no base64 <Value>"),
+            (UDK.replace("<Value>c2VjcmV0LWtleQ==</Value>", ""), "no base64 <Value>"),
+            ("<Error><Code>x</Code></Error>".to_string(), "not <UserDelegationKey>"),
+        ] {
+            let e = parse_user_delegation_key(bad.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("Get User Delegation Key") && e.contains(why), "{e}");
+        }
+    }
 
     #[test]
     fn encodes_segments_not_slashes() {
@@ -524,6 +654,7 @@ mod props {
         fn parsers_never_panic_on_arbitrary_bytes(b in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse_list_blobs(&b);
             let _ = parse_block_list(&b);
+            let _ = parse_user_delegation_key(&b);
             let _ = crate::http::error::parse_error_body(&b);
         }
 

@@ -487,6 +487,12 @@ pub trait Store: Send + Sync {
     /// holds (Files deletes its temporary file). Blob keeps its uncommitted blocks, which a
     /// re-run resumes from and the service discards after a week.
     async fn abandon(&self, _name: &str) {}
+    /// A key valid from `start` to `expiry` (RFC 3339 UTC) that signs read-only links with
+    /// an Entra credential ([`blob::UserDelegationKey`]); `None`: the service has no such
+    /// key (Azure Files).
+    async fn user_delegation_key(&self, _start: &str, _expiry: &str) -> Result<Option<blob::UserDelegationKey>> {
+        Ok(None)
+    }
 }
 
 #[cfg(test)]

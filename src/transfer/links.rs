@@ -1,45 +1,118 @@
-//! `link_expiry`: a read-only link per uploaded blob, for people without access.
+//! `link_expiry`: a read-only link per stored blob, for people without access.
 //!
-//! A link is the blob's URL with a service SAS (`sr=b`, `sp=r`, `se` = now + `link_expiry`)
-//! signed with the account key ([`SharedKey::sign_message`]), built locally: no request.
-//! The string-to-sign is the one for service SAS version 2020-12-06 and later
-//! ([`service_sas_string_to_sign`]). Links go only to the outputs, the manifest and the
-//! Actions step summary ([`step_summary`]), never to the log. A SAS-token credential cannot
-//! make a link (exit 2); an Entra credential would need a user-delegation key, not built yet
-//! (exit 2, saying so).
+//! A link is the blob's URL with a SAS granting `r` on that one blob (`sr=b`, `sp=r`) until
+//! `se` = now + `link_expiry`, built locally from one signer per run ([`Linker`]):
+//!
+//! - the account key signs a **service SAS** ([`service_sas_string_to_sign`], version
+//!   2020-12-06 and later);
+//! - an Entra credential (federated, managed identity, `access_token`) signs a
+//!   **user-delegation SAS** ([`user_delegation_sas_string_to_sign`], version 2025-07-05 and
+//!   later) with a user delegation key, fetched once per run before anything is written
+//!   ([`prepare`]), so an identity without the permission fails before any upload (exit 3);
+//! - a SAS token cannot sign another SAS: refused (exit 2).
+//!
+//! Links are attached where a stored file is recorded ([`Links::attach`], called by
+//! `Report::record`): uploads, files skipped over a stored copy and sync uploads all get
+//! one. They go only to the outputs, the manifest and the Actions step summary
+//! ([`Links::step_summary`], at most [`SUMMARY_CAP`] bytes), never to the log.
 
 use std::time::{Duration, SystemTime};
 
+use super::report::{FileResult, Status};
+use super::{Engine, RunError};
 use crate::auth::{Credential, SharedKey};
 use crate::config::human_bytes;
 use crate::http::API_VERSION;
+use crate::storage::blob::UserDelegationKey;
+
+/// The permission Get User Delegation Key needs, as Azure names it.
+pub const DELEGATION_PERMISSION: &str =
+    "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action";
+
+/// How much shorter than 7 days the longest user-delegation link is (clock skew).
+pub const DELEGATION_MARGIN: Duration = Duration::from_secs(300);
+
+/// The most the step summary's links table may take: a 100,000-file upload must not write
+/// tens of megabytes into the job summary (GitHub shows at most 1 MiB per step). Rows past
+/// it are counted in a last line, "…and N more"; the manifest has every link.
+pub const SUMMARY_CAP: usize = 512 << 10;
+
+/// What signs the links of one run.
+enum Signer {
+    /// A service SAS, signed with the account key.
+    Key(SharedKey),
+    /// A user-delegation SAS, signed with a user delegation key.
+    Delegation(UserDelegationKey),
+}
 
 /// Makes the links of one run, all expiring at the same instant.
 pub struct Linker {
-    key: SharedKey,
+    signer: Signer,
+    account: String,
     container: String,
     /// `se`, RFC 3339 UTC to the second.
     expiry: String,
 }
 
-impl Linker {
-    /// The linker for `credential`, or why this credential cannot sign a link (a settings
-    /// problem: exit 2).
-    pub fn new(credential: &Credential, container: &str, now: SystemTime, valid: Duration) -> Result<Self, String> {
-        let key = match credential {
-            Credential::SharedKey(k) => k.clone(),
-            Credential::Sas(_) => {
-                return Err("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token: a link must be signed with the account key (`account_key`, or a connection string with AccountKey); leave `link_expiry` out, or use the key".into())
-            }
-            Credential::Bearer(_) => {
-                return Err("`link_expiry` (PLUGIN_LINK_EXPIRY) needs the account key for now: links signed with a user-delegation key (Entra credentials) are not built yet; leave `link_expiry` out, or use `account_key`".into())
-            }
-            Credential::None => return Err("`link_expiry` (PLUGIN_LINK_EXPIRY) needs a credential to sign links with".into()),
-        };
-        let at = now.checked_add(valid).unwrap_or(now).duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        Ok(Linker { key, container: container.to_string(), expiry: crate::jwt::httpdate_utc(at.as_secs() as i64) })
-    }
+/// RFC 3339 UTC, to the second, of `now + after` (saturating).
+fn at(now: SystemTime, after: Duration) -> String {
+    let t = now.checked_add(after).unwrap_or(now).duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    crate::jwt::httpdate_utc(t.as_secs() as i64)
+}
 
+/// The linker of this run, when `link_expiry` is set and the run writes: with an Entra
+/// credential the user delegation key is fetched here, once, before any write. Errors: a
+/// credential that cannot sign (exit 2); a key refused or not obtained (exit 3).
+pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<Links>, RunError> {
+    let cfg = &engine.cfg;
+    let Some(valid) = cfg.link_expiry.filter(|_| !cfg.dry_run) else { return Ok(None) };
+    let now = SystemTime::now();
+    let mut expiry = at(now, valid);
+    let signer = match credential {
+        Credential::SharedKey(k) => Signer::Key(k.clone()),
+        Credential::Sas(_) => {
+            return Err(RunError::Settings("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token: a SAS cannot sign another SAS; use the account key (`account_key`, or a connection string with AccountKey) or an Entra credential (federated, managed identity, `access_token`), or leave `link_expiry` out".into()))
+        }
+        Credential::None => {
+            return Err(RunError::Settings("`link_expiry` (PLUGIN_LINK_EXPIRY) needs a credential to sign links with".into()))
+        }
+        Credential::Bearer(_) => {
+            // The key must expire within 7 days of the service's clock: a runner clock a
+            // little ahead must not make `7d` refused, so the key (and the links) stop
+            // DELEGATION_MARGIN short of it.
+            expiry = at(now, valid.min(crate::config::MAX_LINK_EXPIRY - DELEGATION_MARGIN));
+            let key = match engine.store.user_delegation_key(&at(now, Duration::ZERO), &expiry).await {
+                Ok(Some(k)) => k,
+                Ok(None) => {
+                    return Err(RunError::Settings(format!(
+                        "`link_expiry` (PLUGIN_LINK_EXPIRY): {} has no user delegation key, so an Entra credential cannot sign links there",
+                        engine.store.info().label
+                    )))
+                }
+                Err(e) if e.is_status(403) => {
+                    return Err(RunError::Other(format!(
+                        "`link_expiry` (PLUGIN_LINK_EXPIRY) needs a user delegation key to sign links, and Get User Delegation Key was refused: {e}. The identity ({}) needs the permission `{DELEGATION_PERMISSION}` on account `{}`: the `Storage Blob Delegator` role, or any `Storage Blob Data` role (Reader, Contributor, Owner), grants it. Nothing was uploaded",
+                        credential.describe(),
+                        cfg.account
+                    )))
+                }
+                Err(e) => {
+                    return Err(RunError::Other(format!(
+                        "`link_expiry` (PLUGIN_LINK_EXPIRY): cannot get a user delegation key to sign links: {e}. Nothing was uploaded"
+                    )))
+                }
+            };
+            Signer::Delegation(key)
+        }
+    };
+    let account = match &signer {
+        Signer::Key(k) => k.account().to_string(),
+        Signer::Delegation(_) => cfg.account.clone(),
+    };
+    Ok(Some(Links::new(Linker { signer, account, container: cfg.container.clone(), expiry })))
+}
+
+impl Linker {
     /// When every link of this run expires (RFC 3339 UTC).
     pub fn expiry(&self) -> &str {
         &self.expiry
@@ -47,9 +120,30 @@ impl Linker {
 
     /// The link to blob `name`, whose URL is `url`.
     pub fn link(&self, name: &str, url: &str) -> String {
-        let sts = service_sas_string_to_sign(self.key.account(), &self.container, name, &self.expiry, API_VERSION);
-        let sig = self.key.sign_message(&sts);
-        format!("{url}?sv={API_VERSION}&sr=b&sp=r&se={}&sig={}", query_encode(&self.expiry), query_encode(&sig))
+        let (account, container, se) = (&self.account, &self.container, &self.expiry);
+        let common = format!("sv={API_VERSION}&sr=b&sp=r&se={}", query_encode(se));
+        match &self.signer {
+            Signer::Key(k) => {
+                let sig = k.sign_message(&service_sas_string_to_sign(account, container, name, se, API_VERSION));
+                format!("{url}?{common}&sig={}", query_encode(&sig))
+            }
+            Signer::Delegation(key) => {
+                let sig = key.sign(&user_delegation_sas_string_to_sign(account, container, name, se, key, API_VERSION));
+                let mut q = common;
+                for (k, v) in [
+                    ("skoid", &key.oid),
+                    ("sktid", &key.tid),
+                    ("skt", &key.start),
+                    ("ske", &key.expiry),
+                    ("sks", &key.service),
+                    ("skv", &key.version),
+                    ("sig", &sig),
+                ] {
+                    q.push_str(&format!("&{k}={}", query_encode(v)));
+                }
+                format!("{url}?{q}")
+            }
+        }
     }
 }
 
@@ -62,6 +156,53 @@ pub fn service_sas_string_to_sign(account: &str, container: &str, blob: &str, ex
         "",
         expiry,
         &format!("/blob/{account}/{container}/{blob}"),
+        "",
+        "",
+        "",
+        version,
+        "b",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
+    .join("\n")
+}
+
+/// The string-to-sign of a read-only user-delegation SAS on one blob (version 2025-07-05
+/// and later, [Create a user delegation SAS](https://learn.microsoft.com/rest/api/storageservices/create-user-delegation-sas)):
+/// permissions, start, expiry, canonical resource, the key's six fields (signedObjectId,
+/// signedTenantId, signedKeyStart, signedKeyExpiry, signedKeyService, signedKeyVersion),
+/// signedAuthorizedUserObjectId, signedUnauthorizedUserObjectId, signedCorrelationId,
+/// signedKeyDelegatedUserTenantId, signedDelegatedUserObjectId, IP, protocol, version,
+/// resource, snapshot time, encryption scope, and the five response headers (rscc..rsct).
+/// Unused fields are empty lines.
+pub fn user_delegation_sas_string_to_sign(
+    account: &str,
+    container: &str,
+    blob: &str,
+    expiry: &str,
+    key: &UserDelegationKey,
+    version: &str,
+) -> String {
+    [
+        "r",
+        "",
+        expiry,
+        &format!("/blob/{account}/{container}/{blob}"),
+        &key.oid,
+        &key.tid,
+        &key.start,
+        &key.expiry,
+        &key.service,
+        &key.version,
+        "",
+        "",
+        "",
+        "",
         "",
         "",
         "",
@@ -91,31 +232,87 @@ fn query_encode(v: &str) -> String {
     out
 }
 
-/// One row of the step summary.
-#[derive(Clone)]
-pub struct Row {
-    pub name: String,
-    pub size: u64,
-    pub sha256: Option<String>,
-    pub link: String,
+/// The links of one run: the signer, the step summary table so far (at most
+/// [`SUMMARY_CAP`] bytes; rows past it only counted) and the first link (the `link` output
+/// of a one-file run). Memory stays bounded whatever the number of files.
+pub struct Links {
+    linker: Linker,
+    table: String,
+    /// Links made, and rows left out of the table.
+    made: u64,
+    more: u64,
+    first: Option<String>,
 }
 
-/// The Markdown table appended to `GITHUB_STEP_SUMMARY`: name, size, SHA-256, link, expiry.
-pub fn step_summary(rows: &[Row], expiry: &str) -> String {
-    let cell = |s: &str| s.replace('|', "\\|").replace(['\n', '\r'], " ");
-    let mut out =
-        String::from("\n### Uploaded files\n\n| name | size | SHA-256 | link | expires |\n|---|---|---|---|---|\n");
-    for r in rows {
-        out.push_str(&format!(
-            "| `{}` | {} | `{}` | [download]({}) | {} |\n",
-            cell(&r.name).replace('`', "'"),
-            human_bytes(r.size),
-            r.sha256.as_deref().unwrap_or(""),
-            cell(&r.link).replace('(', "%28").replace(')', "%29"),
-            expiry
-        ));
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links").field("made", &self.made).field("more", &self.more).finish_non_exhaustive()
     }
-    out
+}
+
+impl Links {
+    fn new(linker: Linker) -> Self {
+        Links { linker, table: String::new(), made: 0, more: 0, first: None }
+    }
+
+    /// Gives `r` its link when it is a stored file (uploaded now, or skipped over the stored
+    /// copy), and its row in the step summary.
+    pub fn attach(&mut self, r: &mut FileResult) {
+        if r.name.is_empty() || !matches!(r.status, Status::Transferred | Status::Skipped) {
+            return;
+        }
+        let link = self.linker.link(&r.name, &r.url);
+        let row = row(&r.name, r.size, r.sha256.as_deref(), &link, self.linker.expiry());
+        if self.more == 0 && self.table.len() + row.len() <= SUMMARY_CAP {
+            self.table.push_str(&row);
+        } else {
+            self.more += 1;
+        }
+        self.made += 1;
+        if self.first.is_none() {
+            self.first = Some(link.clone());
+        }
+        r.link = Some(link);
+    }
+
+    /// How many links were made.
+    pub fn made(&self) -> u64 {
+        self.made
+    }
+
+    /// The link of the one stored file, when exactly one file was stored.
+    pub fn single(&self) -> Option<&str> {
+        self.first.as_deref().filter(|_| self.made == 1)
+    }
+
+    /// The Markdown table appended to `GITHUB_STEP_SUMMARY`: name, size, SHA-256, link,
+    /// expiry; past [`SUMMARY_CAP`], a last line says how many rows were left out.
+    pub fn step_summary(&self) -> String {
+        let mut out =
+            String::from("\n### Uploaded files\n\n| name | size | SHA-256 | link | expires |\n|---|---|---|---|---|\n");
+        out.push_str(&self.table);
+        if self.more > 0 {
+            out.push_str(&format!(
+                "\n…and {} more (the table stops at {}; the manifest lists every link)\n",
+                self.more,
+                human_bytes(SUMMARY_CAP as u64)
+            ));
+        }
+        out
+    }
+}
+
+/// One row of the step summary; a name cannot break the table.
+fn row(name: &str, size: u64, sha256: Option<&str>, link: &str, expiry: &str) -> String {
+    let cell = |s: &str| s.replace('|', "\\|").replace(['\n', '\r'], " ");
+    format!(
+        "| `{}` | {} | `{}` | [download]({}) | {} |\n",
+        cell(name).replace('`', "'"),
+        human_bytes(size),
+        sha256.unwrap_or(""),
+        cell(link).replace('(', "%28").replace(')', "%29"),
+        expiry
+    )
 }
 
 #[cfg(test)]
@@ -129,18 +326,139 @@ mod tests {
         assert_eq!(s.split('\n').count(), 16);
     }
 
+    /// A key as Azurite 3.37 derives it (`getUserDelegationKeyValue`: an HMAC of the key's
+    /// fields under its fixed seed), for the token the tests mint.
+    fn azurite_key() -> UserDelegationKey {
+        UserDelegationKey::for_test(
+            [
+                "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+                "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "2026-12-03T06:00:00Z",
+                "2026-12-09T10:00:00Z",
+                "b",
+                "2026-06-06",
+            ],
+            "puQvWQLJ2SDbUfz1MofOesC/i5Tv9sLTE0CP8CZ/Z9M=",
+        )
+    }
+
+    /// The vector is Azurite's own: its verifier (`generateBlobSASSignatureWithUDK` in
+    /// `dist/src/blob/authentication/IBlobSASSignatureValues.js`, the 2025-07-05 form),
+    /// run under node with these values, gave this string-to-sign and signature.
+    #[test]
+    fn the_user_delegation_string_to_sign_is_azurites() {
+        let key = azurite_key();
+        let s = user_delegation_sas_string_to_sign(
+            "devstoreaccount1",
+            "c",
+            "a b/é.txt",
+            "2026-12-09T10:00:00Z",
+            &key,
+            "2025-11-05",
+        );
+        assert_eq!(
+            s,
+            "r\n\n2026-12-09T10:00:00Z\n/blob/devstoreaccount1/c/a b/é.txt\naaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n72f988bf-86f1-41af-91ab-2d7cd011db47\n2026-12-03T06:00:00Z\n2026-12-09T10:00:00Z\nb\n2026-06-06\n\n\n\n\n\n\n\n2025-11-05\nb\n\n\n\n\n\n\n"
+        );
+        assert_eq!(s.split('\n').count(), 26);
+        assert_eq!(key.sign(&s), "t7UNXdGggQixwCR7FrqzEhhV9XBJ5qALUzA3YF0ZiWs=");
+    }
+
+    #[test]
+    fn a_delegation_link_carries_the_keys_fields_and_its_signature() {
+        let linker = Linker {
+            signer: Signer::Delegation(azurite_key()),
+            account: "devstoreaccount1".into(),
+            container: "c".into(),
+            expiry: "2026-12-09T10:00:00Z".into(),
+        };
+        let link = linker.link("a b/é.txt", "https://h/devstoreaccount1/c/a%20b/%C3%A9.txt");
+        let q = link.split_once('?').unwrap().1;
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        assert_eq!(get("sv"), API_VERSION);
+        assert_eq!((get("sr"), get("sp"), get("se")), ("b", "r", "2026-12-09T10:00:00Z"));
+        assert_eq!((get("skoid"), get("sks"), get("skv")), ("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "b", "2026-06-06"));
+        assert_eq!((get("skt"), get("ske")), ("2026-12-03T06:00:00Z", "2026-12-09T10:00:00Z"));
+        if API_VERSION == "2025-11-05" {
+            assert_eq!(get("sig"), "t7UNXdGggQixwCR7FrqzEhhV9XBJ5qALUzA3YF0ZiWs=");
+        }
+    }
+
     #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(query_encode("2026-12-09T10:00:00Z"), "2026-12-09T10%3A00%3A00Z");
         assert_eq!(query_encode("a+b/c="), "a%2Bb%2Fc%3D");
     }
 
+    fn links() -> Links {
+        Links::new(Linker {
+            signer: Signer::Delegation(azurite_key()),
+            account: "a".into(),
+            container: "c".into(),
+            expiry: "2026-12-09T10:00:00Z".into(),
+        })
+    }
+
+    fn stored(name: &str, status: Status) -> FileResult {
+        let mut r = FileResult::new(name, name, 3, format!("https://x/c/{name}"));
+        r.status = status;
+        r
+    }
+
     #[test]
     fn a_name_cannot_break_the_summary_table() {
-        let rows = [Row { name: "a|b`c\n.txt".into(), size: 3, sha256: None, link: "https://x/y?sig=a(b)".into() }];
-        let t = step_summary(&rows, "2026-12-09T10:00:00Z");
+        let mut l = links();
+        l.attach(&mut stored("a|b`c\n.txt", Status::Transferred));
+        let t = l.step_summary();
         let line = t.lines().last().unwrap();
         assert_eq!(line.matches(" | ").count(), 4, "{line}");
-        assert!(line.contains("(https://x/y?sig=a%28b%29)"), "{line}");
+        assert!(!line.contains('(') || line.contains("[download](https://x/c/"), "{line}");
+        assert_eq!(row("n", 1, None, "https://x/y?sig=a(b)", "e").matches("%28").count(), 1);
+    }
+
+    #[test]
+    fn only_stored_files_get_links_and_the_output_needs_exactly_one() {
+        let mut l = links();
+        for (name, status) in [
+            ("", Status::Skipped),
+            ("failed", Status::Failed),
+            ("left", Status::NotAttempted),
+            ("gone", Status::Deleted),
+        ] {
+            let mut r = stored(name, status);
+            l.attach(&mut r);
+            assert_eq!(r.link, None, "{name}");
+        }
+        let mut one = stored("one", Status::Transferred);
+        l.attach(&mut one);
+        assert!(one.link.as_deref().unwrap().starts_with("https://x/c/one?sv="));
+        assert_eq!(l.single(), one.link.as_deref());
+        let mut kept = stored("kept", Status::Skipped);
+        l.attach(&mut kept);
+        assert!(kept.link.is_some(), "a file skipped over its stored copy is stored: it gets a link");
+        assert_eq!((l.made(), l.single()), (2, None));
+    }
+
+    #[test]
+    fn the_summary_stops_at_its_cap_and_says_how_many_more() {
+        let mut l = links();
+        let n = 100_000;
+        for i in 0..n {
+            l.attach(&mut stored(&format!("dir/file-{i:06}.bin"), Status::Transferred));
+        }
+        let t = l.step_summary();
+        assert!(t.len() <= SUMMARY_CAP + 1024, "{} bytes", t.len());
+        let rows = t.lines().filter(|l| l.starts_with("| `dir/")).count();
+        assert!(rows > 1000, "{rows} rows");
+        assert!(
+            t.ends_with(&format!(
+                "…and {} more (the table stops at 512.0 KiB; the manifest lists every link)\n",
+                n - rows
+            )),
+            "{}",
+            &t[t.len() - 200..]
+        );
+        assert_eq!(l.made(), n as u64);
     }
 }

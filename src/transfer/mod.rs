@@ -402,9 +402,8 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     if cfg.artifacts.checksums_file.is_some() && !cfg.dry_run {
         report.collect_sums(&cfg.target);
     }
-    let mut linked = None;
     match cfg.action {
-        Action::Upload => linked = run_upload(&engine, &credential, &mut report).await?,
+        Action::Upload => run_upload(&engine, &credential, &mut report).await?,
         Action::Download => run_download(&engine, &credential, &mut report).await?,
         Action::Sync => refused = sync::run_sync(&engine, &credential, &mut report).await?,
         Action::Delete => refused = delete::run_delete(&engine, &credential, &mut report).await?,
@@ -447,10 +446,10 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     }
     let mut pairs = outputs::pairs(&cfg, &summary, report.single_url(), &*store);
     pairs.extend(cache_outputs);
-    if let Some((expiry, rows)) = linked.filter(|(_, rows)| !rows.is_empty()) {
-        pairs.push(("link", report.single_link().unwrap_or_default().to_string()));
+    if let Some(links) = report.take_links().filter(|l| l.made() > 0) {
+        pairs.push(("link", links.single().unwrap_or_default().to_string()));
         if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
-            if let Err(e) = append(&path, &links::step_summary(&rows, &expiry)) {
+            if let Err(e) = append(&path, &links.step_summary()) {
                 report_errors.push(format!("cannot append the links table to GITHUB_STEP_SUMMARY: {e}"));
             }
         }
@@ -613,30 +612,23 @@ fn append(path: &std::ffi::OsStr, text: &str) -> std::io::Result<()> {
     std::fs::OpenOptions::new().append(true).create(true).open(path)?.write_all(text.as_bytes())
 }
 
-/// Runs an upload; with `link_expiry`, returns the links' expiry and each linked file's row.
-async fn run_upload(
-    engine: &Arc<Engine>,
-    credential: &Credential,
-    report: &mut Report,
-) -> Result<Option<(String, Vec<links::Row>)>, RunError> {
+/// Runs an upload.
+async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut Report) -> Result<(), RunError> {
     let cfg = &engine.cfg;
     let (plan, total) = plan_for_upload(engine, report)?;
     if cfg.dry_run {
         for it in plan.files.iter() {
             report.push(would_upload(engine, &it));
         }
-        return Ok(None);
+        return Ok(());
     }
     if matches!(credential, Credential::None) {
         return Err(AuthError::Missing("no credentials".into()).into());
     }
-    let linker = match cfg.link_expiry {
-        Some(valid) => Some(
-            links::Linker::new(credential, &cfg.container, std::time::SystemTime::now(), valid)
-                .map_err(RunError::Settings)?,
-        ),
-        None => None,
-    };
+    // Before any write: a link that cannot be signed fails the run with nothing uploaded.
+    if let Some(links) = links::prepare(engine, credential).await? {
+        report.attach_links(links);
+    }
     engine.store.ensure_container(cfg.create_container).await?;
     engine.stop.arm();
     let c = &engine.progress.counters;
@@ -644,31 +636,12 @@ async fn run_upload(
     c.bytes_total.store(total, Ordering::Relaxed);
     let ticker = engine.ticker();
     let first = report.reserve(plan.files.len());
-    let linker = linker.map(Arc::new);
-    let linked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (l, rows) = (linker.clone(), linked.clone());
     let items = plan.files.into_items().enumerate().map(move |(i, item)| (first + i, item));
     let describe = |it: &plan::UploadItem| (it.name.clone(), it.rel.clone(), it.size);
-    engine
-        .drive(items, report, describe, move |eng, item| {
-            let (l, rows) = (l.clone(), rows.clone());
-            async move {
-                let mut r = upload::upload_one(eng, item).await;
-                // A stored file (sent now or already there) gets its link.
-                if let Some(l) = l.filter(|_| r.status != Status::Failed && r.status != Status::NotAttempted) {
-                    let link = l.link(&r.name, &r.url);
-                    let row =
-                        links::Row { name: r.name.clone(), size: r.size, sha256: r.sha256.clone(), link: link.clone() };
-                    rows.lock().unwrap_or_else(|p| p.into_inner()).push(row);
-                    r.link = Some(link);
-                }
-                r
-            }
-        })
-        .await;
+    // A stored file's link is attached where it is recorded (Report::record).
+    engine.drive(items, report, describe, upload::upload_one).await;
     ticker.stop();
-    let linked = std::mem::take(&mut *linked.lock().unwrap_or_else(|p| p.into_inner()));
-    Ok(linker.map(|l| (l.expiry().to_string(), linked)))
+    Ok(())
 }
 
 /// Lists what the `source` selectors name: one listing per distinct prefix (a prefix

@@ -2,7 +2,8 @@
 //!
 //! A finished file's [`FileResult`] is handed to the run's [`Report`] at once and not kept:
 //! the report counts files and bytes per status ([`Tally`]), keeps the failures (the
-//! summary table lists them) and what the `url` output needs, and, when `manifest` is set,
+//! summary table lists them) and what the `url` output needs, gives a stored file its link
+//! (`link_expiry`, [`super::links`]) and, when `manifest` is set,
 //! spools the file's manifest entry to an unnamed temporary file. A run of any number of
 //! files holds 8 bytes per file (the entry's place in the spool), not the results.
 //!
@@ -211,8 +212,8 @@ pub struct Report {
     /// one-file run).
     named: u64,
     first_url: Option<String>,
-    /// The first named file's link (`link_expiry`).
-    first_link: Option<String>,
+    /// `link_expiry`: the run's links, attached as stored files are recorded.
+    links: Option<super::links::Links>,
     /// Slots reserved so far.
     slots: usize,
     /// `None`: no manifest asked for. `Some(Err)`: the spool could not be created or
@@ -258,6 +259,16 @@ impl Report {
         self.sums.take()
     }
 
+    /// Gives every stored file recorded from now on its link ([`super::links::Links::attach`]).
+    pub fn attach_links(&mut self, links: super::links::Links) {
+        self.links = Some(links);
+    }
+
+    /// The run's links (`link_expiry`), taken once the files are all recorded.
+    pub fn take_links(&mut self) -> Option<super::links::Links> {
+        self.links.take()
+    }
+
     /// Records a result in the next slot.
     pub fn push(&mut self, r: FileResult) {
         let slot = self.reserve(1);
@@ -266,12 +277,15 @@ impl Report {
 
     /// Records the result of slot `slot` (one never reserved, or already recorded, gets
     /// a new slot at the end: nothing recorded is lost).
-    pub fn record(&mut self, slot: usize, r: FileResult) {
+    pub fn record(&mut self, slot: usize, mut r: FileResult) {
         let slot = match &self.spool {
             Some(Ok(s)) if s.at.get(slot) != Some(&NO_ENTRY) => self.reserve(1),
             _ if slot >= self.slots => self.reserve(1),
             _ => slot,
         };
+        if let Some(links) = &mut self.links {
+            links.attach(&mut r);
+        }
         self.tally.add(r.status, r.size);
         if let Some(sums) = &mut self.sums {
             sums.add(&r);
@@ -280,7 +294,6 @@ impl Report {
             self.named += 1;
             if self.first_url.is_none() {
                 self.first_url = Some(r.url.clone());
-                self.first_link = r.link.clone();
             }
         }
         if let Some(Ok(s)) = &mut self.spool {
@@ -300,11 +313,6 @@ impl Report {
     /// The URL of the one file with a remote name, when there is exactly one.
     pub fn single_url(&self) -> Option<&str> {
         self.first_url.as_deref().filter(|_| self.named == 1)
-    }
-
-    /// The link of the one file with a remote name, when there is exactly one and it has one.
-    pub fn single_link(&self) -> Option<&str> {
-        self.first_link.as_deref().filter(|_| self.named == 1)
     }
 
     /// The failed results in slot order.

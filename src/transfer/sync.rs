@@ -127,6 +127,10 @@ pub async fn run_sync(
         return Err(crate::auth::AuthError::Missing("no credentials".into()).into());
     }
     if !cfg.dry_run {
+        // Before any write: a link that cannot be signed fails the run with nothing uploaded.
+        if let Some(links) = super::links::prepare(engine, credential).await? {
+            report.attach_links(links);
+        }
         engine.store.ensure_container(cfg.create_container).await?;
     }
     engine.stop.arm();

@@ -603,7 +603,7 @@ fn ci_encoding_an_unwritable_output_file_fails_the_run_by_name() {
 }
 
 /// An Entra-shaped storage token that the OAuth Azurite accepts (it checks iss/aud/nbf/exp).
-fn storage_token(aud: &str, exp_in: i64) -> String {
+pub fn storage_token(aud: &str, exp_in: i64) -> String {
     jwt(serde_json::json!({
         "iss": "https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/",
         "aud": aud, "iat": now(), "nbf": now() - 60, "exp": now() + exp_in,

@@ -96,6 +96,9 @@ pub enum Fault {
     ShortBody { keep: usize },
     /// Forward; replace the response body by `f(body)`.
     Rewrite(BodyRewrite),
+    /// Forward; add this header to the response when it lacks it (Azurite's answer to Get
+    /// User Delegation Key has no `x-ms-request-id`, which Azure always sends).
+    AddHeader(&'static str, &'static str),
     /// Answer with this raw HTTP response (head and body) without forwarding: what a
     /// captive portal or a stray proxy would say, with none of Azure's headers.
     Raw(&'static str),
@@ -515,7 +518,7 @@ fn serve(client: TcpStream, s: &Shared) {
             }
             _ => {}
         }
-        let up = match forward(s, &head, &body) {
+        let mut up = match forward(s, &head, &body) {
             Ok(u) => u,
             Err(_) => {
                 let _ = writer.shutdown(Shutdown::Both);
@@ -536,6 +539,9 @@ fn serve(client: TcpStream, s: &Shared) {
             }
             Some(Fault::ShortBody { keep }) => resp_body.truncate(*keep),
             Some(Fault::Rewrite(f)) => resp_body = f(&resp_body),
+            Some(Fault::AddHeader(k, v)) if !up.headers.iter().any(|(h, _)| h.eq_ignore_ascii_case(k)) => {
+                up.headers.push((k.to_string(), v.to_string()))
+            }
             _ => {}
         }
         let (bytes, head_len) = serialise(&up, &resp_body, head_only);

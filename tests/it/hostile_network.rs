@@ -452,53 +452,6 @@ fn net_a_captive_portal_answering_200_is_never_taken_for_azure() {
 
 // ---- issue 25: every failure bounded, typed and truthful ----
 
-/// An HTTPS front for the plain-HTTP Azurite on `target`: it closes the first `drop_first`
-/// connections right after reading their ClientHello (a load balancer resetting
-/// handshakes), then terminates TLS with `cert`/`key` and forwards the bytes. Returns its
-/// port and the number of connections it accepted.
-fn tls_front(target: u16, cert: &Path, key: &Path, drop_first: usize) -> (u16, Arc<AtomicUsize>) {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
-    let key = PrivateKeyDer::from_pem_file(key).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((mut conn, _)) = listener.accept().await else { continue };
-                let n = counter.fetch_add(1, Ordering::SeqCst);
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    use tokio::io::AsyncReadExt;
-                    if n < drop_first {
-                        let mut hello = [0u8; 512];
-                        let _ = conn.read(&mut hello).await;
-                        return; // dropped: the client sees EOF mid-handshake
-                    }
-                    let Ok(mut tls) = acceptor.accept(conn).await else { return };
-                    let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
-                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-                });
-            }
-        });
-    });
-    (port, seen)
-}
-
 /// A peer closing mid-handshake (`tls handshake eof`, an `UnexpectedEof`) is a dropped
 /// connection, retried like a reset: the old classifier read "handshake" in its message
 /// and failed the run on the first try (exit 3).

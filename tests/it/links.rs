@@ -1,6 +1,9 @@
-//! `link_expiry` through the real binary against Azurite (account key): the link is
-//! fetched anonymously with plain HTTP before it expires and refused after; it never
-//! reaches the log.
+//! `link_expiry` through the real binary against Azurite: a link signed with the account
+//! key (service SAS) or with an Entra credential (user-delegation SAS, against the OAuth
+//! Azurite over HTTPS) is fetched anonymously with plain HTTP(S) before it expires and
+//! refused after; it never reaches the log. A refused Get User Delegation Key (a wiremock
+//! stand-in behind a TLS front: Azurite grants the key to any token) exits 3 with nothing
+//! uploaded; sync uploads get links; the step summary stays bounded.
 
 use std::time::Duration;
 
@@ -12,14 +15,22 @@ fn output(ws: &std::path::Path, key: &str) -> Option<String> {
     text.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
 }
 
-/// An anonymous GET (no credential): status and body.
-fn get(url: &str) -> (u16, Vec<u8>) {
+/// An anonymous GET (no credential): status and body. `cert`: the HTTPS Azurite's certificate.
+fn get_with(url: &str, cert: Option<&std::path::Path>) -> (u16, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let r = reqwest::Client::new().get(url).send().await.unwrap();
+        let mut client = reqwest::Client::builder();
+        if let Some(c) = cert {
+            client = client.add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(c).unwrap()).unwrap());
+        }
+        let r = client.build().unwrap().get(url).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.bytes().await.unwrap().to_vec())
     })
+}
+
+fn get(url: &str) -> (u16, Vec<u8>) {
+    get_with(url, None)
 }
 
 /// An anonymous Put Blob through `url`: the status.
@@ -94,7 +105,7 @@ fn a_link_is_refused_once_it_has_expired() {
 
 #[test]
 fn link_expiry_is_refused_with_a_sas_token_and_past_seven_days() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -108,10 +119,209 @@ fn link_expiry_is_refused_with_a_sas_token_and_past_seven_days() {
     out.assert_code(2)
         .assert_contains("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token")
         .assert_lacks("sig=AAAA");
+    match pyblob(az, &["list", &c]) {
+        Ok(v) => assert_eq!(v, serde_json::json!([]), "a refused run uploaded something"),
+        Err(e) => assert!(e.contains("ContainerNotFound"), "{e}"),
+    }
     upload(ws.path(), az, &c, "8d").run().assert_code(2).assert_contains("out of range: 1s to 7d");
     upload(ws.path(), az, &c, "1h")
         .set("action", "download")
         .run()
         .assert_code(2)
-        .assert_contains("applies to `action: upload` only");
+        .assert_contains("applies to `action: upload` and `action: sync` only");
+}
+
+/// The OAuth Azurite (HTTPS) behind a pass-through that adds the `x-ms-request-id` its
+/// Get User Delegation Key answer lacks (Azure always sends one, and the plugin refuses a
+/// 2xx without it as not Azure's): plugin → TLS front → proxy → TLS → Azurite. Its
+/// endpoint and the front's certificate.
+fn entra_endpoint() -> &'static (String, std::path::PathBuf) {
+    static E: std::sync::OnceLock<(String, std::path::PathBuf)> = std::sync::OnceLock::new();
+    E.get_or_init(|| {
+        let az = oauth_azurite();
+        let back = tls_back(az.port, az.cert.as_ref().unwrap());
+        let rules = vec![crate::fault_proxy::Rule::new(
+            "request id",
+            |r: &crate::fault_proxy::Req| r.q("comp") == Some("userdelegationkey"),
+            crate::fault_proxy::Times::Every,
+            crate::fault_proxy::Fault::AddHeader("x-ms-request-id", "added-by-the-test-front"),
+        )];
+        let proxy = crate::fault_proxy::FaultProxy::start(&Azurite { port: back, scheme: "http", cert: None }, rules);
+        let dir = std::env::temp_dir().join(format!("links-front-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = self_signed_cert(&dir);
+        let (front, _) = tls_front(proxy.port, &cert, &key, 0);
+        std::mem::forget(proxy);
+        (format!("https://127.0.0.1:{front}/{DEV_ACCOUNT}"), cert)
+    })
+}
+
+/// The plugin pointed at the OAuth Azurite (HTTPS) with an Entra access token and no key.
+fn entra(ws: &std::path::Path, c: &str, expiry: &str) -> Plugin {
+    let (endpoint, cert) = entra_endpoint();
+    plugin(ws)
+        .set("endpoint", endpoint.as_str())
+        .set("access_token", crate::ci_encoding::storage_token("https://storage.azure.com", 3600))
+        .set("container", c)
+        .set("create_container", "true")
+        .set("source", "dist/**")
+        .set("strip_prefix", "dist")
+        .set("link_expiry", expiry)
+        .set("manifest", "m.json")
+        .env("SSL_CERT_FILE", cert.to_str().unwrap())
+        .env("DRONE_OUTPUT", ws.join("out").to_str().unwrap())
+}
+
+/// An Entra credential signs a user-delegation SAS (Get User Delegation Key, once): the
+/// link reads the file anonymously until it expires, then the service refuses it.
+#[test]
+fn an_entra_link_reads_the_file_anonymously_until_it_expires() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let (endpoint, cert) = entra_endpoint();
+    let c = container("linkentra");
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/app v1.tar", b"signed by a delegation key");
+    let out = entra(ws.path(), &c, "4s").run();
+    out.assert_ok().assert_contains("auth: access token").assert_lacks("sig=").assert_lacks("skoid");
+    let link = output(ws.path(), "link").expect("a link output");
+    assert!(link.starts_with(&format!("{endpoint}/{c}/app%20v1.tar?")), "{link}");
+    for field in
+        ["&skoid=aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee&", "&sktid=", "&skt=", "&ske=", "&sks=b&", "&skv=", "&sig="]
+    {
+        assert!(link.contains(field), "{field} missing: {link}");
+    }
+    let bare = link.split('?').next().unwrap();
+    assert_ne!(get_with(bare, Some(cert)).0, 200, "an anonymous read without the SAS is refused");
+    assert_eq!(get_with(&link, Some(cert)), (200, b"signed by a delegation key".to_vec()));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
+    assert_eq!(m["files"][0]["link"], link.as_str());
+    // `se` has whole seconds: past it by more than a second, the service refuses.
+    std::thread::sleep(Duration::from_millis(5500));
+    assert_eq!(get_with(&link, Some(cert)).0, 403, "an expired link still read the blob");
+    // The longest expiry works too; the key and the link expire together.
+    std::fs::remove_file(ws.path().join("out")).unwrap();
+    entra(ws.path(), &c, "7d").run().assert_ok();
+    let link = output(ws.path(), "link").unwrap();
+    let q: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(link.split_once('?').unwrap().1.as_bytes()).into_owned().collect();
+    assert_eq!(q["se"], q["ske"]);
+    assert_eq!(get_with(&link, Some(cert)), (200, b"signed by a delegation key".to_vec()));
+}
+
+/// An identity without `generateUserDelegationKey` (Get User Delegation Key answers 403)
+/// fails before anything is written: exit 3, naming the permission and the roles.
+/// A wiremock stand-in behind a TLS front answers: Azurite grants the key to any token.
+#[test]
+fn a_refused_delegation_key_exits_3_naming_the_role_and_uploads_nothing() {
+    use wiremock::matchers::{method, query_param};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = rt.block_on(MockServer::start());
+    rt.block_on(
+        Mock::given(method("POST"))
+            .and(query_param("restype", "service"))
+            .and(query_param("comp", "userdelegationkey"))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .insert_header("x-ms-error-code", "AuthorizationPermissionMismatch")
+                    .insert_header("x-ms-request-id", "req-udk")
+                    .set_body_string("<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>AuthorizationPermissionMismatch</Code><Message>This request is not authorized to perform this operation using this permission.</Message></Error>"),
+            )
+            .mount(&server),
+    );
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(certs.path());
+    let (port, _) = tls_front(server.address().port(), &cert, &key, 0);
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/a.txt", b"never sent");
+    for action in ["upload", "sync"] {
+        let out = entra(ws.path(), "refused", "1h")
+            .set("action", action)
+            .set("target", "site")
+            .set("endpoint", format!("https://127.0.0.1:{port}/{DEV_ACCOUNT}"))
+            .env("SSL_CERT_FILE", cert.to_str().unwrap())
+            .run();
+        out.assert_code(3)
+            .assert_contains("Get User Delegation Key was refused")
+            .assert_contains("403 AuthorizationPermissionMismatch")
+            .assert_contains("`Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action`")
+            .assert_contains("`Storage Blob Delegator` role, or any `Storage Blob Data` role")
+            .assert_contains("Nothing was uploaded");
+    }
+    let got: Vec<String> = rt
+        .block_on(server.received_requests())
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}?{}", r.method, r.url.path(), r.url.query().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        got,
+        vec![format!("POST /{DEV_ACCOUNT}/?restype=service&comp=userdelegationkey"); 2],
+        "only the key was asked for"
+    );
+}
+
+/// Sync uploads get links too, and so does a file the sync skipped because its stored copy
+/// is the same; `link` is set only when exactly one file was stored.
+#[test]
+fn sync_gives_every_stored_file_a_link() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("linksync");
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/one.txt", b"first");
+    let sync = || upload(ws.path(), az, &c, "1h").set("action", "sync").set("target", "site");
+    sync().run().assert_ok().assert_lacks("sig=");
+    let link = output(ws.path(), "link").expect("a link output");
+    assert_eq!(get(&link), (200, b"first".to_vec()));
+    write(ws.path(), "dist/two.txt", b"second");
+    std::fs::remove_file(ws.path().join("out")).unwrap();
+    sync().run().assert_ok().assert_contains("skipped                1");
+    assert_eq!(output(ws.path(), "link").as_deref(), Some(""), "two files stored: no single link");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for (f, want) in files.iter().zip([&b"first"[..], b"second"]) {
+        assert_eq!(get(f["link"].as_str().expect("a link per stored file")), (200, want.to_vec()), "{f}");
+    }
+    let summary = std::fs::read_to_string(ws.path().join("summary.md")).unwrap();
+    assert!(summary.contains("| `site/two.txt` |") && summary.matches("| `site/one.txt` |").count() == 2, "{summary}");
+}
+
+/// A large upload's step summary stops at 512 KiB and says how many rows it left out; the
+/// manifest still has every link.
+#[test]
+fn the_step_summary_is_bounded() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("linkcap");
+    let ws = tempfile::tempdir().unwrap();
+    // Long names make long rows (the name and the link hold it): ~700 bytes a row.
+    let n = 1200;
+    let long = "n".repeat(200);
+    for i in 0..n {
+        write(ws.path(), &format!("dist/{i:04}-{long}"), b"x");
+    }
+    upload(ws.path(), az, &c, "1h").set("concurrency", "32").run().assert_ok();
+    let summary = std::fs::read_to_string(ws.path().join("summary.md")).unwrap();
+    assert!(summary.len() <= 512 * 1024 + 1024, "{} bytes", summary.len());
+    let rows = summary.lines().filter(|l| l.contains(&long)).count();
+    assert!(rows > 100 && rows < n, "{rows} rows");
+    assert!(
+        summary.ends_with(&format!(
+            "…and {} more (the table stops at 512.0 KiB; the manifest lists every link)\n",
+            n - rows
+        )),
+        "{}",
+        &summary[summary.len() - 300..]
+    );
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
+    let linked = m["files"].as_array().unwrap().iter().filter(|f| f["link"].is_string()).count();
+    assert_eq!(linked, n);
 }

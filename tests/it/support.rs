@@ -466,3 +466,95 @@ pub fn throttled_proxy(target: u16, bytes_per_sec: u64) -> u16 {
     });
     port
 }
+
+/// An HTTPS front for the plain-HTTP server on `target` (Azurite, a wiremock stand-in): it closes the first `drop_first`
+/// connections right after reading their ClientHello (a load balancer resetting
+/// handshakes), then terminates TLS with `cert`/`key` and forwards the bytes. Returns its
+/// port and the number of connections it accepted.
+pub fn tls_front(
+    target: u16,
+    cert: &Path,
+    key: &Path,
+    drop_first: usize,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<_, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { continue };
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    if n < drop_first {
+                        let mut hello = [0u8; 512];
+                        let _ = conn.read(&mut hello).await;
+                        return; // dropped: the client sees EOF mid-handshake
+                    }
+                    let Ok(mut tls) = acceptor.accept(conn).await else { return };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+    });
+    (port, seen)
+}
+
+/// A plain-TCP front for the HTTPS server on `target` whose certificate is `cert`: it
+/// accepts plain connections and forwards their bytes over TLS (so a plain-HTTP proxy can
+/// sit in front of the HTTPS-only OAuth Azurite). Returns its port.
+pub fn tls_back(target: u16, cert: &Path) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else { continue };
+                let connector = connector.clone();
+                tokio::spawn(async move {
+                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    let name = ServerName::try_from("127.0.0.1").unwrap();
+                    let Ok(mut tls) = connector.connect(name, up).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut tls).await;
+                });
+            }
+        });
+    });
+    port
+}
