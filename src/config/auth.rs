@@ -350,11 +350,7 @@ pub(super) fn ambient_set_aside(raw: &RawSettings, mode: AuthMode) -> Vec<&'stat
     if mode != AuthMode::Auto {
         return vec![];
     }
-    let explicit = |name: &str| {
-        [settings::env_name(name), settings::input_env_name(name)]
-            .iter()
-            .any(|v| raw.var(v).is_some_and(|v| !v.trim().is_empty()))
-    };
+    let explicit = |name: &str| raw.is_explicit(name);
     let explicit_federated = ["federated_token", "oidc_token_id", "federated_token_file"].iter().any(|n| explicit(n))
         || (explicit("tenant_id") && explicit("client_id"));
     let explicit_static = AMBIENT_CREDENTIALS.iter().any(|n| explicit(n));
@@ -391,10 +387,9 @@ fn token_file(
     bad: &mut Problems,
 ) -> Option<(PathBuf, String)> {
     raw.get("federated_token_file").map(|p| {
-        let from = if raw.var(&settings::env_name("federated_token_file")).is_some() {
-            "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string()
-        } else {
-            "AZURE_FEDERATED_TOKEN_FILE".to_string()
+        let from = match raw.fallback_source("federated_token_file") {
+            Some(var) => var.to_string(),
+            None => "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string(),
         };
         let path = PathBuf::from(p.trim());
         // Checked now (it is re-read at every exchange) when it is the source that will be
