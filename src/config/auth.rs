@@ -277,31 +277,11 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
         (Some(e), Some(h)) => Some((e.trim().to_string(), Secret::new(h.trim()))),
         _ => None,
     };
-    let imds_override =
-        raw.var("AZURE_POD_IDENTITY_AUTHORITY_HOST").map(|h| h.trim().trim_end_matches('/').to_string());
-    let imds_host = imds_override.clone().unwrap_or_else(|| IMDS_DEFAULT_HOST.to_string());
+    let imds_host = raw
+        .var("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        .map(|h| h.trim().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| IMDS_DEFAULT_HOST.to_string());
 
-    // The platform's endpoints are checked when they may be used: a runner's environment
-    // may carry them for a pipeline that never looks at them.
-    let static_secret = ["sas_token", "account_key", "connection_string"].iter().any(|n| raw.get(n).is_some());
-    let may_use_mi = mode == AuthMode::ManagedIdentity || (mode == AuthMode::Auto && !static_secret && !federates);
-    if may_use_mi {
-        if let Some((e, _)) = &identity_endpoint {
-            if let Err(m) = super::endpoint::http_url(e) {
-                bad.push("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
-            }
-        }
-        if let Some(h) = &imds_override {
-            match super::endpoint::service_url(h) {
-                Ok(u) if u.path() == "/" => {}
-                Ok(_) => bad.push(
-                    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-                    format!("`{}` must be a bare host URL such as http://169.254.169.254 (no path)", shown(h)),
-                ),
-                Err(m) => bad.push("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
-            }
-        }
-    }
     if let Some((u, _)) = &actions {
         if uses_token
             && federates
@@ -332,6 +312,88 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
         identity_endpoint,
         imds_host,
         precedence: None,
+    }
+}
+
+/// The credential a run uses, as decided from its settings (see [`credential_source`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// A pre-minted token (`access_token`).
+    AccessToken,
+    /// A CI token exchanged with Entra ID (`tenant_id`, `client_id`).
+    Federated,
+    Sas,
+    SharedKey,
+    ConnectionString,
+    /// The machine's managed identity: `IDENTITY_ENDPOINT`, else IMDS (probed under `auto`).
+    ManagedIdentity,
+    /// Nothing configured, in a dry run: no credential.
+    None,
+}
+
+/// Which credential a run uses: the one its `auth` mode names, or under `auth: auto` the
+/// first present in the order docs/auth.md gives: `access_token`; federation (a CI token
+/// source and both `tenant_id` and `client_id`); `sas_token`; `account_key`; a
+/// `connection_string` holding a key or a SAS; then, in a dry run, none; else the managed
+/// identity. The one place that order is written: `auth::resolve` builds what it names, and
+/// [`check_identity_endpoints`] checks the platform's endpoints only when it names the
+/// managed identity.
+pub fn credential_source(a: &AuthSettings, dry_run: bool) -> CredentialSource {
+    use CredentialSource as S;
+    match a.mode {
+        AuthMode::AccessToken => S::AccessToken,
+        AuthMode::Federated => S::Federated,
+        AuthMode::Sas => S::Sas,
+        AuthMode::SharedKey => S::SharedKey,
+        AuthMode::ConnectionString => S::ConnectionString,
+        AuthMode::ManagedIdentity => S::ManagedIdentity,
+        AuthMode::Auto if a.access_token.is_some() => S::AccessToken,
+        AuthMode::Auto if a.has_ci_token() && a.tenant_id.is_some() && a.client_id.is_some() => S::Federated,
+        AuthMode::Auto if a.sas_token.is_some() => S::Sas,
+        AuthMode::Auto if a.account_key.is_some() => S::SharedKey,
+        // One that does not parse is taken too, so that its problem is the one reported.
+        AuthMode::Auto
+            if a.connection_string.as_ref().is_some_and(|c| {
+                ConnectionString::parse(c.expose()).map_or(true, |cs| cs.sas.is_some() || cs.account_key.is_some())
+            }) =>
+        {
+            S::ConnectionString
+        }
+        AuthMode::Auto if dry_run => S::None,
+        AuthMode::Auto => S::ManagedIdentity,
+    }
+}
+
+impl AuthSettings {
+    /// Whether any CI token source is present (`auth::assertion_source` picks among them).
+    pub fn has_ci_token(&self) -> bool {
+        self.federated_token.is_some()
+            || self.federated_token_file.is_some()
+            || self.oidc_token_id.is_some()
+            || self.actions.is_some()
+    }
+}
+
+/// The platform's managed-identity endpoints (`IDENTITY_ENDPOINT`, and the IMDS host
+/// `AZURE_POD_IDENTITY_AUTHORITY_HOST` may move), checked exactly when the run will use the
+/// managed identity: a runner's environment may carry them for a pipeline that never looks
+/// at them.
+pub(super) fn check_identity_endpoints(a: &AuthSettings, dry_run: bool, bad: &mut Problems) {
+    if credential_source(a, dry_run) != CredentialSource::ManagedIdentity {
+        return;
+    }
+    if let Some((e, _)) = &a.identity_endpoint {
+        if let Err(m) = super::endpoint::http_url(e) {
+            bad.push("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
+        }
+    }
+    match super::endpoint::service_url(&a.imds_host) {
+        Ok(u) if u.path() == "/" => {}
+        Ok(_) => bad.push(
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            format!("`{}` must be a bare host URL such as http://169.254.169.254 (no path)", shown(&a.imds_host)),
+        ),
+        Err(m) => bad.push("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
     }
 }
 
@@ -624,6 +686,97 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("(from AZURE_AUTHORITY_HOST)") && !e.contains("pw"), "{e}");
+    }
+
+    /// `auth: auto` takes the first credential present, in its documented order; an explicit
+    /// mode takes the one it names whatever else is there.
+    #[test]
+    fn auto_takes_the_first_credential_present_in_its_order() {
+        use CredentialSource as S;
+        let mut a = Config::from_raw(&raw(&base())).unwrap().auth;
+        a.access_token = Some(Secret::new("token"));
+        a.federated_token = Some(Secret::new("ci-token"));
+        a.tenant_id = Some("00000000-0000-0000-0000-000000000000".into());
+        a.client_id = Some("11111111-1111-1111-1111-111111111111".into());
+        a.sas_token = Some(Secret::new("sv=1&sig=x"));
+        a.account_key = Some(Secret::new(KEY));
+        a.connection_string = Some(Secret::new(format!("AccountName=mystorage;AccountKey={KEY}")));
+        assert_eq!(credential_source(&a, false), S::AccessToken);
+        a.access_token = None;
+        assert_eq!(credential_source(&a, false), S::Federated);
+        // A CI token without both tenant and client is not federation.
+        a.client_id = None;
+        assert_eq!(credential_source(&a, false), S::Sas);
+        a.sas_token = None;
+        assert_eq!(credential_source(&a, false), S::SharedKey);
+        a.account_key = None;
+        assert_eq!(credential_source(&a, false), S::ConnectionString);
+        // A connection string that names the account but holds no key nor SAS is passed over.
+        a.connection_string = Some(Secret::new("BlobEndpoint=https://mystorage.blob.core.windows.net"));
+        assert_eq!(credential_source(&a, false), S::ManagedIdentity);
+        assert_eq!(credential_source(&a, true), S::None, "a dry run with nothing configured needs no credential");
+        // An explicit mode.
+        a.access_token = Some(Secret::new("token"));
+        a.mode = AuthMode::ManagedIdentity;
+        assert_eq!(credential_source(&a, true), S::ManagedIdentity);
+        a.mode = AuthMode::SharedKey;
+        assert_eq!(credential_source(&a, false), S::SharedKey);
+    }
+
+    /// `IDENTITY_ENDPOINT` and `AZURE_POD_IDENTITY_AUTHORITY_HOST` are refused when the run
+    /// would use the managed identity, and only then: never for a run that takes another
+    /// credential (a runner's environment may carry them for pipelines that never use them).
+    #[test]
+    fn identity_endpoints_are_checked_exactly_when_auto_would_use_the_identity() {
+        use serde_json::json;
+        use CredentialSource as S;
+        let far = 4_000_000_000u64;
+        let ci_token = crate::jwt::fake_jwt(&json!({"iss": "https://ci", "sub": "s", "aud": "a", "exp": far}));
+        let access_token = crate::jwt::fake_jwt(&json!({"aud": "https://storage.azure.com", "exp": far}));
+        let cs_key = format!("AccountName=mystorage;AccountKey={KEY}");
+        let tenant = ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000000");
+        let client = ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111");
+        let cases: Vec<(Vec<(&str, &str)>, S)> = vec![
+            (vec![], S::ManagedIdentity),
+            (vec![("PLUGIN_DRY_RUN", "true")], S::None),
+            (vec![("PLUGIN_ACCESS_TOKEN", &access_token)], S::AccessToken),
+            (vec![tenant, client, ("PLUGIN_FEDERATED_TOKEN", &ci_token)], S::Federated),
+            // A user-assigned identity names its client id: still the managed identity.
+            (vec![tenant, client], S::ManagedIdentity),
+            (vec![("PLUGIN_SAS_TOKEN", "sv=1&sig=x")], S::Sas),
+            (vec![("PLUGIN_ACCOUNT_KEY", KEY)], S::SharedKey),
+            (vec![("PLUGIN_CONNECTION_STRING", &cs_key)], S::ConnectionString),
+            (
+                vec![("PLUGIN_CONNECTION_STRING", "BlobEndpoint=https://mystorage.blob.core.windows.net")],
+                S::ManagedIdentity,
+            ),
+            (vec![("PLUGIN_AUTH", "managed_identity"), ("PLUGIN_ACCOUNT_KEY", KEY)], S::ManagedIdentity),
+            (vec![("PLUGIN_AUTH", "managed_identity"), ("PLUGIN_DRY_RUN", "true")], S::ManagedIdentity),
+            (vec![("PLUGIN_AUTH", "shared_key")], S::SharedKey),
+        ];
+        for (extra, want) in cases {
+            let p = [base(), extra.clone()].concat();
+            let c = Config::from_raw(&raw(&p)).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            assert_eq!(credential_source(&c.auth, c.dry_run), want, "{extra:?}");
+            let bad = [
+                p,
+                vec![
+                    ("IDENTITY_ENDPOINT", "not a url"),
+                    ("IDENTITY_HEADER", "h"),
+                    ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9/x"),
+                ],
+            ]
+            .concat();
+            let refused: Vec<String> = match Config::from_raw(&raw(&bad)) {
+                Ok(_) => vec![],
+                Err(e) => e.0.into_iter().map(|i| i.setting).collect(),
+            };
+            let expected: Vec<String> = match want {
+                S::ManagedIdentity => vec!["IDENTITY_ENDPOINT".into(), "AZURE_POD_IDENTITY_AUTHORITY_HOST".into()],
+                _ => vec![],
+            };
+            assert_eq!(refused, expected, "{extra:?} takes {want:?}");
+        }
     }
 
     #[test]

@@ -31,7 +31,10 @@ pub use crate::settings::{
     AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Tier, TrustMode, Verify,
 };
 
-pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY, IMDS_DEFAULT_HOST};
+pub use auth::{
+    account_from_endpoint, credential_source, AuthSettings, ConnectionString, CredentialSource, DEVSTORE_KEY,
+    IMDS_DEFAULT_HOST,
+};
 pub use ci::{provenance, Trust};
 pub use endpoint::shown as shown_url;
 pub use values::{
@@ -1078,10 +1081,10 @@ impl Config {
 
         let (sas_token, account_key) = auth::static_secrets(&creds, &mut bad);
         let keyless = parse_keyless(&creds, auth_mode, &mut bad);
-        let cache = cache::parse(raw, action.is_cache(), &mut bad);
-
         let precedence = auth::precedence_note(&set_aside);
         let auth = AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, precedence, ..keyless };
+        auth::check_identity_endpoints(&auth, dry_run, &mut bad);
+        let cache = cache::parse(raw, action.is_cache(), &mut bad);
         bad.keep_first_for(&not_utf8);
         bad.into_result()?;
         Ok(Config {
