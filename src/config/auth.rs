@@ -540,7 +540,7 @@ mod tests {
 
     const KEY: &str = "c2VjcmV0LWtleS12YWx1ZQ==";
 
-    /// Issue 22 item 14a: an ambient credential never beats an explicit one under `auto`.
+    /// An ambient credential never beats an explicit one under `auto`.
     #[test]
     fn explicit_credentials_win_over_ambient_variables() {
         let with = |extra: &[(&'static str, &'static str)]| {

@@ -576,8 +576,8 @@ fn no_secret_in_trace_output_or_manifest() {
 /// Entra mints one token (4 s by `expires_in`), then refuses every exchange. The transfer
 /// outlives the token (throttled link, concurrency 1): the first request that finds no
 /// valid token stops the run with one message naming the source; the queued files are not
-/// attempted, nothing was transferred, exit 3. Before, each queued file failed alone with
-/// the same error (exit 1) and Entra was asked again every 5 s.
+/// attempted, nothing was transferred, exit 3: not each queued file failing alone with
+/// the same error (exit 1) while Entra is asked again every 5 s.
 #[test]
 fn a_token_that_cannot_be_refreshed_mid_run_stops_the_run() {
     if !crate::support::azurite_present() {
