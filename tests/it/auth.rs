@@ -542,7 +542,7 @@ fn no_secret_in_trace_output_or_manifest() {
     let az = Azurite::shared();
     let c = container("tracesas");
     py(az, &["create-container", &c]);
-    let sas = std::process::Command::new(repo_root().join(".cache/venv/bin/python"))
+    let sas = std::process::Command::new(tool(".cache/venv/bin/python", "PYBLOB_PYTHON", "python"))
         .args(["-c", &format!(
             "from azure.storage.blob import generate_container_sas, ContainerSasPermissions; from datetime import datetime, timedelta, timezone; print(generate_container_sas('{DEV_ACCOUNT}', '{c}', account_key='{DEV_KEY}', permission=ContainerSasPermissions(read=True, write=True, list=True, create=True), expiry=datetime.now(timezone.utc) + timedelta(hours=1)))"
         )])

@@ -625,7 +625,7 @@ fn restore_of(ws: &Path, az: &Azurite, c: &str, sources: &str) -> Plugin {
 /// been replaced (and its old content deleted).
 #[test]
 fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_nothing() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     use crate::fault_proxy::FaultProxy;
@@ -656,7 +656,7 @@ fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_no
 /// directory is not left replaced with its old content deleted.
 #[test]
 fn cache_restore_that_fails_half_way_puts_every_directory_back() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -757,7 +757,7 @@ fn cache_sources_may_not_overlap_and_duplicates_are_cached_once() {
 /// `max_restore_size`, before writing past it, and nothing is restored.
 #[test]
 fn cache_restore_stops_an_archive_that_expands_past_max_restore_size() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -788,7 +788,7 @@ fn cache_restore_stops_an_archive_that_expands_past_max_restore_size() {
 /// naming the setting, before its window is allocated.
 #[test]
 fn cache_restore_refuses_a_zstd_window_larger_than_max_memory() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -817,7 +817,7 @@ fn process_umask() -> u32 {
 /// other than root.
 #[test]
 fn cache_restore_applies_the_umask_to_world_writable_modes() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     use tar::EntryType::{Directory, Regular};
@@ -848,7 +848,7 @@ fn cache_restore_applies_the_umask_to_world_writable_modes() {
 /// marked as the plugin's, not one a live run holds locked.
 #[test]
 fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     use crate::fault_proxy::{Fault, FaultProxy, Gate, Req, Rule, Times};
@@ -1028,7 +1028,7 @@ fn cache_hash_files_does_not_hash_a_link_to_a_file_outside_the_workspace() {
 /// (exit 0) for a miss the real run fails on (`fail_on_miss`).
 #[test]
 fn cache_dry_runs_make_the_real_runs_decisions() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();

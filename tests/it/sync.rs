@@ -323,7 +323,7 @@ fn blob_entries(names: &[&str]) -> String {
 /// (the URL library resolves the `..`), deleting a blob outside `target`.
 #[test]
 fn a_listed_name_with_dot_dot_is_never_requested_and_nothing_outside_the_target_is_deleted() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -431,7 +431,7 @@ fn files_sync_keeps_a_file_rewritten_after_the_listing() {
 /// matches nothing), `would upload` for an unchanged file, nor `transferred=N` in its outputs.
 #[test]
 fn a_dry_run_makes_the_real_runs_decisions_and_reports_would_counts() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
