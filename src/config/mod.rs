@@ -380,6 +380,21 @@ impl RawSettings {
     /// more than blanks. Every read of a setting by name comes through here.
     fn lookup(&self, name: &str) -> Option<(std::borrow::Cow<'static, str>, &str)> {
         let fallbacks = Self::row(name).map(|s| s.env_fallback).unwrap_or(&[]);
+        self.first_set(name, fallbacks)
+    }
+
+    /// The value of the table's row `st`, as [`RawSettings::get`] reads it (a row cannot be
+    /// misspelt, so this read is neither checked nor recorded: it is for checks that walk
+    /// the whole table).
+    fn value_of(&self, st: &settings::Setting) -> Option<&str> {
+        self.first_set(st.name, st.env_fallback).map(|(_, v)| v)
+    }
+
+    fn first_set(
+        &self,
+        name: &str,
+        fallbacks: &'static [&'static str],
+    ) -> Option<(std::borrow::Cow<'static, str>, &str)> {
         Self::sources(name, fallbacks)
             .find_map(|var| self.env.get(var.as_ref()).filter(|v| !v.trim().is_empty()).map(|v| (var, v.as_str())))
     }
@@ -1015,7 +1030,7 @@ impl Config {
 
         // Enum-typed settings checked generically against the table.
         for st in SETTINGS {
-            if let (Kind::Enum(values), Some(v)) = (st.kind, raw.get(st.name)) {
+            if let (Kind::Enum(values), Some(v)) = (st.kind, raw.value_of(st)) {
                 if !values.iter().any(|a| a.eq_ignore_ascii_case(v.trim())) {
                     bad.push(st.name, format!("`{v}` is not one of: {}", values.join(", ")));
                 }
