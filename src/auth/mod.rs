@@ -35,7 +35,8 @@ pub mod token;
 use std::sync::Arc;
 
 use crate::config::{
-    credential_source, AuthMode, AuthSettings, Config, ConnectionString, CredentialSource as Source, Secret,
+    credential_source, AuthMode, AuthSettings, CiTokenSource, Config, ConnectionString, CredentialSource as Source,
+    Secret,
 };
 use crate::http::authorize::{Authorize, AuthorizeError, TokenUsed};
 use crate::http::{RetryPolicy, Verdict};
@@ -197,21 +198,24 @@ pub(crate) fn transport_failure<T>(
     }
 }
 
-/// The CI token source, first present wins (see [`federated`]).
+/// The CI token source federation uses ([`AuthSettings::ci_token_source`]), with its value.
 pub fn assertion_source(a: &AuthSettings) -> Option<AssertionSource> {
-    if let Some(t) = &a.federated_token {
-        return Some(AssertionSource::Value { token: t.clone(), setting: "federated_token" });
-    }
-    if let Some((path, from)) = &a.federated_token_file {
-        return Some(AssertionSource::File { path: path.clone(), from: from.clone() });
-    }
-    if let Some(t) = &a.oidc_token_id {
-        return Some(AssertionSource::Value { token: t.clone(), setting: "oidc_token_id" });
-    }
-    if let Some((url, token)) = &a.actions {
-        return Some(AssertionSource::Actions { url: url.clone(), request_token: token.clone() });
-    }
-    None
+    Some(match a.ci_token_source()? {
+        CiTokenSource::FederatedToken => {
+            AssertionSource::Value { token: a.federated_token.clone()?, setting: "federated_token" }
+        }
+        CiTokenSource::TokenFile => {
+            let (path, from) = a.federated_token_file.clone()?;
+            AssertionSource::File { path, from }
+        }
+        CiTokenSource::OidcTokenId => {
+            AssertionSource::Value { token: a.oidc_token_id.clone()?, setting: "oidc_token_id" }
+        }
+        CiTokenSource::Actions => {
+            let (url, request_token) = a.actions.clone()?;
+            AssertionSource::Actions { url, request_token }
+        }
+    })
 }
 
 const FEDERATED_SOURCES: &str = "`federated_token` (PLUGIN_FEDERATED_TOKEN), `federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE, AZURE_FEDERATED_TOKEN_FILE), `oidc_token_id` (PLUGIN_OIDC_TOKEN_ID, set by Harness), ACTIONS_ID_TOKEN_REQUEST_URL + ACTIONS_ID_TOKEN_REQUEST_TOKEN (GitHub/Forgejo Actions with `id-token: write`)";

@@ -262,8 +262,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
     let access_token = parse_access_token(raw, mode, bad);
     let oidc_token_id = token_setting("oidc_token_id", bad);
 
-    let federates = tenant_id.is_some() && client_id.is_some();
-    let federated_token_file = token_file(raw, mode, federates, federated_token.is_none(), bad);
+    let federated_token_file = token_file(raw);
 
     let actions = match (raw.var("ACTIONS_ID_TOKEN_REQUEST_URL"), raw.var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")) {
         (Some(u), Some(t)) => Some((u.trim().to_string(), Secret::new(t.trim()))),
@@ -281,19 +280,6 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
         .var("AZURE_POD_IDENTITY_AUTHORITY_HOST")
         .map(|h| h.trim().trim_end_matches('/').to_string())
         .unwrap_or_else(|| IMDS_DEFAULT_HOST.to_string());
-
-    if let Some((u, _)) = &actions {
-        if uses_token
-            && federates
-            && federated_token.is_none()
-            && federated_token_file.is_none()
-            && oidc_token_id.is_none()
-        {
-            if let Err(m) = super::endpoint::http_url(u) {
-                bad.push("ACTIONS_ID_TOKEN_REQUEST_URL", m);
-            }
-        }
-    }
 
     AuthSettings {
         mode,
@@ -348,7 +334,9 @@ pub fn credential_source(a: &AuthSettings, dry_run: bool) -> CredentialSource {
         AuthMode::ConnectionString => S::ConnectionString,
         AuthMode::ManagedIdentity => S::ManagedIdentity,
         AuthMode::Auto if a.access_token.is_some() => S::AccessToken,
-        AuthMode::Auto if a.has_ci_token() && a.tenant_id.is_some() && a.client_id.is_some() => S::Federated,
+        AuthMode::Auto if a.ci_token_source().is_some() && a.tenant_id.is_some() && a.client_id.is_some() => {
+            S::Federated
+        }
         AuthMode::Auto if a.sas_token.is_some() => S::Sas,
         AuthMode::Auto if a.account_key.is_some() => S::SharedKey,
         // One that does not parse is taken too, so that its problem is the one reported.
@@ -364,13 +352,33 @@ pub fn credential_source(a: &AuthSettings, dry_run: bool) -> CredentialSource {
     }
 }
 
+/// Where federation takes the CI token from (see [`AuthSettings::ci_token_source`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiTokenSource {
+    /// `federated_token`.
+    FederatedToken,
+    /// `federated_token_file` (or AZURE_FEDERATED_TOKEN_FILE).
+    TokenFile,
+    /// `oidc_token_id` (Harness).
+    OidcTokenId,
+    /// The Actions ID-token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN).
+    Actions,
+}
+
 impl AuthSettings {
-    /// Whether any CI token source is present (`auth::assertion_source` picks among them).
-    pub fn has_ci_token(&self) -> bool {
-        self.federated_token.is_some()
-            || self.federated_token_file.is_some()
-            || self.oidc_token_id.is_some()
-            || self.actions.is_some()
+    /// The CI token source federation uses: the first present of `federated_token`,
+    /// `federated_token_file`, `oidc_token_id` and the Actions endpoint (the one place that
+    /// order is written; `auth::assertion_source` builds what it names).
+    pub fn ci_token_source(&self) -> Option<CiTokenSource> {
+        use CiTokenSource as T;
+        [
+            (self.federated_token.is_some(), T::FederatedToken),
+            (self.federated_token_file.is_some(), T::TokenFile),
+            (self.oidc_token_id.is_some(), T::OidcTokenId),
+            (self.actions.is_some(), T::Actions),
+        ]
+        .into_iter()
+        .find_map(|(present, source)| present.then_some(source))
     }
 }
 
@@ -438,50 +446,46 @@ pub(super) fn precedence_note(set_aside: &[&str]) -> Option<String> {
         .then(|| format!("explicit PLUGIN_* credentials win over ambient variables: {} ignored", set_aside.join(", ")))
 }
 
-/// `federated_token_file` and what named it, the token in it checked now (it is re-read
-/// at every exchange) when it is the source that will be used: `federates` says tenant and
-/// client are set, `no_token` that no `federated_token` comes first.
-fn token_file(
-    raw: &RawSettings,
-    mode: AuthMode,
-    federates: bool,
-    no_token: bool,
-    bad: &mut Problems,
-) -> Option<(PathBuf, String)> {
+/// `federated_token_file` and what named it (the setting or `AZURE_FEDERATED_TOKEN_FILE`).
+fn token_file(raw: &RawSettings) -> Option<(PathBuf, String)> {
     raw.get("federated_token_file").map(|p| {
         let from = match raw.fallback_source("federated_token_file") {
             Some(var) => var.to_string(),
             None => "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string(),
         };
-        let path = PathBuf::from(p.trim());
-        // Checked now (it is re-read at every exchange) when it is the source that will be
-        // used. Under `auto` that needs tenant and client too: a runner pod may carry
-        // AZURE_FEDERATED_TOKEN_FILE for a pipeline that uses an account key.
-        let will_use = match mode {
-            AuthMode::Federated => no_token,
-            AuthMode::Auto => federates && no_token,
-            _ => false,
-        };
-        if will_use {
-            match crate::jwt::read_token_file(&path) {
-                Ok(t) if t.trim().is_empty() => {
-                    bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
-                }
-                Ok(t) => {
-                    if let Err(e) = check_assertion(t.trim()) {
-                        bad.push(
-                            "federated_token_file",
-                            format!("the token in `{}` (from {from}) {e}", path.display()),
-                        );
-                    }
-                }
-                Err(e) => {
-                    bad.push("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display()))
+        (PathBuf::from(p.trim()), from)
+    })
+}
+
+/// The CI token source federation will use, checked now when the run will federate
+/// ([`credential_source`]) and it is the one used ([`AuthSettings::ci_token_source`]): a
+/// token file is read and its token checked (it is re-read at every exchange), the Actions
+/// endpoint must be a URL. A runner pod may carry AZURE_FEDERATED_TOKEN_FILE, and an
+/// Actions runner its endpoint, for a pipeline that uses another credential. Token values
+/// (`federated_token`, `oidc_token_id`) are checked where they are read.
+pub(super) fn check_ci_token(a: &AuthSettings, dry_run: bool, bad: &mut Problems) {
+    if credential_source(a, dry_run) != CredentialSource::Federated {
+        return;
+    }
+    match (a.ci_token_source(), &a.federated_token_file, &a.actions) {
+        (Some(CiTokenSource::TokenFile), Some((path, from)), _) => match crate::jwt::read_token_file(path) {
+            Ok(t) if t.trim().is_empty() => {
+                bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
+            }
+            Ok(t) => {
+                if let Err(e) = check_assertion(t.trim()) {
+                    bad.push("federated_token_file", format!("the token in `{}` (from {from}) {e}", path.display()));
                 }
             }
+            Err(e) => bad.push("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display())),
+        },
+        (Some(CiTokenSource::Actions), _, Some((url, _))) => {
+            if let Err(m) = super::endpoint::http_url(url) {
+                bad.push("ACTIONS_ID_TOKEN_REQUEST_URL", m);
+            }
         }
-        (path, from)
-    })
+        _ => {}
+    }
 }
 
 /// `authority_host` (the settings table's default when unset): an https:// bare host URL.
@@ -776,6 +780,32 @@ mod tests {
                 _ => vec![],
             };
             assert_eq!(refused, expected, "{extra:?} takes {want:?}");
+        }
+    }
+
+    /// A CI token file or the Actions endpoint is checked exactly when federation will use
+    /// it: not when `auto` takes a pre-minted access token first.
+    #[test]
+    fn the_ci_token_source_is_checked_exactly_when_federation_would_use_it() {
+        let access_token =
+            crate::jwt::fake_jwt(&serde_json::json!({"aud": "https://storage.azure.com", "exp": 4_000_000_000u64}));
+        for (source, setting) in [
+            (("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/azure-identity-token"), "federated_token_file"),
+            (("ACTIONS_ID_TOKEN_REQUEST_URL", "not a url"), "ACTIONS_ID_TOKEN_REQUEST_URL"),
+        ] {
+            let mut p = base();
+            p.extend([
+                ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000000"),
+                ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "t"),
+                source,
+            ]);
+            let e = Config::from_raw(&raw(&p)).unwrap_err();
+            let refused: Vec<&str> = e.0.iter().map(|i| i.setting.as_str()).collect();
+            assert_eq!(refused, [setting], "{e}");
+            p.push(("AZURE_ACCESS_TOKEN", &access_token));
+            let c = Config::from_raw(&raw(&p)).unwrap_or_else(|e| panic!("{source:?}: {e}"));
+            assert_eq!(credential_source(&c.auth, false), CredentialSource::AccessToken);
         }
     }
 

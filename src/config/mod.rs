@@ -32,8 +32,8 @@ pub use crate::settings::{
 };
 
 pub use auth::{
-    account_from_endpoint, credential_source, AuthSettings, ConnectionString, CredentialSource, DEVSTORE_KEY,
-    IMDS_DEFAULT_HOST,
+    account_from_endpoint, credential_source, AuthSettings, CiTokenSource, ConnectionString, CredentialSource,
+    DEVSTORE_KEY, IMDS_DEFAULT_HOST,
 };
 pub use ci::{provenance, Trust};
 pub use endpoint::shown as shown_url;
@@ -1099,6 +1099,7 @@ impl Config {
         let precedence = auth::precedence_note(&set_aside);
         let auth = AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, precedence, ..keyless };
         auth::check_identity_endpoints(&auth, dry_run, &mut bad);
+        auth::check_ci_token(&auth, dry_run, &mut bad);
         let cache = cache::parse(raw, action.is_cache(), &mut bad);
         bad.keep_first_for(&not_utf8);
         bad.into_result()?;
