@@ -23,7 +23,7 @@ pub struct AuthSettings {
     /// Entra tenant (GUID or domain) and application / managed identity client id.
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
-    /// CI token sources, in the order `auth::assertion_source` tries them.
+    /// CI token sources, in the order federation tries them ([`AuthSettings::ci_token_source`]).
     pub federated_token: Option<Secret>,
     /// The token file and what named it (the setting or `AZURE_FEDERATED_TOKEN_FILE`).
     pub federated_token_file: Option<(PathBuf, String)>,
@@ -230,8 +230,10 @@ pub(super) fn static_secrets(raw: &RawSettings, bad: &mut Problems) -> (Option<S
 }
 
 /// The keyless-auth settings (federated and managed identity), checked without the network.
-/// The CI token is checked only when it may be used (`auth: auto` or `federated`): a
-/// malformed or expired token is reported here, naming its setting, before any exchange.
+/// A CI token given as a value is checked when it may be used (`auth: auto` or `federated`):
+/// a malformed or expired token is reported here, naming its setting, before any exchange.
+/// The token file, the Actions endpoint and the platform's identity endpoints are checked
+/// once the credential is known ([`check_ci_token`], [`check_identity_endpoints`]).
 pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problems) -> AuthSettings {
     let uses_token = matches!(mode, AuthMode::Auto | AuthMode::Federated);
 
@@ -322,7 +324,7 @@ pub enum CredentialSource {
 /// source and both `tenant_id` and `client_id`); `sas_token`; `account_key`; a
 /// `connection_string` holding a key or a SAS; then, in a dry run, none; else the managed
 /// identity. The one place that order is written: `auth::resolve` builds what it names, and
-/// [`check_identity_endpoints`] checks the platform's endpoints only when it names the
+/// `check_identity_endpoints` checks the platform's endpoints only when it names the
 /// managed identity.
 pub fn credential_source(a: &AuthSettings, dry_run: bool) -> CredentialSource {
     use CredentialSource as S;
