@@ -67,24 +67,46 @@ mod layers {
             }
             let text = std::fs::read_to_string(&f).unwrap();
             let deps = graph.entry(top.clone()).or_default();
-            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
-                for (i, _) in line.match_indices("crate::") {
-                    let rest = &line[i + 7..];
-                    let names: Vec<&str> = match rest.strip_prefix('{') {
-                        Some(group) => group.split('}').next().unwrap_or("").split(',').collect(),
-                        None => vec![rest],
-                    };
-                    for n in names {
-                        let n: String =
-                            n.trim().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                        if !n.is_empty() && n != top {
-                            deps.insert(n);
-                        }
+            deps.extend(crate_modules(&text).into_iter().filter(|n| *n != top));
+        }
+        graph
+    }
+
+    /// The top-level modules a file names as `crate::<module>` outside `//` comment lines:
+    /// in paths (`crate::http::Http`) and in groups, rustfmt-wrapped over several lines and
+    /// nested (`use crate::{\n    auth::{a, b},\n    http,\n};` names `auth` and `http`).
+    fn crate_modules(text: &str) -> BTreeSet<String> {
+        let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).flat_map(|l| [l, "\n"]).collect();
+        let ident = |s: &str| -> String {
+            s.trim_start().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+        };
+        let mut names = BTreeSet::new();
+        for (i, _) in code.match_indices("crate::") {
+            let rest = code[i + "crate::".len()..].trim_start();
+            let Some(group) = rest.strip_prefix('{') else {
+                names.insert(ident(rest));
+                continue;
+            };
+            // The group's items at depth 0, up to its closing brace.
+            let (mut depth, mut item_start) = (0usize, 0usize);
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        names.insert(ident(&group[item_start..j]));
+                        break;
                     }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.insert(ident(&group[item_start..j]));
+                        item_start = j + 1;
+                    }
+                    _ => {}
                 }
             }
         }
-        graph
+        names.retain(|n| !n.is_empty() && n != "self");
+        names
     }
 
     /// A cycle through the graph, as `a -> b -> a`, if there is one.
@@ -157,5 +179,16 @@ mod layers {
         let g: BTreeMap<String, BTreeSet<String>> =
             [("a".to_string(), BTreeSet::from(["b".to_string()]))].into_iter().collect();
         assert_eq!(cycle(&g), None);
+    }
+
+    #[test]
+    fn a_wrapped_nested_crate_group_names_each_module() {
+        let text = "use crate::{\n    auth::{self, Credential},\n    config::{\n        Config,\n        Secret,\n    },\n    http,\n};\n\
+                    // use crate::storage;\n\
+                    use crate::transfer::plan;\n\
+                    fn f() { crate::jwt::check(); }\n\
+                    use crate::{escape::shown, buffers::{Pool, LIMIT}, self};\n";
+        let got: Vec<String> = crate_modules(text).into_iter().collect();
+        assert_eq!(got, ["auth", "buffers", "config", "escape", "http", "jwt", "transfer"]);
     }
 }

@@ -519,8 +519,8 @@ mod tests {
         assert!(!text.contains(&ci), "the CI token leaked into the error: {text}");
         assert!(!text.contains(ci.rsplit('.').next().unwrap()), "the signature leaked: {text}");
     }
-    /// A token answer cut mid-body is a transport failure, retried; it used to read as an
-    /// empty body ("no token JSON") and fail the run at once.
+    /// A token answer cut mid-body is a transport failure, retried: not read as an empty
+    /// body ("no token JSON") that fails the run at once.
     #[tokio::test]
     async fn a_token_answer_cut_mid_body_is_retried_not_taken_for_no_json() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -1,8 +1,9 @@
 //! Credentials: which one is used, and how a request is authorized with it.
 //!
-//! `resolve` picks the credential from the settings; `Credential::authorize` is applied
-//! by the HTTP layer to every attempt of every request, so a retried request is re-signed
-//! with a fresh date (Shared Key) or carries the cache's current token (bearer).
+//! `resolve` builds the credential [`config::credential_source`](crate::config::credential_source)
+//! picks from the settings; `Credential::authorize` is applied by the HTTP layer to every
+//! attempt of every request, so a retried request is re-signed with a fresh date (Shared
+//! Key) or carries the cache's current token (bearer).
 //!
 //! ## `auth: auto` order, and why managed identity comes last
 //!
@@ -14,7 +15,7 @@
 //!    friends), else IMDS if a one-second probe finds it (at `AZURE_POD_IDENTITY_AUTHORITY_HOST`
 //!    when set, which is how the tests point it at a loopback fake).
 //!
-//! Managed identity comes after the static secrets (the original design had it second):
+//! Managed identity comes after the static secrets:
 //! managed identity is *discovered* from the machine, not configured by the pipeline, so
 //! a runner that happens to live on an Azure VM must not silently switch a pipeline that
 //! configured `account_key` to the VM's identity (with different permissions, and a
@@ -33,7 +34,10 @@ pub mod token;
 
 use std::sync::Arc;
 
-use crate::config::{AuthMode, AuthSettings, Config, ConnectionString, Secret};
+use crate::config::{
+    credential_source, AuthMode, AuthSettings, CiTokenSource, Config, ConnectionString, CredentialSource as Source,
+    Secret,
+};
 use crate::http::authorize::{Authorize, AuthorizeError, TokenUsed};
 use crate::http::{RetryPolicy, Verdict};
 pub use entra_errors::EntraFailure;
@@ -194,21 +198,24 @@ pub(crate) fn transport_failure<T>(
     }
 }
 
-/// The CI token source, first present wins (see [`federated`]).
+/// The CI token source federation uses ([`AuthSettings::ci_token_source`]), with its value.
 pub fn assertion_source(a: &AuthSettings) -> Option<AssertionSource> {
-    if let Some(t) = &a.federated_token {
-        return Some(AssertionSource::Value { token: t.clone(), setting: "federated_token" });
-    }
-    if let Some((path, from)) = &a.federated_token_file {
-        return Some(AssertionSource::File { path: path.clone(), from: from.clone() });
-    }
-    if let Some(t) = &a.oidc_token_id {
-        return Some(AssertionSource::Value { token: t.clone(), setting: "oidc_token_id" });
-    }
-    if let Some((url, token)) = &a.actions {
-        return Some(AssertionSource::Actions { url: url.clone(), request_token: token.clone() });
-    }
-    None
+    Some(match a.ci_token_source()? {
+        CiTokenSource::FederatedToken => {
+            AssertionSource::Value { token: a.federated_token.clone()?, setting: "federated_token" }
+        }
+        CiTokenSource::TokenFile => {
+            let (path, from) = a.federated_token_file.clone()?;
+            AssertionSource::File { path, from }
+        }
+        CiTokenSource::OidcTokenId => {
+            AssertionSource::Value { token: a.oidc_token_id.clone()?, setting: "oidc_token_id" }
+        }
+        CiTokenSource::Actions => {
+            let (url, request_token) = a.actions.clone()?;
+            AssertionSource::Actions { url, request_token }
+        }
+    })
 }
 
 const FEDERATED_SOURCES: &str = "`federated_token` (PLUGIN_FEDERATED_TOKEN), `federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE, AZURE_FEDERATED_TOKEN_FILE), `oidc_token_id` (PLUGIN_OIDC_TOKEN_ID, set by Harness), ACTIONS_ID_TOKEN_REQUEST_URL + ACTIONS_ID_TOKEN_REQUEST_TOKEN (GitHub/Forgejo Actions with `id-token: write`)";
@@ -323,18 +330,27 @@ pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
         }
         Ok(None)
     };
-    let assertion = assertion_source(a);
-    match a.mode {
-        AuthMode::Sas => a
+    match credential_source(a, cfg.dry_run) {
+        Source::AccessToken => match &a.access_token {
+            Some(t) => pre_minted(cfg, t),
+            None => Err(AuthError::Missing(
+                "`auth: access_token` needs `access_token` (PLUGIN_ACCESS_TOKEN or AZURE_ACCESS_TOKEN)".into(),
+            )),
+        },
+        Source::Federated => match assertion_source(a) {
+            Some(src) => federated(cfg, src),
+            None => Err(AuthError::Missing(format!("`auth: federated` needs a CI OIDC token from one of: {FEDERATED_SOURCES}"))),
+        },
+        Source::Sas => a
             .sas_token
             .clone()
             .map(Credential::Sas)
             .ok_or_else(|| AuthError::Missing("`auth: sas` needs `sas_token` (PLUGIN_SAS_TOKEN)".into())),
-        AuthMode::SharedKey => match &a.account_key {
+        Source::SharedKey => match &a.account_key {
             Some(k) => Ok(Credential::SharedKey(shared_key(k)?)),
             None => Err(AuthError::Missing("`auth: shared_key` needs `account_key` (PLUGIN_ACCOUNT_KEY)".into())),
         },
-        AuthMode::ConnectionString => match &cs {
+        Source::ConnectionString => match &cs {
             Some(cs) => from_cs(cs)?.ok_or_else(|| {
                 AuthError::Missing("the connection string has neither `AccountKey=` nor `SharedAccessSignature=`".into())
             }),
@@ -342,74 +358,47 @@ pub async fn resolve(cfg: &Config) -> Result<Credential, AuthError> {
                 "`auth: connection_string` needs `connection_string` (PLUGIN_CONNECTION_STRING or AZURE_STORAGE_CONNECTION_STRING)".into(),
             )),
         },
-        AuthMode::AccessToken => match &a.access_token {
-            Some(t) => pre_minted(cfg, t),
-            None => Err(AuthError::Missing(
-                "`auth: access_token` needs `access_token` (PLUGIN_ACCESS_TOKEN or AZURE_ACCESS_TOKEN)".into(),
-            )),
-        },
-        AuthMode::Federated => match assertion {
-            Some(src) => federated(cfg, src),
-            None => Err(AuthError::Missing(format!("`auth: federated` needs a CI OIDC token from one of: {FEDERATED_SOURCES}"))),
-        },
-        AuthMode::ManagedIdentity => managed_identity(cfg, mi_endpoint(a)),
-        AuthMode::Auto => {
-            if let Some(t) = &a.access_token {
-                return pre_minted(cfg, t);
-            }
-            let mut notes: Vec<String> =
-                vec!["`access_token` (PLUGIN_ACCESS_TOKEN, AZURE_ACCESS_TOKEN): not set".into()];
-            match assertion {
-                Some(src) if a.tenant_id.is_some() && a.client_id.is_some() => return federated(cfg, src),
-                Some(src) => notes.push(format!(
-                    "federated: found a CI token in {}, but {} is not set",
-                    src.label(),
-                    match (&a.tenant_id, &a.client_id) {
-                        (None, None) => "`tenant_id` (AZURE_TENANT_ID) nor `client_id` (AZURE_CLIENT_ID)",
-                        (None, _) => "`tenant_id` (AZURE_TENANT_ID)",
-                        _ => "`client_id` (AZURE_CLIENT_ID)",
-                    }
-                )),
-                None => notes.push(format!("federated: no CI OIDC token in {FEDERATED_SOURCES}")),
-            }
-            if let Some(sas) = &a.sas_token {
-                return Ok(Credential::Sas(sas.clone()));
-            }
-            notes.push("`sas_token` (PLUGIN_SAS_TOKEN, AZURE_STORAGE_SAS_TOKEN): not set".into());
-            if let Some(k) = &a.account_key {
-                return Ok(Credential::SharedKey(shared_key(k)?));
-            }
-            notes.push("`account_key` (PLUGIN_ACCOUNT_KEY, AZURE_STORAGE_KEY): not set".into());
-            match &cs {
-                Some(cs) => {
-                    if let Some(c) = from_cs(cs)? {
-                        return Ok(c);
-                    }
-                    notes.push("`connection_string`: has neither `AccountKey=` nor `SharedAccessSignature=`".into());
-                }
-                None => notes.push(
-                    "`connection_string` (PLUGIN_CONNECTION_STRING, AZURE_STORAGE_CONNECTION_STRING): not set".into(),
-                ),
-            }
-            if cfg.dry_run {
-                return Ok(Credential::None);
-            }
-            if a.identity_endpoint.is_some() {
-                return managed_identity(cfg, mi_endpoint(a));
-            }
-            if managed_identity::probe_imds(&a.imds_host).await {
-                return managed_identity(cfg, mi_endpoint(a));
-            }
-            notes.push(format!(
-                "managed identity: IDENTITY_ENDPOINT + IDENTITY_HEADER not set, and no IMDS answered at {}",
-                a.imds_host
-            ));
-            Err(AuthError::Missing(format!(
-                "`auth: auto` looked for these, in order, and found none:\n  - {}",
-                notes.join("\n  - ")
-            )))
+        Source::None => Ok(Credential::None),
+        Source::ManagedIdentity if a.mode == AuthMode::ManagedIdentity || a.identity_endpoint.is_some() => {
+            managed_identity(cfg, mi_endpoint(a))
         }
+        Source::ManagedIdentity if managed_identity::probe_imds(&a.imds_host).await => {
+            managed_identity(cfg, mi_endpoint(a))
+        }
+        Source::ManagedIdentity => Err(AuthError::Missing(format!(
+            "`auth: auto` looked for these, in order, and found none:\n  - {}",
+            auto_not_found(a, cs.is_some()).join("\n  - ")
+        ))),
     }
+}
+
+/// Why `auth: auto` found no credential: each source it looked for, in its order
+/// ([`credential_source`]), and why it was not taken.
+fn auto_not_found(a: &AuthSettings, connection_string: bool) -> Vec<String> {
+    let mut notes: Vec<String> = vec!["`access_token` (PLUGIN_ACCESS_TOKEN, AZURE_ACCESS_TOKEN): not set".into()];
+    match assertion_source(a) {
+        Some(src) => notes.push(format!(
+            "federated: found a CI token in {}, but {} is not set",
+            src.label(),
+            match (&a.tenant_id, &a.client_id) {
+                (None, None) => "`tenant_id` (AZURE_TENANT_ID) nor `client_id` (AZURE_CLIENT_ID)",
+                (None, _) => "`tenant_id` (AZURE_TENANT_ID)",
+                _ => "`client_id` (AZURE_CLIENT_ID)",
+            }
+        )),
+        None => notes.push(format!("federated: no CI OIDC token in {FEDERATED_SOURCES}")),
+    }
+    notes.push("`sas_token` (PLUGIN_SAS_TOKEN, AZURE_STORAGE_SAS_TOKEN): not set".into());
+    notes.push("`account_key` (PLUGIN_ACCOUNT_KEY, AZURE_STORAGE_KEY): not set".into());
+    notes.push(match connection_string {
+        true => "`connection_string`: has neither `AccountKey=` nor `SharedAccessSignature=`".into(),
+        false => "`connection_string` (PLUGIN_CONNECTION_STRING, AZURE_STORAGE_CONNECTION_STRING): not set".into(),
+    });
+    notes.push(format!(
+        "managed identity: IDENTITY_ENDPOINT + IDENTITY_HEADER not set, and no IMDS answered at {}",
+        a.imds_host
+    ));
+    notes
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Artifact settings (issue 26): `preserve_mode`, `checksums_file`, `verify_checksums`
+//! Artifact settings: `preserve_mode`, `checksums_file`, `verify_checksums`
 //! and `retention`, validated together with the action and the service they apply to.
 //!
 //! `retention` is whole days (`30d` or `30`), turned into two blob index tags once, when

@@ -23,7 +23,7 @@ pub struct AuthSettings {
     /// Entra tenant (GUID or domain) and application / managed identity client id.
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
-    /// CI token sources, in the order `auth::assertion_source` tries them.
+    /// CI token sources, in the order federation tries them ([`AuthSettings::ci_token_source`]).
     pub federated_token: Option<Secret>,
     /// The token file and what named it (the setting or `AZURE_FEDERATED_TOKEN_FILE`).
     pub federated_token_file: Option<(PathBuf, String)>,
@@ -230,8 +230,10 @@ pub(super) fn static_secrets(raw: &RawSettings, bad: &mut Problems) -> (Option<S
 }
 
 /// The keyless-auth settings (federated and managed identity), checked without the network.
-/// The CI token is checked only when it may be used (`auth: auto` or `federated`): a
-/// malformed or expired token is reported here, naming its setting, before any exchange.
+/// A CI token given as a value is checked when it may be used (`auth: auto` or `federated`):
+/// a malformed or expired token is reported here, naming its setting, before any exchange.
+/// The token file, the Actions endpoint and the platform's identity endpoints are checked
+/// once the credential is known ([`check_ci_token`], [`check_identity_endpoints`]).
 pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problems) -> AuthSettings {
     let uses_token = matches!(mode, AuthMode::Auto | AuthMode::Federated);
 
@@ -262,8 +264,7 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
     let access_token = parse_access_token(raw, mode, bad);
     let oidc_token_id = token_setting("oidc_token_id", bad);
 
-    let federates = tenant_id.is_some() && client_id.is_some();
-    let federated_token_file = token_file(raw, mode, federates, federated_token.is_none(), bad);
+    let federated_token_file = token_file(raw);
 
     let actions = match (raw.var("ACTIONS_ID_TOKEN_REQUEST_URL"), raw.var("ACTIONS_ID_TOKEN_REQUEST_TOKEN")) {
         (Some(u), Some(t)) => Some((u.trim().to_string(), Secret::new(t.trim()))),
@@ -277,43 +278,10 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
         (Some(e), Some(h)) => Some((e.trim().to_string(), Secret::new(h.trim()))),
         _ => None,
     };
-    let imds_override =
-        raw.var("AZURE_POD_IDENTITY_AUTHORITY_HOST").map(|h| h.trim().trim_end_matches('/').to_string());
-    let imds_host = imds_override.clone().unwrap_or_else(|| IMDS_DEFAULT_HOST.to_string());
-
-    // The platform's endpoints are checked when they may be used: a runner's environment
-    // may carry them for a pipeline that never looks at them.
-    let static_secret = ["sas_token", "account_key", "connection_string"].iter().any(|n| raw.get(n).is_some());
-    let may_use_mi = mode == AuthMode::ManagedIdentity || (mode == AuthMode::Auto && !static_secret && !federates);
-    if may_use_mi {
-        if let Some((e, _)) = &identity_endpoint {
-            if let Err(m) = super::endpoint::http_url(e) {
-                bad.push("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
-            }
-        }
-        if let Some(h) = &imds_override {
-            match super::endpoint::service_url(h) {
-                Ok(u) if u.path() == "/" => {}
-                Ok(_) => bad.push(
-                    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-                    format!("`{}` must be a bare host URL such as http://169.254.169.254 (no path)", shown(h)),
-                ),
-                Err(m) => bad.push("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
-            }
-        }
-    }
-    if let Some((u, _)) = &actions {
-        if uses_token
-            && federates
-            && federated_token.is_none()
-            && federated_token_file.is_none()
-            && oidc_token_id.is_none()
-        {
-            if let Err(m) = super::endpoint::http_url(u) {
-                bad.push("ACTIONS_ID_TOKEN_REQUEST_URL", m);
-            }
-        }
-    }
+    let imds_host = raw
+        .var("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+        .map(|h| h.trim().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| IMDS_DEFAULT_HOST.to_string());
 
     AuthSettings {
         mode,
@@ -335,6 +303,110 @@ pub(super) fn parse_keyless(raw: &RawSettings, mode: AuthMode, bad: &mut Problem
     }
 }
 
+/// The credential a run uses, as decided from its settings (see [`credential_source`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// A pre-minted token (`access_token`).
+    AccessToken,
+    /// A CI token exchanged with Entra ID (`tenant_id`, `client_id`).
+    Federated,
+    Sas,
+    SharedKey,
+    ConnectionString,
+    /// The machine's managed identity: `IDENTITY_ENDPOINT`, else IMDS (probed under `auto`).
+    ManagedIdentity,
+    /// Nothing configured, in a dry run: no credential.
+    None,
+}
+
+/// Which credential a run uses: the one its `auth` mode names, or under `auth: auto` the
+/// first present in the order docs/auth.md gives: `access_token`; federation (a CI token
+/// source and both `tenant_id` and `client_id`); `sas_token`; `account_key`; a
+/// `connection_string` holding a key or a SAS; then, in a dry run, none; else the managed
+/// identity. The one place that order is written: `auth::resolve` builds what it names, and
+/// `check_identity_endpoints` checks the platform's endpoints only when it names the
+/// managed identity.
+pub fn credential_source(a: &AuthSettings, dry_run: bool) -> CredentialSource {
+    use CredentialSource as S;
+    match a.mode {
+        AuthMode::AccessToken => S::AccessToken,
+        AuthMode::Federated => S::Federated,
+        AuthMode::Sas => S::Sas,
+        AuthMode::SharedKey => S::SharedKey,
+        AuthMode::ConnectionString => S::ConnectionString,
+        AuthMode::ManagedIdentity => S::ManagedIdentity,
+        AuthMode::Auto if a.access_token.is_some() => S::AccessToken,
+        AuthMode::Auto if a.ci_token_source().is_some() && a.tenant_id.is_some() && a.client_id.is_some() => {
+            S::Federated
+        }
+        AuthMode::Auto if a.sas_token.is_some() => S::Sas,
+        AuthMode::Auto if a.account_key.is_some() => S::SharedKey,
+        // One that does not parse is taken too, so that its problem is the one reported.
+        AuthMode::Auto
+            if a.connection_string.as_ref().is_some_and(|c| {
+                ConnectionString::parse(c.expose()).map_or(true, |cs| cs.sas.is_some() || cs.account_key.is_some())
+            }) =>
+        {
+            S::ConnectionString
+        }
+        AuthMode::Auto if dry_run => S::None,
+        AuthMode::Auto => S::ManagedIdentity,
+    }
+}
+
+/// Where federation takes the CI token from (see [`AuthSettings::ci_token_source`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiTokenSource {
+    /// `federated_token`.
+    FederatedToken,
+    /// `federated_token_file` (or AZURE_FEDERATED_TOKEN_FILE).
+    TokenFile,
+    /// `oidc_token_id` (Harness).
+    OidcTokenId,
+    /// The Actions ID-token endpoint (ACTIONS_ID_TOKEN_REQUEST_URL and _TOKEN).
+    Actions,
+}
+
+impl AuthSettings {
+    /// The CI token source federation uses: the first present of `federated_token`,
+    /// `federated_token_file`, `oidc_token_id` and the Actions endpoint (the one place that
+    /// order is written; `auth::assertion_source` builds what it names).
+    pub fn ci_token_source(&self) -> Option<CiTokenSource> {
+        use CiTokenSource as T;
+        [
+            (self.federated_token.is_some(), T::FederatedToken),
+            (self.federated_token_file.is_some(), T::TokenFile),
+            (self.oidc_token_id.is_some(), T::OidcTokenId),
+            (self.actions.is_some(), T::Actions),
+        ]
+        .into_iter()
+        .find_map(|(present, source)| present.then_some(source))
+    }
+}
+
+/// The platform's managed-identity endpoints (`IDENTITY_ENDPOINT`, and the IMDS host
+/// `AZURE_POD_IDENTITY_AUTHORITY_HOST` may move), checked exactly when the run will use the
+/// managed identity: a runner's environment may carry them for a pipeline that never looks
+/// at them.
+pub(super) fn check_identity_endpoints(a: &AuthSettings, dry_run: bool, bad: &mut Problems) {
+    if credential_source(a, dry_run) != CredentialSource::ManagedIdentity {
+        return;
+    }
+    if let Some((e, _)) = &a.identity_endpoint {
+        if let Err(m) = super::endpoint::http_url(e) {
+            bad.push("IDENTITY_ENDPOINT", format!("{m} (App Service sets it; unset it to use IMDS)"));
+        }
+    }
+    match super::endpoint::service_url(&a.imds_host) {
+        Ok(u) if u.path() == "/" => {}
+        Ok(_) => bad.push(
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            format!("`{}` must be a bare host URL such as http://169.254.169.254 (no path)", shown(&a.imds_host)),
+        ),
+        Err(m) => bad.push("AZURE_POD_IDENTITY_AUTHORITY_HOST", m),
+    }
+}
+
 /// Credential settings whose documented fallbacks are ambient variables.
 const AMBIENT_CREDENTIALS: &[&str] = &["access_token", "sas_token", "account_key", "connection_string"];
 
@@ -350,11 +422,7 @@ pub(super) fn ambient_set_aside(raw: &RawSettings, mode: AuthMode) -> Vec<&'stat
     if mode != AuthMode::Auto {
         return vec![];
     }
-    let explicit = |name: &str| {
-        [settings::env_name(name), settings::input_env_name(name)]
-            .iter()
-            .any(|v| raw.var(v).is_some_and(|v| !v.trim().is_empty()))
-    };
+    let explicit = |name: &str| raw.is_explicit(name);
     let explicit_federated = ["federated_token", "oidc_token_id", "federated_token_file"].iter().any(|n| explicit(n))
         || (explicit("tenant_id") && explicit("client_id"));
     let explicit_static = AMBIENT_CREDENTIALS.iter().any(|n| explicit(n));
@@ -380,51 +448,46 @@ pub(super) fn precedence_note(set_aside: &[&str]) -> Option<String> {
         .then(|| format!("explicit PLUGIN_* credentials win over ambient variables: {} ignored", set_aside.join(", ")))
 }
 
-/// `federated_token_file` and what named it, the token in it checked now (it is re-read
-/// at every exchange) when it is the source that will be used: `federates` says tenant and
-/// client are set, `no_token` that no `federated_token` comes first.
-fn token_file(
-    raw: &RawSettings,
-    mode: AuthMode,
-    federates: bool,
-    no_token: bool,
-    bad: &mut Problems,
-) -> Option<(PathBuf, String)> {
+/// `federated_token_file` and what named it (the setting or `AZURE_FEDERATED_TOKEN_FILE`).
+fn token_file(raw: &RawSettings) -> Option<(PathBuf, String)> {
     raw.get("federated_token_file").map(|p| {
-        let from = if raw.var(&settings::env_name("federated_token_file")).is_some() {
-            "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string()
-        } else {
-            "AZURE_FEDERATED_TOKEN_FILE".to_string()
+        let from = match raw.fallback_source("federated_token_file") {
+            Some(var) => var.to_string(),
+            None => "`federated_token_file` (PLUGIN_FEDERATED_TOKEN_FILE)".to_string(),
         };
-        let path = PathBuf::from(p.trim());
-        // Checked now (it is re-read at every exchange) when it is the source that will be
-        // used. Under `auto` that needs tenant and client too: a runner pod may carry
-        // AZURE_FEDERATED_TOKEN_FILE for a pipeline that uses an account key.
-        let will_use = match mode {
-            AuthMode::Federated => no_token,
-            AuthMode::Auto => federates && no_token,
-            _ => false,
-        };
-        if will_use {
-            match crate::jwt::read_token_file(&path) {
-                Ok(t) if t.trim().is_empty() => {
-                    bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
-                }
-                Ok(t) => {
-                    if let Err(e) = check_assertion(t.trim()) {
-                        bad.push(
-                            "federated_token_file",
-                            format!("the token in `{}` (from {from}) {e}", path.display()),
-                        );
-                    }
-                }
-                Err(e) => {
-                    bad.push("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display()))
+        (PathBuf::from(p.trim()), from)
+    })
+}
+
+/// The CI token source federation will use, checked now when the run will federate
+/// ([`credential_source`]) and it is the one used ([`AuthSettings::ci_token_source`]): a
+/// token file is read and its token checked (it is re-read at every exchange), the Actions
+/// endpoint must be a URL. A runner pod may carry AZURE_FEDERATED_TOKEN_FILE, and an
+/// Actions runner its endpoint, for a pipeline that uses another credential. Token values
+/// (`federated_token`, `oidc_token_id`) are checked where they are read.
+pub(super) fn check_ci_token(a: &AuthSettings, dry_run: bool, bad: &mut Problems) {
+    if credential_source(a, dry_run) != CredentialSource::Federated {
+        return;
+    }
+    match (a.ci_token_source(), &a.federated_token_file, &a.actions) {
+        (Some(CiTokenSource::TokenFile), Some((path, from)), _) => match crate::jwt::read_token_file(path) {
+            Ok(t) if t.trim().is_empty() => {
+                bad.push("federated_token_file", format!("`{}` (from {from}) is empty", path.display()))
+            }
+            Ok(t) => {
+                if let Err(e) = check_assertion(t.trim()) {
+                    bad.push("federated_token_file", format!("the token in `{}` (from {from}) {e}", path.display()));
                 }
             }
+            Err(e) => bad.push("federated_token_file", format!("cannot read `{}` (from {from}): {e}", path.display())),
+        },
+        (Some(CiTokenSource::Actions), _, Some((url, _))) => {
+            if let Err(m) = super::endpoint::http_url(url) {
+                bad.push("ACTIONS_ID_TOKEN_REQUEST_URL", m);
+            }
         }
-        (path, from)
-    })
+        _ => {}
+    }
 }
 
 /// `authority_host` (the settings table's default when unset): an https:// bare host URL.
@@ -483,7 +546,7 @@ mod tests {
 
     const KEY: &str = "c2VjcmV0LWtleS12YWx1ZQ==";
 
-    /// Issue 22 item 14a: an ambient credential never beats an explicit one under `auto`.
+    /// An ambient credential never beats an explicit one under `auto`.
     #[test]
     fn explicit_credentials_win_over_ambient_variables() {
         let with = |extra: &[(&'static str, &'static str)]| {
@@ -629,6 +692,123 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("(from AZURE_AUTHORITY_HOST)") && !e.contains("pw"), "{e}");
+    }
+
+    /// `auth: auto` takes the first credential present, in its documented order; an explicit
+    /// mode takes the one it names whatever else is there.
+    #[test]
+    fn auto_takes_the_first_credential_present_in_its_order() {
+        use CredentialSource as S;
+        let mut a = Config::from_raw(&raw(&base())).unwrap().auth;
+        a.access_token = Some(Secret::new("token"));
+        a.federated_token = Some(Secret::new("ci-token"));
+        a.tenant_id = Some("00000000-0000-0000-0000-000000000000".into());
+        a.client_id = Some("11111111-1111-1111-1111-111111111111".into());
+        a.sas_token = Some(Secret::new("sv=1&sig=x"));
+        a.account_key = Some(Secret::new(KEY));
+        a.connection_string = Some(Secret::new(format!("AccountName=mystorage;AccountKey={KEY}")));
+        assert_eq!(credential_source(&a, false), S::AccessToken);
+        a.access_token = None;
+        assert_eq!(credential_source(&a, false), S::Federated);
+        // A CI token without both tenant and client is not federation.
+        a.client_id = None;
+        assert_eq!(credential_source(&a, false), S::Sas);
+        a.sas_token = None;
+        assert_eq!(credential_source(&a, false), S::SharedKey);
+        a.account_key = None;
+        assert_eq!(credential_source(&a, false), S::ConnectionString);
+        // A connection string that names the account but holds no key nor SAS is passed over.
+        a.connection_string = Some(Secret::new("BlobEndpoint=https://mystorage.blob.core.windows.net"));
+        assert_eq!(credential_source(&a, false), S::ManagedIdentity);
+        assert_eq!(credential_source(&a, true), S::None, "a dry run with nothing configured needs no credential");
+        // An explicit mode.
+        a.access_token = Some(Secret::new("token"));
+        a.mode = AuthMode::ManagedIdentity;
+        assert_eq!(credential_source(&a, true), S::ManagedIdentity);
+        a.mode = AuthMode::SharedKey;
+        assert_eq!(credential_source(&a, false), S::SharedKey);
+    }
+
+    /// `IDENTITY_ENDPOINT` and `AZURE_POD_IDENTITY_AUTHORITY_HOST` are refused when the run
+    /// would use the managed identity, and only then: never for a run that takes another
+    /// credential (a runner's environment may carry them for pipelines that never use them).
+    #[test]
+    fn identity_endpoints_are_checked_exactly_when_auto_would_use_the_identity() {
+        use serde_json::json;
+        use CredentialSource as S;
+        let far = 4_000_000_000u64;
+        let ci_token = crate::jwt::fake_jwt(&json!({"iss": "https://ci", "sub": "s", "aud": "a", "exp": far}));
+        let access_token = crate::jwt::fake_jwt(&json!({"aud": "https://storage.azure.com", "exp": far}));
+        let cs_key = format!("AccountName=mystorage;AccountKey={KEY}");
+        let tenant = ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000000");
+        let client = ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111");
+        let cases: Vec<(Vec<(&str, &str)>, S)> = vec![
+            (vec![], S::ManagedIdentity),
+            (vec![("PLUGIN_DRY_RUN", "true")], S::None),
+            (vec![("PLUGIN_ACCESS_TOKEN", &access_token)], S::AccessToken),
+            (vec![tenant, client, ("PLUGIN_FEDERATED_TOKEN", &ci_token)], S::Federated),
+            // A user-assigned identity names its client id: still the managed identity.
+            (vec![tenant, client], S::ManagedIdentity),
+            (vec![("PLUGIN_SAS_TOKEN", "sv=1&sig=x")], S::Sas),
+            (vec![("PLUGIN_ACCOUNT_KEY", KEY)], S::SharedKey),
+            (vec![("PLUGIN_CONNECTION_STRING", &cs_key)], S::ConnectionString),
+            (
+                vec![("PLUGIN_CONNECTION_STRING", "BlobEndpoint=https://mystorage.blob.core.windows.net")],
+                S::ManagedIdentity,
+            ),
+            (vec![("PLUGIN_AUTH", "managed_identity"), ("PLUGIN_ACCOUNT_KEY", KEY)], S::ManagedIdentity),
+            (vec![("PLUGIN_AUTH", "managed_identity"), ("PLUGIN_DRY_RUN", "true")], S::ManagedIdentity),
+            (vec![("PLUGIN_AUTH", "shared_key")], S::SharedKey),
+        ];
+        for (extra, want) in cases {
+            let p = [base(), extra.clone()].concat();
+            let c = Config::from_raw(&raw(&p)).unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+            assert_eq!(credential_source(&c.auth, c.dry_run), want, "{extra:?}");
+            let bad = [
+                p,
+                vec![
+                    ("IDENTITY_ENDPOINT", "not a url"),
+                    ("IDENTITY_HEADER", "h"),
+                    ("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9/x"),
+                ],
+            ]
+            .concat();
+            let refused: Vec<String> = match Config::from_raw(&raw(&bad)) {
+                Ok(_) => vec![],
+                Err(e) => e.0.into_iter().map(|i| i.setting).collect(),
+            };
+            let expected: Vec<String> = match want {
+                S::ManagedIdentity => vec!["IDENTITY_ENDPOINT".into(), "AZURE_POD_IDENTITY_AUTHORITY_HOST".into()],
+                _ => vec![],
+            };
+            assert_eq!(refused, expected, "{extra:?} takes {want:?}");
+        }
+    }
+
+    /// A CI token file or the Actions endpoint is checked exactly when federation will use
+    /// it: not when `auto` takes a pre-minted access token first.
+    #[test]
+    fn the_ci_token_source_is_checked_exactly_when_federation_would_use_it() {
+        let access_token =
+            crate::jwt::fake_jwt(&serde_json::json!({"aud": "https://storage.azure.com", "exp": 4_000_000_000u64}));
+        for (source, setting) in [
+            (("AZURE_FEDERATED_TOKEN_FILE", "/nonexistent/azure-identity-token"), "federated_token_file"),
+            (("ACTIONS_ID_TOKEN_REQUEST_URL", "not a url"), "ACTIONS_ID_TOKEN_REQUEST_URL"),
+        ] {
+            let mut p = base();
+            p.extend([
+                ("AZURE_TENANT_ID", "00000000-0000-0000-0000-000000000000"),
+                ("AZURE_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "t"),
+                source,
+            ]);
+            let e = Config::from_raw(&raw(&p)).unwrap_err();
+            let refused: Vec<&str> = e.0.iter().map(|i| i.setting.as_str()).collect();
+            assert_eq!(refused, [setting], "{e}");
+            p.push(("AZURE_ACCESS_TOKEN", &access_token));
+            let c = Config::from_raw(&raw(&p)).unwrap_or_else(|e| panic!("{source:?}: {e}"));
+            assert_eq!(credential_source(&c.auth, false), CredentialSource::AccessToken);
+        }
     }
 
     #[test]

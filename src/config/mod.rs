@@ -31,7 +31,10 @@ pub use crate::settings::{
     AccessTier, Action, AuthMode, Checksum, LogFormat, LogLevel, Overwrite, Service, Tier, TrustMode, Verify,
 };
 
-pub use auth::{account_from_endpoint, AuthSettings, ConnectionString, DEVSTORE_KEY, IMDS_DEFAULT_HOST};
+pub use auth::{
+    account_from_endpoint, credential_source, AuthSettings, CiTokenSource, ConnectionString, CredentialSource,
+    DEVSTORE_KEY, IMDS_DEFAULT_HOST,
+};
 pub use ci::{provenance, Trust};
 pub use endpoint::shown as shown_url;
 pub use values::{
@@ -305,10 +308,23 @@ impl RawSettings {
         out
     }
 
+    /// The table's row of a setting read by name. Settings are read by their names, so a
+    /// name the table lacks is a typo that compiles and reads nothing: debug builds stop on
+    /// it (and test builds record every name read, see `reads`).
+    fn row(name: &str) -> Option<&'static settings::Setting> {
+        #[cfg(test)]
+        reads::record(name);
+        let row = settings::find(name);
+        debug_assert!(
+            row.is_some(),
+            "`{name}` is read as a setting, but the settings table (src/settings.rs) lacks it"
+        );
+        row
+    }
+
     /// Variables that would be read for `name` (`PLUGIN_<NAME>`, `INPUT_<NAME>`, then its
-    /// documented fallbacks), in that order.
-    fn sources(name: &str) -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
-        let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
+    /// documented `fallbacks`), in that order.
+    fn sources(name: &str, fallbacks: &'static [&'static str]) -> impl Iterator<Item = std::borrow::Cow<'static, str>> {
         [settings::env_name(name), settings::input_env_name(name)]
             .into_iter()
             .map(std::borrow::Cow::Owned)
@@ -323,7 +339,7 @@ impl RawSettings {
     pub(crate) fn check_encoding(&self, set_aside: &[&str], bad: &mut Problems) -> Vec<&'static str> {
         let mut reported = Vec::new();
         for st in SETTINGS {
-            for var in Self::sources(st.name).filter(|v| !set_aside.contains(&v.as_ref())) {
+            for var in Self::sources(st.name, st.env_fallback).filter(|v| !set_aside.contains(&v.as_ref())) {
                 if self.env.get(var.as_ref()).is_some_and(|v| !v.trim().is_empty()) {
                     break;
                 }
@@ -347,7 +363,9 @@ impl RawSettings {
         self.not_utf8
             .iter()
             .filter(|v| v.starts_with("PLUGIN_") || v.starts_with("INPUT_"))
-            .filter(|v| !SETTINGS.iter().any(|st| Self::sources(st.name).any(|s| s.as_ref() == v.as_str())))
+            .filter(|v| {
+                !SETTINGS.iter().any(|st| Self::sources(st.name, st.env_fallback).any(|s| s.as_ref() == v.as_str()))
+            })
             .map(|v| format!("`{v}` is ignored: its name or value is not valid UTF-8 and it names no setting"))
             .collect()
     }
@@ -355,29 +373,49 @@ impl RawSettings {
     /// The value of a setting: `PLUGIN_<NAME>`, then `INPUT_<NAME>` (a GitHub/Forgejo
     /// Action's input, see action.yml), then its documented fallbacks. Empty counts as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
-        let primary = self.env.get(&settings::env_name(name)).map(|s| s.as_str());
-        let input = self.env.get(&settings::input_env_name(name)).map(|s| s.as_str());
-        let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
-        [primary, input]
-            .into_iter()
-            .chain(fallbacks.iter().map(|f| self.env.get(*f).map(|s| s.as_str())))
-            .flatten()
-            .find(|v| !v.trim().is_empty())
+        self.lookup(name).map(|(_, v)| v)
+    }
+
+    /// The variable a setting is read from and its value: the first of its sources set to
+    /// more than blanks. Every read of a setting by name comes through here.
+    fn lookup(&self, name: &str) -> Option<(std::borrow::Cow<'static, str>, &str)> {
+        let fallbacks = Self::row(name).map(|s| s.env_fallback).unwrap_or(&[]);
+        self.first_set(name, fallbacks)
+    }
+
+    /// The value of the table's row `st`, as [`RawSettings::get`] reads it (a row cannot be
+    /// misspelt, so this read is neither checked nor recorded: it is for checks that walk
+    /// the whole table).
+    fn value_of(&self, st: &settings::Setting) -> Option<&str> {
+        self.first_set(st.name, st.env_fallback).map(|(_, v)| v)
+    }
+
+    fn first_set(
+        &self,
+        name: &str,
+        fallbacks: &'static [&'static str],
+    ) -> Option<(std::borrow::Cow<'static, str>, &str)> {
+        Self::sources(name, fallbacks)
+            .find_map(|var| self.env.get(var.as_ref()).filter(|v| !v.trim().is_empty()).map(|v| (var, v.as_str())))
     }
 
     /// The value of a setting, else its documented default (the settings table is the
     /// only place a default is written).
     pub fn get_or_default(&self, name: &str) -> Option<&str> {
-        self.get(name).or_else(|| settings::find(name).and_then(|s| s.default))
+        self.get(name).or_else(|| Self::row(name).and_then(|s| s.default))
     }
 
-    /// The variable that gave `name` its value, when it is not `PLUGIN_<NAME>`.
+    /// The variable that gave `name` its value when it is one of the setting's documented
+    /// fallbacks (`AZURE_…`), not `PLUGIN_<NAME>` nor `INPUT_<NAME>`.
     pub fn fallback_source(&self, name: &str) -> Option<&'static str> {
-        if self.env.get(&settings::env_name(name)).is_some_and(|v| !v.trim().is_empty()) {
-            return None;
-        }
-        let fallbacks = settings::find(name).map(|s| s.env_fallback).unwrap_or(&[]);
-        fallbacks.iter().copied().find(|f| self.env.get(*f).is_some_and(|v| !v.trim().is_empty()))
+        let (var, _) = self.lookup(name)?;
+        Self::row(name)?.env_fallback.iter().copied().find(|f| *f == var)
+    }
+
+    /// Whether the pipeline gives `name` itself (`PLUGIN_<NAME>` or `INPUT_<NAME>`), not
+    /// through a fallback variable of the runner's environment.
+    pub(crate) fn is_explicit(&self, name: &str) -> bool {
+        self.get(name).is_some() && self.fallback_source(name).is_none()
     }
 
     /// ` (from AZURE_…)` when `name`'s value came from a fallback variable, for messages.
@@ -406,6 +444,33 @@ impl RawSettings {
             }
         }
         out
+    }
+}
+
+/// Test builds record the setting names read (by [`RawSettings`]'s lookups) on this thread
+/// while a recording is on, so that a test can hold what `from_raw` reads to the table.
+#[cfg(test)]
+mod reads {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    thread_local! {
+        static READ: RefCell<Option<BTreeSet<String>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn record(name: &str) {
+        READ.with(|r| {
+            if let Some(names) = r.borrow_mut().as_mut() {
+                names.insert(name.to_string());
+            }
+        });
+    }
+
+    /// The names read while `f` runs.
+    pub(super) fn during(f: impl FnOnce()) -> BTreeSet<String> {
+        READ.with(|r| *r.borrow_mut() = Some(BTreeSet::new()));
+        f();
+        READ.with(|r| r.borrow_mut().take()).unwrap_or_default()
     }
 }
 
@@ -967,7 +1032,7 @@ impl Config {
 
         // Enum-typed settings checked generically against the table.
         for st in SETTINGS {
-            if let (Kind::Enum(values), Some(v)) = (st.kind, raw.get(st.name)) {
+            if let (Kind::Enum(values), Some(v)) = (st.kind, raw.value_of(st)) {
                 if !values.iter().any(|a| a.eq_ignore_ascii_case(v.trim())) {
                     bad.push(st.name, format!("`{v}` is not one of: {}", values.join(", ")));
                 }
@@ -1033,10 +1098,11 @@ impl Config {
 
         let (sas_token, account_key) = auth::static_secrets(&creds, &mut bad);
         let keyless = parse_keyless(&creds, auth_mode, &mut bad);
-        let cache = cache::parse(raw, action.is_cache(), &mut bad);
-
         let precedence = auth::precedence_note(&set_aside);
         let auth = AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, precedence, ..keyless };
+        auth::check_identity_endpoints(&auth, dry_run, &mut bad);
+        auth::check_ci_token(&auth, dry_run, &mut bad);
+        let cache = cache::parse(raw, action.is_cache(), &mut bad);
         bad.keep_first_for(&not_utf8);
         bad.into_result()?;
         Ok(Config {
@@ -1122,6 +1188,45 @@ mod tests {
             };
             assert!(ok, "`{}`: default `{d}` is not a {}", st.name, st.kind.type_name());
         }
+    }
+
+    /// `from_raw` reads every setting of the table, whatever the action, and no other name
+    /// (a typo would read nothing): the names its lookups record, over one run per action.
+    #[test]
+    fn every_documented_setting_is_read_and_nothing_else() {
+        let read = reads::during(|| {
+            for action in Action::NAMES {
+                let _ = Config::from_raw(&raw(&[base(), vec![("PLUGIN_ACTION", action)]].concat()));
+            }
+        });
+        let table: std::collections::BTreeSet<String> = SETTINGS.iter().map(|s| s.name.to_string()).collect();
+        let unread: Vec<&String> = table.difference(&read).collect();
+        let unknown: Vec<&String> = read.difference(&table).collect();
+        assert!(
+            unread.is_empty() && unknown.is_empty(),
+            "never read: {unread:?}; read but not in the table: {unknown:?}"
+        );
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "the settings table (src/settings.rs) lacks it")]
+    fn reading_a_name_the_table_lacks_panics_in_debug_builds() {
+        let _ = raw(&[("PLUGIN_STRIP_PREFX", "dist")]).get("strip_prefx");
+    }
+
+    /// The variable named as a value's source is the one `get` read: an Action input comes
+    /// before the runner's fallback variable, so no `(from AZURE_…)` is claimed for it.
+    #[test]
+    fn a_value_is_named_with_the_variable_it_was_read_from() {
+        let r = raw(&[("INPUT_AUTHORITY_HOST", "https://login.example"), ("AZURE_AUTHORITY_HOST", "https://other")]);
+        assert_eq!(r.get("authority_host"), Some("https://login.example"));
+        assert_eq!(r.fallback_source("authority_host"), None);
+        assert!(r.is_explicit("authority_host"));
+        let r = raw(&[("INPUT_AUTHORITY_HOST", " "), ("AZURE_AUTHORITY_HOST", "https://other")]);
+        assert_eq!(r.fallback_source("authority_host"), Some("AZURE_AUTHORITY_HOST"));
+        assert_eq!(r.from_note("authority_host"), " (from AZURE_AUTHORITY_HOST)");
+        assert!(!r.is_explicit("authority_host"));
     }
 
     #[test]

@@ -414,7 +414,7 @@ mod tests {
     fn transport_failures_are_classified_by_type_not_by_wording() {
         use std::io::{Error, ErrorKind};
         // tokio-rustls's words for a peer that closed mid-handshake: retried, although
-        // they say "handshake" (the old text match refused to retry it).
+        // they say "handshake" (the class comes from the error's kind, not its text).
         let eof = Error::new(ErrorKind::UnexpectedEof, "tls handshake eof");
         assert_eq!(transport_class(&eof), TransportClass::Dropped);
         let reset = Error::from(ErrorKind::ConnectionReset);

@@ -11,7 +11,7 @@
 //! no risk: the handshake still proves the server holds its private key (the signature
 //! checks are webpki's), and the holder of a trusted CA's key can mint any certificate anyway.
 //!
-//! That acceptance is narrow (issue 25): only for a **loopback** server (`127.0.0.0/8`,
+//! That acceptance is narrow: only for a **loopback** server (`127.0.0.0/8`,
 //! `::1`, `localhost`: a local Azurite), and only while the certificate's validity dates
 //! hold, which webpki would have checked had it accepted the certificate. A remote server
 //! must pass webpki as it is. The system's CA certificates are loaded once per process.

@@ -3,8 +3,8 @@
 //! as the listing is read. A value in any other form (written by another tool) is kept as
 //! its text, so every message and comparison sees exactly what was stored.
 //!
-//! A listing of 100,000 blobs held the two as `String`s: 48 bytes inline and two heap
-//! blocks (~112 bytes) per item; as bytes they take 64 inline and none.
+//! As `String`s the two would take 48 bytes inline and two heap blocks (~112 bytes) per
+//! listed item, in a listing of 100,000 blobs; as bytes they take 64 inline and none.
 
 use std::fmt;
 

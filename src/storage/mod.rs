@@ -500,9 +500,8 @@ mod tests {
     use super::*;
 
     /// A listing of 100,000 items is held whole until each is transferred: its size is
-    /// part of the run's memory, so it is kept at most 144 bytes (136 before the stored
-    /// `mode`, whose `Option<u16>` no longer fits the padding; the columnar listing of
-    /// issue 28 is where this shrinks again).
+    /// part of the run's memory, so it is kept at most 144 bytes (a columnar listing is
+    /// where it would shrink further).
     #[test]
     fn a_listed_item_stays_small() {
         assert!(std::mem::size_of::<RemoteItem>() <= 144, "{}", std::mem::size_of::<RemoteItem>());

@@ -542,7 +542,7 @@ fn no_secret_in_trace_output_or_manifest() {
     let az = Azurite::shared();
     let c = container("tracesas");
     py(az, &["create-container", &c]);
-    let sas = std::process::Command::new(repo_root().join(".cache/venv/bin/python"))
+    let sas = std::process::Command::new(tool(".cache/venv/bin/python", "PYBLOB_PYTHON", "python"))
         .args(["-c", &format!(
             "from azure.storage.blob import generate_container_sas, ContainerSasPermissions; from datetime import datetime, timedelta, timezone; print(generate_container_sas('{DEV_ACCOUNT}', '{c}', account_key='{DEV_KEY}', permission=ContainerSasPermissions(read=True, write=True, list=True, create=True), expiry=datetime.now(timezone.utc) + timedelta(hours=1)))"
         )])
@@ -576,8 +576,8 @@ fn no_secret_in_trace_output_or_manifest() {
 /// Entra mints one token (4 s by `expires_in`), then refuses every exchange. The transfer
 /// outlives the token (throttled link, concurrency 1): the first request that finds no
 /// valid token stops the run with one message naming the source; the queued files are not
-/// attempted, nothing was transferred, exit 3. Before, each queued file failed alone with
-/// the same error (exit 1) and Entra was asked again every 5 s.
+/// attempted, nothing was transferred, exit 3: not each queued file failing alone with
+/// the same error (exit 1) while Entra is asked again every 5 s.
 #[test]
 fn a_token_that_cannot_be_refreshed_mid_run_stops_the_run() {
     if !crate::support::azurite_present() {

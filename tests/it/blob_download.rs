@@ -363,7 +363,7 @@ fn mode_of(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
 }
 
-/// issue 26 item 1: modes survive upload → download (small and chunked files), less the
+/// Modes survive upload → download (small and chunked files), less the
 /// umask; setuid/setgid/sticky are never taken from stored metadata; a malformed `mode` is
 /// ignored with a warning; `preserve_mode: false` turns both sides off.
 #[test]
@@ -426,7 +426,7 @@ fn sha256sum_present() -> bool {
     crate::support::prerequisite(present, "sha256sum (coreutils) is not installed")
 }
 
-/// issue 26 item 2: the checksums file of an upload lists the stored bytes (gzip where
+/// The checksums file of an upload lists the stored bytes (gzip where
 /// `compress` applied) by name under `target`, and `sha256sum -c` passes on a download of
 /// the same tree.
 #[test]
@@ -501,7 +501,7 @@ fn stored_gzip(az: &Azurite, c: &str, name: &str) -> Vec<u8> {
     data
 }
 
-/// issue 26 item 2: `verify_checksums` refuses a tampered entry (that file is not written),
+/// `verify_checksums` refuses a tampered entry (that file is not written),
 /// a listed name the container lacks, and a malformed file (exit 2, before any transfer).
 #[test]
 fn verify_checksums_refuses_a_tampered_entry_and_a_missing_file() {

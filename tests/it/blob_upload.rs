@@ -360,7 +360,7 @@ fn names_with_spaces_and_unicode_round_trip() {
     assert_eq!(std::fs::read(out.path().join("o/docs/read me (1)+final#.txt")).unwrap(), b"spaces");
 }
 
-/// issue 26 item 4: `retention` stores the index tags `expires-on` (today + N days, UTC) and
+/// `retention` stores the index tags `expires-on` (today + N days, UTC) and
 /// `retention-days` with each blob, single-request and block-list alike, read back with the
 /// Python SDK.
 #[test]
@@ -394,7 +394,7 @@ fn retention_tags_each_blob_with_its_expiry_date() {
     assert_eq!(py(az, &["tags", &c, "small.txt"]), serde_json::json!({}));
 }
 
-/// issue 26 item 4: Azure Files has no index tags: `retention` with `service: file` is a
+/// Azure Files has no index tags: `retention` with `service: file` is a
 /// settings error (exit 2) that says so, before any request.
 #[test]
 fn retention_with_azure_files_is_refused() {
@@ -422,7 +422,7 @@ fn retention_with_azure_files_is_refused() {
         .assert_contains("`30s` is not a number of whole days");
 }
 
-/// issue 26 item 2: the checksums file is written like the manifest: never through a link in
+/// The checksums file is written like the manifest: never through a link in
 /// the workspace (a committed `out -> /elsewhere`), exit 1 naming `checksums_file`, nothing
 /// written outside; the upload itself stands.
 #[test]

@@ -1,4 +1,4 @@
-//! Cache mode (issue 14): `cache_save` / `cache_restore` through the real binary against
+//! Cache mode: `cache_save` / `cache_restore` through the real binary against
 //! Azurite: the round trip of a tree (long names, modes, mtimes, links, empty directories),
 //! keys and `restore_keys`, misses, and hostile or corrupt archives, which must leave the
 //! workspace as it was.
@@ -283,7 +283,7 @@ fn cache_restore_refuses_hostile_members_and_leaves_the_workspace_as_it_was() {
         ("outside-source", vec![m("src/main.rs", Regular, "", b"owned")], "outside the cached directories"),
         ("symlink-out", vec![m("cache/l", Symlink, "../../escaped", b"")], "it leaves the workspace"),
         ("symlink-abs", vec![m("cache/l", Symlink, "/etc/passwd", b"")], "an absolute target"),
-        // Links that stay in the workspace but leave the cached directories (issue 22, item 9).
+        // Links that stay in the workspace but leave the cached directories.
         ("symlink-src", vec![m("cache", Symlink, "src", b"")], "is a cached directory itself"),
         ("symlink-git", vec![m("cache/hooks", Symlink, "../.git/hooks", b"")], "points outside the cached directories"),
         ("symlink-dotdot", vec![m("cache/d", Symlink, "x/../../src", b"")], "`..` after a name"),
@@ -513,11 +513,11 @@ fn a_slow_cache_save_prints_progress_lines_without_an_eta() {
     assert!(lines.iter().all(|l| !l.contains("ETA")), "{lines:?}");
 }
 
-// ---- issue 22: restore keys, listed names, exit codes --------------------------------
+// ---- restore keys, listed names, exit codes --------------------------------
 
-/// Before: `restore_keys: /` under `target: caches/app` listed `caches/app` and restored
-/// `caches/apple.tar.zst`; a key with `..` was only found out when listed; a `cache_key`
-/// of `../x` exited 3 after the run began.
+/// Otherwise `restore_keys: /` under `target: caches/app` would list `caches/app` and
+/// restore `caches/apple.tar.zst`, a key with `..` would only be found out when listed, and
+/// a `cache_key` of `../x` would exit 3 after the run began.
 #[test]
 fn restore_keys_and_cache_key_are_checked_by_the_same_rules_before_any_request() {
     if !crate::support::azurite_present() {
@@ -557,8 +557,8 @@ fn restore_keys_and_cache_key_are_checked_by_the_same_rules_before_any_request()
     }
 }
 
-/// Before: a listing for a restore key that named `caches/dep-1/../../other/evil.tar.zst`
-/// made the restore fetch `other/evil.tar.zst`, an archive outside `target`, and extract it.
+/// A listing for a restore key that names `caches/dep-1/../../other/evil.tar.zst` must not
+/// make the restore fetch `other/evil.tar.zst`, an archive outside `target`, and extract it.
 #[test]
 fn a_restore_key_listing_naming_dot_dot_is_refused_and_nothing_outside_target_is_fetched() {
     if !crate::support::azurite_present() {
@@ -591,8 +591,8 @@ fn a_restore_key_listing_naming_dot_dot_is_refused_and_nothing_outside_target_is
     assert!(tree(&ws).is_empty(), "restored: {:?}", tree(&ws));
 }
 
-/// Before: a restore from a container that does not exist was a silent miss (and exit 1
-/// with `fail_on_miss`).
+/// A restore from a container that does not exist is not a silent miss (nor exit 1 with
+/// `fail_on_miss`).
 #[test]
 fn a_cache_restore_from_a_missing_container_says_so() {
     if !crate::support::azurite_present() {
@@ -620,12 +620,12 @@ fn restore_of(ws: &Path, az: &Azurite, c: &str, sources: &str) -> Plugin {
         .set("cache_key", "k")
 }
 
-/// Issue 22, item 3: one `source` under a workspace link made the restore fail half-way,
-/// after the first cached directory had been replaced (and its old content deleted).
-/// Now such a source is refused before anything is downloaded and nothing changes.
+/// A `source` under a workspace link is refused before anything is downloaded, and nothing
+/// changes: found half-way, it would fail the restore after the first cached directory had
+/// been replaced (and its old content deleted).
 #[test]
 fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_nothing() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     use crate::fault_proxy::FaultProxy;
@@ -651,12 +651,12 @@ fn cache_restore_refuses_a_source_under_a_link_before_downloading_and_changes_no
     assert!(proxy.ops("GetBlob").is_empty(), "nothing downloaded:\n{}", proxy.log());
 }
 
-/// Issue 22, item 3: a move into place that fails at the second directory (here: the old
-/// `ro/deps` cannot be moved aside, its parent is read-only for the run's user) used to
-/// leave the first one replaced and its old content deleted. Now every move is undone.
+/// A move into place that fails at the second directory (here: the old `ro/deps` cannot be
+/// moved aside, its parent is read-only for the run's user) undoes every move: the first
+/// directory is not left replaced with its old content deleted.
 #[test]
 fn cache_restore_that_fails_half_way_puts_every_directory_back() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -686,9 +686,9 @@ fn cache_restore_that_fails_half_way_puts_every_directory_back() {
         .assert_contains("every directory was put back as it was");
 }
 
-/// Issue 22, item 6: `cache_save` stored archives every restore refuses, exited 0, and the
-/// key then "existed". A link leaving the cached directories (a venv's absolute link) now
-/// fails the save naming it, and nothing is stored.
+/// `cache_save` never stores an archive every restore would refuse (exit 0, the key then
+/// "existing"): a link leaving the cached directories (a venv's absolute link) fails the
+/// save naming it, and nothing is stored.
 #[test]
 fn cache_save_refuses_a_link_a_restore_would_refuse_and_stores_nothing() {
     if !crate::support::azurite_present() || !crate::support::python_present() {
@@ -715,7 +715,7 @@ fn cache_save_refuses_a_link_a_restore_would_refuse_and_stores_nothing() {
     save().assert_code(1).assert_lacks("exists: not saved again");
 }
 
-/// Issue 22, item 6: overlapping sources and the whole workspace are settings errors
+/// Overlapping sources and the whole workspace are settings errors
 /// (exit 2); a source named twice is cached once, and its archive restores.
 #[test]
 fn cache_sources_may_not_overlap_and_duplicates_are_cached_once() {
@@ -753,11 +753,11 @@ fn cache_sources_may_not_overlap_and_duplicates_are_cached_once() {
     assert_eq!(tree(&back), vec!["sub/b.txt"]);
 }
 
-/// Issue 22, item 7: an archive of zeros expanded until the disk was full. Now it stops at
+/// An archive of zeros, which would expand until the disk is full, stops at
 /// `max_restore_size`, before writing past it, and nothing is restored.
 #[test]
 fn cache_restore_stops_an_archive_that_expands_past_max_restore_size() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -784,11 +784,11 @@ fn cache_restore_stops_an_archive_that_expands_past_max_restore_size() {
     }
 }
 
-/// Issue 22, item 8: a frame whose zstd window is larger than `max_memory` is refused,
+/// A frame whose zstd window is larger than `max_memory` is refused,
 /// naming the setting, before its window is allocated.
 #[test]
 fn cache_restore_refuses_a_zstd_window_larger_than_max_memory() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -813,11 +813,11 @@ fn process_umask() -> u32 {
     u32::from_str_radix(v.trim(), 8).unwrap()
 }
 
-/// Issue 22, item 9: world-writable modes were restored as they were; now less the
-/// process umask, as tar does for a user other than root.
+/// World-writable modes are restored less the process umask, as tar does for a user
+/// other than root.
 #[test]
 fn cache_restore_applies_the_umask_to_world_writable_modes() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     use tar::EntryType::{Directory, Regular};
@@ -843,12 +843,12 @@ fn cache_restore_applies_the_umask_to_world_writable_modes() {
     assert_eq!(mode("cache/tmp"), 0o1777 & !mask);
 }
 
-/// Issue 22, item 10: a restore killed (SIGKILL) while it downloads leaves its staging
+/// A restore killed (SIGKILL) while it downloads leaves its staging
 /// directory; the next restore removes it, and only it: not a look-alike that is not
 /// marked as the plugin's, not one a live run holds locked.
 #[test]
 fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     use crate::fault_proxy::{Fault, FaultProxy, Gate, Req, Rule, Times};
@@ -905,7 +905,7 @@ fn a_restore_removes_the_staging_directory_of_a_killed_restore_and_only_that() {
     drop(live_lock);
 }
 
-// `{{ hashFiles "GLOB" ... }}` in key templates (issue 23 item 5).
+// `{{ hashFiles "GLOB" ... }}` in key templates.
 
 /// The documented `hashFiles` digest, computed here on its own: SHA-256 over the files in
 /// path order, each as its path's length (8 bytes, big endian), the path, and the SHA-256
@@ -1023,13 +1023,12 @@ fn cache_hash_files_does_not_hash_a_link_to_a_file_outside_the_workspace() {
     assert_eq!(list(az, &c), vec![format!("caches/trusted/{key}.tar.zst")]);
 }
 
-/// Issue 22's adversarial pass: a cache dry run makes the real run's decisions. Before, it
-/// decided nothing: `would save` (exit 0) for a save the real run refuses (an absolute
-/// link) or skips (the key exists), and `would restore` (exit 0) for a miss the real run
-/// fails on (`fail_on_miss`).
+/// A cache dry run makes the real run's decisions: no `would save` (exit 0) for a save the
+/// real run refuses (an absolute link) or skips (the key exists), no `would restore`
+/// (exit 0) for a miss the real run fails on (`fail_on_miss`).
 #[test]
 fn cache_dry_runs_make_the_real_runs_decisions() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -1093,7 +1092,7 @@ fn cache_dry_runs_make_the_real_runs_decisions() {
     assert!(!ws.join("deps").exists(), "a dry run restored the cache");
 }
 
-// Issue 23 items 2, 3, 4, 6: cache tiers, identity, `lookup_only`, cache errors.
+// Cache tiers, identity, `lookup_only`, cache errors.
 
 /// A `cache` run of one directory `target` under `caches/`, with key `key` and CI variables.
 fn tiered(ws: &Path, az: &Azurite, c: &str, action: &str, key: &str, env: &[(&str, &str)]) -> Plugin {
@@ -1108,7 +1107,7 @@ const PR: &[(&str, &str)] = &[("DRONE_BUILD_EVENT", "pull_request"), ("DRONE_BRA
 const PUSH: &[(&str, &str)] =
     &[("DRONE_BUILD_EVENT", "push"), ("DRONE_BRANCH", "main"), ("DRONE_COMMIT_SHA", "abc123")];
 
-/// Before: a pull-request run saved `caches/k.tar.zst`, the very name a trusted run
+/// A pull-request run must not save `caches/k.tar.zst`, the very name a trusted run
 /// restores (with `overwrite: true`, over the trusted archive).
 #[test]
 fn a_pull_request_run_writes_only_the_untrusted_tier_and_restores_the_trusted_one() {
@@ -1156,7 +1155,7 @@ fn a_pull_request_run_writes_only_the_untrusted_tier_and_restores_the_trusted_on
     assert_eq!(std::fs::read(ws.join("target/who.txt")).unwrap(), b"trusted");
 }
 
-/// Before: a trusted run's `restore_keys` fallback took the newest match, whoever wrote it.
+/// A trusted run's `restore_keys` fallback must not take the newest match whoever wrote it.
 #[test]
 fn a_trusted_run_never_restores_an_untrusted_archive_even_a_newer_fallback_match() {
     if !crate::support::azurite_present() {
@@ -1280,8 +1279,8 @@ fn lookup_only_sends_only_listing_and_head_requests_and_sets_the_outputs() {
     }
 }
 
-/// Before: a restore with another `source` set took the archive and replaced the
-/// directories it held, whatever this run caches.
+/// A restore with another `source` set must not take the archive and replace the
+/// directories it holds, whatever this run caches.
 #[test]
 fn a_changed_source_set_is_a_miss_saying_why() {
     if !crate::support::azurite_present() {

@@ -1,4 +1,4 @@
-//! Settings exactly as the CI engines send them (issue 12): Drone's and Woodpecker's
+//! Settings exactly as the CI engines send them: Drone's and Woodpecker's
 //! encoding of a step's `settings:` (a list of scalars comma-joined, maps as JSON with sorted
 //! keys), run through the real binary against Azurite; and every YAML example in the
 //! documentation, encoded the same way and run (a dry run, or a real run against Azurite).

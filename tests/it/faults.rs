@@ -795,7 +795,7 @@ fn sigterm_mid_upload_commits_nothing() {
     assert!(list(az, &c).is_empty(), "a partial blob became visible");
 }
 
-/// Issue 25 item 5: SIGTERM stops the work. Twenty chunked files upload four at a time;
+/// SIGTERM stops the work. Twenty chunked files upload four at a time;
 /// every Put Block List is held at the proxy, so four commits are waiting when the signal
 /// comes. The gate then opens (the held commits are answered): no further commit may
 /// reach the proxy after the signal, the run exits 143 within 5 s, and only the blobs
@@ -855,10 +855,10 @@ const FORGED_PUT_BLOB: &str =
 /// A fake 201 for Put Block echoing a CRC-64 that is not the block's.
 const FORGED_PUT_BLOCK: &str = "HTTP/1.1 201 Created\r\nx-ms-request-id: forged-0002\r\nx-ms-content-crc64: AAAAAAAAAAA=\r\nContent-Length: 0\r\n\r\n";
 
-/// Issue 22 item 14c: a write whose answer does not echo the checksum of the body sent
+/// A write whose answer does not echo the checksum of the body sent
 /// (Azure computes `x-ms-content-crc64` / `Content-MD5` from what it received) did not
-/// store it: a forged 201 is a failure, never counted as stored, and nothing is committed.
-/// Before: both files were reported as transferred (exit 0) with nothing stored.
+/// store it: a forged 201 is a failure, never counted as stored (transferred, exit 0, with
+/// nothing stored), and nothing is committed.
 #[test]
 fn a_forged_201_to_put_blob_or_put_block_is_not_counted_as_stored() {
     if !crate::support::azurite_present() || !crate::support::python_present() {
@@ -886,13 +886,12 @@ fn a_forged_201_to_put_blob_or_put_block_is_not_counted_as_stored() {
     assert!(list(az, &c).is_empty(), "something is stored: {:?}", list(az, &c));
 }
 
-/// Issue 22 item 11 / issue 25 item 5: a signal ends the run even while the run is
+/// A signal ends the run even while the run is
 /// blocked in a system call. The federated token file is a FIFO: the settings check reads
 /// one token from it, then the run opens it again and blocks reading (the test holds the
 /// writing end open and sends nothing). SIGTERM must still end the process, by exit 143
-/// within 5 s. Before: the run blocked the thread that watched for signals, so SIGTERM
-/// was swallowed (or, by the luck of the poll order, killed the process before any handler
-/// ran).
+/// within 5 s: a run blocking the thread that watches for signals would swallow SIGTERM
+/// (or, by the luck of the poll order, be killed before any handler ran).
 #[test]
 fn sigterm_while_the_run_is_blocked_in_a_system_call_exits_143_within_5s() {
     use std::io::{BufRead, Write};

@@ -480,7 +480,7 @@ fn oauth_bearer_requests_carry_the_backup_intent() {
     drop(mi);
 }
 
-/// issue 26 item 1 on Azure Files: the mode is stored as metadata `mode` (SMB shares have no
+/// On Azure Files the mode is stored as metadata `mode` (SMB shares have no
 /// POSIX properties of their own) on the single-range and the multi-range path, and applied
 /// on download less the umask.
 #[test]

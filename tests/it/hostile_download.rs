@@ -1,5 +1,4 @@
-//! Download when the storage content or the target directory is hostile (issue 11, items
-//! 6–8): colliding names, a directory swapped for a symbolic link mid-download, a blob
+//! Download when the storage content or the target directory is hostile: colliding names, a directory swapped for a symbolic link mid-download, a blob
 //! rewritten between listing and read. Races are not left to luck: the fault proxy holds
 //! the ranged GET on a [`Gate`] until the test has made its change.
 
@@ -43,7 +42,7 @@ fn entries(root: &Path) -> Vec<String> {
     v
 }
 
-// ---- item 6: two remote names, one local path -------------------------------------------
+// ---- two remote names, one local path -------------------------------------------
 
 #[test]
 fn two_remote_names_on_one_local_path_are_refused_before_anything_is_written() {
@@ -79,7 +78,7 @@ fn two_remote_names_on_one_local_path_are_refused_before_anything_is_written() {
     assert_eq!(tree(&ws.path().join("out")), vec!["p/x.txt", "p/y.txt", "x.txt"]);
 }
 
-// ---- item 7: a directory under the target swapped for a symlink mid-download --------------
+// ---- a directory under the target swapped for a symlink mid-download --------------
 
 #[test]
 fn a_directory_swapped_for_a_symlink_mid_download_cannot_redirect_the_write() {
@@ -132,7 +131,7 @@ fn a_directory_swapped_for_a_symlink_mid_download_cannot_redirect_the_write() {
     assert!(entries(outside.path()).is_empty(), "written outside the target: {:?}", entries(outside.path()));
 }
 
-// ---- item 8: a blob rewritten between listing and download --------------------------------
+// ---- a blob rewritten between listing and download --------------------------------
 
 #[test]
 fn a_blob_rewritten_after_listing_is_downloaded_as_it_is_now_and_verified() {
@@ -255,9 +254,9 @@ fn a_target_or_manifest_reached_through_a_workspace_link_is_refused_and_nothing_
     assert!(!entries(ws.path()).iter().any(|e| e.contains(".tmp-")), "{:?}", entries(ws.path()));
 }
 
-/// Issue 22's adversarial pass: a download dry run refuses the target the real run
-/// refuses. Before: `target: dist` with `dist` a workspace link to a directory outside was
-/// `would download … → dist/a.txt`, exit 0, where the real run is exit 3.
+/// A download dry run refuses the target the real run refuses: `target: dist` with `dist`
+/// a workspace link to a directory outside is exit 3 in both, never `would download … →
+/// dist/a.txt`, exit 0.
 #[test]
 fn a_dry_run_refuses_a_target_reached_through_a_workspace_link_as_the_real_run_does() {
     if !crate::support::azurite_present() {

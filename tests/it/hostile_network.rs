@@ -1,4 +1,4 @@
-//! A hostile network and a refusing service (issue 11, items 9–11, 16, 17), and every exit
+//! A hostile network and a refusing service, and every exit
 //! code of the documented contract, through the real binary.
 //!
 //! - A redirect is a failure naming its `Location` (without the query), never followed:
@@ -55,7 +55,7 @@ fn landing() -> (u16, Arc<AtomicUsize>) {
     (port, hits)
 }
 
-// ---- item 9: redirects ----
+// ---- redirects ----
 
 #[test]
 fn net_a_redirected_put_blob_fails_naming_the_location_and_the_target_is_never_contacted() {
@@ -94,7 +94,7 @@ fn net_a_redirected_put_blob_fails_naming_the_location_and_the_target_is_never_c
     }
 }
 
-// ---- item 10: a refusal that recurs for every file stops the run ----
+// ---- a refusal that recurs for every file stops the run ----
 
 #[test]
 fn net_a_wrong_account_key_stops_an_upload_of_200_files_after_the_first_refusals() {
@@ -202,7 +202,7 @@ fn manifest_counts(dir: &Path, files: u64) -> (u64, u64) {
     (failed, not_attempted)
 }
 
-// ---- item 11: errors that no retry can heal ----
+// ---- errors that no retry can heal ----
 
 #[test]
 fn net_an_endpoint_with_a_non_http_scheme_fails_at_once() {
@@ -239,7 +239,7 @@ fn net_an_untrusted_certificate_fails_at_once() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
 
-// ---- item 17: the block count is checked at planning ----
+// ---- the block count is checked at planning ----
 
 #[test]
 fn net_a_file_needing_more_than_50000_blocks_is_refused_before_any_request() {
@@ -450,7 +450,7 @@ fn net_a_captive_portal_answering_200_is_never_taken_for_azure() {
     assert!(!dir.path().join("dl/f0.txt").exists());
 }
 
-// ---- issue 25: every failure bounded, typed and truthful ----
+// ---- every failure bounded, typed and truthful ----
 
 /// A peer closing mid-handshake (`tls handshake eof`, an `UnexpectedEof`) is a dropped
 /// connection, retried like a reset: the old classifier read "handshake" in its message
@@ -481,7 +481,7 @@ fn net_a_tls_handshake_dropped_twice_is_retried_and_the_upload_succeeds() {
 
 /// A server asking for long waits (`Retry-After: 100` on every Put Blob) cannot keep a
 /// request alive past `retry_timeout`: the file fails soon, naming the setting, instead of
-/// the step hanging for minutes (6 attempts and 5 waits of up to 120 s before).
+/// the step hanging for minutes (6 attempts and 5 waits of up to 120 s without the bound).
 #[test]
 fn net_retry_timeout_bounds_a_request_whose_server_asks_for_long_waits() {
     if !crate::support::azurite_present() {

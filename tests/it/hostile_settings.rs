@@ -1,4 +1,4 @@
-//! Settings are outside data (issue 11, items 12-15): whatever a pipeline or its
+//! Settings are outside data: whatever a pipeline or its
 //! environment sets, the plugin never panics; an invalid value is exit 2 naming the
 //! setting (and its variable) before any network call, and no secret is ever printed.
 
@@ -44,7 +44,7 @@ fn workspace() -> tempfile::TempDir {
 fn an_endpoint_that_is_not_a_url_is_exit_2_naming_its_setting_not_a_panic() {
     let dir = workspace();
     let base = || plugin(dir.path()).set("container", "artifacts").set("source", "a.txt");
-    // BlobEndpoint in a connection string (exit 134 before).
+    // BlobEndpoint in a connection string (a panic, exit 134, if parsed unchecked).
     let cs = format!("AccountName=devstoreaccount1;AccountKey={SECRET_KEY};BlobEndpoint=notaurl");
     refused(
         &base().set("connection_string", &cs).run(),
@@ -69,7 +69,7 @@ fn an_endpoint_that_is_not_a_url_is_exit_2_naming_its_setting_not_a_panic() {
             .run(),
         &["`FileEndpoint`: `file:///etc` has the scheme `file`"],
     );
-    // endpoint_suffix with a space (exit 134 before), and from the connection string.
+    // endpoint_suffix with a space (a panic, exit 134, if unchecked), and from the connection string.
     refused(
         &base()
             .set("account_name", "acct1")
@@ -262,10 +262,10 @@ fn run_with_bytes(p: &Plugin, vars: &[(&[u8], &[u8])]) -> Out {
     }
 }
 
-/// Issue 22 item 4: the environment is read as bytes. A setting that is not UTF-8 is exit 2
-/// naming the setting and its variable, never printing the value (exit 134 and the value
-/// in the panic message before); an unrelated variable or a name that is not UTF-8 does
-/// not stop a run.
+/// The environment is read as bytes. A setting that is not UTF-8 is exit 2 naming the
+/// setting and its variable, never printing the value (not a panic, exit 134, with the
+/// value in its message); an unrelated variable or a name that is not UTF-8 does not stop
+/// a run.
 #[test]
 fn an_environment_that_is_not_utf8_never_panics_and_never_prints_the_value() {
     if !crate::support::azurite_present() || !crate::support::python_present() {
@@ -327,7 +327,7 @@ fn an_environment_that_is_not_utf8_never_panics_and_never_prints_the_value() {
     assert!(all.contains("unknown argument `--x\u{fffd}\\n`"), "{all}");
 }
 
-/// Issue 22 item 14b: a claim is outside data. An access token whose `oid` holds a line
+/// A claim is outside data. An access token whose `oid` holds a line
 /// break and a fake log line is printed on the start line escaped, on one line: the
 /// forged line never starts a line of its own.
 #[test]

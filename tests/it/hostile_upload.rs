@@ -1,4 +1,4 @@
-//! Upload from a hostile workspace (issue 11, items 1–5): the workspace is written by
+//! Upload from a hostile workspace: the workspace is written by
 //! whoever opened the pull request. Links planted in source paths, files swapped or
 //! rewritten while the plugin works, names that are not UTF-8, unreadable excluded
 //! directories. Each case runs the real binary against Azurite and checks the exit code,
@@ -196,7 +196,7 @@ fn names_that_are_not_utf8_are_refused_one_by_one() {
     let dir = tempfile::tempdir().unwrap();
     let ws = dir.path();
     write(ws, "ok.txt", b"ok");
-    // Both decode lossily to `x\u{fffd}.txt`: one used to overwrite the other, exit 0.
+    // Both decode lossily to `x\u{fffd}.txt`: one must not overwrite the other, exit 0.
     for name in [&b"x\xff.txt"[..], b"x\xfe.txt", b"d\xff/in.txt"] {
         let p = ws.join(OsStr::from_bytes(name));
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -4,7 +4,6 @@
 mod support;
 
 mod auth;
-mod bench_harness;
 mod blob_download;
 mod blob_upload;
 mod cache;

@@ -225,7 +225,7 @@ fn exit_code_is_non_zero_when_any_file_fails_and_every_failure_is_listed() {
     assert_eq!(fetch(az, &c, "c.txt").0, b"c");
 }
 
-/// Issue 22 item 11: an output file that would block (a FIFO nobody reads) is refused at
+/// An output file that would block (a FIFO nobody reads) is refused at
 /// once, named with its variable, exit 1; the other output file is still written.
 #[test]
 fn a_fifo_as_output_file_is_refused_at_once_and_the_other_output_is_still_written() {

@@ -126,12 +126,11 @@ fn runners_act_runs_the_action_both_ways_against_azurite() {
     assert_eq!(run.code, 0, "act failed:\n{log}");
     assert!(!log.contains(DEV_KEY), "the account key is in act's log");
     let r = results(repo.path());
-    // Before issue 24 items 1 and 2 (h6: no behaviour-changing `default:` in action.yml; list
-    // settings one item per line) these fail as users saw them: `up` (the multi-line
-    // `source: |` is one glob with a newline: "selects no file", exit 3), hence `down` (nothing
-    // to download), `sync` (action.yml's `overwrite` default arrives as INPUT_OVERWRITE: exit
-    // 2) and `save2` (the same default rewrites the existing key). With both fixed (checked
-    // by hand with a one-line list and action.yml's defaults removed) every assertion passes.
+    // What each step guards: `up` (a multi-line `source: |` is one pattern per line, not one
+    // glob with a newline that "selects no file", exit 3), hence `down` (something to
+    // download), `sync` (action.yml has no behaviour-changing `default:`: an `overwrite`
+    // default would arrive as INPUT_OVERWRITE, exit 2) and `save2` (such a default would
+    // rewrite the existing key).
     let failed: Vec<String> = ["up", "down", "sync", "save1", "save2"]
         .iter()
         .filter(|s| r.get(&format!("{s} outcome")).map(String::as_str) != Some("success"))
@@ -174,7 +173,7 @@ fn runners_act_runs_the_action_both_ways_against_azurite() {
     assert_eq!(r.get("sync deleted").map(String::as_str), Some("1"), "{r:#?}");
 
     // The cache: saved once, and the second save wrote nothing (the key names its content;
-    // issue 24 item 1: action.yml's `overwrite` default must not arrive as a setting).
+    // action.yml's `overwrite` default must not arrive as a setting).
     assert_eq!(r.get("save1 transferred").map(String::as_str), Some("1"), "{r:#?}");
     assert_eq!(r.get("save2 transferred").map(String::as_str), Some("0"), "{r:#?}");
     assert!(log.contains("exists: not saved again"), "{log}");

@@ -310,10 +310,10 @@ fn action_inputs_misspelt_lower_case_or_shadowed_are_warned_about() {
     assert_eq!(list(az, &c), vec!["from-plugin/a.txt"]);
 }
 
-/// Issue 22 item 14a: an ambient AZURE_STORAGE_SAS_TOKEN (a runner's leftover, here one
+/// An ambient AZURE_STORAGE_SAS_TOKEN (a runner's leftover, here one
 /// Azurite refuses) never beats the pipeline's explicit `account_key`: the key is used, and
 /// the start line says which credential and why the other was ignored. The ambient token
-/// is not even checked. Before: the SAS won silently and the run failed with 403.
+/// is not even checked (were it to win silently, the run would fail with 403).
 #[test]
 fn an_explicit_account_key_wins_over_an_ambient_sas_and_the_start_line_says_so() {
     if !crate::support::azurite_present() || !crate::support::python_present() {

@@ -307,7 +307,7 @@ fn files_names_differing_only_in_case_are_the_same_file_and_never_deleted() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Issue 22: listings and deletes.
+// Listings and deletes.
 
 /// `<Blob>` entries for [`inject_into_listing`].
 fn blob_entries(names: &[&str]) -> String {
@@ -319,11 +319,11 @@ fn blob_entries(names: &[&str]) -> String {
         .collect()
 }
 
-/// Before: a listing naming `t/../victim.txt` made the sync send `DELETE /<container>/victim.txt`
-/// (the URL library resolved the `..`), deleting a blob outside `target`.
+/// A listing naming `t/../victim.txt` must not make the sync send `DELETE /<container>/victim.txt`
+/// (the URL library resolves the `..`), deleting a blob outside `target`.
 #[test]
 fn a_listed_name_with_dot_dot_is_never_requested_and_nothing_outside_the_target_is_deleted() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -385,8 +385,8 @@ pub(crate) fn delete_raced_by_a_rewrite(az: &Azurite, c: &str, run: impl FnOnce(
     out
 }
 
-/// Before: the Delete Blob carried no condition, so a blob another writer replaced after
-/// the listing was deleted with its new content.
+/// The Delete Blob carries a condition: without it, a blob another writer replaced after
+/// the listing would be deleted with its new content.
 #[test]
 fn a_blob_rewritten_after_the_listing_is_kept_and_reported_not_deleted() {
     if !crate::support::azurite_present() || !crate::support::python_present() {
@@ -408,7 +408,7 @@ fn a_blob_rewritten_after_the_listing_is_kept_and_reported_not_deleted() {
     assert!(o.contains("deleted=1\n"), "only the one really deleted is counted: {o}");
 }
 
-/// Before: Delete File was sent without looking, so a file rewritten after the listing was deleted.
+/// Delete File is not sent without looking: a file rewritten after the listing would be deleted.
 #[test]
 fn files_sync_keeps_a_file_rewritten_after_the_listing() {
     let fake = FilesFake::start();
@@ -427,11 +427,11 @@ fn files_sync_keeps_a_file_rewritten_after_the_listing() {
     assert_eq!(fake.file("share1", "t/old.txt").map(|f| f.data), Some(b"version 2".to_vec()));
 }
 
-/// Before: the dry run said `would delete` where the real run refuses (a source that
-/// matched nothing), `would upload` for an unchanged file, and `transferred=N` in its outputs.
+/// The dry run must not say `would delete` where the real run refuses (a source that
+/// matches nothing), `would upload` for an unchanged file, nor `transferred=N` in its outputs.
 #[test]
 fn a_dry_run_makes_the_real_runs_decisions_and_reports_would_counts() {
-    if !crate::support::azurite_present() {
+    if !crate::support::azurite_present() || !crate::support::python_present() {
         return;
     }
     let az = Azurite::shared();
@@ -472,8 +472,8 @@ fn a_dry_run_makes_the_real_runs_decisions_and_reports_would_counts() {
     assert_eq!(names(az, &c), ["t/keep.txt", "t/new.txt", "t/old.txt"]);
 }
 
-/// Before: a dry run of a sync into a container `create_container: true` would create
-/// stopped with exit 3 (`does not exist`), where the real run creates it and uploads.
+/// A dry run of a sync into a container `create_container: true` would create must not
+/// stop with exit 3 (`does not exist`), where the real run creates it and uploads.
 #[test]
 fn a_dry_run_into_a_container_the_real_run_would_create_plans_every_upload() {
     if !crate::support::azurite_present() || !crate::support::python_present() {
@@ -497,7 +497,7 @@ fn a_dry_run_into_a_container_the_real_run_would_create_plans_every_upload() {
     assert!(pyblob(az, &["list", &c]).is_err(), "the dry run created the container");
 }
 
-/// issue 26 items 1 and 2: a sync re-uploads a file whose mode changed though its bytes did
+/// A sync re-uploads a file whose mode changed though its bytes did
 /// not, and its checksums file lists the skipped (stored) files too.
 #[test]
 fn a_mode_change_is_a_change_and_skipped_files_stay_in_the_checksums_file() {
