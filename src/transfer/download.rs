@@ -19,7 +19,7 @@
 //!
 //! Nothing is written outside `target`, even if the workspace changes under a running
 //! download: the target is opened once ([`Target`]) and every destination is reached
-//! from its descriptor one component at a time, never following a link ([`dirfd`]); the
+//! from its descriptor without following a link ([`dirfd::walk`]); the
 //! temporary file is created in, and linked or renamed into, the directory descriptor
 //! that walk ended in, so a directory swapped for a symbolic link cannot redirect the
 //! write. Just before the link, the walk is repeated: if the path no longer leads to the
@@ -115,7 +115,7 @@ pub enum DirError {
 }
 
 /// The download target, opened once: every destination is resolved from this descriptor
-/// down, one component at a time, never following a link (see [`dirfd`]).
+/// down, never following a link ([`dirfd::walk`]).
 pub struct Target {
     pub path: PathBuf,
     fd: Arc<OwnedFd>,
