@@ -5,6 +5,10 @@
 //! config, auth, the HTTP layer, one module per storage service, and the transfer
 //! engine.
 
+// The filesystem calls go through rustix's safe wrappers (docs/design.md, "Why rustix, not
+// cap-std"); the binary's `mallopt` in main.rs is the one `unsafe` of the crate.
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub(crate) mod auth;
 pub(crate) mod buffers;

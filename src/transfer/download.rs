@@ -19,7 +19,7 @@
 //!
 //! Nothing is written outside `target`, even if the workspace changes under a running
 //! download: the target is opened once ([`Target`]) and every destination is reached
-//! from its descriptor one component at a time, never following a link ([`dirfd`]); the
+//! from its descriptor without following a link ([`dirfd::walk`]); the
 //! temporary file is created in, and linked or renamed into, the directory descriptor
 //! that walk ended in, so a directory swapped for a symbolic link cannot redirect the
 //! write. Just before the link, the walk is repeated: if the path no longer leads to the
@@ -48,6 +48,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
+use rustix::io::Errno;
 
 use super::checksum::{hash_read, Digests, FileHasher};
 use super::dirfd;
@@ -114,7 +115,7 @@ pub enum DirError {
 }
 
 /// The download target, opened once: every destination is resolved from this descriptor
-/// down, one component at a time, never following a link (see [`dirfd`]).
+/// down, never following a link ([`dirfd::walk`]).
 pub struct Target {
     pub path: PathBuf,
     fd: Arc<OwnedFd>,
@@ -156,36 +157,29 @@ struct Parent {
 /// Opens (creating as needed) the parent directories of `rel` from the target down,
 /// refusing a symbolic link or a non-directory on the way.
 fn open_parents(target: &Target, rel: &str) -> Result<Parent, DirError> {
-    let mut fd = target.fd.clone();
+    let mut parts: Vec<String> = rel.split('/').map(str::to_string).collect();
+    parts.pop();
+    let fd = reach(target, &parts, true)?;
     let mut path = target.path.clone();
-    let parts: Vec<String> = rel.split('/').map(str::to_string).collect();
-    let parts = parts[..parts.len().saturating_sub(1)].to_vec();
-    for part in &parts {
-        path.push(part);
-        let next = match dirfd::open_dir_at(&fd, part) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match dirfd::mkdir_at(&fd, part) {
-                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                        return Err(DirError::Create { path, source: e })
-                    }
-                    _ => {}
-                }
-                dirfd::open_dir_at(&fd, part)
-            }
-            other => other,
-        };
-        fd = Arc::new(next.map_err(|e| refusal(&fd, part, &path, e))?);
-    }
+    path.extend(&parts);
     Ok(Parent { fd, path, parts })
 }
 
-/// Why `name` in `dir` could not be opened as a directory, in words.
-fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> DirError {
-    match dirfd::stat_at(dir, name) {
-        Ok(st) if dirfd::is_symlink(&st) => DirError::Symlink(path.to_path_buf()),
-        Ok(st) if !dirfd::is_dir(&st) => DirError::NotADir(path.to_path_buf()),
-        _ => DirError::Open { path: path.to_path_buf(), source: e },
+/// The directory `parts` below the target, [`dirfd::walk`]ed from its descriptor without
+/// following a link (creating what is missing with `create`); a refusal in words.
+fn reach(target: &Target, parts: &[String], create: bool) -> Result<Arc<OwnedFd>, DirError> {
+    if parts.is_empty() {
+        return Ok(target.fd.clone());
     }
+    dirfd::walk(&*target.fd, parts, dirfd::How::dir(create)).map(Arc::new).map_err(|r| {
+        let path = target.path.join(r.at());
+        match r {
+            dirfd::Refusal::Create { err, .. } => DirError::Create { path, source: err },
+            dirfd::Refusal::Symlink { .. } => DirError::Symlink(path),
+            dirfd::Refusal::NotDir { .. } => DirError::NotADir(path),
+            r => DirError::Open { path, source: r.into_io() },
+        }
+    })
 }
 
 /// Checks that the parent directory still sits where it was found: walking the same
@@ -195,12 +189,7 @@ fn refusal(dir: &OwnedFd, name: &str, path: &Path, e: std::io::Error) -> DirErro
 /// name no longer leads nor reported under a path that now means something else.
 fn still_in_place(target: &Target, parent: &Parent) -> Result<(), DirError> {
     let replaced = |why: DirError| DirError::Replaced { path: parent.path.clone(), why: Box::new(why) };
-    let mut fd = target.fd.clone();
-    let mut path = target.path.clone();
-    for part in &parent.parts {
-        path.push(part);
-        fd = Arc::new(dirfd::open_dir_at(&fd, part).map_err(|e| replaced(refusal(&fd, part, &path, e)))?);
-    }
+    let fd = reach(target, &parent.parts, false).map_err(replaced)?;
     let (now, then) = (dirfd::identity(&*fd), dirfd::identity(&*parent.fd));
     match (now, then) {
         (Ok(a), Ok(b)) if a == b => Ok(()),
@@ -257,7 +246,7 @@ impl TempFile {
             match dirfd::tmpfile_in(dir) {
                 Ok(f) => return Ok(Self::new(f, dir, None, base)),
                 // Not supported by this filesystem or kernel: fall back to a named file.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)) => {}
+                Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::OPNOTSUPP | Errno::ISDIR | Errno::INVAL)) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -5,31 +5,26 @@
 //!
 //! The workspace is written by whoever opened the pull request, so a path that was a
 //! directory when planned may be a link to `/etc` when it is read. [`Root`] never hands
-//! a workspace path to the kernel in one piece: it uses `openat2` with `RESOLVE_BENEATH`
-//! (and `RESOLVE_NO_SYMLINKS` unless links are followed) where the kernel has it (Linux
-//! ≥ 5.6, not hidden by a seccomp profile), and otherwise, or to explain a refusal, walks
-//! directory descriptors from the root with `openat(O_NOFOLLOW)`. A followed link is read
-//! (`readlinkat`) and its target resolved the same way: `..` above the root, or an absolute
-//! target outside it, is an escape (rsync's "safe links").
+//! a workspace path to the kernel in one piece: it resolves every path from the root's
+//! descriptor with [`dirfd::walk`] (`openat2` beneath the root, else a descriptor walk),
+//! refusing every link, or with `follow_symlinks` following the links whose target stays
+//! inside the workspace (`..` above the root, or an absolute target outside it, is an
+//! escape: rsync's "safe links").
 //!
 //! [`FileId`] is what planning keeps (device, inode, size; the times are taken at open):
 //! [`Root::open_planned`] refuses a file whose device, inode or size differ (it was
 //! swapped), and [`PlannedFile::check_unchanged`] compares the open file before the first
 //! read and after the last one (tar's "file changed as we read it").
 
-use std::collections::VecDeque;
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::dirfd::{cstr, owned};
-
-/// Links followed in one resolution before it counts as a loop (Linux's limit).
-const MAX_LINKS: usize = 40;
+use super::dirfd::{self, How, Last, Links, Refusal};
 
 /// Why a workspace path cannot be resolved safely.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +68,9 @@ pub struct Root {
     /// Canonical path of the root (absolute link targets are compared with it).
     path: PathBuf,
     follow: bool,
+    /// Whether the kernel's `openat2` is asked first (always, except in the tests that
+    /// exercise the descriptor walk it falls back to).
+    kernel_first: bool,
 }
 
 impl std::fmt::Debug for Root {
@@ -148,11 +146,8 @@ impl Root {
     /// Opens the workspace root (a trusted path: the step's working directory).
     pub fn open(path: &Path, follow: bool) -> io::Result<Root> {
         let path = path.canonicalize()?;
-        let c = cstr(path.as_os_str().as_bytes())?;
-        // SAFETY: `c` is a NUL-terminated path that outlives the call; a non-negative
-        // result is a new descriptor nobody else owns.
-        let fd = unsafe { libc::open(c.as_ptr(), dir_flags() | libc::O_CLOEXEC) };
-        Ok(Root { fd: owned(fd)?, path, follow })
+        let fd = dirfd::open_dir(&path)?;
+        Ok(Root { fd, path, follow, kernel_first: true })
     }
 
     pub fn path(&self) -> &Path {
@@ -163,19 +158,12 @@ impl Root {
     /// (or, when following, without leaving the workspace). The last component may be a
     /// file or a directory. For planning.
     pub fn probe(&self, rel: &str) -> Result<(), ResolveError> {
-        self.walk(rel.as_bytes(), false).map(|_| ())
+        self.resolve(rel, Last::Any).map(drop)
     }
 
     /// Opens the regular file `rel` for reading, resolved safely.
     pub fn open_file(&self, rel: &str) -> Result<File, ResolveError> {
-        #[cfg(target_os = "linux")]
-        if let Some(fd) = self.openat2(rel) {
-            return Ok(File::from(fd));
-        }
-        match self.walk(rel.as_bytes(), true)? {
-            Some(fd) => Ok(File::from(fd)),
-            None => Err(ResolveError::Io(io::ErrorKind::InvalidInput.into())),
-        }
+        self.resolve(rel, Last::File).map(File::from)
     }
 
     /// Opens a planned file: safely resolved, and still the same file (device, inode)
@@ -200,214 +188,25 @@ impl Root {
         Ok(PlannedFile { file, before: now })
     }
 
-    /// The fast path: one `openat2` call that refuses to leave the root (and, unless
-    /// links are followed, any link). `None` when the kernel lacks it or it refused: the
-    /// walk then decides, and names the component that is the reason.
-    #[cfg(target_os = "linux")]
-    fn openat2(&self, rel: &str) -> Option<OwnedFd> {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-        if UNSUPPORTED.load(Ordering::Relaxed) {
-            return None;
-        }
-        #[cfg(test)]
-        if FORCE_WALK.load(Ordering::Relaxed) {
-            return None;
-        }
-        /// `struct open_how` (linux/openat2.h).
-        #[repr(C)]
-        struct OpenHow {
-            flags: u64,
-            mode: u64,
-            resolve: u64,
-        }
-        const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-        const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-        const RESOLVE_BENEATH: u64 = 0x08;
-        let c = cstr(rel.as_bytes()).ok()?;
-        let mut flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        let mut resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
-        if !self.follow {
-            flags |= libc::O_NOFOLLOW;
-            resolve |= RESOLVE_NO_SYMLINKS;
-        }
-        let how = OpenHow { flags: flags as u64, mode: 0, resolve };
-        // SAFETY: the root descriptor is open, `c` is NUL-terminated and `how` is a
-        // properly laid out `struct open_how` whose size is passed; both outlive the call.
-        // A non-negative result is a new descriptor nobody else owns.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                self.fd.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if r >= 0 {
-            return owned(r as libc::c_int).ok();
-        }
-        let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
-        if matches!(errno, libc::ENOSYS | libc::EPERM | libc::E2BIG | libc::EINVAL) {
-            UNSUPPORTED.store(true, Ordering::Relaxed);
-        }
-        None
-    }
-
-    /// Resolves `rel` from the root through directory descriptors. With `open_last`,
-    /// opens the last component for reading (and returns it); otherwise only checks it.
-    fn walk(&self, rel: &[u8], open_last: bool) -> Result<Option<OwnedFd>, ResolveError> {
-        // The directories walked through (descriptor, name), from the root down.
-        let mut stack: Vec<(OwnedFd, String)> = Vec::new();
-        let mut todo: VecDeque<Vec<u8>> = components(rel).collect();
-        let mut links = 0usize;
-        // The last link followed, to name it when its target leads out.
-        let mut via: Option<(String, String)> = None;
-        let escape = |via: &Option<(String, String)>, at: String| match via {
-            Some((link, target)) => ResolveError::Escapes { link: link.clone(), target: target.clone() },
-            None => ResolveError::Escapes { link: at, target: "..".into() },
-        };
-        while let Some(name) = todo.pop_front() {
-            let shown = |stack: &[(OwnedFd, String)]| {
-                let mut parts: Vec<&str> = stack.iter().map(|(_, n)| n.as_str()).collect();
-                let last = String::from_utf8_lossy(&name).into_owned();
-                parts.push(&last);
-                parts.join("/")
-            };
-            if name == b".." {
-                if stack.pop().is_none() {
-                    return Err(escape(&via, "..".into()));
-                }
-                continue;
-            }
-            let dir = stack.last().map(|(fd, _)| fd.as_fd()).unwrap_or(self.fd.as_fd());
-            let last = todo.is_empty();
-            let opened = if last && !open_last {
-                // Only a check: is the last component a link?
-                match lstat_is_link(dir, &name) {
-                    Ok(false) => return Ok(None),
-                    Ok(true) => Err(io::Error::from_raw_os_error(libc::ELOOP)),
-                    Err(e) => return Err(e.into()),
-                }
-            } else if last {
-                openat(dir, &name, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            } else {
-                openat(dir, &name, dir_flags() | libc::O_NOFOLLOW)
-            };
-            let err = match opened {
-                Ok(fd) if last => return Ok(Some(fd)),
-                Ok(fd) => {
-                    let shown_name = String::from_utf8_lossy(&name).into_owned();
-                    stack.push((fd, shown_name));
-                    continue;
-                }
-                Err(e) => e,
-            };
-            // ELOOP (Linux, macOS) or EMLINK (FreeBSD) for a final link under O_NOFOLLOW,
-            // ENOTDIR for a link in the middle under O_DIRECTORY: is it a link?
-            let maybe_link = matches!(err.raw_os_error(), Some(libc::ELOOP | libc::EMLINK | libc::ENOTDIR));
-            if !maybe_link || !lstat_is_link(dir, &name).unwrap_or(false) {
-                return Err(err.into());
-            }
-            let at = shown(&stack);
-            if !self.follow {
-                return Err(ResolveError::Symlink(at));
-            }
-            links += 1;
-            if links > MAX_LINKS {
-                return Err(ResolveError::Loop(at));
-            }
-            let target = readlinkat(dir, &name)?;
-            let t = target.as_bytes();
-            via = Some((at.clone(), String::from_utf8_lossy(t).into_owned()));
-            let rest: &[u8] = if t.starts_with(b"/") {
-                match strip_root(t, self.path.as_os_str().as_bytes()) {
-                    Some(rest) => {
-                        stack.clear();
-                        rest
-                    }
-                    None => return Err(escape(&via, at)),
-                }
-            } else {
-                t
-            };
-            for c in components(rest).collect::<Vec<_>>().into_iter().rev() {
-                todo.push_front(c);
-            }
-            if todo.is_empty() {
-                // A link to the root itself (`ws/self -> .`): the root is a directory.
-                return if open_last { Err(io::Error::from_raw_os_error(libc::EISDIR).into()) } else { Ok(None) };
-            }
-        }
-        // An empty path: the root itself.
-        if open_last {
-            Err(io::Error::from_raw_os_error(libc::EISDIR).into())
+    /// `rel` resolved from the root by [`dirfd::walk`], its last component opened as `last`.
+    fn resolve(&self, rel: &str, last: Last) -> Result<OwnedFd, ResolveError> {
+        let links = if self.follow { Links::FollowWithin(&self.path) } else { Links::Refuse };
+        let how = How { create: false, last, links };
+        let comps: Vec<&str> = rel.split('/').collect();
+        let walked = if self.kernel_first {
+            dirfd::walk(&self.fd, &comps, how)
         } else {
-            Ok(None)
-        }
-    }
-}
-
-/// The non-empty, non-`.` components of a `/`-separated path.
-fn components(p: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
-    p.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".").map(<[u8]>::to_vec)
-}
-
-/// `t` below `root` (whole components): the rest, or `None` if `t` is not under it.
-fn strip_root<'a>(t: &'a [u8], root: &[u8]) -> Option<&'a [u8]> {
-    let root = if root.len() > 1 { root.strip_suffix(b"/").unwrap_or(root) } else { b"" };
-    let rest = t.strip_prefix(root)?;
-    if rest.is_empty() || rest.starts_with(b"/") {
-        Some(rest)
-    } else {
-        None
-    }
-}
-
-/// Directories are opened only to walk through them: `O_PATH` needs no read permission.
-fn dir_flags() -> libc::c_int {
-    #[cfg(target_os = "linux")]
-    let f = libc::O_PATH | libc::O_DIRECTORY;
-    #[cfg(not(target_os = "linux"))]
-    let f = libc::O_RDONLY | libc::O_DIRECTORY;
-    f
-}
-
-fn openat(dir: BorrowedFd<'_>, name: &[u8], flags: libc::c_int) -> io::Result<OwnedFd> {
-    let c = cstr(name)?;
-    // SAFETY: `dir` is an open descriptor and `c` a NUL-terminated name, both valid for the call.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC) };
-    owned(fd)
-}
-
-fn lstat_is_link(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<bool> {
-    let c = cstr(name)?;
-    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `dir` is open, `c` NUL-terminated, `st` points to writable memory for one `stat`.
-    let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstatat returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    Ok(st.st_mode & libc::S_IFMT == libc::S_IFLNK)
-}
-
-fn readlinkat(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OsString> {
-    let c = cstr(name)?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: `dir` is open, `c` NUL-terminated, and `buf` is writable for `buf.len()` bytes.
-        let n = unsafe { libc::readlinkat(dir.as_raw_fd(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        if n < buf.len() {
-            buf.truncate(n);
-            return Ok(OsString::from_vec(buf));
-        }
-        buf.resize(buf.len() * 2, 0);
+            dirfd::walk_by_descriptors(&self.fd, &comps, how)
+        };
+        walked.map_err(|r| match r {
+            Refusal::Symlink { at, .. } => ResolveError::Symlink(at),
+            Refusal::Escapes { link, target } => ResolveError::Escapes { link, target },
+            Refusal::DotDot { at } => ResolveError::Escapes { link: at, target: "..".into() },
+            Refusal::Loop { at } => ResolveError::Loop(at),
+            Refusal::NotDir { err, .. } | Refusal::Create { err, .. } | Refusal::Io { err, .. } => {
+                ResolveError::Io(err)
+            }
+        })
     }
 }
 
@@ -422,10 +221,6 @@ pub fn escape_name(name: &OsStr) -> String {
     }
     out
 }
-
-/// Tests only: skip `openat2`, so the descriptor walk is exercised on kernels that have it.
-#[cfg(all(test, target_os = "linux"))]
-static FORCE_WALK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[cfg(test)]
 mod tests {
@@ -458,26 +253,25 @@ mod tests {
         Ok(s)
     }
 
-    fn both_paths(check: impl Fn()) {
-        check();
-        #[cfg(target_os = "linux")]
-        {
-            FORCE_WALK.store(true, std::sync::atomic::Ordering::SeqCst);
-            check();
-            FORCE_WALK.store(false, std::sync::atomic::Ordering::SeqCst);
-        }
+    /// Runs `check` on the root as opened, then on it walking by descriptors only (as on
+    /// a kernel without `openat2`).
+    fn both_paths(r: &Root, check: impl Fn(&Root)) {
+        check(r);
+        let walk_only =
+            Root { fd: r.fd.try_clone().unwrap(), path: r.path.clone(), follow: r.follow, kernel_first: false };
+        check(&walk_only);
     }
 
     #[test]
     fn without_following_no_component_may_be_a_link() {
         let (_t, ws, _) = setup();
         let r = Root::open(&ws, false).unwrap();
-        both_paths(|| {
-            assert_eq!(read(&r, "real/sub/f.txt").unwrap(), "inside");
-            assert!(matches!(read(&r, "dist/secret"), Err(ResolveError::Symlink(at)) if at == "dist"));
-            assert!(matches!(read(&r, "inside/sub/f.txt"), Err(ResolveError::Symlink(at)) if at == "inside"));
-            assert!(matches!(read(&r, "abs-in"), Err(ResolveError::Symlink(at)) if at == "abs-in"));
-            assert!(matches!(read(&r, "real/nope"), Err(ResolveError::Io(e)) if e.kind() == io::ErrorKind::NotFound));
+        both_paths(&r, |r| {
+            assert_eq!(read(r, "real/sub/f.txt").unwrap(), "inside");
+            assert!(matches!(read(r, "dist/secret"), Err(ResolveError::Symlink(at)) if at == "dist"));
+            assert!(matches!(read(r, "inside/sub/f.txt"), Err(ResolveError::Symlink(at)) if at == "inside"));
+            assert!(matches!(read(r, "abs-in"), Err(ResolveError::Symlink(at)) if at == "abs-in"));
+            assert!(matches!(read(r, "real/nope"), Err(ResolveError::Io(e)) if e.kind() == io::ErrorKind::NotFound));
         });
         assert!(matches!(r.probe("dist"), Err(ResolveError::Symlink(_))));
         assert!(matches!(r.probe("dist/."), Err(ResolveError::Symlink(_))));
@@ -489,16 +283,16 @@ mod tests {
     fn following_stays_inside_the_workspace() {
         let (_t, ws, out) = setup();
         let r = Root::open(&ws, true).unwrap();
-        both_paths(|| {
-            assert_eq!(read(&r, "inside/sub/f.txt").unwrap(), "inside");
-            assert_eq!(read(&r, "abs-in").unwrap(), "inside");
+        both_paths(&r, |r| {
+            assert_eq!(read(r, "inside/sub/f.txt").unwrap(), "inside");
+            assert_eq!(read(r, "abs-in").unwrap(), "inside");
             for (rel, link) in [("dist/secret", "dist"), ("rel-out", "rel-out"), ("dotdot-out/secret", "dotdot-out")] {
-                match read(&r, rel) {
+                match read(r, rel) {
                     Err(ResolveError::Escapes { link: l, .. }) => assert_eq!(l, link, "{rel}"),
                     other => panic!("{rel}: {other:?}"),
                 }
             }
-            assert!(matches!(read(&r, "loop"), Err(ResolveError::Loop(_))));
+            assert!(matches!(read(r, "loop"), Err(ResolveError::Loop(_))));
         });
         match r.probe("dist") {
             Err(ResolveError::Escapes { target, .. }) => assert_eq!(target, out.to_string_lossy()),
@@ -537,9 +331,5 @@ mod tests {
     fn names_are_escaped_byte_by_byte() {
         assert_eq!(escape_name(OsStr::from_bytes(b"x\xff.txt")), "x\\xff.txt");
         assert_eq!(escape_name(OsStr::from_bytes("é/\u{1F600}".as_bytes())), "é/\u{1F600}");
-        assert_eq!(strip_root(b"/ws/a", b"/ws"), Some(&b"/a"[..]));
-        assert_eq!(strip_root(b"/ws", b"/ws"), Some(&b""[..]));
-        assert_eq!(strip_root(b"/wsx/a", b"/ws"), None);
-        assert_eq!(strip_root(b"/a", b"/"), Some(&b"/a"[..]));
     }
 }

@@ -128,14 +128,15 @@ pub fn write(pairs: &[(&'static str, String)]) -> Result<(), OutputsError> {
 /// refused unless it is a regular file (a FIFO, a device or a socket could block the write
 /// or swallow the lines).
 fn append(path: &Path, text: &str) -> std::io::Result<()> {
+    use rustix::{fs::OFlags, io::Errno};
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags((OFlags::NONBLOCK | OFlags::CLOEXEC).bits() as i32)
         .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENXIO) => std::io::Error::other("it is a FIFO with no reader: outputs go to a regular file"),
+        .map_err(|e| match Errno::from_io_error(&e) {
+            Some(Errno::NXIO) => std::io::Error::other("it is a FIFO with no reader: outputs go to a regular file"),
             _ => e,
         })?;
     let kind = f.metadata()?.file_type();
@@ -172,7 +173,11 @@ mod tests {
         assert!(e.contains("a FIFO with no reader"), "{e}");
         // With a reader it opens, and is refused as a FIFO.
         use std::os::unix::fs::OpenOptionsExt;
-        let _reader = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
         let e = append(&fifo, "a=1\n").unwrap_err().to_string();
         assert!(e.contains("it is a FIFO"), "{e}");
         let e = append(Path::new("/dev/null"), "a=1\n").unwrap_err().to_string();

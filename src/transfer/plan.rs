@@ -472,7 +472,11 @@ fn select(
     }
     match ws.probe(&base_rel) {
         Ok(()) => {}
-        Err(ResolveError::Io(e)) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(false),
+        Err(ResolveError::Io(e))
+            if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) =>
+        {
+            return Ok(false)
+        }
         Err(e) => {
             sel.link(&base_rel, e)?;
             return Ok(sel.len() > before);

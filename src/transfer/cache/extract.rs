@@ -127,21 +127,10 @@ pub(crate) fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-/// Opens the directory `comps` under `base` one component at a time, never through a link,
-/// creating what is missing when `create`.
+/// Opens the directory `comps` under `base` ([`dirfd::walk`]: never through a link),
+/// creating what is missing when `create`; a refusal is the system's error.
 fn walk(base: &OwnedFd, comps: &[String], create: bool) -> io::Result<OwnedFd> {
-    let mut dir = dirfd::open_dir_at(base, ".")?;
-    for name in comps {
-        dir = match dirfd::open_dir_at(&dir, name) {
-            Ok(d) => d,
-            Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
-                dirfd::mkdir_at(&dir, name)?;
-                dirfd::open_dir_at(&dir, name)?
-            }
-            Err(e) => return Err(e),
-        };
-    }
-    Ok(dir)
+    dirfd::walk(base, comps, dirfd::How::dir(create)).map_err(dirfd::Refusal::into_io)
 }
 
 fn split(comps: &[String]) -> (&[String], &str) {
@@ -397,7 +386,7 @@ fn move_into_place(ws: &Path, ws_fd: &OwnedFd, stage: &OwnedFd, sources: &[Vec<S
         }
         let rel_parent: std::path::PathBuf = parent.iter().collect();
         let to = if parent.is_empty() {
-            dirfd::open_dir_at(ws_fd, ".").map_err(|e| at(&e))?
+            ws_fd.try_clone().map_err(|e| at(&e))?
         } else {
             dirfd::open_beneath(ws, &rel_parent, true).map_err(|e| at(&e))?
         };
@@ -472,7 +461,8 @@ pub fn check_sources(ws: &Path, sources: &[String]) -> Result<(), String> {
             if i + 1 == comps.len() || !dirfd::is_dir(&st) {
                 break;
             }
-            dir = dirfd::open_dir_at(&dir, c).map_err(|e| format!("`source` `{s}`: cannot open `{at}`: {e}"))?;
+            dir =
+                walk(&dir, &[c.to_string()], false).map_err(|e| format!("`source` `{s}`: cannot open `{at}`: {e}"))?;
         }
     }
     Ok(())
@@ -524,7 +514,7 @@ impl Stage {
         let name = format!("{STAGE_PREFIX}{:032x}", fastrand::u128(..));
         let e = |e: io::Error| format!("cannot create the staging directory: {e}");
         dirfd::mkdir_at(ws_fd, &name).map_err(e)?;
-        let fd = dirfd::open_dir_at(ws_fd, &name).map_err(e)?;
+        let fd = walk(ws_fd, std::slice::from_ref(&name), false).map_err(e)?;
         let lock = File::from(fd.try_clone().map_err(e)?);
         try_lock(&lock).map_err(|err| format!("cannot lock the staging directory: {err}"))?;
         dirfd::create_new_at(&fd, OWNER_MARK).map_err(e)?;
@@ -550,7 +540,7 @@ pub fn remove_stale_stages(ws: &Path) {
         if !dirfd::is_dir(&st) || st.st_uid != me {
             continue;
         }
-        let Ok(fd) = dirfd::open_dir_at(&ws_fd, &name) else { continue };
+        let Ok(fd) = walk(&ws_fd, std::slice::from_ref(&name), false) else { continue };
         if !dirfd::stat_at(&fd, OWNER_MARK).is_ok_and(|m| dirfd::is_file(&m)) {
             continue;
         }
@@ -558,8 +548,9 @@ pub fn remove_stale_stages(ws: &Path) {
         if try_lock(&lock).is_err() {
             continue; // a live restore holds it
         }
-        let aside = std::fs::read_dir(ws.join(&name))
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(ASIDE_PREFIX)))
+        // Read through the descriptor just opened (never through a link).
+        let aside = rustix::fs::Dir::read_from(&fd)
+            .map(|d| d.flatten().any(|e| e.file_name().to_bytes().starts_with(ASIDE_PREFIX.as_bytes())))
             .unwrap_or(true);
         if aside {
             tracing::warn!(
