@@ -45,9 +45,8 @@ fn main() {
         }
         let target = line.split_whitespace().nth(1).unwrap_or("");
         let query = url::Url::parse(&format!("http://admin{target}")).ok();
-        let param = |k: &str| {
-            query.as_ref().and_then(|u| u.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned()))
-        };
+        let param =
+            |k: &str| query.as_ref().and_then(|u| u.query_pairs().find(|(n, _)| n == k).map(|(_, v)| v.into_owned()));
         let (s, prefix) = (param("share").unwrap_or_default(), param("prefix").unwrap_or_default());
         let mut body = String::new();
         for path in fake.files(&s).into_iter().filter(|p| p.starts_with(&prefix)) {
