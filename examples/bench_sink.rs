@@ -228,6 +228,19 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
     let range = header(&req, "x-ms-range").or_else(|| header(&req, "range"));
     let put_md5 = header(&req, "x-ms-blob-content-md5");
     let body_md5 = header(&req, "content-md5");
+    // Azure answers a write with the checksum it computed of the body (x-ms-content-crc64, or
+    // Content-MD5), and the plugin refuses a write answered without one. The sink verifies
+    // nothing: it echoes the checksum the client sent, which is what Azure's answer equals
+    // when the body arrived intact.
+    let echo = |mut r: Response<Full<Bytes>>, crc: &Option<String>, md5: &Option<String>| {
+        for (name, v) in [("x-ms-content-crc64", crc), ("content-md5", md5)] {
+            if let Some(v) = v.as_deref().and_then(|v| v.parse().ok()) {
+                r.headers_mut().insert(name, v);
+            }
+        }
+        r
+    };
+    let body_crc = header(&req, "x-ms-content-crc64");
     let discard = DISCARD.load(std::sync::atomic::Ordering::Relaxed)
         && method == Method::PUT
         && !blob.is_empty()
@@ -328,20 +341,20 @@ async fn handle(state: Shared, req: Request<Incoming>) -> Result<Response<Full<B
                     data: body,
                     len: body_len,
                     content_type,
-                    content_md5: put_md5.or(body_md5).or(service_md5),
+                    content_md5: put_md5.or(body_md5.clone()).or(service_md5),
                     metadata: meta,
                     etag: st.etag,
                     modified: Some(std::time::SystemTime::now()),
                 };
                 st.blobs.insert(key.clone(), b);
                 st.blocks.remove(&key);
-                resp(StatusCode::CREATED, "")
+                echo(resp(StatusCode::CREATED, ""), &body_crc, &body_md5)
             }
         }
         (&Method::PUT, false, _, "block") => {
             let id = q.get("blockid").cloned().unwrap_or_default();
             st.blocks.entry(key).or_default().insert(id, (body_len, body));
-            resp(StatusCode::CREATED, "")
+            echo(resp(StatusCode::CREATED, ""), &body_crc, &body_md5)
         }
         (&Method::PUT, false, _, "blocklist") => {
             if if_none_match && st.blobs.contains_key(&key) {

@@ -26,6 +26,7 @@
 //! same way); a name that is also the directory of another name is refused as a failed
 //! file. Both checks are one pass over the sorted names (O(n log n)).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -666,10 +667,17 @@ pub fn select_for_hash(
 /// ignores case) or, where a path cannot be both a file and a directory (Azure Files),
 /// a file with a directory. One sort of the files' indices by name key, no copies: every
 /// name is `target` + its stripped path, so comparing the keys of the stripped paths
-/// orders the names (the store's key folds each character on its own).
+/// orders the names (the store's key folds each character on its own). A store whose key
+/// is the name itself (Blob) is compared in place; one whose key is a new string (Azure
+/// Files' lower case) has every key made once, not twice per comparison of the sort.
 fn check_names(files: &PlannedFiles, store: &dyn Store) -> Result<(), PlanError> {
     let stripped = |i: u32| files.stripped(files.rel_of(&files.entries[i as usize]));
-    let key = |i: u32| store.name_key(stripped(i));
+    let folded: Option<Vec<String>> = matches!(store.name_key(""), Cow::Owned(_))
+        .then(|| (0..files.len() as u32).map(|i| store.name_key(stripped(i)).into_owned()).collect());
+    let key = |i: u32| match &folded {
+        Some(keys) => Cow::Borrowed(keys[i as usize].as_str()),
+        None => store.name_key(stripped(i)),
+    };
     let mut bad = Vec::new();
     for (rel, _) in files.sizes() {
         let name = files.name_of(rel);

@@ -726,10 +726,15 @@ fn serve(
             let max: usize = q.get("maxresults").and_then(|m| m.parse().ok()).unwrap_or(5000);
             let marker = q.get("marker").cloned().unwrap_or_default();
             // (name, Some((length, etag)) for a file, None for a directory)
+            // A directory's children are the keys under `key/` with no further `/` (one range
+            // of the sorted map, so listing a big share is not a scan of all of it per page).
+            let under = if key.is_empty() { String::new() } else { format!("{key}/") };
             let mut children: Vec<(String, Option<(usize, u64)>)> = share
                 .nodes
-                .values()
-                .filter(|n| lower(parent_of(n.path())) == key)
+                .range(under.clone()..)
+                .take_while(|(k, _)| k.starts_with(&under))
+                .filter(|(k, _)| !k.is_empty() && !k[under.len()..].contains('/'))
+                .map(|(_, n)| n)
                 .map(|n| match n {
                     Node::Dir { path } => (base_of(path).to_string(), None),
                     Node::File(f) => (base_of(&f.path).to_string(), Some((f.data.len(), f.etag))),
