@@ -21,7 +21,8 @@ pub mod settings;
 pub(crate) mod storage;
 pub(crate) mod transfer;
 
-/// The module graph follows the layer table of docs/design.md (and so has no cycle).
+/// The module graph follows the layer table of docs/design.md (and so has no cycle), and
+/// the engine never names the storage service.
 #[cfg(test)]
 mod layers {
     use std::collections::{BTreeMap, BTreeSet};
@@ -46,11 +47,10 @@ mod layers {
         layers
     }
 
-    /// Every `crate::<module>` named outside comments, by the top-level module naming it.
-    fn edges() -> BTreeMap<String, BTreeSet<String>> {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    /// Every `.rs` file under `src/<dir>` (the whole of `src` for `""`).
+    fn rust_files(dir: &str) -> Vec<std::path::PathBuf> {
         let mut files = vec![];
-        let mut dirs = vec![src.clone()];
+        let mut dirs = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(dir)];
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(&d).unwrap().flatten() {
                 let p = e.path();
@@ -61,8 +61,14 @@ mod layers {
                 }
             }
         }
+        files
+    }
+
+    /// Every `crate::<module>` named outside comments, by the top-level module naming it.
+    fn edges() -> BTreeMap<String, BTreeSet<String>> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for f in files {
+        for f in rust_files("") {
             let rel = f.strip_prefix(&src).unwrap();
             let top =
                 rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
@@ -171,6 +177,24 @@ mod layers {
             wrong.push(format!("import cycle: {c}"));
         }
         assert!(wrong.is_empty(), "the module graph breaks docs/design.md's layers:\n  {}", wrong.join("\n  "));
+    }
+
+    /// The engine asks the store what it can do (`Store::listing_has_checksums`,
+    /// `name_key`, `has_directories`) and never which service it is: no `Service::` in
+    /// src/transfer outside comments.
+    #[test]
+    fn the_engine_never_names_the_service() {
+        let mut named = Vec::new();
+        for p in rust_files("transfer") {
+            let text = std::fs::read_to_string(&p).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if code.contains(&["Service", "::"].concat()) {
+                    named.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+                }
+            }
+        }
+        assert!(named.is_empty(), "the engine names the service (ask the store instead):\n  {}", named.join("\n  "));
     }
 
     #[test]

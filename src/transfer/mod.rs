@@ -980,33 +980,6 @@ mod tests {
         assert!(why.starts_with("internal error (please report it):"), "{why}");
     }
 
-    /// The engine asks the store what it can do (`Store::listing_has_checksums`,
-    /// `name_key`, `has_directories`) and never which service it is: no `Service::` in
-    /// src/transfer outside comments.
-    #[test]
-    fn the_engine_never_names_the_service() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/transfer");
-        let mut dirs = vec![dir];
-        let mut named = Vec::new();
-        while let Some(d) = dirs.pop() {
-            for e in std::fs::read_dir(&d).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    dirs.push(p);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    let text = std::fs::read_to_string(&p).unwrap();
-                    for (n, line) in text.lines().enumerate() {
-                        let code = line.split("//").next().unwrap_or("");
-                        if code.contains(&["Service", "::"].concat()) {
-                            named.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
-                        }
-                    }
-                }
-            }
-        }
-        assert!(named.is_empty(), "the engine names the service (ask the store instead):\n  {}", named.join("\n  "));
-    }
-
     #[test]
     fn thousands_separators() {
         assert_eq!(thousands(0), "0");
