@@ -15,7 +15,7 @@
 //! `listening on http://127.0.0.1:PORT/ACCOUNT key KEY admin http://127.0.0.1:PORT2`, then
 //! serves until killed.
 
-#[allow(dead_code, clippy::result_large_err)]
+// The module allows dead_code and clippy::result_large_err itself (inner attributes).
 #[path = "../tests/it/files_fake.rs"]
 mod files_fake;
 
