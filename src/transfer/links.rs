@@ -96,7 +96,7 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
                 Ok(Some(k)) => k,
                 Ok(None) => {
                     return Err(RunError::Settings(format!(
-                        "`link_expiry` (PLUGIN_LINK_EXPIRY): {} has no user delegation key, so an Entra credential cannot sign links there",
+                        "`link_expiry` (PLUGIN_LINK_EXPIRY): links signed with an Entra credential are not built for {}; use the account key",
                         engine.store.info().label
                     )))
                 }
