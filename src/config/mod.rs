@@ -202,7 +202,7 @@ pub struct Config {
     pub max_delete: Option<u64>,
     /// Delete: only items last modified longer ago than this (`older_than`).
     pub older_than: Option<Duration>,
-    /// Upload and sync: a read-only link per stored blob, valid this long (`link_expiry`).
+    /// Upload and sync: a read-only link per stored blob or file, valid this long (`link_expiry`).
     pub link_expiry: Option<Duration>,
     /// Files gzipped while uploading (`compress`).
     pub compress: Vec<PathPattern>,
@@ -841,10 +841,6 @@ fn sync_settings(
             bad.push("link_expiry", "applies to `action: upload` and `action: sync` only".into());
             Some(d)
         }
-        Ok(_) if service == Service::File => {
-            bad.push("link_expiry", "applies to `service: blob` only (Azure Files links are not built)".into());
-            None
-        }
         Ok(d) if d >= Duration::from_secs(1) && d <= MAX_LINK_EXPIRY => Some(d),
         Ok(_) => {
             bad.push(
@@ -859,6 +855,20 @@ fn sync_settings(
         }
     });
     SyncSettings { max_delete, older_than, link_expiry, compress, overwrite }
+}
+
+/// Azure Files links are service SAS signed with the account key. Azure Files has had a
+/// user-delegation SAS since REST version 2025-07-05, but signing Files links with an Entra
+/// credential is not built here: refused before anything is sent rather than failing after a
+/// token exchange.
+fn check_file_link_signer(source: CredentialSource, bad: &mut Problems) {
+    if matches!(source, CredentialSource::AccessToken | CredentialSource::Federated | CredentialSource::ManagedIdentity)
+    {
+        bad.push(
+            "link_expiry",
+            "with `service: file` needs the account key (`account_key`, or a connection string with AccountKey): Azure Files links are service SAS signed with the key; links signed with an Entra credential (federated, managed identity, `access_token`: a user-delegation SAS) are not built for Azure Files. Use the key, or leave `link_expiry` out".into(),
+        );
+    }
 }
 
 /// The longest `link_expiry`: Azure's limit on a user-delegation SAS (its key lives at most
@@ -1101,6 +1111,9 @@ impl Config {
         let precedence = auth::precedence_note(&set_aside);
         let auth = AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, precedence, ..keyless };
         auth::check_identity_endpoints(&auth, dry_run, &mut bad);
+        if link_expiry.is_some() && service == Service::File {
+            check_file_link_signer(credential_source(&auth, dry_run), &mut bad);
+        }
         auth::check_ci_token(&auth, dry_run, &mut bad);
         let cache = cache::parse(raw, action.is_cache(), &mut bad);
         bad.keep_first_for(&not_utf8);
@@ -1290,6 +1303,30 @@ mod tests {
         p.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
         p.extend_from_slice(extra);
         Config::from_raw(&raw(&p)).map(|_| String::new()).unwrap_or_else(|e| e.to_string())
+    }
+
+    /// Files links are key-signed: an Entra credential with `service: file` is refused at
+    /// validation, the key is taken; Blob takes both.
+    #[test]
+    fn file_links_need_the_account_key() {
+        let file = [
+            ("PLUGIN_SERVICE", "file"),
+            ("PLUGIN_CONTAINER", ""),
+            ("PLUGIN_SHARE", "builds"),
+            ("PLUGIN_LINK_EXPIRY", "1h"),
+        ];
+        let key = ("PLUGIN_ACCOUNT_KEY", "c2VjcmV0LWtleS12YWx1ZQ==");
+        assert_eq!(errors_of(&[&file[..], &[key]].concat()), "");
+        for entra in [("PLUGIN_ACCESS_TOKEN", "a.b.c"), ("PLUGIN_AUTH", "managed_identity")] {
+            let e = errors_of(&[&file[..], &[entra]].concat());
+            assert!(
+                e.contains("`link_expiry` (PLUGIN_LINK_EXPIRY): with `service: file` needs the account key")
+                    && e.contains("are not built for Azure Files"),
+                "{e}"
+            );
+            let blob = errors_of(&[("PLUGIN_LINK_EXPIRY", "1h"), entra]);
+            assert!(!blob.contains("link_expiry"), "Blob signs with Entra: {blob}");
+        }
     }
 
     /// Every source of the endpoint is parsed during validation; each refusal names its setting.

@@ -1,14 +1,16 @@
-//! `link_expiry`: a read-only link per stored blob, for people without access.
+//! `link_expiry`: a read-only link per stored blob or file, for people without access.
 //!
-//! A link is the blob's URL with a SAS granting `r` on that one blob (`sr=b`, `sp=r`) until
-//! `se` = now + `link_expiry`, built locally from one signer per run ([`Linker`]):
+//! A link is the item's URL with a SAS granting `r` on that one blob (`sr=b`) or Azure Files
+//! file (`sr=f`), `sp=r`, until `se` = now + `link_expiry`, built locally from one signer
+//! per run ([`Linker`]):
 //!
-//! - the account key signs a **service SAS** ([`service_sas_string_to_sign`], version
-//!   2020-12-06 and later);
+//! - the account key signs a **service SAS**: on Blob [`service_sas_string_to_sign`]
+//!   (version 2020-12-06 and later), on Files [`file_sas_string_to_sign`];
 //! - an Entra credential (federated, managed identity, `access_token`) signs a
-//!   **user-delegation SAS** ([`user_delegation_sas_string_to_sign`], version 2025-07-05 and
-//!   later) with a user delegation key, fetched once per run before anything is written
-//!   ([`prepare`]), so an identity without the permission fails before any upload (exit 3);
+//!   **user-delegation SAS** on Blob ([`user_delegation_sas_string_to_sign`], version
+//!   2025-07-05 and later) with a user delegation key, fetched once per run before anything
+//!   is written ([`prepare`]), so an identity without the permission fails before any
+//!   upload (exit 3); on Files it is not built, and refused at validation (exit 2);
 //! - a SAS token cannot sign another SAS: refused (exit 2).
 //!
 //! Links are attached where a stored file is recorded ([`Links::attach`], called by
@@ -21,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use super::report::{FileResult, Status};
 use super::{Engine, RunError};
 use crate::auth::{Credential, SharedKey};
-use crate::config::human_bytes;
+use crate::config::{human_bytes, Service};
 use crate::http::API_VERSION;
 use crate::storage::blob::UserDelegationKey;
 
@@ -48,7 +50,10 @@ enum Signer {
 /// Makes the links of one run, all expiring at the same instant.
 pub struct Linker {
     signer: Signer,
+    /// Blob (`sr=b`) or Azure Files (`sr=f`, key-signed only).
+    service: Service,
     account: String,
+    /// The container, or the share.
     container: String,
     /// `se`, RFC 3339 UTC to the second.
     expiry: String,
@@ -71,10 +76,16 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
     let signer = match credential {
         Credential::SharedKey(k) => Signer::Key(k.clone()),
         Credential::Sas(_) => {
-            return Err(RunError::Settings("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token: a SAS cannot sign another SAS; use the account key (`account_key`, or a connection string with AccountKey) or an Entra credential (federated, managed identity, `access_token`), or leave `link_expiry` out".into()))
+            let entra = match cfg.service {
+                Service::Blob => " or an Entra credential (federated, managed identity, `access_token`)",
+                Service::File => "",
+            };
+            return Err(RunError::Settings(format!("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token: a SAS cannot sign another SAS; use the account key (`account_key`, or a connection string with AccountKey){entra}, or leave `link_expiry` out")));
         }
         Credential::None => {
-            return Err(RunError::Settings("`link_expiry` (PLUGIN_LINK_EXPIRY) needs a credential to sign links with".into()))
+            return Err(RunError::Settings(
+                "`link_expiry` (PLUGIN_LINK_EXPIRY) needs a credential to sign links with".into(),
+            ))
         }
         Credential::Bearer(_) => {
             // The key must expire within 7 days of the service's clock: a runner clock a
@@ -85,7 +96,7 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
                 Ok(Some(k)) => k,
                 Ok(None) => {
                     return Err(RunError::Settings(format!(
-                        "`link_expiry` (PLUGIN_LINK_EXPIRY): {} has no user delegation key, so an Entra credential cannot sign links there",
+                        "`link_expiry` (PLUGIN_LINK_EXPIRY): links signed with an Entra credential are not built for {}; use the account key",
                         engine.store.info().label
                     )))
                 }
@@ -109,7 +120,7 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
         Signer::Key(k) => k.account().to_string(),
         Signer::Delegation(_) => cfg.account.clone(),
     };
-    Ok(Some(Links::new(Linker { signer, account, container: cfg.container.clone(), expiry })))
+    Ok(Some(Links::new(Linker { signer, service: cfg.service, account, container: cfg.container.clone(), expiry })))
 }
 
 impl Linker {
@@ -118,14 +129,21 @@ impl Linker {
         &self.expiry
     }
 
-    /// The link to blob `name`, whose URL is `url`.
+    /// The link to blob (or file) `name`, whose URL is `url`.
     pub fn link(&self, name: &str, url: &str) -> String {
         let (account, container, se) = (&self.account, &self.container, &self.expiry);
-        let common = format!("sv={API_VERSION}&sr=b&sp=r&se={}", query_encode(se));
+        let sr = match self.service {
+            Service::Blob => "b",
+            Service::File => "f",
+        };
+        let common = format!("sv={API_VERSION}&sr={sr}&sp=r&se={}", query_encode(se));
         match &self.signer {
             Signer::Key(k) => {
-                let sig = k.sign_message(&service_sas_string_to_sign(account, container, name, se, API_VERSION));
-                format!("{url}?{common}&sig={}", query_encode(&sig))
+                let sts = match self.service {
+                    Service::Blob => service_sas_string_to_sign(account, container, name, se, API_VERSION),
+                    Service::File => file_sas_string_to_sign(account, container, name, se, API_VERSION),
+                };
+                format!("{url}?{common}&sig={}", query_encode(&k.sign_message(&sts)))
             }
             Signer::Delegation(key) => {
                 let sig = key.sign(&user_delegation_sas_string_to_sign(account, container, name, se, key, API_VERSION));
@@ -170,6 +188,16 @@ pub fn service_sas_string_to_sign(account: &str, container: &str, blob: &str, ex
         "",
     ]
     .join("\n")
+}
+
+/// The string-to-sign of a read-only service SAS on one Azure Files file, signed with the
+/// account key ([Create a service SAS](https://learn.microsoft.com/rest/api/storageservices/create-service-sas),
+/// the File service form, version 2015-04-05 and later): permissions, start, expiry,
+/// canonical resource (`/file/{account}/{share}/{path}`), identifier, IP, protocol,
+/// version, and the five response headers (rscc..rsct). Unlike Blob's, it has no
+/// signedResource, snapshot time nor encryption scope lines.
+pub fn file_sas_string_to_sign(account: &str, share: &str, path: &str, expiry: &str, version: &str) -> String {
+    ["r", "", expiry, &format!("/file/{account}/{share}/{path}"), "", "", "", version, "", "", "", "", ""].join("\n")
 }
 
 /// The string-to-sign of a read-only user-delegation SAS on one blob (version 2025-07-05
@@ -326,6 +354,42 @@ mod tests {
         assert_eq!(s.split('\n').count(), 16);
     }
 
+    /// The vector is the Python SDK's: azure-storage-file-share 12.27.1 `generate_file_sas`
+    /// (its `sts_hook` shows the string-to-sign), with `X_MS_VERSION` set to 2025-11-05, for
+    /// account `devstoreaccount1` with its published Azurite key, share `share`, file
+    /// `a b/é.txt`, `permission="r"`, `expiry="2026-12-09T10:00:00Z"`.
+    #[test]
+    fn the_file_string_to_sign_is_the_python_sdks() {
+        let s = file_sas_string_to_sign("devstoreaccount1", "share", "a b/é.txt", "2026-12-09T10:00:00Z", "2025-11-05");
+        assert_eq!(s, "r\n\n2026-12-09T10:00:00Z\n/file/devstoreaccount1/share/a b/é.txt\n\n\n\n2025-11-05\n\n\n\n\n");
+        assert_eq!(s.split('\n').count(), 13);
+        let key = SharedKey::new("devstoreaccount1", &crate::config::Secret::new(crate::config::DEVSTORE_KEY)).unwrap();
+        assert_eq!(key.sign_message(&s), "DOohXsJVdlhVbNuNwuwfYurtkPxYGQczw8LWph9gALQ=");
+    }
+
+    #[test]
+    fn a_file_link_is_a_key_signed_sas_on_that_file() {
+        let key = SharedKey::new("devstoreaccount1", &crate::config::Secret::new(crate::config::DEVSTORE_KEY)).unwrap();
+        let linker = Linker {
+            signer: Signer::Key(key),
+            service: Service::File,
+            account: "devstoreaccount1".into(),
+            container: "share".into(),
+            expiry: "2026-12-09T10:00:00Z".into(),
+        };
+        let link = linker.link("a b/é.txt", "https://h/devstoreaccount1/share/a%20b/%C3%A9.txt");
+        let (base, q) = link.split_once('?').unwrap();
+        assert_eq!(base, "https://h/devstoreaccount1/share/a%20b/%C3%A9.txt");
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["sv", "sr", "sp", "se", "sig"]);
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        assert_eq!((get("sv"), get("sr"), get("sp"), get("se")), (API_VERSION, "f", "r", "2026-12-09T10:00:00Z"));
+        if API_VERSION == "2025-11-05" {
+            assert_eq!(get("sig"), "DOohXsJVdlhVbNuNwuwfYurtkPxYGQczw8LWph9gALQ=");
+        }
+    }
+
     /// A key as Azurite 3.37 derives it (`getUserDelegationKeyValue`: an HMAC of the key's
     /// fields under its fixed seed), for the token the tests mint.
     fn azurite_key() -> UserDelegationKey {
@@ -368,6 +432,7 @@ mod tests {
     fn a_delegation_link_carries_the_keys_fields_and_its_signature() {
         let linker = Linker {
             signer: Signer::Delegation(azurite_key()),
+            service: Service::Blob,
             account: "devstoreaccount1".into(),
             container: "c".into(),
             expiry: "2026-12-09T10:00:00Z".into(),
@@ -394,6 +459,7 @@ mod tests {
     fn links() -> Links {
         Links::new(Linker {
             signer: Signer::Delegation(azurite_key()),
+            service: Service::Blob,
             account: "a".into(),
             container: "c".into(),
             expiry: "2026-12-09T10:00:00Z".into(),

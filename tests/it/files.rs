@@ -6,7 +6,7 @@ use base64::Engine;
 use md5::{Digest as _, Md5};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::files_fake::{account_key, account_sas, hmac_b64, shared_key_string_to_sign, FilesFake, ACCOUNT};
+use crate::files_fake::{account_key, account_sas, file_sas, hmac_b64, shared_key_string_to_sign, FilesFake, ACCOUNT};
 use crate::support::*;
 
 fn md5_b64(data: &[u8]) -> String {
@@ -131,6 +131,34 @@ fn the_fake_refuses_what_azure_files_refuses() {
     let (s, code) = raw.send("GET", "rules/d/f", &[], vec![], Auth::Bearer { intent: false });
     assert_eq!((s, code.as_str()), (403, "AuthorizationFailure"));
     assert_eq!(raw.send("GET", "rules/d/f", &[], vec![], Auth::Bearer { intent: true }).0, 200);
+}
+
+/// The fake's File service SAS check (what `link_expiry` links on Files rely on): a SAS
+/// signed here for one file reads it with a plain GET and no headers; one for another file,
+/// expired, tampered, without `r`, or used to write, is refused 403; no SAS at all is 401.
+#[test]
+fn the_fake_checks_file_service_sas_as_azure_files_does() {
+    let fake = FilesFake::start();
+    fake.plant("links", "d/a b.txt", b"shared", &[]);
+    fake.plant("links", "d/other.txt", b"private", &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = reqwest::Client::new();
+    let send = |method: &str, path: &str, q: &str| -> u16 {
+        let url = format!("{}/links/{path}?{q}", fake.endpoint());
+        rt.block_on(client.request(method.parse().unwrap(), url).send()).unwrap().status().as_u16()
+    };
+    let good = file_sas("links", "d/a b.txt", "r", "2099-01-01T00:00:00Z");
+    assert_eq!(send("GET", "d/a%20b.txt", &good), 200);
+    assert_eq!(send("HEAD", "d/a%20b.txt", &good), 200);
+    assert_eq!(send("GET", "d/other.txt", &good), 403, "a SAS for one file read another");
+    assert_eq!(send("PUT", "d/a%20b.txt?comp=range", &good), 403, "a read SAS wrote");
+    let expired = file_sas("links", "d/a b.txt", "r", "2020-01-01T00:00:00Z");
+    assert_eq!(send("GET", "d/a%20b.txt", &expired), 403);
+    let no_read = file_sas("links", "d/a b.txt", "w", "2099-01-01T00:00:00Z");
+    assert_eq!(send("GET", "d/a%20b.txt", &no_read), 403);
+    let tampered = good.replace("sp=r", "sp=rw");
+    assert_eq!(send("GET", "d/a%20b.txt", &tampered), 403);
+    assert_eq!(send("GET", "d/a%20b.txt", ""), 401, "an anonymous read without a SAS");
 }
 
 // ---------------------------------------------------------------------------------------

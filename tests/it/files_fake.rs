@@ -6,9 +6,11 @@
 //! - authorization: Shared Key signatures re-derived here from the request as received
 //!   (string-to-sign written from the docs, independently of the crate's signer) and
 //!   checked with the account key; account SAS signatures, expiry and permissions (the
-//!   SAS must also ride on a Rename File source URL); a bearer token must come with
-//!   `x-ms-file-request-intent: backup`;
-//! - `x-ms-version` ≥ 2022-11-02, `x-ms-date` within 15 minutes;
+//!   SAS must also ride on a Rename File source URL); File service SAS (`sr=f`, the
+//!   links `link_expiry` makes) on Get File: signature over the file's path, expiry,
+//!   start, `sp`; a bearer token must come with `x-ms-file-request-intent: backup`;
+//! - `x-ms-version` ≥ 2022-11-02 (a service SAS request may omit it: `sv` counts),
+//!   `x-ms-date` within 15 minutes (not required with a service SAS);
 //! - Create File: `x-ms-type: file`, `x-ms-content-length`, parent directory exists
 //!   (404 `ParentNotFound`), not a directory (409 `ResourceTypeMismatch`);
 //! - Put Range: `x-ms-write`, `x-ms-range` within the created length (416 `InvalidRange`),
@@ -439,6 +441,72 @@ fn check_sas(query: &str, need: Option<char>) -> Result<(), String> {
     Ok(())
 }
 
+/// A service SAS carries `sr` (the signed resource); an account SAS carries `ss` instead.
+fn is_service_sas(query: &str) -> bool {
+    url::form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "sr")
+}
+
+/// The string-to-sign of a File service SAS (create-service-sas, the File service form,
+/// version 2015-04-05 and later): permissions, start, expiry, canonical resource
+/// (`/file/<account>/<share>/<path>`, decoded), identifier, IP, protocol, version, then
+/// rscc, rscd, rsce, rscl, rsct. No signedResource line (Blob has one).
+pub fn file_sas_string_to_sign(q: &BTreeMap<String, String>, canonical: &str) -> String {
+    let g = |k: &str| q.get(k).cloned().unwrap_or_default();
+    [
+        g("sp"),
+        g("st"),
+        g("se"),
+        canonical.to_string(),
+        g("si"),
+        g("sip"),
+        g("spr"),
+        g("sv"),
+        g("rscc"),
+        g("rscd"),
+        g("rsce"),
+        g("rscl"),
+        g("rsct"),
+    ]
+    .join("\n")
+}
+
+/// A File service SAS for one file, signed with the account key (for the fake's own tests).
+pub fn file_sas(share: &str, path: &str, perms: &str, expiry: &str) -> String {
+    let q: BTreeMap<String, String> =
+        [("sv", "2025-11-05"), ("sr", "f"), ("sp", perms), ("se", expiry)].map(|(k, v)| (k.into(), v.into())).into();
+    let sig = hmac_b64(&account_key(), &file_sas_string_to_sign(&q, &format!("/file/{ACCOUNT}/{share}/{path}")));
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    out.extend_pairs(&q).append_pair("sig", &sig);
+    out.finish()
+}
+
+/// Checks a File service SAS in a query for a request on `raw_path` (as received):
+/// Err(reason) when it does not authorize `op` (which needs permission `need`). Only
+/// `sr=f` on Get File / Get File Properties is served: the links the plugin makes.
+fn check_file_sas(query: &str, raw_path: &str, op: &str, need: char) -> Result<(), String> {
+    let q: BTreeMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+    let g = |k: &str| q.get(k).cloned().unwrap_or_default();
+    // The signature covers the decoded path: a link moved to another file does not match.
+    let path = percent_encoding::percent_decode_str(raw_path).decode_utf8().map_err(|_| "path is not UTF-8")?;
+    if hmac_b64(&account_key(), &file_sas_string_to_sign(&q, &format!("/file{path}"))) != g("sig") {
+        return Err("Signature did not match".into());
+    }
+    if g("sr") != "f" || !matches!(op, "Get File" | "Get File Properties") {
+        return Err(format!("this fake serves file SAS (sr=f) on Get File only, not sr={} on {op}", g("sr")));
+    }
+    let expiry = httpdate_from_iso(&g("se")).ok_or("bad se")?;
+    if expiry < std::time::SystemTime::now() {
+        return Err("Signed expiry time has passed".into());
+    }
+    if !g("st").is_empty() && httpdate_from_iso(&g("st")).ok_or("bad st")? > std::time::SystemTime::now() {
+        return Err("Signed start time is in the future".into());
+    }
+    if !g("sp").contains(need) {
+        return Err(format!("SAS lacks permission `{need}`"));
+    }
+    Ok(())
+}
+
 /// Parses `YYYY-MM-DDTHH:MM:SSZ`.
 fn httpdate_from_iso(s: &str) -> Option<std::time::SystemTime> {
     let (d, t) = s.trim_end_matches('Z').split_once('T')?;
@@ -572,7 +640,12 @@ fn authorize(
             (_, "Create Share" | "Create Directory" | "Create File") => 'c',
             _ => 'w',
         };
-        return check_sas(query, Some(need)).map_err(|m| error(403, "AuthenticationFailed", &m));
+        let checked = if is_service_sas(query) {
+            check_file_sas(query, raw_path, op, need)
+        } else {
+            check_sas(query, Some(need))
+        };
+        return checked.map_err(|m| error(403, "AuthenticationFailed", &m));
     }
     Err(error(401, "NoAuthenticationInformation", "Server failed to authenticate the request."))
 }
@@ -640,7 +713,13 @@ fn serve(
     if let Err(r) = authorize(st, op, method, raw_path, query, headers) {
         return r;
     }
-    let version = h(headers, "x-ms-version");
+    // A request with a service SAS (a link) needs no headers: the service takes the version
+    // from `sv`, and the SAS's own times bound it instead of `x-ms-date`.
+    let link = q.contains_key("sr") && q.contains_key("sig");
+    let version = match h(headers, "x-ms-version") {
+        "" if link => q.get("sv").map(String::as_str).unwrap_or(""),
+        v => v,
+    };
     if version.is_empty() {
         return error(
             400,
@@ -652,6 +731,7 @@ fn serve(
         return error(400, "InvalidHeaderValue", "x-ms-version must be 2022-11-02 or later here.");
     }
     match httpdate::parse_http_date(h(headers, "x-ms-date")) {
+        Err(_) if link && !headers.contains_key("x-ms-date") => {}
         Ok(t) => {
             let skew = t.duration_since(std::time::SystemTime::now()).or_else(|e| Ok::<_, ()>(e.duration())).unwrap();
             if skew > std::time::Duration::from_secs(900) {

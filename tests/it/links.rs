@@ -3,7 +3,10 @@
 //! Azurite over HTTPS) is fetched anonymously with plain HTTP(S) before it expires and
 //! refused after; it never reaches the log. A refused Get User Delegation Key (a wiremock
 //! stand-in behind a TLS front: Azurite grants the key to any token) exits 3 with nothing
-//! uploaded; sync uploads get links; the step summary stays bounded.
+//! uploaded; sync uploads get links; the step summary stays bounded. On Azure Files
+//! (`service: file`, against the in-memory fake, which checks a File service SAS written
+//! from the docs) the account key signs a file SAS (`sr=f`) the same way; an Entra
+//! credential is refused (exit 2).
 
 use std::time::Duration;
 
@@ -324,4 +327,109 @@ fn the_step_summary_is_bounded() {
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
     let linked = m["files"].as_array().unwrap().iter().filter(|f| f["link"].is_string()).count();
     assert_eq!(linked, n);
+}
+
+// ---------------------------------------------------------------------------------------
+// Azure Files: links signed with the account key (`sr=f`), against the in-memory fake.
+
+/// The plugin uploading `dist/**` to share `share` of the Files fake with the account key.
+fn files_upload(ws: &std::path::Path, fake: &crate::files_fake::FilesFake, share: &str, expiry: &str) -> Plugin {
+    plugin(ws)
+        .set("service", "file")
+        .set("share", share)
+        .set("endpoint", fake.endpoint())
+        .set("account_key", crate::files_fake::account_key())
+        .set("source", "dist/**")
+        .set("strip_prefix", "dist")
+        .set("link_expiry", expiry)
+        .set("manifest", "m.json")
+        .env("DRONE_OUTPUT", ws.join("out").to_str().unwrap())
+        .env("GITHUB_STEP_SUMMARY", ws.join("summary.md").to_str().unwrap())
+}
+
+/// A Files upload's link reads the file with a plain GET and no credential until it
+/// expires; a tampered signature, or the signature moved to another file, is refused.
+#[test]
+fn a_files_link_reads_the_file_anonymously_until_it_expires() {
+    let fake = crate::files_fake::FilesFake::start();
+    fake.create_share("flinks");
+    fake.plant("flinks", "private.txt", b"not shared", &[]);
+    let ws = tempfile::tempdir().unwrap();
+    let data = bytes(3000, 11);
+    write(ws.path(), "dist/app v1.tar", &data);
+    let out = files_upload(ws.path(), &fake, "flinks", "4s").run();
+    out.assert_ok().assert_lacks("sig=").assert_lacks("sp=r");
+    let link = output(ws.path(), "link").expect("a link output");
+    let (bare, q) = link.split_once('?').unwrap();
+    assert_eq!(bare, format!("{}/flinks/app%20v1.tar", fake.endpoint()));
+    assert!(q.contains("&sr=f&sp=r&") && q.contains("&sig="), "{link}");
+    assert_ne!(get(bare).0, 200, "an anonymous read without the SAS is refused");
+    let (status, body) = get(&link);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(body == data, "the link read other bytes");
+    // The signature covers the permissions and the file: changed, it is refused.
+    let tampered = link.replace("&sp=r&", "&sp=rw&");
+    assert_eq!(get(&tampered).0, 403, "a tampered link read the file");
+    let (head, sig) = link.rsplit_once("&sig=").unwrap();
+    let flipped = format!("{head}&sig={}{}", if sig.starts_with('A') { "B" } else { "A" }, &sig[1..]);
+    assert_eq!(get(&flipped).0, 403, "a link with another signature read the file");
+    let moved = link.replace("/app%20v1.tar?", "/private.txt?");
+    assert_eq!(get(&moved).0, 403, "the link read another file");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
+    assert_eq!(m["files"][0]["link"], link.as_str());
+    let summary = std::fs::read_to_string(ws.path().join("summary.md")).unwrap();
+    assert!(
+        summary.contains(&format!("| `app v1.tar` | 2.9 KiB | `{}` | [download](", sha256_hex(&data))),
+        "{summary}"
+    );
+    // `se` has whole seconds: past it by more than a second, the service refuses.
+    std::thread::sleep(Duration::from_millis(5500));
+    assert_eq!(get(&link).0, 403, "an expired link still read the file");
+}
+
+/// Sync to Azure Files gives every stored file a link, the skipped-as-unchanged one too.
+#[test]
+fn a_sync_on_files_gives_every_stored_file_a_link() {
+    let fake = crate::files_fake::FilesFake::start();
+    fake.create_share("fsync");
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/one.txt", b"first");
+    let sync = || files_upload(ws.path(), &fake, "fsync", "1h").set("action", "sync").set("target", "site");
+    sync().run().assert_ok().assert_lacks("sig=");
+    assert_eq!(get(&output(ws.path(), "link").expect("a link output")), (200, b"first".to_vec()));
+    write(ws.path(), "dist/sub/two.txt", b"second");
+    std::fs::remove_file(ws.path().join("out")).unwrap();
+    sync().run().assert_ok().assert_contains("skipped                1");
+    assert_eq!(output(ws.path(), "link").as_deref(), Some(""), "two files stored: no single link");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for (f, want) in files.iter().zip([&b"first"[..], b"second"]) {
+        let link = f["link"].as_str().expect("a link per stored file");
+        assert!(link.contains("&sr=f&"), "{link}");
+        assert_eq!(get(link), (200, want.to_vec()), "{f}");
+    }
+}
+
+/// Files links are key-signed: an Entra credential (or a SAS token) with `service: file`
+/// and `link_expiry` exits 2 before anything is sent.
+#[test]
+fn files_links_refuse_an_entra_credential_or_a_sas_token() {
+    let fake = crate::files_fake::FilesFake::start();
+    fake.create_share("fentra");
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/a.txt", b"never sent");
+    let out = files_upload(ws.path(), &fake, "fentra", "1h")
+        .unset("account_key")
+        .set("access_token", crate::ci_encoding::storage_token("https://storage.azure.com", 3600))
+        .run();
+    out.assert_code(2)
+        .assert_contains("`link_expiry` (PLUGIN_LINK_EXPIRY): with `service: file` needs the account key")
+        .assert_contains("are not built for Azure Files");
+    let sas = crate::files_fake::account_sas("rwdlc", "2099-01-01T00:00:00Z");
+    let out = files_upload(ws.path(), &fake, "fentra", "1h").unset("account_key").set("sas_token", sas).run();
+    out.assert_code(2)
+        .assert_contains("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token")
+        .assert_lacks("Entra credential");
+    assert!(fake.files("fentra").is_empty(), "a refused run uploaded something");
 }
