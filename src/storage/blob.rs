@@ -99,6 +99,8 @@ impl Store for BlobStore {
         super::StoreInfo {
             label: "Blob Storage",
             roles: "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
+            sas: super::sas::Resource::Blob,
+            entra_links: true,
         }
     }
     fn url(&self, name: &str) -> String {

@@ -490,6 +490,8 @@ impl Store for FilesStore {
         super::StoreInfo {
             label: "Azure Files",
             roles: "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
+            sas: super::sas::Resource::File,
+            entra_links: false,
         }
     }
     fn check_name(&self, name: &str) -> std::result::Result<(), super::NameError> {

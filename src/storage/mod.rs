@@ -14,6 +14,7 @@ pub mod checksum;
 pub mod digest;
 pub mod files;
 pub mod names;
+pub mod sas;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -377,6 +378,10 @@ pub struct StoreInfo {
     pub label: &'static str,
     /// The data roles an identity needs (upload and download), for a refusal's hint.
     pub roles: &'static str,
+    /// What a link's SAS names: a blob or a file.
+    pub sas: sas::Resource,
+    /// Whether links can be signed with an Entra credential (a user delegation key).
+    pub entra_links: bool,
 }
 
 /// Properties written with an upload.

@@ -23,9 +23,10 @@ use std::time::{Duration, SystemTime};
 use super::report::{FileResult, Status};
 use super::{Engine, RunError};
 use crate::auth::{Credential, SharedKey};
-use crate::config::{human_bytes, Service};
+use crate::config::human_bytes;
 use crate::http::API_VERSION;
 use crate::storage::blob::UserDelegationKey;
+use crate::storage::sas::{self, Resource};
 
 /// The permission Get User Delegation Key needs, as Azure names it.
 pub const DELEGATION_PERMISSION: &str =
@@ -50,8 +51,8 @@ enum Signer {
 /// Makes the links of one run, all expiring at the same instant.
 pub struct Linker {
     signer: Signer,
-    /// Blob (`sr=b`) or Azure Files (`sr=f`, key-signed only).
-    service: Service,
+    /// A blob (`sr=b`) or an Azure Files file (`sr=f`): what the store says it holds.
+    resource: Resource,
     account: String,
     /// The container, or the share.
     container: String,
@@ -76,9 +77,10 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
     let signer = match credential {
         Credential::SharedKey(k) => Signer::Key(k.clone()),
         Credential::Sas(_) => {
-            let entra = match cfg.service {
-                Service::Blob => " or an Entra credential (federated, managed identity, `access_token`)",
-                Service::File => "",
+            let entra = if engine.store.info().entra_links {
+                " or an Entra credential (federated, managed identity, `access_token`)"
+            } else {
+                ""
             };
             return Err(RunError::Settings(format!("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token: a SAS cannot sign another SAS; use the account key (`account_key`, or a connection string with AccountKey){entra}, or leave `link_expiry` out")));
         }
@@ -120,7 +122,13 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
         Signer::Key(k) => k.account().to_string(),
         Signer::Delegation(_) => cfg.account.clone(),
     };
-    Ok(Some(Links::new(Linker { signer, service: cfg.service, account, container: cfg.container.clone(), expiry })))
+    Ok(Some(Links::new(Linker {
+        signer,
+        resource: engine.store.info().sas,
+        account,
+        container: cfg.container.clone(),
+        expiry,
+    })))
 }
 
 impl Linker {
@@ -132,132 +140,17 @@ impl Linker {
     /// The link to blob (or file) `name`, whose URL is `url`.
     pub fn link(&self, name: &str, url: &str) -> String {
         let (account, container, se) = (&self.account, &self.container, &self.expiry);
-        let sr = match self.service {
-            Service::Blob => "b",
-            Service::File => "f",
-        };
-        let common = format!("sv={API_VERSION}&sr={sr}&sp=r&se={}", query_encode(se));
-        match &self.signer {
+        let query = match &self.signer {
             Signer::Key(k) => {
-                let sts = match self.service {
-                    Service::Blob => service_sas_string_to_sign(account, container, name, se, API_VERSION),
-                    Service::File => file_sas_string_to_sign(account, container, name, se, API_VERSION),
-                };
-                format!("{url}?{common}&sig={}", query_encode(&k.sign_message(&sts)))
+                let sign = |m: &str| k.sign_message(m);
+                sas::read_query(self.resource, account, container, name, se, sas::Signer::Key(&sign), API_VERSION)
             }
             Signer::Delegation(key) => {
-                let sig = key.sign(&user_delegation_sas_string_to_sign(account, container, name, se, key, API_VERSION));
-                let mut q = common;
-                for (k, v) in [
-                    ("skoid", &key.oid),
-                    ("sktid", &key.tid),
-                    ("skt", &key.start),
-                    ("ske", &key.expiry),
-                    ("sks", &key.service),
-                    ("skv", &key.version),
-                    ("sig", &sig),
-                ] {
-                    q.push_str(&format!("&{k}={}", query_encode(v)));
-                }
-                format!("{url}?{q}")
+                sas::read_query(self.resource, account, container, name, se, sas::Signer::Delegation(key), API_VERSION)
             }
-        }
+        };
+        format!("{url}?{query}")
     }
-}
-
-/// The string-to-sign of a read-only service SAS on one blob (version 2020-12-06 and
-/// later): permissions, start, expiry, canonical resource, identifier, IP, protocol,
-/// version, resource, snapshot time, encryption scope, and the five response headers.
-pub fn service_sas_string_to_sign(account: &str, container: &str, blob: &str, expiry: &str, version: &str) -> String {
-    [
-        "r",
-        "",
-        expiry,
-        &format!("/blob/{account}/{container}/{blob}"),
-        "",
-        "",
-        "",
-        version,
-        "b",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-    ]
-    .join("\n")
-}
-
-/// The string-to-sign of a read-only service SAS on one Azure Files file, signed with the
-/// account key ([Create a service SAS](https://learn.microsoft.com/rest/api/storageservices/create-service-sas),
-/// the File service form, version 2015-04-05 and later): permissions, start, expiry,
-/// canonical resource (`/file/{account}/{share}/{path}`), identifier, IP, protocol,
-/// version, and the five response headers (rscc..rsct). Unlike Blob's, it has no
-/// signedResource, snapshot time nor encryption scope lines.
-pub fn file_sas_string_to_sign(account: &str, share: &str, path: &str, expiry: &str, version: &str) -> String {
-    ["r", "", expiry, &format!("/file/{account}/{share}/{path}"), "", "", "", version, "", "", "", "", ""].join("\n")
-}
-
-/// The string-to-sign of a read-only user-delegation SAS on one blob (version 2025-07-05
-/// and later, [Create a user delegation SAS](https://learn.microsoft.com/rest/api/storageservices/create-user-delegation-sas)):
-/// permissions, start, expiry, canonical resource, the key's six fields (signedObjectId,
-/// signedTenantId, signedKeyStart, signedKeyExpiry, signedKeyService, signedKeyVersion),
-/// signedAuthorizedUserObjectId, signedUnauthorizedUserObjectId, signedCorrelationId,
-/// signedKeyDelegatedUserTenantId, signedDelegatedUserObjectId, IP, protocol, version,
-/// resource, snapshot time, encryption scope, and the five response headers (rscc..rsct).
-/// Unused fields are empty lines.
-pub fn user_delegation_sas_string_to_sign(
-    account: &str,
-    container: &str,
-    blob: &str,
-    expiry: &str,
-    key: &UserDelegationKey,
-    version: &str,
-) -> String {
-    [
-        "r",
-        "",
-        expiry,
-        &format!("/blob/{account}/{container}/{blob}"),
-        &key.oid,
-        &key.tid,
-        &key.start,
-        &key.expiry,
-        &key.service,
-        &key.version,
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        version,
-        "b",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-        "",
-    ]
-    .join("\n")
-}
-
-/// Percent-encodes a query value: everything but the unreserved characters.
-fn query_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() * 3);
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The links of one run: the signer, the step summary table so far (at most
@@ -348,31 +241,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_string_to_sign_has_sixteen_fields_in_the_documented_order() {
-        let s = service_sas_string_to_sign("acct", "c", "a b/é.txt", "2026-12-09T10:00:00Z", "2025-11-05");
-        assert_eq!(s, "r\n\n2026-12-09T10:00:00Z\n/blob/acct/c/a b/é.txt\n\n\n\n2025-11-05\nb\n\n\n\n\n\n\n");
-        assert_eq!(s.split('\n').count(), 16);
-    }
-
-    /// The vector is the Python SDK's: azure-storage-file-share 12.27.1 `generate_file_sas`
-    /// (its `sts_hook` shows the string-to-sign), with `X_MS_VERSION` set to 2025-11-05, for
-    /// account `devstoreaccount1` with its published Azurite key, share `share`, file
-    /// `a b/é.txt`, `permission="r"`, `expiry="2026-12-09T10:00:00Z"`.
-    #[test]
-    fn the_file_string_to_sign_is_the_python_sdks() {
-        let s = file_sas_string_to_sign("devstoreaccount1", "share", "a b/é.txt", "2026-12-09T10:00:00Z", "2025-11-05");
-        assert_eq!(s, "r\n\n2026-12-09T10:00:00Z\n/file/devstoreaccount1/share/a b/é.txt\n\n\n\n2025-11-05\n\n\n\n\n");
-        assert_eq!(s.split('\n').count(), 13);
-        let key = SharedKey::new("devstoreaccount1", &crate::config::Secret::new(crate::config::DEVSTORE_KEY)).unwrap();
-        assert_eq!(key.sign_message(&s), "DOohXsJVdlhVbNuNwuwfYurtkPxYGQczw8LWph9gALQ=");
-    }
-
-    #[test]
     fn a_file_link_is_a_key_signed_sas_on_that_file() {
         let key = SharedKey::new("devstoreaccount1", &crate::config::Secret::new(crate::config::DEVSTORE_KEY)).unwrap();
         let linker = Linker {
             signer: Signer::Key(key),
-            service: Service::File,
+            resource: Resource::File,
             account: "devstoreaccount1".into(),
             container: "share".into(),
             expiry: "2026-12-09T10:00:00Z".into(),
@@ -390,49 +263,11 @@ mod tests {
         }
     }
 
-    /// A key as Azurite 3.37 derives it (`getUserDelegationKeyValue`: an HMAC of the key's
-    /// fields under its fixed seed), for the token the tests mint.
-    fn azurite_key() -> UserDelegationKey {
-        UserDelegationKey::for_test(
-            [
-                "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
-                "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                "2026-12-03T06:00:00Z",
-                "2026-12-09T10:00:00Z",
-                "b",
-                "2026-06-06",
-            ],
-            "puQvWQLJ2SDbUfz1MofOesC/i5Tv9sLTE0CP8CZ/Z9M=",
-        )
-    }
-
-    /// The vector is Azurite's own: its verifier (`generateBlobSASSignatureWithUDK` in
-    /// `dist/src/blob/authentication/IBlobSASSignatureValues.js`, the 2025-07-05 form),
-    /// run under node with these values, gave this string-to-sign and signature.
-    #[test]
-    fn the_user_delegation_string_to_sign_is_azurites() {
-        let key = azurite_key();
-        let s = user_delegation_sas_string_to_sign(
-            "devstoreaccount1",
-            "c",
-            "a b/é.txt",
-            "2026-12-09T10:00:00Z",
-            &key,
-            "2025-11-05",
-        );
-        assert_eq!(
-            s,
-            "r\n\n2026-12-09T10:00:00Z\n/blob/devstoreaccount1/c/a b/é.txt\naaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n72f988bf-86f1-41af-91ab-2d7cd011db47\n2026-12-03T06:00:00Z\n2026-12-09T10:00:00Z\nb\n2026-06-06\n\n\n\n\n\n\n\n2025-11-05\nb\n\n\n\n\n\n\n"
-        );
-        assert_eq!(s.split('\n').count(), 26);
-        assert_eq!(key.sign(&s), "t7UNXdGggQixwCR7FrqzEhhV9XBJ5qALUzA3YF0ZiWs=");
-    }
-
     #[test]
     fn a_delegation_link_carries_the_keys_fields_and_its_signature() {
         let linker = Linker {
-            signer: Signer::Delegation(azurite_key()),
-            service: Service::Blob,
+            signer: Signer::Delegation(sas::tests::azurite_key()),
+            resource: Resource::Blob,
             account: "devstoreaccount1".into(),
             container: "c".into(),
             expiry: "2026-12-09T10:00:00Z".into(),
@@ -450,16 +285,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(query_encode("2026-12-09T10:00:00Z"), "2026-12-09T10%3A00%3A00Z");
-        assert_eq!(query_encode("a+b/c="), "a%2Bb%2Fc%3D");
-    }
-
     fn links() -> Links {
         Links::new(Linker {
-            signer: Signer::Delegation(azurite_key()),
-            service: Service::Blob,
+            signer: Signer::Delegation(sas::tests::azurite_key()),
+            resource: Resource::Blob,
             account: "a".into(),
             container: "c".into(),
             expiry: "2026-12-09T10:00:00Z".into(),

@@ -857,7 +857,12 @@ mod tests {
             DEFAULT_BLOCK
         }
         fn info(&self) -> crate::storage::StoreInfo {
-            crate::storage::StoreInfo { label: "test", roles: "none" }
+            crate::storage::StoreInfo {
+                label: "test",
+                roles: "none",
+                sas: crate::storage::sas::Resource::Blob,
+                entra_links: false,
+            }
         }
         async fn ensure_container(&self, _: bool) -> crate::storage::Result<()> {
             unreachable!()
