@@ -857,20 +857,6 @@ fn sync_settings(
     SyncSettings { max_delete, older_than, link_expiry, compress, overwrite }
 }
 
-/// Azure Files links are service SAS signed with the account key. Azure Files has had a
-/// user-delegation SAS since REST version 2025-07-05, but signing Files links with an Entra
-/// credential is not built here: refused before anything is sent rather than failing after a
-/// token exchange.
-fn check_file_link_signer(source: CredentialSource, bad: &mut Problems) {
-    if matches!(source, CredentialSource::AccessToken | CredentialSource::Federated | CredentialSource::ManagedIdentity)
-    {
-        bad.push(
-            "link_expiry",
-            "with `service: file` needs the account key (`account_key`, or a connection string with AccountKey): Azure Files links are service SAS signed with the key; links signed with an Entra credential (federated, managed identity, `access_token`: a user-delegation SAS) are not built for Azure Files. Use the key, or leave `link_expiry` out".into(),
-        );
-    }
-}
-
 /// The longest `link_expiry`: Azure's limit on a user-delegation SAS (its key lives at most
 /// 7 days), applied to key-signed links too, so a pipeline's links live as long whatever its
 /// credential and a leaked link cannot outlive a week (a key-signed link is revoked only by
@@ -1111,9 +1097,6 @@ impl Config {
         let precedence = auth::precedence_note(&set_aside);
         let auth = AuthSettings { mode: auth_mode, account_key, sas_token, connection_string, precedence, ..keyless };
         auth::check_identity_endpoints(&auth, dry_run, &mut bad);
-        if link_expiry.is_some() && service == Service::File {
-            check_file_link_signer(credential_source(&auth, dry_run), &mut bad);
-        }
         auth::check_ci_token(&auth, dry_run, &mut bad);
         let cache = cache::parse(raw, action.is_cache(), &mut bad);
         bad.keep_first_for(&not_utf8);
@@ -1305,10 +1288,10 @@ mod tests {
         Config::from_raw(&raw(&p)).map(|_| String::new()).unwrap_or_else(|e| e.to_string())
     }
 
-    /// Files links are key-signed: an Entra credential with `service: file` is refused at
-    /// validation, the key is taken; Blob takes both.
+    /// Files links are signed like Blob's: with the account key, or with an Entra credential
+    /// (a user-delegation SAS); neither is refused at validation.
     #[test]
-    fn file_links_need_the_account_key() {
+    fn file_links_take_the_key_or_an_entra_credential() {
         let file = [
             ("PLUGIN_SERVICE", "file"),
             ("PLUGIN_CONTAINER", ""),
@@ -1319,11 +1302,7 @@ mod tests {
         assert_eq!(errors_of(&[&file[..], &[key]].concat()), "");
         for entra in [("PLUGIN_ACCESS_TOKEN", "a.b.c"), ("PLUGIN_AUTH", "managed_identity")] {
             let e = errors_of(&[&file[..], &[entra]].concat());
-            assert!(
-                e.contains("`link_expiry` (PLUGIN_LINK_EXPIRY): with `service: file` needs the account key")
-                    && e.contains("are not built for Azure Files"),
-                "{e}"
-            );
+            assert!(!e.contains("link_expiry"), "Files signs with Entra: {e}");
             let blob = errors_of(&[("PLUGIN_LINK_EXPIRY", "1h"), entra]);
             assert!(!blob.contains("link_expiry"), "Blob signs with Entra: {blob}");
         }

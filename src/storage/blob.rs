@@ -317,13 +317,19 @@ impl Store for BlobStore {
             "",
             &[("restype", "service"), ("comp", "userdelegationkey")],
         )?;
-        let xml = format!(
-            "<?xml version=\"1.0\" encoding=\"utf-8\"?><KeyInfo><Start>{start}</Start><Expiry>{expiry}</Expiry></KeyInfo>"
-        );
-        let req = Request::new(Method::POST, url).header("content-type", "application/xml").body(Bytes::from(xml));
+        let req = Request::new(Method::POST, url)
+            .header("content-type", "application/xml")
+            .body(Bytes::from(key_info(start, expiry)));
         let resp = self.http.send(req).await?;
         parse_user_delegation_key(&resp.body).map(Some)
     }
+}
+
+/// The body of a Get User Delegation Key request (Blob's and Files' alike).
+pub fn key_info(start: &str, expiry: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><KeyInfo><Start>{start}</Start><Expiry>{expiry}</Expiry></KeyInfo>"
+    )
 }
 
 /// A user delegation key ([Get User Delegation Key](https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key)):
@@ -337,7 +343,7 @@ pub struct UserDelegationKey {
     /// `skt`, `ske`: when the key starts and expires.
     pub start: String,
     pub expiry: String,
-    /// `sks`, `skv`: the service (`b`) and the version that made the key.
+    /// `sks`, `skv`: the service (`b`, or `f` for Azure Files) and the version that made the key.
     pub service: String,
     pub version: String,
     /// The key, decoded.

@@ -491,7 +491,7 @@ impl Store for FilesStore {
             label: "Azure Files",
             roles: "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
             sas: super::sas::Resource::File,
-            entra_links: false,
+            entra_links: true,
         }
     }
     fn check_name(&self, name: &str) -> std::result::Result<(), super::NameError> {
@@ -739,6 +739,25 @@ impl Store for FilesStore {
             Err(e) if e.is_status(404) && !e.is_code("ShareNotFound") => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Get User Delegation Key on the File service itself (REST 2025-07-05 and later: each
+    /// service hands out its own key, `sks=f`, as the Python SDK's
+    /// `ShareServiceClient.get_user_delegation_key` asks it): a key valid from `start` to
+    /// `expiry` for the identity of the bearer token. Like the SDK, without the intent
+    /// header: the call acts on the account, not on a file.
+    async fn user_delegation_key(&self, start: &str, expiry: &str) -> Result<Option<super::blob::UserDelegationKey>> {
+        let url = super::request_url(
+            self.base.as_ref(),
+            &self.endpoint,
+            "",
+            &[("restype", "service"), ("comp", "userdelegationkey")],
+        )?;
+        let req = Request::new(Method::POST, url)
+            .header("content-type", "application/xml")
+            .body(Bytes::from(super::blob::key_info(start, expiry)));
+        let resp = self.http.send(req).await?;
+        super::blob::parse_user_delegation_key(&resp.body).map(Some)
     }
 
     async fn abandon(&self, name: &str) {

@@ -493,9 +493,8 @@ pub trait Store: Send + Sync {
     /// re-run resumes from and the service discards after a week.
     async fn abandon(&self, _name: &str) {}
     /// A key valid from `start` to `expiry` (RFC 3339 UTC) that signs read-only links with
-    /// an Entra credential ([`blob::UserDelegationKey`]); `None`: not built for this service
-    /// (Azure Files has a user delegation key since REST 2025-07-05; its links are key-signed
-    /// here, and config refuses an Entra credential with them).
+    /// an Entra credential ([`blob::UserDelegationKey`]), from this service's Get User
+    /// Delegation Key; `None`: the store has none.
     async fn user_delegation_key(&self, _start: &str, _expiry: &str) -> Result<Option<blob::UserDelegationKey>> {
         Ok(None)
     }

@@ -6,7 +6,9 @@
 //! - [Create a service SAS](https://learn.microsoft.com/rest/api/storageservices/create-service-sas):
 //!   signed with the account key (Blob: 16 fields, version 2020-12-06 and later; File: 13).
 //! - [Create a user delegation SAS](https://learn.microsoft.com/rest/api/storageservices/create-user-delegation-sas):
-//!   signed with a user delegation key (Blob, version 2025-07-05 and later: 26 fields).
+//!   signed with a user delegation key (version 2025-07-05 and later; Blob: 26 fields,
+//!   File: 20). Each service hands out its own key (Get User Delegation Key on its own
+//!   endpoint, `sks=b` or `sks=f`); [`delegation_permission`] names what that call needs.
 //!
 //! The signer is passed in ([`Signer`]): the account key's HMAC belongs to `auth`, which
 //! this layer does not use.
@@ -20,6 +22,21 @@ pub enum Resource {
     Blob,
     /// An Azure Files file (`sr=f`).
     File,
+}
+
+/// The permission Get User Delegation Key needs on the service holding `resource`, as Azure
+/// names it, and what grants it (for the refusal's hint).
+pub fn delegation_permission(resource: Resource) -> (&'static str, &'static str) {
+    match resource {
+        Resource::Blob => (
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+            "the `Storage Blob Delegator` role, or any `Storage Blob Data` role (Reader, Contributor, Owner), grants it",
+        ),
+        Resource::File => (
+            "Microsoft.Storage/storageAccounts/fileServices/generateUserDelegationKey/action",
+            "a role that includes it (with `Microsoft.Storage/storageAccounts/fileServices/fileshares/files/read` for the links to open; docs/auth.md)",
+        ),
+    }
 }
 
 /// What signs a SAS.
@@ -62,7 +79,12 @@ pub fn read_query(
             ] {
                 q.push_str(&format!("&{k}={}", query_encode(v)));
             }
-            key.sign(&user_delegation_sas_string_to_sign(account, container, name, expiry, key, version))
+            key.sign(&match resource {
+                Resource::Blob => user_delegation_sas_string_to_sign(account, container, name, expiry, key, version),
+                Resource::File => {
+                    file_user_delegation_sas_string_to_sign(account, container, name, expiry, key, version)
+                }
+            })
         }
     };
     q.push_str(&format!("&sig={}", query_encode(&sig)));
@@ -142,6 +164,47 @@ fn user_delegation_sas_string_to_sign(
         "b",
         "",
         "",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ]
+    .join("\n")
+}
+
+/// The string-to-sign of a read-only user-delegation SAS on one Azure Files file (version
+/// 2025-07-05 and later, signed with a key from the File service's own Get User Delegation
+/// Key): permissions, start, expiry, canonical resource (`/file/{account}/{share}/{path}`),
+/// the key's six fields (signedObjectId, signedTenantId, signedKeyStart, signedKeyExpiry,
+/// signedKeyService, signedKeyVersion), signedKeyDelegatedUserTenantId,
+/// signedDelegatedUserObjectId, IP, protocol, version, and the five response headers
+/// (rscc..rsct). Unlike Blob's, it has no authorized/unauthorized object id, correlation
+/// id, signedResource, snapshot time nor encryption scope lines. Unused fields are empty.
+fn file_user_delegation_sas_string_to_sign(
+    account: &str,
+    share: &str,
+    path: &str,
+    expiry: &str,
+    key: &UserDelegationKey,
+    version: &str,
+) -> String {
+    [
+        "r",
+        "",
+        expiry,
+        &format!("/file/{account}/{share}/{path}"),
+        &key.oid,
+        &key.tid,
+        &key.start,
+        &key.expiry,
+        &key.service,
+        &key.version,
+        "",
+        "",
+        "",
+        "",
+        version,
         "",
         "",
         "",
@@ -234,6 +297,44 @@ pub(crate) mod tests {
         );
         assert_eq!(s.split('\n').count(), 26);
         assert_eq!(key.sign(&s), "t7UNXdGggQixwCR7FrqzEhhV9XBJ5qALUzA3YF0ZiWs=");
+    }
+
+    /// A key as a File service hands it out (`sks=f`), with [`azurite_key`]'s other fields.
+    pub(crate) fn file_key() -> UserDelegationKey {
+        UserDelegationKey::for_test(
+            [
+                "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
+                "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "2026-12-03T06:00:00Z",
+                "2026-12-09T10:00:00Z",
+                "f",
+                "2026-06-06",
+            ],
+            "puQvWQLJ2SDbUfz1MofOesC/i5Tv9sLTE0CP8CZ/Z9M=",
+        )
+    }
+
+    /// The vector is the Python SDK's: azure-storage-file-share 12.27.1 `generate_file_sas`
+    /// with `user_delegation_key=` (its `sts_hook` shows the string-to-sign), `X_MS_VERSION`
+    /// set to 2025-11-05, for account `devstoreaccount1`, share `share`, file `a b/é.txt`,
+    /// `permission="r"`, `expiry="2026-12-09T10:00:00Z"` and the key of [`file_key`].
+    #[test]
+    fn the_file_user_delegation_string_to_sign_is_the_python_sdks() {
+        let key = file_key();
+        let s = file_user_delegation_sas_string_to_sign(
+            "devstoreaccount1",
+            "share",
+            "a b/é.txt",
+            "2026-12-09T10:00:00Z",
+            &key,
+            "2025-11-05",
+        );
+        assert_eq!(
+            s,
+            "r\n\n2026-12-09T10:00:00Z\n/file/devstoreaccount1/share/a b/é.txt\naaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n72f988bf-86f1-41af-91ab-2d7cd011db47\n2026-12-03T06:00:00Z\n2026-12-09T10:00:00Z\nf\n2026-06-06\n\n\n\n\n2025-11-05\n\n\n\n\n"
+        );
+        assert_eq!(s.split('\n').count(), 20);
+        assert_eq!(key.sign(&s), "Yqgm6dn3wZE9DbLzV9WHoNckIu0dgV1w2nQBTHuDyKk=");
     }
 
     #[test]

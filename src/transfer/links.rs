@@ -4,13 +4,12 @@
 //! file (`sr=f`), `sp=r`, until `se` = now + `link_expiry`, built locally from one signer
 //! per run ([`Linker`]):
 //!
-//! - the account key signs a **service SAS**: on Blob [`service_sas_string_to_sign`]
-//!   (version 2020-12-06 and later), on Files [`file_sas_string_to_sign`];
+//! - the account key signs a **service SAS** (layouts in `storage::sas`);
 //! - an Entra credential (federated, managed identity, `access_token`) signs a
-//!   **user-delegation SAS** on Blob ([`user_delegation_sas_string_to_sign`], version
-//!   2025-07-05 and later) with a user delegation key, fetched once per run before anything
+//!   **user-delegation SAS** (version 2025-07-05 and later, Blob and Azure Files) with a
+//!   user delegation key from the store's own service, fetched once per run before anything
 //!   is written ([`prepare`]), so an identity without the permission fails before any
-//!   upload (exit 3); on Files it is not built, and refused at validation (exit 2);
+//!   upload (exit 3);
 //! - a SAS token cannot sign another SAS: refused (exit 2).
 //!
 //! Links are attached where a stored file is recorded ([`Links::attach`], called by
@@ -27,10 +26,6 @@ use crate::config::human_bytes;
 use crate::http::API_VERSION;
 use crate::storage::blob::UserDelegationKey;
 use crate::storage::sas::{self, Resource};
-
-/// The permission Get User Delegation Key needs, as Azure names it.
-pub const DELEGATION_PERMISSION: &str =
-    "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action";
 
 /// How much shorter than 7 days the longest user-delegation link is (clock skew).
 pub const DELEGATION_MARGIN: Duration = Duration::from_secs(300);
@@ -103,8 +98,9 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
                     )))
                 }
                 Err(e) if e.is_status(403) => {
+                    let (permission, roles) = sas::delegation_permission(engine.store.info().sas);
                     return Err(RunError::Other(format!(
-                        "`link_expiry` (PLUGIN_LINK_EXPIRY) needs a user delegation key to sign links, and Get User Delegation Key was refused: {e}. The identity ({}) needs the permission `{DELEGATION_PERMISSION}` on account `{}`: the `Storage Blob Delegator` role, or any `Storage Blob Data` role (Reader, Contributor, Owner), grants it. Nothing was uploaded",
+                        "`link_expiry` (PLUGIN_LINK_EXPIRY) needs a user delegation key to sign links, and Get User Delegation Key was refused: {e}. The identity ({}) needs the permission `{permission}` on account `{}`: {roles}. Nothing was uploaded",
                         credential.describe(),
                         cfg.account
                     )))
@@ -260,6 +256,27 @@ mod tests {
         assert_eq!((get("sv"), get("sr"), get("sp"), get("se")), (API_VERSION, "f", "r", "2026-12-09T10:00:00Z"));
         if API_VERSION == "2025-11-05" {
             assert_eq!(get("sig"), "DOohXsJVdlhVbNuNwuwfYurtkPxYGQczw8LWph9gALQ=");
+        }
+    }
+
+    #[test]
+    fn a_file_delegation_link_is_sr_f_with_the_keys_fields() {
+        let linker = Linker {
+            signer: Signer::Delegation(sas::tests::file_key()),
+            resource: Resource::File,
+            account: "devstoreaccount1".into(),
+            container: "share".into(),
+            expiry: "2026-12-09T10:00:00Z".into(),
+        };
+        let link = linker.link("a b/é.txt", "https://h/devstoreaccount1/share/a%20b/%C3%A9.txt");
+        let q = link.split_once('?').unwrap().1;
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["sv", "sr", "sp", "se", "skoid", "sktid", "skt", "ske", "sks", "skv", "sig"]);
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        assert_eq!((get("sr"), get("sp"), get("sks")), ("f", "r", "f"));
+        if API_VERSION == "2025-11-05" {
+            assert_eq!(get("sig"), "Yqgm6dn3wZE9DbLzV9WHoNckIu0dgV1w2nQBTHuDyKk=");
         }
     }
 

@@ -8,7 +8,12 @@
 //!   checked with the account key; account SAS signatures, expiry and permissions (the
 //!   SAS must also ride on a Rename File source URL); File service SAS (`sr=f`, the
 //!   links `link_expiry` makes) on Get File: signature over the file's path, expiry,
-//!   start, `sp`; a bearer token must come with `x-ms-file-request-intent: backup`;
+//!   start, `sp`, signed with the account key or, when it carries `skoid`..`skv`, with a
+//!   user delegation key (whose expiry must not be past); a bearer token must come with
+//!   `x-ms-file-request-intent: backup` (except on Get User Delegation Key, an account call);
+//! - Get User Delegation Key (`POST /<account>/?restype=service&comp=userdelegationkey`,
+//!   x-ms-version ≥ 2025-07-05): a bearer token only; the key's value is derived from the
+//!   fake's own secret and the key's fields, so the fake can rebuild it from a SAS;
 //! - `x-ms-version` ≥ 2022-11-02 (a service SAS request may omit it: `sv` counts),
 //!   `x-ms-date` within 15 minutes (not required with a service SAS);
 //! - Create File: `x-ms-type: file`, `x-ms-content-length`, parent directory exists
@@ -114,6 +119,9 @@ pub struct State {
     race_on_rename: Mutex<Option<(String, String, Vec<u8>)>>,
     /// When set, a bearer token must equal it.
     pub bearer: Mutex<Option<String>>,
+    /// Get User Delegation Key answers 403 AuthorizationPermissionMismatch (the identity
+    /// lacks `fileServices/generateUserDelegationKey`).
+    pub refuse_delegation: std::sync::atomic::AtomicBool,
     /// (share, lowercase parent dir, name, is a directory): listed, never stored.
     hostile: Mutex<Vec<(String, String, String, bool)>>,
     etags: AtomicU64,
@@ -480,6 +488,87 @@ pub fn file_sas(share: &str, path: &str, perms: &str, expiry: &str) -> String {
     out.finish()
 }
 
+/// The fake's secret, from which every user delegation key it hands out is derived.
+const DELEGATION_SECRET: &str = "ZmFrZS1maWxlcy11c2VyLWRlbGVnYXRpb24tc2VjcmV0";
+/// The identity the fake's delegation keys are for.
+pub const DELEGATION_OID: &str = "0f0f0f0f-1111-2222-3333-444444444444";
+pub const DELEGATION_TID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+/// The value (base64) of the key with these fields: the service rebuilds a key from the
+/// `sk*` fields of a SAS, and so does the fake.
+fn delegation_key_value(oid: &str, tid: &str, start: &str, expiry: &str, service: &str, version: &str) -> String {
+    hmac_b64(DELEGATION_SECRET, &[oid, tid, start, expiry, service, version].join("\n"))
+}
+
+/// The string-to-sign of a user-delegation SAS on Azure Files (create-user-delegation-sas,
+/// version 2025-07-05 and later, the File form): permissions, start, expiry, canonical
+/// resource, skoid, sktid, skt, ske, sks, skv, skdutid, sduoid, IP, protocol, version,
+/// then rscc, rscd, rsce, rscl, rsct.
+pub fn file_user_delegation_string_to_sign(q: &BTreeMap<String, String>, canonical: &str) -> String {
+    let g = |k: &str| q.get(k).cloned().unwrap_or_default();
+    [
+        g("sp"),
+        g("st"),
+        g("se"),
+        canonical.to_string(),
+        g("skoid"),
+        g("sktid"),
+        g("skt"),
+        g("ske"),
+        g("sks"),
+        g("skv"),
+        g("skdutid"),
+        g("sduoid"),
+        g("sip"),
+        g("spr"),
+        g("sv"),
+        g("rscc"),
+        g("rscd"),
+        g("rsce"),
+        g("rscl"),
+        g("rsct"),
+    ]
+    .join("\n")
+}
+
+/// Get User Delegation Key: the key for `start`..`expiry` of the request's body.
+fn user_delegation_key(st: &State, headers: &HeaderMap, body: &[u8]) -> Resp {
+    if !h(headers, "authorization").starts_with("Bearer ") {
+        return error(403, "AuthenticationFailed", "Only an OAuth token may get a user delegation key.");
+    }
+    if h(headers, "x-ms-version") < "2025-07-05" {
+        return error(400, "InvalidHeaderValue", "Azure Files has user delegation keys from x-ms-version 2025-07-05.");
+    }
+    if st.refuse_delegation.load(Ordering::SeqCst) {
+        return error(
+            403,
+            "AuthorizationPermissionMismatch",
+            "This request is not authorized to perform this operation using this permission.",
+        );
+    }
+    let body = String::from_utf8_lossy(body);
+    let field = |name: &str| -> Option<String> {
+        let (_, rest) = body.split_once(&format!("<{name}>"))?;
+        Some(rest.split_once(&format!("</{name}>"))?.0.to_string())
+    };
+    let (Some(start), Some(expiry)) = (field("Start"), field("Expiry")) else {
+        return error(400, "InvalidXmlDocument", "KeyInfo needs Start and Expiry.");
+    };
+    let (Some(s), Some(e)) = (httpdate_from_iso(&start), httpdate_from_iso(&expiry)) else {
+        return error(400, "InvalidXmlNodeValue", "Start and Expiry are ISO 8601 UTC times.");
+    };
+    let now = std::time::SystemTime::now();
+    if e <= s || e > now + std::time::Duration::from_secs(7 * 86400) {
+        return error(400, "InvalidXmlNodeValue", "The key must expire after it starts, within 7 days of now.");
+    }
+    let version = "2025-11-05";
+    let value = delegation_key_value(DELEGATION_OID, DELEGATION_TID, &start, &expiry, "f", version);
+    let xml = format!(
+        "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?><UserDelegationKey><SignedOid>{DELEGATION_OID}</SignedOid><SignedTid>{DELEGATION_TID}</SignedTid><SignedStart>{start}</SignedStart><SignedExpiry>{expiry}</SignedExpiry><SignedService>f</SignedService><SignedVersion>{version}</SignedVersion><Value>{value}</Value></UserDelegationKey>"
+    );
+    ok(200).header("content-type", "application/xml").body(Full::new(Bytes::from(xml))).unwrap()
+}
+
 /// Checks a File service SAS in a query for a request on `raw_path` (as received):
 /// Err(reason) when it does not authorize `op` (which needs permission `need`). Only
 /// `sr=f` on Get File / Get File Properties is served: the links the plugin makes.
@@ -488,7 +577,26 @@ fn check_file_sas(query: &str, raw_path: &str, op: &str, need: char) -> Result<(
     let g = |k: &str| q.get(k).cloned().unwrap_or_default();
     // The signature covers the decoded path: a link moved to another file does not match.
     let path = percent_encoding::percent_decode_str(raw_path).decode_utf8().map_err(|_| "path is not UTF-8")?;
-    if hmac_b64(&account_key(), &file_sas_string_to_sign(&q, &format!("/file{path}"))) != g("sig") {
+    let canonical = format!("/file{path}");
+    if q.contains_key("skoid") {
+        // A user-delegation SAS: the key is rebuilt from its fields, and must be one of
+        // this fake's (for Files: `sks=f`), not expired.
+        let fields = ["skoid", "sktid", "skt", "ske", "sks", "skv"].map(g);
+        if fields.iter().any(String::is_empty) {
+            return Err("a user delegation SAS needs skoid, sktid, skt, ske, sks and skv".into());
+        }
+        if fields[4] != "f" {
+            return Err(format!("a key for service `{}` does not sign Azure Files SAS", fields[4]));
+        }
+        let [oid, tid, skt, ske, sks, skv] = &fields;
+        let key = delegation_key_value(oid, tid, skt, ske, sks, skv);
+        if hmac_b64(&key, &file_user_delegation_string_to_sign(&q, &canonical)) != g("sig") {
+            return Err("Signature did not match".into());
+        }
+        if httpdate_from_iso(ske).ok_or("bad ske")? < std::time::SystemTime::now() {
+            return Err("The user delegation key has expired".into());
+        }
+    } else if hmac_b64(&account_key(), &file_sas_string_to_sign(&q, &canonical)) != g("sig") {
         return Err("Signature did not match".into());
     }
     if g("sr") != "f" || !matches!(op, "Get File" | "Get File Properties") {
@@ -570,6 +678,7 @@ fn classify(method: &Method, q: &BTreeMap<String, String>, headers: &HeaderMap) 
         ("HEAD", None, None) => "Get File Properties",
         ("DELETE", None, None) => "Delete File",
         ("DELETE", Some("directory"), None) => "Delete Directory",
+        ("POST", Some("service"), Some("userdelegationkey")) => "Get User Delegation Key",
         _ => "unsupported",
     }
 }
@@ -623,7 +732,7 @@ fn authorize(
                 ));
             }
         }
-        if h(headers, "x-ms-file-request-intent") != "backup" {
+        if h(headers, "x-ms-file-request-intent") != "backup" && op != "Get User Delegation Key" {
             return Err(error(
                 403,
                 "AuthorizationFailure",
@@ -739,6 +848,12 @@ fn serve(
             }
         }
         Err(_) => return error(400, "MissingRequiredHeader", "x-ms-date"),
+    }
+    if op == "Get User Delegation Key" {
+        if path.trim_matches('/') != ACCOUNT {
+            return error(400, "InvalidUri", "Get User Delegation Key is a call on the account.");
+        }
+        return user_delegation_key(st, headers, &body);
     }
     // /<account>/<share>/<path...>
     let mut segs = path.trim_start_matches('/').splitn(3, '/');

@@ -5,8 +5,10 @@
 //! stand-in behind a TLS front: Azurite grants the key to any token) exits 3 with nothing
 //! uploaded; sync uploads get links; the step summary stays bounded. On Azure Files
 //! (`service: file`, against the in-memory fake, which checks a File service SAS written
-//! from the docs) the account key signs a file SAS (`sr=f`) the same way; an Entra
-//! credential is refused (exit 2).
+//! from the docs) the account key signs a file SAS (`sr=f`) the same way, and an Entra
+//! credential a user-delegation file SAS with a key from the File service's own Get User
+//! Delegation Key (the fake over HTTPS hands out keys it can rebuild from a SAS, and
+//! answers 403 on demand).
 
 use std::time::Duration;
 
@@ -411,25 +413,127 @@ fn a_sync_on_files_gives_every_stored_file_a_link() {
     }
 }
 
-/// Files links are key-signed: an Entra credential (or a SAS token) with `service: file`
-/// and `link_expiry` exits 2 before anything is sent.
-#[test]
-fn files_links_refuse_an_entra_credential_or_a_sas_token() {
-    let fake = crate::files_fake::FilesFake::start();
-    fake.create_share("fentra");
-    let ws = tempfile::tempdir().unwrap();
-    write(ws.path(), "dist/a.txt", b"never sent");
-    let out = files_upload(ws.path(), &fake, "fentra", "1h")
+/// The plugin uploading `dist/**` to share `share` of the fake over HTTPS with an Entra
+/// access token (no key); `cert` is the fake's certificate.
+fn files_entra(
+    ws: &std::path::Path,
+    fake: &crate::files_fake::FilesFake,
+    share: &str,
+    expiry: &str,
+    cert: &std::path::Path,
+) -> Plugin {
+    files_upload(ws, fake, share, expiry)
         .unset("account_key")
         .set("access_token", crate::ci_encoding::storage_token("https://storage.azure.com", 3600))
-        .run();
-    out.assert_code(2)
-        .assert_contains("`link_expiry` (PLUGIN_LINK_EXPIRY): with `service: file` needs the account key")
-        .assert_contains("are not built for Azure Files");
+        .env("SSL_CERT_FILE", cert.to_str().unwrap())
+}
+
+/// The Files fake over HTTPS (a bearer token needs it) and its certificate.
+fn files_tls() -> (crate::files_fake::FilesFake, tempfile::TempDir, std::path::PathBuf) {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(certs.path());
+    (crate::files_fake::FilesFake::start_tls(&cert, &key), certs, cert)
+}
+
+/// An Entra credential on Azure Files signs a user-delegation file SAS (`sr=f`, `sks=f`),
+/// with one Get User Delegation Key on the File service before anything is written: the
+/// link reads the file anonymously until it expires; tampered or moved, it is refused.
+#[test]
+fn an_entra_files_link_reads_the_file_anonymously_until_it_expires() {
+    let (fake, _certs, cert) = files_tls();
+    fake.create_share("fentra");
+    fake.plant("fentra", "private.txt", b"not shared", &[]);
+    let ws = tempfile::tempdir().unwrap();
+    let data = bytes(3000, 12);
+    write(ws.path(), "dist/app v1.tar", &data);
+    let out = files_entra(ws.path(), &fake, "fentra", "4s", &cert).run();
+    out.assert_ok().assert_contains("auth: access token").assert_lacks("sig=").assert_lacks("skoid");
+    let ops: Vec<&str> = fake.log().iter().map(|l| l.op).collect();
+    assert_eq!(ops.iter().filter(|o| **o == "Get User Delegation Key").count(), 1, "{ops:?}");
+    let first_write = ops.iter().position(|o| o.starts_with("Create")).expect("a write");
+    assert!(ops[..first_write].contains(&"Get User Delegation Key"), "the key comes before any write: {ops:?}");
+    let link = output(ws.path(), "link").expect("a link output");
+    let (bare, q) = link.split_once('?').unwrap();
+    assert_eq!(bare, format!("{}/fentra/app%20v1.tar", fake.endpoint()));
+    for field in [
+        "&sr=f&sp=r&",
+        &format!("&skoid={}&", crate::files_fake::DELEGATION_OID),
+        "&sktid=",
+        "&skt=",
+        "&ske=",
+        "&sks=f&",
+        "&skv=",
+        "&sig=",
+    ] {
+        assert!(q.contains(field), "{field} missing: {link}");
+    }
+    assert_ne!(get_with(bare, Some(&cert)).0, 200, "an anonymous read without the SAS is refused");
+    let (status, body) = get_with(&link, Some(&cert));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(body == data, "the link read other bytes");
+    assert_eq!(get_with(&link.replace("&sp=r&", "&sp=rw&"), Some(&cert)).0, 403, "a tampered link read the file");
+    let (head, sig) = link.rsplit_once("&sig=").unwrap();
+    let flipped = format!("{head}&sig={}{}", if sig.starts_with('A') { "B" } else { "A" }, &sig[1..]);
+    assert_eq!(get_with(&flipped, Some(&cert)).0, 403, "a link with another signature read the file");
+    let moved = link.replace("/app%20v1.tar?", "/private.txt?");
+    assert_eq!(get_with(&moved, Some(&cert)).0, 403, "the link read another file");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
+    assert_eq!(m["files"][0]["link"], link.as_str());
+    // `se` has whole seconds: past it by more than a second, the service refuses.
+    std::thread::sleep(Duration::from_millis(5500));
+    assert_eq!(get_with(&link, Some(&cert)).0, 403, "an expired link still read the file");
+}
+
+/// Sync to Azure Files with an Entra credential gives every stored file a user-delegation
+/// link, the one skipped as unchanged too.
+#[test]
+fn a_sync_on_files_with_entra_gives_every_stored_file_a_link() {
+    let (fake, _certs, cert) = files_tls();
+    fake.create_share("fsyncentra");
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/one.txt", b"first");
+    let sync = || files_entra(ws.path(), &fake, "fsyncentra", "1h", &cert).set("action", "sync").set("target", "site");
+    sync().run().assert_ok().assert_lacks("sig=");
+    assert_eq!(get_with(&output(ws.path(), "link").expect("a link output"), Some(&cert)), (200, b"first".to_vec()));
+    write(ws.path(), "dist/sub/two.txt", b"second");
+    std::fs::remove_file(ws.path().join("out")).unwrap();
+    sync().run().assert_ok().assert_contains("skipped                1");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    for (f, want) in files.iter().zip([&b"first"[..], b"second"]) {
+        let link = f["link"].as_str().expect("a link per stored file");
+        assert!(link.contains("&sr=f&") && link.contains("&sks=f&"), "{link}");
+        assert_eq!(get_with(link, Some(&cert)), (200, want.to_vec()), "{f}");
+    }
+}
+
+/// An identity without the Files `generateUserDelegationKey` permission (the File
+/// service's Get User Delegation Key answers 403) fails before anything is written: exit
+/// 3, naming the permission; a SAS token cannot sign links at all (exit 2).
+#[test]
+fn files_links_refuse_a_denied_delegation_key_or_a_sas_token() {
+    let (fake, _certs, cert) = files_tls();
+    fake.create_share("fdenied");
+    fake.state.refuse_delegation.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/a.txt", b"never sent");
+    for action in ["upload", "sync"] {
+        let out =
+            files_entra(ws.path(), &fake, "fdenied", "1h", &cert).set("action", action).set("target", "site").run();
+        out.assert_code(3)
+            .assert_contains("Get User Delegation Key was refused")
+            .assert_contains("403 AuthorizationPermissionMismatch")
+            .assert_contains("`Microsoft.Storage/storageAccounts/fileServices/generateUserDelegationKey/action`")
+            .assert_contains("Nothing was uploaded");
+    }
+    let ops: Vec<&str> = fake.log().iter().map(|l| l.op).collect();
+    assert_eq!(ops, ["Get User Delegation Key"; 2], "only the key was asked for");
+    assert!(fake.files("fdenied").is_empty(), "a refused run uploaded something");
     let sas = crate::files_fake::account_sas("rwdlc", "2099-01-01T00:00:00Z");
-    let out = files_upload(ws.path(), &fake, "fentra", "1h").unset("account_key").set("sas_token", sas).run();
+    let out = files_upload(ws.path(), &fake, "fdenied", "1h").unset("account_key").set("sas_token", sas).run();
     out.assert_code(2)
         .assert_contains("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token")
-        .assert_lacks("Entra credential");
-    assert!(fake.files("fentra").is_empty(), "a refused run uploaded something");
+        .assert_contains("or an Entra credential");
+    assert!(fake.files("fdenied").is_empty(), "a refused run uploaded something");
 }
