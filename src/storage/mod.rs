@@ -453,8 +453,10 @@ pub trait Store: Send + Sync {
     async fn ensure_container(&self, create: bool) -> Result<()>;
     /// Properties of one item, `None` when it does not exist.
     async fn properties(&self, name: &str) -> Result<Option<RemoteItem>>;
-    /// Every item whose name starts with `prefix` (all pages).
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>>;
+    /// Every item whose name starts with `prefix` (all pages), handed to `page` a page at a
+    /// time as each arrives, so a caller that keeps the items in another form never holds
+    /// the whole listing twice.
+    async fn list_pages(&self, prefix: &str, page: &mut (dyn FnMut(Vec<RemoteItem>) + Send)) -> Result<()>;
     /// Streams `len` bytes from `offset` into `sink` as they arrive (positions relative to
     /// `offset`; a retried attempt starts again at 0) and returns how many bytes came.
     ///
