@@ -892,7 +892,7 @@ pub fn plan_download(cfg: &Config, listing: Listing) -> Result<DownloadPlan, Pla
     // A name that is also a directory of another name cannot be both on disk. In sorted
     // order the names under `rel/` follow `rel/` directly, so the first path at or after
     // it tells (a binary search, not a scan of every name).
-    let mut clash = vec![false; order.len()];
+    let mut clash: Vec<usize> = Vec::new();
     let mut under = String::new();
     for (at, &i) in order.iter().enumerate() {
         under.clear();
@@ -900,15 +900,17 @@ pub fn plan_download(cfg: &Config, listing: Listing) -> Result<DownloadPlan, Pla
         under.push('/');
         let next = order.partition_point(|&x| rel(x) < under.as_str());
         if order.get(next).is_some_and(|&x| rel(x).starts_with(&under)) {
-            clash[at] = true;
+            clash.push(at);
             let why = format!("`{}` is both a file and a directory of other names", rel(i));
             refused.push((name(i).to_string(), why));
         }
     }
-    let mut at = 0;
+    // `clash` is in ascending order: each kept position is checked against the next clash.
+    let (mut at, mut next) = (0, clash.iter().peekable());
     order.retain(|_| {
         at += 1;
-        !clash[at - 1]
+        let refused = next.next_if_eq(&&(at - 1)).is_some();
+        !refused
     });
     order.shrink_to_fit();
     Ok(DownloadPlan { listing, order, refused, strip_prefix: strip })
