@@ -251,8 +251,10 @@ pub(crate) fn request_url(
 
 /// What the service says about one stored blob or file.
 ///
-/// Held for every listed item until it is transferred, so kept small: 136 bytes and the
-/// name's and the ETag's heap blocks (checksums as bytes, see [`digest`]).
+/// Held for every listed item by a sync, a delete and a cache lookup, so kept small: 144
+/// bytes and the name's and the ETag's heap blocks (checksums as bytes, see [`digest`]). A
+/// download holds its listing in columns instead (the engine's `transfer::listing`), and
+/// makes an item again only when it is downloaded.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteItem {
     pub name: String,
@@ -501,9 +503,9 @@ pub trait Store: Send + Sync {
 mod tests {
     use super::*;
 
-    /// A listing of 100,000 items is held whole until each is transferred: its size is
-    /// part of the run's memory, so it is kept at most 144 bytes (a columnar listing is
-    /// where it would shrink further).
+    /// A sync's or a delete's listing is held whole until each item is handled: its size
+    /// is part of the run's memory, so it is kept at most 144 bytes (a download holds its
+    /// listing in columns).
     #[test]
     fn a_listed_item_stays_small() {
         assert!(std::mem::size_of::<RemoteItem>() <= 144, "{}", std::mem::size_of::<RemoteItem>());
