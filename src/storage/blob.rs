@@ -165,9 +165,8 @@ impl Store for BlobStore {
     }
 
     /// [List Blobs](https://learn.microsoft.com/rest/api/storageservices/list-blobs), every page.
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>> {
+    async fn list_pages(&self, prefix: &str, on_page: &mut (dyn FnMut(Vec<RemoteItem>) + Send)) -> Result<()> {
         let page = list_page_size();
-        let mut all = Vec::new();
         let mut marker: Option<String> = None;
         loop {
             let mut q = vec![
@@ -185,13 +184,13 @@ impl Store for BlobStore {
             let resp = self.http.send(Request::new(Method::GET, self.container_url(&q)?)).await?;
             let (items, next) = parse_list_blobs(&resp.body)?;
             tracing::debug!(prefix, items = items.len(), more = next.is_some(), "list page");
-            all.extend(items);
+            on_page(items);
             match next {
                 Some(m) if !m.is_empty() => marker = Some(m),
                 _ => break,
             }
         }
-        Ok(all)
+        Ok(())
     }
 
     /// [Get Blob](https://learn.microsoft.com/rest/api/storageservices/get-blob) with `x-ms-range`.

@@ -577,7 +577,8 @@ impl Store for FilesStore {
 
     /// [List Directories and Files](https://learn.microsoft.com/rest/api/storageservices/list-directories-and-files)
     /// of the prefix's directory and every directory under it, every page (see "Download").
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>> {
+    /// The listing is handed over as one page, sorted by name, once every directory is read.
+    async fn list_pages(&self, prefix: &str, on_page: &mut (dyn FnMut(Vec<RemoteItem>) + Send)) -> Result<()> {
         let (dir, leaf) = split_parent(prefix);
         let mut out = Vec::new();
         let mut pending = FuturesUnordered::new();
@@ -612,7 +613,8 @@ impl Store for FilesStore {
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        on_page(out);
+        Ok(())
     }
 
     /// [Get File](https://learn.microsoft.com/rest/api/storageservices/get-file) with `x-ms-range`.

@@ -252,8 +252,10 @@ pub(crate) fn request_url(
 
 /// What the service says about one stored blob or file.
 ///
-/// Held for every listed item until it is transferred, so kept small: 136 bytes and the
-/// name's and the ETag's heap blocks (checksums as bytes, see [`digest`]).
+/// Held for every listed item by a sync, a delete and a cache lookup, so kept small: 144
+/// bytes and the name's and the ETag's heap blocks (checksums as bytes, see [`digest`]). A
+/// download holds its listing in columns instead (the engine's `transfer::listing`), and
+/// makes an item again only when it is downloaded.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteItem {
     pub name: String,
@@ -458,8 +460,10 @@ pub trait Store: Send + Sync {
     async fn ensure_container(&self, create: bool) -> Result<()>;
     /// Properties of one item, `None` when it does not exist.
     async fn properties(&self, name: &str) -> Result<Option<RemoteItem>>;
-    /// Every item whose name starts with `prefix` (all pages).
-    async fn list(&self, prefix: &str) -> Result<Vec<RemoteItem>>;
+    /// Every item whose name starts with `prefix` (all pages), handed to `page` a page at a
+    /// time as each arrives, so a caller that keeps the items in another form never holds
+    /// the whole listing twice.
+    async fn list_pages(&self, prefix: &str, page: &mut (dyn FnMut(Vec<RemoteItem>) + Send)) -> Result<()>;
     /// Streams `len` bytes from `offset` into `sink` as they arrive (positions relative to
     /// `offset`; a retried attempt starts again at 0) and returns how many bytes came.
     ///
@@ -504,9 +508,9 @@ pub trait Store: Send + Sync {
 mod tests {
     use super::*;
 
-    /// A listing of 100,000 items is held whole until each is transferred: its size is
-    /// part of the run's memory, so it is kept at most 144 bytes (a columnar listing is
-    /// where it would shrink further).
+    /// A sync's or a delete's listing is held whole until each item is handled: its size
+    /// is part of the run's memory, so it is kept at most 144 bytes (a download holds its
+    /// listing in columns).
     #[test]
     fn a_listed_item_stays_small() {
         assert!(std::mem::size_of::<RemoteItem>() <= 144, "{}", std::mem::size_of::<RemoteItem>());

@@ -21,6 +21,7 @@ pub mod delete;
 pub mod dirfd;
 pub mod download;
 pub mod links;
+pub mod listing;
 pub mod localfs;
 pub mod outputs;
 pub mod plan;
@@ -175,20 +176,36 @@ impl Engine {
     /// requested) for each refused one. Every listing the engine reads (sync, download,
     /// cache lookup) comes through here.
     pub async fn list_checked(&self, prefix: &str) -> Result<(Vec<RemoteItem>, Vec<FileResult>), StorageError> {
-        let mut listed = self.store.list(prefix).await?;
-        let mut refused = Vec::new();
-        listed.retain(|it| match crate::storage::names::check_listed_name(&it.name) {
-            Ok(()) => true,
-            Err(e) => {
-                let shown = it.name.escape_debug().to_string();
-                tracing::error!("refused: the listed name `{shown}`: {e}; nothing is requested for it");
-                let mut r = FileResult::new(&shown, "", it.size, String::new());
-                r.reason = Some(format!("refused: the listed name {e}; nothing was requested for it"));
-                refused.push(r);
-                false
-            }
-        });
+        let mut listed = Vec::new();
+        let refused = self.list_checked_each(prefix, &mut |it| listed.push(it)).await?;
         Ok((listed, refused))
+    }
+
+    /// [`Self::list_checked`] a page at a time: each item that passes goes to `keep` as its
+    /// page arrives (a download holds them in its own compact form, [`listing::Listing`]);
+    /// the refused ones are returned.
+    pub async fn list_checked_each(
+        &self,
+        prefix: &str,
+        keep: &mut (dyn FnMut(RemoteItem) + Send),
+    ) -> Result<Vec<FileResult>, StorageError> {
+        let mut refused = Vec::new();
+        let mut page = |items: Vec<RemoteItem>| {
+            for it in items {
+                match crate::storage::names::check_listed_name(&it.name) {
+                    Ok(()) => keep(it),
+                    Err(e) => {
+                        let shown = it.name.escape_debug().to_string();
+                        tracing::error!("refused: the listed name `{shown}`: {e}; nothing is requested for it");
+                        let mut r = FileResult::new(&shown, "", it.size, String::new());
+                        r.reason = Some(format!("refused: the listed name {e}; nothing was requested for it"));
+                        refused.push(r);
+                    }
+                }
+            }
+        };
+        self.store.list_pages(prefix, &mut page).await?;
+        Ok(refused)
     }
 
     /// Runs one storage call under a request permit.
@@ -649,43 +666,8 @@ async fn run_upload(engine: &Arc<Engine>, credential: &Credential, report: &mut 
 /// name, each name once (the last listed), held once (no map keyed by a copy of it).
 /// Lists what `source` selects; names the listing check refuses are recorded in `report`.
 pub(crate) async fn list_selected(engine: &Arc<Engine>, report: &mut Report) -> Result<Vec<RemoteItem>, RunError> {
-    let cfg = &engine.cfg;
-    let selectors: Vec<RemoteSelector> =
-        cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>()?;
-    let mut prefixes: Vec<String> = selectors.iter().map(|s| s.prefix.clone()).collect();
-    prefixes.sort();
-    prefixes.dedup();
     let mut listed: Vec<RemoteItem> = Vec::new();
-    let mut covered: Vec<String> = Vec::new();
-    for p in prefixes {
-        if covered.iter().any(|c| p.starts_with(c.as_str())) {
-            continue;
-        }
-        let mut items = match engine.list_checked(&p).await {
-            Ok((items, refused)) => {
-                for r in refused.into_iter().filter(|r| selectors.iter().any(|s| s.matches(&r.name))) {
-                    report.push(r);
-                }
-                items
-            }
-            Err(e) if e.is_container_not_found() => {
-                return Err(StorageError::NoContainer {
-                    what: cfg.container_word(),
-                    name: cfg.container.clone(),
-                    hint: "",
-                }
-                .into())
-            }
-            Err(e) => return Err(e.into()),
-        };
-        items.retain(|it| selectors.iter().any(|s| s.matches(&it.name)));
-        if listed.is_empty() {
-            listed = items;
-        } else {
-            listed.append(&mut items);
-        }
-        covered.push(p);
-    }
+    list_selected_each(engine, report, &mut |it| listed.push(it)).await?;
     // Stable: of two equal names the later listed follows, and is the one kept.
     listed.sort_by(|a, b| a.name.cmp(&b.name));
     listed.dedup_by(|later, earlier| {
@@ -697,6 +679,51 @@ pub(crate) async fn list_selected(engine: &Arc<Engine>, report: &mut Report) -> 
     });
     listed.shrink_to_fit();
     Ok(listed)
+}
+
+/// What `source` selects, each item handed to `keep` as its listing page arrives (in
+/// listing order, not deduplicated: see [`list_selected`] and [`listing::Listing`]); names
+/// the listing check refuses are recorded in `report`.
+pub(crate) async fn list_selected_each(
+    engine: &Arc<Engine>,
+    report: &mut Report,
+    keep: &mut (dyn FnMut(RemoteItem) + Send),
+) -> Result<(), RunError> {
+    let cfg = &engine.cfg;
+    let selectors: Vec<RemoteSelector> =
+        cfg.sources.iter().map(|s| RemoteSelector::new(s)).collect::<Result<_, _>>()?;
+    let mut prefixes: Vec<String> = selectors.iter().map(|s| s.prefix.clone()).collect();
+    prefixes.sort();
+    prefixes.dedup();
+    let mut covered: Vec<String> = Vec::new();
+    for p in prefixes {
+        if covered.iter().any(|c| p.starts_with(c.as_str())) {
+            continue;
+        }
+        let mut selected = |it: RemoteItem| {
+            if selectors.iter().any(|s| s.matches(&it.name)) {
+                keep(it)
+            }
+        };
+        match engine.list_checked_each(&p, &mut selected).await {
+            Ok(refused) => {
+                for r in refused.into_iter().filter(|r| selectors.iter().any(|s| s.matches(&r.name))) {
+                    report.push(r);
+                }
+            }
+            Err(e) if e.is_container_not_found() => {
+                return Err(StorageError::NoContainer {
+                    what: cfg.container_word(),
+                    name: cfg.container.clone(),
+                    hint: "",
+                }
+                .into())
+            }
+            Err(e) => return Err(e.into()),
+        };
+        covered.push(p);
+    }
+    Ok(())
 }
 
 async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mut Report) -> Result<(), RunError> {
@@ -722,7 +749,17 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         );
         return Ok(());
     }
-    let listed = list_selected(engine, report).await?;
+    let mut listed = listing::Listing::new();
+    let mut failed = None;
+    list_selected_each(engine, report, &mut |it| {
+        if failed.is_none() {
+            failed = listed.push(it).err();
+        }
+    })
+    .await?;
+    if let Some(e) = failed.or_else(|| listed.finish().err()) {
+        return Err(RunError::Other(e));
+    }
     if listed.is_empty() && !cfg.allow_empty {
         return Err(PlanError::Empty(format!(
             " in {} `{}` (looked for {})",
@@ -734,8 +771,8 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
     }
     let plan = plan::plan_download(cfg, listed)?;
     // Listed sizes are outside data: their sum saturates rather than overflowing.
-    let total: u64 = plan.items.iter().fold(0u64, |sum, i| sum.saturating_add(i.size));
-    tracing::info!("planned {} file(s), {}", plan.items.len(), human_bytes(total));
+    let total = plan.total_size();
+    tracing::info!("planned {} file(s), {}", plan.len(), human_bytes(total));
     for (name, why) in &plan.refused {
         tracing::error!("refused: {}: {why}", name.escape_debug());
         let mut r = FileResult::new(name, "", 0, engine.store.url(name));
@@ -746,7 +783,7 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
         std::env::current_dir().map_err(|e| RunError::Other(format!("cannot read the working directory: {e}")))?;
     if let Some(expected) = engine.expected_sums.get() {
         // Every name the checksums file lists must be downloaded: one the selection lacks fails.
-        let planned: std::collections::HashSet<&str> = plan.items.iter().map(|i| plan.rel(i)).collect();
+        let planned: std::collections::HashSet<&str> = plan.rels().collect();
         for name in expected.keys().filter(|n| !planned.contains(n.as_str())) {
             let why = "listed in `verify_checksums` but not in the selection (not stored, or not selected by `source` / `exclude`)";
             tracing::error!("failed: {}: {why}", crate::escape::shown(name));
@@ -758,10 +795,10 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
     if cfg.dry_run {
         // The real run's refusal of the target (a link inside the workspace), nothing created.
         download::Target::check_in(&workspace, &target)?;
-        for it in &plan.items {
-            let local = target.join(plan.rel(it));
-            tracing::info!("would download {} → {} ({})", it.name, local.display(), human_bytes(it.size));
-            let mut r = FileResult::new(&it.name, &local.to_string_lossy(), it.size, engine.store.url(&it.name));
+        for (name, rel, size) in plan.entries() {
+            let local = target.join(rel);
+            tracing::info!("would download {} → {} ({})", name, local.display(), human_bytes(size));
+            let mut r = FileResult::new(name, &local.to_string_lossy(), size, engine.store.url(name));
             r.status = Status::Transferred;
             r.reason = Some("dry run".into());
             report.push(r);
@@ -770,11 +807,11 @@ async fn run_download(engine: &Arc<Engine>, credential: &Credential, report: &mu
     }
     let target = Arc::new(download::Target::open_in(&workspace, target)?);
     let c = &engine.progress.counters;
-    c.files_total.store(plan.items.len() as u64, Ordering::Relaxed);
+    c.files_total.store(plan.len() as u64, Ordering::Relaxed);
     c.bytes_total.store(total, Ordering::Relaxed);
     let ticker = engine.ticker();
     engine.stop.arm();
-    let first = report.reserve(plan.items.len());
+    let first = report.reserve(plan.len());
     let items = plan.into_items().enumerate().map(move |(i, item)| (first + i, item));
     let at = target.clone();
     let describe = move |it: &plan::DownloadItem| {
@@ -870,7 +907,7 @@ mod tests {
         async fn properties(&self, _: &str) -> crate::storage::Result<Option<RemoteItem>> {
             unreachable!()
         }
-        async fn list(&self, _: &str) -> crate::storage::Result<Vec<RemoteItem>> {
+        async fn list_pages(&self, _: &str, _: &mut (dyn FnMut(Vec<RemoteItem>) + Send)) -> crate::storage::Result<()> {
             unreachable!()
         }
         async fn get_range(

@@ -35,6 +35,7 @@ use globset::{GlobBuilder, GlobMatcher};
 
 use super::localfs::{escape_name, FileId, ResolveError, Root};
 
+use super::listing::Listing;
 use crate::config::{Config, PathPattern};
 use crate::storage::{RemoteItem, Store};
 
@@ -763,26 +764,49 @@ impl DownloadItem {
 
 #[derive(Debug, Default)]
 pub struct DownloadPlan {
-    /// The items to download, in the order of their local paths (see [`Self::rel`]).
-    /// Kept as listed, with no second copy of any name: 100,000 of them are held at once.
-    pub items: Vec<RemoteItem>,
+    /// What was listed, as listed ([`Listing`]): 1,000,000 items are held at once.
+    listing: Listing,
+    /// The items to download (indexes into `listing`), in the order of their local paths
+    /// (see [`Self::rels`]).
+    order: Vec<u32>,
     /// Names refused, with the reason: reported as failures.
     pub refused: Vec<(String, String)>,
     strip_prefix: Option<String>,
 }
 
 impl DownloadPlan {
-    /// Where `item` goes, relative to the target directory (`/` separators, checked safe).
-    pub fn rel<'a>(&self, item: &'a RemoteItem) -> &'a str {
-        strip_components(&item.name, self.strip_prefix.as_deref())
+    /// How many items are planned.
+    pub fn len(&self) -> usize {
+        self.order.len()
     }
 
-    /// The planned items, each with its local path.
+    /// The planned items' sizes summed; listed sizes are outside data, so the sum saturates
+    /// rather than overflowing.
+    pub fn total_size(&self) -> u64 {
+        self.order.iter().fold(0u64, |sum, &i| sum.saturating_add(self.listing.size(i as usize)))
+    }
+
+    /// Each planned item's remote name, its path relative to the target directory (`/`
+    /// separators, checked safe), and its size, in plan order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.order.iter().map(|&i| {
+            let name = self.listing.name(i as usize);
+            (name, strip_components(name, self.strip_prefix.as_deref()), self.listing.size(i as usize))
+        })
+    }
+
+    /// Where each planned item goes, relative to the target directory, in plan order.
+    pub fn rels(&self) -> impl Iterator<Item = &str> {
+        self.entries().map(|(_, rel, _)| rel)
+    }
+
+    /// The planned items, each with its local path, made one at a time from the listing.
     pub fn into_items(self) -> impl Iterator<Item = DownloadItem> {
-        let strip = self.strip_prefix;
-        self.items
-            .into_iter()
-            .map(move |remote| DownloadItem { rel_at: rel_offset(&remote.name, strip.as_deref()), remote })
+        let DownloadPlan { listing, order, strip_prefix, .. } = self;
+        order.into_iter().map(move |i| {
+            let remote = listing.item(i as usize);
+            DownloadItem { rel_at: rel_offset(&remote.name, strip_prefix.as_deref()), remote }
+        })
     }
 }
 
@@ -829,30 +853,37 @@ impl RemoteSelector {
 /// Two names mapping to one local path are an error (naming them all) rather than a
 /// per-file failure: whichever is written, the other would be lost, and which one is
 /// meant only the pipeline's author can say.
-pub fn plan_download(cfg: &Config, mut listed: Vec<RemoteItem>) -> Result<DownloadPlan, PlanError> {
+pub fn plan_download(cfg: &Config, listing: Listing) -> Result<DownloadPlan, PlanError> {
     let strip = cfg.strip_prefix.clone();
-    let rel = |item: &RemoteItem| rel_offset(&item.name, strip.as_deref());
-    let mut refused = Vec::new();
-    listed.retain(|item| {
-        if item.name.ends_with('/') && item.size == 0 {
-            return false; // a directory marker (hierarchical namespace / tools that create them)
+    let name = |i: u32| listing.name(i as usize);
+    let rel = |i: u32| strip_components(listing.name(i as usize), strip.as_deref());
+    let n = u32::try_from(listing.len()).unwrap_or(u32::MAX);
+    // A directory marker (hierarchical namespace / tools that create them) is not a file.
+    let mut order: Vec<u32> = (0..n).filter(|&i| !(name(i).ends_with('/') && listing.size(i as usize) == 0)).collect();
+    // In place, by local path (then name, then listing order): the plan is an order of the
+    // listing. A name listed twice is one item, the last listed.
+    order.sort_unstable_by(|&a, &b| rel(a).cmp(rel(b)).then_with(|| name(a).cmp(name(b))).then(a.cmp(&b)));
+    order.dedup_by(|later, earlier| {
+        let same = name(*later) == name(*earlier);
+        if same {
+            *earlier = *later;
         }
-        match check_local_name(&item.name[rel(item)..]) {
-            Ok(()) => true,
-            Err(e) => {
-                refused.push((item.name.clone(), format!("refused: {e}; nothing is written outside `target`")));
-                false
-            }
+        same
+    });
+    let mut refused = Vec::new();
+    order.retain(|&i| match check_local_name(rel(i)) {
+        Ok(()) => true,
+        Err(e) => {
+            refused.push((name(i).to_string(), format!("refused: {e}; nothing is written outside `target`")));
+            false
         }
     });
-    // In place, by local path (then name): the plan is the listing itself, reordered.
-    listed.sort_unstable_by(|a, b| a.name[rel(a)..].cmp(&b.name[rel(b)..]).then_with(|| a.name.cmp(&b.name)));
-    let collisions: Vec<String> = listed
-        .chunk_by(|a, b| a.name[rel(a)..] == b.name[rel(b)..])
+    let collisions: Vec<String> = order
+        .chunk_by(|&a, &b| rel(a) == rel(b))
         .filter(|items| items.len() > 1)
         .map(|items| {
-            let names: Vec<String> = items.iter().map(|i| format!("`{}`", i.name)).collect();
-            format!("  {} ← {}", &items[0].name[rel(&items[0])..], names.join(", "))
+            let names: Vec<String> = items.iter().map(|&i| format!("`{}`", name(i))).collect();
+            format!("  {} ← {}", rel(items[0]), names.join(", "))
         })
         .collect();
     if !collisions.is_empty() {
@@ -861,25 +892,28 @@ pub fn plan_download(cfg: &Config, mut listed: Vec<RemoteItem>) -> Result<Downlo
     // A name that is also a directory of another name cannot be both on disk. In sorted
     // order the names under `rel/` follow `rel/` directly, so the first path at or after
     // it tells (a binary search, not a scan of every name).
-    let mut clash = vec![false; listed.len()];
+    let mut clash: Vec<usize> = Vec::new();
     let mut under = String::new();
-    for (i, item) in listed.iter().enumerate() {
+    for (at, &i) in order.iter().enumerate() {
         under.clear();
-        under.push_str(&item.name[rel(item)..]);
+        under.push_str(rel(i));
         under.push('/');
-        let at = listed.partition_point(|x| x.name[rel(x)..] < *under);
-        if listed.get(at).is_some_and(|x| x.name[rel(x)..].starts_with(&under)) {
-            clash[i] = true;
-            let why = format!("`{}` is both a file and a directory of other names", &item.name[rel(item)..]);
-            refused.push((item.name.clone(), why));
+        let next = order.partition_point(|&x| rel(x) < under.as_str());
+        if order.get(next).is_some_and(|&x| rel(x).starts_with(&under)) {
+            clash.push(at);
+            let why = format!("`{}` is both a file and a directory of other names", rel(i));
+            refused.push((name(i).to_string(), why));
         }
     }
-    let mut i = 0;
-    listed.retain(|_| {
-        i += 1;
-        !clash[i - 1]
+    // `clash` is in ascending order: each kept position is checked against the next clash.
+    let (mut at, mut next) = (0, clash.iter().peekable());
+    order.retain(|_| {
+        at += 1;
+        let refused = next.next_if_eq(&&(at - 1)).is_some();
+        !refused
     });
-    Ok(DownloadPlan { items: listed, refused, strip_prefix: strip })
+    order.shrink_to_fit();
+    Ok(DownloadPlan { listing, order, refused, strip_prefix: strip })
 }
 
 #[cfg(test)]
@@ -1015,21 +1049,21 @@ mod props {
 
     #[test]
     fn two_names_on_one_local_path_are_a_planning_error_naming_both() {
-        let err = plan_download(&config("p"), items(&["p/x.txt", "x.txt", "p/y.txt"])).unwrap_err();
+        let err = plan_download(&config("p"), Listing::of(items(&["p/x.txt", "x.txt", "p/y.txt"]))).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, PlanError::DownloadCollisions(ref c) if c.len() == 1), "{msg}");
         assert!(msg.contains("x.txt ← `p/x.txt`, `x.txt`"), "{msg}");
         assert!(msg.contains("PLUGIN_STRIP_PREFIX") && !msg.contains("y.txt"), "{msg}");
         // Without the strip, the same names are three paths.
-        assert_eq!(plan_download(&config(""), items(&["p/x.txt", "x.txt", "p/y.txt"])).unwrap().items.len(), 3);
+        assert_eq!(plan_download(&config(""), Listing::of(items(&["p/x.txt", "x.txt", "p/y.txt"]))).unwrap().len(), 3);
     }
 
     #[test]
     fn a_file_that_is_also_a_directory_is_refused_and_the_rest_planned() {
-        let plan = plan_download(&config(""), items(&["a", "a/b", "a/b/c", "a.txt", "ab/c"])).unwrap();
+        let plan = plan_download(&config(""), Listing::of(items(&["a", "a/b", "a/b/c", "a.txt", "ab/c"]))).unwrap();
         let refused: Vec<&str> = plan.refused.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(refused, vec!["a", "a/b"]);
-        let planned: Vec<&str> = plan.items.iter().map(|i| plan.rel(i)).collect();
+        let planned: Vec<&str> = plan.rels().collect();
         assert_eq!(planned, vec!["a.txt", "a/b/c", "ab/c"]);
     }
 
@@ -1045,9 +1079,9 @@ mod props {
             })
             .collect();
         let t = std::time::Instant::now();
-        let plan = plan_download(&config("builds"), listed).unwrap();
+        let plan = plan_download(&config("builds"), Listing::of(listed)).unwrap();
         eprintln!("plan_download of 200,000 names: {:?}", t.elapsed());
-        assert_eq!(plan.items.len(), 200_000);
+        assert_eq!(plan.len(), 200_000);
         assert!(plan.refused.is_empty());
     }
 
@@ -1070,7 +1104,7 @@ mod props {
             let cfg = config(&strip);
             let listed: Vec<RemoteItem> =
                 names.iter().map(|n| RemoteItem { name: n.clone(), size: 1, ..RemoteItem::default() }).collect();
-            let plan = match plan_download(&cfg, listed) {
+            let plan = match plan_download(&cfg, Listing::of(listed)) {
                 Ok(p) => p,
                 // Two names on one path: refused whole, every colliding path named.
                 Err(PlanError::DownloadCollisions(c)) => {
@@ -1079,7 +1113,7 @@ mod props {
                 }
                 Err(e) => return Err(TestCaseError::fail(format!("unexpected error {e}"))),
             };
-            prop_assert!(plan.items.len() + plan.refused.len() <= names.len());
+            prop_assert!(plan.len() + plan.refused.len() <= names.len());
             let mut rels = std::collections::HashSet::new();
             let items: Vec<DownloadItem> = plan.into_items().collect();
             for it in &items {

@@ -430,7 +430,7 @@ impl Serialize for Entry<'_> {
 /// (where the manifest goes, so writable whenever the manifest can be written). Unnamed
 /// (`O_TMPFILE`) where the filesystem allows, else created under a unique name and
 /// unlinked at once; either way nothing is left behind, even when the run is killed.
-fn open_spool() -> io::Result<File> {
+pub(crate) fn open_spool() -> io::Result<File> {
     let mut last = None;
     for dir in [std::env::temp_dir(), PathBuf::from(".")] {
         match spool_in(&dir) {
