@@ -44,7 +44,14 @@ impl Pool {
 
     fn take_zeroed(&self, len: usize) -> Vec<u8> {
         let mut b = self.take(len);
-        b.resize(len, 0);
+        // Copied from a zero page, not `resize(len, 0)`: the release profile builds this crate
+        // for size, where a fill loop stays a byte-at-a-time loop (a fifth of an upload's CPU)
+        // while a copy is always a `memcpy`.
+        static ZEROS: [u8; 4096] = [0; 4096];
+        while b.len() < len {
+            let n = (len - b.len()).min(ZEROS.len());
+            b.extend_from_slice(&ZEROS[..n]);
+        }
         b
     }
 
@@ -117,5 +124,20 @@ mod tests {
         assert!(pool.held() <= 1 << 20, "the pool holds {} bytes, over its 1 MiB limit", pool.held());
         assert!(pool.held() >= 512 << 10, "the pool kept nothing");
         drop(again);
+    }
+
+    #[test]
+    fn a_reused_buffer_comes_back_zeroed_to_the_length_asked() {
+        let pool = Pool::new();
+        pool.set_limit(1 << 20);
+        let mut b = pool.take_zeroed(300 << 10);
+        b.fill(0xa5);
+        let ptr = b.as_ptr();
+        pool.give(Bytes::from(b));
+        // Not a multiple of the zero page, and shorter than the buffer's last use.
+        let again = pool.take_zeroed((200 << 10) + 123);
+        assert_eq!(again.as_ptr(), ptr, "the buffer was reused");
+        assert_eq!(again.len(), (200 << 10) + 123);
+        assert!(again.iter().all(|&x| x == 0), "a byte of the last use survived");
     }
 }

@@ -13,7 +13,6 @@ pub mod app;
 pub(crate) mod auth;
 pub(crate) mod buffers;
 pub mod config;
-pub mod docgen;
 pub mod escape;
 pub(crate) mod http;
 pub(crate) mod jwt;

@@ -8,8 +8,6 @@
 //! the original bytes (RFC 1952). A compressed file is read whole and held in memory with
 //! its compressed copy, so it must fit in `max_memory`.
 
-use crc_fast::{CrcAlgorithm, Digest};
-
 /// Fixed deflate level: a change would make every compressed file look changed.
 pub const LEVEL: u8 = 6;
 
@@ -20,9 +18,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     // ID1 ID2, CM = deflate, FLG = 0, MTIME = 0, XFL = 0, OS = 255 (unknown).
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
     out.extend_from_slice(&deflated);
-    let mut crc = Digest::new(CrcAlgorithm::Crc32IsoHdlc);
-    crc.update(data);
-    out.extend_from_slice(&(crc.finalize() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out
 }

@@ -543,7 +543,7 @@ fn ci_encoding_outputs_for_later_steps() {
     }
     assert_eq!(outputs(&gh)["earlier"], "kept", "appended, not replaced");
     for k in outputs(&drone).keys() {
-        let documented = plugin_azure_storage::docgen::OUTPUTS.iter().any(|(n, _)| n == k);
+        let documented = crate::docs::docgen::OUTPUTS.iter().any(|(n, _)| n == k);
         assert!(documented, "output `{k}` is not declared in action.yml / docgen::OUTPUTS");
     }
 

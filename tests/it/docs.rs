@@ -3,8 +3,11 @@
 //! independent YAML parser (PyYAML, as a plugin index would read it).
 //!
 //! Regenerate after changing `src/settings.rs`: `UPDATE_DOCS=1 cargo test --test it docs`.
+//! The generator is `docgen` below: test code, not part of the shipped library.
 
-use plugin_azure_storage::docgen::{self, DOCUMENTS, REGENERATE};
+pub(crate) mod docgen;
+
+use docgen::{DOCUMENTS, REGENERATE};
 use plugin_azure_storage::settings::{Kind, SETTINGS};
 use std::process::Command;
 

@@ -12,14 +12,15 @@
 //! - `docs/settings.md`: the settings reference for people.
 //! - `docs.md`: the Woodpecker plugin index page (YAML front matter + settings table).
 //!
-//! The files are committed. `tests/it/docs.rs` fails when one of them differs from what
-//! these functions render, and rewrites them when run with `UPDATE_DOCS=1`:
-//! `UPDATE_DOCS=1 cargo test --test it docs`.
+//! The files are committed. The test in `tests/it/docs.rs` fails when one of them differs
+//! from what these functions render, and rewrites them when run with `UPDATE_DOCS=1`:
+//! `UPDATE_DOCS=1 cargo test --test it docs`. This module lives with the tests, not in the
+//! shipped library: `--help` prints `settings::help_text`, and nothing at run time needs it.
 //!
 //! YAML is written by hand (no YAML dependency for three documents): every free-text
 //! scalar is emitted as a JSON string, which is a valid YAML double-quoted scalar.
 
-use crate::settings::{Kind, Setting, SETTINGS};
+use plugin_azure_storage::settings::{self, Kind, Setting, SETTINGS};
 
 /// Display name in plugin indexes.
 pub const TITLE: &str = "Azure Storage";
@@ -310,7 +311,7 @@ pub fn settings_markdown() -> String {
         "|---|---|---|---|\n",
     ));
     for st in SETTINGS {
-        let mut name = format!("`{}`<br>`{}`", st.name, crate::settings::env_name(st.name));
+        let mut name = format!("`{}`<br>`{}`", st.name, settings::env_name(st.name));
         if st.required {
             name.push_str("<br>**required**");
         }
@@ -428,7 +429,6 @@ fn article(word: &str) -> &'static str {
     }
 }
 
-#[cfg(test)]
 mod tests {
     use super::*;
 
