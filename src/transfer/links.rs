@@ -16,9 +16,16 @@
 //! `Report::record`): uploads, files skipped over a stored copy and sync uploads all get
 //! one. They go only to the outputs, the manifest and the Actions step summary
 //! ([`Links::step_summary`], at most [`SUMMARY_CAP`] bytes), never to the log.
+//!
+//! The `link` output is the one stored file's link; with several and `manifest`, the
+//! manifest itself is uploaded next to them, to `<target>/<its file name>`, and its link is
+//! the output ([`upload_manifest`]), unless a stored file of the run has that name.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::checksum::FileHasher;
 use super::report::{FileResult, Status};
 use super::{Engine, RunError};
 use crate::auth::{Credential, SharedKey};
@@ -118,13 +125,56 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
         Signer::Key(k) => k.account().to_string(),
         Signer::Delegation(_) => cfg.account.clone(),
     };
-    Ok(Some(Links::new(Linker {
+    let mut links = Links::new(Linker {
         signer,
         resource: engine.store.info().sas,
         account,
         container: cfg.container.clone(),
         expiry,
-    })))
+    });
+    links.manifest_name = cfg
+        .manifest
+        .as_deref()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str())
+        .map(|n| super::plan::join_remote(&cfg.target, n));
+    Ok(Some(links))
+}
+
+/// Uploads the manifest `doc` (written to `path`) to [`Links::manifest_upload`]'s name,
+/// through the same store calls as a file's upload (its properties from the settings,
+/// `application/json`, its SHA-256 in the metadata), and returns its link: the `link`
+/// output. It is not one of the run's files (the summary does not count it). A stored file
+/// of the run with that name is not overwritten: a warning, and no link (`Ok(None)`). The
+/// error names `manifest` (the run exits 1; the files stay stored).
+pub async fn upload_manifest(
+    engine: &Arc<Engine>,
+    links: &Links,
+    path: &Path,
+    doc: Vec<u8>,
+) -> Result<Option<String>, String> {
+    let Some(name) = links.manifest_upload() else { return Ok(None) };
+    if links.manifest_name_taken {
+        tracing::warn!(
+            "the manifest is not uploaded: this run stored a file named `{name}` (the manifest's file name under `target`); the `link` output is empty. Give `manifest` (PLUGIN_MANIFEST) another file name to get its link"
+        );
+        return Ok(None);
+    }
+    let failed = |e: &dyn std::fmt::Display| {
+        format!(
+            "cannot upload the manifest `{}` (`manifest`, PLUGIN_MANIFEST) to `{name}`: {e}; the files above are stored, the `link` output is empty",
+            path.display()
+        )
+    };
+    engine.store.check_name(name).map_err(|e| failed(&e))?;
+    let mut h = FileHasher::new(false);
+    h.update(&doc);
+    let mut props = super::upload::props_for(engine, &path.to_string_lossy());
+    props.content_type = "application/json".into();
+    props.metadata.push(("sha256".into(), h.finish().sha256));
+    super::upload::put_bytes(engine, name, &bytes::Bytes::from(doc), &props).await.map_err(|e| failed(&e))?;
+    tracing::info!("manifest uploaded to {name} (its link is the `link` output)");
+    Ok(Some(links.linker.link(name, &engine.store.url(name))))
 }
 
 impl Linker {
@@ -159,6 +209,10 @@ pub struct Links {
     made: u64,
     more: u64,
     first: Option<String>,
+    /// `manifest`: where the manifest is uploaded (`<target>/<its file name>`), and
+    /// whether a stored file of this run has that name.
+    manifest_name: Option<String>,
+    manifest_name_taken: bool,
 }
 
 impl std::fmt::Debug for Links {
@@ -169,7 +223,15 @@ impl std::fmt::Debug for Links {
 
 impl Links {
     fn new(linker: Linker) -> Self {
-        Links { linker, table: String::new(), made: 0, more: 0, first: None }
+        Links {
+            linker,
+            table: String::new(),
+            made: 0,
+            more: 0,
+            first: None,
+            manifest_name: None,
+            manifest_name_taken: false,
+        }
     }
 
     /// Gives `r` its link when it is a stored file (uploaded now, or skipped over the stored
@@ -178,6 +240,7 @@ impl Links {
         if r.name.is_empty() || !matches!(r.status, Status::Transferred | Status::Skipped) {
             return;
         }
+        self.manifest_name_taken |= self.manifest_name.as_deref() == Some(r.name.as_str());
         let link = self.linker.link(&r.name, &r.url);
         let row = row(&r.name, r.size, r.sha256.as_deref(), &link, self.linker.expiry());
         if self.more == 0 && self.table.len() + row.len() <= SUMMARY_CAP {
@@ -200,6 +263,11 @@ impl Links {
     /// The link of the one stored file, when exactly one file was stored.
     pub fn single(&self) -> Option<&str> {
         self.first.as_deref().filter(|_| self.made == 1)
+    }
+
+    /// Where the manifest is uploaded, when it is: `manifest` set and several files stored.
+    pub fn manifest_upload(&self) -> Option<&str> {
+        self.manifest_name.as_deref().filter(|_| self.made > 1)
     }
 
     /// The Markdown table appended to `GITHUB_STEP_SUMMARY`: name, size, SHA-256, link,

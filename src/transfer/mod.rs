@@ -441,7 +441,11 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
         cfg.dry_run,
     );
     let mut report_errors = Vec::new();
+    let links = report.take_links().filter(|l| l.made() > 0);
+    // With several links, the manifest is also uploaded: its link is the `link` output.
+    let mut manifest_doc = None;
     if let Some(path) = &cfg.manifest {
+        let keep = links.as_ref().is_some_and(|l| l.manifest_upload().is_some());
         match report::write_manifest(
             path,
             summary.action,
@@ -450,8 +454,12 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
             &cfg.container,
             &summary,
             &mut report,
+            keep,
         ) {
-            Ok(()) => tracing::info!("manifest written to {}", path.display()),
+            Ok(doc) => {
+                tracing::info!("manifest written to {}", path.display());
+                manifest_doc = doc;
+            }
             Err(e) => report_errors.push(format!(
                 "cannot write the manifest `{}` (`manifest`, PLUGIN_MANIFEST): {e}; the transfers above are as listed",
                 path.display()
@@ -463,8 +471,15 @@ pub async fn run(cfg: Arc<Config>, wiring: Wiring, started: Instant) -> Result<O
     }
     let mut pairs = outputs::pairs(&cfg, &summary, report.single_url(), &*store);
     pairs.extend(cache_outputs);
-    if let Some(links) = report.take_links().filter(|l| l.made() > 0) {
-        pairs.push(("link", links.single().unwrap_or_default().to_string()));
+    if let Some(links) = links {
+        let link = match (&cfg.manifest, manifest_doc) {
+            (Some(path), Some(doc)) => links::upload_manifest(&engine, &links, path, doc).await.unwrap_or_else(|e| {
+                report_errors.push(e);
+                None
+            }),
+            _ => links.single().map(str::to_string),
+        };
+        pairs.push(("link", link.unwrap_or_default()));
         if let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
             if let Err(e) = append(&path, &links.step_summary()) {
                 report_errors.push(format!("cannot append the links table to GITHUB_STEP_SUMMARY: {e}"));

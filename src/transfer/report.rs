@@ -466,7 +466,8 @@ struct Manifest<'a, F: Serialize> {
 }
 
 /// Writes the manifest atomically (temp file + rename); a failed write leaves no temp file.
-/// The files are copied from the report's spool one entry at a time.
+/// The files are copied from the report's spool one entry at a time; with `keep`, the
+/// document is built in memory and also returned (the bytes to upload: `link_expiry`).
 #[allow(clippy::too_many_arguments)]
 pub fn write_manifest(
     path: &Path,
@@ -476,7 +477,8 @@ pub fn write_manifest(
     container: &str,
     summary: &Summary,
     report: &mut Report,
-) -> io::Result<()> {
+    keep: bool,
+) -> io::Result<Option<Vec<u8>>> {
     let m = Manifest {
         version: 1,
         tool: concat!("plugin-azure-storage/", env!("CARGO_PKG_VERSION")),
@@ -487,7 +489,13 @@ pub fn write_manifest(
         summary,
         files: (),
     };
-    write_atomically(path, |out| write_document(&m, report, out))
+    if !keep {
+        return write_atomically(path, |out| write_document(&m, report, out)).map(|()| None);
+    }
+    let mut doc = Vec::new();
+    write_document(&m, report, &mut doc)?;
+    write_atomically(path, |out| out.write_all(&doc))?;
+    Ok(Some(doc))
 }
 
 /// Writes the workspace file `path` through `write`, atomically: its directory is opened

@@ -362,16 +362,8 @@ async fn upload_compressed(
     props.content_encoding = Some("gzip".into());
     props.metadata.push(("sha256".into(), digests.sha256.clone()));
     with_mode(eng, &mut props, mode);
-    let (store, len) = (&eng.store, data.len() as u64);
-    let block = eng.block_size_for(len);
-    let kind = store.body_checksum(eng.cfg.checksum);
-    let written = if len <= block {
-        eng.with_request(store.put_whole(&item.name, data.clone(), BodySum::of(kind, &data), &props)).await
-    } else {
-        props.content_md5 = digests.md5;
-        put_from_memory(eng, &item.name, &data, block, &props).await
-    };
-    res.etag = match written {
+    props.content_md5 = digests.md5;
+    res.etag = match put_bytes(eng, &item.name, &data, &props).await {
         Ok(c) => c.etag,
         Err(e) if our_write_landed(eng, &item.name, &digests.sha256, &e).await => None,
         Err(e) => return Err(commit_error(eng, e)),
@@ -380,6 +372,25 @@ async fn upload_compressed(
     res.sha256 = Some(digests.sha256);
     res.status = Status::Transferred;
     Ok(())
+}
+
+/// Stores bytes held in memory: in one request when they fit in a block, else in blocks
+/// ([`put_from_memory`], which stores `props.content_md5` as the whole file's MD5; one
+/// request gets it from the service).
+pub(crate) async fn put_bytes(
+    eng: &Arc<Engine>,
+    name: &str,
+    data: &Bytes,
+    props: &UploadProps,
+) -> std::result::Result<crate::storage::Committed, StorageError> {
+    let store = &eng.store;
+    let block = eng.block_size_for(data.len() as u64);
+    if data.len() as u64 <= block {
+        let sum = BodySum::of(store.body_checksum(eng.cfg.checksum), data);
+        eng.with_request(store.put_whole(name, data.clone(), sum, props)).await
+    } else {
+        put_from_memory(eng, name, data, block, props).await
+    }
 }
 
 /// Stores bytes held in memory in chunks of `block` (in parallel under the request budget),

@@ -268,8 +268,80 @@ fn a_refused_delegation_key_exits_3_naming_the_role_and_uploads_nothing() {
     );
 }
 
+/// Several files stored with `manifest`: the manifest itself is uploaded next to them and
+/// its link is the `link` output; read anonymously, it lists each file's link, and each
+/// link downloads its file. The manifest is not counted as a transferred file.
+#[test]
+fn with_several_files_the_link_output_is_the_uploaded_manifests() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("linkman");
+    let ws = tempfile::tempdir().unwrap();
+    let (one, two) = (bytes(2000, 1), bytes(5000, 2));
+    write(ws.path(), "dist/one.bin", &one);
+    write(ws.path(), "dist/two.bin", &two);
+    let out = upload(ws.path(), az, &c, "1h").set("target", "rel").run();
+    out.assert_ok()
+        .assert_contains("manifest uploaded to rel/m.json (its link is the `link` output)")
+        .assert_contains("transferred            2")
+        .assert_lacks("sig=");
+    let link = output(ws.path(), "link").expect("a link output");
+    assert!(link.starts_with(&format!("{}/{c}/rel/m.json?", az.endpoint())) && link.contains("&sig="), "{link}");
+    let (status, body) = get(&link);
+    assert_eq!(status, 200);
+    assert_eq!(body, std::fs::read(ws.path().join("m.json")).unwrap(), "the uploaded manifest is the local one");
+    let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{m}");
+    for (f, want) in files.iter().zip([&one, &two]) {
+        assert_eq!(&get(f["link"].as_str().expect("a link per file")), &(200, want.clone()), "{f}");
+    }
+    assert_eq!(names(az, &c), ["rel/m.json", "rel/one.bin", "rel/two.bin"]);
+    assert_eq!(fetch(az, &c, "rel/m.json").1["content_type"], "application/json");
+}
+
+/// One file stored: `link` is that file's link, and the manifest is not uploaded.
+#[test]
+fn with_one_file_the_link_output_is_the_files_and_no_manifest_is_uploaded() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("linkone");
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/only.txt", b"only");
+    upload(ws.path(), az, &c, "1h").run().assert_ok().assert_lacks("manifest uploaded");
+    let link = output(ws.path(), "link").expect("a link output");
+    assert!(link.starts_with(&format!("{}/{c}/only.txt?", az.endpoint())), "{link}");
+    assert_eq!(get(&link), (200, b"only".to_vec()));
+    assert_eq!(names(az, &c), ["only.txt"]);
+}
+
+/// A stored file of the run with the manifest's name is not overwritten: a warning, and
+/// `link` is empty.
+#[test]
+fn a_stored_file_named_like_the_manifest_is_kept_and_link_is_empty() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("linkclash");
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/m.json", b"{\"mine\": true}");
+    write(ws.path(), "dist/a.txt", b"a");
+    upload(ws.path(), az, &c, "1h")
+        .run()
+        .assert_ok()
+        .assert_contains("the manifest is not uploaded: this run stored a file named `m.json`")
+        .assert_lacks("manifest uploaded");
+    assert_eq!(output(ws.path(), "link").as_deref(), Some(""));
+    assert_eq!(fetch(az, &c, "m.json").0, b"{\"mine\": true}", "the stored file was overwritten");
+}
+
 /// Sync uploads get links too, and so does a file the sync skipped because its stored copy
-/// is the same; `link` is set only when exactly one file was stored.
+/// is the same; `link` is the one file's, or with several the uploaded manifest's.
 #[test]
 fn sync_gives_every_stored_file_a_link() {
     if !crate::support::azurite_present() {
@@ -286,7 +358,11 @@ fn sync_gives_every_stored_file_a_link() {
     write(ws.path(), "dist/two.txt", b"second");
     std::fs::remove_file(ws.path().join("out")).unwrap();
     sync().run().assert_ok().assert_contains("skipped                1");
-    assert_eq!(output(ws.path(), "link").as_deref(), Some(""), "two files stored: no single link");
+    // Two files stored: the link is the manifest's, uploaded after the sync's deletes.
+    let link = output(ws.path(), "link").expect("a link output");
+    assert!(link.starts_with(&format!("{}/{c}/site/m.json?", az.endpoint())), "{link}");
+    assert_eq!(get(&link), (200, std::fs::read(ws.path().join("m.json")).unwrap()));
+    assert_eq!(names(az, &c), ["site/m.json", "site/one.txt", "site/two.txt"]);
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
     let files = m["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
@@ -389,7 +465,8 @@ fn a_files_link_reads_the_file_anonymously_until_it_expires() {
     assert_eq!(get(&link).0, 403, "an expired link still read the file");
 }
 
-/// Sync to Azure Files gives every stored file a link, the skipped-as-unchanged one too.
+/// Sync to Azure Files gives every stored file a link, the skipped-as-unchanged one too,
+/// and with two files the manifest is uploaded to the share and `link` is its link.
 #[test]
 fn a_sync_on_files_gives_every_stored_file_a_link() {
     let fake = crate::files_fake::FilesFake::start();
@@ -402,7 +479,11 @@ fn a_sync_on_files_gives_every_stored_file_a_link() {
     write(ws.path(), "dist/sub/two.txt", b"second");
     std::fs::remove_file(ws.path().join("out")).unwrap();
     sync().run().assert_ok().assert_contains("skipped                1");
-    assert_eq!(output(ws.path(), "link").as_deref(), Some(""), "two files stored: no single link");
+    // Two files stored: the link is the manifest's, uploaded to the share next to them.
+    let link = output(ws.path(), "link").expect("a link output");
+    assert!(link.starts_with(&format!("{}/fsync/site/m.json?", fake.endpoint())) && link.contains("&sr=f&"), "{link}");
+    assert_eq!(get(&link), (200, std::fs::read(ws.path().join("m.json")).unwrap()));
+    assert_eq!(fake.files("fsync"), ["site/m.json", "site/one.txt", "site/sub/two.txt"]);
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path().join("m.json")).unwrap()).unwrap();
     let files = m["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
