@@ -340,6 +340,30 @@ fn a_stored_file_named_like_the_manifest_is_kept_and_link_is_empty() {
     assert_eq!(fetch(az, &c, "m.json").0, b"{\"mine\": true}", "the stored file was overwritten");
 }
 
+/// A manifest upload that fails (here `overwrite: false` over a stored one) exits 1 naming
+/// `manifest`; the files stay stored and `link` is empty.
+#[test]
+fn a_failed_manifest_upload_exits_1_naming_manifest() {
+    if !crate::support::azurite_present() {
+        return;
+    }
+    let az = Azurite::shared();
+    let c = container("linkmfail");
+    plant(az, &c, &["m.json"]);
+    let ws = tempfile::tempdir().unwrap();
+    write(ws.path(), "dist/a.txt", b"a");
+    write(ws.path(), "dist/b.txt", b"b");
+    upload(ws.path(), az, &c, "1h")
+        .set("overwrite", "false")
+        .run()
+        .assert_code(1)
+        .assert_contains("cannot upload the manifest `m.json` (`manifest`, PLUGIN_MANIFEST) to `m.json`: ")
+        .assert_lacks("sig=");
+    assert_eq!(output(ws.path(), "link").as_deref(), Some(""));
+    assert_eq!(names(az, &c), ["a.txt", "b.txt", "m.json"]);
+    assert_eq!(fetch(az, &c, "m.json").0, b"m.json", "the stored manifest was overwritten");
+}
+
 /// Sync uploads get links too, and so does a file the sync skipped because its stored copy
 /// is the same; `link` is the one file's, or with several the uploaded manifest's.
 #[test]
