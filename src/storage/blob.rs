@@ -306,29 +306,30 @@ impl Store for BlobStore {
         }
     }
 
-    /// [Get User Delegation Key](https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key):
-    /// a key valid from `start` to `expiry` (RFC 3339 UTC, at most 7 days from now), for
-    /// the identity of the bearer token the request carries.
+    /// Get User Delegation Key on the Blob service ([`get_user_delegation_key`]).
     async fn user_delegation_key(&self, start: &str, expiry: &str) -> Result<Option<UserDelegationKey>> {
-        let url = super::request_url(
-            self.base.as_ref(),
-            &self.endpoint,
-            "",
-            &[("restype", "service"), ("comp", "userdelegationkey")],
-        )?;
-        let req = Request::new(Method::POST, url)
-            .header("content-type", "application/xml")
-            .body(Bytes::from(key_info(start, expiry)));
-        let resp = self.http.send(req).await?;
-        parse_user_delegation_key(&resp.body).map(Some)
+        get_user_delegation_key(&self.http, self.base.as_ref(), &self.endpoint, start, expiry).await.map(Some)
     }
 }
 
-/// The body of a Get User Delegation Key request (Blob's and Files' alike).
-pub fn key_info(start: &str, expiry: &str) -> String {
-    format!(
+/// [Get User Delegation Key](https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key)
+/// on the service at `endpoint` (Blob, or Files since REST 2025-07-05, each handing out its
+/// own key): a key valid from `start` to `expiry` (RFC 3339 UTC, at most 7 days from now),
+/// for the identity of the bearer token the request carries.
+pub(super) async fn get_user_delegation_key(
+    http: &Http,
+    base: Option<&url::Url>,
+    endpoint: &str,
+    start: &str,
+    expiry: &str,
+) -> Result<UserDelegationKey> {
+    let url = super::request_url(base, endpoint, "", &[("restype", "service"), ("comp", "userdelegationkey")])?;
+    let body = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><KeyInfo><Start>{start}</Start><Expiry>{expiry}</Expiry></KeyInfo>"
-    )
+    );
+    let req = Request::new(Method::POST, url).header("content-type", "application/xml").body(Bytes::from(body));
+    let resp = http.send(req).await?;
+    parse_user_delegation_key(&resp.body)
 }
 
 /// A user delegation key ([Get User Delegation Key](https://learn.microsoft.com/rest/api/storageservices/get-user-delegation-key)):

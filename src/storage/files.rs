@@ -749,17 +749,9 @@ impl Store for FilesStore {
     /// `expiry` for the identity of the bearer token. Like the SDK, without the intent
     /// header: the call acts on the account, not on a file.
     async fn user_delegation_key(&self, start: &str, expiry: &str) -> Result<Option<super::blob::UserDelegationKey>> {
-        let url = super::request_url(
-            self.base.as_ref(),
-            &self.endpoint,
-            "",
-            &[("restype", "service"), ("comp", "userdelegationkey")],
-        )?;
-        let req = Request::new(Method::POST, url)
-            .header("content-type", "application/xml")
-            .body(Bytes::from(super::blob::key_info(start, expiry)));
-        let resp = self.http.send(req).await?;
-        super::blob::parse_user_delegation_key(&resp.body).map(Some)
+        super::blob::get_user_delegation_key(&self.http, self.base.as_ref(), &self.endpoint, start, expiry)
+            .await
+            .map(Some)
     }
 
     async fn abandon(&self, name: &str) {

@@ -261,20 +261,25 @@ pub(crate) mod tests {
         assert_eq!(devstore_sign(&s), "DOohXsJVdlhVbNuNwuwfYurtkPxYGQczw8LWph9gALQ=");
     }
 
-    /// A key as Azurite 3.37 derives it (`getUserDelegationKeyValue`: an HMAC of the key's
-    /// fields under its fixed seed), for the token the tests mint.
-    pub(crate) fn azurite_key() -> UserDelegationKey {
+    /// A key with the test fields, as service `sks` (`b`, `f`) hands it out.
+    fn key_of(sks: &str) -> UserDelegationKey {
         UserDelegationKey::for_test(
             [
                 "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
                 "72f988bf-86f1-41af-91ab-2d7cd011db47",
                 "2026-12-03T06:00:00Z",
                 "2026-12-09T10:00:00Z",
-                "b",
+                sks,
                 "2026-06-06",
             ],
             "puQvWQLJ2SDbUfz1MofOesC/i5Tv9sLTE0CP8CZ/Z9M=",
         )
+    }
+
+    /// A key as Azurite 3.37 derives it (`getUserDelegationKeyValue`: an HMAC of the key's
+    /// fields under its fixed seed), for the token the tests mint.
+    pub(crate) fn azurite_key() -> UserDelegationKey {
+        key_of("b")
     }
 
     /// The vector is Azurite's own: its verifier (`generateBlobSASSignatureWithUDK` in
@@ -301,17 +306,7 @@ pub(crate) mod tests {
 
     /// A key as a File service hands it out (`sks=f`), with [`azurite_key`]'s other fields.
     pub(crate) fn file_key() -> UserDelegationKey {
-        UserDelegationKey::for_test(
-            [
-                "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee",
-                "72f988bf-86f1-41af-91ab-2d7cd011db47",
-                "2026-12-03T06:00:00Z",
-                "2026-12-09T10:00:00Z",
-                "f",
-                "2026-06-06",
-            ],
-            "puQvWQLJ2SDbUfz1MofOesC/i5Tv9sLTE0CP8CZ/Z9M=",
-        )
+        key_of("f")
     }
 
     /// The vector is the Python SDK's: azure-storage-file-share 12.27.1 `generate_file_sas`
