@@ -403,6 +403,21 @@ pub(crate) fn excluded(rel: &str, excludes: &[PathPattern]) -> bool {
 /// `p` relative to `root` with `/` separators, and (when a component is not valid
 /// UTF-8) the same path with those bytes escaped, for the refusal.
 fn rel_of(root: &Path, p: &Path) -> Option<(String, Option<String>)> {
+    use std::os::unix::ffi::OsStrExt;
+    // The common case, without parsing components: `root` a byte prefix of `p`, the rest
+    // valid UTF-8 and in normal form (no empty or `.` component), so it is its own
+    // `/`-joined components.
+    let (pb, rb) = (p.as_os_str().as_bytes(), root.as_os_str().as_bytes());
+    let rest = pb.strip_prefix(rb).and_then(|r| match r.strip_prefix(b"/") {
+        Some(r) if !rb.ends_with(b"/") => Some(r),
+        _ if r.is_empty() || rb.ends_with(b"/") => Some(r),
+        _ => None,
+    });
+    if let Some(s) = rest.and_then(|r| std::str::from_utf8(r).ok()) {
+        if s.is_empty() || s.split('/').all(|c| !c.is_empty() && c != ".") {
+            return Some((s.to_string(), None));
+        }
+    }
     let rel = p.strip_prefix(root).ok()?;
     let parts: Vec<&std::ffi::OsStr> = rel.components().map(|c| c.as_os_str()).collect();
     let lossy = parts.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/");
@@ -485,10 +500,14 @@ fn select(
         }
     }
     let follow = cfg.follow_symlinks;
+    // The directory of the last file stat'ed, open: its files are stat'ed from it.
+    let mut dir: Option<(std::path::PathBuf, std::os::fd::OwnedFd)> = None;
     let mut walker = walkdir::WalkDir::new(ws.path().join(&base_rel))
         .follow_links(follow)
         .follow_root_links(follow)
-        .sort_by_file_name()
+        // Siblings share their parent's path: comparing the paths' bytes orders them by
+        // name (as `sort_by_file_name` would), without parsing each path's last component.
+        .sort_by(|a, b| a.path().as_os_str().cmp(b.path().as_os_str()))
         .into_iter();
     while let Some(entry) = walker.next() {
         let entry = match entry {
@@ -562,8 +581,8 @@ fn select(
             );
             continue;
         }
-        let id = match entry.metadata() {
-            Ok(m) => FileId::of(&m),
+        let id = match stat(&mut dir, &entry) {
+            Ok(id) => id,
             Err(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
         };
         if let Err(why) = sel.found.push(&rel, id) {
@@ -571,6 +590,30 @@ fn select(
         }
     }
     Ok(sel.len() > before)
+}
+
+/// What is seen of a regular file the walk met. A file reached without a link on its
+/// path is stat'ed from its directory's descriptor (opened once per directory, kept in
+/// `dir`): one component to resolve, not the whole path. A link the walk followed, or a
+/// file whose directory cannot be opened, is stat'ed by its path as `walkdir` does.
+fn stat(
+    dir: &mut Option<(std::path::PathBuf, std::os::fd::OwnedFd)>,
+    entry: &walkdir::DirEntry,
+) -> std::io::Result<FileId> {
+    let by_path = |entry: &walkdir::DirEntry| entry.metadata().map(|m| FileId::of(&m)).map_err(std::io::Error::from);
+    let (Some(parent), false) = (entry.path().parent(), entry.path_is_symlink()) else {
+        return by_path(entry);
+    };
+    if dir.as_ref().is_none_or(|(p, _)| p != parent) {
+        *dir = super::dirfd::open_dir(parent).ok().map(|fd| (parent.to_path_buf(), fd));
+    }
+    match dir {
+        Some((_, fd)) => {
+            let (dev, ino, size) = super::dirfd::id_at(&*fd, entry.file_name())?;
+            Ok(FileId { dev, ino, size })
+        }
+        None => by_path(entry),
+    }
 }
 
 /// Expands the sources under `root` (the workspace); `store` says which names it refuses
