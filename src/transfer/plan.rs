@@ -13,7 +13,9 @@
 //! Hidden entries (names beginning with `.`) stay home unless a pattern names them
 //! ([`Hidden`]: shell and upload-artifact v4 rules; `.git` only when named literally) or
 //! `include_hidden` is set; a hidden directory left out is pruned, never read.
-//! Each planned file carries what was seen of it ([`FileId`]) for the checks at read time.
+//! Each planned file carries what was seen of it ([`FileId`]) for the checks at read time,
+//! stat'ed from its directory's descriptor on a second thread while the walk reads on
+//! (`Stats`: results taken back in walk order, so the plan is the same).
 //! The planned files are kept compactly ([`PlannedFiles`]: their paths in one buffer, 24
 //! bytes besides), and each becomes an [`UploadItem`] only when it is sent, so a plan of
 //! a million files costs about 45 MB, not a kilobyte per file.
@@ -500,8 +502,7 @@ fn select(
         }
     }
     let follow = cfg.follow_symlinks;
-    // The directory of the last file stat'ed, open: its files are stat'ed from it.
-    let mut dir: Option<(std::path::PathBuf, std::os::fd::OwnedFd)> = None;
+    let mut stats = Stats::new();
     let mut walker = walkdir::WalkDir::new(ws.path().join(&base_rel))
         .follow_links(follow)
         .follow_root_links(follow)
@@ -581,38 +582,131 @@ fn select(
             );
             continue;
         }
-        let id = match stat(&mut dir, &entry) {
-            Ok(id) => id,
-            Err(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
-        };
-        if let Err(why) = sel.found.push(&rel, id) {
-            sel.refused.insert(rel, format!("refused: {why}"));
-        }
+        stats.queue(rel, &entry, sel)?;
     }
+    stats.finish(sel)?;
     Ok(sel.len() > before)
 }
 
-/// What is seen of a regular file the walk met. A file reached without a link on its
-/// path is stat'ed from its directory's descriptor (opened once per directory, kept in
-/// `dir`): one component to resolve, not the whole path. A link the walk followed, or a
+/// Stats the regular files the walk meets on a second thread, while the walk reads on: the
+/// files are queued in walk order (in batches) and their results come back in that order,
+/// so the plan is the same as a stat in the walk's loop would make it. Results are taken
+/// as they come (a few batches in flight at most: the plan's memory stays what it was).
+/// A file reached
+/// without a link on its path is stat'ed from its directory's descriptor (opened once per
+/// directory): one component to resolve, not the whole path. A link the walk followed, or a
 /// file whose directory cannot be opened, is stat'ed by its path as `walkdir` does.
-fn stat(
-    dir: &mut Option<(std::path::PathBuf, std::os::fd::OwnedFd)>,
-    entry: &walkdir::DirEntry,
-) -> std::io::Result<FileId> {
-    let by_path = |entry: &walkdir::DirEntry| entry.metadata().map(|m| FileId::of(&m)).map_err(std::io::Error::from);
-    let (Some(parent), false) = (entry.path().parent(), entry.path_is_symlink()) else {
-        return by_path(entry);
-    };
-    if dir.as_ref().is_none_or(|(p, _)| p != parent) {
-        *dir = super::dirfd::open_dir(parent).ok().map(|fd| (parent.to_path_buf(), fd));
-    }
-    match dir {
-        Some((_, fd)) => {
-            let (dev, ino, size) = super::dirfd::id_at(&*fd, entry.file_name())?;
-            Ok(FileId { dev, ino, size })
+struct Stats {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<StatJob>>>,
+    rx: std::sync::mpsc::Receiver<Vec<Result<FileId, String>>>,
+    batch: Vec<StatJob>,
+    /// Each queued file's workspace-relative path, in walk order, until its result is in.
+    rels: std::collections::VecDeque<String>,
+    /// The directory of the last file queued, open (with its path, for an error's words).
+    dir: Option<Arc<(std::path::PathBuf, std::os::fd::OwnedFd)>>,
+}
+
+enum StatJob {
+    At(Arc<(std::path::PathBuf, std::os::fd::OwnedFd)>, std::ffi::OsString),
+    /// By path, following the last component when the walk followed it (a link).
+    Path(std::path::PathBuf, bool),
+}
+
+impl StatJob {
+    fn run(self) -> Result<FileId, String> {
+        // Worded as `walkdir`'s error for the same failure.
+        let worded = |path: &Path, e: std::io::Error| format!("IO error for operation on {}: {e}", path.display());
+        match self {
+            StatJob::At(dir, name) => super::dirfd::id_at(&dir.1, &name)
+                .map(|(dev, ino, size)| FileId { dev, ino, size })
+                .map_err(|e| worded(&dir.0.join(&name), e)),
+            StatJob::Path(path, follow) => {
+                let m = if follow { std::fs::metadata(&path) } else { std::fs::symlink_metadata(&path) };
+                m.map(|m| FileId::of(&m)).map_err(|e| worded(&path, e))
+            }
         }
-        None => by_path(entry),
+    }
+}
+
+/// Files queued before their batch is handed to the stat thread.
+const STAT_BATCH: usize = 1024;
+
+impl Stats {
+    fn new() -> Self {
+        let (tx, jobs) = std::sync::mpsc::sync_channel::<Vec<StatJob>>(4);
+        let (done, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for batch in jobs {
+                if done.send(batch.into_iter().map(StatJob::run).collect()).is_err() {
+                    return;
+                }
+            }
+        });
+        Stats { tx: Some(tx), rx, batch: Vec::with_capacity(STAT_BATCH), rels: Default::default(), dir: None }
+    }
+
+    /// Queues a file, and plans the files whose results are in.
+    fn queue(&mut self, rel: String, entry: &walkdir::DirEntry, sel: &mut Selection) -> Result<(), PlanError> {
+        let path = entry.path();
+        let job = match (path.parent(), entry.path_is_symlink()) {
+            (Some(parent), false) => {
+                if self.dir.as_ref().is_none_or(|d| d.0 != parent) {
+                    self.dir = super::dirfd::open_dir(parent).ok().map(|fd| Arc::new((parent.to_path_buf(), fd)));
+                }
+                match (&self.dir, path.file_name()) {
+                    (Some(dir), Some(name)) => StatJob::At(dir.clone(), name.to_os_string()),
+                    _ => StatJob::Path(path.to_path_buf(), false),
+                }
+            }
+            (_, link) => StatJob::Path(path.to_path_buf(), link),
+        };
+        self.batch.push(job);
+        self.rels.push_back(rel);
+        if self.batch.len() >= STAT_BATCH {
+            self.send();
+        }
+        while let Ok(results) = self.rx.try_recv() {
+            self.plan(results, sel)?;
+        }
+        Ok(())
+    }
+
+    /// The next files in walk order, with what was seen of them: into the plan, or the
+    /// first failure as the walk's error.
+    fn plan(&mut self, results: Vec<Result<FileId, String>>, sel: &mut Selection) -> Result<(), PlanError> {
+        for r in results {
+            let rel = self.rels.pop_front().unwrap_or_default();
+            let id = r.map_err(|e| PlanError::Walk(format!("{rel}: {e}")))?;
+            if let Err(why) = sel.found.push(&rel, id) {
+                sel.refused.insert(rel, format!("refused: {why}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(STAT_BATCH));
+        if let Some(tx) = &self.tx {
+            // The thread only stops when this side hangs up: a failed send means it died.
+            if tx.send(batch).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Plans every file still queued (waiting for the stat thread to finish them).
+    fn finish(mut self, sel: &mut Selection) -> Result<(), PlanError> {
+        if !self.batch.is_empty() {
+            self.send();
+        }
+        self.tx = None;
+        while let Ok(results) = self.rx.recv() {
+            self.plan(results, sel)?;
+        }
+        match self.rels.front() {
+            Some(rel) => Err(PlanError::Walk(format!("{rel}: the stat thread stopped"))),
+            None => Ok(()),
+        }
     }
 }
 
