@@ -1352,6 +1352,26 @@ mod props {
         assert_eq!(item.state, FileId::of(&m));
     }
 
+    /// More files than fit in a few stat batches, in directories met in turn: every
+    /// planned file carries its own size and inode (the stats come back in walk order).
+    #[test]
+    fn each_file_of_a_large_walk_is_planned_with_its_own_stat() {
+        let t = tempfile::tempdir().unwrap();
+        let n = 3 * STAT_BATCH + 7;
+        for i in 0..n {
+            let dir = t.path().join(format!("d{}", i % 5));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("f{i:05}")), vec![b'x'; i % 97]).unwrap();
+        }
+        let cfg = upload_config(&[("PLUGIN_SOURCE", "**")]);
+        let plan = plan_upload(&cfg, &*store(false), t.path()).unwrap();
+        assert_eq!(plan.files.len(), n);
+        for item in plan.files.iter() {
+            let m = std::fs::symlink_metadata(t.path().join(&item.rel)).unwrap();
+            assert_eq!(item.state, FileId::of(&m), "{}", item.rel);
+        }
+    }
+
     #[test]
     fn names_that_collide_once_stripped_or_folded_are_refused_naming_them() {
         let t = workspace(&["p/x.txt", "x.txt", "A.txt", "a.txt", "d", "D/e.txt"]);
