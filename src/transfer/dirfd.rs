@@ -335,6 +335,23 @@ fn strip_root<'a>(t: &'a [u8], root: &[u8]) -> Option<&'a [u8]> {
     }
 }
 
+/// Device (as `std`'s `MetadataExt::dev` gives it), inode and size of `name` in `dir`,
+/// without following a link: one `statx` resolving a single component, where a stat by
+/// path walks every component of the path again.
+pub fn id_at(dir: impl AsFd, name: &std::ffi::OsStr) -> io::Result<(u64, u64, u64)> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::StatxFlags;
+        let st = rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::INO | StatxFlags::SIZE)?;
+        Ok((rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor), st.stx_ino, st.stx_size))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok((st.st_dev as u64, st.st_ino as u64, st.st_size as u64))
+    }
+}
+
 /// Opens a directory by path (following links: this is how `target` itself is named).
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)

@@ -13,7 +13,9 @@
 //! Hidden entries (names beginning with `.`) stay home unless a pattern names them
 //! ([`Hidden`]: shell and upload-artifact v4 rules; `.git` only when named literally) or
 //! `include_hidden` is set; a hidden directory left out is pruned, never read.
-//! Each planned file carries what was seen of it ([`FileId`]) for the checks at read time.
+//! Each planned file carries what was seen of it ([`FileId`]) for the checks at read time,
+//! stat'ed from its directory's descriptor on a second thread while the walk reads on
+//! (`Stats`: results taken back in walk order, so the plan is the same).
 //! The planned files are kept compactly ([`PlannedFiles`]: their paths in one buffer, 24
 //! bytes besides), and each becomes an [`UploadItem`] only when it is sent, so a plan of
 //! a million files costs about 45 MB, not a kilobyte per file.
@@ -403,6 +405,21 @@ pub(crate) fn excluded(rel: &str, excludes: &[PathPattern]) -> bool {
 /// `p` relative to `root` with `/` separators, and (when a component is not valid
 /// UTF-8) the same path with those bytes escaped, for the refusal.
 fn rel_of(root: &Path, p: &Path) -> Option<(String, Option<String>)> {
+    use std::os::unix::ffi::OsStrExt;
+    // The common case, without parsing components: `root` a byte prefix of `p`, the rest
+    // valid UTF-8 and in normal form (no empty or `.` component), so it is its own
+    // `/`-joined components.
+    let (pb, rb) = (p.as_os_str().as_bytes(), root.as_os_str().as_bytes());
+    let rest = pb.strip_prefix(rb).and_then(|r| match r.strip_prefix(b"/") {
+        Some(r) if !rb.ends_with(b"/") => Some(r),
+        _ if r.is_empty() || rb.ends_with(b"/") => Some(r),
+        _ => None,
+    });
+    if let Some(s) = rest.and_then(|r| std::str::from_utf8(r).ok()) {
+        if s.is_empty() || s.split('/').all(|c| !c.is_empty() && c != ".") {
+            return Some((s.to_string(), None));
+        }
+    }
     let rel = p.strip_prefix(root).ok()?;
     let parts: Vec<&std::ffi::OsStr> = rel.components().map(|c| c.as_os_str()).collect();
     let lossy = parts.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/");
@@ -485,10 +502,13 @@ fn select(
         }
     }
     let follow = cfg.follow_symlinks;
+    let mut stats = Stats::new();
     let mut walker = walkdir::WalkDir::new(ws.path().join(&base_rel))
         .follow_links(follow)
         .follow_root_links(follow)
-        .sort_by_file_name()
+        // Siblings share their parent's path: comparing the paths' bytes orders them by
+        // name (as `sort_by_file_name` would), without parsing each path's last component.
+        .sort_by(|a, b| a.path().as_os_str().cmp(b.path().as_os_str()))
         .into_iter();
     while let Some(entry) = walker.next() {
         let entry = match entry {
@@ -562,15 +582,132 @@ fn select(
             );
             continue;
         }
-        let id = match entry.metadata() {
-            Ok(m) => FileId::of(&m),
-            Err(e) => return Err(PlanError::Walk(format!("{rel}: {e}"))),
-        };
-        if let Err(why) = sel.found.push(&rel, id) {
-            sel.refused.insert(rel, format!("refused: {why}"));
+        stats.queue(rel, &entry, sel)?;
+    }
+    stats.finish(sel)?;
+    Ok(sel.len() > before)
+}
+
+/// Stats the regular files the walk meets on a second thread, while the walk reads on: the
+/// files are queued in walk order (in batches) and their results come back in that order,
+/// so the plan is the same as a stat in the walk's loop would make it. Results are taken
+/// as they come (a few batches in flight at most: the plan's memory stays what it was).
+/// A file reached
+/// without a link on its path is stat'ed from its directory's descriptor (opened once per
+/// directory): one component to resolve, not the whole path. A link the walk followed, or a
+/// file whose directory cannot be opened, is stat'ed by its path as `walkdir` does.
+struct Stats {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<StatJob>>>,
+    rx: std::sync::mpsc::Receiver<Vec<Result<FileId, String>>>,
+    batch: Vec<StatJob>,
+    /// Each queued file's workspace-relative path, in walk order, until its result is in.
+    rels: std::collections::VecDeque<String>,
+    /// The directory of the last file queued, open (with its path, for an error's words).
+    dir: Option<Arc<(std::path::PathBuf, std::os::fd::OwnedFd)>>,
+}
+
+enum StatJob {
+    At(Arc<(std::path::PathBuf, std::os::fd::OwnedFd)>, std::ffi::OsString),
+    /// By path, following the last component when the walk followed it (a link).
+    Path(std::path::PathBuf, bool),
+}
+
+impl StatJob {
+    fn run(self) -> Result<FileId, String> {
+        // Worded as `walkdir`'s error for the same failure.
+        let worded = |path: &Path, e: std::io::Error| format!("IO error for operation on {}: {e}", path.display());
+        match self {
+            StatJob::At(dir, name) => super::dirfd::id_at(&dir.1, &name)
+                .map(|(dev, ino, size)| FileId { dev, ino, size })
+                .map_err(|e| worded(&dir.0.join(&name), e)),
+            StatJob::Path(path, follow) => {
+                let m = if follow { std::fs::metadata(&path) } else { std::fs::symlink_metadata(&path) };
+                m.map(|m| FileId::of(&m)).map_err(|e| worded(&path, e))
+            }
         }
     }
-    Ok(sel.len() > before)
+}
+
+/// Files queued before their batch is handed to the stat thread.
+const STAT_BATCH: usize = 1024;
+
+impl Stats {
+    fn new() -> Self {
+        let (tx, jobs) = std::sync::mpsc::sync_channel::<Vec<StatJob>>(4);
+        let (done, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for batch in jobs {
+                if done.send(batch.into_iter().map(StatJob::run).collect()).is_err() {
+                    return;
+                }
+            }
+        });
+        Stats { tx: Some(tx), rx, batch: Vec::with_capacity(STAT_BATCH), rels: Default::default(), dir: None }
+    }
+
+    /// Queues a file, and plans the files whose results are in.
+    fn queue(&mut self, rel: String, entry: &walkdir::DirEntry, sel: &mut Selection) -> Result<(), PlanError> {
+        let path = entry.path();
+        let job = match (path.parent(), entry.path_is_symlink()) {
+            (Some(parent), false) => {
+                if self.dir.as_ref().is_none_or(|d| d.0 != parent) {
+                    self.dir = super::dirfd::open_dir(parent).ok().map(|fd| Arc::new((parent.to_path_buf(), fd)));
+                }
+                match (&self.dir, path.file_name()) {
+                    (Some(dir), Some(name)) => StatJob::At(dir.clone(), name.to_os_string()),
+                    _ => StatJob::Path(path.to_path_buf(), false),
+                }
+            }
+            (_, link) => StatJob::Path(path.to_path_buf(), link),
+        };
+        self.batch.push(job);
+        self.rels.push_back(rel);
+        if self.batch.len() >= STAT_BATCH {
+            self.send();
+        }
+        while let Ok(results) = self.rx.try_recv() {
+            self.plan(results, sel)?;
+        }
+        Ok(())
+    }
+
+    /// The next files in walk order, with what was seen of them: into the plan, or the
+    /// first failure as the walk's error.
+    fn plan(&mut self, results: Vec<Result<FileId, String>>, sel: &mut Selection) -> Result<(), PlanError> {
+        for r in results {
+            let rel = self.rels.pop_front().unwrap_or_default();
+            let id = r.map_err(|e| PlanError::Walk(format!("{rel}: {e}")))?;
+            if let Err(why) = sel.found.push(&rel, id) {
+                sel.refused.insert(rel, format!("refused: {why}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(STAT_BATCH));
+        if let Some(tx) = &self.tx {
+            // The thread only stops when this side hangs up: a failed send means it died.
+            if tx.send(batch).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Plans every file still queued (waiting for the stat thread to finish them).
+    fn finish(mut self, sel: &mut Selection) -> Result<(), PlanError> {
+        if !self.batch.is_empty() {
+            self.send();
+        }
+        self.tx = None;
+        while let Ok(results) = self.rx.recv() {
+            self.plan(results, sel)?;
+        }
+        match self.rels.front() {
+            Some(rel) => Err(PlanError::Walk(format!("{rel}: the stat thread stopped"))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Expands the sources under `root` (the workspace); `store` says which names it refuses
@@ -1213,6 +1350,26 @@ mod props {
         let item = plan.files.iter().next().unwrap();
         let m = std::fs::metadata(t.path().join("dist/a b.txt")).unwrap();
         assert_eq!(item.state, FileId::of(&m));
+    }
+
+    /// More files than fit in a few stat batches, in directories met in turn: every
+    /// planned file carries its own size and inode (the stats come back in walk order).
+    #[test]
+    fn each_file_of_a_large_walk_is_planned_with_its_own_stat() {
+        let t = tempfile::tempdir().unwrap();
+        let n = 3 * STAT_BATCH + 7;
+        for i in 0..n {
+            let dir = t.path().join(format!("d{}", i % 5));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("f{i:05}")), vec![b'x'; i % 97]).unwrap();
+        }
+        let cfg = upload_config(&[("PLUGIN_SOURCE", "**")]);
+        let plan = plan_upload(&cfg, &*store(false), t.path()).unwrap();
+        assert_eq!(plan.files.len(), n);
+        for item in plan.files.iter() {
+            let m = std::fs::symlink_metadata(t.path().join(&item.rel)).unwrap();
+            assert_eq!(item.state, FileId::of(&m), "{}", item.rel);
+        }
     }
 
     #[test]
