@@ -100,7 +100,6 @@ impl Store for BlobStore {
             label: "Blob Storage",
             roles: "`Storage Blob Data Contributor` (download: `Storage Blob Data Reader`)",
             sas: super::sas::Resource::Blob,
-            entra_links: true,
         }
     }
     fn url(&self, name: &str) -> String {

@@ -491,7 +491,6 @@ impl Store for FilesStore {
             label: "Azure Files",
             roles: "`Storage File Data Privileged Contributor` (download: `… Privileged Reader`)",
             sas: super::sas::Resource::File,
-            entra_links: true,
         }
     }
     fn check_name(&self, name: &str) -> std::result::Result<(), super::NameError> {

@@ -382,8 +382,6 @@ pub struct StoreInfo {
     pub roles: &'static str,
     /// What a link's SAS names: a blob or a file.
     pub sas: sas::Resource,
-    /// Whether links can be signed with an Entra credential (a user delegation key).
-    pub entra_links: bool,
 }
 
 /// Properties written with an upload.

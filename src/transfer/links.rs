@@ -79,12 +79,7 @@ pub async fn prepare(engine: &Engine, credential: &Credential) -> Result<Option<
     let signer = match credential {
         Credential::SharedKey(k) => Signer::Key(k.clone()),
         Credential::Sas(_) => {
-            let entra = if engine.store.info().entra_links {
-                " or an Entra credential (federated, managed identity, `access_token`)"
-            } else {
-                ""
-            };
-            return Err(RunError::Settings(format!("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token: a SAS cannot sign another SAS; use the account key (`account_key`, or a connection string with AccountKey){entra}, or leave `link_expiry` out")));
+            return Err(RunError::Settings("`link_expiry` (PLUGIN_LINK_EXPIRY) cannot be used with a SAS token: a SAS cannot sign another SAS; use the account key (`account_key`, or a connection string with AccountKey) or an Entra credential (federated, managed identity, `access_token`), or leave `link_expiry` out".into()));
         }
         Credential::None => {
             return Err(RunError::Settings(
@@ -304,6 +299,22 @@ fn row(name: &str, size: u64, sha256: Option<&str>, link: &str, expiry: &str) ->
 mod tests {
     use super::*;
 
+    /// A link's query: its (name, value) pairs in order.
+    struct Query(Vec<(String, String)>);
+
+    impl Query {
+        fn of(link: &str) -> Query {
+            let q = link.split_once('?').unwrap().1;
+            Query(url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        }
+        fn names(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| k.as_str()).collect()
+        }
+        fn get(&self, k: &str) -> &str {
+            self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("")
+        }
+    }
+
     #[test]
     fn a_file_link_is_a_key_signed_sas_on_that_file() {
         let key = SharedKey::new("devstoreaccount1", &crate::config::Secret::new(crate::config::DEVSTORE_KEY)).unwrap();
@@ -315,12 +326,10 @@ mod tests {
             expiry: "2026-12-09T10:00:00Z".into(),
         };
         let link = linker.link("a b/é.txt", "https://h/devstoreaccount1/share/a%20b/%C3%A9.txt");
-        let (base, q) = link.split_once('?').unwrap();
-        assert_eq!(base, "https://h/devstoreaccount1/share/a%20b/%C3%A9.txt");
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
-        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["sv", "sr", "sp", "se", "sig"]);
-        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        assert_eq!(link.split_once('?').unwrap().0, "https://h/devstoreaccount1/share/a%20b/%C3%A9.txt");
+        let q = Query::of(&link);
+        assert_eq!(q.names(), ["sv", "sr", "sp", "se", "sig"]);
+        let get = |k| q.get(k);
         assert_eq!((get("sv"), get("sr"), get("sp"), get("se")), (API_VERSION, "f", "r", "2026-12-09T10:00:00Z"));
         if API_VERSION == "2025-11-05" {
             assert_eq!(get("sig"), "DOohXsJVdlhVbNuNwuwfYurtkPxYGQczw8LWph9gALQ=");
@@ -337,11 +346,9 @@ mod tests {
             expiry: "2026-12-09T10:00:00Z".into(),
         };
         let link = linker.link("a b/é.txt", "https://h/devstoreaccount1/share/a%20b/%C3%A9.txt");
-        let q = link.split_once('?').unwrap().1;
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
-        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["sv", "sr", "sp", "se", "skoid", "sktid", "skt", "ske", "sks", "skv", "sig"]);
-        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        let q = Query::of(&link);
+        assert_eq!(q.names(), ["sv", "sr", "sp", "se", "skoid", "sktid", "skt", "ske", "sks", "skv", "sig"]);
+        let get = |k| q.get(k);
         assert_eq!((get("sr"), get("sp"), get("sks")), ("f", "r", "f"));
         if API_VERSION == "2025-11-05" {
             assert_eq!(get("sig"), "Yqgm6dn3wZE9DbLzV9WHoNckIu0dgV1w2nQBTHuDyKk=");
@@ -358,9 +365,8 @@ mod tests {
             expiry: "2026-12-09T10:00:00Z".into(),
         };
         let link = linker.link("a b/é.txt", "https://h/devstoreaccount1/c/a%20b/%C3%A9.txt");
-        let q = link.split_once('?').unwrap().1;
-        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(q.as_bytes()).into_owned().collect();
-        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+        let q = Query::of(&link);
+        let get = |k| q.get(k);
         assert_eq!(get("sv"), API_VERSION);
         assert_eq!((get("sr"), get("sp"), get("se")), ("b", "r", "2026-12-09T10:00:00Z"));
         assert_eq!((get("skoid"), get("sks"), get("skv")), ("aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", "b", "2026-06-06"));

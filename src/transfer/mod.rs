@@ -909,12 +909,7 @@ mod tests {
             DEFAULT_BLOCK
         }
         fn info(&self) -> crate::storage::StoreInfo {
-            crate::storage::StoreInfo {
-                label: "test",
-                roles: "none",
-                sas: crate::storage::sas::Resource::Blob,
-                entra_links: false,
-            }
+            crate::storage::StoreInfo { label: "test", roles: "none", sas: crate::storage::sas::Resource::Blob }
         }
         async fn ensure_container(&self, _: bool) -> crate::storage::Result<()> {
             unreachable!()
