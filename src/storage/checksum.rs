@@ -26,6 +26,16 @@ impl BodySum {
         }
     }
 
+    /// Computes `of(kind, …)` of bytes given piece by piece ([`BodySumHasher`]), so a
+    /// stage that already walks a block (the whole-file hash) can feed both while each
+    /// piece is in the cache.
+    pub fn hasher(kind: Checksum) -> BodySumHasher {
+        match kind {
+            Checksum::Crc64 => BodySumHasher::Crc64(crc64fast_nvme::Digest::new()),
+            Checksum::Md5 => BodySumHasher::Md5(Md5::new()),
+        }
+    }
+
     /// The header that carries it (`x-ms-content-crc64` or `Content-MD5`) and its value.
     pub fn header(&self) -> (&'static str, String) {
         match self {
@@ -39,6 +49,28 @@ impl BodySum {
         match self {
             BodySum::Crc64(c) => *c,
             BodySum::Md5(m) => u64::from_be_bytes([m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7]]),
+        }
+    }
+}
+
+/// A [`BodySum`] being computed (see [`BodySum::hasher`]).
+pub enum BodySumHasher {
+    Crc64(crc64fast_nvme::Digest),
+    Md5(Md5),
+}
+
+impl BodySumHasher {
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            BodySumHasher::Crc64(d) => d.write(data),
+            BodySumHasher::Md5(m) => m.update(data),
+        }
+    }
+
+    pub fn finish(self) -> BodySum {
+        match self {
+            BodySumHasher::Crc64(d) => BodySum::Crc64(d.sum64()),
+            BodySumHasher::Md5(m) => BodySum::Md5(m.finalize().into()),
         }
     }
 }
@@ -112,6 +144,18 @@ pub fn crc64_header(crc: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sum_fed_piece_by_piece_is_the_sum_of_the_whole() {
+        let body: Vec<u8> = (0..1_000_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        for kind in [Checksum::Crc64, Checksum::Md5] {
+            for piece in [1, 7, 4096, 256 << 10, body.len()] {
+                let mut h = BodySum::hasher(kind);
+                body.chunks(piece).for_each(|c| h.update(c));
+                assert_eq!(h.finish(), BodySum::of(kind, &body), "{kind:?} in pieces of {piece}");
+            }
+        }
+    }
 
     #[test]
     fn an_echo_that_is_not_the_body_sent_is_refused() {
