@@ -578,9 +578,19 @@ fn apply_mode(eng: &Engine, remote: &RemoteItem, file: &File) -> Result<(), Fail
         .map_err(|e| Failure::from(format!("cannot set its mode {bits:04o} (preserve_mode): {e}")))
 }
 
-/// Fetches every range of `remote` (pinned to its ETag) into `file`, at most `concurrency`
-/// at once, while a hasher thread follows in file order. Returns the digests of the bytes
-/// as they landed and the bytes counted as progress.
+/// Fetches every range of `remote` (pinned to its ETag) into `file` while a hasher thread
+/// follows in file order. Returns the digests of the bytes as they landed and the bytes
+/// counted as progress.
+///
+/// Each frame is written at its place, then handed to the hasher as it is (the HTTP
+/// client's buffer, not a copy) when it lies within `max_memory` of the hash position
+/// ([`Feed`]); a frame further ahead is only written, and hashed by reading it back once
+/// its range is complete. So the hasher (the one core SHA-256 needs) mostly hashes bytes
+/// straight off the network, and what it holds stays within `max_memory`. For the same
+/// reason a file keeps at most `max_memory / range` ranges in flight (within
+/// `concurrency`): more parallel ranges of one file only put its bytes further ahead of
+/// the hash, where they are read back, and cost the server more streams (Azurite:
+/// 16 ranges of 8 MiB in flight took longer than 4).
 async fn fetch_ranges(
     eng: &Arc<Engine>,
     remote: &RemoteItem,
@@ -593,32 +603,41 @@ async fn fetch_ranges(
         return fetch_single(eng, remote, &file, with_md5).await;
     }
     let n = size.div_ceil(range);
-    let window = eng.cfg.concurrency.max(1);
+    let ahead = eng.memory_total.max(range);
+    let window = (ahead / range).clamp(1, eng.cfg.concurrency.max(1) as u64) as usize;
     let name = remote.name.clone();
     let etag = remote.etag.clone();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, u64)>();
+    let (feed, fed) = Feed::new(ahead);
     let hasher = {
-        let file = file.clone();
-        tokio::task::spawn_blocking(move || hash_in_order(&file, size, with_md5, done_rx))
+        let (file, at) = (file.clone(), feed.at.clone());
+        tokio::task::spawn_blocking(move || hash_in_order(&file, size, range, with_md5, &fed, &at))
     };
     // The closure owns the hasher's sender: when the stream is dropped (done or failed),
     // the hasher sees the channel close.
+    let (feed2, file2) = (feed.clone(), file.clone());
     let mut ranges = futures_util::stream::iter(0..n)
         .map(move |i| {
-            let (eng, name, etag, file, done) =
-                (eng.clone(), name.clone(), etag.clone(), file.clone(), done_tx.clone());
+            let (eng, name, etag, file, feed) = (eng.clone(), name.clone(), etag.clone(), file2.clone(), feed2.clone());
             async move {
                 let offset = i * range;
                 let len = range.min(size - offset);
+                // The end of what this range's attempts wrote so far: a frame before it is
+                // a retry writing the range again, after its first bytes may have been hashed.
+                let high = AtomicU64::new(0);
                 // Each frame goes straight to its place in the file (a page-cache copy of at
                 // most hyper's read buffer, done on the runtime thread); bytes beyond the
                 // range asked for are not written, and counted as a mismatch below.
-                let write = move |pos: u64, data: &[u8]| -> std::io::Result<()> {
+                let write = |pos: u64, data: &bytes::Bytes| -> std::io::Result<()> {
                     let keep = len.saturating_sub(pos).min(data.len() as u64) as usize;
-                    file.write_all_at(&data[..keep], offset + pos)
+                    file.write_all_at(&data[..keep], offset + pos)?;
+                    if pos < high.fetch_max(pos + keep as u64, Ordering::Relaxed) {
+                        feed.rewritten.store(true, Ordering::Relaxed);
+                    }
+                    feed.offer(offset + pos, data.slice(..keep));
+                    Ok(())
                 };
                 get_range(&eng, &name, etag.as_deref(), offset, len, &write).await?;
-                let _ = done.send((offset, len));
+                feed.written(offset);
                 eng.progress.counters.add_bytes(len);
                 Ok::<_, Failure>(len)
             }
@@ -636,11 +655,25 @@ async fn fetch_ranges(
         }
     }
     drop(ranges);
+    let rewritten = feed.rewritten.load(Ordering::Relaxed);
+    drop(feed);
     let got = hasher
         .await?
         .map_err(|e| format!("cannot read back the downloaded data: {e}"))?
         .ok_or("internal error: a range was never reported to the hasher")?;
-    Ok((got, counted))
+    if !rewritten {
+        return Ok((got, counted));
+    }
+    // A range was written again (a retried request) after some of its first bytes may
+    // have been hashed: the hash is of the file as it is now, read back whole.
+    let whole = tokio::task::spawn_blocking(move || {
+        let mut h = FileHasher::new(with_md5);
+        let mut buf = vec![0u8; HASH_READ.min(size as usize)];
+        hash_back(&file, &mut h, &mut buf, 0, size).map(|()| h.finish())
+    })
+    .await?
+    .map_err(|e| format!("cannot read back the downloaded data: {e}"))?;
+    Ok((whole, counted))
 }
 
 /// A file that fits in one range: one GET (pinned to its ETag), each frame written at its
@@ -660,7 +693,7 @@ async fn fetch_single(
     }
     // (the hasher, whether the frames ever skipped or went back other than to 0)
     let state = Mutex::new((FileHasher::new(with_md5), false));
-    let write = |pos: u64, data: &[u8]| -> std::io::Result<()> {
+    let write = |pos: u64, data: &bytes::Bytes| -> std::io::Result<()> {
         let keep = &data[..len.saturating_sub(pos).min(data.len() as u64) as usize];
         file.write_all_at(keep, pos)?;
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -696,27 +729,109 @@ fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) {
     tracing::info!("skipped: {} ({why})", res.name);
 }
 
-/// Hashes a file being downloaded, in order, as its ranges are reported complete (in any
-/// order), reading each one back from the page cache. This runs on its own thread beside
-/// the transfer, so SHA-256 (one core) overlaps the network (the other) and no range is
-/// ever held in memory. Returns `None` when the reports stopped before the whole file was
-/// covered (a range failed: the download is abandoned anyway).
+/// What the network side of a ranged download tells its hasher.
+enum Fed {
+    /// Bytes received and written at this offset of the file.
+    Frame(u64, bytes::Bytes),
+    /// The range at this offset is written whole: it can be read back.
+    Written(u64),
+}
+
+/// The network side's end of a ranged download's hasher: the channel, the hasher's
+/// position (every byte before it is hashed), and how far ahead of it frames are kept.
+#[derive(Clone)]
+struct Feed {
+    tx: std::sync::mpsc::Sender<Fed>,
+    at: Arc<AtomicU64>,
+    ahead: u64,
+    /// A range was written again (a retry): the hash must be taken from the file.
+    rewritten: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Feed {
+    fn new(ahead: u64) -> (Self, std::sync::mpsc::Receiver<Fed>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let feed = Feed { tx, at: Arc::new(AtomicU64::new(0)), ahead, rewritten: Default::default() };
+        (feed, rx)
+    }
+
+    /// Hands a written frame to the hasher if it ends within `ahead` of its position: the
+    /// frames it holds never add up to more than that. A frame further ahead is dropped
+    /// (the hasher reads its bytes back from the file).
+    fn offer(&self, offset: u64, frame: bytes::Bytes) {
+        if !frame.is_empty() && offset + frame.len() as u64 <= self.at.load(Ordering::Relaxed) + self.ahead {
+            let _ = self.tx.send(Fed::Frame(offset, frame));
+        }
+    }
+
+    fn written(&self, offset: u64) {
+        let _ = self.tx.send(Fed::Written(offset));
+    }
+}
+
+/// Hashes a file being downloaded, in file order, while its ranges arrive (in any order),
+/// on its own thread beside the transfer, so SHA-256 (one core) overlaps the network (the
+/// other). The next bytes to hash come from a frame the network side handed over, else,
+/// once the range holding them is written whole, from the file (read back from the page
+/// cache, up to the next frame held). Frames behind the position are dropped. Returns
+/// `None` when the network side stopped before the whole file was covered (a range
+/// failed: the download is abandoned anyway).
 fn hash_in_order(
-    file: &std::fs::File,
+    file: &File,
     size: u64,
+    range: u64,
     with_md5: bool,
-    done: std::sync::mpsc::Receiver<(u64, u64)>,
+    fed: &std::sync::mpsc::Receiver<Fed>,
+    at: &AtomicU64,
 ) -> std::io::Result<Option<Digests>> {
     let mut h = FileHasher::new(with_md5);
     let mut next = 0u64;
-    let mut ready: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut buf = vec![0u8; HASH_READ.min(size as usize)];
-    while next < size {
-        let Ok((offset, len)) = done.recv() else { return Ok(None) };
-        ready.insert(offset, len);
-        while let Some(len) = ready.remove(&next) {
-            hash_back(file, &mut h, &mut buf, next, next + len)?;
-            next += len;
+    let mut frames: BTreeMap<u64, bytes::Bytes> = BTreeMap::new();
+    let mut written: std::collections::BTreeSet<u64> = Default::default();
+    let mut buf = Vec::new();
+    loop {
+        while next < size {
+            while let Some(e) = frames.first_entry() {
+                if *e.key() + e.get().len() as u64 > next {
+                    break;
+                }
+                e.remove();
+            }
+            let start = next - next % range;
+            match frames.first_entry() {
+                Some(e) if *e.key() <= next => {
+                    let (k, frame) = e.remove_entry();
+                    h.update(&frame[(next - k) as usize..]);
+                    next = k + frame.len() as u64;
+                }
+                _ if written.contains(&start) => {
+                    // (`stop` > `next`: a frame at `next` would be the first one, taken above.)
+                    let end = (start + range).min(size);
+                    let stop = frames.range(next..end).next().map_or(end, |(k, _)| *k);
+                    if buf.is_empty() {
+                        buf = vec![0u8; HASH_READ.min(size as usize)];
+                    }
+                    hash_back(file, &mut h, &mut buf, next, stop)?;
+                    next = stop;
+                }
+                _ => break,
+            }
+            at.store(next, Ordering::Relaxed);
+            while written.first().is_some_and(|&w| w + range <= next) {
+                written.pop_first();
+            }
+        }
+        if next >= size {
+            break;
+        }
+        match fed.recv() {
+            Ok(Fed::Frame(offset, frame)) => {
+                frames.insert(offset, frame);
+            }
+            Ok(Fed::Written(offset)) => {
+                written.insert(offset);
+            }
+            Err(_) => return Ok(None),
         }
     }
     Ok(Some(h.finish()))
@@ -781,6 +896,74 @@ mod tests {
     /// directory's descriptor, found and removed by [`remove_temp_files`] (the SIGTERM
     /// path) even after the directory's path was swapped for a link, renamed into place
     /// when persisted, removed when dropped.
+    /// Plays a ranged download into `file` as the network side does: ranges `window` at a
+    /// time, their frames (of random lengths) interleaved at random, each written then
+    /// offered to `feed` (now and then offered again with bytes before it, as a retried
+    /// range would), each range reported once written whole.
+    fn play(file: &File, data: &[u8], range: u64, window: usize, feed: &Feed, rng: &mut fastrand::Rng) {
+        let size = data.len() as u64;
+        let mut starts: Vec<u64> = (0..size.div_ceil(range)).map(|i| i * range).collect();
+        for group in starts.chunks_mut(window) {
+            rng.shuffle(group);
+            let mut open: Vec<(u64, u64, u64)> = group.iter().map(|&s| (s, (s + range).min(size), s)).collect();
+            while !open.is_empty() {
+                let i = rng.usize(..open.len());
+                let (start, end, at) = open[i];
+                let n = rng.u64(1..=20_000).min(end - at);
+                file.write_all_at(&data[at as usize..(at + n) as usize], at).unwrap();
+                feed.offer(at, bytes::Bytes::copy_from_slice(&data[at as usize..(at + n) as usize]));
+                if rng.u8(..8) == 0 {
+                    // The same bytes again, from further back (a retried range, cut elsewhere).
+                    let from = rng.u64(start..=at);
+                    feed.offer(from, bytes::Bytes::copy_from_slice(&data[from as usize..(at + n) as usize]));
+                }
+                if at + n == end {
+                    feed.written(start);
+                    open.swap_remove(i);
+                } else {
+                    open[i].2 = at + n;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_hash_is_of_the_file_in_order_whatever_order_the_frames_come_in_and_which_are_kept() {
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+        let mut want = FileHasher::new(true);
+        want.update(&data);
+        let want = want.finish();
+        let size = data.len() as u64;
+        // ahead: no frame kept (all read back), some kept, every frame kept.
+        for (ahead, window, seed) in
+            [(0, 4, 1), (40_000, 1, 2), (100_000, 4, 3), (300_000, 16, 4), (u64::MAX >> 1, 8, 5)]
+        {
+            let file = Arc::new(tempfile::tempfile().unwrap());
+            file.set_len(size).unwrap();
+            let (feed, fed) = Feed::new(ahead);
+            let (f, at) = (file.clone(), feed.at.clone());
+            let hasher = std::thread::spawn(move || hash_in_order(&f, size, 65_536, true, &fed, &at));
+            play(&file, &data, 65_536, window, &feed, &mut fastrand::Rng::with_seed(seed));
+            drop(feed);
+            let got = hasher.join().unwrap().unwrap().expect("every range was reported");
+            assert_eq!(got, want, "ahead {ahead}, {window} ranges at a time");
+        }
+    }
+
+    #[test]
+    fn a_hasher_whose_feed_stops_short_reports_nothing() {
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        file.set_len(200_000).unwrap();
+        let (feed, fed) = Feed::new(1 << 20);
+        let (f, at) = (file.clone(), feed.at.clone());
+        let hasher = std::thread::spawn(move || hash_in_order(&f, 200_000, 65_536, false, &fed, &at));
+        feed.offer(0, bytes::Bytes::from(vec![0u8; 65_536]));
+        feed.written(0);
+        feed.written(131_072);
+        drop(feed);
+        assert_eq!(hasher.join().unwrap().unwrap(), None);
+    }
+
     #[test]
     fn named_temporary_files_are_removed_on_interrupt_and_drop_and_renamed_when_persisted() {
         let _named = NAMED_TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner());
