@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use rustix::io::Errno;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::checksum::{hash_read, Digests, FileHasher};
 use super::dirfd;
@@ -607,7 +608,7 @@ async fn fetch_ranges(
     let window = (ahead / range).clamp(1, eng.cfg.concurrency.max(1) as u64) as usize;
     let name = remote.name.clone();
     let etag = remote.etag.clone();
-    let (feed, fed) = Feed::new(ahead);
+    let (feed, fed) = Feed::new(ahead, Some(eng.clone()));
     let hasher = {
         let (file, at) = (file.clone(), feed.at.clone());
         tokio::task::spawn_blocking(move || hash_in_order(&file, size, range, with_md5, &fed, &at))
@@ -731,37 +732,50 @@ fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) {
 
 /// What the network side of a ranged download tells its hasher.
 enum Fed {
-    /// Bytes received and written at this offset of the file.
-    Frame(u64, bytes::Bytes),
+    /// Bytes received and written at this offset of the file, and the memory they take
+    /// from the run's budget.
+    Frame(u64, bytes::Bytes, Option<OwnedSemaphorePermit>),
     /// The range at this offset is written whole: it can be read back.
     Written(u64),
 }
 
 /// The network side's end of a ranged download's hasher: the channel, the hasher's
-/// position (every byte before it is hashed), and how far ahead of it frames are kept.
+/// position (every byte before it is hashed), how far ahead of it frames are kept, and the
+/// engine whose memory budget (`max_memory`, shared by every file) the kept frames take.
 #[derive(Clone)]
 struct Feed {
     tx: std::sync::mpsc::Sender<Fed>,
     at: Arc<AtomicU64>,
     ahead: u64,
+    budget: Option<Arc<Engine>>,
     /// A range was written again (a retry): the hash must be taken from the file.
     rewritten: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Feed {
-    fn new(ahead: u64) -> (Self, std::sync::mpsc::Receiver<Fed>) {
+    fn new(ahead: u64, budget: Option<Arc<Engine>>) -> (Self, std::sync::mpsc::Receiver<Fed>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let feed = Feed { tx, at: Arc::new(AtomicU64::new(0)), ahead, rewritten: Default::default() };
+        let feed = Feed { tx, at: Arc::new(AtomicU64::new(0)), ahead, budget, rewritten: Default::default() };
         (feed, rx)
     }
 
-    /// Hands a written frame to the hasher if it ends within `ahead` of its position: the
-    /// frames it holds never add up to more than that. A frame further ahead is dropped
-    /// (the hasher reads its bytes back from the file).
+    /// Hands a written frame to the hasher if it ends within `ahead` of its position and
+    /// the memory budget has room for it now: the frames a hasher holds never add up to
+    /// more than `ahead`, nor those of all files to more than the budget. A frame not
+    /// handed over is only dropped (the hasher reads its bytes back from the file).
     fn offer(&self, offset: u64, frame: bytes::Bytes) {
-        if !frame.is_empty() && offset + frame.len() as u64 <= self.at.load(Ordering::Relaxed) + self.ahead {
-            let _ = self.tx.send(Fed::Frame(offset, frame));
+        let len = frame.len() as u64;
+        if len == 0 || offset + len > self.at.load(Ordering::Relaxed).saturating_add(self.ahead) {
+            return;
         }
+        let permit = match &self.budget {
+            Some(eng) => match eng.memory_now(len) {
+                Some(p) => Some(p),
+                None => return,
+            },
+            None => None,
+        };
+        let _ = self.tx.send(Fed::Frame(offset, frame, permit));
     }
 
     fn written(&self, offset: u64) {
@@ -786,13 +800,14 @@ fn hash_in_order(
 ) -> std::io::Result<Option<Digests>> {
     let mut h = FileHasher::new(with_md5);
     let mut next = 0u64;
-    let mut frames: BTreeMap<u64, bytes::Bytes> = BTreeMap::new();
+    // (frame, its memory permit: dropped with the frame)
+    let mut frames: BTreeMap<u64, (bytes::Bytes, Option<OwnedSemaphorePermit>)> = BTreeMap::new();
     let mut written: std::collections::BTreeSet<u64> = Default::default();
     let mut buf = Vec::new();
     loop {
         while next < size {
             while let Some(e) = frames.first_entry() {
-                if *e.key() + e.get().len() as u64 > next {
+                if *e.key() + e.get().0.len() as u64 > next {
                     break;
                 }
                 e.remove();
@@ -800,7 +815,7 @@ fn hash_in_order(
             let start = next - next % range;
             match frames.first_entry() {
                 Some(e) if *e.key() <= next => {
-                    let (k, frame) = e.remove_entry();
+                    let (k, (frame, _permit)) = e.remove_entry();
                     h.update(&frame[(next - k) as usize..]);
                     next = k + frame.len() as u64;
                 }
@@ -825,8 +840,8 @@ fn hash_in_order(
             break;
         }
         match fed.recv() {
-            Ok(Fed::Frame(offset, frame)) => {
-                frames.insert(offset, frame);
+            Ok(Fed::Frame(offset, frame, permit)) => {
+                frames.insert(offset, (frame, permit));
             }
             Ok(Fed::Written(offset)) => {
                 written.insert(offset);
@@ -940,7 +955,7 @@ mod tests {
         {
             let file = Arc::new(tempfile::tempfile().unwrap());
             file.set_len(size).unwrap();
-            let (feed, fed) = Feed::new(ahead);
+            let (feed, fed) = Feed::new(ahead, None);
             let (f, at) = (file.clone(), feed.at.clone());
             let hasher = std::thread::spawn(move || hash_in_order(&f, size, 65_536, true, &fed, &at));
             play(&file, &data, 65_536, window, &feed, &mut fastrand::Rng::with_seed(seed));
@@ -951,10 +966,30 @@ mod tests {
     }
 
     #[test]
+    fn frames_handed_to_the_hasher_take_the_memory_budget_and_give_it_back() {
+        let eng = crate::transfer::tests::engine_with(&[("PLUGIN_MAX_MEMORY", "1MiB")]);
+        let (feed, fed) = Feed::new(1 << 30, Some(eng));
+        let frame = || bytes::Bytes::from(vec![7u8; 640 << 10]);
+        feed.offer(0, frame());
+        feed.offer(640 << 10, frame());
+        let first = fed.try_recv().expect("the first frame fits the budget");
+        assert!(fed.try_recv().is_err(), "a frame beyond the 1 MiB budget was handed over");
+        drop(first);
+        feed.offer(640 << 10, frame());
+        assert!(fed.try_recv().is_ok(), "the budget came back when the frame was dropped");
+        // Whatever the budget, nothing further than `ahead` from the hasher's position.
+        let (near, fed) = Feed::new(100, None);
+        near.offer(60, bytes::Bytes::from(vec![0u8; 41]));
+        near.offer(60, bytes::Bytes::from(vec![0u8; 40]));
+        assert!(matches!(fed.try_recv(), Ok(Fed::Frame(60, f, None)) if f.len() == 40));
+        assert!(fed.try_recv().is_err());
+    }
+
+    #[test]
     fn a_hasher_whose_feed_stops_short_reports_nothing() {
         let file = Arc::new(tempfile::tempfile().unwrap());
         file.set_len(200_000).unwrap();
-        let (feed, fed) = Feed::new(1 << 20);
+        let (feed, fed) = Feed::new(1 << 20, None);
         let (f, at) = (file.clone(), feed.at.clone());
         let hasher = std::thread::spawn(move || hash_in_order(&f, 200_000, 65_536, false, &fed, &at));
         feed.offer(0, bytes::Bytes::from(vec![0u8; 65_536]));

@@ -166,8 +166,16 @@ impl Engine {
 
     /// Takes `bytes` from the memory budget (waits while it is spent).
     pub async fn memory_for(&self, bytes: u64) -> OwnedSemaphorePermit {
-        let units = bytes.div_ceil(MEM_UNIT).clamp(1, self.memory_total / MEM_UNIT) as u32;
-        self.memory.clone().acquire_many_owned(units).await.expect("memory semaphore is never closed")
+        self.memory.clone().acquire_many_owned(self.mem_units(bytes)).await.expect("memory semaphore is never closed")
+    }
+
+    /// Takes `bytes` from the memory budget if that much is free now.
+    pub fn memory_now(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        self.memory.clone().try_acquire_many_owned(self.mem_units(bytes)).ok()
+    }
+
+    fn mem_units(&self, bytes: u64) -> u32 {
+        bytes.div_ceil(MEM_UNIT).clamp(1, self.memory_total / MEM_UNIT) as u32
     }
 
     /// Lists `prefix` and applies the one check of listed names
@@ -968,17 +976,20 @@ mod tests {
     }
 
     fn engine(concurrency: &str) -> Arc<Engine> {
+        engine_with(&[("PLUGIN_CONCURRENCY", concurrency)])
+    }
+
+    /// An engine over a store that answers no request, with these settings beyond the
+    /// minimal ones.
+    pub(super) fn engine_with(settings: &[(&str, &str)]) -> Arc<Engine> {
+        let base = [
+            ("PLUGIN_ACCOUNT_NAME", "acct"),
+            ("PLUGIN_ACCOUNT_KEY", "a2V5"),
+            ("PLUGIN_CONTAINER", "dist"),
+            ("PLUGIN_SOURCE", "dist"),
+        ];
         let raw = crate::config::RawSettings::from_map(
-            [
-                ("PLUGIN_ACCOUNT_NAME", "acct"),
-                ("PLUGIN_ACCOUNT_KEY", "a2V5"),
-                ("PLUGIN_CONTAINER", "dist"),
-                ("PLUGIN_SOURCE", "dist"),
-                ("PLUGIN_CONCURRENCY", concurrency),
-            ]
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+            base.iter().chain(settings).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         );
         let cfg = Arc::new(Config::from_raw(&raw).unwrap());
         Arc::new(Engine::new(Arc::new(NoRequests), cfg))
