@@ -134,9 +134,8 @@ pub struct Response {
 
 /// Where the body of a successful streamed response goes: `write(pos, bytes)` with `pos`
 /// counted from the start of the body. Every attempt starts again at 0, so a sink that
-/// writes at `base + pos` (a file range) is simply overwritten by a retry. The frame is
-/// the HTTP client's own buffer, so a sink may keep it (a cheap `clone`) without copying.
-pub type BodySink<'a> = &'a (dyn Fn(u64, &Bytes) -> std::io::Result<()> + Send + Sync);
+/// writes at `base + pos` (a file range) is simply overwritten by a retry.
+pub type BodySink<'a> = &'a (dyn Fn(u64, &[u8]) -> std::io::Result<()> + Send + Sync);
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -623,7 +622,7 @@ mod tests {
             .mount(&server)
             .await;
         let got = Mutex::new(Vec::new());
-        let sink = |pos: u64, data: &Bytes| -> std::io::Result<()> {
+        let sink = |pos: u64, data: &[u8]| -> std::io::Result<()> {
             let mut g = got.lock().unwrap();
             assert_eq!(pos, g.len() as u64, "frames arrive in order, positions contiguous");
             g.extend_from_slice(data);
@@ -650,7 +649,7 @@ mod tests {
             .expect(1)
             .mount(&server)
             .await;
-        let sink = |_: u64, _: &Bytes| -> std::io::Result<()> {
+        let sink = |_: u64, _: &[u8]| -> std::io::Result<()> {
             Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"))
         };
         let req = Request::new(Method::GET, format!("{}/c/b", server.uri()).parse().unwrap());
@@ -671,7 +670,7 @@ mod tests {
             )
             .mount(&server)
             .await;
-        let sink = |_: u64, _: &Bytes| -> std::io::Result<()> { panic!("an error body reached the file") };
+        let sink = |_: u64, _: &[u8]| -> std::io::Result<()> { panic!("an error body reached the file") };
         let req = Request::new(Method::GET, format!("{}/c/b", server.uri()).parse().unwrap());
         let e = client().send_streamed(req, &sink).await.unwrap_err();
         assert!(e.is_code("BlobNotFound"), "{e}");
@@ -700,7 +699,7 @@ mod tests {
         assert_eq!(http.stop.reason().map(|r| r.status), Some(200), "every request would be answered alike");
         // A streamed GET never writes the portal's page into the file.
         let http = client();
-        let sink = |_: u64, _: &Bytes| -> std::io::Result<()> { panic!("the portal's page reached the file") };
+        let sink = |_: u64, _: &[u8]| -> std::io::Result<()> { panic!("the portal's page reached the file") };
         let get = Request::new(Method::GET, format!("{}/acct/c/a.txt", portal.uri()).parse().unwrap());
         http.send_streamed(get, &sink).await.unwrap_err();
         portal.verify().await;

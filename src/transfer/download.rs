@@ -583,11 +583,12 @@ fn apply_mode(eng: &Engine, remote: &RemoteItem, file: &File) -> Result<(), Fail
 /// follows in file order. Returns the digests of the bytes as they landed and the bytes
 /// counted as progress.
 ///
-/// Each frame is written at its place, then handed to the hasher as it is (the HTTP
-/// client's buffer, not a copy) when it lies within `max_memory` of the hash position
+/// Each frame is written at its place, then copied to the hasher (still in the cache)
+/// when it lies within `max_memory` of the hash position and the budget has room
 /// ([`Feed`]); a frame further ahead is only written, and hashed by reading it back once
 /// its range is complete. So the hasher (the one core SHA-256 needs) mostly hashes bytes
-/// straight off the network, and what it holds stays within `max_memory`. For the same
+/// as they came off the network instead of copying them back out of the page cache
+/// first, and what it holds stays within `max_memory`. For the same
 /// reason a file keeps at most `max_memory / range` ranges in flight (within
 /// `concurrency`): more parallel ranges of one file only put its bytes further ahead of
 /// the hash, where they are read back, and cost the server more streams (Azurite:
@@ -628,13 +629,13 @@ async fn fetch_ranges(
                 // Each frame goes straight to its place in the file (a page-cache copy of at
                 // most hyper's read buffer, done on the runtime thread); bytes beyond the
                 // range asked for are not written, and counted as a mismatch below.
-                let write = |pos: u64, data: &bytes::Bytes| -> std::io::Result<()> {
+                let write = |pos: u64, data: &[u8]| -> std::io::Result<()> {
                     let keep = len.saturating_sub(pos).min(data.len() as u64) as usize;
                     file.write_all_at(&data[..keep], offset + pos)?;
                     if pos < high.fetch_max(pos + keep as u64, Ordering::Relaxed) {
                         feed.rewritten.store(true, Ordering::Relaxed);
                     }
-                    feed.offer(offset + pos, data.slice(..keep));
+                    feed.offer(offset + pos, &data[..keep]);
                     Ok(())
                 };
                 get_range(&eng, &name, etag.as_deref(), offset, len, &write).await?;
@@ -694,7 +695,7 @@ async fn fetch_single(
     }
     // (the hasher, whether the frames ever skipped or went back other than to 0)
     let state = Mutex::new((FileHasher::new(with_md5), false));
-    let write = |pos: u64, data: &bytes::Bytes| -> std::io::Result<()> {
+    let write = |pos: u64, data: &[u8]| -> std::io::Result<()> {
         let keep = &data[..len.saturating_sub(pos).min(data.len() as u64) as usize];
         file.write_all_at(keep, pos)?;
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
@@ -759,23 +760,33 @@ impl Feed {
         (feed, rx)
     }
 
-    /// Hands a written frame to the hasher if it ends within `ahead` of its position and
-    /// the memory budget has room for it now: the frames a hasher holds never add up to
-    /// more than `ahead`, nor those of all files to more than the budget. A frame not
-    /// handed over is only dropped (the hasher reads its bytes back from the file).
-    fn offer(&self, offset: u64, frame: bytes::Bytes) {
-        let len = frame.len() as u64;
-        if len == 0 || offset + len > self.at.load(Ordering::Relaxed).saturating_add(self.ahead) {
+    /// Hands a copy of a written frame to the hasher if it ends within `ahead` of its
+    /// position and the memory budget has room for it now: the bytes a hasher holds never
+    /// add up to more than `ahead`, nor those of all files to more than the budget. A frame
+    /// not handed over is only dropped (the hasher reads its bytes back from the file).
+    ///
+    /// A copy, not the frame: holding the HTTP client's buffer would make it allocate a
+    /// fresh one for every read (each a new mapping above `main`'s mmap threshold: page
+    /// faults and `munmap`s that cost more CPU than the read-back they save, measured on
+    /// Azurite). The copy is of bytes just written, still in the cache, in pieces below
+    /// that threshold, which the allocator reuses.
+    fn offer(&self, offset: u64, frame: &[u8]) {
+        let end = offset + frame.len() as u64;
+        if frame.is_empty() || end > self.at.load(Ordering::Relaxed).saturating_add(self.ahead) {
             return;
         }
-        let permit = match &self.budget {
-            Some(eng) => match eng.memory_now(len) {
-                Some(p) => Some(p),
-                None => return,
-            },
-            None => None,
-        };
-        let _ = self.tx.send(Fed::Frame(offset, frame, permit));
+        let mut at = offset;
+        for piece in frame.chunks(FRAME_PIECE) {
+            let permit = match &self.budget {
+                Some(eng) => match eng.memory_now(piece.len() as u64) {
+                    Some(p) => Some(p),
+                    None => return,
+                },
+                None => None,
+            };
+            let _ = self.tx.send(Fed::Frame(at, bytes::Bytes::copy_from_slice(piece), permit));
+            at += piece.len() as u64;
+        }
     }
 
     fn written(&self, offset: u64) {
@@ -892,6 +903,10 @@ async fn get_range(
 /// Read-back piece for hashing: small enough to stay in the L2 cache between the copy and the hash.
 const HASH_READ: usize = 256 << 10;
 
+/// The largest copy of a frame handed to a hasher: below `main`'s mmap threshold (256 KiB),
+/// so the allocator reuses freed pieces instead of mapping and unmapping each one.
+const FRAME_PIECE: usize = 128 << 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -926,11 +941,11 @@ mod tests {
                 let (start, end, at) = open[i];
                 let n = rng.u64(1..=20_000).min(end - at);
                 file.write_all_at(&data[at as usize..(at + n) as usize], at).unwrap();
-                feed.offer(at, bytes::Bytes::copy_from_slice(&data[at as usize..(at + n) as usize]));
+                feed.offer(at, &data[at as usize..(at + n) as usize]);
                 if rng.u8(..8) == 0 {
                     // The same bytes again, from further back (a retried range, cut elsewhere).
                     let from = rng.u64(start..=at);
-                    feed.offer(from, bytes::Bytes::copy_from_slice(&data[from as usize..(at + n) as usize]));
+                    feed.offer(from, &data[from as usize..(at + n) as usize]);
                 }
                 if at + n == end {
                     feed.written(start);
@@ -969,18 +984,20 @@ mod tests {
     fn frames_handed_to_the_hasher_take_the_memory_budget_and_give_it_back() {
         let eng = crate::transfer::tests::engine_with(&[("PLUGIN_MAX_MEMORY", "1MiB")]);
         let (feed, fed) = Feed::new(1 << 30, Some(eng));
-        let frame = || bytes::Bytes::from(vec![7u8; 640 << 10]);
-        feed.offer(0, frame());
-        feed.offer(640 << 10, frame());
-        let first = fed.try_recv().expect("the first frame fits the budget");
-        assert!(fed.try_recv().is_err(), "a frame beyond the 1 MiB budget was handed over");
-        drop(first);
-        feed.offer(640 << 10, frame());
-        assert!(fed.try_recv().is_ok(), "the budget came back when the frame was dropped");
+        let frame = vec![7u8; 640 << 10];
+        feed.offer(0, &frame);
+        feed.offer(640 << 10, &frame);
+        let held: Vec<Fed> = fed.try_iter().collect();
+        let sizes: Vec<usize> = held.iter().map(|m| if let Fed::Frame(_, f, _) = m { f.len() } else { 0 }).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 1 << 20, "not the 1 MiB budget: {sizes:?}");
+        assert!(sizes.iter().all(|&n| n <= FRAME_PIECE), "a piece above the mmap threshold: {sizes:?}");
+        drop(held);
+        feed.offer(1280 << 10, &frame);
+        assert_eq!(fed.try_iter().count(), 5, "the budget did not come back with the pieces");
         // Whatever the budget, nothing further than `ahead` from the hasher's position.
         let (near, fed) = Feed::new(100, None);
-        near.offer(60, bytes::Bytes::from(vec![0u8; 41]));
-        near.offer(60, bytes::Bytes::from(vec![0u8; 40]));
+        near.offer(60, &[0u8; 41]);
+        near.offer(60, &[0u8; 40]);
         assert!(matches!(fed.try_recv(), Ok(Fed::Frame(60, f, None)) if f.len() == 40));
         assert!(fed.try_recv().is_err());
     }
@@ -992,7 +1009,7 @@ mod tests {
         let (feed, fed) = Feed::new(1 << 20, None);
         let (f, at) = (file.clone(), feed.at.clone());
         let hasher = std::thread::spawn(move || hash_in_order(&f, 200_000, 65_536, false, &fed, &at));
-        feed.offer(0, bytes::Bytes::from(vec![0u8; 65_536]));
+        feed.offer(0, &[0u8; 65_536]);
         feed.written(0);
         feed.written(131_072);
         drop(feed);

@@ -147,7 +147,7 @@ pub async fn download_ordered(
             let len = range.min(size - offset);
             let permit = eng.memory_for(len).await;
             let buf = Mutex::new(Vec::with_capacity(len as usize));
-            let sink = |pos: u64, data: &Bytes| -> io::Result<()> {
+            let sink = |pos: u64, data: &[u8]| -> io::Result<()> {
                 let mut b = buf.lock().map_err(|_| io::Error::other("range buffer poisoned"))?;
                 b.truncate(pos as usize);
                 b.extend_from_slice(data);

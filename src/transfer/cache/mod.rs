@@ -581,7 +581,7 @@ async fn peek_window(eng: &Arc<Engine>, item: &RemoteItem) -> Result<Option<u64>
         return Ok(None);
     }
     let head = std::sync::Mutex::new(Vec::new());
-    let sink = |pos: u64, data: &bytes::Bytes| -> std::io::Result<()> {
+    let sink = |pos: u64, data: &[u8]| -> std::io::Result<()> {
         let mut h = head.lock().map_err(|_| std::io::Error::other("header buffer poisoned"))?;
         h.truncate(pos as usize);
         h.extend_from_slice(data);
