@@ -1,12 +1,13 @@
 //! Download of one item: parallel ranged GETs into a temporary file beside the
 //! destination, in-order hashing, verification, then an atomic rename.
 //!
-//! Ranges are requested in order, at most `concurrency` at once, and each response is
-//! written at its offset frame by frame as it arrives (`pwrite`): no range is assembled
-//! in memory, so memory stays at the HTTP read buffers whatever the range size. A hasher
-//! thread follows behind, reading each completed stretch back from the page cache in
-//! file order ([`hash_in_order`]), so SHA-256 runs on one core while the other serves
-//! the network, and the file's hash is of the bytes as they landed. A file that fits in
+//! Ranges are requested in order, at most `max_memory` / the range size (8 MiB, or
+//! `block_size`) of a file at once (within `concurrency`), and each response is written at its offset frame by frame as
+//! it arrives (`pwrite`): no range is assembled in memory. A hasher thread follows in file
+//! order ([`hash_in_order`]), so SHA-256 runs on one core while the other serves the
+//! network: it hashes copies of the frames that arrive within `max_memory` of its position
+//! (taken from the run's memory budget), and reads back from the page cache only what
+//! arrived further ahead; the file's hash is of the bytes as they landed. A file that fits in
 //! one range is hashed frame by frame as it is written instead ([`fetch_single`]): for
 //! small files the hand-offs to a hasher thread and back cost more than the hashing, and
 //! a small file is handled without leaving the runtime thread (its directories are opened
