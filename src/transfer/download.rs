@@ -610,7 +610,7 @@ async fn fetch_ranges(
     let window = (ahead / range).clamp(1, eng.cfg.concurrency.max(1) as u64) as usize;
     let name = remote.name.clone();
     let etag = remote.etag.clone();
-    let (feed, fed) = Feed::new(ahead, Some(eng.clone()));
+    let (feed, fed) = Feed::new(ahead);
     let hasher = {
         let (file, at) = (file.clone(), feed.at.clone());
         tokio::task::spawn_blocking(move || hash_in_order(&file, size, range, with_md5, &fed, &at))
@@ -624,6 +624,11 @@ async fn fetch_ranges(
             async move {
                 let offset = i * range;
                 let len = range.min(size - offset);
+                // The range's bytes come out of the run's memory budget before it is
+                // requested, and go back once the hasher is past it: the network side never
+                // gets more than `max_memory` ahead of the hashes (of all files), and every
+                // frame can be handed over instead of read back.
+                let memory = eng.memory_for(len).await;
                 // The end of what this range's attempts wrote so far: a frame before it is
                 // a retry writing the range again, after its first bytes may have been hashed.
                 let high = AtomicU64::new(0);
@@ -640,7 +645,7 @@ async fn fetch_ranges(
                     Ok(())
                 };
                 get_range(&eng, &name, etag.as_deref(), offset, len, &write).await?;
-                feed.written(offset);
+                feed.written(offset, Some(memory));
                 eng.progress.counters.add_bytes(len);
                 Ok::<_, Failure>(len)
             }
@@ -734,37 +739,35 @@ fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) {
 
 /// What the network side of a ranged download tells its hasher.
 enum Fed {
-    /// Bytes received and written at this offset of the file, and the memory they take
-    /// from the run's budget.
-    Frame(u64, bytes::Bytes, Option<OwnedSemaphorePermit>),
-    /// The range at this offset is written whole: it can be read back.
-    Written(u64),
+    /// Bytes received and written at this offset of the file.
+    Frame(u64, bytes::Bytes),
+    /// The range at this offset is written whole (it can be read back), and the memory it
+    /// took from the run's budget, given back once it is hashed.
+    Written(u64, Option<OwnedSemaphorePermit>),
 }
 
 /// The network side's end of a ranged download's hasher: the channel, the hasher's
-/// position (every byte before it is hashed), how far ahead of it frames are kept, and the
-/// engine whose memory budget (`max_memory`, shared by every file) the kept frames take.
+/// position (every byte before it is hashed), and how far ahead of it frames are kept.
 #[derive(Clone)]
 struct Feed {
     tx: std::sync::mpsc::Sender<Fed>,
     at: Arc<AtomicU64>,
     ahead: u64,
-    budget: Option<Arc<Engine>>,
     /// A range was written again (a retry): the hash must be taken from the file.
     rewritten: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Feed {
-    fn new(ahead: u64, budget: Option<Arc<Engine>>) -> (Self, std::sync::mpsc::Receiver<Fed>) {
+    fn new(ahead: u64) -> (Self, std::sync::mpsc::Receiver<Fed>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let feed = Feed { tx, at: Arc::new(AtomicU64::new(0)), ahead, budget, rewritten: Default::default() };
+        let feed = Feed { tx, at: Arc::new(AtomicU64::new(0)), ahead, rewritten: Default::default() };
         (feed, rx)
     }
 
     /// Hands a copy of a written frame to the hasher if it ends within `ahead` of its
-    /// position and the memory budget has room for it now: the bytes a hasher holds never
-    /// add up to more than `ahead`, nor those of all files to more than the budget. A frame
-    /// not handed over is only dropped (the hasher reads its bytes back from the file).
+    /// position (which the ranges' memory already ensures): the bytes a hasher holds never
+    /// add up to more than that. A frame not handed over is only dropped (the hasher reads
+    /// its bytes back from the file).
     ///
     /// A copy, not the frame: holding the HTTP client's buffer would make it allocate a
     /// fresh one for every read (each a new mapping above `main`'s mmap threshold: page
@@ -778,20 +781,13 @@ impl Feed {
         }
         let mut at = offset;
         for piece in frame.chunks(FRAME_PIECE) {
-            let permit = match &self.budget {
-                Some(eng) => match eng.memory_now(piece.len() as u64) {
-                    Some(p) => Some(p),
-                    None => return,
-                },
-                None => None,
-            };
-            let _ = self.tx.send(Fed::Frame(at, bytes::Bytes::copy_from_slice(piece), permit));
+            let _ = self.tx.send(Fed::Frame(at, bytes::Bytes::copy_from_slice(piece)));
             at += piece.len() as u64;
         }
     }
 
-    fn written(&self, offset: u64) {
-        let _ = self.tx.send(Fed::Written(offset));
+    fn written(&self, offset: u64, memory: Option<OwnedSemaphorePermit>) {
+        let _ = self.tx.send(Fed::Written(offset, memory));
     }
 }
 
@@ -812,14 +808,15 @@ fn hash_in_order(
 ) -> std::io::Result<Option<Digests>> {
     let mut h = FileHasher::new(with_md5);
     let mut next = 0u64;
-    // (frame, its memory permit: dropped with the frame)
-    let mut frames: BTreeMap<u64, (bytes::Bytes, Option<OwnedSemaphorePermit>)> = BTreeMap::new();
-    let mut written: std::collections::BTreeSet<u64> = Default::default();
+    let mut frames: BTreeMap<u64, bytes::Bytes> = BTreeMap::new();
+    // Ranges written whole, by offset, with their memory (given back once hashed).
+    let mut written: BTreeMap<u64, Option<OwnedSemaphorePermit>> = BTreeMap::new();
     let mut buf = Vec::new();
+    let mut read_back = 0u64;
     loop {
         while next < size {
             while let Some(e) = frames.first_entry() {
-                if *e.key() + e.get().0.len() as u64 > next {
+                if *e.key() + e.get().len() as u64 > next {
                     break;
                 }
                 e.remove();
@@ -827,11 +824,11 @@ fn hash_in_order(
             let start = next - next % range;
             match frames.first_entry() {
                 Some(e) if *e.key() <= next => {
-                    let (k, (frame, _permit)) = e.remove_entry();
+                    let (k, frame) = e.remove_entry();
                     h.update(&frame[(next - k) as usize..]);
                     next = k + frame.len() as u64;
                 }
-                _ if written.contains(&start) => {
+                _ if written.contains_key(&start) => {
                     // (`stop` > `next`: a frame at `next` would be the first one, taken above.)
                     let end = (start + range).min(size);
                     let stop = frames.range(next..end).next().map_or(end, |(k, _)| *k);
@@ -839,12 +836,13 @@ fn hash_in_order(
                         buf = vec![0u8; HASH_READ.min(size as usize)];
                     }
                     hash_back(file, &mut h, &mut buf, next, stop)?;
+                    read_back += stop - next;
                     next = stop;
                 }
                 _ => break,
             }
             at.store(next, Ordering::Relaxed);
-            while written.first().is_some_and(|&w| w + range <= next) {
+            while written.first_key_value().is_some_and(|(&w, _)| w + range <= next) {
                 written.pop_first();
             }
         }
@@ -852,15 +850,16 @@ fn hash_in_order(
             break;
         }
         match fed.recv() {
-            Ok(Fed::Frame(offset, frame, permit)) => {
-                frames.insert(offset, (frame, permit));
+            Ok(Fed::Frame(offset, frame)) => {
+                frames.insert(offset, frame);
             }
-            Ok(Fed::Written(offset)) => {
-                written.insert(offset);
+            Ok(Fed::Written(offset, memory)) => {
+                written.insert(offset, memory);
             }
             Err(_) => return Ok(None),
         }
     }
+    tracing::debug!("hashed {size} bytes in file order, {read_back} of them read back from the file");
     Ok(Some(h.finish()))
 }
 
@@ -949,7 +948,7 @@ mod tests {
                     feed.offer(from, &data[from as usize..(at + n) as usize]);
                 }
                 if at + n == end {
-                    feed.written(start);
+                    feed.written(start, None);
                     open.swap_remove(i);
                 } else {
                     open[i].2 = at + n;
@@ -971,7 +970,7 @@ mod tests {
         {
             let file = Arc::new(tempfile::tempfile().unwrap());
             file.set_len(size).unwrap();
-            let (feed, fed) = Feed::new(ahead, None);
+            let (feed, fed) = Feed::new(ahead);
             let (f, at) = (file.clone(), feed.at.clone());
             let hasher = std::thread::spawn(move || hash_in_order(&f, size, 65_536, true, &fed, &at));
             play(&file, &data, 65_536, window, &feed, &mut fastrand::Rng::with_seed(seed));
@@ -982,24 +981,37 @@ mod tests {
     }
 
     #[test]
-    fn frames_handed_to_the_hasher_take_the_memory_budget_and_give_it_back() {
-        let eng = crate::transfer::tests::engine_with(&[("PLUGIN_MAX_MEMORY", "1MiB")]);
-        let (feed, fed) = Feed::new(1 << 30, Some(eng));
-        let frame = vec![7u8; 640 << 10];
-        feed.offer(0, &frame);
-        feed.offer(640 << 10, &frame);
-        let held: Vec<Fed> = fed.try_iter().collect();
-        let sizes: Vec<usize> = held.iter().map(|m| if let Fed::Frame(_, f, _) = m { f.len() } else { 0 }).collect();
-        assert_eq!(sizes.iter().sum::<usize>(), 1 << 20, "not the 1 MiB budget: {sizes:?}");
-        assert!(sizes.iter().all(|&n| n <= FRAME_PIECE), "a piece above the mmap threshold: {sizes:?}");
-        drop(held);
-        feed.offer(1280 << 10, &frame);
-        assert_eq!(fed.try_iter().count(), 5, "the budget did not come back with the pieces");
-        // Whatever the budget, nothing further than `ahead` from the hasher's position.
-        let (near, fed) = Feed::new(100, None);
+    fn a_range_s_memory_comes_back_once_it_is_hashed_and_frames_come_in_pieces() {
+        let budget = Arc::new(tokio::sync::Semaphore::new(4));
+        let data = vec![5u8; 300 << 10];
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        file.write_all_at(&data, 0).unwrap();
+        let (feed, fed) = Feed::new(1 << 30);
+        let (f, at) = (file.clone(), feed.at.clone());
+        let hasher = std::thread::spawn(move || hash_in_order(&f, 300 << 10, 100 << 10, false, &fed, &at));
+        // The last two ranges are written (and hold their memory) before the first.
+        for (i, offset) in [2u64, 1, 0].into_iter().map(|i| (i, i * (100 << 10))) {
+            feed.offer(offset, &data[offset as usize..(offset + (100 << 10)) as usize]);
+            feed.written(offset, budget.clone().try_acquire_owned().ok());
+            assert_eq!(
+                budget.available_permits(),
+                4 - (3 - i as usize),
+                "range {i}'s memory was given back before it was hashed"
+            );
+        }
+        drop(feed);
+        hasher.join().unwrap().unwrap().expect("every range was reported");
+        assert_eq!(budget.available_permits(), 4, "a hashed range kept its memory");
+        // A frame is handed over in pieces below the allocator's mmap threshold, and
+        // nothing further than `ahead` from the hasher's position.
+        let (feed, fed) = Feed::new(1 << 20);
+        feed.offer(0, &vec![1u8; 300 << 10]);
+        let sizes: Vec<usize> = fed.try_iter().map(|m| if let Fed::Frame(_, f) = m { f.len() } else { 0 }).collect();
+        assert_eq!(sizes, [FRAME_PIECE, FRAME_PIECE, (300 << 10) - 2 * FRAME_PIECE]);
+        let (near, fed) = Feed::new(100);
         near.offer(60, &[0u8; 41]);
         near.offer(60, &[0u8; 40]);
-        assert!(matches!(fed.try_recv(), Ok(Fed::Frame(60, f, None)) if f.len() == 40));
+        assert!(matches!(fed.try_recv(), Ok(Fed::Frame(60, f)) if f.len() == 40));
         assert!(fed.try_recv().is_err());
     }
 
@@ -1007,12 +1019,12 @@ mod tests {
     fn a_hasher_whose_feed_stops_short_reports_nothing() {
         let file = Arc::new(tempfile::tempfile().unwrap());
         file.set_len(200_000).unwrap();
-        let (feed, fed) = Feed::new(1 << 20, None);
+        let (feed, fed) = Feed::new(1 << 20);
         let (f, at) = (file.clone(), feed.at.clone());
         let hasher = std::thread::spawn(move || hash_in_order(&f, 200_000, 65_536, false, &fed, &at));
         feed.offer(0, &[0u8; 65_536]);
-        feed.written(0);
-        feed.written(131_072);
+        feed.written(0, None);
+        feed.written(131_072, None);
         drop(feed);
         assert_eq!(hasher.join().unwrap().unwrap(), None);
     }

@@ -166,16 +166,8 @@ impl Engine {
 
     /// Takes `bytes` from the memory budget (waits while it is spent).
     pub async fn memory_for(&self, bytes: u64) -> OwnedSemaphorePermit {
-        self.memory.clone().acquire_many_owned(self.mem_units(bytes)).await.expect("memory semaphore is never closed")
-    }
-
-    /// Takes `bytes` from the memory budget if that much is free now.
-    pub fn memory_now(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
-        self.memory.clone().try_acquire_many_owned(self.mem_units(bytes)).ok()
-    }
-
-    fn mem_units(&self, bytes: u64) -> u32 {
-        bytes.div_ceil(MEM_UNIT).clamp(1, self.memory_total / MEM_UNIT) as u32
+        let units = bytes.div_ceil(MEM_UNIT).clamp(1, self.memory_total / MEM_UNIT) as u32;
+        self.memory.clone().acquire_many_owned(units).await.expect("memory semaphore is never closed")
     }
 
     /// Lists `prefix` and applies the one check of listed names
