@@ -853,6 +853,9 @@ fn hash_in_order(
             Ok(Fed::Frame(offset, frame)) => {
                 frames.insert(offset, frame);
             }
+            // A range already hashed from its frames gives its memory back now: the next
+            // range may be waiting for it before it can be requested.
+            Ok(Fed::Written(offset, _)) if offset + range <= next => {}
             Ok(Fed::Written(offset, memory)) => {
                 written.insert(offset, memory);
             }
@@ -1002,6 +1005,26 @@ mod tests {
         drop(feed);
         hasher.join().unwrap().unwrap().expect("every range was reported");
         assert_eq!(budget.available_permits(), 4, "a hashed range kept its memory");
+        // A range whose frames were all hashed before it was reported written gives its
+        // memory back at once: with a budget of one range, the next one waits for it.
+        let budget = Arc::new(tokio::sync::Semaphore::new(1));
+        let (feed, fed) = Feed::new(1 << 30);
+        let (f, at) = (file.clone(), feed.at.clone());
+        let hasher = std::thread::spawn(move || hash_in_order(&f, 300 << 10, 100 << 10, false, &fed, &at));
+        for offset in [0u64, 100 << 10, 200 << 10] {
+            let memory = budget.clone().try_acquire_owned().expect("the previous range gave its memory back");
+            feed.offer(offset, &data[offset as usize..(offset + (100 << 10)) as usize]);
+            let t = std::time::Instant::now();
+            while feed.at.load(Ordering::Relaxed) < offset + (100 << 10) && t.elapsed().as_secs() < 10 {
+                std::thread::yield_now();
+            }
+            feed.written(offset, Some(memory));
+            while budget.available_permits() == 0 && t.elapsed().as_secs() < 10 {
+                std::thread::yield_now();
+            }
+        }
+        drop(feed);
+        hasher.join().unwrap().unwrap().expect("every range was reported");
         // A frame is handed over in pieces below the allocator's mmap threshold, and
         // nothing further than `ahead` from the hasher's position.
         let (feed, fed) = Feed::new(1 << 20);
