@@ -1,13 +1,12 @@
 //! Download of one item: parallel ranged GETs into a temporary file beside the
 //! destination, in-order hashing, verification, then an atomic rename.
 //!
-//! Ranges are requested in order, at most `max_memory` / the range size (8 MiB, or
-//! `block_size`) of a file at once (within `concurrency`), and each response is written at its offset frame by frame as
-//! it arrives (`pwrite`): no range is assembled in memory. A hasher thread follows in file
-//! order ([`hash_in_order`]), so SHA-256 runs on one core while the other serves the
-//! network: it hashes copies of the frames that arrive within `max_memory` of its position
-//! (taken from the run's memory budget), and reads back from the page cache only what
-//! arrived further ahead; the file's hash is of the bytes as they landed. A file that fits in
+//! Ranges are requested in order, at most `concurrency` at once, and each response is
+//! written at its offset frame by frame as it arrives (`pwrite`): no range is assembled
+//! in memory, so memory stays at the HTTP read buffers whatever the range size. A hasher
+//! thread follows behind, reading each completed stretch back from the page cache in
+//! file order ([`hash_in_order`]), so SHA-256 runs on one core while the other serves
+//! the network, and the file's hash is of the bytes as they landed. A file that fits in
 //! one range is hashed frame by frame as it is written instead ([`fetch_single`]): for
 //! small files the hand-offs to a hasher thread and back cost more than the hashing, and
 //! a small file is handled without leaving the runtime thread (its directories are opened
@@ -50,7 +49,6 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
 use rustix::io::Errno;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::checksum::{hash_read, Digests, FileHasher};
 use super::dirfd;
@@ -580,20 +578,9 @@ fn apply_mode(eng: &Engine, remote: &RemoteItem, file: &File) -> Result<(), Fail
         .map_err(|e| Failure::from(format!("cannot set its mode {bits:04o} (preserve_mode): {e}")))
 }
 
-/// Fetches every range of `remote` (pinned to its ETag) into `file` while a hasher thread
-/// follows in file order. Returns the digests of the bytes as they landed and the bytes
-/// counted as progress.
-///
-/// Each frame is written at its place, then copied to the hasher (still in the cache)
-/// when it lies within `max_memory` of the hash position and the budget has room
-/// ([`Feed`]); a frame further ahead is only written, and hashed by reading it back once
-/// its range is complete. So the hasher (the one core SHA-256 needs) mostly hashes bytes
-/// as they came off the network instead of copying them back out of the page cache
-/// first, and what it holds stays within `max_memory`. For the same
-/// reason a file keeps at most `max_memory / range` ranges in flight (within
-/// `concurrency`): more parallel ranges of one file only put its bytes further ahead of
-/// the hash, where they are read back, and cost the server more streams (Azurite:
-/// 16 ranges of 8 MiB in flight took longer than 4).
+/// Fetches every range of `remote` (pinned to its ETag) into `file`, at most `concurrency`
+/// at once, while a hasher thread follows in file order. Returns the digests of the bytes
+/// as they landed and the bytes counted as progress.
 async fn fetch_ranges(
     eng: &Arc<Engine>,
     remote: &RemoteItem,
@@ -606,46 +593,32 @@ async fn fetch_ranges(
         return fetch_single(eng, remote, &file, with_md5).await;
     }
     let n = size.div_ceil(range);
-    let ahead = eng.memory_total.max(range);
-    let window = (ahead / range).clamp(1, eng.cfg.concurrency.max(1) as u64) as usize;
+    let window = eng.cfg.concurrency.max(1);
     let name = remote.name.clone();
     let etag = remote.etag.clone();
-    let (feed, fed) = Feed::new(ahead);
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<(u64, u64)>();
     let hasher = {
-        let (file, at) = (file.clone(), feed.at.clone());
-        tokio::task::spawn_blocking(move || hash_in_order(&file, size, range, with_md5, &fed, &at))
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || hash_in_order(&file, size, with_md5, done_rx))
     };
     // The closure owns the hasher's sender: when the stream is dropped (done or failed),
     // the hasher sees the channel close.
-    let (feed2, file2) = (feed.clone(), file.clone());
     let mut ranges = futures_util::stream::iter(0..n)
         .map(move |i| {
-            let (eng, name, etag, file, feed) = (eng.clone(), name.clone(), etag.clone(), file2.clone(), feed2.clone());
+            let (eng, name, etag, file, done) =
+                (eng.clone(), name.clone(), etag.clone(), file.clone(), done_tx.clone());
             async move {
                 let offset = i * range;
                 let len = range.min(size - offset);
-                // The range's bytes come out of the run's memory budget before it is
-                // requested, and go back once the hasher is past it: the network side never
-                // gets more than `max_memory` ahead of the hashes (of all files), and every
-                // frame can be handed over instead of read back.
-                let memory = eng.memory_for(len).await;
-                // The end of what this range's attempts wrote so far: a frame before it is
-                // a retry writing the range again, after its first bytes may have been hashed.
-                let high = AtomicU64::new(0);
                 // Each frame goes straight to its place in the file (a page-cache copy of at
                 // most hyper's read buffer, done on the runtime thread); bytes beyond the
                 // range asked for are not written, and counted as a mismatch below.
-                let write = |pos: u64, data: &[u8]| -> std::io::Result<()> {
+                let write = move |pos: u64, data: &[u8]| -> std::io::Result<()> {
                     let keep = len.saturating_sub(pos).min(data.len() as u64) as usize;
-                    file.write_all_at(&data[..keep], offset + pos)?;
-                    if pos < high.fetch_max(pos + keep as u64, Ordering::Relaxed) {
-                        feed.rewritten.store(true, Ordering::Relaxed);
-                    }
-                    feed.offer(offset + pos, &data[..keep]);
-                    Ok(())
+                    file.write_all_at(&data[..keep], offset + pos)
                 };
                 get_range(&eng, &name, etag.as_deref(), offset, len, &write).await?;
-                feed.written(offset, Some(memory));
+                let _ = done.send((offset, len));
                 eng.progress.counters.add_bytes(len);
                 Ok::<_, Failure>(len)
             }
@@ -663,25 +636,11 @@ async fn fetch_ranges(
         }
     }
     drop(ranges);
-    let rewritten = feed.rewritten.load(Ordering::Relaxed);
-    drop(feed);
     let got = hasher
         .await?
         .map_err(|e| format!("cannot read back the downloaded data: {e}"))?
         .ok_or("internal error: a range was never reported to the hasher")?;
-    if !rewritten {
-        return Ok((got, counted));
-    }
-    // A range was written again (a retried request) after some of its first bytes may
-    // have been hashed: the hash is of the file as it is now, read back whole.
-    let whole = tokio::task::spawn_blocking(move || {
-        let mut h = FileHasher::new(with_md5);
-        let mut buf = vec![0u8; HASH_READ.min(size as usize)];
-        hash_back(&file, &mut h, &mut buf, 0, size).map(|()| h.finish())
-    })
-    .await?
-    .map_err(|e| format!("cannot read back the downloaded data: {e}"))?;
-    Ok((whole, counted))
+    Ok((got, counted))
 }
 
 /// A file that fits in one range: one GET (pinned to its ETag), each frame written at its
@@ -737,132 +696,29 @@ fn skip(eng: &Engine, res: &mut FileResult, size: u64, why: &str) {
     tracing::info!("skipped: {} ({why})", res.name);
 }
 
-/// What the network side of a ranged download tells its hasher.
-enum Fed {
-    /// Bytes received and written at this offset of the file.
-    Frame(u64, bytes::Bytes),
-    /// The range at this offset is written whole (it can be read back), and the memory it
-    /// took from the run's budget, given back once it is hashed.
-    Written(u64, Option<OwnedSemaphorePermit>),
-}
-
-/// The network side's end of a ranged download's hasher: the channel, the hasher's
-/// position (every byte before it is hashed), and how far ahead of it frames are kept.
-#[derive(Clone)]
-struct Feed {
-    tx: std::sync::mpsc::Sender<Fed>,
-    at: Arc<AtomicU64>,
-    ahead: u64,
-    /// A range was written again (a retry): the hash must be taken from the file.
-    rewritten: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Feed {
-    fn new(ahead: u64) -> (Self, std::sync::mpsc::Receiver<Fed>) {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let feed = Feed { tx, at: Arc::new(AtomicU64::new(0)), ahead, rewritten: Default::default() };
-        (feed, rx)
-    }
-
-    /// Hands a copy of a written frame to the hasher if it ends within `ahead` of its
-    /// position (which the ranges' memory already ensures): the bytes a hasher holds never
-    /// add up to more than that. A frame not handed over is only dropped (the hasher reads
-    /// its bytes back from the file).
-    ///
-    /// A copy, not the frame: holding the HTTP client's buffer would make it allocate a
-    /// fresh one for every read (each a new mapping above `main`'s mmap threshold: page
-    /// faults and `munmap`s that cost more CPU than the read-back they save, measured on
-    /// Azurite). The copy is of bytes just written, still in the cache, in pieces below
-    /// that threshold, which the allocator reuses.
-    fn offer(&self, offset: u64, frame: &[u8]) {
-        let end = offset + frame.len() as u64;
-        if frame.is_empty() || end > self.at.load(Ordering::Relaxed).saturating_add(self.ahead) {
-            return;
-        }
-        let mut at = offset;
-        for piece in frame.chunks(FRAME_PIECE) {
-            let _ = self.tx.send(Fed::Frame(at, bytes::Bytes::copy_from_slice(piece)));
-            at += piece.len() as u64;
-        }
-    }
-
-    fn written(&self, offset: u64, memory: Option<OwnedSemaphorePermit>) {
-        let _ = self.tx.send(Fed::Written(offset, memory));
-    }
-}
-
-/// Hashes a file being downloaded, in file order, while its ranges arrive (in any order),
-/// on its own thread beside the transfer, so SHA-256 (one core) overlaps the network (the
-/// other). The next bytes to hash come from a frame the network side handed over, else,
-/// once the range holding them is written whole, from the file (read back from the page
-/// cache, up to the next frame held). Frames behind the position are dropped. Returns
-/// `None` when the network side stopped before the whole file was covered (a range
-/// failed: the download is abandoned anyway).
+/// Hashes a file being downloaded, in order, as its ranges are reported complete (in any
+/// order), reading each one back from the page cache. This runs on its own thread beside
+/// the transfer, so SHA-256 (one core) overlaps the network (the other) and no range is
+/// ever held in memory. Returns `None` when the reports stopped before the whole file was
+/// covered (a range failed: the download is abandoned anyway).
 fn hash_in_order(
-    file: &File,
+    file: &std::fs::File,
     size: u64,
-    range: u64,
     with_md5: bool,
-    fed: &std::sync::mpsc::Receiver<Fed>,
-    at: &AtomicU64,
+    done: std::sync::mpsc::Receiver<(u64, u64)>,
 ) -> std::io::Result<Option<Digests>> {
     let mut h = FileHasher::new(with_md5);
     let mut next = 0u64;
-    let mut frames: BTreeMap<u64, bytes::Bytes> = BTreeMap::new();
-    // Ranges written whole, by offset, with their memory (given back once hashed).
-    let mut written: BTreeMap<u64, Option<OwnedSemaphorePermit>> = BTreeMap::new();
-    let mut buf = Vec::new();
-    let mut read_back = 0u64;
-    loop {
-        while next < size {
-            while let Some(e) = frames.first_entry() {
-                if *e.key() + e.get().len() as u64 > next {
-                    break;
-                }
-                e.remove();
-            }
-            let start = next - next % range;
-            match frames.first_entry() {
-                Some(e) if *e.key() <= next => {
-                    let (k, frame) = e.remove_entry();
-                    h.update(&frame[(next - k) as usize..]);
-                    next = k + frame.len() as u64;
-                }
-                _ if written.contains_key(&start) => {
-                    // (`stop` > `next`: a frame at `next` would be the first one, taken above.)
-                    let end = (start + range).min(size);
-                    let stop = frames.range(next..end).next().map_or(end, |(k, _)| *k);
-                    if buf.is_empty() {
-                        buf = vec![0u8; HASH_READ.min(size as usize)];
-                    }
-                    hash_back(file, &mut h, &mut buf, next, stop)?;
-                    read_back += stop - next;
-                    next = stop;
-                }
-                _ => break,
-            }
-            at.store(next, Ordering::Relaxed);
-            while written.first_key_value().is_some_and(|(&w, _)| w + range <= next) {
-                written.pop_first();
-            }
-        }
-        if next >= size {
-            break;
-        }
-        match fed.recv() {
-            Ok(Fed::Frame(offset, frame)) => {
-                frames.insert(offset, frame);
-            }
-            // A range already hashed from its frames gives its memory back now: the next
-            // range may be waiting for it before it can be requested.
-            Ok(Fed::Written(offset, _)) if offset + range <= next => {}
-            Ok(Fed::Written(offset, memory)) => {
-                written.insert(offset, memory);
-            }
-            Err(_) => return Ok(None),
+    let mut ready: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut buf = vec![0u8; HASH_READ.min(size as usize)];
+    while next < size {
+        let Ok((offset, len)) = done.recv() else { return Ok(None) };
+        ready.insert(offset, len);
+        while let Some(len) = ready.remove(&next) {
+            hash_back(file, &mut h, &mut buf, next, next + len)?;
+            next += len;
         }
     }
-    tracing::debug!("hashed {size} bytes in file order, {read_back} of them read back from the file");
     Ok(Some(h.finish()))
 }
 
@@ -906,10 +762,6 @@ async fn get_range(
 /// Read-back piece for hashing: small enough to stay in the L2 cache between the copy and the hash.
 const HASH_READ: usize = 256 << 10;
 
-/// The largest copy of a frame handed to a hasher: below `main`'s mmap threshold (256 KiB),
-/// so the allocator reuses freed pieces instead of mapping and unmapping each one.
-const FRAME_PIECE: usize = 128 << 10;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -929,129 +781,6 @@ mod tests {
     /// directory's descriptor, found and removed by [`remove_temp_files`] (the SIGTERM
     /// path) even after the directory's path was swapped for a link, renamed into place
     /// when persisted, removed when dropped.
-    /// Plays a ranged download into `file` as the network side does: ranges `window` at a
-    /// time, their frames (of random lengths) interleaved at random, each written then
-    /// offered to `feed` (now and then offered again with bytes before it, as a retried
-    /// range would), each range reported once written whole.
-    fn play(file: &File, data: &[u8], range: u64, window: usize, feed: &Feed, rng: &mut fastrand::Rng) {
-        let size = data.len() as u64;
-        let mut starts: Vec<u64> = (0..size.div_ceil(range)).map(|i| i * range).collect();
-        for group in starts.chunks_mut(window) {
-            rng.shuffle(group);
-            let mut open: Vec<(u64, u64, u64)> = group.iter().map(|&s| (s, (s + range).min(size), s)).collect();
-            while !open.is_empty() {
-                let i = rng.usize(..open.len());
-                let (start, end, at) = open[i];
-                let n = rng.u64(1..=20_000).min(end - at);
-                file.write_all_at(&data[at as usize..(at + n) as usize], at).unwrap();
-                feed.offer(at, &data[at as usize..(at + n) as usize]);
-                if rng.u8(..8) == 0 {
-                    // The same bytes again, from further back (a retried range, cut elsewhere).
-                    let from = rng.u64(start..=at);
-                    feed.offer(from, &data[from as usize..(at + n) as usize]);
-                }
-                if at + n == end {
-                    feed.written(start, None);
-                    open.swap_remove(i);
-                } else {
-                    open[i].2 = at + n;
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn the_hash_is_of_the_file_in_order_whatever_order_the_frames_come_in_and_which_are_kept() {
-        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
-        let mut want = FileHasher::new(true);
-        want.update(&data);
-        let want = want.finish();
-        let size = data.len() as u64;
-        // ahead: no frame kept (all read back), some kept, every frame kept.
-        for (ahead, window, seed) in
-            [(0, 4, 1), (40_000, 1, 2), (100_000, 4, 3), (300_000, 16, 4), (u64::MAX >> 1, 8, 5)]
-        {
-            let file = Arc::new(tempfile::tempfile().unwrap());
-            file.set_len(size).unwrap();
-            let (feed, fed) = Feed::new(ahead);
-            let (f, at) = (file.clone(), feed.at.clone());
-            let hasher = std::thread::spawn(move || hash_in_order(&f, size, 65_536, true, &fed, &at));
-            play(&file, &data, 65_536, window, &feed, &mut fastrand::Rng::with_seed(seed));
-            drop(feed);
-            let got = hasher.join().unwrap().unwrap().expect("every range was reported");
-            assert_eq!(got, want, "ahead {ahead}, {window} ranges at a time");
-        }
-    }
-
-    #[test]
-    fn a_range_s_memory_comes_back_once_it_is_hashed_and_frames_come_in_pieces() {
-        let budget = Arc::new(tokio::sync::Semaphore::new(4));
-        let data = vec![5u8; 300 << 10];
-        let file = Arc::new(tempfile::tempfile().unwrap());
-        file.write_all_at(&data, 0).unwrap();
-        let (feed, fed) = Feed::new(1 << 30);
-        let (f, at) = (file.clone(), feed.at.clone());
-        let hasher = std::thread::spawn(move || hash_in_order(&f, 300 << 10, 100 << 10, false, &fed, &at));
-        // The last two ranges are written (and hold their memory) before the first.
-        for (i, offset) in [2u64, 1, 0].into_iter().map(|i| (i, i * (100 << 10))) {
-            feed.offer(offset, &data[offset as usize..(offset + (100 << 10)) as usize]);
-            feed.written(offset, budget.clone().try_acquire_owned().ok());
-            assert_eq!(
-                budget.available_permits(),
-                4 - (3 - i as usize),
-                "range {i}'s memory was given back before it was hashed"
-            );
-        }
-        drop(feed);
-        hasher.join().unwrap().unwrap().expect("every range was reported");
-        assert_eq!(budget.available_permits(), 4, "a hashed range kept its memory");
-        // A range whose frames were all hashed before it was reported written gives its
-        // memory back at once: with a budget of one range, the next one waits for it.
-        let budget = Arc::new(tokio::sync::Semaphore::new(1));
-        let (feed, fed) = Feed::new(1 << 30);
-        let (f, at) = (file.clone(), feed.at.clone());
-        let hasher = std::thread::spawn(move || hash_in_order(&f, 300 << 10, 100 << 10, false, &fed, &at));
-        for offset in [0u64, 100 << 10, 200 << 10] {
-            let memory = budget.clone().try_acquire_owned().expect("the previous range gave its memory back");
-            feed.offer(offset, &data[offset as usize..(offset + (100 << 10)) as usize]);
-            let t = std::time::Instant::now();
-            while feed.at.load(Ordering::Relaxed) < offset + (100 << 10) && t.elapsed().as_secs() < 10 {
-                std::thread::yield_now();
-            }
-            feed.written(offset, Some(memory));
-            while budget.available_permits() == 0 && t.elapsed().as_secs() < 10 {
-                std::thread::yield_now();
-            }
-        }
-        drop(feed);
-        hasher.join().unwrap().unwrap().expect("every range was reported");
-        // A frame is handed over in pieces below the allocator's mmap threshold, and
-        // nothing further than `ahead` from the hasher's position.
-        let (feed, fed) = Feed::new(1 << 20);
-        feed.offer(0, &vec![1u8; 300 << 10]);
-        let sizes: Vec<usize> = fed.try_iter().map(|m| if let Fed::Frame(_, f) = m { f.len() } else { 0 }).collect();
-        assert_eq!(sizes, [FRAME_PIECE, FRAME_PIECE, (300 << 10) - 2 * FRAME_PIECE]);
-        let (near, fed) = Feed::new(100);
-        near.offer(60, &[0u8; 41]);
-        near.offer(60, &[0u8; 40]);
-        assert!(matches!(fed.try_recv(), Ok(Fed::Frame(60, f)) if f.len() == 40));
-        assert!(fed.try_recv().is_err());
-    }
-
-    #[test]
-    fn a_hasher_whose_feed_stops_short_reports_nothing() {
-        let file = Arc::new(tempfile::tempfile().unwrap());
-        file.set_len(200_000).unwrap();
-        let (feed, fed) = Feed::new(1 << 20);
-        let (f, at) = (file.clone(), feed.at.clone());
-        let hasher = std::thread::spawn(move || hash_in_order(&f, 200_000, 65_536, false, &fed, &at));
-        feed.offer(0, &[0u8; 65_536]);
-        feed.written(0, None);
-        feed.written(131_072, None);
-        drop(feed);
-        assert_eq!(hasher.join().unwrap().unwrap(), None);
-    }
-
     #[test]
     fn named_temporary_files_are_removed_on_interrupt_and_drop_and_renamed_when_persisted() {
         let _named = NAMED_TEMP_FILES.lock().unwrap_or_else(|p| p.into_inner());

@@ -968,20 +968,17 @@ mod tests {
     }
 
     fn engine(concurrency: &str) -> Arc<Engine> {
-        engine_with(&[("PLUGIN_CONCURRENCY", concurrency)])
-    }
-
-    /// An engine over a store that answers no request, with these settings beyond the
-    /// minimal ones.
-    pub(super) fn engine_with(settings: &[(&str, &str)]) -> Arc<Engine> {
-        let base = [
-            ("PLUGIN_ACCOUNT_NAME", "acct"),
-            ("PLUGIN_ACCOUNT_KEY", "a2V5"),
-            ("PLUGIN_CONTAINER", "dist"),
-            ("PLUGIN_SOURCE", "dist"),
-        ];
         let raw = crate::config::RawSettings::from_map(
-            base.iter().chain(settings).map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            [
+                ("PLUGIN_ACCOUNT_NAME", "acct"),
+                ("PLUGIN_ACCOUNT_KEY", "a2V5"),
+                ("PLUGIN_CONTAINER", "dist"),
+                ("PLUGIN_SOURCE", "dist"),
+                ("PLUGIN_CONCURRENCY", concurrency),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         );
         let cfg = Arc::new(Config::from_raw(&raw).unwrap());
         Arc::new(Engine::new(Arc::new(NoRequests), cfg))
