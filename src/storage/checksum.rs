@@ -20,13 +20,12 @@ pub enum BodySum {
 
 impl BodySum {
     pub fn of(kind: Checksum, data: &[u8]) -> Self {
-        match kind {
-            Checksum::Crc64 => BodySum::Crc64(crc64(data)),
-            Checksum::Md5 => BodySum::Md5(Md5::digest(data).into()),
-        }
+        let mut h = Self::hasher(kind);
+        h.update(data);
+        h.finish()
     }
 
-    /// Computes `of(kind, …)` of bytes given piece by piece ([`BodySumHasher`]), so a
+    /// Computes the checksum of bytes given piece by piece ([`BodySumHasher`]), so a
     /// stage that already walks a block (the whole-file hash) can feed both while each
     /// piece is in the cache.
     pub fn hasher(kind: Checksum) -> BodySumHasher {
@@ -148,12 +147,16 @@ mod tests {
     #[test]
     fn a_sum_fed_piece_by_piece_is_the_sum_of_the_whole() {
         let body: Vec<u8> = (0..1_000_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
-        for kind in [Checksum::Crc64, Checksum::Md5] {
+        // Each against the whole body's CRC-64 and MD5 computed on their own.
+        let whole =
+            [(Checksum::Crc64, BodySum::Crc64(crc64(&body))), (Checksum::Md5, BodySum::Md5(Md5::digest(&body).into()))];
+        for (kind, want) in whole {
             for piece in [1, 7, 4096, 256 << 10, body.len()] {
                 let mut h = BodySum::hasher(kind);
                 body.chunks(piece).for_each(|c| h.update(c));
-                assert_eq!(h.finish(), BodySum::of(kind, &body), "{kind:?} in pieces of {piece}");
+                assert_eq!(h.finish(), want, "{kind:?} in pieces of {piece}");
             }
+            assert_eq!(BodySum::of(kind, &body), want, "{kind:?} of the whole body");
         }
     }
 

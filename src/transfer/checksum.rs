@@ -10,6 +10,10 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The piece a hashing stage takes at a time (after a read, or beside a request checksum):
+/// small enough to stay in the L2 cache between the copy or the first pass and the hash.
+pub const HASH_PIECE: usize = 256 << 10;
+
 /// Streaming whole-file digests: SHA-256 always, MD5 when asked.
 #[derive(Clone)]
 pub struct FileHasher {

@@ -50,7 +50,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use rustix::io::Errno;
 
-use super::checksum::{hash_read, Digests, FileHasher};
+use super::checksum::{hash_read, Digests, FileHasher, HASH_PIECE};
 use super::dirfd;
 use super::plan::DownloadItem;
 use super::report::{FileResult, Status};
@@ -681,7 +681,7 @@ async fn fetch_single(
         return Ok((h.finish(), len));
     }
     let mut h = FileHasher::new(with_md5);
-    let mut buf = vec![0u8; HASH_READ.min(len as usize)];
+    let mut buf = vec![0u8; HASH_PIECE.min(len as usize)];
     if let Err(e) = hash_back(file, &mut h, &mut buf, 0, len) {
         eng.progress.counters.bytes_done.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
         return Err(format!("cannot read back the downloaded data: {e}").into());
@@ -710,7 +710,7 @@ fn hash_in_order(
     let mut h = FileHasher::new(with_md5);
     let mut next = 0u64;
     let mut ready: BTreeMap<u64, u64> = BTreeMap::new();
-    let mut buf = vec![0u8; HASH_READ.min(size as usize)];
+    let mut buf = vec![0u8; HASH_PIECE.min(size as usize)];
     while next < size {
         let Ok((offset, len)) = done.recv() else { return Ok(None) };
         ready.insert(offset, len);
@@ -758,9 +758,6 @@ async fn get_range(
     }
     Ok(())
 }
-
-/// Read-back piece for hashing: small enough to stay in the L2 cache between the copy and the hash.
-const HASH_READ: usize = 256 << 10;
 
 #[cfg(test)]
 mod tests {

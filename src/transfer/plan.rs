@@ -410,11 +410,9 @@ fn rel_of(root: &Path, p: &Path) -> Option<(String, Option<String>)> {
     // valid UTF-8 and in normal form (no empty or `.` component), so it is its own
     // `/`-joined components.
     let (pb, rb) = (p.as_os_str().as_bytes(), root.as_os_str().as_bytes());
-    let rest = pb.strip_prefix(rb).and_then(|r| match r.strip_prefix(b"/") {
-        Some(r) if !rb.ends_with(b"/") => Some(r),
-        _ if r.is_empty() || rb.ends_with(b"/") => Some(r),
-        _ => None,
-    });
+    let rest =
+        pb.strip_prefix(rb)
+            .and_then(|r| if r.is_empty() || rb.ends_with(b"/") { Some(r) } else { r.strip_prefix(b"/") });
     if let Some(s) = rest.and_then(|r| std::str::from_utf8(r).ok()) {
         if s.is_empty() || s.split('/').all(|c| !c.is_empty() && c != ".") {
             return Some((s.to_string(), None));

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 
-use super::checksum::{hash_read, Digests, FileHasher};
+use super::checksum::{hash_read, Digests, FileHasher, HASH_PIECE};
 use super::localfs::{LocalError, PlannedFile};
 use super::plan::UploadItem;
 use super::report::{FileResult, Status};
@@ -439,10 +439,6 @@ pub(crate) type ChunkMsg = (Chunk, Bytes, OwnedSemaphorePermit);
 
 /// Room in the reader → sender channel (see `read_blocks`).
 const CHUNK_QUEUE: usize = 1024;
-
-/// The piece of a block both hashes take in turn: small enough to stay in the L2 cache
-/// between them.
-const HASH_PIECE: usize = 256 << 10;
 
 /// Reads the planned file block after block, each after taking its memory (stage 1 of a
 /// chunked upload), and checks at the end that it neither grew nor changed.
