@@ -294,7 +294,7 @@ impl Plugin {
             cmd = self.command_of(&bin);
             cmd.uid(65534).gid(65534);
         }
-        let o = cmd.output().expect("run the plugin");
+        let o = output_within(&mut cmd, PLUGIN_RUN_LIMIT);
         Out {
             code: o.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -303,13 +303,48 @@ impl Plugin {
     }
 
     pub fn run(&self) -> Out {
-        let out = self.command().output().expect("run the plugin");
+        let out = output_within(&mut self.command(), PLUGIN_RUN_LIMIT);
         Out {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+}
+
+/// The longest one plugin run of a test may take before it is killed and the test fails.
+/// A hung run used to outlive its test: killed by hand, the test binary left the plugin
+/// spinning on both cores for 50 minutes, and in CI a hang would have run to the job's limit.
+pub const PLUGIN_RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// `cmd.output()`, but a child still running after `limit` is killed (then reaped) and the
+/// test panics saying so, with what it printed so far.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run the plugin");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the plugin") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+            panic!("the plugin ran longer than {limit:?} and was killed; its stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
 /// The independent client (Python azure-storage-blob), for reads and writes the plugin did not make.
@@ -557,4 +592,21 @@ pub fn tls_back(target: u16, cert: &Path) -> u16 {
         });
     });
     port
+}
+
+/// A run over its limit is killed, not left behind, and the test fails saying so.
+#[test]
+fn support_output_within_kills_a_run_over_its_limit() {
+    let start = Instant::now();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("30");
+    let r =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| output_within(&mut cmd, Duration::from_millis(200))));
+    let msg = r.expect_err("a 30 s run under a 200 ms limit must fail the test");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains("was killed"), "{msg}");
+    assert!(start.elapsed() < Duration::from_secs(10), "waited {:?}", start.elapsed());
+    // Within the limit, the output is the run's own.
+    let o = output_within(Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]), Duration::from_secs(30));
+    assert_eq!((o.status.code(), &o.stdout[..], &o.stderr[..]), (Some(3), &b"out\n"[..], &b"err\n"[..]));
 }
