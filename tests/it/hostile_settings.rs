@@ -254,7 +254,7 @@ fn run_with_bytes(p: &Plugin, vars: &[(&[u8], &[u8])]) -> Out {
     for (k, v) in vars {
         cmd.env(OsStr::from_bytes(k), OsStr::from_bytes(v));
     }
-    let o = cmd.output().expect("run the plugin");
+    let o = output_within(&mut cmd, PLUGIN_RUN_LIMIT);
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -317,11 +317,9 @@ fn an_environment_that_is_not_utf8_never_panics_and_never_prints_the_value() {
     assert_eq!(fetch(az, &c, "a.txt").0, b"x");
 
     // An argument that is not UTF-8: exit 2 naming it (escaped), not a panic.
-    let o = plugin(dir.path())
-        .command()
-        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"--x\xff\n"))
-        .output()
-        .unwrap();
+    let mut cmd = plugin(dir.path()).command();
+    cmd.arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"--x\xff\n"));
+    let o = output_within(&mut cmd, PLUGIN_RUN_LIMIT);
     let all = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(2), "{all}");
     assert!(all.contains("unknown argument `--x\u{fffd}\\n`"), "{all}");
