@@ -32,7 +32,7 @@ pub(crate) fn spawn(p: &Plugin) -> Child {
 
 /// Waits for a spawned run; a death by signal N reads as exit code 128+N.
 pub(crate) fn finish(child: Child) -> Out {
-    let out = child.wait_with_output().expect("wait for the plugin");
+    let out = wait_within(child, PLUGIN_RUN_LIMIT);
     Out {
         code: out.status.code().unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0)),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

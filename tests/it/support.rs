@@ -320,8 +320,14 @@ pub const PLUGIN_RUN_LIMIT: Duration = Duration::from_secs(300);
 /// `cmd.output()`, but a child still running after `limit` is killed (then reaped) and the
 /// test panics saying so, with what it printed so far.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run the plugin");
+    wait_within(child, limit)
+}
+
+/// `child.wait_with_output()` for a child spawned with piped stdout and stderr, bounded as
+/// [`output_within`] is.
+pub fn wait_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
     use std::io::Read;
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run the plugin");
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -329,8 +335,8 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output
             buf
         })
     };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let out = drain(Box::new(child.stdout.take().expect("stdout piped")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr piped")));
     let start = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().expect("wait for the plugin") {
